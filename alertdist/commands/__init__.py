@@ -1,0 +1,1 @@
+"""Sub-commands of `alertdist`, one module per concern; each exposes `register(subparsers)`."""

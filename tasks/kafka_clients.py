@@ -1,0 +1,61 @@
+"""Kafka clients built one way everywhere: quiet logs, sizes that fit ZTF packets, safe producer defaults.
+
+Every function takes the bootstrap servers explicitly and lets the caller override any librdkafka key;
+librdkafka itself rejects an unknown key with an error that names it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+__all__ = ["MAX_MESSAGE_BYTES", "admin_client", "consumer", "producer"]
+
+#: Largest packet we accept and configure topics for (real ZTF alerts are 50-150 KB; rare ones reach ~1 MB).
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+_log = logging.getLogger("alertdist.kafka")
+
+
+def _common(bootstrap_servers: str) -> dict:
+    return {"bootstrap.servers": bootstrap_servers, "logger": _log}
+
+
+def admin_client(bootstrap_servers: str, **overrides) -> AdminClient:
+    return AdminClient({**_common(bootstrap_servers), **overrides})
+
+
+def producer(bootstrap_servers: str, **overrides) -> Producer:
+    """An idempotent producer (acks=all): a retry can never write a packet twice or reorder a partition."""
+    config = {
+        **_common(bootstrap_servers),
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 20,
+        "batch.size": 4 * 1024 * 1024,
+        "message.max.bytes": MAX_MESSAGE_BYTES + 64 * 1024,
+        "queue.buffering.max.kbytes": 512 * 1024,
+        "queue.buffering.max.messages": 200_000,
+    }
+    config.update(overrides)
+    return Producer(config)
+
+
+def consumer(bootstrap_servers: str, group_id: str | None = None, **overrides) -> Consumer:
+    """A consumer that commits nothing on its own: callers commit (or store) only after the work is safe."""
+    config = {
+        **_common(bootstrap_servers),
+        "group.id": group_id or "alertdist-unassigned",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 64 * 1024,
+        "isolation.level": "read_committed",
+    }
+    config.update(overrides)
+    return Consumer(config)

@@ -1,0 +1,108 @@
+"""Shared fixtures: a real Kafka broker for the session, the real ZTF packets, unique names.
+
+The broker is the one `.ci/run` started (``ALERTDIST_TEST_BOOTSTRAP``) or, when that is unset, one this
+session starts itself on free ports in a temporary folder and stops at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from alertdist.settings import Settings
+from infra import kafka_local
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+ARCHIVE_2018 = SHARED_DATA / "ztf-archive" / "ztf_public_20180819_mod1000.tar.gz"
+
+
+def _free_port_pair() -> int:
+    """A port p with p and p + 10000 both free (client and controller listeners)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 10000 < 65535:
+            with socket.socket() as s2:
+                try:
+                    s2.bind(("127.0.0.1", port + 10000))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no free port pair found")
+
+
+def start_test_cluster(folder: Path, brokers: int = 1) -> kafka_local.KafkaCluster:
+    """A fresh local cluster in ``folder`` on free ports, using the project's installed jars."""
+    libs = Settings.from_env().kafka_home / "libs"
+    kafka_local.install(libs, log=lambda *_: None)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "libs").symlink_to(libs, target_is_directory=True)
+    port = _free_port_pair()
+    while any(not _is_free(port + i) or not _is_free(port + 10000 + i) for i in range(brokers)):
+        port = _free_port_pair()
+    cluster = kafka_local.KafkaCluster(home=folder, brokers=brokers, port=port, controller_port=port + 10000,
+                                       heap="384m")
+    kafka_local.start(cluster, log=lambda *_: None)
+    return cluster
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory) -> str:
+    """Bootstrap servers of a real Apache Kafka broker."""
+    external = os.environ.get("ALERTDIST_TEST_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    cluster = start_test_cluster(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield cluster.bootstrap_servers
+    finally:
+        kafka_local.stop(cluster, log=lambda *_: None)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix, so tests sharing one broker never share a topic or group."""
+    return uuid.uuid4().hex[:10]
+
+
+def _require_shared_data() -> None:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real ZTF data not found at {SHARED_DATA} (CI places ../shared beside the clone)")
+
+
+@pytest.fixture(scope="session")
+def real_packet_files() -> list[Path]:
+    """The 29 real single-alert packet files (4.01 and 3.3)."""
+    _require_shared_data()
+    return sorted((SHARED_DATA / "ztf-alerts").glob("*/*.avro"))
+
+
+@pytest.fixture(scope="session")
+def archive_2018_members() -> list[tuple[str, bytes]]:
+    """(name, bytes) of each member of the real 2018 UW archive tarball (schema 3.0)."""
+    _require_shared_data()
+    with tarfile.open(ARCHIVE_2018) as tar:
+        return [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+
+
+@pytest.fixture(scope="session")
+def real_packets(real_packet_files, archive_2018_members) -> list[bytes]:
+    """All 59 real packets: 29 files and 30 tarball members."""
+    return [p.read_bytes() for p in real_packet_files] + [b for _, b in archive_2018_members]

@@ -1,0 +1,61 @@
+"""The broker the project runs is real Apache Kafka in KRaft mode, and the infra scripts manage it."""
+
+from __future__ import annotations
+
+from confluent_kafka.admin import ConfigResource
+
+from infra import kafka_local
+from tasks.kafka_clients import admin_client
+
+
+def test_broker_is_real_apache_kafka_in_kraft_mode(kafka_bootstrap):
+    admin = admin_client(kafka_bootstrap)
+    cluster = admin.describe_cluster(request_timeout=10).result()
+    assert cluster.cluster_id and len(cluster.cluster_id) == 22  # KRaft's base64 Uuid
+    broker = ConfigResource(ConfigResource.Type.BROKER, str(cluster.nodes[0].id))
+    config = admin.describe_configs([broker], request_timeout=10)[broker].result()
+    assert config["process.roles"].value == "broker,controller"  # KRaft combined mode, no ZooKeeper
+    assert "zookeeper.connect" not in config or not config["zookeeper.connect"].value
+    assert config["auto.create.topics.enable"].value == "false"
+
+
+def test_install_is_a_no_op_the_second_time(tmp_path):
+    from alertdist.settings import Settings
+
+    libs = Settings.from_env().kafka_home / "libs"
+    messages = []
+    version = kafka_local.install(libs, log=messages.append)
+    assert version == kafka_local.kafka_version() and version.startswith("4.")
+    assert messages == [f"Kafka {version} already installed in {libs}"]
+    assert any(p.name.startswith("kafka_2.13-") for p in libs.glob("*.jar"))
+
+
+def test_restart_keeps_the_data(tmp_path):
+    from confluent_kafka import TopicPartition
+
+    from tasks.kafka_clients import consumer, producer
+    from tasks.topics import create_topics
+    from tests.conftest import start_test_cluster
+
+    cluster = start_test_cluster(tmp_path / "kafka")
+    try:
+        admin = admin_client(cluster.bootstrap_servers)
+        create_topics(admin, {"kept": (1, 1, {})})
+        p = producer(cluster.bootstrap_servers)
+        p.produce("kept", b"survives a restart")
+        assert p.flush(30) == 0
+        kafka_local.stop(cluster, log=lambda *_: None)
+        assert not any(n.running for n in kafka_local.status(cluster))
+        kafka_local.start(cluster, log=lambda *_: None)
+        c = consumer(cluster.bootstrap_servers)
+        c.assign([TopicPartition("kept", 0, 0)])
+        msg = None
+        for _ in range(60):
+            msg = c.poll(1.0)
+            if msg is not None and not msg.error():
+                break
+        c.close()
+        assert msg is not None and msg.value() == b"survives a restart"
+        assert all(n.answering for n in kafka_local.status(cluster))
+    finally:
+        kafka_local.stop(cluster, log=lambda *_: None)
