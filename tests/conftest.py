@@ -106,3 +106,12 @@ def archive_2018_members() -> list[tuple[str, bytes]]:
 def real_packets(real_packet_files, archive_2018_members) -> list[bytes]:
     """All 59 real packets: 29 files and 30 tarball members."""
     return [p.read_bytes() for p in real_packet_files] + [b for _, b in archive_2018_members]
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real, temporary Prefect server (SQLite) for flow tests; request it in any test that runs a flow."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
