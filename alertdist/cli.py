@@ -12,6 +12,7 @@ from alertdist.settings import Settings
 #: Sub-command modules, each with `register(subparsers)`; listed in the order `--help` shows them.
 COMMAND_MODULES = [
     "alertdist.commands.kafka",
+    "alertdist.commands.prefect_server",
 ]
 
 DESCRIPTION = """\

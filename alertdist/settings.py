@@ -30,6 +30,7 @@ class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
     kafka_brokers: int = 1
     kafka_port: int = 9092
+    prefect_port: int = 4200
     survey: str = "ztf"
     programmes: dict[int, str] = field(default_factory=lambda: dict(DEFAULT_PROGRAMMES))
     site_timezone: str = "America/Los_Angeles"
@@ -39,6 +40,10 @@ class Settings:
     @property
     def kafka_home(self) -> Path:
         return self.home / "kafka"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
 
     @property
     def archive(self) -> str:
@@ -52,7 +57,7 @@ class Settings:
     def from_env(cls, environ: os._Environ | dict | None = None) -> "Settings":
         """Settings from ``ALERTDIST_*`` variables, defaults for the rest.
 
-        ALERTDIST_HOME, ALERTDIST_BOOTSTRAP_SERVERS, ALERTDIST_KAFKA_PORT, ALERTDIST_KAFKA_BROKERS,
+        ALERTDIST_HOME, ALERTDIST_BOOTSTRAP_SERVERS, ALERTDIST_KAFKA_PORT, ALERTDIST_KAFKA_BROKERS, ALERTDIST_PREFECT_PORT,
         ALERTDIST_SURVEY, ALERTDIST_SITE_TIMEZONE, ALERTDIST_ARCHIVE_URL, and for S3 the usual
         AWS_* variables plus ALERTDIST_S3_ENDPOINT_URL.
         """
@@ -69,6 +74,7 @@ class Settings:
             bootstrap_servers=env.get("ALERTDIST_BOOTSTRAP_SERVERS", local),
             kafka_brokers=brokers,
             kafka_port=port,
+            prefect_port=int(env.get("ALERTDIST_PREFECT_PORT", base.prefect_port)),
             survey=env.get("ALERTDIST_SURVEY", base.survey),
             site_timezone=env.get("ALERTDIST_SITE_TIMEZONE", base.site_timezone),
             archive_url=env.get("ALERTDIST_ARCHIVE_URL", ""),
