@@ -59,6 +59,9 @@ def zigzag_varint(value: int) -> bytes:
 
 def _read_long(packet: bytes, pos: int, what: str) -> tuple[int, int]:
     """Read one Avro long at `pos`; return it and the position after it."""
+    if pos < len(packet) and packet[pos] < 0x80:  # one byte: every count and key length in a ZTF header
+        n = packet[pos]
+        return (n >> 1) ^ -(n & 1), pos + 1
     shift = 0
     n = 0
     for i in range(pos, min(pos + _MAX_VARINT_BYTES, len(packet))):

@@ -330,9 +330,13 @@ class _WriterSchema:
         self._lock = threading.Lock()
 
     def _prefix(self, n_fields: int) -> dict:
+        """The writer schema cut after its first `n_fields` fields: reading with it stops there."""
         doc = json.loads(self.text)
         doc["fields"] = doc["fields"][:n_fields]
-        return fastavro.parse_schema(doc)
+        try:
+            return fastavro.parse_schema(doc)
+        except Exception as e:  # named types are defined before use, so a prefix of a valid schema is valid
+            raise AlertPacketError(f"cannot cut the writer schema after field {n_fields}: {e}") from e
 
     def projection(self, names: tuple[str, ...]) -> _Projection:
         found = self._projections.get(names)

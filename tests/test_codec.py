@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import schemas
 from tasks import codec
-from tasks.avro_container import SYNC_SIZE, build_container, parse_container, zigzag_varint
+from tasks.avro_container import SYNC_SIZE, _read_long, build_container, parse_container, zigzag_varint
 from tasks.codec import AlertPacketError, decode, encode, peek
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -284,6 +284,13 @@ def test_header_varint_guards():
     _raises(b"Obj\x01\x02\x01", "negative length")  # one map entry whose key length is -1
     _raises(b"Obj\x01\x02" + zigzag_varint(1 << 40), "exceeds")  # key length far beyond the packet
     _raises(b"Obj\x01\x02\x16avro.schema" + zigzag_varint(1 << 62), "exceeds")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1))
+def test_varints_round_trip(value):
+    encoded = zigzag_varint(value)
+    assert _read_long(encoded + b"rest", 0, "test") == (value, len(encoded))
 
 
 def test_writer_schema_not_json():
