@@ -40,6 +40,7 @@ __all__ = [
     "PublishResult",
     "REJECT_KINDS",
     "publish",
+    "retry_if_transient",
     "site_for_timezone",
     "stop_on_signals",
     "transient_kafka_error",
@@ -205,6 +206,15 @@ def _patiently(what: str, call: Callable, *args, attempts: int = 6, **kwargs):
                 raise
             _log.info("%s: %s; retrying (%d/%d)", what, e, attempt, attempts - 1)
             time.sleep(0.5 * attempt)
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """A Prefect ``retry_condition_fn``: retry only what a healthy Kafka would not repeat (timeouts, no leader)."""
+    try:
+        state.result()
+    except Exception as e:  # the failed state re-raises the task's own exception
+        return transient_kafka_error(e)
+    return False
 
 
 class _Publisher:

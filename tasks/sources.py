@@ -25,6 +25,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tasks.topics import SITES, night_date
+
 __all__ = [
     "NIGHT_DONE",
     "DropFolder",
@@ -32,6 +34,7 @@ __all__ = [
     "SourceError",
     "folder_packets",
     "paced",
+    "simulated_alerts",
     "simulated_packets",
     "source_from_spec",
     "tarball_packets",
@@ -40,6 +43,7 @@ __all__ = [
 #: The file the alert pipeline writes into the drop folder when the night is over (see `DropFolder`).
 NIGHT_DONE = "NIGHT_DONE"
 
+_JD_UNIX_EPOCH = 2440587.5
 _log = logging.getLogger("alertdist.sources")
 
 
@@ -108,6 +112,24 @@ def tarball_packets(location: str | Path, storage_options: dict | None = None) -
         raw.close()
 
 
+def simulated_alerts(n_alerts: int, *, night: dt.date, seed: int = 0, **simulate_options) -> Iterator:
+    """`tasks.simulate.simulate_night` for the night that topics call ``night``.
+
+    The simulator names a night by the local date at its start; topics name it by the site rule (at Palomar the
+    UT date, one day later). The simulator's date is chosen so that the alerts' jd fall in ``night``.
+    """
+    from tasks.simulate import night_window, simulate_night
+
+    palomar = SITES["palomar"]
+    simulator_night = night
+    for candidate in (night - dt.timedelta(days=1), night):
+        evening = dt.datetime.fromtimestamp((night_window(candidate)[0] - _JD_UNIX_EPOCH) * 86400.0, dt.timezone.utc)
+        if night_date(evening, palomar) == night:
+            simulator_night = candidate
+            break
+    return simulate_night(n_alerts, night=simulator_night, seed=seed, **simulate_options)
+
+
 def simulated_packets(
     n_alerts: int,
     *,
@@ -123,9 +145,7 @@ def simulated_packets(
     relative to the night's first exposure) comes round, as ZTF's pipeline releases them; ``produced_ms``
     is the moment of release.
     """
-    from tasks.simulate import simulate_night
-
-    alerts = simulate_night(n_alerts, night=night, seed=seed, **simulate_options)
+    alerts = simulated_alerts(n_alerts, night=night, seed=seed, **simulate_options)
     start = time.monotonic()
     first_jd = None
     for alert in alerts:

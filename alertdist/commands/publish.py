@@ -12,7 +12,9 @@ from pathlib import Path
 from alertdist.settings import Settings
 from tasks.kafka_clients import admin_client
 from tasks.publisher import PublishProgress, publish, site_for_timezone, stop_on_signals
-from tasks.sources import NIGHT_DONE, DropFolder, folder_packets, paced, simulated_packets, tarball_packets
+from tasks.sources import (
+    NIGHT_DONE, DropFolder, folder_packets, paced, simulated_alerts, simulated_packets, tarball_packets,
+)
 from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, night_date, parse_night
 
 __all__ = ["register"]
@@ -114,24 +116,16 @@ def _publish(args, settings: Settings) -> int:
 
 
 def _simulate(args, settings: Settings) -> int:
-    from tasks.simulate import simulate_night, write_drop_folder
+    from tasks.simulate import write_drop_folder
 
-    night = parse_night(args.night) if args.night else _night(args, settings)
+    night = _night(args, settings)
     folder = Path(args.to)
-    folder.mkdir(parents=True, exist_ok=True)
     line = _ProgressLine(f"simulating night {night:%Y%m%d} into {folder}")
-    written = 0
-
-    def counted(alerts):
-        nonlocal written
-        for alert in alerts:
-            yield alert
-            written += 1
-            if written % 100 == 0 or written == args.alerts:
-                line(f"{written}/{args.alerts} packets")
-
-    write_drop_folder(counted(simulate_night(args.alerts, night=night, seed=args.seed)), folder, speed=args.speed)
-    line(f"{written}/{args.alerts} packets", final=True)
+    alerts = simulated_alerts(args.alerts, night=night, seed=args.seed)
+    counts = write_drop_folder(alerts, folder, speed=args.speed,
+                               progress=lambda n, _: n % 100 == 0 and line(f"{n}/{args.alerts} packets"))
+    line(f"{counts.files} packets, {counts.exposures} exposures, {counts.bytes / 1e6:.1f} MB in "
+         f"{counts.seconds:.1f} s", final=True)
     if not args.no_done_marker:
         (folder / NIGHT_DONE).touch()
     print(folder)
