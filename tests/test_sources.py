@@ -1,0 +1,135 @@
+"""Packet sources without Kafka: what each yields, in which order, and when a drop folder's night ends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+
+import pytest
+
+from tasks import codec
+from tasks.publisher import night_of_jd
+from tasks.sources import (
+    NIGHT_DONE,
+    DropFolder,
+    SourceError,
+    SourcePacket,
+    folder_packets,
+    paced,
+    simulated_packets,
+    source_from_spec,
+    tarball_packets,
+)
+from tasks.topics import SITES
+from tests.conftest import ARCHIVE_2018
+
+
+def _write(folder, name, data, mtime=None):
+    path = folder / name
+    path.write_bytes(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_tarball_is_streamed_member_by_member_with_its_bytes(archive_2018_members):
+    items = list(tarball_packets(ARCHIVE_2018))
+    assert [(i.name, i.packet) for i in items] == [(n.rsplit("/", 1)[-1], b) for n, b in archive_2018_members]
+    assert all(i.produced_ms and i.path is None for i in items)
+
+
+def test_a_tarball_that_is_not_one_fails_with_its_name(tmp_path):
+    bogus = _write(tmp_path, "night.tar.gz", b"not a tarball at all")
+    with pytest.raises(SourceError, match="night.tar.gz"):
+        list(tarball_packets(bogus))
+
+
+def test_folder_yields_only_complete_avro_files_in_name_order(tmp_path):
+    _write(tmp_path, "2.avro", b"two")
+    _write(tmp_path, "1.avro", b"one")
+    _write(tmp_path, ".3.avro.tmp", b"half")
+    _write(tmp_path, ".hidden.avro", b"dot")
+    _write(tmp_path, "notes.txt", b"text")
+    assert [(i.name, i.packet) for i in folder_packets(tmp_path)] == [("1.avro", b"one"), ("2.avro", b"two")]
+    with pytest.raises(SourceError, match="does not exist"):
+        list(folder_packets(tmp_path / "missing"))
+
+
+def test_drop_folder_goes_oldest_first_and_ends_after_the_marker_once_drained(tmp_path):
+    now = time.time()
+    _write(tmp_path, "b.avro", b"B", now - 30)
+    _write(tmp_path, "a.avro", b"A", now - 10)
+    _write(tmp_path, ".c.avro.tmp", b"partial", now - 40)
+    drop = DropFolder(tmp_path)
+    seen = []
+    for item in drop:
+        if item is None:  # idle: the pipeline writes one more file, then says the night is over
+            if not (tmp_path / "c.avro").exists():
+                os.replace(tmp_path / ".c.avro.tmp", tmp_path / "c.avro")
+                (tmp_path / NIGHT_DONE).touch()
+            continue
+        seen.append(item)
+        assert item.produced_ms == pytest.approx(item.path.stat().st_mtime * 1000, abs=1)
+    assert [i.name for i in seen] == ["b.avro", "a.avro", "c.avro"]
+    assert [i.packet for i in seen] == [b"B", b"A", b"partial"]
+    # nothing is removed until Kafka acknowledged it
+    assert sorted(p.name for p in tmp_path.glob("*.avro")) == ["a.avro", "b.avro", "c.avro"]
+
+
+def test_drop_folder_never_yields_an_unsettled_file_twice_and_settles_as_told(tmp_path):
+    for name in ("1.avro", "2.avro", "3.avro"):
+        _write(tmp_path, name, name.encode())
+    (tmp_path / NIGHT_DONE).touch()
+    done = tmp_path / "done"
+    drop = DropFolder(tmp_path, done_folder=done)
+    items = [i for i in drop if i is not None]
+    assert [i.name for i in items] == ["1.avro", "2.avro", "3.avro"]  # one pass: in-flight files are not re-read
+    drop.settle(items[0], rejected=False)
+    drop.settle(items[1], rejected=True)
+    assert (done / "1.avro").read_bytes() == b"1.avro"
+    assert (tmp_path / "rejected" / "2.avro").read_bytes() == b"2.avro"
+    assert (tmp_path / "3.avro").exists()  # never acknowledged: still there for the next run
+    assert [i.name for i in DropFolder(tmp_path) if i is not None] == ["3.avro"]
+    drop.retire_marker(dt.date(2023, 10, 12))
+    assert not (tmp_path / NIGHT_DONE).exists() and (tmp_path / f"{NIGHT_DONE}.20231012").exists()
+
+
+def test_a_stopped_drop_folder_ends_at_once_and_leaves_its_files(tmp_path):
+    _write(tmp_path, "1.avro", b"1")
+    stop = threading.Event()
+    drop = DropFolder(tmp_path, stop=stop)
+    first = next(iter(drop))
+    stop.set()
+    assert first.name == "1.avro" and list(drop) == []
+    assert (tmp_path / "1.avro").exists()
+
+
+def test_simulated_packets_belong_to_the_night_they_are_published_for():
+    night = dt.date(2023, 10, 12)
+    items = list(simulated_packets(30, night=night, seed=3))
+    infos = [codec.peek(i.packet) for i in items]
+    assert len(items) == 30 and [i.name for i in items] == [f"{x.candid}.avro" for x in infos]
+    assert {night_of_jd(x.jd, SITES["palomar"]) for x in infos} == {night}
+    assert [i.packet for i in simulated_packets(30, night=night, seed=3)] == [i.packet for i in items]
+
+
+def test_paced_releases_evenly_and_stamps_the_release_time():
+    items = [SourcePacket(str(i), b"x", None) for i in range(7)]
+    start = time.time() * 1000
+    out = list(paced(items, rate_per_minute=6000))  # one every 10 ms
+    assert [i.name for i in out] == [str(i) for i in range(7)]
+    gaps = [b.produced_ms - a.produced_ms for a, b in zip(out, out[1:])]
+    assert out[0].produced_ms >= start - 1 and 50 <= out[-1].produced_ms - out[0].produced_ms <= 200
+    assert min(gaps) >= 5
+
+
+def test_source_specs_name_their_kind(tmp_path):
+    night = dt.date(2023, 10, 12)
+    assert isinstance(source_from_spec(str(tmp_path), night=night), DropFolder)
+    _write(tmp_path, "1.avro", b"1")
+    assert [i.name for i in source_from_spec(f"folder:{tmp_path}", night=night)] == ["1.avro"]
+    assert len(list(source_from_spec("simulate:5:1", night=night))) == 5
+    with pytest.raises(SourceError, match="simulate:N"):
+        source_from_spec("simulate:many", night=night)
