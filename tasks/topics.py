@@ -7,6 +7,7 @@ each programme of that night has its topic `<survey>_<YYYYMMDD>_programid<N>`.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
@@ -176,7 +177,22 @@ def create_topics(
     for name in specs:
         if name not in outcome:
             outcome[name] = _drift(admin, name, specs[name], existing[name], timeout)
+    _wait_until_visible(admin, [n for n, o in outcome.items() if o == "created"], timeout)
     return outcome
+
+
+def _wait_until_visible(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Return once every new topic has all its partitions led, so callers can use it at once."""
+    deadline = time.monotonic() + timeout
+    while names:
+        topics = admin.list_topics(timeout=timeout).topics
+        pending = [n for n in names if n not in topics or topics[n].error is not None
+                   or any(p.leader < 0 for p in topics[n].partitions.values())]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TopicsError(f"topics created but not ready after {timeout:.0f} s: {', '.join(pending)}")
+        time.sleep(0.1)
 
 
 def _drift(admin, name, spec, metadata, timeout) -> str:
