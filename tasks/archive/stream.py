@@ -1,0 +1,269 @@
+"""Read a closed night's programme topic, then hand its alerts out in candid order, each candid once.
+
+Why a spool: Kafka's order across partitions differs between runs and between a topic and its replay, yet the
+archive must be byte-identical whenever the alerts are the same. So the topic is first copied to a local spool
+file (sequential writes, nothing kept in memory) with a 48-byte index entry per message: candid, where it came
+from, where it sits in the spool. The index is sorted in bounded runs that go to disk and are merged lazily
+(an external merge sort): memory stays at one run (`run_size` entries, 4.8 MB by default) however long the
+night. Duplicates (same candid) are adjacent in that order and are dropped there, at no memory cost; the copy
+kept is the first one published (lowest partition, then offset), and a duplicate whose bytes differ from the
+kept copy is reported, not silently merged. The spool needs local disk for one programme's night of packets.
+
+Reading uses assigned partitions from each one's earliest offset to the closing offset the publisher recorded,
+so it never depends on a consumer group's committed offsets, and it stops when it has reached those offsets.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import threading
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import KafkaError, TopicPartition
+
+from tasks.avro_container import parse_container
+from tasks.codec import AlertPacketError, peek
+from tasks.kafka_clients import consumer
+
+__all__ = [
+    "ArchiveInterrupted",
+    "ArchiveStreamError",
+    "INDEX_DTYPE",
+    "PartitionRead",
+    "RejectedMessage",
+    "Spool",
+    "TopicRead",
+    "spool_topic",
+]
+
+INDEX_DTYPE = np.dtype([
+    ("candid", "<i8"), ("partition", "<i4"), ("offset", "<i8"), ("pos", "<i8"),
+    ("size", "<i4"), ("mtime", "<i8"), ("crc", "<u4"), ("schema", "<i4"),
+])
+_MERGE_BLOCK = 8192
+_PROGRESS_EVERY = 500
+
+
+class ArchiveStreamError(RuntimeError):
+    """The night's topic could not be read up to its closing offsets."""
+
+
+class ArchiveInterrupted(RuntimeError):
+    """A stop was requested (SIGTERM/SIGINT) before the night was read; nothing was published."""
+
+
+@dataclass(frozen=True)
+class RejectedMessage:
+    """A message of a programme topic that is not a valid alert packet: set aside, not archived."""
+
+    partition: int
+    offset: int
+    size: int
+    reason: str
+
+
+@dataclass
+class PartitionRead:
+    first_offset: int  # the earliest offset still in Kafka when reading started
+    end_offset: int  # the closing offset: one past the night's last message
+    read: int = 0
+
+
+@dataclass
+class TopicRead:
+    topic: str
+    partitions: dict[int, PartitionRead] = field(default_factory=dict)
+    rejected: list[RejectedMessage] = field(default_factory=list)
+
+    @property
+    def read(self) -> int:
+        return sum(p.read for p in self.partitions.values())
+
+
+@dataclass
+class Duplicates:
+    dropped: int = 0
+    conflicting: list[dict] = field(default_factory=list)  # same candid, different bytes (first 100)
+    conflicting_count: int = 0
+
+
+class Spool:
+    """Packets appended to one local file, and their index sorted by (candid, partition, offset) on disk."""
+
+    def __init__(self, folder: Path, *, run_size: int = 100_000) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / "packets.spool"
+        self._out = open(self.path, "wb", buffering=4 * 1024 * 1024)
+        self._run = np.empty(run_size, dtype=INDEX_DTYPE)
+        self._filled = 0
+        self._runs: list[Path] = []
+        self._position = 0
+        self.schemas: dict[bytes, int] = {}  # writer schema text -> id used in the index
+        self.versions: Counter[str] = Counter()  # schemavsn -> packets (after dropping duplicates: see night)
+        self.count = 0
+        self._reader = None
+
+    def add(self, packet: bytes, partition: int, offset: int) -> None:
+        """Validate and append one packet; raises AlertPacketError (nothing appended) if it is malformed."""
+        info = peek(packet)
+        container = parse_container(packet)
+        schema_text = packet[container.schema_start:container.schema_end]
+        schema_id = self.schemas.setdefault(schema_text, len(self.schemas))
+        if self._filled == len(self._run):
+            self._spill()
+        self._run[self._filled] = (info.candid, partition, offset, self._position, len(packet),
+                                   _unix_seconds(info.jd), zlib.crc32(packet), schema_id)
+        self._filled += 1
+        self._out.write(packet)
+        self._position += len(packet)
+        self.versions[info.schemavsn] += 1
+        self.count += 1
+
+    def _spill(self) -> None:
+        run = np.sort(self._run[: self._filled], order=["candid", "partition", "offset"])
+        path = self.folder / f"index-{len(self._runs):05d}.npy"
+        np.save(path, run)
+        self._runs.append(path)
+        self._filled = 0
+
+    def finish(self) -> None:
+        """Stop appending: flush the spool and sort the last run."""
+        self._out.close()
+        if self._runs:
+            self._spill()
+        else:
+            self._run = np.sort(self._run[: self._filled], order=["candid", "partition", "offset"])
+
+    def _sorted_entries(self) -> Iterator[tuple]:
+        if not self._runs:
+            yield from (tuple(e) for e in self._run)
+            return
+        yield from heapq.merge(*(_iterate_run(path) for path in self._runs))
+
+    def unique(self, duplicates: Duplicates) -> Iterator[tuple]:
+        """Index entries in (candid, partition, offset) order, the first of each candid; counts the others."""
+        kept = None
+        for entry in self._sorted_entries():
+            if kept is not None and entry[0] == kept[0]:
+                duplicates.dropped += 1
+                if entry[6] != kept[6] or entry[4] != kept[4] or self.read(entry) != self.read(kept):
+                    duplicates.conflicting_count += 1
+                    if len(duplicates.conflicting) < 100:
+                        duplicates.conflicting.append({
+                            "candid": int(entry[0]), "kept": [int(kept[1]), int(kept[2])],
+                            "dropped": [int(entry[1]), int(entry[2])],
+                        })
+                continue
+            kept = entry
+            yield entry
+
+    def read(self, entry) -> bytes:
+        if self._reader is None:
+            self._reader = open(self.path, "rb")
+        return os.pread(self._reader.fileno(), int(entry[4]), int(entry[3]))
+
+    def schema_texts(self) -> dict[int, bytes]:
+        return {i: text for text, i in self.schemas.items()}
+
+    def close(self) -> None:
+        self._out.close()
+        if self._reader is not None:
+            self._reader.close()
+
+
+def _iterate_run(path: Path) -> Iterator[tuple]:
+    run = np.load(path, mmap_mode="r")
+    for start in range(0, len(run), _MERGE_BLOCK):
+        yield from (tuple(e) for e in np.array(run[start:start + _MERGE_BLOCK]))
+
+
+def _unix_seconds(jd: float) -> int:
+    return int(round((jd - 2440587.5) * 86400.0))
+
+
+def spool_topic(
+    bootstrap_servers: str,
+    topic: str,
+    end_offsets: dict[int, int],
+    spool: Spool,
+    *,
+    stop: threading.Event | None = None,
+    progress: Callable[[int], None] | None = None,
+    poll_timeout: float = 0.5,
+    stall_timeout: float = 120.0,
+) -> TopicRead:
+    """Copy every partition of ``topic`` from its earliest offset to its closing offset into ``spool``.
+
+    Malformed packets are set aside in the result (`rejected`) with their reason. Raises ArchiveStreamError if
+    a partition ends before its closing offset (the topic was truncated or re-created) or nothing arrives for
+    ``stall_timeout`` seconds while data is still due; ArchiveInterrupted if ``stop`` is set.
+    """
+    result = TopicRead(topic)
+    c = consumer(bootstrap_servers, group_id=f"alertdist-archive-{topic}")
+    try:
+        assignment = []
+        for partition, end in sorted(end_offsets.items()):
+            low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+            if high < end:
+                raise ArchiveStreamError(
+                    f"partition {partition} of {topic} ends at offset {high}, before the closing offset {end}: "
+                    "the topic was truncated or re-created since the night closed; re-publish the night"
+                )
+            result.partitions[partition] = PartitionRead(first_offset=min(low, end), end_offset=end)
+            if end > low:
+                assignment.append(TopicPartition(topic, partition, low))
+        remaining = {tp.partition for tp in assignment}
+        if assignment:
+            c.assign(assignment)
+        last_arrival = time.monotonic()
+        while remaining:
+            if stop is not None and stop.is_set():
+                raise ArchiveInterrupted(f"stopped while reading {topic}; {result.read} messages read")
+            msg = c.poll(poll_timeout)
+            if msg is None:
+                if time.monotonic() - last_arrival > stall_timeout:
+                    raise ArchiveStreamError(
+                        f"nothing arrived from {topic} for {stall_timeout:.0f} s with partitions "
+                        f"{sorted(remaining)} not yet at their closing offsets; is the cluster healthy?"
+                    )
+                continue
+            last_arrival = time.monotonic()
+            partition = msg.partition()
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    if partition in remaining and msg.offset() >= end_offsets[partition]:
+                        remaining.discard(partition)  # transaction markers can sit at the very end
+                    continue
+                if msg.error().fatal() or not msg.error().retriable():
+                    raise ArchiveStreamError(f"reading {topic} [{partition}] failed: {msg.error().str()}")
+                continue
+            offset = msg.offset()
+            if partition not in remaining or offset >= end_offsets[partition]:
+                remaining.discard(partition)  # a message past the close is not this night's
+                continue
+            _take(spool, result, msg.value() or b"", partition, offset)
+            if offset == end_offsets[partition] - 1:
+                remaining.discard(partition)
+            if progress is not None and result.read % _PROGRESS_EVERY == 0:
+                progress(result.read)
+        if progress is not None:
+            progress(result.read)
+        return result
+    finally:
+        c.close()
+
+
+def _take(spool: Spool, result: TopicRead, value: bytes, partition: int, offset: int) -> None:
+    result.partitions[partition].read += 1
+    try:
+        spool.add(value, partition, offset)
+    except AlertPacketError as e:
+        result.rejected.append(RejectedMessage(partition, offset, len(value), str(e)))
