@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "alertdist.commands.kafka",
     "alertdist.commands.prefect_server",
     "alertdist.commands.publish",
+    "alertdist.commands.filters",
 ]
 
 DESCRIPTION = """\
