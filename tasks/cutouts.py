@@ -157,6 +157,7 @@ def _triplet(rng: np.random.Generator, peak: float, kind: str) -> StampTriplet:
     sky = rng.uniform(80.0, 240.0)
     sigma_sci = 0.5 * np.sqrt(sky) * rng.uniform(0.8, 1.3)
     psf_sigma = rng.uniform(0.8, 1.8)
+    peak = max(peak, 8.0 * sigma_sci)  # an alert is a >5-sigma detection: never fainter than that in its stamp
     static = np.zeros((n, n))
     for _ in range(rng.integers(0, 6)):
         static += _gaussian(rng.lognormal(4.5, 1.2), psf_sigma, *rng.uniform(0, n - 1, 2), grid)
@@ -179,7 +180,7 @@ def _triplet(rng: np.random.Generator, peak: float, kind: str) -> StampTriplet:
         edge = int(rng.integers(5, 20))
         for image in (science, difference):
             image[:, :edge] = np.nan
-    return StampTriplet(encode_stamp(science), encode_stamp(template), encode_stamp(difference), peak, kind)
+    return StampTriplet(encode_stamp(science), encode_stamp(template), encode_stamp(difference), float(peak), kind)
 
 
 def make_triplet_pool(rng: np.random.Generator, size: int) -> list[StampTriplet]:

@@ -483,7 +483,7 @@ class _Night:
         obj.tonight_prv, obj.tonight_fp = {}, {}
         onset = None  # jd of the first detection before tonight, if any
         if kind == "variable":
-            obj.mag, obj.amp = rnd.uniform(15.5, 19.3), 0.3
+            obj.mag, obj.amp = rnd.uniform(16.0, 19.5), 0.3
             magnr, distnr, star = obj.mag - rnd.uniform(0.5, 3.0), rnd.uniform(0.03, 1.0), rnd.uniform(0.85, 1.0)
             onset = rnd.uniform(2458050.0, jd - 60.0)
         elif kind == "nuclear":
@@ -502,7 +502,7 @@ class _Night:
             obj.mag, obj.amp = rnd.uniform(17.0, 20.2), 0.05
             magnr, distnr, star = rnd.uniform(21.5, 23.3), rnd.uniform(3.0, 22.0), rnd.uniform(0.0, 1.0)
         else:  # bogus: subtraction artefacts, mostly around bright stars
-            obj.mag, obj.amp = rnd.uniform(14.5, 20.0), 0.3
+            obj.mag, obj.amp = rnd.uniform(15.5, 20.0), 0.3
             magnr, distnr, star = rnd.uniform(12.5, 16.5), rnd.uniform(0.2, 5.0), rnd.uniform(0.9, 1.0)
         obj.object_id = self._new_id(onset)
         obj.jdstarthist = round(onset, 7) if onset is not None else jd
@@ -602,7 +602,7 @@ class _Night:
         kind = obj.kind
         limit = image.diffmaglim
         mag = min(obj.mag + rnd.gauss(0.0, obj.amp), limit + 0.1)
-        snr = 5.0 * 10 ** (0.3 * (limit - mag))
+        snr = 5.0 * 10 ** (0.24 * (limit - mag))  # fitted to the real packets' sigmapsf
         sigma = max(0.02, 1.0857 / snr * rnd.uniform(0.85, 1.15))
         magap = mag + rnd.gauss(0.0, 0.06 + sigma / 2)
         sigmagap = sigma * rnd.uniform(0.5, 1.2)
@@ -627,7 +627,7 @@ class _Night:
             "magapbig": magap + rnd.gauss(0.02, 0.05), "sigmagapbig": sigmagap * rnd.uniform(1.1, 1.4),
             "magdiff": magap - mag, "magfromlim": limit - magap, "xpos": x, "ypos": y, "ra": ra, "dec": dec,
             "mindtoedge": min(x, y, QUADRANT_PIX[0] - x, QUADRANT_PIX[1] - y), "isdiffpos": "t" if positive else "f",
-            "rb": round(rb * 700) / 700, "scorr": min(120.0, max(5.0, snr * rnd.uniform(0.5, 1.1))),
+            "rb": round(rb * 700) / 700, "scorr": min(80.0, max(5.0, snr * rnd.uniform(0.6, 1.1))),
         }
         return m, extra, drb
 
@@ -709,13 +709,13 @@ def _measurement_pool(nrng: np.random.Generator, *, bogus: bool) -> list[tuple[d
     """
     n = _MEASURE_POOL
     if bogus:
-        fwhm = np.clip(nrng.lognormal(np.log(3.5), 0.5, n), 1.2, 12.0)
-        elong = 1.0 + np.abs(nrng.normal(0.0, 0.25, n))
+        fwhm = np.clip(nrng.lognormal(np.log(3.5), 0.45, n), 1.2, 10.0)
+        elong = np.clip(1.0 + np.abs(nrng.normal(0.0, 0.2, n)), 1.0, 1.45)
         classtar = nrng.uniform(0.0, 1.0, n)
         chipsf = np.clip(nrng.lognormal(np.log(8.0), 1.2, n), 0.5, 400.0)
         nneg = nrng.integers(0, 11, n)
         nbad = nrng.integers(0, 4, n)
-        sumrat = nrng.uniform(0.5, 1.0, n)
+        sumrat = np.clip(1.0 - np.abs(nrng.normal(0.0, 0.04, n)), 0.91, 1.0)
     else:
         fwhm = np.clip(nrng.normal(3.8, 1.0, n), 1.8, 8.0)
         elong = 1.0 + np.abs(nrng.normal(0.0, 0.08, n))
