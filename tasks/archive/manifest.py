@@ -1,0 +1,74 @@
+"""The per-night manifest: what was read from Kafka, what was written, and the checksum of every output file.
+
+It is the archive's own account, written beside the data (``manifests/<survey>_<YYYYMMDD>.json``), so anyone can
+check a download, and `verify` can prove that not one alert was lost or doubled: per partition the offsets read,
+per programme ``read = written + duplicates + rejected``. It holds no timestamps, so archiving the same topics
+twice gives the same manifest too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["FORMAT", "NightManifest", "ProgrammeArchive", "manifest_path"]
+
+FORMAT = "alertdist-archive-manifest/1"
+
+
+def manifest_path(survey: str, night: str) -> str:
+    return f"manifests/{survey}_{night}.json"
+
+
+@dataclass
+class ProgrammeArchive:
+    """One programme's part of a night: its topic read, its counts, its two output files."""
+
+    programid: int
+    name: str
+    topic: str
+    partitions: dict[int, dict]  # partition -> {"first_offset", "end_offset", "read"}
+    counts: dict[str, int]  # read, written, duplicates, conflicting_duplicates, rejected
+    schema_versions: dict[str, int]  # schemavsn -> packets read
+    files: dict[str, dict]  # "tarball" / "parquet" -> {"path", "size", "sha256", "md5"}
+    rejected: list[dict] = field(default_factory=list)  # {"partition", "offset", "size", "reason"}
+    conflicting_duplicates: list[dict] = field(default_factory=list)  # first 100
+
+    @classmethod
+    def from_dict(cls, body: dict) -> "ProgrammeArchive":
+        body = dict(body)
+        body["partitions"] = {int(p): v for p, v in body["partitions"].items()}
+        return cls(**body)
+
+
+@dataclass
+class NightManifest:
+    survey: str
+    night: str  # YYYYMMDD
+    programmes: dict[int, ProgrammeArchive]
+    format: str = FORMAT
+
+    @property
+    def path(self) -> str:
+        return manifest_path(self.survey, self.night)
+
+    def to_json(self) -> bytes:
+        body = {
+            "format": self.format, "survey": self.survey, "night": self.night,
+            "programmes": {str(p): asdict(a) for p, a in sorted(self.programmes.items())},
+        }
+        for programme in body["programmes"].values():
+            programme["partitions"] = {str(p): v for p, v in sorted(programme["partitions"].items())}
+        return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "NightManifest":
+        body = json.loads(raw)
+        if body.get("format") != FORMAT:
+            raise ValueError(f"not an alertdist archive manifest (format {body.get('format')!r}, expected {FORMAT!r})")
+        programmes = {int(p): ProgrammeArchive.from_dict(a) for p, a in body["programmes"].items()}
+        return cls(body["survey"], body["night"], programmes, body["format"])
+
+    def totals(self) -> dict[str, int]:
+        keys = ("read", "written", "duplicates", "rejected")
+        return {k: sum(a.counts[k] for a in self.programmes.values()) for k in keys}

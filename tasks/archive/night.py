@@ -1,0 +1,199 @@
+"""Archive one closed night: each programme topic to a tarball and a Parquet file, then the manifest and MD5SUMS.
+
+Everything date- and name-dependent is decided here; the stream, tarball and Parquet modules never think
+about nights. One programme is read into a local spool, then written from the spool in candid order, one
+row group (`row_group_rows` alerts or `row_group_bytes` of packets, whichever comes first) at a time: the
+tarball and the Parquet file grow together and memory holds one row group, whatever the night's size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
+from tasks.archive.parquet import AlertDecoder, ParquetPartWriter, night_table_columns, parquet_path
+from tasks.archive.storage import Destination
+from tasks.archive.stream import Duplicates, Spool, spool_topic
+from tasks.archive.tarball import TarballWriter, md5sums_text, parse_md5sums, tarball_name
+from tasks.night_state import NightState, read_night_state
+from tasks.topics import TopicNaming, parse_night
+
+__all__ = ["MD5SUMS", "ArchiveOptions", "NightNotClosedError", "archive_night", "archive_programme",
+           "closed_state", "finish_night", "night_programmes"]
+
+MD5SUMS = "MD5SUMS"
+#: progress(stage, done, total): stage "read" (messages from Kafka) or "write" (alerts written)
+Progress = Callable[[str, int, int], None]
+
+
+class NightNotClosedError(RuntimeError):
+    """The night has no closing record yet: archiving it now could miss alerts."""
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    """How to archive; the defaults suit a production night."""
+
+    storage_options: dict | None = None
+    work_dir: str | None = None  # where the spool goes (needs disk for one programme's night); default: $TMPDIR
+    row_group_rows: int = 10_000
+    row_group_bytes: int = 128 * 1024 * 1024
+    engine: str = "auto"  # Avro decoder for Parquet: auto | datafusion | fastavro
+    run_size: int = 100_000  # index entries sorted in memory at once (48 bytes each)
+
+
+def closed_state(bootstrap_servers: str, naming: TopicNaming, night: dt.date) -> NightState:
+    state = read_night_state(bootstrap_servers, naming, night)
+    if state is None or not state.closed:
+        found = "never opened" if state is None else f"is {state.state!r}"
+        raise NightNotClosedError(
+            f"night {night:%Y%m%d} of {naming.survey} {found} in {naming.nights_topic}: archive it once the "
+            "publisher has closed it (the closing record carries the offsets where the night ends)"
+        )
+    return state
+
+
+def night_programmes(naming: TopicNaming, night: dt.date, state: NightState, wanted: Iterable[int] | None = None) -> list[int]:
+    """The programmes to archive: those asked for (each must have closing offsets) or all the night has."""
+    if wanted:
+        missing = [p for p in wanted if naming.programme_topic(night, p) not in state.end_offsets]
+        if missing:
+            raise NightNotClosedError(f"the closing record of night {night:%Y%m%d} has no offsets for programmes "
+                                      f"{missing}; programmes it has: {night_programmes(naming, night, state)}")
+        return sorted(wanted)
+    return [p for p in sorted(naming.programmes) if naming.programme_topic(night, p) in state.end_offsets]
+
+
+def archive_programme(
+    bootstrap_servers: str,
+    naming: TopicNaming,
+    night: dt.date | str,
+    programid: int,
+    dest_url: str,
+    state: NightState,
+    options: ArchiveOptions = ArchiveOptions(),
+    *,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+) -> ProgrammeArchive:
+    """Read one programme topic of a closed night and write its tarball and Parquet file (atomically)."""
+    night = parse_night(night)
+    topic = naming.programme_topic(night, programid)
+    if topic not in state.end_offsets:
+        raise NightNotClosedError(f"the closing record of night {night:%Y%m%d} has no offsets for {topic}")
+    end_offsets = state.end_offsets[topic]
+    dest = Destination(dest_url, options.storage_options)
+    name = naming.programmes[programid]
+    tar_path, pq_path = tarball_name(naming.survey, name, night), parquet_path(night, programid)
+    due = sum(end_offsets.values())
+    with tempfile.TemporaryDirectory(dir=options.work_dir, prefix=f"alertdist-archive-{topic}-") as tmp:
+        spool = Spool(Path(tmp), run_size=options.run_size)
+        try:
+            read = spool_topic(bootstrap_servers, topic, end_offsets, spool, stop=stop,
+                               progress=progress and (lambda n: progress("read", n, due)))
+            spool.finish()
+            columns = night_table_columns(json.loads(t) for t in spool.schemas)
+            decoder = AlertDecoder(columns, Path(tmp), options.engine)
+            for path in (tar_path, pq_path):
+                dest.remove_stale_temporaries(path)
+            duplicates = Duplicates()
+            with dest.open_atomic(tar_path) as tar_out, dest.open_atomic(pq_path) as pq_out:
+                tarball, table = TarballWriter(tar_out), ParquetPartWriter(pq_out, decoder.schema)
+                entries, packets, size = [], [], 0
+                for entry in spool.unique(duplicates):
+                    packet = spool.read(entry)
+                    entries.append(entry)
+                    packets.append(packet)
+                    size += len(packet)
+                    if len(packets) >= options.row_group_rows or size >= options.row_group_bytes:
+                        _write_group(tarball, table, decoder, entries, packets, stop)
+                        entries, packets, size = [], [], 0
+                        if progress:
+                            progress("write", table.rows, spool.count)
+                _write_group(tarball, table, decoder, entries, packets, stop)
+                tarball.close()
+                table.close()
+            if progress:
+                progress("write", table.rows, spool.count)
+        finally:
+            spool.close()
+    counts = {"read": read.read, "written": table.rows, "duplicates": duplicates.dropped,
+              "conflicting_duplicates": duplicates.conflicting_count, "rejected": len(read.rejected)}
+    if counts["read"] != counts["written"] + counts["duplicates"] + counts["rejected"] or tarball.members != table.rows:
+        raise RuntimeError(f"archiving {topic}: counts do not add up ({counts}, {tarball.members} tar members); "
+                           "this is a bug, please report it with the manifest")
+    return ProgrammeArchive(
+        programid=programid, name=name, topic=topic,
+        partitions={p: {"first_offset": r.first_offset, "end_offset": r.end_offset, "read": r.read}
+                    for p, r in sorted(read.partitions.items())},
+        counts=counts,
+        schema_versions=dict(sorted(spool.versions.items())),
+        files={"tarball": vars(tar_out.digest(tar_path)), "parquet": vars(pq_out.digest(pq_path))},
+        rejected=[vars(r) for r in read.rejected],
+        conflicting_duplicates=duplicates.conflicting,
+    )
+
+
+def _write_group(tarball, table, decoder, entries, packets, stop) -> None:
+    if not packets:
+        return
+    if stop is not None and stop.is_set():
+        from tasks.archive.stream import ArchiveInterrupted
+
+        raise ArchiveInterrupted("stopped while writing; nothing was published under a final name")
+    for entry, packet in zip(entries, packets):
+        tarball.add(f"{int(entry[0])}.avro", packet, int(entry[5]))
+    table.write(decoder.decode(packets, [int(e[0]) for e in entries]))
+
+
+def finish_night(naming: TopicNaming, night: dt.date | str, dest_url: str, programmes: list[ProgrammeArchive],
+                 storage_options: dict | None = None) -> NightManifest:
+    """Write the night's manifest and put its tarballs' md5 into the destination's MD5SUMS (atomically)."""
+    night = parse_night(night)
+    label = f"{night:%Y%m%d}"
+    dest = Destination(dest_url, storage_options)
+    manifest = NightManifest(naming.survey, label, {a.programid: a for a in programmes})
+    dest.write_bytes(manifest_path(naming.survey, label), manifest.to_json())
+    # read-modify-write: archive nights one at a time per destination (the flow does) or a line can be lost
+    entries = parse_md5sums(dest.read_bytes(MD5SUMS).decode()) if dest.exists(MD5SUMS) else {}
+    for archive in programmes:
+        entries[archive.files["tarball"]["path"]] = archive.files["tarball"]["md5"]
+    dest.write_bytes(MD5SUMS, md5sums_text(entries).encode())
+    return manifest
+
+
+def archive_night(
+    bootstrap_servers: str,
+    naming: TopicNaming,
+    night: dt.date | str,
+    dest_url: str,
+    options: ArchiveOptions = ArchiveOptions(),
+    *,
+    programmes: Iterable[int] | None = None,
+    verify: bool = True,
+    stop: threading.Event | None = None,
+    progress: Callable[[int, str, int, int], None] | None = None,
+) -> NightManifest:
+    """Archive a closed night to ``dest_url`` and (by default) verify what was written; returns the manifest.
+
+    ``progress(programid, stage, done, total)`` is called as the work advances.
+    """
+    from tasks.archive.verify import verify_night
+
+    night = parse_night(night)
+    state = closed_state(bootstrap_servers, naming, night)
+    results = []
+    for programid in night_programmes(naming, night, state, programmes):
+        report = progress and (lambda stage, done, total, p=programid: progress(p, stage, done, total))
+        results.append(archive_programme(bootstrap_servers, naming, night, programid, dest_url, state, options,
+                                         stop=stop, progress=report))
+    manifest = finish_night(naming, night, dest_url, results, options.storage_options)
+    if verify:
+        verify_night(dest_url, manifest, state, options.storage_options)
+    return manifest

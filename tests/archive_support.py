@@ -1,0 +1,64 @@
+"""Publishing a closed night for the archive tests, following the team's message conventions.
+
+The real publisher lives elsewhere; these tests publish their own input so they exercise the archiver alone:
+create the night's topics, produce each packet keyed by objectId with the agreed headers, close the night
+with the end offset of every partition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from tasks import codec
+from tasks.kafka_clients import admin_client, producer
+from tasks.night_state import NightState, end_offsets, mark_night
+from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
+
+__all__ = ["publish_night"]
+
+
+def publish_night(bootstrap: str, naming: TopicNaming, night: dt.date, packets_by_programme: dict[int, list[bytes]],
+                  *, partitions: int = 4, close: bool = True) -> NightState | None:
+    """Produce every packet to its programme topic, then (by default) mark the night closed; returns the state."""
+    ensure_night_topics(admin_client(bootstrap), naming, night, TopicSettings(partitions=partitions),
+                        programmes=sorted(packets_by_programme))
+    failures: list = []
+    delivered = [0]
+
+    def on_delivery(err, msg):
+        if err is not None:
+            failures.append(err)
+        else:
+            delivered[0] += 1
+
+    p = producer(bootstrap)
+    now_ms = str(int(time.time() * 1000)).encode()
+    total = 0
+    for programid, packets in sorted(packets_by_programme.items()):
+        topic = naming.programme_topic(night, programid)
+        for packet in packets:
+            try:
+                info = codec.peek(packet)
+                key, candid = info.objectId.encode(), str(info.candid).encode()
+            except codec.AlertPacketError:
+                key, candid = b"malformed", b"0"  # tests inject bad messages on purpose
+            headers = [("alertdist.produced_ms", now_ms), ("alertdist.published_ms", now_ms),
+                       ("alertdist.candid", candid)]
+            while True:
+                try:
+                    p.produce(topic, value=packet, key=key, headers=headers, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    p.poll(0.1)
+            p.poll(0)
+            total += 1
+    left = p.flush(60)
+    if left or failures or delivered[0] != total:
+        raise RuntimeError(f"publishing the test night failed: {left} left, {failures[:3]}, {delivered[0]}/{total}")
+    if not close:
+        return None
+    topics = [naming.programme_topic(night, pid) for pid in sorted(packets_by_programme)]
+    state = NightState(f"{night:%Y%m%d}", "closed", end_offsets(bootstrap, topics))
+    mark_night(bootstrap, naming, state)
+    return state
