@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "alertdist.commands.prefect_server",
     "alertdist.commands.publish",
     "alertdist.commands.filters",
+    "alertdist.commands.archive",
 ]
 
 DESCRIPTION = """\
