@@ -98,7 +98,8 @@ class PublishResult:
     failed: int = 0  # deliveries Kafka refused after its retries (the packets are NOT in Kafka)
     failures: list[str] = field(default_factory=list)  # the first few, "name: reason"
     bytes_delivered: int = 0
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # the whole run, including opening and closing the night
+    streaming_s: float = 0.0  # first packet read to last acknowledgement: what the rates divide by
     latency_ms: dict[str, float] = field(default_factory=dict)  # produced -> acknowledged: p50, p95, p99, max
     stopped: bool = False  # stopped by a signal or event: a pause, the night stays open
     closed: bool = False
@@ -119,11 +120,11 @@ class PublishResult:
 
     @property
     def rate_alerts_s(self) -> float:
-        return self.delivered_total / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return self.delivered_total / self.streaming_s if self.streaming_s > 0 else 0.0
 
     @property
     def rate_mb_s(self) -> float:
-        return self.bytes_delivered / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return self.bytes_delivered / 1e6 / self.streaming_s if self.streaming_s > 0 else 0.0
 
     def counts(self) -> dict:
         return {
@@ -139,6 +140,7 @@ class PublishResult:
         rows += [{"outcome": f"rejected {kind}", "packets": n} for kind, n in sorted(self.rejected.items())]
         rows += [{"outcome": "failed", "packets": self.failed}, {"outcome": "read", "packets": self.read}]
         rows += [{"outcome": "elapsed (s)", "packets": round(self.elapsed_s, 1)},
+                 {"outcome": "streaming (s)", "packets": round(self.streaming_s, 1)},
                  {"outcome": "rate (alerts/s)", "packets": round(self.rate_alerts_s, 1)},
                  {"outcome": "rate (MB/s)", "packets": round(self.rate_mb_s, 1)}]
         rows += [{"outcome": f"latency {k} (ms)", "packets": round(v, 1)} for k, v in self.latency_ms.items()]
@@ -231,6 +233,7 @@ class _Publisher:
         self.rejected: Counter[str] = Counter()
         self.latencies = array("q")
         self.fatal: KafkaError | None = None
+        self.first_read: float | None = None
         self.producer = producer(bootstrap_servers, error_cb=self._on_error, **(producer_overrides or {}))
 
     def _on_error(self, err: KafkaError) -> None:
@@ -271,6 +274,8 @@ class _Publisher:
         return topic, "", info
 
     def send(self, item: SourcePacket) -> None:
+        if self.first_read is None:
+            self.first_read = time.monotonic()
         self.result.read += 1
         now = time.time_ns() // 1_000_000
         produced_ms = item.produced_ms if item.produced_ms is not None else now
@@ -329,6 +334,7 @@ class _Publisher:
         r = self.result
         r.delivered, r.rejected = dict(self.delivered), dict(self.rejected)
         r.elapsed_s = time.monotonic() - started
+        r.streaming_s = time.monotonic() - self.first_read if self.first_read is not None else 0.0
         if self.latencies:
             import numpy as np
 

@@ -162,18 +162,20 @@ def simulated_packets(
 def paced(
     items: Iterable[SourcePacket], *, rate_per_minute: float, stop: threading.Event | None = None
 ) -> Iterator[SourcePacket]:
-    """Release packets evenly at ``rate_per_minute``, stamping each ``produced_ms`` with its release time.
+    """Release packets evenly at ``rate_per_minute``, as an alert pipeline would produce them.
 
-    For latency measurements: pre-generate a night in memory, then let this play the alert pipeline.
+    Each ``produced_ms`` is the packet's scheduled time, not the moment the consumer of this iterator got round
+    to asking for it: a publisher that falls behind shows its backlog as latency instead of hiding it. For
+    latency measurements: pre-generate a night in memory, then let this play the alert pipeline.
     """
     if rate_per_minute <= 0:
         raise ValueError(f"rate_per_minute must be positive, got {rate_per_minute}")
     interval = 60.0 / rate_per_minute
-    start = time.monotonic()
+    start, start_ms = time.monotonic(), time.time() * 1000.0
     for i, item in enumerate(items):
         if _wait_until(start + i * interval, stop):
             return
-        yield replace(item, produced_ms=_now_ms())
+        yield replace(item, produced_ms=int(start_ms + i * interval * 1000.0))
 
 
 def _wait_until(due: float, stop: threading.Event | None) -> bool:
