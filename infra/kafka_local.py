@@ -4,6 +4,12 @@
 `start` formats each node's storage once and launches `java -cp <libs>/* kafka.Kafka` per node; `stop`
 signals the pids it recorded. Each node runs the broker and controller roles in one process, with a static
 controller quorum, so one node and three nodes are the same code path.
+
+Security is opt-in (``KafkaCluster(security="sasl" | "sasl_ssl")``, ``alertdist kafka start --secure``): each
+node then adds a SCRAM-SHA-512 listener (``SASL``, plain or over TLS with certificates from make_certs.sh) for
+outside consumers, and the standard authorizer denies whatever no ACL allows. The loopback PLAINTEXT listener
+stays for the system's own services and the brokers themselves: its principal, ``User:ANONYMOUS``, is a super
+user, so in production that listener must be bound to loopback or a private network only.
 """
 
 from __future__ import annotations
@@ -24,18 +30,29 @@ __all__ = [
     "KafkaCluster",
     "KafkaInfraError",
     "NodeStatus",
+    "SECURITY_MODES",
     "install",
     "installed_version",
     "kafka_version",
+    "make_certs",
+    "recorded_security",
     "start",
     "status",
     "stop",
+    "stop_node",
 ]
 
 INFRA_DIR = Path(__file__).resolve().parent
 POM = INFRA_DIR / "pom.xml"
 LOG_CONFIG = INFRA_DIR / "log4j2.properties"
+MAKE_CERTS = INFRA_DIR / "make_certs.sh"
 MARKER = ".installed"
+
+#: ``none``: PLAINTEXT only, no authorizer (the simple embedded default). ``sasl``: adds a SASL_PLAINTEXT
+#: SCRAM-SHA-512 listener and ACLs. ``sasl_ssl``: the same listener over TLS.
+SECURITY_MODES = ("none", "sasl", "sasl_ssl")
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SECURE_LISTENER = "SASL"
 
 
 class KafkaInfraError(RuntimeError):
@@ -47,7 +64,8 @@ class KafkaCluster:
     """Where a local cluster lives and which ports it uses.
 
     Node ``i`` (1-based) listens for clients on ``port + i - 1`` and for its controller on
-    ``controller_port + i - 1``; its data and logs live in ``home/nodes/node-i``.
+    ``controller_port + i - 1``; with security on, for SCRAM clients on ``secure_port + i - 1`` (default
+    ``port + 100``). Its data and logs live in ``home/nodes/node-i``, certificates in ``home/certs``.
     """
 
     home: Path
@@ -56,6 +74,37 @@ class KafkaCluster:
     controller_port: int = 19092
     heap: str = "512m"
     extra_properties: dict[str, str] = field(default_factory=dict)
+    security: str = "none"
+    secure_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.security not in SECURITY_MODES:
+            raise KafkaInfraError(f"security must be one of {', '.join(SECURITY_MODES)}, got {self.security!r}")
+        if self.brokers < 1:
+            raise KafkaInfraError(f"a cluster needs at least one node, got brokers={self.brokers}")
+
+    @property
+    def secured(self) -> bool:
+        return self.security != "none"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.home / "certs"
+
+    @property
+    def ca_location(self) -> Path | None:
+        """The CA certificate (PEM) SASL_SSL clients must trust; None unless the cluster uses TLS."""
+        return self.certs_dir / "ca.pem" if self.security == "sasl_ssl" else None
+
+    @property
+    def secure_bootstrap_servers(self) -> str:
+        """Where SCRAM clients connect; empty when security is off."""
+        if not self.secured:
+            return ""
+        return ",".join(f"127.0.0.1:{self.secure_client_port(i)}" for i in self.node_ids())
+
+    def secure_client_port(self, node_id: int) -> int:
+        return (self.secure_port or self.port + 100) + node_id - 1
 
     @property
     def libs_dir(self) -> Path:
@@ -88,11 +137,13 @@ class NodeStatus:
     running: bool
     answering: bool
     port: int
+    secure_port: int | None = None
 
     def __str__(self) -> str:
         state = "up" if self.answering else ("starting or stuck" if self.running else "down")
         pid = self.pid if self.pid else "-"
-        return f"node {self.node_id}: {state} (pid {pid}, 127.0.0.1:{self.port})"
+        secure = f", SCRAM 127.0.0.1:{self.secure_port}" if self.secure_port else ""
+        return f"node {self.node_id}: {state} (pid {pid}, 127.0.0.1:{self.port}{secure})"
 
 
 def kafka_version() -> str:
@@ -169,13 +220,92 @@ def _server_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
         "message.max.bytes": str(16 * 1024 * 1024),
         "replica.fetch.max.bytes": str(16 * 1024 * 1024),
     }
+    if cluster.brokers >= 3:
+        # a floor for topics created without it (filter outputs, internal ones): acks=all then means two copies
+        props["min.insync.replicas"] = "2"
+    if cluster.secured:
+        props.update(_security_properties(cluster, node_id))
     props.update(cluster.extra_properties)
     return props
 
 
+def _security_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
+    """The SCRAM listener beside PLAINTEXT, and ACLs enforced by the standard (KRaft) authorizer.
+
+    PLAINTEXT and CONTROLLER connections authenticate as User:ANONYMOUS, which is a super user: the brokers,
+    the controllers and the system's own services use them. Bind that listener to loopback/private networks only.
+    """
+    port = cluster.client_port(node_id)
+    secure = cluster.secure_client_port(node_id)
+    ctrl = cluster.controller_port + node_id - 1
+    protocol = "SASL_SSL" if cluster.security == "sasl_ssl" else "SASL_PLAINTEXT"
+    name = SECURE_LISTENER.lower()
+    props = {
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},{SECURE_LISTENER}://127.0.0.1:{secure},"
+                     f"CONTROLLER://127.0.0.1:{ctrl}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},{SECURE_LISTENER}://127.0.0.1:{secure}",
+        "listener.security.protocol.map": f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{SECURE_LISTENER}:{protocol}",
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        f"listener.name.{name}.sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        f"listener.name.{name}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": "User:ANONYMOUS",
+    }
+    if cluster.security == "sasl_ssl":
+        password = (cluster.certs_dir / "keystore.password").read_text().strip()
+        props.update({
+            f"listener.name.{name}.ssl.keystore.type": "PKCS12",
+            f"listener.name.{name}.ssl.keystore.location": str(cluster.certs_dir / "broker.p12"),
+            f"listener.name.{name}.ssl.keystore.password": password,
+            f"listener.name.{name}.ssl.key.password": password,
+            f"listener.name.{name}.ssl.client.auth": "none",
+        })
+    return props
+
+
+def make_certs(cluster: KafkaCluster, *, names: tuple[str, ...] = ("localhost", "127.0.0.1"), log=print) -> Path:
+    """Create the TLS certificates of ``cluster`` with infra/make_certs.sh (a no-op when they exist)."""
+    result = subprocess.run(["bash", str(MAKE_CERTS), str(cluster.certs_dir), *names], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise KafkaInfraError(
+            f"making TLS certificates in {cluster.certs_dir} with {MAKE_CERTS} failed (exit {result.returncode}):\n"
+            f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+    log(result.stdout.strip())
+    return cluster.certs_dir
+
+
 def _write_properties(path: Path, props: dict[str, str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    scratch = path.with_suffix(".partial")
+    scratch.touch(mode=0o600)  # may hold the keystore password
+    scratch.chmod(0o600)
+    scratch.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    scratch.replace(path)
+
+
+def _security_file(cluster: KafkaCluster) -> Path:
+    return cluster.home / "nodes" / "security"
+
+
+def recorded_security(cluster: KafkaCluster) -> str | None:
+    """The security mode this cluster's data was last started with (None before its first start)."""
+    path = _security_file(cluster)
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _check_security(cluster: KafkaCluster) -> None:
+    """Refuse to reopen a secured cluster without its ACLs: that would expose every programme to anyone."""
+    recorded = recorded_security(cluster)
+    if recorded not in (None, "none") and not cluster.secured:
+        raise KafkaInfraError(
+            f"the cluster in {cluster.home} was started with security {recorded!r}; starting it with none would "
+            f"let anyone read every programme. Start it with --security {recorded} (or use a fresh --data-dir)"
+        )
+    _security_file(cluster).parent.mkdir(parents=True, exist_ok=True)
+    _security_file(cluster).write_text(cluster.security + "\n")
 
 
 def _java(cluster: KafkaCluster, heap: str) -> list[str]:
@@ -202,26 +332,46 @@ def _cluster_id(cluster: KafkaCluster) -> str:
     return cluster_id
 
 
-def _format_storage(cluster: KafkaCluster, node_id: int, config: Path) -> None:
-    if (cluster.node_dir(node_id) / "data" / "meta.properties").is_file():
+def _format_storage(cluster: KafkaCluster, configs: dict[int, Path]) -> None:
+    """Format the nodes never formatted before, all at once (each is a JVM start: seconds apiece)."""
+    pending = {n: c for n, c in configs.items() if not (cluster.node_dir(n) / "data" / "meta.properties").is_file()}
+    if not pending:
         return  # formatted before: restarting keeps the data
-    cmd = _java(cluster, "256m") + [
-        "kafka.tools.StorageTool", "format", "-t", _cluster_id(cluster), "-c", str(config),
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise KafkaInfraError(
-            f"formatting storage of node {node_id} in {cluster.node_dir(node_id)} failed:\n"
-            f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+    cluster_id = _cluster_id(cluster)
+    running = {
+        n: subprocess.Popen(
+            _java(cluster, "256m") + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(c)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
+        for n, c in pending.items()
+    }
+    failures = []
+    for node_id, proc in running.items():
+        output, _ = proc.communicate()
+        if proc.returncode != 0:
+            failures.append(f"node {node_id} in {cluster.node_dir(node_id)}:\n{output[-2000:]}")
+    if failures:
+        raise KafkaInfraError("formatting storage failed for " + "\n".join(failures))
 
 
 def _read_pid(path: Path) -> int | None:
+    """The recorded pid if that process is alive and is still our Kafka node (pids get reused)."""
     try:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if _alive(pid) and _runs_config(pid, path.parent / "server.properties") else None
+
+
+def _runs_config(pid: int, config: Path) -> bool:
+    """Whether ``pid`` is a Kafka node started with ``config``; True where /proc is unavailable."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return not Path("/proc/self").exists()
+    if cmdline == [b""]:
+        return True  # in the middle of exec: not readable yet, and not evidence of another program
+    return b"kafka.Kafka" in cmdline and str(config).encode() in cmdline
 
 
 def _alive(pid: int) -> bool:
@@ -261,35 +411,49 @@ def _answering(bootstrap: str, timeout: float = 3.0) -> int:
 def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
     """Start every node that is not already running and wait until the cluster answers.
 
-    Returns the bootstrap servers. Nodes already running are reused, so calling it twice is harmless.
+    Returns the bootstrap servers (PLAINTEXT). Nodes already running are reused, so calling it twice is
+    harmless; a node that died (or was killed) is started again on its own data.
     """
+    _check_security(cluster)
+    if cluster.security == "sasl_ssl":
+        make_certs(cluster, log=log)
+    to_start: dict[int, Path] = {}
     for node_id in cluster.node_ids():
         if _read_pid(cluster.pid_file(node_id)):
             log(f"Kafka node {node_id} already running (pid {_read_pid(cluster.pid_file(node_id))})")
             continue
-        if _port_open(cluster.client_port(node_id)):
+        ports = [cluster.client_port(node_id), cluster.controller_port + node_id - 1]
+        if cluster.secured:
+            ports.append(cluster.secure_client_port(node_id))
+        taken = [p for p in ports if _port_open(p)]
+        if taken:
             raise KafkaInfraError(
-                f"port {cluster.client_port(node_id)} is taken by a process this project did not start; "
+                f"port {taken[0]} (node {node_id}) is taken by a process this project did not start; "
                 "stop it or choose other ports (--port)"
             )
         config = cluster.node_dir(node_id) / "server.properties"
         _write_properties(config, _server_properties(cluster, node_id))
-        _format_storage(cluster, node_id, config)
+        to_start[node_id] = config
+    _format_storage(cluster, to_start)
+    started: dict[int, subprocess.Popen] = {}
+    for node_id, config in to_start.items():
         with open(cluster.log_file(node_id), "ab") as out:
-            proc = subprocess.Popen(
+            proc = started[node_id] = subprocess.Popen(
                 _java(cluster, cluster.heap) + ["kafka.Kafka", str(config)],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the command that started it; stopped by `stop`
             )
         cluster.pid_file(node_id).write_text(f"{proc.pid}\n")
-        log(f"Kafka node {node_id} starting (pid {proc.pid}, 127.0.0.1:{cluster.client_port(node_id)}, "
+        secure = f", {cluster.security} 127.0.0.1:{cluster.secure_client_port(node_id)}" if cluster.secured else ""
+        log(f"Kafka node {node_id} starting (pid {proc.pid}, 127.0.0.1:{cluster.client_port(node_id)}{secure}, "
             f"log {cluster.log_file(node_id)})")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _answering(cluster.bootstrap_servers) >= cluster.brokers:
             log(f"Kafka answering at {cluster.bootstrap_servers}")
             return cluster.bootstrap_servers
-        dead = [n for n in cluster.node_ids() if _read_pid(cluster.pid_file(n)) is None]
+        dead = [n for n in cluster.node_ids()
+                if (started[n].poll() is not None if n in started else _read_pid(cluster.pid_file(n)) is None)]
         if dead:
             tail = cluster.log_file(dead[0]).read_text(errors="replace")[-3000:]
             raise KafkaInfraError(f"Kafka node {dead[0]} exited while starting; its log ends:\n{tail}")
@@ -301,9 +465,21 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
 
 
 def stop(cluster: KafkaCluster, *, timeout: float = 30.0, log=print) -> None:
-    """Stop every node this project started: SIGTERM (a clean shutdown), SIGKILL if it hangs."""
+    """Stop every node this project started: SIGTERM to all at once (a clean shutdown), SIGKILL if one hangs.
+
+    All at once, because stopping the nodes of a 3-node quorum one by one leaves the last one unable to finish
+    its controlled shutdown (no controller majority left) until the timeout.
+    """
+    pids = {}
     for node_id in cluster.node_ids():
-        stop_node(cluster, node_id, timeout=timeout, log=log)
+        pid = _read_pid(cluster.pid_file(node_id))
+        if pid is None:
+            log(f"Kafka node {node_id} is not running")
+            cluster.pid_file(node_id).unlink(missing_ok=True)
+            continue
+        os.kill(pid, signal.SIGTERM)
+        pids[node_id] = pid
+    _wait_for_exit(cluster, pids, timeout=timeout, log=log)
 
 
 def stop_node(cluster: KafkaCluster, node_id: int, *, timeout: float = 30.0, kill: bool = False, log=print) -> None:
@@ -314,18 +490,24 @@ def stop_node(cluster: KafkaCluster, node_id: int, *, timeout: float = 30.0, kil
         cluster.pid_file(node_id).unlink(missing_ok=True)
         return
     os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+    _wait_for_exit(cluster, {node_id: pid}, timeout=timeout, log=log)
+
+
+def _wait_for_exit(cluster: KafkaCluster, pids: dict[int, int], *, timeout: float, log) -> None:
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        _reap(pid)
-        time.sleep(0.2)
-    if _alive(pid):
-        log(f"Kafka node {node_id} (pid {pid}) did not stop within {timeout:.0f} s; killing it")
-        os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
+    while any(_alive(p) for p in pids.values()) and time.monotonic() < deadline:
+        for pid in pids.values():
             _reap(pid)
-            time.sleep(0.1)
-    cluster.pid_file(node_id).unlink(missing_ok=True)
-    log(f"Kafka node {node_id} stopped")
+        time.sleep(0.1)
+    for node_id, pid in pids.items():
+        if _alive(pid):
+            log(f"Kafka node {node_id} (pid {pid}) did not stop within {timeout:.0f} s; killing it")
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                _reap(pid)
+                time.sleep(0.1)
+        cluster.pid_file(node_id).unlink(missing_ok=True)
+        log(f"Kafka node {node_id} stopped")
 
 
 def _reap(pid: int) -> None:
@@ -341,6 +523,7 @@ def status(cluster: KafkaCluster) -> list[NodeStatus]:
         pid = _read_pid(cluster.pid_file(node_id))
         port = cluster.client_port(node_id)
         answering = pid is not None and _answering(f"127.0.0.1:{port}", timeout=2.0) > 0
-        result.append(NodeStatus(node_id, pid, pid is not None, answering, port))
+        secure = cluster.secure_client_port(node_id) if cluster.secured else None
+        result.append(NodeStatus(node_id, pid, pid is not None, answering, port, secure))
     return result
 
