@@ -562,15 +562,25 @@ class _Night:
         rnd = self.rnd
         p_detect = {"variable": 0.55, "nuclear": 0.35, "transient": 0.85}.get(obj.kind, 0.0)
         fp_from = self.window[0] - FP_DAYS
+        p_positive = {"variable": 0.6, "nuclear": 0.7}.get(obj.kind, 1.0)
         prv, fp = [], []
+        shape = None  # measured once; past detections then differ only in photometry, to keep this cheap
         for key in range(fs.n_past):
             image = self._image(fs, key, obj.rcid)
             m = None
             if onset is not None and image.jd >= onset and rnd.random() < p_detect:
-                m, _, _ = self._measure(obj, image)
-                prv.append({**self.prv_null, **image.prv_base, **obj.ref_match, **m,
-                            "candid": image.pid * 10**6 + (15 if m["isdiffpos"] == "t" else 10) * 1000 + rnd.randrange(300),
-                            "tblid": rnd.randrange(300)})
+                if shape is None:
+                    shape = {**self.prv_null, **obj.ref_match, **self._measure(obj, image)[0]}
+                limit = image.diffmaglim
+                mag = min(obj.mag + rnd.gauss(0.0, obj.amp), limit + 0.1)
+                sigma = max(0.02, 1.0857 / (5.0 * 10 ** (0.24 * (limit - mag))))
+                sign = "t" if rnd.random() < p_positive else "f"
+                tblid = rnd.randrange(300)
+                m = {**shape, **image.prv_base, "magpsf": mag, "sigmapsf": sigma, "magap": mag + shape["magdiff"],
+                     "magapbig": mag + shape["magdiff"] + 0.02, "magfromlim": limit - mag - shape["magdiff"],
+                     "isdiffpos": sign, "tblid": tblid,
+                     "candid": image.pid * 10**6 + (15 if sign == "t" else 10) * 1000 + tblid}
+                prv.append(m)
                 obj.ndethist += 1
             else:
                 prv.append(image.nondet)
