@@ -136,7 +136,9 @@ class Destination:
                     raw.close()  # completes the upload: only now does the object exist
             except BaseException:
                 with contextlib.suppress(Exception):
-                    raw.discard() if hasattr(raw, "discard") else None  # aborts a multipart upload
+                    if hasattr(raw, "discard"):
+                        raw.discard()  # aborts a multipart upload; nothing appears under the key
+                        raw.closed = True  # or the file's finaliser would try to upload what is left
                 raise
 
     def write_bytes(self, path: str, data: bytes) -> FileDigest:
