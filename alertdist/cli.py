@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "alertdist.commands.publish",
     "alertdist.commands.filters",
     "alertdist.commands.archive",
+    "alertdist.commands.replay",
 ]
 
 DESCRIPTION = """\

@@ -11,6 +11,9 @@ The Parquet dataset (``parquet/night=YYYYMMDD/programid=N/*.parquet``, see `task
 with `pyarrow.dataset`, so a query reads only the columns and row groups it needs. For replays its rows are
 turned back into alert records (the inverse of the archive's column layout, fitted to the row's own schema
 version) and re-encoded with `codec.encode`: they decode to the same records as the archived packets.
+
+`open_sources` puts it together for replays and offline filters: tarballs, Parquet files or datasets, or an
+archive root and a night, merged into one candid-ordered stream.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "is_tarball",
     "merge_by_candid",
     "open_dataset",
+    "open_sources",
     "packets_for_batch",
     "parquet_alerts",
     "parquet_records",
@@ -334,12 +338,61 @@ def alerts_from(
     return parquet_alerts(location, filter, storage_options=storage_options, counts=counts)
 
 
+def open_sources(
+    specs: Iterable[str], *, archived_night: str | None = None, storage_options: dict | None = None,
+    prefer: str = "tarball",
+) -> tuple[Iterator[ArchivedAlert], list[ReadCounts], list[str]]:
+    """One candid-ordered stream of alerts from several sources, and each source's counts and name.
+
+    A spec is a tarball, a ``.parquet`` file, or a folder/URL: with ``archived_night`` an archive root whose
+    tarballs of that night are used (byte-identical; ``prefer="parquet"`` takes its Parquet rows instead),
+    without it a Parquet dataset read whole. Any of them local, ``s3://`` or ``http(s)://``.
+    """
+    from tasks.access.listing import ArchiveAccessError, RemoteFile, open_location
+    from tasks.topics import parse_night
+
+    if archived_night is not None:
+        archived_night = f"{parse_night(archived_night):%Y%m%d}"
+    streams, counts, names = [], [], []
+    for spec in specs:
+        spec = str(spec)
+        if is_tarball(spec) or spec.endswith(".parquet") or archived_night is None:
+            c = ReadCounts(spec)
+            streams.append(alerts_from(spec, storage_options=storage_options, counts=c))
+            counts.append(c)
+            names.append(spec)
+            continue
+        location = open_location(spec, storage_options)
+        try:
+            files = location.night_files(archived_night)
+        except ArchiveAccessError:  # not an archive root: a Parquet dataset folder, filtered to the night
+            files = [RemoteFile(spec, kind="parquet")]
+        tarballs = [f for f in files if f.kind == "tarball"]
+        if tarballs and prefer == "tarball":
+            for f in tarballs:
+                c = ReadCounts(location.display(f.path))
+                streams.append(tarball_alerts(c.source, storage_options=storage_options, counts=c))
+                counts.append(c)
+                names.append(c.source)
+        elif any(f.kind == "parquet" for f in files):
+            c = ReadCounts(f"{spec} (Parquet, night {archived_night})")
+            streams.append(alerts_from(spec, storage_options=storage_options, counts=c,
+                                       filter=ds.field("night") == archived_night))
+            counts.append(c)
+            names.append(c.source)
+        else:
+            raise ValueError(f"{spec} has no {prefer} for night {archived_night}")
+    if not streams:
+        raise ValueError("nothing to replay: give at least one tarball, Parquet file or archive location")
+    return (streams[0] if len(streams) == 1 else merge_by_candid(streams)), counts, names
+
+
 def packets_for_batch(
-    location: str, *, storage_options: dict | None = None, counts: ReadCounts | None = None,
-    on_alert: Callable[[ArchivedAlert], None] | None = None,
-) -> Iterator[tuple[str, bytes]]:
-    """``(name, packet)`` pairs, the input `tasks.filters.batch.run_batch` takes, from any archived source."""
-    for alert in alerts_from(location, storage_options=storage_options, counts=counts):
-        if on_alert is not None:
-            on_alert(alert)
-        yield alert.name, alert.packet
+    specs: Iterable[str], *, archived_night: str | None = None, storage_options: dict | None = None,
+    prefer: str = "tarball",
+) -> tuple[Iterator[tuple[str, bytes]], list[ReadCounts]]:
+    """``(name, packet)`` pairs, the input `tasks.filters.batch.run_batch` takes, from any archived source
+    (see `open_sources`), and the sources' counts of good and bad members."""
+    alerts, counts, _ = open_sources(specs, archived_night=archived_night, storage_options=storage_options,
+                                     prefer=prefer)
+    return ((a.name, a.packet) for a in alerts), counts
