@@ -268,3 +268,29 @@ def test_the_publish_flow_publishes_closes_and_leaves_artifacts(kafka_bootstrap,
     assert set(by_key) == set(keys)
     assert by_key[keys[0]].type == "progress" and float(by_key[keys[0]].data) == 100.0
     assert by_key[keys[1]].type == "table" and "delivered programid" in str(by_key[keys[1]].data)
+
+
+def test_only_transient_kafka_errors_are_retried():
+    from confluent_kafka import KafkaError, KafkaException
+
+    from tasks.night_state import NightStateError
+    from tasks.publisher import transient_kafka_error
+    from tasks.topics import TopicsError
+
+    def wrapped(outer, inner):
+        try:
+            raise outer from inner
+        except Exception as e:
+            return e
+
+    timeout = KafkaException(KafkaError(KafkaError._TIMED_OUT))
+    denied = KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    assert transient_kafka_error(timeout)
+    assert transient_kafka_error(KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)))
+    assert transient_kafka_error(wrapped(TopicsError("creating topic x failed"), timeout))
+    assert not transient_kafka_error(denied)
+    assert not transient_kafka_error(wrapped(TopicsError("creating topic x failed"), denied))
+    assert transient_kafka_error(NightStateError("marking night 20231012 closed failed: timed out"))
+    assert transient_kafka_error(PublishError("3 unacknowledged", transient=True))
+    assert not transient_kafka_error(PublishError("night 20231012 is already closed"))
+    assert not transient_kafka_error(ValueError("programid 4 is not one of [1, 2, 3]"))

@@ -1,0 +1,185 @@
+"""The publisher's throughput against Kafka's own producer benchmark, then its latency at ZTF's peak rate.
+
+Same private broker, same run:
+  (a) java org.apache.kafka.tools.ProducerPerformance: N random records of the mean size of ZTF's real 4.01
+      packets (of the simulated ones when ../shared/data is absent), the same producer settings as ours;
+  (b) tasks.publisher.publish sending a simulated night of N alerts, generated into memory beforehand so the
+      simulator's cost is not measured: peek, routing, headers, delivery callbacks, night open/close.
+Both without compression by default: ProducerPerformance's payload is random letters, real packets carry a
+25 KB JSON schema that lz4 shrinks a lot, so with lz4 the two would not send the same bytes (--compression lz4
+runs that anyway, for information). Rates are MB/s of record values (1 MB = 1e6 bytes), over first send to
+last acknowledgement; rounds alternate (a) and (b), and the best round of each counts.
+
+Latency: the simulated packets are released evenly at 80,000 alerts/minute (ZTF's observed peak) for
+--latency-seconds, each stamped with its release time as `alertdist.produced_ms`, published, and consumed live
+by a consumer in another process; percentiles of (consumer received - produced_ms).
+
+Run from the repository root: .venv/bin/python bench/publish.py [--alerts 8000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import json
+import multiprocessing
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from alertdist.settings import Settings  # noqa: E402
+from infra import kafka_local  # noqa: E402
+from tasks.kafka_clients import admin_client  # noqa: E402
+from tasks.publisher import HEADER_PRODUCED_MS, publish  # noqa: E402
+from tasks.sources import SourcePacket, paced, simulated_alerts  # noqa: E402
+from tasks.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics  # noqa: E402
+from tests.conftest import start_test_cluster  # noqa: E402
+
+REAL_401 = REPO.parent / "shared" / "data" / "ztf-alerts" / "20231012"
+NIGHT = dt.date(2023, 10, 12)
+PARTITIONS = 14
+SAME_SETTINGS = {"linger.ms": "20", "batch.size": str(4 * 1024 * 1024), "acks": "all", "enable.idempotence": "true"}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def java_producer_performance(libs: Path, bootstrap: str, topic: str, n: int, size: int, compression: str) -> float:
+    """MB/s (1e6) that Kafka's ProducerPerformance reports for n records of size bytes."""
+    props = {**SAME_SETTINGS, "bootstrap.servers": bootstrap, "compression.type": compression,
+             "max.request.size": str(10 * 1024 * 1024), "buffer.memory": str(512 * 1024 * 1024)}
+    command = ["java", "-Xmx1g", "-cp", f"{libs}/*", "org.apache.kafka.tools.ProducerPerformance",
+               "--topic", topic, "--num-records", str(n), "--record-size", str(size), "--throughput", "-1",
+               "--producer-props", *[f"{k}={v}" for k, v in props.items()]]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    final = [line for line in done.stdout.splitlines() if "records sent" in line and "avg latency" in line]
+    if done.returncode != 0 or not final:
+        raise RuntimeError(f"ProducerPerformance failed ({done.returncode}): {done.stderr[-2000:]}")
+    records_per_s = float(re.search(r"([\d.]+) records/sec", final[-1]).group(1))
+    return records_per_s * size / 1e6
+
+
+def publisher_rate(bootstrap: str, packets: list[SourcePacket], survey: str, compression: str) -> tuple[float, float]:
+    """MB/s and alerts/s of the publisher over one simulated night held in memory."""
+    naming = TopicNaming(survey=survey)
+    ensure_night_topics(admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=PARTITIONS, compression="producer"))
+    result = publish(packets, bootstrap_servers=bootstrap, naming=naming, night=NIGHT,
+                     producer_overrides={"compression.type": compression})
+    if result.delivered_total != len(packets):
+        raise RuntimeError(f"publisher delivered {result.delivered_total} of {len(packets)}")
+    return result.rate_mb_s, result.rate_alerts_s
+
+
+def consume_latencies(bootstrap: str, topics: list[str], expected: int, timeout: float, out) -> None:
+    """In its own process: read ``topics`` live and send back received-minus-produced milliseconds."""
+    from confluent_kafka import TopicPartition
+
+    from tasks.kafka_clients import consumer
+
+    c = consumer(bootstrap, **{"enable.partition.eof": False, "fetch.wait.max.ms": 100})
+    try:
+        metadata = c.list_topics(timeout=30)
+        c.assign([TopicPartition(t, p, 0) for t in topics for p in metadata.topics[t].partitions])
+        latencies, deadline = [], time.monotonic() + timeout
+        out.put("ready")
+        while len(latencies) < expected and time.monotonic() < deadline:
+            for msg in c.consume(1000, 0.1):
+                if msg.error():
+                    continue
+                received = time.time_ns() // 1_000_000
+                latencies.append(received - int(dict(msg.headers())[HEADER_PRODUCED_MS]))
+        out.put(latencies)
+    finally:
+        c.close()
+
+
+def latency_run(bootstrap: str, packets: list[SourcePacket], rate_per_minute: float, seconds: float) -> dict:
+    naming = TopicNaming(survey="latency")
+    ensure_night_topics(admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=PARTITIONS))
+    n = int(rate_per_minute / 60 * seconds)
+    topics = list(naming.programme_topics(NIGHT).values())
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    reader = context.Process(target=consume_latencies, args=(bootstrap, topics, n, seconds + 120, results))
+    reader.start()
+    if results.get(timeout=60) != "ready":
+        raise RuntimeError("the latency consumer did not start")
+    time.sleep(1.0)  # let it fetch its first (empty) responses
+    stream = paced(itertools.islice(itertools.cycle(packets), n), rate_per_minute=rate_per_minute)
+    result = publish(stream, bootstrap_servers=bootstrap, naming=naming, night=NIGHT)
+    latencies = sorted(results.get(timeout=seconds + 150))
+    reader.join(30)
+    if len(latencies) != n:
+        raise RuntimeError(f"the consumer received {len(latencies)} of {n} messages")
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"alerts": n, "achieved_per_minute": round(n / result.streaming_s * 60), "p50_ms": q[49],
+            "p95_ms": q[94], "p99_ms": q[98], "max_ms": latencies[-1]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--alerts", type=int, default=8000, help="records per throughput round (default 8000)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compression", default="none", choices=["none", "lz4"], help="for both (a) and (b)")
+    parser.add_argument("--rate", type=float, default=80_000, help="alerts/minute of the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    args = parser.parse_args(argv)
+
+    say(f"simulating a night of {args.alerts} alerts into memory...")
+    started = time.monotonic()
+    packets = [SourcePacket(f"{a.candid}.avro", a.packet, None) for a in simulated_alerts(args.alerts, night=NIGHT, seed=1)]
+    simulated_mean = statistics.fmean(len(p.packet) for p in packets)
+    say(f"  {len(packets)} packets, mean {simulated_mean:,.0f} B, in {time.monotonic() - started:.0f} s")
+    real = [p.stat().st_size for p in REAL_401.glob("*.avro")]
+    record_size = round(statistics.fmean(real)) if real else round(simulated_mean)
+    say(f"record size for ProducerPerformance: {record_size:,} B "
+        f"({'mean of the real 4.01 packets' if real else 'mean of the simulated packets: ../shared/data is absent'})")
+
+    with tempfile.TemporaryDirectory(prefix="bench-publish-") as folder:
+        cluster = start_test_cluster(Path(folder) / "kafka")
+        bootstrap = cluster.bootstrap_servers
+        libs = Settings.from_env().kafka_home / "libs"
+        say(f"broker {bootstrap} (Kafka {kafka_local.installed_version(libs)}), compression {args.compression}")
+        try:
+            java_rates, ours, alert_rates = [], [], []
+            for r in range(1, args.rounds + 1):
+                topic = f"perf_{r}"
+                create_topics(admin_client(bootstrap), {topic: (PARTITIONS, 1, {"max.message.bytes": str(10 * 1024 * 1024),
+                                                                                "compression.type": "producer"})})
+                java_rates.append(java_producer_performance(libs, bootstrap, topic, args.alerts, record_size, args.compression))
+                say(f"round {r}: (a) ProducerPerformance {java_rates[-1]:.1f} MB/s")
+                mb_s, alerts_s = publisher_rate(bootstrap, packets, f"round{r}", args.compression)
+                ours.append(mb_s)
+                alert_rates.append(alerts_s)
+                say(f"round {r}: (b) publisher          {mb_s:.1f} MB/s ({alerts_s:,.0f} alerts/s)   ratio {mb_s / java_rates[-1]:.2f}")
+            best_java, best_ours = max(java_rates), max(ours)
+            say(f"best: (a) {best_java:.1f} MB/s, (b) {best_ours:.1f} MB/s, ratio {best_ours / best_java:.2f} (target >= 0.8)")
+
+            say(f"latency: {args.rate:,.0f} alerts/minute for {args.latency_seconds:.0f} s, consumed live in another process...")
+            latency = latency_run(bootstrap, packets, args.rate, args.latency_seconds)
+            say(f"  {latency['alerts']} alerts at {latency['achieved_per_minute']:,}/min: p50 {latency['p50_ms']:.0f} ms, "
+                f"p95 {latency['p95_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']} ms (target p99 < 1000)")
+        finally:
+            kafka_local.stop(cluster, log=lambda *_: None)
+
+    print(json.dumps({
+        "alerts": args.alerts, "record_size": record_size, "compression": args.compression, "rounds": args.rounds,
+        "producer_performance_mb_s": round(best_java, 1), "publisher_mb_s": round(best_ours, 1),
+        "publisher_alerts_s": round(max(alert_rates)), "ratio": round(best_ours / best_java, 3),
+        "producer_performance_rounds": [round(x, 1) for x in java_rates], "publisher_rounds": [round(x, 1) for x in ours],
+        "latency_rate_per_minute": args.rate, **{f"latency_{k}": v for k, v in latency.items()},
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
