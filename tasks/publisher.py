@@ -30,6 +30,7 @@ from tasks.sources import SourcePacket
 from tasks.topics import SITES, Site, TopicNaming, TopicsError, night_date
 
 __all__ = [
+    "DEFAULT_MAX_PACKET_BYTES",
     "HEADER_CANDID",
     "HEADER_PRODUCED_MS",
     "HEADER_PUBLISHED_MS",
@@ -52,6 +53,9 @@ HEADER_CANDID = "alertdist.candid"
 HEADER_REASON = "alertdist.reason"
 HEADER_SOURCE = "alertdist.source"
 HEADER_ORIGINAL_SIZE = "alertdist.original_size"
+
+#: Largest packet published: the topics' limit less room for the batch header, key and headers.
+DEFAULT_MAX_PACKET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 
 #: Why a packet is set aside; the first word of its ``alertdist.reason`` header.
 REJECT_KINDS = ("malformed", "oversize", "unknown-programid", "wrong-night")
@@ -234,6 +238,7 @@ class _Publisher:
         self.latencies = array("q")
         self.fatal: KafkaError | None = None
         self.first_read: float | None = None
+        self.permanent_failures = 0  # refusals a retry would meet again (e.g. a message too large)
         self.producer = producer(bootstrap_servers, error_cb=self._on_error, **(producer_overrides or {}))
 
     def _on_error(self, err: KafkaError) -> None:
@@ -291,7 +296,7 @@ class _Publisher:
             headers = [(HEADER_REASON, reason.encode()), (HEADER_SOURCE, item.name.encode()),
                        (HEADER_PRODUCED_MS, b"%d" % produced_ms)]
             value = item.packet
-            if len(value) > MAX_MESSAGE_BYTES:  # the rejected topic cannot hold it whole: keep its head
+            if len(value) > DEFAULT_MAX_PACKET_BYTES:  # the rejected topic cannot hold it whole: keep its head
                 headers.append((HEADER_ORIGINAL_SIZE, b"%d" % len(value)))
                 value = value[: MAX_MESSAGE_BYTES // 2]
             topic, key = self.rejected_topic, None
@@ -306,6 +311,8 @@ class _Publisher:
 
     def _failed(self, item: SourcePacket, err: KafkaError) -> None:
         self.result.failed += 1
+        if not (err.retriable() or err.code() in _TRANSIENT_CODES):
+            self.permanent_failures += 1
         if len(self.result.failures) < 20:
             self.result.failures.append(f"{item.name}: {err.str()}")
         _log.error("Kafka did not take %s: %s", item.name, err.str())
@@ -352,7 +359,7 @@ def publish(
     night: dt.date,
     site: Site = SITES["palomar"],
     stop: threading.Event | None = None,
-    max_packet_bytes: int = MAX_MESSAGE_BYTES,
+    max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES,
     check_night: bool = True,
     close_night: bool = True,
     reopen: bool = False,
@@ -409,7 +416,7 @@ def publish(
             f"night {night_text}: {result.failed} packet(s) refused by Kafka and {left} unacknowledged after "
             f"{flush_timeout_s:.0f} s; first failures: {result.failures[:3]}. Nothing was lost from a drop folder "
             "(unacknowledged files stay); rerun the publisher once Kafka is healthy.",
-            result, transient=True)
+            result, transient=run.permanent_failures == 0)
     if result.missing:
         raise PublishError(f"night {night_text} does not reconcile: read {result.read} but delivered "
                            f"{result.delivered_total} + rejected {result.rejected_total}; "

@@ -294,3 +294,16 @@ def test_only_transient_kafka_errors_are_retried():
     assert transient_kafka_error(PublishError("3 unacknowledged", transient=True))
     assert not transient_kafka_error(PublishError("night 20231012 is already closed"))
     assert not transient_kafka_error(ValueError("programid 4 is not one of [1, 2, 3]"))
+
+
+def test_a_packet_too_big_even_for_the_rejected_topic_keeps_its_head_and_size(kafka_bootstrap, unique):
+    naming = TopicNaming(survey=f"o{unique}")
+    topics = _night_topics(kafka_bootstrap, naming, partitions=1)
+    good = next(iter(simulated_packets(1, night=NIGHT, seed=4)))
+    giant = good.packet + bytes(11 * 1024 * 1024)
+    result = publish([SourcePacket("giant.avro", giant, None), good], bootstrap_servers=kafka_bootstrap,
+                     naming=naming, night=NIGHT)
+    assert result.rejected == {"oversize": 1} and result.delivered_total == 1 and result.closed
+    [kept] = [m for m in _consume_all(kafka_bootstrap, topics) if m["topic"] == naming.rejected_topic(NIGHT)]
+    assert int(kept["headers"]["alertdist.original_size"]) == len(giant)
+    assert giant.startswith(kept["value"]) and len(kept["value"]) > 1024 * 1024

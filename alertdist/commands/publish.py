@@ -11,7 +11,7 @@ from pathlib import Path
 
 from alertdist.settings import Settings
 from tasks.kafka_clients import admin_client
-from tasks.publisher import PublishProgress, publish, site_for_timezone, stop_on_signals
+from tasks.publisher import DEFAULT_MAX_PACKET_BYTES, PublishProgress, publish, site_for_timezone, stop_on_signals
 from tasks.sources import (
     NIGHT_DONE, DropFolder, folder_packets, paced, simulated_alerts, simulated_packets, tarball_packets,
 )
@@ -62,12 +62,12 @@ def _create_topics(args, settings: Settings) -> int:
     return 0
 
 
-def _source(args, night: dt.date, stop: threading.Event):
+def _source(args, settings: Settings, night: dt.date, stop: threading.Event):
     """The source the arguments name, and how many packets it holds when that is known."""
     if args.drop_folder:
         return DropFolder(args.drop_folder, stop=stop, done_folder=args.done_folder), None
     if args.tarball:
-        return tarball_packets(args.tarball), None
+        return tarball_packets(args.tarball, settings.storage_options), None
     if args.folder:
         return folder_packets(args.folder), sum(1 for p in Path(args.folder).glob("*.avro") if p.name[0] != ".")
     source = simulated_packets(args.simulate, night=night, seed=args.seed, speed=args.speed, stop=stop)
@@ -93,7 +93,7 @@ def _publish(args, settings: Settings) -> int:
 
     stop = threading.Event()
     with stop_on_signals(stop):
-        source, total = _source(args, night, stop)
+        source, total = _source(args, settings, night, stop)
         result = publish(
             source, bootstrap_servers=settings.bootstrap_servers, naming=naming, night=night,
             site=site_for_timezone(settings.site_timezone), stop=stop, max_packet_bytes=args.max_packet_bytes,
@@ -170,7 +170,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pub.add_argument("--rate", type=float, metavar="PER_MINUTE", help="with --simulate: release alerts evenly at this rate")
     pub.add_argument("--done-folder", metavar="DIR", help="with --drop-folder: move published files here instead of deleting")
     pub.add_argument("--any-night", action="store_true", help="accept packets whose jd lies in another night")
-    pub.add_argument("--max-packet-bytes", type=int, default=10 * 1024 * 1024, help="larger packets are rejected")
+    pub.add_argument("--max-packet-bytes", type=int, default=DEFAULT_MAX_PACKET_BYTES,
+                     help=f"larger packets are rejected as oversize (default {DEFAULT_MAX_PACKET_BYTES})")
     pub.add_argument("--no-close", action="store_true", help="do not mark the night closed at the end")
     pub.add_argument("--reopen", action="store_true", help="publish into a night already marked closed")
     pub.add_argument("--no-create-topics", action="store_true", help="fail if the night's topics do not exist")
