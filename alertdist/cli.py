@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "alertdist.commands.filters",
     "alertdist.commands.archive",
     "alertdist.commands.replay",
+    "alertdist.commands.users",
 ]
 
 DESCRIPTION = """\

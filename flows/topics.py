@@ -17,12 +17,19 @@ from prefect.runtime import flow_run
 from alertdist.settings import Settings
 from tasks.kafka_clients import admin_client
 from tasks.publisher import retry_if_transient, site_for_timezone
+from tasks.security import secure_night
 from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, night_date, parse_night
 
 
 @task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
 def ensure_topics(bootstrap_servers: str, naming: TopicNaming, night: dt.date, settings: TopicSettings) -> dict:
     return ensure_night_topics(admin_client(bootstrap_servers), naming, night, settings)
+
+
+@task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient)
+def apply_night_acls(bootstrap_servers: str, naming: TopicNaming, night: dt.date) -> int:
+    """Grant each registered user (`alertdist users add`) READ on its programmes' topics of the night."""
+    return secure_night(bootstrap_servers, naming, night)
 
 
 def tonight(settings: Settings) -> dt.date:
@@ -50,6 +57,8 @@ def create_night_topics(
     topic_settings = TopicSettings(partitions=partitions, replication_factor=replication_factor,
                                    retention_ms=int(retention_days * 86400 * 1000))
     outcome = ensure_topics(bootstrap_servers or settings.bootstrap_servers, naming, night_day, topic_settings)
+    acls = apply_night_acls(bootstrap_servers or settings.bootstrap_servers, naming, night_day)
+    get_run_logger().info("%d ACL(s) applied for the registered users", acls)
     for topic, what in outcome.items():
         get_run_logger().info("%s: %s", topic, what)
     create_table_artifact([{"topic": t, "outcome": o} for t, o in outcome.items()],

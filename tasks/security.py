@@ -50,7 +50,6 @@ __all__ = [
     "remove_user",
     "scram_client_config",
     "secure_night",
-    "secure_night_task",
     "user_acls",
     "night_acls",
     "users_topic",
@@ -311,7 +310,11 @@ def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: 
         raise SecurityError(f"the password for {user.name} is too short: use at least 12 characters")
     admin = admin_client(bootstrap_servers)
     _ensure_users_topic(admin, naming)
-    stamped = User(user.name, user.role, user.created_at or dt.datetime.now(dt.timezone.utc).isoformat())
+    before = {u.name: u for u in read_users(bootstrap_servers, naming, timeout=timeout)}.get(user.name)
+    if before is not None and before.role != user.role:
+        _delete_acls(admin, user.name, timeout)  # a changed role must not keep the old role's rights
+    since = user.created_at or (before.created_at if before else dt.datetime.now(dt.timezone.utc).isoformat())
+    stamped = User(user.name, user.role, since)
     _record_user(bootstrap_servers, naming, user.name, stamped, timeout)
     credential = UserScramCredentialUpsertion(
         user.name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS), password.encode()
@@ -336,14 +339,18 @@ def remove_user(bootstrap_servers: str, naming: TopicNaming, name: str, *, timeo
     except KafkaException as e:
         if e.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
             raise SecurityError(f"deleting the SCRAM credential of {name} failed: {e.args[0].str()}") from e
+    deleted = _delete_acls(admin, name, timeout)
+    _record_user(bootstrap_servers, naming, name, None, timeout)
+    return deleted
+
+
+def _delete_acls(admin: AdminClient, name: str, timeout: float) -> int:
     everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None,
                                   AclOperation.ANY, AclPermissionType.ANY)
     try:
-        deleted = admin.delete_acls([everything], request_timeout=timeout)[everything].result()
+        return len(admin.delete_acls([everything], request_timeout=timeout)[everything].result())
     except KafkaException as e:
         raise SecurityError(f"deleting the ACLs of {name} failed: {e.args[0].str()}") from e
-    _record_user(bootstrap_servers, naming, name, None, timeout)
-    return len(deleted)
 
 
 def secure_night(bootstrap_servers: str, naming: TopicNaming, night: dt.date, *, timeout: float = 30.0) -> int:
@@ -356,15 +363,3 @@ def secure_night(bootstrap_servers: str, naming: TopicNaming, night: dt.date, *,
         return 0
     return apply_night_acls(admin_client(bootstrap_servers), naming, night, users, timeout=timeout)
 
-
-# ------------------------------------------------------------------------------------ Prefect wrapper
-
-from prefect import task  # noqa: E402  (the domain functions above work without Prefect's import cost)
-
-from tasks.publisher import retry_if_transient  # noqa: E402
-
-
-@task(name="secure-night", retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient)
-def secure_night_task(bootstrap_servers: str, naming: TopicNaming, night: dt.date) -> int:
-    """`secure_night` for flows: retried only on transient Kafka errors."""
-    return secure_night(bootstrap_servers, naming, night)

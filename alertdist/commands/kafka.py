@@ -9,22 +9,37 @@ from pathlib import Path
 from alertdist.settings import Settings
 from infra import kafka_local
 
+SECURITY_HELP = """\
+security (opt-in; the default embedded broker stays PLAINTEXT only, with no ACLs):
+  --secure            add a SASL_PLAINTEXT SCRAM-SHA-512 listener on --secure-port and enforce ACLs
+  --tls               the same listener over TLS (SASL_SSL); certificates come from infra/make_certs.sh
+                      into <data-dir>/certs, clients trust <data-dir>/certs/ca.pem
+A secured cluster remembers it: later `start`s keep its mode, and starting it open is refused.
+The PLAINTEXT listener stays on 127.0.0.1 for the system's own services; its principal (User:ANONYMOUS)
+is a super user, so in production it must be reachable from loopback or a private network only.
+Add consumers with `alertdist users add NAME --role ROLE`.
+"""
+
 
 def local_cluster(settings: Settings, args: argparse.Namespace | None = None) -> kafka_local.KafkaCluster:
-    """The local cluster the settings describe, with any --port/--brokers/--data-dir from the command line."""
+    """The local cluster the settings describe, with any --port/--brokers/--data-dir/--secure from the command line."""
     cluster = kafka_local.KafkaCluster(
         home=settings.kafka_home, brokers=settings.kafka_brokers, port=settings.kafka_port,
         controller_port=settings.kafka_port + 10000,
     )
-    if args is not None:
-        if getattr(args, "brokers", None):
-            cluster = replace(cluster, brokers=args.brokers)
-        if getattr(args, "port", None):
-            cluster = replace(cluster, port=args.port, controller_port=args.port + 10000)
-        if getattr(args, "data_dir", None):
-            # the jars stay in the shared cache; only the nodes' data moves
-            cluster = replace(cluster, home=Path(args.data_dir))
-    return cluster
+    if args is None:
+        return cluster
+    if getattr(args, "brokers", None):
+        cluster = replace(cluster, brokers=args.brokers)
+    if getattr(args, "port", None):
+        cluster = replace(cluster, port=args.port, controller_port=args.port + 10000)
+    if getattr(args, "data_dir", None):
+        # the jars stay in the shared cache; only the nodes' data moves
+        cluster = replace(cluster, home=Path(args.data_dir))
+    if getattr(args, "secure_port", None):
+        cluster = replace(cluster, secure_port=args.secure_port)
+    wanted = "sasl_ssl" if getattr(args, "tls", False) else "sasl" if getattr(args, "secure", False) else None
+    return replace(cluster, security=wanted or kafka_local.recorded_security(cluster) or "none")
 
 
 def _with_libs(cluster: kafka_local.KafkaCluster, settings: Settings) -> kafka_local.KafkaCluster:
@@ -45,6 +60,9 @@ def _start(args, settings):
     cluster = _with_libs(local_cluster(settings, args), settings)
     kafka_local.start(cluster)
     print(cluster.bootstrap_servers)
+    if cluster.secured:
+        tls = f"; clients trust {cluster.ca_location}" if cluster.ca_location else ""
+        print(f"SCRAM-SHA-512 ({cluster.security}) listener: {cluster.secure_bootstrap_servers}{tls}")
 
 
 def _stop(args, settings):
@@ -54,7 +72,7 @@ def _stop(args, settings):
 def _status(args, settings):
     cluster = local_cluster(settings, args)
     version = kafka_local.installed_version(settings.kafka_home / "libs")
-    print(f"Kafka {version or 'not installed'} ({settings.kafka_home / 'libs'})")
+    print(f"Kafka {version or 'not installed'} ({settings.kafka_home / 'libs'}), security {cluster.security}")
     nodes = kafka_local.status(cluster)
     for node in nodes:
         print(node)
@@ -65,8 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     kafka = sub.add_parser("kafka", help="install, start, stop or check the local Apache Kafka (KRaft) cluster")
     actions = kafka.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    def add(name: str, func, help_: str) -> argparse.ArgumentParser:
-        p = actions.add_parser(name, help=help_)
+    def add(name: str, func, help_: str, **kwargs) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, help=help_, description=help_, **kwargs)
         p.set_defaults(run=func)
         return p
 
@@ -76,7 +94,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("stop", _stop, "stop the nodes this project started"),
         ("status", _status, "show each node's pid and whether it answers (exit 3 if any does not)"),
     ]:
-        p = add(name, func, help_)
-        p.add_argument("--brokers", type=int, help="number of nodes (default 1, or $ALERTDIST_KAFKA_BROKERS)")
+        extra = {"epilog": SECURITY_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter} if name == "start" else {}
+        p = add(name, func, help_, **extra)
+        p.add_argument("--brokers", type=int, help="number of nodes (default 1, or $ALERTDIST_KAFKA_BROKERS); "
+                                                   "3 gives night topics replication 3 and min.insync.replicas 2")
         p.add_argument("--port", type=int, help="client port of node 1; node i uses PORT+i-1 (default 9092)")
         p.add_argument("--data-dir", help="folder for the nodes' data and logs (default .alertdist/kafka)")
+        p.add_argument("--secure-port", type=int, metavar="PORT",
+                       help="SCRAM listener port of node 1; node i uses PORT+i-1 (default --port + 100)")
+        if name == "start":
+            p.add_argument("--secure", action="store_true",
+                           help="add a SCRAM-SHA-512 (SASL_PLAINTEXT) listener and enforce ACLs (see below)")
+            p.add_argument("--tls", action="store_true", help="like --secure, over TLS (SASL_SSL)")
