@@ -276,7 +276,8 @@ def _dataset_rows(dataset: ds.Dataset, filter: ds.Expression | None, batch_rows:
     columns = [n for n in dataset.schema.names if n not in _PARTITION_ONLY]
 
     def rows(fragment) -> Iterator[dict]:
-        for batch in fragment.to_batches(columns=columns, filter=filter, batch_size=batch_rows):
+        for batch in fragment.to_batches(schema=dataset.schema, columns=columns, filter=filter,
+                                         batch_size=batch_rows):
             yield from batch.to_pylist()
 
     for fragment in sorted(dataset.get_fragments(filter=filter), key=lambda f: f.path):
