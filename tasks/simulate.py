@@ -238,7 +238,7 @@ def _plan(n_alerts: int, window: tuple[float, float], weights: Mapping[int, floa
 
     # Fields in blocks, each block visited in 2 (sometimes 3) passes in different filters, as ZTF does.
     grid, used = _field_grid(), set()
-    block_size = max(1, min(45, n_exp // 8))
+    block_size = max(1, min(15, n_exp // 8))  # 15 fields: ~10 min between passes, bounded memory
     slots: list[tuple[int, int]] = []  # (field, fid) per exposure
     while len(slots) < n_exp:
         lst = _lst_deg(jds[len(slots)])
@@ -295,12 +295,12 @@ class _Shape:
 class _Image:
     """One quadrant image (an epoch of a field, one rcid): the values every record made from it shares."""
 
-    __slots__ = ("jd", "fid", "pid", "diffmaglim", "zp", "prv_base", "nondet", "fp_base", "cand_base")
+    __slots__ = ("jd", "fid", "pid", "diffmaglim", "zp", "nondet", "fp_base", "cand_base")
 
 
 class _Object:
     __slots__ = ("object_id", "kind", "rcid", "x", "y", "ra", "dec", "mag", "amp", "static", "ref_match",
-                 "ndethist", "ncovhist", "jdstarthist", "past_prv", "past_fp", "tonight_prv", "tonight_fp")
+                 "ndethist", "ncovhist", "jdstarthist", "onset", "past_seed", "past", "tonight_prv", "tonight_fp")
 
 
 class _FieldState:
@@ -424,8 +424,7 @@ class _Night:
             "clrcoeff": _COLOUR_COEFF[fid] + rnd.gauss(0.0, 0.015), "clrcounc": rnd.uniform(1e-5, 8.5e-5),
         }
         archive = f"/ztf/archive/sci/{requested:%Y/%m%d}/{stamp[8:]}/{name}.fz"
-        image.prv_base = {**common, "pdiffimfilename": archive, "rbversion": RB_VERSION}
-        image.nondet = {**self.prv_null, **image.prv_base}
+        image.nondet = {**self.prv_null, **common, "pdiffimfilename": archive, "rbversion": RB_VERSION}
         ref = self._reference(fs, fid, rcid)
         image.fp_base = {
             "field": fs.number, "rcid": rcid, "fid": fid, "pid": image.pid, "rfid": ref["rfid"],
@@ -520,7 +519,11 @@ class _Night:
         obj.static.update(ss)
         obj.ndethist = int(min(1500, rnd.lognormvariate(4.3, 1.0))) + 5 if onset is not None and kind != "transient" else 0
         obj.ncovhist = 0
-        self._history(fs, obj, onset)
+        obj.onset, obj.past_seed = onset, self.rnd.getrandbits(64)
+        obj.past = self._past(fs, obj)
+        obj.ndethist += sum(p["candid"] is not None for p in obj.past[0])
+        if onset is not None and kind == "transient" and obj.ndethist == 0:
+            obj.jdstarthist = None  # not seen after all: its first detection is tonight's
         obj.ncovhist = max(obj.ndethist + 1, int(rnd.uniform(150, 2400)))
         return obj
 
@@ -557,9 +560,14 @@ class _Night:
             out["neargaiabright"], out["maggaiabright"] = -999.0, -999.0
         return out
 
-    def _history(self, fs: _FieldState, obj: _Object, onset: float | None) -> None:
-        """The object's prv_candidates (oldest first) and fp_hists (newest first) from the field's past epochs."""
-        rnd = self.rnd
+    def _past(self, fs: _FieldState, obj: _Object) -> tuple[list[dict], list[dict]]:
+        """The object's prv_candidates (oldest first) and fp_hists (newest first) from the field's past epochs.
+
+        A pure function of the object's own seed and the field's images: an object seen again tonight gets its
+        past rebuilt rather than kept, which holds a big night's memory to what one block of fields needs.
+        """
+        rnd = random.Random(obj.past_seed)
+        onset = obj.onset
         p_detect = {"variable": 0.55, "nuclear": 0.35, "transient": 0.85}.get(obj.kind, 0.0)
         fp_from = self.window[0] - FP_DAYS
         p_positive = {"variable": 0.6, "nuclear": 0.7}.get(obj.kind, 1.0)
@@ -570,28 +578,24 @@ class _Night:
             m = None
             if onset is not None and image.jd >= onset and rnd.random() < p_detect:
                 if shape is None:
-                    shape = {**self.prv_null, **obj.ref_match, **self._measure(obj, image)[0]}
+                    shape = {**obj.ref_match, **self._measure(obj, image, rnd)[0]}
                 limit = image.diffmaglim
                 mag = min(obj.mag + rnd.gauss(0.0, obj.amp), limit + 0.1)
                 sigma = max(0.02, 1.0857 / (5.0 * 10 ** (0.24 * (limit - mag))))
                 sign = "t" if rnd.random() < p_positive else "f"
                 tblid = rnd.randrange(300)
-                m = {**shape, **image.prv_base, "magpsf": mag, "sigmapsf": sigma, "magap": mag + shape["magdiff"],
+                m = {**image.nondet, **shape, "magpsf": mag, "sigmapsf": sigma, "magap": mag + shape["magdiff"],
                      "magapbig": mag + shape["magdiff"] + 0.02, "magfromlim": limit - mag - shape["magdiff"],
                      "isdiffpos": sign, "tblid": tblid,
                      "candid": image.pid * 10**6 + (15 if sign == "t" else 10) * 1000 + tblid}
                 prv.append(m)
-                obj.ndethist += 1
             else:
                 prv.append(image.nondet)
             if image.jd >= fp_from:
-                fp.append(self._forced(obj, image, m))
-        if onset is not None and obj.kind == "transient" and not any(p["candid"] for p in prv):
-            obj.jdstarthist = None  # not seen after all: first detection is tonight's
-        obj.past_prv, obj.past_fp = prv, fp[::-1]
+                fp.append(self._forced(obj, image, m, rnd))
+        return prv, fp[::-1]
 
-    def _forced(self, obj: _Object, image: _Image, measured: dict | None) -> dict:
-        rnd = self.rnd
+    def _forced(self, obj: _Object, image: _Image, measured: dict | None, rnd: random.Random) -> dict:
         if rnd.random() < 0.2:  # ZTF's forced photometry failed on this image
             flux, unc, status = -99999.0, -99999.0, "61"
         else:
@@ -606,9 +610,8 @@ class _Night:
 
     # -------------------------------------------------------------- detections
 
-    def _measure(self, obj: _Object, image: _Image) -> tuple[dict, dict, float]:
+    def _measure(self, obj: _Object, image: _Image, rnd: random.Random) -> tuple[dict, dict, float]:
         """Per-detection values shared by candidates and prv_candidates, the candidate-only extras, and drb."""
-        rnd = self.rnd
         kind = obj.kind
         limit = image.diffmaglim
         mag = min(obj.mag + rnd.gauss(0.0, obj.amp), limit + 0.1)
@@ -644,7 +647,7 @@ class _Night:
     def _alert(self, exposure: _Exposure, fs: _FieldState, visit: int, obj: _Object, tblid: int) -> SimulatedAlert:
         rnd = self.rnd
         image = self._image(fs, fs.n_past + visit, obj.rcid)
-        m, extra, drb = self._measure(obj, image)
+        m, extra, drb = self._measure(obj, image, rnd)
         candid = image.pid * 10**6 + (15 if m["isdiffpos"] == "t" else 10) * 1000 + tblid
         obj.ndethist += 1
         if obj.jdstarthist is None:
@@ -656,13 +659,15 @@ class _Night:
         }
         if obj.kind == "asteroid":
             candidate["ssmagnr"] = round(m["magpsf"] + rnd.gauss(0.0, 0.3), 1)
-        prv = obj.past_prv + [obj.tonight_prv.get(i) or self._image(fs, fs.n_past + i, obj.rcid).nondet
-                              for i in range(visit)]
-        fp = [self._tonight_forced(fs, obj, i) for i in range(visit - 1, -1, -1)] + obj.past_fp
+        past_prv, past_fp = obj.past or self._past(fs, obj)
+        obj.past = None
+        prv = past_prv + [obj.tonight_prv.get(i) or self._image(fs, fs.n_past + i, obj.rcid).nondet
+                          for i in range(visit)]
+        fp = [self._tonight_forced(fs, obj, i) for i in range(visit - 1, -1, -1)] + past_fp
         if obj.kind in _PERSISTENT:
-            obj.tonight_prv[visit] = {**self.prv_null, **image.prv_base, **obj.ref_match, **m,
+            obj.tonight_prv[visit] = {**image.nondet, **obj.ref_match, **m,
                                       "candid": candid, "tblid": tblid}
-            obj.tonight_fp[visit] = self._forced(obj, image, m)
+            obj.tonight_fp[visit] = self._forced(obj, image, m, rnd)
         record = {
             "schemavsn": self.shape.version, "publisher": PUBLISHER, "objectId": obj.object_id, "candid": candid,
             "candidate": candidate, "prv_candidates": prv, "fp_hists": fp,
@@ -677,7 +682,8 @@ class _Night:
     def _tonight_forced(self, fs: _FieldState, obj: _Object, visit: int) -> dict:
         entry = obj.tonight_fp.get(visit)
         if entry is None:
-            entry = obj.tonight_fp[visit] = self._forced(obj, self._image(fs, fs.n_past + visit, obj.rcid), None)
+            image = self._image(fs, fs.n_past + visit, obj.rcid)
+            entry = obj.tonight_fp[visit] = self._forced(obj, image, None, self.rnd)
         return entry
 
     def _cutouts(self, candid: int, image: _Image, m: dict, kind: str) -> dict:
