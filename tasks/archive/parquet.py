@@ -210,17 +210,25 @@ def _conform(array: pa.Array, target: pa.DataType) -> pa.Array:
     return array.cast(target)
 
 
-def _column_from_arrow(table: pa.Table, column: Column) -> pa.Array:
-    top = column.source[0]
-    if top not in table.column_names:
-        return pa.nulls(table.num_rows, column.field.type)
-    array = table.column(top).combine_chunks()
-    if len(column.source) == 2:
-        names = [f.name for f in array.type]
-        if column.source[1] not in names:
-            return pa.nulls(table.num_rows, column.field.type)
-        array = array.flatten()[names.index(column.source[1])]  # flatten() applies the parent's nulls
-    return _conform(array, column.field.type)
+def _columns_from_arrow(table: pa.Table, columns: list[Column]) -> list[pa.Array]:
+    """The night's columns from a decoded Avro table (records flattened once each, not once per field)."""
+    children: dict[str, dict[str, pa.Array]] = {}
+    arrays = []
+    for column in columns:
+        top = column.source[0]
+        if top not in table.column_names:
+            arrays.append(pa.nulls(table.num_rows, column.field.type))
+            continue
+        if len(column.source) == 1:
+            arrays.append(_conform(table.column(top).combine_chunks(), column.field.type))
+            continue
+        if top not in children:
+            record = table.column(top).combine_chunks()
+            children[top] = dict(zip([f.name for f in record.type], record.flatten()))  # with the parent's nulls
+        child = children[top].get(column.source[1])
+        arrays.append(pa.nulls(table.num_rows, column.field.type) if child is None
+                      else _conform(child, column.field.type))
+    return arrays
 
 
 def _row(record: dict, columns: list[Column]) -> dict:
@@ -302,8 +310,7 @@ class AlertDecoder:
             raw = self._context.read_avro(str(path)).to_arrow_table()
         finally:
             path.unlink(missing_ok=True)
-        arrays = [_column_from_arrow(raw, c) for c in self.columns]
-        return pa.Table.from_arrays(arrays, schema=self.schema)
+        return pa.Table.from_arrays(_columns_from_arrow(raw, self.columns), schema=self.schema)
 
 
 # ------------------------------------------------------------------------------------------------ writing
