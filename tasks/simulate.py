@@ -326,7 +326,6 @@ class _Night:
 
     def __init__(self, n_alerts: int, night: date, seed: int, weights: Mapping[int, float],
                  templates: Path | None, schema_version: str):
-        self.night = night
         self.shape = _Shape(schema_version)
         self.full = _Shape("4.02")
         self.rnd = random.Random(f"ztf-night:{seed}:{night.isoformat()}")
@@ -334,6 +333,7 @@ class _Night:
         self.window = night_window(night)
         self.plan = _plan(n_alerts, self.window, weights, self.rnd, nrng)
         self.programme_pi = {p: _PROGRAMME_PI.get(p, "Kulkarni") for p in weights}
+        self.programmes = sorted({e.programid for e in self.plan})
         self.cand_null = dict.fromkeys(self.full.candidate)
         self.prv_null = dict.fromkeys(self.full.prv)
         self.fields: dict[int, _FieldState] = {}
@@ -357,18 +357,18 @@ class _Night:
         for exposure in self.plan:
             fs = self.fields.get(exposure.field)
             if fs is None:
-                fs = self.fields[exposure.field] = _FieldState(exposure.field, self._past_epochs(exposure))
+                fs = self.fields[exposure.field] = _FieldState(exposure.field, self._past_epochs())
             visit = len(fs.epochs) - fs.n_past
             fs.epochs.append((exposure.jd, exposure.fid, exposure.programid))
             yield from self._exposure_alerts(exposure, fs, visit)
             if exposure.last_visit:
                 del self.fields[exposure.field]
 
-    def _past_epochs(self, exposure: _Exposure) -> list[tuple[float, int, int]]:
+    def _past_epochs(self) -> list[tuple[float, int, int]]:
         """Visits of a field over the last 30 nights: ~55% of nights, 1-3 visits each, mostly g and r."""
         rnd = self.rnd
         length = self.window[1] - self.window[0]
-        programmes = sorted({e.programid for e in self.plan})
+        programmes = self.programmes
         epochs = []
         for days_ago in range(HISTORY_DAYS, 0, -1):
             if rnd.random() < 0.55:
@@ -396,7 +396,9 @@ class _Night:
         for obj in objects:
             tblid = tblids.get(obj.rcid, 0)
             tblids[obj.rcid] = tblid + 1
-            yield self._alert(exposure, fs, visit, obj, tblid % 1000)
+            if tblid >= 1000:  # candid keeps 3 digits for it
+                raise ValueError(f"cannot simulate exposure {exposure.index}: over 1000 alerts in quadrant {obj.rcid}")
+            yield self._alert(exposure, fs, visit, obj, tblid)
 
     # -------------------------------------------------------------- images
 
@@ -549,7 +551,7 @@ class _Night:
             out[f"distpsnr{n}"] = dist
         out["nmtchps"] = rnd.randint(0, 40)
         if out["distpsnr1"] > 0 and out["sgscore1"] > 0.5 and magnr < 20.5:
-            out["neargaia"], out["maggaia"] = out["distpsnr1"] + rnd.gauss(0.0, 0.05), magnr + rnd.gauss(0.1, 0.2)
+            out["neargaia"], out["maggaia"] = abs(out["distpsnr1"] + rnd.gauss(0.0, 0.05)), magnr + rnd.gauss(0.1, 0.2)
         elif rnd.random() < 0.7:
             out["neargaia"], out["maggaia"] = rnd.uniform(8.0, 65.0), rnd.uniform(16.0, 20.8)
         else:
