@@ -324,10 +324,38 @@ def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: 
     except KafkaException as e:
         raise SecurityError(f"setting the SCRAM-SHA-512 credential of {user.name} failed: {e.args[0].str()}; "
                             "run `alertdist users add` again") from e
-    applied = _create_acls(admin, user_acls(naming, stamped), f"for user {user.name}", timeout)
+    bindings = user_acls(naming, stamped)
     for night in nights_with_topics(admin, naming, timeout=timeout):
-        applied += apply_night_acls(admin, naming, night, [stamped], timeout=timeout)
+        bindings += night_acls(naming, night, stamped)
+    applied = _create_acls(admin, bindings, f"for user {user.name}", timeout)
+    _wait_until_enforced(admin, user.name, bindings, timeout)
     return applied
+
+
+def _wait_until_enforced(admin: AdminClient, name: str, bindings: list[AclBinding], timeout: float) -> None:
+    """Wait until a broker serves the new credential and ACLs: the controller commits them, brokers apply them
+    a moment later, and a user told "added" should not be refused in between."""
+    wanted = {_key(b) for b in bindings}
+    mine = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None,
+                            AclOperation.ANY, AclPermissionType.ANY)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.describe_user_scram_credentials([name], request_timeout=timeout)[name].result()
+            if wanted <= {_key(b) for b in admin.describe_acls(mine, request_timeout=timeout).result()}:
+                return
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
+                raise SecurityError(f"checking the credential and ACLs of {name}: {e.args[0].str()}") from e
+        if time.monotonic() > deadline:
+            raise SecurityError(f"the credential and ACLs of {name} were accepted but no broker served them "
+                                f"within {timeout:.0f} s; check `alertdist kafka status`, then add the user again")
+        time.sleep(0.2)
+
+
+def _key(binding: AclBinding) -> tuple:
+    return (binding.restype, binding.name, binding.resource_pattern_type, binding.principal, binding.operation,
+            binding.permission_type)
 
 
 def remove_user(bootstrap_servers: str, naming: TopicNaming, name: str, *, timeout: float = 30.0) -> int:
