@@ -13,6 +13,7 @@ from alertdist.settings import Settings
 COMMAND_MODULES = [
     "alertdist.commands.kafka",
     "alertdist.commands.prefect_server",
+    "alertdist.commands.night",
     "alertdist.commands.publish",
     "alertdist.commands.filters",
     "alertdist.commands.archive",
