@@ -295,7 +295,8 @@ class HttpLocation(ArchiveLocation):
         return response.content
 
     def read_from(self, path: str, offset: int, chunk_size: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        # identity: Range offsets count the file's own bytes, never a transfer encoding's
+        headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
         request = self.client.build_request("GET", self._url(path), headers=headers)
         try:
             response = self.client.send(request, stream=True)
@@ -314,7 +315,7 @@ class HttpLocation(ArchiveLocation):
 
         def chunks() -> Iterator[bytes]:
             try:
-                yield from response.iter_bytes(chunk_size)
+                yield from response.iter_bytes()  # as received: a chunk buffer would lose bytes on a cut
             except self._httpx.HTTPError as e:  # the connection dropped mid-file: the caller resumes
                 raise ConnectionError(f"GET {self._url(path)} broke off: {e}") from e
             finally:

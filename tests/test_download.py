@@ -1,0 +1,328 @@
+"""Archive listing and downloads against real servers on loopback: an HTTP server (Python's http.server, with
+Range support and switches to misbehave) and an S3 API (moto's server, through s3fs).
+
+The archive served is a real one: a simulated night published to the test broker and archived by the archiver
+(tarballs, MD5SUMS, Parquet, manifest), plus UW's 2018 tarball as UW serves it (tarball + MD5SUMS line only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import shutil
+import socket
+import threading
+import uuid
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from alertdist.cli import main as cli
+from tasks.access import ArchiveAccessError, ChecksumMismatchError, download_night, list_nights
+from tasks.archive import ArchiveOptions, archive_night
+from tasks.kafka_clients import admin_client
+from tasks.publisher import publish
+from tasks.readers import open_sources
+from tasks.sources import SourcePacket, simulated_alerts
+from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
+from tests.conftest import ARCHIVE_2018
+
+NIGHT = dt.date(2023, 10, 12)
+UW_NAME = "ztf_public_20180819.tar.gz"
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def archive_root(kafka_bootstrap, tmp_path_factory) -> tuple[Path, str]:
+    """An archive folder with two nights: 20180819 as UW has it, 20231012 as our archiver writes it."""
+    root = tmp_path_factory.mktemp("served")
+    shutil.copy(ARCHIVE_2018, root / UW_NAME)
+    (root / "MD5SUMS").write_text(f"{_md5(root / UW_NAME)}  {UW_NAME}\n")
+    naming = TopicNaming(survey=f"d{uuid.uuid4().hex[:6]}")
+    ensure_night_topics(admin_client(kafka_bootstrap), naming, NIGHT, TopicSettings(partitions=2))
+    alerts = simulated_alerts(90, night=NIGHT, seed=3)
+    publish((SourcePacket(f"{a.candid}.avro", a.packet, None) for a in alerts), bootstrap_servers=kafka_bootstrap,
+            naming=naming, night=NIGHT)
+    archive_night(kafka_bootstrap, naming, NIGHT, str(root), ArchiveOptions(row_group_rows=32))
+    return root, naming.survey
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------------------------- HTTP server
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Serves the archive folder with Range requests, and misbehaves when the test asks it to."""
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        server = self.server
+        server.requests.append((self.path, self.headers.get("Range")))
+        local = Path(self.translate_path(self.path))
+        if local.is_dir():
+            if server.no_index:
+                self.send_error(404)
+                return
+            super().do_GET()
+            return
+        if not local.is_file():
+            self.send_error(404)
+            return
+        relative = str(local.relative_to(server.root))
+        data = bytearray(local.read_bytes())
+        if relative in server.corrupt:
+            data[len(data) // 2] ^= 0x01
+        start = 0
+        wanted = self.headers.get("Range")
+        if wanted and not server.ignore_range:
+            start = int(re.fullmatch(r"bytes=(\d+)-", wanted).group(1))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        body = bytes(data[start:])
+        self.send_response(206 if start or (wanted and not server.ignore_range) else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        if wanted and not server.ignore_range:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        cut = server.cut_once.pop(relative, None)
+        if cut is not None:  # send part of the body, then drop the connection
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        super().__init__(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(root)))
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests: list[tuple[str, str | None]] = []
+        self.cut_once: dict[str, int] = {}
+        self.corrupt: set[str] = set()
+        self.no_index = False
+        self.ignore_range = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/"
+
+
+@pytest.fixture(scope="module")
+def http_server(archive_root):
+    server = _Server(archive_root[0])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def http(http_server):
+    http_server.reset()
+    return http_server
+
+
+# ------------------------------------------------------------------------------------------------ S3 (moto)
+
+
+@pytest.fixture(scope="module")
+def s3(archive_root):
+    """The archive uploaded to a bucket of moto's S3 server on loopback; yields (url, storage_options)."""
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+        client = boto3.client("s3", endpoint_url=endpoint, **creds)
+        client.create_bucket(Bucket="alerts")
+        root = archive_root[0]
+        for relative in _files(root):
+            client.upload_file(str(root / relative), "alerts", f"archive/{relative}")
+        options = {"key": "testing", "secret": "testing",
+                   "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+        yield "s3://alerts/archive", options
+    finally:
+        server.stop()
+
+
+# ----------------------------------------------------------------------------------------------------- tests
+
+
+def _listing(nights) -> dict[str, tuple]:
+    return {n.night: (sorted(n.tarballs), n.parquet, len(n.manifests)) for n in nights}
+
+
+def test_the_same_nights_are_listed_from_a_folder_http_with_and_without_index_pages_and_s3(archive_root, http, s3):
+    root, survey = archive_root
+    expected = {
+        "20180819": ([UW_NAME], False, 0),
+        "20231012": ([f"{survey}_{p}_20231012.tar.gz" for p in ("caltech", "partnership", "public")], True, 1),
+    }
+    assert _listing(list_nights(str(root))) == expected
+    assert _listing(list_nights(http.url)) == expected
+    assert _listing(list_nights(s3[0], s3[1])) == expected
+    http.no_index = True  # like a server that shows no folder pages: MD5SUMS names the tarballs
+    bare = list_nights(http.url)
+    assert {n.night: sorted(n.tarballs) for n in bare} == {k: v[0] for k, v in expected.items()}
+    assert all(f.md5 for n in bare for f in n.tarballs.values())
+
+
+def test_download_from_http_verifies_every_file_and_makes_an_archive_root(archive_root, http, tmp_path):
+    root, survey = archive_root
+    report = download_night("20231012", http.url, tmp_path)
+    served = _files(root)
+    assert len(report.files) == 6  # three tarballs, three Parquet files
+    for f in report.files:
+        assert set(f.checked) == {"size", "md5", "sha256"}
+        assert f.local.read_bytes() == served[f.path]
+        assert not f.local.with_name(f.local.name + ".part").exists()
+    assert (tmp_path / "manifests" / f"{survey}_20231012.json").read_bytes() == \
+        served[f"manifests/{survey}_20231012.json"]
+    assert _listing(list_nights(str(tmp_path)))["20231012"][1:] == (True, 1)
+    alerts, counts, _ = open_sources([str(tmp_path)], archived_night="20231012")
+    assert sum(1 for _ in alerts) == 90 and sum(c.bad for c in counts) == 0
+
+    uw = download_night("20180819", http.url, tmp_path, what=["tarball"])
+    assert [f.checked for f in uw.files] == [("md5",)]  # UW publishes md5 only
+    assert (tmp_path / UW_NAME).read_bytes() == ARCHIVE_2018.read_bytes()
+    sums = (tmp_path / "MD5SUMS").read_text()
+    assert UW_NAME in sums and f"{survey}_public_20231012.tar.gz" in sums
+
+
+def test_download_from_s3_verifies_and_resumes_a_partial_file(archive_root, s3, tmp_path):
+    root, survey = archive_root
+    url, options = s3
+    name = f"{survey}_public_20231012.tar.gz"
+    whole = (root / name).read_bytes()
+    (tmp_path / f"{name}.part").write_bytes(whole[: len(whole) // 2])
+    report = download_night("20231012", url, tmp_path, ["tarball", "parquet"], storage_options=options)
+    by_path = {f.path: f for f in report.files}
+    assert by_path[name].resumed_from == len(whole) // 2 and by_path[name].restarts == 0
+    assert report.bytes_fetched == sum(f.size for f in report.files) - len(whole) // 2
+    served = _files(root)
+    assert len(report.files) == 6
+    for f in report.files:
+        assert f.local.read_bytes() == served[f.path] and set(f.checked) == {"size", "md5", "sha256"}
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_a_connection_cut_mid_file_is_resumed_with_a_range_request(archive_root, http, tmp_path):
+    root, survey = archive_root
+    name = f"{survey}_partnership_20231012.tar.gz"
+    size = (root / name).stat().st_size
+    http.cut_once[name] = size // 3
+    report = download_night("20231012", http.url, tmp_path, ["tarball"], programmes=[2])
+    assert [f.path for f in report.files] == [name]
+    assert (tmp_path / name).read_bytes() == (root / name).read_bytes()
+    gets = [rng for path, rng in http.requests if path == f"/{name}"]
+    assert gets[0] is None and len(gets) == 2
+    resumed_at = int(re.fullmatch(r"bytes=(\d+)-", gets[1]).group(1))
+    assert 0 < resumed_at <= size // 3  # asked only for what it did not have
+
+
+def test_an_earlier_part_file_is_resumed_and_a_bad_one_replaced(archive_root, http, tmp_path):
+    root, survey = archive_root
+    name = f"{survey}_caltech_20231012.tar.gz"
+    whole = (root / name).read_bytes()
+    part = tmp_path / f"{name}.part"
+    part.write_bytes(whole[:1000])
+    first = download_night("20231012", http.url, tmp_path, ["tarball"], programmes=[3])
+    assert first.files[0].resumed_from == 1000 and first.files[0].restarts == 0
+    assert [rng for path, rng in http.requests if path == f"/{name}"] == ["bytes=1000-"]
+
+    (tmp_path / name).unlink()
+    part.write_bytes(b"\0" * 1000)  # a part file that is not the start of this file
+    second = download_night("20231012", http.url, tmp_path, ["tarball"], programmes=[3])
+    assert second.files[0].restarts == 1 and (tmp_path / name).read_bytes() == whole
+
+    again = download_night("20231012", http.url, tmp_path, ["tarball"], programmes=[3])
+    assert again.files[0].already_there and again.bytes_fetched == 0
+
+
+def test_a_server_that_ignores_ranges_gets_the_whole_file_again(archive_root, http, tmp_path):
+    root, survey = archive_root
+    name = f"{survey}_caltech_20231012.tar.gz"
+    (tmp_path / f"{name}.part").write_bytes((root / name).read_bytes()[:5000])
+    http.ignore_range = True
+    report = download_night("20231012", http.url, tmp_path, ["tarball"], programmes=[3])
+    assert report.files[0].restarts == 1 and (tmp_path / name).read_bytes() == (root / name).read_bytes()
+
+
+def test_a_corrupted_byte_is_detected_and_nothing_is_kept(archive_root, http, tmp_path):
+    root, survey = archive_root
+    parquet = "parquet/night=20231012/programid=1/part-0.parquet"
+    http.corrupt.add(parquet)
+    with pytest.raises(ChecksumMismatchError, match="sha256") as failure:
+        download_night("20231012", http.url, tmp_path, ["parquet"], programmes=[1])
+    assert "md5" in str(failure.value) and parquet in str(failure.value)
+    assert not (tmp_path / parquet).exists()
+    assert not list(tmp_path.rglob("*.part"))
+
+    http.corrupt = {UW_NAME}  # UW's tarball: only MD5SUMS to go by, and that is enough
+    with pytest.raises(ChecksumMismatchError, match="md5"):
+        download_night("20180819", http.url, tmp_path)
+    assert not (tmp_path / UW_NAME).exists() and not list(tmp_path.rglob("*.part"))
+
+
+def test_a_file_without_any_checksum_is_refused_unless_allowed(archive_root, tmp_path):
+    root, _ = archive_root
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(root / UW_NAME, bare / UW_NAME)  # no MD5SUMS, no manifest
+    with pytest.raises(ArchiveAccessError, match="no checksum"):
+        download_night("20180819", str(bare), tmp_path / "out")
+    assert not (tmp_path / "out" / UW_NAME).exists()
+    report = download_night("20180819", str(bare), tmp_path / "out", require_checksum=False)
+    assert report.files[0].checked == ("size",)
+
+
+def test_a_missing_night_says_where_to_look(archive_root, http):
+    with pytest.raises(ArchiveAccessError, match="archive-list"):
+        download_night("20200101", http.url, "/nonexistent")
+
+
+def test_the_archive_list_and_download_commands(archive_root, http, tmp_path, capsys):
+    root, survey = archive_root
+    assert cli(["archive-list", http.url]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == ["20180819", "20231012"]
+    assert "parquet: yes" in out[1] and "manifest: yes" in out[1]
+    assert cli(["download", "20231012", "--from", http.url, "--to", str(tmp_path), "--what", "parquet",
+                "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("checked size, md5, sha256") == 3 and "3 file(s)" in out
+    assert sorted(p.name for p in (tmp_path / "parquet" / "night=20231012").iterdir()) == \
+        ["programid=1", "programid=2", "programid=3"]
+    assert not os.path.exists(tmp_path / f"{survey}_public_20231012.tar.gz")
