@@ -281,3 +281,18 @@ def test_the_secured_cluster_refuses_to_restart_open(secure_cluster):
 
     with pytest.raises(kafka_local.KafkaInfraError, match="would let anyone read every programme"):
         kafka_local.start(replace(secure_cluster, security="none"), log=lambda *_: None)
+
+
+def test_the_topic_creation_flow_applies_the_new_nights_acls(secure_cluster, unique, prefect_server):
+    from flows.topics import create_night_topics
+
+    naming = TopicNaming(survey=f"f{unique}")
+    nina = _user(secure_cluster, naming, "nina", "partnership")
+    later = NIGHT + dt.timedelta(days=2)
+    outcome = create_night_topics(night=f"{later:%Y%m%d}", partitions=1, bootstrap_servers=secure_cluster.bootstrap_servers,
+                                  survey=naming.survey)
+    assert set(outcome.values()) == {"created"}
+    topics = naming.programme_topics(later)
+    _produce(secure_cluster.bootstrap_servers, list(topics.values()))
+    assert _read(secure_cluster, nina, topics[2]) == ([topics[2].encode()], set())
+    assert _read(secure_cluster, nina, topics[3]) == ([], {"TOPIC_AUTHORIZATION_FAILED"})
