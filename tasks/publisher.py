@@ -198,7 +198,7 @@ def transient_kafka_error(exc: BaseException | None) -> bool:
             return bool(err.retriable() or err.code() in _TRANSIENT_CODES)
         if isinstance(exc, (NightStateError, TopicsError)) and exc.__cause__ is None:
             return True  # raised on an unanswered request (timeout, no broker), not on a refusal
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        exc, seen = exc.__cause__, seen + 1
     return False
 
 
