@@ -207,7 +207,8 @@ def spool_topic(
     ``stall_timeout`` seconds while data is still due; ArchiveInterrupted if ``stop`` is set.
     """
     result = TopicRead(topic)
-    c = consumer(bootstrap_servers, group_id=f"alertdist-archive-{topic}")
+    # prefetch capped at 32 MB: reading is not the bottleneck, and memory must not depend on the night
+    c = consumer(bootstrap_servers, group_id=f"alertdist-archive-{topic}", **{"queued.max.messages.kbytes": 32768})
     try:
         assignment = []
         for partition, end in sorted(end_offsets.items()):

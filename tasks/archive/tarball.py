@@ -131,6 +131,7 @@ def read_members(fileobj, *, with_data: bool = True) -> Iterator[TarMember]:
 
     with igzip.IGzipFile(fileobj=fileobj, mode="rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
         for info in tar:
+            tar.members.clear()  # a streaming TarFile still keeps every TarInfo: 100 MB for a big night
             if not info.isfile():
                 continue
             data = tar.extractfile(info).read() if with_data else None
