@@ -113,7 +113,8 @@ def _topic(bootstrap: str, name: str) -> str:
 
 
 def _drop(bootstrap: str, name: str) -> None:
-    for future in admin_client(bootstrap).delete_topics([name], operation_timeout=30).values():
+    admin = admin_client(bootstrap)  # kept alive until the deletion is confirmed
+    for future in admin.delete_topics([name], operation_timeout=30).values():
         future.result()
 
 
