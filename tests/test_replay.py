@@ -284,8 +284,8 @@ def test_offline_filter_on_the_archived_night_equals_the_live_filters_output(
         offline = {r["candid"]: {k: v for k, v in r.items() if k not in ("candid", "objectId", "programid")}
                    for r in rows}
         assert offline.keys() == live.keys()
-        for candid, annotations in live.items():
-            assert offline[candid] == pytest.approx(annotations), candid
+        for candid, annotated in live.items():
+            assert offline[candid] == pytest.approx(annotated), candid
 
 
 def test_the_replay_command_line(kafka_bootstrap, unique, capsys):
@@ -296,3 +296,32 @@ def test_the_replay_command_line(kafka_bootstrap, unique, capsys):
     assert code == 0, out
     assert "read 30, delivered 30, bad 0" in out and "30 good, 0 bad of 30 read" in out
     assert len(read_topic(kafka_bootstrap, topic)) == 30
+
+
+def test_a_nights_parquet_is_queried_with_projection_and_row_filters(simulated):
+    """The README's example: alerts brighter than 18 mag with a high real-bogus score, by pyarrow and by DuckDB."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from tasks.readers import read_table
+
+    _, alerts, dest, _ = simulated
+    records = [codec.decode(a.packet, ["candid", "candidate"]) for a in alerts]
+    expected = sorted(r["candid"] for r in records if r["candidate"]["magpsf"] < 18
+                      and (r["candidate"]["drb"] if r["candidate"]["drb"] is not None else r["candidate"]["rb"]) > 0.9)
+    assert 0 < len(expected) < len(alerts)
+    table = read_table(str(dest), ["objectId", "candid", "programid", "magpsf", "drb", "rb"],
+                       (ds.field("night") == "20231012") & (ds.field("magpsf") < 18)
+                       & (pc.coalesce(ds.field("drb"), ds.field("rb")) > 0.9))
+    assert table.column_names == ["objectId", "candid", "programid", "magpsf", "drb", "rb"]
+    assert sorted(table.column("candid").to_pylist()) == expected
+
+    duckdb = pytest.importorskip("duckdb", reason="DuckDB is optional: pip install duckdb to check its example")
+    rows = duckdb.sql(f"""
+        SELECT objectId, candid, programid, jd, fid, magpsf, sigmapsf, drb, rb
+        FROM read_parquet('{dest}/parquet/*/*/*.parquet', hive_partitioning = true,
+                          hive_types = {{'night': VARCHAR, 'programid': INTEGER}})
+        WHERE night = '20231012' AND magpsf < 18 AND coalesce(drb, rb) > 0.9
+        ORDER BY magpsf
+    """).fetchall()
+    assert sorted(r[1] for r in rows) == expected
