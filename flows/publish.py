@@ -50,7 +50,8 @@ def publish_source(source: str, night_text: str, bootstrap_servers: str, naming:
     update_progress_artifact(artifact, 100.0, description=f"night {night_text}: {result.delivered_total} delivered")
     create_table_artifact(result.summary_rows(), key=f"publish-summary-{key}",
                           description=f"Night {night_text}: {'closed' if result.closed else 'left open'}")
-    return {"night": result.night, "closed": result.closed, **result.counts(), "elapsed_s": result.elapsed_s}
+    return {"night": result.night, "closed": result.closed, **result.counts(), "elapsed_s": result.elapsed_s,
+            "rate_alerts_s": result.rate_alerts_s, "rate_mb_s": result.rate_mb_s, "latency_ms": result.latency_ms}
 
 
 def _run_name() -> str:

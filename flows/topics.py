@@ -17,8 +17,9 @@ from prefect.runtime import flow_run
 from alertdist.settings import Settings
 from tasks.kafka_clients import admin_client
 from tasks.publisher import retry_if_transient, site_for_timezone
+from tasks.publisher import tonight as night_starting_tonight
 from tasks.security import secure_night
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, night_date, parse_night
+from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night
 
 
 @task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
@@ -33,8 +34,8 @@ def apply_night_acls(bootstrap_servers: str, naming: TopicNaming, night: dt.date
 
 
 def tonight(settings: Settings) -> dt.date:
-    """The night now belongs to at the site of ``settings`` (its `night_date`)."""
-    return night_date(dt.datetime.now(dt.timezone.utc), site_for_timezone(settings.site_timezone))
+    """The night starting this evening (or under way) at the site of ``settings``; see `tasks.publisher.tonight`."""
+    return night_starting_tonight(site_for_timezone(settings.site_timezone))
 
 
 def _run_name() -> str:

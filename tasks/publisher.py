@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from zoneinfo import ZoneInfo
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -44,6 +45,7 @@ __all__ = [
     "retry_if_transient",
     "site_for_timezone",
     "stop_on_signals",
+    "tonight",
     "transient_kafka_error",
 ]
 
@@ -157,6 +159,20 @@ def site_for_timezone(timezone: str) -> Site:
         if site.timezone == timezone:
             return site
     return Site("custom", timezone)
+
+
+def tonight(site: Site, now: dt.datetime | None = None) -> dt.date:
+    """The night to publish or create topics for at ``now``: the one that starts this evening, or is under way.
+
+    Not simply ``night_date(now)``: at dusk in summer Palomar is still on the previous UTC date (16:30 PDT is
+    23:30 UTC), while the night about to start is named by the next one. So the rule is applied to the local
+    midnight inside the current noon-to-noon day, which every site's night contains.
+    """
+    zone = ZoneInfo(site.timezone)
+    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone)
+    day = (local - dt.timedelta(hours=12)).date()  # the local date of the evening the night starts on
+    midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0), tzinfo=zone)
+    return night_date(midnight, site)
 
 
 def night_of_jd(jd: float, site: Site) -> dt.date:

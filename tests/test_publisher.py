@@ -307,3 +307,20 @@ def test_a_packet_too_big_even_for_the_rejected_topic_keeps_its_head_and_size(ka
     [kept] = [m for m in _consume_all(kafka_bootstrap, topics) if m["topic"] == naming.rejected_topic(NIGHT)]
     assert int(kept["headers"]["alertdist.original_size"]) == len(giant)
     assert giant.startswith(kept["value"]) and len(kept["value"]) > 1024 * 1024
+
+
+@pytest.mark.parametrize("site, local, expected", [
+    ("palomar", (2023, 7, 11, 16, 30), (2023, 7, 12)),  # summer dusk: still 23:30 UTC on the 11th
+    ("palomar", (2023, 7, 12, 2, 0), (2023, 7, 12)),  # the same night after midnight
+    ("palomar", (2023, 12, 11, 16, 0), (2023, 12, 12)),  # winter dusk: already the 12th in UTC
+    ("cerro-pachon", (2024, 3, 5, 19, 0), (2024, 3, 5)),  # a Chilean night keeps its evening's date
+    ("cerro-pachon", (2024, 3, 6, 4, 0), (2024, 3, 5)),
+])
+def test_tonight_is_the_night_starting_this_evening_or_under_way(site, local, expected):
+    from zoneinfo import ZoneInfo
+
+    from tasks.publisher import tonight
+    from tasks.topics import SITES
+
+    now = dt.datetime(*local, tzinfo=ZoneInfo(SITES[site].timezone))
+    assert tonight(SITES[site], now) == dt.date(*expected)

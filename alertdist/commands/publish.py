@@ -11,11 +11,13 @@ from pathlib import Path
 
 from alertdist.settings import Settings
 from tasks.kafka_clients import admin_client
-from tasks.publisher import DEFAULT_MAX_PACKET_BYTES, PublishProgress, publish, site_for_timezone, stop_on_signals
+from tasks.publisher import (
+    DEFAULT_MAX_PACKET_BYTES, PublishProgress, publish, site_for_timezone, stop_on_signals, tonight,
+)
 from tasks.sources import (
     NIGHT_DONE, DropFolder, folder_packets, paced, simulated_alerts, simulated_packets, tarball_packets,
 )
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, night_date, parse_night
+from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night
 
 __all__ = ["register"]
 
@@ -45,7 +47,7 @@ def _naming(settings: Settings) -> TopicNaming:
 def _night(args, settings: Settings) -> dt.date:
     if args.night:
         return parse_night(args.night)
-    return night_date(dt.datetime.now(dt.timezone.utc), site_for_timezone(settings.site_timezone))
+    return tonight(site_for_timezone(settings.site_timezone))
 
 
 def _topic_settings(args) -> TopicSettings:
@@ -135,7 +137,8 @@ def _simulate(args, settings: Settings) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     def night_option(p):
         p.add_argument("--night", metavar="YYYYMMDD",
-                       help="the night (default: tonight at the site, $ALERTDIST_SITE_TIMEZONE)")
+                       help="the night (default: the one starting this evening or under way at the site, "
+                            "$ALERTDIST_SITE_TIMEZONE)")
 
     def topic_options(p):
         p.add_argument("--partitions", type=int, default=14, help="partitions per programme topic (default 14, ZTF's)")
