@@ -222,6 +222,7 @@ def replay_to_topic(
                 break
     finally:
         left = run.producer.flush(flush_timeout_s)
+    result.stopped = stop.is_set()  # also when it came while waiting for an exposure's time
     result.elapsed_s = time.monotonic() - started
     result.delivered, result.failed, result.bytes_delivered = run.delivered, run.failed, run.bytes
     result.failures = run.failures
@@ -263,14 +264,19 @@ def replay_into_night(
     stop = stop or threading.Event()
     ensure_night_topics(admin_client(bootstrap_servers), naming, night, topic_settings)
     stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
-    packets = (SourcePacket(a.name, a.packet, None) for a in stream)  # produced "now": the replay is the pipeline
+
+    def packets() -> Iterator[SourcePacket | None]:
+        for a in stream:
+            yield SourcePacket(a.name, a.packet, None)  # produced "now": the replay is the pipeline
+        if stop.is_set():
+            yield None  # stopped while waiting for an exposure: the publisher must see it and leave the night open
 
     def report(p: PublishProgress) -> None:
         progress(ReplayProgress(p.read + sum(c.bad for c in counts), p.delivered, sum(c.bad for c in counts),
                                 p.failed, p.in_flight, p.elapsed_s))
 
     try:
-        published = publish(packets, bootstrap_servers=bootstrap_servers, naming=naming, night=night, site=site,
+        published = publish(packets(), bootstrap_servers=bootstrap_servers, naming=naming, night=night, site=site,
                             stop=stop, check_night=check_night, reopen=reopen,
                             progress=report if progress else None, progress_every_s=progress_every_s)
     except PublishError as e:

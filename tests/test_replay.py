@@ -325,3 +325,22 @@ def test_a_nights_parquet_is_queried_with_projection_and_row_filters(simulated):
         ORDER BY magpsf
     """).fetchall()
     assert sorted(r[1] for r in rows) == expected
+
+
+def test_a_stop_while_waiting_for_an_exposure_leaves_the_replayed_night_open(
+        kafka_bootstrap, simulated, survey_prefix):
+    import threading
+
+    from tasks.night_state import read_night_state
+
+    _, alerts, dest, _ = simulated
+    naming = TopicNaming(survey=f"{survey_prefix}stop")
+    first_exposure = sum(1 for a in alerts if a.jd == min(x.jd for x in alerts))
+    stream, counts, names = open_sources([str(dest)], archived_night="20231012")
+    stop = threading.Event()
+    threading.Timer(2.0, stop.set).start()  # well inside the ~40 s / 5 = 8 s before the second exposure
+    result = replay_into_night(stream, bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT, sources=names,
+                               counts=counts, topic_settings=SMALL, speed=5.0, stop=stop)
+    assert result.stopped and not result.closed
+    assert result.delivered == first_exposure < len(alerts)
+    assert read_night_state(kafka_bootstrap, naming, NIGHT).state == "open"
