@@ -1,0 +1,97 @@
+"""The `night` flow end to end on a live broker and a real Prefect server: stages, artifacts, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tasks.night_report import reconcile
+
+
+def _artifact(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            if not found:
+                return None
+            artifact = found[0]
+            if artifact.type == "table" and isinstance(artifact.data, str):
+                artifact.data = json.loads(artifact.data)  # table artifacts are stored as JSON text
+            return artifact
+
+    return asyncio.run(read())
+
+
+def _subflow_names(flow_run_id) -> set[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+            return {(r.name, r.state.type.value) for r in runs}
+
+    return asyncio.run(read())
+
+
+def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(kafka_bootstrap, prefect_server, unique,
+                                                                     tmp_path):
+    from flows.night import night
+
+    survey = f"n{unique}"
+    state = night(night="20231012", source="simulate:300:7", survey=survey, dest=str(tmp_path / "archive"),
+                  partitions=3, bootstrap_servers=kafka_bootstrap, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["published"] == 300 and result["archived"] == 300 and result["duplicates"] == 0
+    assert set(result["filters"]) == {"bright_transients", "solar_system", "variable_stars"}
+
+    stages = _subflow_names(state.state_details.flow_run_id)
+    for prefix in ("topics-20231012", "publish-20231012", "archive-20231012"):
+        assert any(name.startswith(prefix) and s == "COMPLETED" for name, s in stages), (prefix, stages)
+
+    key = f"{survey}-20231012"
+    summary = _artifact(f"night-summary-{key}")
+    assert summary is not None and summary.type == "table"
+    rows = {row["programme"]: row for row in summary.data}
+    assert sum(row["published"] for name, row in rows.items() if name[0].isdigit()) == 300
+    assert sum(row["archived"] for name, row in rows.items() if name[0].isdigit()) == 300
+    lag = _artifact(f"night-filters-{key}")
+    assert {row["filter"]: row["final lag"] for row in lag.data} == dict.fromkeys(result["filters"], 0)
+    assert {row["filter"]: row["passed"] for row in lag.data} == result["filters"]
+    files = _artifact(f"night-archive-{key}")
+    assert len(files.data) == 6 and all(len(row["sha256"]) == 64 for row in files.data)
+    plot = _artifact(f"night-exposures-{key}")
+    assert plot.type == "markdown" and "data:image/png;base64," in plot.data and "300 alerts" in plot.data
+    throughput = _artifact(f"night-throughput-{key}")
+    assert any("p99" in row["measure"] for row in throughput.data)
+
+
+def test_a_broken_stage_fails_the_night_with_a_clear_message(kafka_bootstrap, prefect_server, unique, tmp_path):
+    from flows.night import night
+
+    state = night(night="20231013", source="simulate:50:3", survey=f"b{unique}", dest=str(tmp_path / "archive"),
+                  partitions=2, filters=["bright_transients", "no_such_filter"], bootstrap_servers=kafka_bootstrap,
+                  return_state=True)
+    assert state.is_failed()
+    assert "no_such_filter" in state.message or "no_such_filter" in str(state.result(raise_on_failure=False))
+
+
+def test_reconciliation_names_what_is_missing():
+    published = {"read": 10, "delivered": {"1": 6, "2": 3}, "rejected": {"malformed": 1}, "closed": True}
+    filters = {"f": [{"copy": 0, "read": 9, "passed": 2, "rejected": 7, "errors": 0, "malformed": 0, "lag": 0}]}
+    archived = {1: {"read": 6, "written": 6, "duplicates": 0, "rejected": 0},
+                2: {"read": 3, "written": 2, "duplicates": 0, "rejected": 0}}
+    assert reconcile(published, filters, {1: archived[1], 2: {**archived[2], "written": 3}}) == []
+    problems = reconcile(published, filters, archived)
+    assert problems == ["programme 2: archiver read 3 but wrote 2 + dropped 0 duplicates + 0 rejected"]
+    lagging = {"f": [{**filters["f"][0], "lag": 4}]}
+    assert "filter f did not consume the whole night (lag 4)" in reconcile(published, lagging, {**archived, 2: {
+        **archived[2], "written": 3}})
+    assert any("no archive" in p for p in reconcile(published, filters, {1: archived[1]}))
