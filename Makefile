@@ -30,6 +30,7 @@ setup: $(VENV)/.installed-main
 
 setup-test: $(VENV)/.installed-test
 	$(BIN)/alertdist kafka install
+	bash infra/install_browser.sh
 
 night: setup
 	$(BIN)/alertdist kafka start
