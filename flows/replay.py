@@ -56,13 +56,12 @@ def replay_sources(sources: list[str], topic: str | None, night: str | None, arc
                                        topic_settings=TopicSettings(partitions=partitions), speed=speed, stop=stop,
                                        progress=report, progress_every_s=5.0)
     update_progress_artifact(artifact, 100.0, description=result.summary())
-    rows = [{"source": c.source, "good": c.good, "bad": c.bad} for c in counts]
-    rows += [{"source": f"bad member {n}", "good": 0, "bad": r} for n, r in result.bad_members[:20]]
-    create_table_artifact(rows, description=result.summary())
+    create_table_artifact([{"source": c.source, "good": c.good, "bad": c.bad} for c in counts]
+                          + [{"source": f"bad: {n}: {why}", "good": 0, "bad": 1} for n, why in result.bad_members[:20]],
+                          description=result.summary())
     get_run_logger().info(result.summary())
-    return {"destination": result.destination, "read": result.read, "delivered": result.delivered,
-            "bad": result.bad, "rejected": result.rejected, "closed": result.closed,
-            "elapsed_s": result.elapsed_s, "alerts_per_s": result.rate_alerts_s, "mb_per_s": result.rate_mb_s}
+    return {"destination": result.destination, "read": result.read, "delivered": result.delivered, "bad": result.bad,
+            "rejected": result.rejected, "closed": result.closed, "alerts_per_s": result.rate_alerts_s}
 
 
 def _run_name() -> str:

@@ -328,6 +328,8 @@ def test_the_archive_list_and_download_commands(archive_root, http, tmp_path, ca
     assert sorted(p.name for p in (tmp_path / "parquet" / "night=20231012").iterdir()) == \
         ["programid=1", "programid=2", "programid=3"]
     assert not os.path.exists(tmp_path / f"{survey}_public_20231012.tar.gz")
+    assert (tmp_path / "manifests" / f"{survey}_20231012.json").read_bytes() == \
+        (root / "manifests" / f"{survey}_20231012.json").read_bytes()
 
 
 def test_remote_tarballs_and_parquet_are_read_as_streams(archive_root, http, s3):

@@ -211,11 +211,14 @@ def _wanted(files: Iterable[RemoteFile], what: Iterable[str], programmes: Iterab
 def _save_indexes(location: ArchiveLocation, folder: Path, night: str, done: list[DownloadedFile],
                   survey: str | None) -> None:
     """Keep the night's manifest and the md5 of each tarball beside them, so the folder is an archive root."""
-    surveys = {f.path.split("_", 1)[0] for f in done if "/" not in f.path} or ({survey} if survey else set())
-    for s in sorted(surveys):
-        raw = location.read_bytes(f"manifests/{s}_{night}.json")
+    names = [n for n in location.listdir("manifests") if n.endswith(f"_{night}.json")
+             and (survey is None or n.startswith(f"{survey}_"))]
+    if not names:  # no folder listing (an HTTP server without index pages): the tarballs name the survey
+        names = sorted({f"{f.path.split('_', 1)[0]}_{night}.json" for f in done if "/" not in f.path})
+    for name in names:
+        raw = location.read_bytes(f"manifests/{name}")
         if raw is not None:
-            _write_atomic(folder / "manifests" / f"{s}_{night}.json", raw)
+            _write_atomic(folder / "manifests" / name, raw)
     sums_path = folder / MD5SUMS
     sums = parse_md5sums(sums_path.read_text()) if sums_path.exists() else {}
     sums.update({f.path: f.md5 for f in done if "/" not in f.path})
