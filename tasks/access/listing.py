@@ -201,6 +201,8 @@ class FsspecLocation(ArchiveLocation):
         try:
             entries = self.fs.ls(self._full(path), detail=True)
         except FileNotFoundError:
+            if not path:
+                raise ArchiveAccessError(f"archive location {self.url} does not exist; check the path or URL") from None
             return {}
         except OSError as e:
             raise ArchiveAccessError(f"listing {self.display(path)} failed: {e}; check the URL and credentials") from e
