@@ -16,6 +16,8 @@ __all__ = [
     "AlertPacketError",
     "Container",
     "build_container",
+    "container_header",
+    "frame_record",
     "parse_container",
     "zigzag_varint",
 ]
@@ -158,9 +160,13 @@ def parse_container(packet: bytes) -> Container:
 
 def build_container(schema_text: bytes, body: bytes, sync_marker: bytes, metadata_keys: tuple[str, ...]) -> bytes:
     """Frame one encoded record as a container, with the metadata keys in the given order."""
+    return frame_record(container_header(schema_text, metadata_keys), body, sync_marker)
+
+
+def container_header(schema_text: bytes, metadata_keys: tuple[str, ...]) -> bytes:
+    """Everything before the sync marker: magic and the metadata map. The same for every packet of one schema and
+    key order, so an encoder can build it once and reuse it."""
     values = {_METADATA_SCHEMA: schema_text, _METADATA_CODEC: b"null"}
-    if len(sync_marker) != SYNC_SIZE:
-        raise AlertPacketError(f"sync marker must be {SYNC_SIZE} bytes, got {len(sync_marker)}")
     if _METADATA_SCHEMA not in metadata_keys or len(set(metadata_keys)) != len(metadata_keys) or not set(
         metadata_keys
     ) <= set(values):
@@ -169,5 +175,12 @@ def build_container(schema_text: bytes, body: bytes, sync_marker: bytes, metadat
     for key in metadata_keys:
         encoded_key = key.encode("utf-8")
         parts += [zigzag_varint(len(encoded_key)), encoded_key, zigzag_varint(len(values[key])), values[key]]
-    parts += [b"\x00", sync_marker, zigzag_varint(1), zigzag_varint(len(body)), body, sync_marker]
+    parts.append(b"\x00")  # end of the metadata map
     return b"".join(parts)
+
+
+def frame_record(header: bytes, body: bytes, sync_marker: bytes) -> bytes:
+    """A container from `container_header(...)`, one record's encoded body and the 16-byte sync marker."""
+    if len(sync_marker) != SYNC_SIZE:
+        raise AlertPacketError(f"sync marker must be {SYNC_SIZE} bytes, got {len(sync_marker)}")
+    return b"".join((header, sync_marker, b"\x02", zigzag_varint(len(body)), body, sync_marker))  # \x02: 1 record
