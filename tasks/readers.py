@@ -364,10 +364,18 @@ def open_sources(
             names.append(spec)
             continue
         location = open_location(spec, storage_options)
-        try:
-            files = location.night_files(archived_night)
-        except ArchiveAccessError:  # not an archive root: a Parquet dataset folder, filtered to the night
+        nights = [n.night for n in location.nights()]
+        if not nights:  # not an archive root: a Parquet dataset folder, filtered to the night
+            dataset = open_dataset(spec, storage_options=storage_options)
+            if not any(True for _ in dataset.get_fragments(ds.field("night") == archived_night)):
+                raise ArchiveAccessError(f"{spec} is neither an archive root nor a Parquet dataset with night "
+                                         f"{archived_night}")
             files = [RemoteFile(spec, kind="parquet")]
+        elif archived_night not in nights:
+            raise ArchiveAccessError(f"{spec} has no night {archived_night}; it has {', '.join(nights[-5:])}"
+                                     + (f" and {len(nights) - 5} earlier" if len(nights) > 5 else ""))
+        else:
+            files = location.night_files(archived_night)
         tarballs = [f for f in files if f.kind == "tarball"]
         if tarballs and prefer == "tarball":
             for f in tarballs:
