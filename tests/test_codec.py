@@ -8,15 +8,20 @@ import json
 import random
 import tarfile
 import time
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
+from types import MappingProxyType
 
 import fastavro
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import schemas
-from tasks import codec
+from tasks import codec, writer_schemas
+from tasks.avro_encoder import compile_body_encoder
 from tasks.avro_container import SYNC_SIZE, _read_long, build_container, parse_container, zigzag_varint
 from tasks.codec import AlertPacketError, decode, encode, peek
 
@@ -395,3 +400,173 @@ def test_encode_refuses_an_unknown_version_and_a_bad_sync_marker(packet_401):
         encode(record, "4.01", sync_marker=b"short")
     with pytest.raises(AlertPacketError, match="expected a ztf.alert record"):
         encode([record], "4.01")
+
+
+# ------------------------------------------------------------------------- fast encoder vs the exact route
+
+
+def _exact_route(record, version: str, sync_marker: bytes) -> bytes:
+    """How encode worked before the compiled encoder: check every record, then fastavro writes the body."""
+    schema = writer_schemas.shipped_schema(version)
+    problem = schema.check_record(record)
+    if problem is not None:
+        raise AlertPacketError(problem)
+    if record["schemavsn"] != version:
+        raise AlertPacketError("schemavsn")
+    body = io.BytesIO()
+    try:
+        fastavro.schemaless_writer(body, schema.parsed, record)
+    except Exception as e:
+        raise AlertPacketError(str(e)) from e
+    return build_container(schemas.load_schema_text(version).encode(), body.getvalue(), sync_marker,
+                           codec.DEFAULT_METADATA_KEYS)
+
+
+def _same_as_exact_route(record, version: str) -> bytes | None:
+    """encode gives the exact route's bytes, or both refuse the record; returns the bytes (None if refused)."""
+    sync = b"s" * SYNC_SIZE
+    try:
+        expected = _exact_route(record, version, sync)
+    except AlertPacketError:
+        with pytest.raises(AlertPacketError):
+            encode(record, version, sync_marker=sync)
+        return None
+    assert encode(record, version, sync_marker=sync) == expected
+    return expected
+
+
+@pytest.mark.parametrize("name", PACKET_IDS)
+def test_real_records_take_the_fast_path_and_match_fastavro(name):
+    record = decode(PACKETS[name])
+    schema = writer_schemas.shipped_schema(record["schemavsn"])
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, schema.parsed, record)
+    assert schema.fast_body(record) == body.getvalue()
+
+
+def _values_of(avro_type, named: dict):
+    """A hypothesis strategy for any valid value of a (parsed) Avro type, odd floats and extreme ints included."""
+    if isinstance(avro_type, list):
+        return st.one_of(*(_values_of(branch, named) for branch in avro_type))
+    if isinstance(avro_type, str) and avro_type in named:
+        return _values_of(named[avro_type], named)
+    kind = avro_type if isinstance(avro_type, str) else avro_type["type"]
+    if kind == "record":
+        return st.fixed_dictionaries({f["name"]: _values_of(f["type"], named) for f in avro_type["fields"]})
+    if kind == "array":
+        return st.lists(_values_of(avro_type["items"], named), max_size=3)
+    bits = {"int": 31, "long": 63}.get(kind)
+    if bits:
+        return st.integers(-(1 << bits), (1 << bits) - 1)
+    if kind in ("float", "double"):  # ints are valid floats; 1e39 overflows float32 (fastavro writes inf)
+        return st.floats() | st.integers(-(1 << 64), 1 << 64) | st.sampled_from([-0.0, 1e39, -1e39, 3.4e38])
+    return {"string": st.text(max_size=12), "bytes": st.binary(max_size=12), "null": st.none()}[kind]
+
+
+@pytest.mark.parametrize("version", ["3.0", "3.3", "4.02"])  # null-last unions in 3.x, null-first in 4.x
+def test_random_valid_records_encode_as_fastavro_writes_them(version):
+    schema = writer_schemas.shipped_schema(version)
+    records = _values_of(schema.parsed, schema.parsed["__named_schemas"]).map(lambda r: dict(r, schemavsn=version))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(records)
+    def check(record):
+        assert _same_as_exact_route(record, version) is not None
+
+    check()
+
+
+_ODD_VALUES = [True, False, "19.2", b"x", 1.5, 2.0, 7, 1 << 40, -(1 << 70), None, np.float64(1.5), np.float32(2.5),
+               np.int64(3), Decimal("1.5"), Fraction(1, 3), float("nan"), [], (), {}, ("array", []), "null"]
+
+
+def _small_record(packet: bytes) -> dict:
+    """A real record cut to two history entries and one forced-photometry entry, so thousands of variants are cheap."""
+    record = copy.deepcopy(decode(packet))
+    record["prv_candidates"] = [p for p in record["prv_candidates"] if p["candid"] is None][:1] + [
+        p for p in record["prv_candidates"] if p["candid"] is not None][:1]
+    record["fp_hists"] = record["fp_hists"][:1]
+    return record
+
+
+_HOLDERS = [  # (record type, where one sits in a record from _small_record)
+    ("ztf.alert", lambda r: r), ("ztf.alert.candidate", lambda r: r["candidate"]),
+    ("ztf.alert.prv_candidate", lambda r: r["prv_candidates"][0]),  # a non-detection
+    ("ztf.alert.prv_candidate", lambda r: r["prv_candidates"][1]),  # a detection
+    ("ztf.alert.fp_hist", lambda r: r["fp_hists"][0]), ("ztf.alert.cutout", lambda r: r["cutoutScience"]),
+]
+
+
+def _one_field_per_type(schema, record_type: str) -> list[str]:
+    """The first field of each distinct Avro type in a record type: every kind of slot, not all 200 fields."""
+    fields = schema.parsed["__named_schemas"][record_type]["fields"]
+    by_type = {json.dumps(f["type"], sort_keys=True, default=str): f["name"] for f in reversed(fields)}
+    return list(by_type.values())
+
+
+def test_every_field_type_with_every_odd_value_gets_what_the_exact_route_gives(packet_401):
+    """A field of each type in each record type, set to each odd value, deleted, or given as a tuple or a read-only
+    mapping: encode gives the old route's bytes or refuses as it did, and the fast path never accepts what the
+    checker refuses."""
+    base = _small_record(packet_401)
+    assert base["prv_candidates"][1]["candid"] is not None
+    schema = writer_schemas.shipped_schema("4.01")
+    refused = accepted = 0
+    for where, holder_of in _HOLDERS:
+        for field in [*_one_field_per_type(schema, where), "unknown"]:
+            for change in [*_ODD_VALUES, "delete", "as tuple", "as mapping"]:
+                record = copy.deepcopy(base)
+                holder = holder_of(record)
+                if change == "delete":
+                    holder.pop(field, None)
+                elif change == "as tuple":
+                    if not isinstance(holder.get(field), list):
+                        continue
+                    holder[field] = tuple(holder[field])
+                elif change == "as mapping":
+                    if not isinstance(holder.get(field), dict):
+                        continue
+                    holder[field] = MappingProxyType(holder[field])
+                else:
+                    holder[field] = change
+                if schema.fast_body(record) is not None:
+                    assert schema.check_record(record) is None, (where, field, change)
+                if _same_as_exact_route(record, "4.01") is None:
+                    refused += 1
+                else:
+                    accepted += 1
+    assert refused > 300 and accepted > 100  # both sides of the line were exercised
+
+
+def test_small_and_large_integers_encode_as_fastavro_writes_them():
+    schema = fastavro.parse_schema({"type": "record", "name": "n", "fields": [
+        {"name": "n", "type": "long"}, {"name": "i", "type": ["null", "int"]}]})
+    encoder = compile_body_encoder(schema)
+    values = [*range(-(1 << 14), 1 << 15), *((1 << k) + d for k in range(14, 63) for d in (-1, 0)), -(1 << 63)]
+    for n in values:
+        record = {"n": n, "i": max(min(n, (1 << 31) - 1), -(1 << 31))}
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, schema, record)
+        assert encoder(record) == body.getvalue(), n
+
+
+def test_numpy_values_and_other_mappings_take_the_exact_route_with_the_same_bytes(packet_401):
+    record = copy.deepcopy(decode(packet_401))
+    record["candidate"] = dict(record["candidate"], magpsf=np.float32(18.5), jd=np.float64(record["candidate"]["jd"]))
+    record["candidate"]["fid"] = np.int64(2)
+    assert writer_schemas.shipped_schema("4.01").fast_body(record) is None
+    assert _same_as_exact_route(record, "4.01") is not None
+    assert _same_as_exact_route(MappingProxyType(record), "4.01") is not None
+
+
+def test_schemas_the_encoder_does_not_compile_fall_back_to_fastavro():
+    named = {"type": "record", "name": "ztf.alert", "fields": [
+        {"name": "kind", "type": {"type": "enum", "name": "k", "symbols": ["a", "b"]}}]}
+    assert compile_body_encoder(fastavro.parse_schema(named)) is None
+    linked = {"type": "record", "name": "node", "fields": [
+        {"name": "value", "type": "long"}, {"name": "next", "type": ["null", "node"]}]}
+    encoder = compile_body_encoder(fastavro.parse_schema(linked))
+    chain = {"value": 1, "next": {"value": -2, "next": {"value": 1 << 40, "next": None}}}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(linked), chain)
+    assert encoder(chain) == body.getvalue()
