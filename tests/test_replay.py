@@ -188,7 +188,7 @@ def _tarball_of(alerts, path: Path) -> Path:
 def test_replaying_at_the_original_cadence_spaces_exposures_by_their_jd(kafka_bootstrap, unique, simulated,
                                                                        tmp_path):
     _, alerts, _, _ = simulated
-    speed = 90.0
+    speed = 60.0
     tarball = _tarball_of(alerts, tmp_path / "night.tar.gz")
     topic = f"cadence_{unique}"
     ensure_topic(kafka_bootstrap, topic, SMALL)
@@ -206,11 +206,12 @@ def test_replaying_at_the_original_cadence_spaces_exposures_by_their_jd(kafka_bo
     assert len(jds) >= 6, "the simulated night should have several exposures"
     expected = [(b - a) * 86400.0 / speed for a, b in zip(jds, jds[1:])]
     measured = [(first_sent[b] - first_sent[a]) / 1000.0 for a, b in zip(jds, jds[1:])]
-    assert min(expected) > 0.3  # so an unpaced replay (gaps ~0) could not pass
+    assert min(expected) > 0.5  # so an unpaced replay (gaps ~0) could not pass
+    # generous for a late wake-up on a loaded 2-core machine: errors seen were < 1 ms, 14 ms at load average 18
     for want, got in zip(expected, measured):
-        assert abs(got - want) < 0.15, f"gap {got:.3f} s, expected {want:.3f} s (jd spacing / {speed})"
+        assert abs(got - want) < 0.25, f"gap {got:.3f} s, expected {want:.3f} s (jd spacing / {speed})"
     span = (jds[-1] - jds[0]) * 86400.0 / speed
-    assert abs((first_sent[jds[-1]] - first_sent[jds[0]]) / 1000.0 - span) < 0.15
+    assert abs((first_sent[jds[-1]] - first_sent[jds[0]]) / 1000.0 - span) < 0.25
 
 
 def test_a_corrupt_member_is_reported_by_name_and_skipped(kafka_bootstrap, unique, archive_2018_members, tmp_path):
