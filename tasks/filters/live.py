@@ -236,9 +236,7 @@ class _LiveRun:
             raise
         finally:
             self.report.elapsed_s = time.monotonic() - self.started
-            self.consumer.close()  # leaves the group cleanly; the revoke callback finds nothing open
-            if self.producer is not None:
-                self.producer.flush(5)
+            self.consumer.close()  # the revoke callback finds nothing open: committed or aborted above
 
     def _process(self, messages) -> bool:
         """Judge and route a batch; True if it held any alert (False: idle, only end-of-partition events)."""
@@ -367,6 +365,7 @@ class _LiveRun:
                 time.sleep(0.5 * (attempt + 1))
 
     def _abort(self, rewind: bool) -> None:
+        self._settle()
         self._kafka("aborting a transaction", self.producer.abort_transaction, self.options.kafka_timeout_s)
         self._reset_transaction()
         self.positions.clear()
@@ -392,11 +391,17 @@ class _LiveRun:
             self._kafka("seeking back after a rollback", self.consumer.seek,
                         TopicPartition(tp.topic, tp.partition, offset))
 
+    def _settle(self) -> None:
+        """Let in-flight outputs land before an abort: librdkafka can send the abort while the output partitions
+        are still being added to the transaction, which the broker answers with a fatal INVALID_TXN_STATE."""
+        self._kafka("flushing before an abort", self.producer.flush, self.options.kafka_timeout_s)
+
     def _abort_quietly(self) -> None:
         if self.txn_open and self.producer is not None:
             try:
+                self._settle()
                 self.producer.abort_transaction(self.options.kafka_timeout_s)
-            except KafkaException:
+            except (KafkaException, LiveRunError):
                 pass  # a restart with the same transactional id aborts it anyway
             self._reset_transaction()
 

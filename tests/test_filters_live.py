@@ -1,0 +1,345 @@
+"""Filters on a real Kafka broker: exactly-once outputs, copies sharing partitions, a killed copy, failing filters.
+
+Each test publishes its own night (real packets and a simulated night) the way the publisher does: programme
+topics, key = objectId, the agreed headers, then the closing record with the end offsets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import IsolationLevel, KafkaError, TopicPartition
+from confluent_kafka.admin import OffsetSpec
+
+from tasks import codec
+from tasks.filters import alert_filter, load_filter
+from tasks.filters.batch import run_batch
+from tasks.filters.bundled import bright_transients
+from tasks.filters.live import FilterFailingError, LiveOptions, group_id_for, run_live
+from tasks.kafka_clients import admin_client, consumer, producer
+from tasks.night_state import NightState, end_offsets, mark_night
+from tasks.simulate import simulate_night
+from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
+from tests.test_filters import EXPECTED, full_record
+
+REPO = Path(__file__).resolve().parents[1]
+NIGHT = dt.date(2023, 10, 12)
+PARTITIONS = 4
+FAST = LiveOptions(state_poll_s=0.5, done_check_s=0.2)
+
+
+@pytest.fixture(scope="module")
+def night_packets(real_packets) -> list[bytes]:
+    """59 real packets (all programme 1) and a simulated night of 300 across three programmes."""
+    return real_packets + [a.packet for a in simulate_night(300, night=NIGHT, seed=7)]
+
+
+_records: dict[bytes, dict] = {}
+
+
+def record(packet: bytes) -> dict:
+    """The full record by plain fastavro (decoded once per packet for the whole module)."""
+    if packet not in _records:
+        _records[packet] = full_record(packet)
+    return _records[packet]
+
+
+def publish_night(bootstrap: str, naming: TopicNaming, packets: list[bytes], *, transactional: bool = False,
+                  extra: list[tuple[int, bytes]] = ()) -> dict[int, tuple[str, bytes]]:
+    """Publish packets as the publisher does, close the night; returns candid -> (topic, packet)."""
+    ensure_night_topics(admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=PARTITIONS))
+    overrides = {"transactional.id": f"publisher-{naming.survey}"} if transactional else {}
+    p = producer(bootstrap, **overrides)
+    failures = []
+    if transactional:
+        p.init_transactions(30)
+        p.begin_transaction()
+    published = {}
+    for packet in packets:
+        info = codec.peek(packet)
+        topic = naming.programme_topic(NIGHT, info.programid)
+        now = str(int(time.time() * 1000)).encode()
+        p.produce(topic, packet, key=info.objectId.encode(), on_delivery=lambda e, m: e and failures.append(e),
+                  headers=[("alertdist.produced_ms", now), ("alertdist.published_ms", now),
+                           ("alertdist.candid", str(info.candid).encode())])
+        p.poll(0)
+        published[info.candid] = (topic, packet)
+    for programid, raw in extra:  # bytes a publisher would reject; here they reach the filter
+        p.produce(naming.programme_topic(NIGHT, programid), raw, key=b"bad")
+    if transactional:
+        p.commit_transaction(30)
+    assert p.flush(30) == 0 and not failures
+    topics = list(naming.programme_topics(NIGHT).values())
+    mark_night(bootstrap, naming, NightState(f"{NIGHT:%Y%m%d}", "closed", end_offsets(bootstrap, topics)))
+    return published
+
+
+def wait_until_settled(bootstrap: str, topic: str, partitions, timeout: float = 30.0) -> None:
+    """Until no transaction is open on the topic: a committed transaction's markers are written asynchronously,
+    so right after a commit a read_committed reader may still stop short of it."""
+    admin = admin_client(bootstrap)
+    asked = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}
+    deadline = time.monotonic() + timeout
+    while True:
+        stable = {tp.partition: f.result().offset for tp, f in
+                  admin.list_offsets(asked, isolation_level=IsolationLevel.READ_COMMITTED).items()}
+        high = {tp.partition: f.result().offset for tp, f in
+                admin.list_offsets(asked, isolation_level=IsolationLevel.READ_UNCOMMITTED).items()}
+        if stable == high:
+            return
+        assert time.monotonic() < deadline, f"{topic} still has an open transaction: {stable} != {high}"
+        time.sleep(0.1)
+
+
+def read_topic(bootstrap: str, topic: str) -> list:
+    """Every message of a topic as a read_committed consumer sees it, once no transaction is open on it."""
+    c = consumer(bootstrap)
+    try:
+        partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
+        wait_until_settled(bootstrap, topic, partitions)
+        c.assign([TopicPartition(topic, p, 0) for p in partitions])
+        remaining, messages = set(partitions), []
+        deadline = time.monotonic() + 60
+        while remaining and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                remaining.discard(msg.partition())
+                continue
+            messages.append(msg)
+        assert not remaining, f"did not reach the end of {topic}"
+        return messages
+    finally:
+        c.close()
+
+
+def outputs_of(bootstrap: str, naming: TopicNaming, filter_name: str) -> list:
+    return [m for t in naming.programme_topics(NIGHT).values()
+            for m in read_topic(bootstrap, naming.filter_output_topic(t, filter_name))]
+
+
+def candid_of(msg) -> int:
+    return int(dict(msg.headers())["alertdist.candid"])
+
+
+# ------------------------------------------------------------------------------------------ bundled, live
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bundled_filter_live_outputs_exactly_the_passing_packets_and_equals_batch(
+        name, kafka_bootstrap, unique, night_packets):
+    naming = TopicNaming(survey=f"f{unique}")
+    published = publish_night(kafka_bootstrap, naming, night_packets)
+    expected = {c for c, (_, packet) in published.items() if EXPECTED[name](record(packet))}
+    assert 0 < len(expected) < len(published)
+
+    report = run_live(name, NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming, options=FAST)
+    assert report.status == "finished" and report.lag == 0
+    assert report.read == len(published) and report.passed == len(expected) and report.errors == 0
+    assert report.read == report.passed + report.rejected + report.errors + report.malformed
+
+    outputs = outputs_of(kafka_bootstrap, naming, name)
+    assert sorted(candid_of(m) for m in outputs) == sorted(expected)  # each passing alert exactly once
+    for msg in outputs:
+        topic, packet = published[candid_of(msg)]
+        assert msg.value() == packet, "output must be the original packet, byte for byte"
+        assert msg.topic() == naming.filter_output_topic(topic, name)
+        assert msg.key() == record(packet)["objectId"].encode()
+        headers = dict(msg.headers())
+        assert {"alertdist.produced_ms", "alertdist.published_ms", "alertdist.candid"} <= set(headers)
+        assert headers["alertdist.filter"] == name.encode()
+        assert isinstance(json.loads(headers["alertdist.annotations"]), dict)
+    assert not read_topic(kafka_bootstrap, naming.filter_errors_topic(NIGHT, name))
+
+    # the same filter in batch mode over the same packets: the same alerts with the same annotations
+    batch = run_batch(name, [packet for _, packet in published.values()])
+    live_rows = {candid_of(m): json.loads(dict(m.headers())["alertdist.annotations"]) for m in outputs}
+    annotation_columns = [c for c in batch.table.column_names if c not in ("candid", "objectId", "programid")]
+    batch_rows = {row["candid"]: {k: row[k] for k in annotation_columns if row[k] is not None}
+                  for row in batch.table.to_pylist()}
+    assert batch_rows == live_rows
+
+
+def test_closed_and_consumed_night_is_a_no_op_on_rerun(kafka_bootstrap, unique, real_packets):
+    naming = TopicNaming(survey=f"r{unique}")
+    publish_night(kafka_bootstrap, naming, real_packets)
+    first = run_live("solar_system", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming, options=FAST)
+    again = run_live("solar_system", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming, options=FAST)
+    assert first.passed > 0 and again.read == 0 and again.status == "finished" and again.lag == 0
+    assert len(outputs_of(kafka_bootstrap, naming, "solar_system")) == first.passed
+
+
+# ----------------------------------------------------------------------------------- copies and restarts
+
+
+@alert_filter(name="slow_bright", fields=("objectId", "candidate"))
+def slow_bright(alert):
+    """bright_transients, slowed down so that copies overlap and a kill lands mid-night."""
+    time.sleep(0.02)
+    return bright_transients(alert)
+
+
+def test_two_copies_split_the_partitions_and_produce_each_passing_alert_once(kafka_bootstrap, unique, night_packets):
+    naming = TopicNaming(survey=f"c{unique}")
+    # written in one transaction, so the partitions end with a commit marker the copies must step over
+    published = publish_night(kafka_bootstrap, naming, night_packets, transactional=True)
+    expected = sorted(c for c, (_, p) in published.items() if EXPECTED["bright_transients"](record(p)))
+    reports = [None, None]
+    first_batch_committed = threading.Event()
+
+    def copy(i):
+        def progress(r):
+            if r.read > 0:
+                first_batch_committed.set()
+
+        reports[i] = run_live(load_filter("tests.test_filters_live:slow_bright"), NIGHT,
+                              bootstrap_servers=kafka_bootstrap, naming=naming, copy_index=i, progress=progress,
+                              options=LiveOptions(batch_size=20, state_poll_s=0.5, done_check_s=0.2,
+                                                  consumer_overrides={"heartbeat.interval.ms": 500}))
+
+    threads = [threading.Thread(target=copy, args=(i,)) for i in range(2)]
+    threads[0].start()
+    # the second copy joins mid-night: the group rebalances and the first hands over half its partitions
+    assert first_batch_committed.wait(60)
+    threads[1].start()
+    for t in threads:
+        t.join(120)
+    assert all(r is not None and r.status == "finished" and r.lag == 0 for r in reports), reports
+    assert all(r.read > 0 for r in reports), f"both copies must have worked: {reports}"
+    assert sum(r.read for r in reports) == len(published)  # a revoked copy hands over exactly where it stopped
+    all_partitions = {(t, p) for t in naming.programme_topics(NIGHT).values() for p in range(PARTITIONS)}
+    assert reports[0].partitions | reports[1].partitions == all_partitions
+    outputs = outputs_of(kafka_bootstrap, naming, "slow_bright")
+    assert sorted(candid_of(m) for m in outputs) == expected
+
+
+def _committed(bootstrap: str, group: str, topics: list[str]) -> int:
+    # read_uncommitted: do not wait for a transaction the killed copy left open (its restart aborts it)
+    c = consumer(bootstrap, group, **{"isolation.level": "read_uncommitted"})
+    try:
+        offsets = c.committed([TopicPartition(t, p) for t in topics for p in range(PARTITIONS)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        c.close()
+
+
+def test_a_killed_copy_restarted_neither_skips_nor_duplicates(kafka_bootstrap, unique, night_packets, tmp_path):
+    naming = TopicNaming(survey=f"k{unique}")
+    published = publish_night(kafka_bootstrap, naming, night_packets)
+    expected = sorted(c for c, (_, p) in published.items() if EXPECTED["bright_transients"](record(p)))
+    topics = list(naming.programme_topics(NIGHT).values())
+    group = group_id_for(naming, NIGHT, "slow_bright")
+    env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap, "ALERTDIST_SURVEY": naming.survey,
+           "PYTHONPATH": str(REPO)}
+    command = [str(Path(sys.executable).parent / "alertdist"), "filter", "run", "tests.test_filters_live:slow_bright",
+               "--night", f"{NIGHT:%Y%m%d}", "--batch-size", "20"]
+
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while _committed(kafka_bootstrap, group, topics) < 60:
+            assert first.poll() is None and time.monotonic() < deadline, "the copy ended or stalled before the kill"
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.kill()
+        first.wait(10)
+        log.close()
+    done_at_kill = _committed(kafka_bootstrap, group, topics)
+    assert 0 < done_at_kill < len(published), "the kill must land mid-night"
+
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "finished" in second.stdout and "group lag 0" in second.stdout
+    outputs = outputs_of(kafka_bootstrap, naming, "slow_bright")
+    assert sorted(candid_of(m) for m in outputs) == expected  # read_committed: each passing alert exactly once
+    assert _committed(kafka_bootstrap, group, topics) == len(published)
+
+
+# ------------------------------------------------------------------------------------------ failing filters
+
+
+@alert_filter(name="flaky", fields=("candid", "candidate"))
+def flaky(alert):
+    """Raises on about one alert in five; otherwise the Solar System cut."""
+    if alert["candid"] % 5 == 0:
+        raise ValueError(f"no ephemeris for candid {alert['candid']}")
+    return alert["candidate"]["ssnamenr"] not in (None, "null")
+
+
+def test_alerts_a_filter_raises_on_go_to_the_errors_topic_and_the_rest_are_filtered(
+        kafka_bootstrap, unique, night_packets):
+    naming = TopicNaming(survey=f"e{unique}")
+    garbage = b"Obj\x01 this is not an alert"
+    published = publish_night(kafka_bootstrap, naming, night_packets, extra=[(2, garbage)])
+    raising = {c for c in published if c % 5 == 0}
+    passing = {c for c, (_, p) in published.items()
+               if c % 5 != 0 and record(p)["candidate"]["ssnamenr"] not in (None, "null")}
+    assert raising and passing
+
+    report = run_live("tests.test_filters_live:flaky", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming,
+                      options=FAST)
+    assert report.status == "finished"
+    assert (report.errors, report.malformed, report.passed) == (len(raising), 1, len(passing))
+    assert report.read == len(published) + 1 == report.passed + report.rejected + report.errors + report.malformed
+
+    assert sorted(candid_of(m) for m in outputs_of(kafka_bootstrap, naming, "flaky")) == sorted(passing)
+    errors = read_topic(kafka_bootstrap, naming.filter_errors_topic(NIGHT, "flaky"))
+    assert len(errors) == len(raising) + 1
+    by_value = {m.value(): dict(m.headers()) for m in errors}
+    for candid in raising:
+        topic, packet = published[candid]
+        headers = by_value[packet]
+        assert headers["alertdist.error"].decode() == f"ValueError: no ephemeris for candid {candid}"
+        assert headers["alertdist.filter"] == b"flaky" and headers["alertdist.source_topic"] == topic.encode()
+        assert {"alertdist.source_partition", "alertdist.source_offset"} <= set(headers)
+    assert by_value[garbage]["alertdist.error"].startswith(b"undecodable packet")
+
+
+@alert_filter(name="broken", fields=("candidate",))
+def broken(alert):
+    raise FileNotFoundError("model weights not found at /models/rf.pkl")
+
+
+def test_a_filter_failing_on_every_alert_is_stopped_with_a_clear_message(kafka_bootstrap, unique, night_packets):
+    naming = TopicNaming(survey=f"b{unique}")
+    publish_night(kafka_bootstrap, naming, night_packets)
+    with pytest.raises(FilterFailingError) as info:
+        run_live("tests.test_filters_live:broken", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming,
+                 options=LiveOptions(error_threshold=25, batch_size=10, state_poll_s=0.5))
+    message = str(info.value)
+    assert "25 consecutive alerts" in message and "model weights not found" in message and "resumes" in message
+    # what was committed before the stop is consistent: every input offset committed has its error recorded
+    group = group_id_for(naming, NIGHT, "broken")
+    committed = _committed(kafka_bootstrap, group, list(naming.programme_topics(NIGHT).values()))
+    assert committed < 25
+    assert len(read_topic(kafka_bootstrap, naming.filter_errors_topic(NIGHT, "broken"))) == committed
+
+
+# --------------------------------------------------------------------------------------------------- flow
+
+
+def test_filter_night_flow_runs_copies_and_summarizes(kafka_bootstrap, unique, real_packets, prefect_server):
+    from flows.filter_night import filter_night
+
+    naming = TopicNaming(survey=f"p{unique}")
+    published = publish_night(kafka_bootstrap, naming, real_packets)
+    rows = filter_night(filter_name="variable_stars", night=f"{NIGHT:%Y%m%d}", parallelism=2,
+                        bootstrap_servers=kafka_bootstrap, survey=naming.survey)
+    assert sorted(r["copy"] for r in rows) == [0, 1]
+    expected = sum(EXPECTED["variable_stars"](full_record(p)) for _, p in published.values())
+    assert sum(r["read"] for r in rows) == len(published) and sum(r["passed"] for r in rows) == expected
+    assert all(r["status"] == "finished" and r["lag"] == 0 for r in rows)
+    assert len(outputs_of(kafka_bootstrap, naming, "variable_stars")) == expected
