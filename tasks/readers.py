@@ -346,10 +346,12 @@ def open_sources(
     """One candid-ordered stream of alerts from several sources, and each source's counts and name.
 
     A spec is a tarball, a ``.parquet`` file, or a folder/URL: with ``archived_night`` an archive root whose
-    tarballs of that night are used (byte-identical; ``prefer="parquet"`` takes its Parquet rows instead),
-    without it a Parquet dataset read whole. Any of them local, ``s3://`` or ``http(s)://``.
+    tarballs of that night are used (byte-identical; ``prefer="parquet"`` takes its Parquet files instead, if it
+    has them) or a Parquet dataset folder filtered to that night; without it a Parquet dataset read whole.
+    Any of them local, ``s3://`` or ``http(s)://`` (over HTTP a dataset folder cannot be listed: give an archive
+    root, whose manifest names the files).
     """
-    from tasks.access.listing import ArchiveAccessError, RemoteFile, open_location
+    from tasks.access.listing import ArchiveAccessError, open_location
     from tasks.topics import parse_night
 
     if archived_night is not None:
@@ -370,27 +372,25 @@ def open_sources(
             if not any(True for _ in dataset.get_fragments(ds.field("night") == archived_night)):
                 raise ArchiveAccessError(f"{spec} is neither an archive root nor a Parquet dataset with night "
                                          f"{archived_night}")
-            files = [RemoteFile(spec, kind="parquet")]
-        elif archived_night not in nights:
-            raise ArchiveAccessError(f"{spec} has no night {archived_night}; it has {', '.join(nights[-5:])}"
-                                     + (f" and {len(nights) - 5} earlier" if len(nights) > 5 else ""))
-        else:
-            files = location.night_files(archived_night)
-        tarballs = [f for f in files if f.kind == "tarball"]
-        if tarballs and prefer == "tarball":
-            for f in tarballs:
-                c = ReadCounts(location.display(f.path))
-                streams.append(tarball_alerts(c.source, storage_options=storage_options, counts=c))
-                counts.append(c)
-                names.append(c.source)
-        elif any(f.kind == "parquet" for f in files):
             c = ReadCounts(f"{spec} (Parquet, night {archived_night})")
-            streams.append(alerts_from(spec, storage_options=storage_options, counts=c,
-                                       filter=ds.field("night") == archived_night))
+            streams.append(parquet_alerts(spec, ds.field("night") == archived_night, storage_options=storage_options,
+                                          counts=c))
             counts.append(c)
             names.append(c.source)
-        else:
-            raise ValueError(f"{spec} has no {prefer} for night {archived_night}")
+            continue
+        if archived_night not in nights:
+            raise ArchiveAccessError(f"{spec} has no night {archived_night}; it has {', '.join(nights[-5:])}"
+                                     + (f" and {len(nights) - 5} earlier" if len(nights) > 5 else ""))
+        files = location.night_files(archived_night)
+        wanted = [f for f in files if f.kind == prefer] or [f for f in files if f.kind == "tarball"]
+        if not wanted:
+            raise ArchiveAccessError(f"{spec} lists no file of night {archived_night}")
+        for f in wanted:  # file by file (known from the manifest): works where folders cannot be listed (HTTP)
+            c = ReadCounts(location.display(f.path))
+            read = tarball_alerts if f.kind == "tarball" else parquet_alerts
+            streams.append(read(c.source, storage_options=storage_options, counts=c))
+            counts.append(c)
+            names.append(c.source)
     if not streams:
         raise ValueError("nothing to replay: give at least one tarball, Parquet file or archive location")
     return (streams[0] if len(streams) == 1 else merge_by_candid(streams)), counts, names

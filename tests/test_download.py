@@ -344,6 +344,9 @@ def test_remote_tarballs_and_parquet_are_read_as_streams(archive_root, http, s3)
     assert names == [f"{http.url.rstrip('/')}/{survey}_{p}_20231012.tar.gz" for p in ("caltech", "partnership", "public")]
     assert sum(c.good for c in counts) == 90
 
+    over_http, _, _ = open_sources([http.url], archived_night="20231012", prefer="parquet")
+    assert {a.info.candid: a.packet for a in over_http} == expected  # the manifest names the Parquet files
+
     url, options = s3
     from_s3, _, _ = open_sources([url], archived_night="20231012", storage_options=options)
     assert {a.info.candid: a.packet for a in from_s3} == expected

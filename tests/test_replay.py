@@ -142,7 +142,7 @@ def test_replaying_from_parquet_rebuilds_packets_that_decode_to_the_same_records
         stream, counts, names = open_sources([str(dest)], archived_night=night, prefer="parquet")
         result = replay_to_topic(stream, bootstrap_servers=kafka_bootstrap, topic=topic, sources=names,
                                  counts=counts)
-        assert result.bad == 0 and names == [f"{dest} (Parquet, night {night})"]
+        assert result.bad == 0 and names == sorted(str(p) for p in dest.glob(f"parquet/night={night}/*/*.parquet"))
     messages = read_topic(kafka_bootstrap, topic)
     assert len(messages) == len(originals) == 270
     versions = defaultdict(int)
