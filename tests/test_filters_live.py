@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -83,31 +84,30 @@ def publish_night(bootstrap: str, naming: TopicNaming, packets: list[bytes], *, 
     return published
 
 
-def wait_until_settled(bootstrap: str, topic: str, partitions, timeout: float = 30.0) -> None:
-    """Until no transaction is open on the topic: a committed transaction's markers are written asynchronously,
-    so right after a commit a read_committed reader may still stop short of it."""
-    admin = admin_client(bootstrap)
-    asked = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}
+def wait_until_settled(admin, partitions: list[TopicPartition], timeout: float = 30.0) -> None:
+    """Until no transaction is open on these partitions: a committed transaction's markers are written
+    asynchronously, so right after a commit a read_committed reader may still stop short of it."""
+    asked = {tp: OffsetSpec.latest() for tp in partitions}
     deadline = time.monotonic() + timeout
     while True:
-        stable = {tp.partition: f.result().offset for tp, f in
-                  admin.list_offsets(asked, isolation_level=IsolationLevel.READ_COMMITTED).items()}
-        high = {tp.partition: f.result().offset for tp, f in
-                admin.list_offsets(asked, isolation_level=IsolationLevel.READ_UNCOMMITTED).items()}
+        stable, high = ({(tp.topic, tp.partition): f.result().offset
+                         for tp, f in admin.list_offsets(asked, isolation_level=level).items()}
+                        for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED))
         if stable == high:
             return
-        assert time.monotonic() < deadline, f"{topic} still has an open transaction: {stable} != {high}"
+        assert time.monotonic() < deadline, f"a transaction stays open: {stable} != {high}"
         time.sleep(0.1)
 
 
-def read_topic(bootstrap: str, topic: str) -> list:
-    """Every message of a topic as a read_committed consumer sees it, once no transaction is open on it."""
+def read_topics(bootstrap: str, topics: list[str]) -> list:
+    """Every message of the topics as a read_committed consumer sees them, once no transaction is open."""
     c = consumer(bootstrap)
     try:
-        partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
-        wait_until_settled(bootstrap, topic, partitions)
-        c.assign([TopicPartition(topic, p, 0) for p in partitions])
-        remaining, messages = set(partitions), []
+        metadata = c.list_topics(timeout=10).topics
+        partitions = [TopicPartition(t, p, 0) for t in topics for p in metadata[t].partitions]
+        wait_until_settled(admin_client(bootstrap), partitions)
+        c.assign(partitions)
+        remaining, messages = {(tp.topic, tp.partition) for tp in partitions}, []
         deadline = time.monotonic() + 60
         while remaining and time.monotonic() < deadline:
             msg = c.poll(0.5)
@@ -115,18 +115,22 @@ def read_topic(bootstrap: str, topic: str) -> list:
                 continue
             if msg.error():
                 assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
-                remaining.discard(msg.partition())
+                remaining.discard((msg.topic(), msg.partition()))
                 continue
             messages.append(msg)
-        assert not remaining, f"did not reach the end of {topic}"
+        assert not remaining, f"did not reach the end of {sorted(remaining)}"
         return messages
     finally:
         c.close()
 
 
+def read_topic(bootstrap: str, topic: str) -> list:
+    return read_topics(bootstrap, [topic])
+
+
 def outputs_of(bootstrap: str, naming: TopicNaming, filter_name: str) -> list:
-    return [m for t in naming.programme_topics(NIGHT).values()
-            for m in read_topic(bootstrap, naming.filter_output_topic(t, filter_name))]
+    return read_topics(bootstrap, [naming.filter_output_topic(t, filter_name)
+                                   for t in naming.programme_topics(NIGHT).values()])
 
 
 def candid_of(msg) -> int:
@@ -136,11 +140,17 @@ def candid_of(msg) -> int:
 # ------------------------------------------------------------------------------------------ bundled, live
 
 
+@pytest.fixture(scope="module")
+def shared_night(kafka_bootstrap, night_packets) -> tuple[TopicNaming, dict]:
+    """One published night for the tests whose filters differ (each filter has its own group and outputs)."""
+    naming = TopicNaming(survey=f"s{uuid.uuid4().hex[:10]}")
+    return naming, publish_night(kafka_bootstrap, naming, night_packets)
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_bundled_filter_live_outputs_exactly_the_passing_packets_and_equals_batch(
-        name, kafka_bootstrap, unique, night_packets):
-    naming = TopicNaming(survey=f"f{unique}")
-    published = publish_night(kafka_bootstrap, naming, night_packets)
+def test_bundled_filter_live_outputs_exactly_the_passing_packets_and_equals_batch(name, kafka_bootstrap,
+                                                                                  shared_night):
+    naming, published = shared_night
     expected = {c for c, (_, packet) in published.items() if EXPECTED[name](record(packet))}
     assert 0 < len(expected) < len(published)
 
@@ -313,9 +323,8 @@ def broken(alert):
     raise FileNotFoundError("model weights not found at /models/rf.pkl")
 
 
-def test_a_filter_failing_on_every_alert_is_stopped_with_a_clear_message(kafka_bootstrap, unique, night_packets):
-    naming = TopicNaming(survey=f"b{unique}")
-    publish_night(kafka_bootstrap, naming, night_packets)
+def test_a_filter_failing_on_every_alert_is_stopped_with_a_clear_message(kafka_bootstrap, shared_night):
+    naming, _ = shared_night
     with pytest.raises(FilterFailingError) as info:
         run_live("tests.test_filters_live:broken", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming,
                  options=LiveOptions(error_threshold=25, batch_size=10, state_poll_s=0.5))
