@@ -49,14 +49,26 @@ class Container:
 
 
 def zigzag_varint(value: int) -> bytes:
-    """Avro's encoding of a long: zig-zag, then base-128 little-endian varint."""
+    """Avro's encoding of a long: zig-zag, then base-128 little-endian varint (14 bits at a time, from tables)."""
     n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    if n < 0x4000:
+        return _LAST_14_BITS[n]
+    parts = []
+    while n >= 0x4000:
+        parts.append(_MORE_14_BITS[n & 0x3FFF])
+        n >>= 14
+    parts.append(_LAST_14_BITS[n])
+    return b"".join(parts)
+
+
+def _varint_tables() -> tuple[list[bytes], list[bytes]]:
+    """Varints of 0..16383 as the last group(s), and as two groups followed by more (continuation bits set)."""
+    last = [bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(0x4000)]
+    more = [bytes(((n & 0x7F) | 0x80, (n >> 7) | 0x80)) for n in range(0x4000)]
+    return last, more
+
+
+_LAST_14_BITS, _MORE_14_BITS = _varint_tables()
 
 
 def _read_long(packet: bytes, pos: int, what: str) -> tuple[int, int]:

@@ -2,131 +2,74 @@
 
 Why not fastavro alone: it picks the branch of every union value by validating the value against each branch, and
 a ZTF alert carries ~2,500 nullable values (~1.3 ms an alert). Records of one producer come in a few *type
-patterns* (which values are None, float, int, str). For each record type and pattern met, a small function is
-compiled once: fixed-width values (union tags, floats, doubles) go out in one `struct` call per run, ints and
-strings in between.
+patterns* (which values are None, float, int, str); for each record type and pattern met, a plan is compiled once
+(`tasks.avro_plans`) and reused.
 
-The pattern is also a strict check: it is accepted only if every value's exact type fits its field (float or int
-for float/double, int for int/long, str, bytes, dict for a record, list for an array, None where the union allows
-it); ints are range-checked as they are written; a record must carry exactly its schema's fields. Anything else
-raises (`NotFastPath` or the failing call's own error) and the caller takes the exact route, record checker +
-fastavro, so odd inputs behave exactly as before, only slower.
+Strict (the default): the pattern of every record is computed and is also the check. It is accepted only if every
+value's exact type fits its field (float or int for float/double, int for int/long, str, bytes, dict for a record,
+list for an array, None where the union allows it); ints are range-checked as they are written; a record must be a
+plain dict with exactly its schema's fields. So the fast path takes only records the record checker takes.
+
+Trusting value types (`trust_values=True`, for producers such as the simulator whose records are known to fit):
+recent plans are tried in turn; each checks where the Nones are and writes, and the pattern is computed only when
+none fits. Ints, strings, records and arrays are still checked as they are written; a float field's value is
+written as `float(value)`, so a bool or a numpy number there is not refused.
+
+Anything the fast path does not take raises (`NotFastPath` or the failing call's own error) and the caller takes
+the exact route, record checker + fastavro, so odd inputs behave exactly as before, only slower.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
-from functools import lru_cache
 from itertools import repeat
 from operator import call, itemgetter
 
-from tasks.avro_container import zigzag_varint
+from tasks.avro_plans import ACCEPTED, Field, NotFastPath, Plan, compile_plan, long_varint
 
 __all__ = ["BodyEncoder", "NotFastPath", "compile_body_encoder"]
 
 BodyEncoder = Callable[[object], bytes]
 _Writer = Callable[[object], bytes]
-_NONE = type(None)
-_FIXED = {"float": "f", "double": "d", "boolean": "?"}  # struct codes, little-endian as Avro wants
-_VARWIDTH = ("int", "long", "string", "bytes")
-_ACCEPTED: dict[str, tuple[type, ...]] = {  # exact types, a subset of what tasks.record_check accepts
-    "null": (_NONE,), "boolean": (bool,), "int": (int,), "long": (int,), "float": (float, int),
-    "double": (float, int), "string": (str,), "bytes": (bytes, bytearray), "record": (dict,), "array": (list,),
-}
-_SMALL = {n: zigzag_varint(n) for n in range(-(1 << 13), 1 << 14)}  # fid, rcid, field, nid, lengths: one lookup
 _MAX_PATTERNS = 64  # per record type; a producer shows a handful, more means something odd: start over
-
-
-class NotFastPath(Exception):
-    """The compiled encoder does not handle this record; the caller should use the exact route."""
+_RECENT = 4  # plans a trusting writer tries before computing the pattern
 
 
 class _Unsupported(Exception):
     """The schema has a shape this module does not compile (maps, enums, wider unions, logical types...)."""
 
 
-def _ranged(bits: int) -> Callable[[int], bytes]:
-    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-
-    @lru_cache(maxsize=1 << 16)  # pids and candids recur across an object's history
-    def varint(value: int) -> bytes:
-        if not low <= value <= high:
-            raise NotFastPath(f"{value} out of range for a {bits}-bit integer")
-        return zigzag_varint(value)
-
-    return varint
-
-
-_INT, _LONG = _ranged(32), _ranged(64)
-
-
-@lru_cache(maxsize=1 << 12)  # isdiffpos, rbversion, programpi, ssnamenr 'null': a few distinct strings
-def _text(value: str) -> bytes:
-    encoded = value.encode()
-    return (_SMALL.get(len(encoded)) or _LONG(len(encoded))) + encoded
-
-
-def compile_body_encoder(schema: dict) -> BodyEncoder | None:
+def compile_body_encoder(schema: dict, *, trust_values: bool = False) -> BodyEncoder | None:
     """For a `fastavro.parse_schema` record schema: a function record -> body bytes; None if not compilable."""
     try:
-        return _Compiler(schema["__named_schemas"]).record(schema)
+        return _Compiler(schema["__named_schemas"], trust_values).record(schema)
     except _Unsupported:
         return None
 
 
 class _Compiler:
-    """A writer (value -> bytes) per record name, each compiling one plan per type pattern on first sight."""
+    """A writer per record type ("name") and per array of it ("name[]"), each with its own plans."""
 
-    def __init__(self, named: dict):
+    def __init__(self, named: dict, trust_values: bool):
         self.named = named
+        self.trust_values = trust_values
         self.writers: dict[str, _Writer] = {}
-        self.array_writers: dict[str, _Writer] = {}
 
     def record(self, schema: dict) -> _Writer:
         name = schema["name"]
-        if name in self.writers:
-            return self.writers[name]
-        self.writers[name] = lambda value: writer(value)  # a recursive type may refer to itself
-        self.array_writers[name] = lambda items: write_array(items)
-        fields = [(f["name"], *self._field_kind(f["type"])) for f in schema["fields"]]
-        names = [name for name, *_ in fields]
-        getter = itemgetter(*names) if len(names) > 1 else (lambda r, only=names[0]: (r[only],))
-        size = len(names)
-        plans: dict[tuple[type, ...], Callable[[tuple], bytes]] = {}
-
-        def plan_of(pattern: tuple[type, ...]) -> Callable[[tuple], bytes]:
-            if len(plans) >= _MAX_PATTERNS:
-                plans.clear()
-            plan = plans[pattern] = self._plan(name, fields, pattern)
-            return plan
-
-        def writer(value: object) -> bytes:
-            if type(value) is not dict or len(value) != size:
-                raise NotFastPath(f"not a plain dict with exactly the {size} fields of {name}")
-            values = getter(value)
-            pattern = tuple(map(type, values))
-            return (plans.get(pattern) or plan_of(pattern))(values)
-
-        def write_array(items: list) -> bytes:
-            """All items at once: the per-item steps run as C-level maps, not a Python loop."""
-            if not items:
-                return b"\x00"
-            if {dict} != set(map(type, items)) or {size} != set(map(len, items)):
-                raise NotFastPath(f"not plain dicts with exactly the {size} fields of {name}")
-            values = list(map(getter, items))
-            patterns = list(map(tuple, map(map, repeat(type), values)))
-            chosen = list(map(plans.get, patterns))
-            if None in chosen:
-                chosen = [plans.get(pattern) or plan_of(pattern) for pattern in patterns]
-            count = _SMALL.get(len(items)) or _LONG(len(items))
-            return count + b"".join(map(call, chosen, values)) + b"\x00"
-
-        self.writers[name], self.array_writers[name] = writer, write_array
-        return writer
+        if name not in self.writers:
+            self.writers[name] = lambda value: record_writer(value)  # a recursive type may refer to itself
+            self.writers[f"{name}[]"] = lambda items: array_writer(items)
+            if not schema["fields"]:
+                raise _Unsupported(f"record {name} without fields")
+            fields = [Field(f["name"], *self._field_kind(f["type"])) for f in schema["fields"]]
+            make = _trusting_writers if self.trust_values else _strict_writers
+            record_writer, array_writer = make(name, fields, self.writers)
+            self.writers[name], self.writers[f"{name}[]"] = record_writer, array_writer
+        return self.writers[name]
 
     def _field_kind(self, avro_type: object) -> tuple[str, str | None, int | None, int | None]:
-        """(kind, referenced record name, null branch tag, value branch tag) of a field type."""
+        """(kind, record type referred to, null branch tag, value branch tag) of a field type."""
         if isinstance(avro_type, list):
             if len(avro_type) != 2 or avro_type.count("null") != 1:
                 raise _Unsupported(f"union {avro_type}")
@@ -137,7 +80,7 @@ class _Compiler:
 
     def _value_kind(self, avro_type: object) -> tuple[str, str | None]:
         if isinstance(avro_type, str):
-            if avro_type in _ACCEPTED and avro_type not in ("record", "array"):
+            if avro_type in ACCEPTED and avro_type not in ("record", "array"):
                 return avro_type, None
             if avro_type in self.named:
                 return self._value_kind(self.named[avro_type])
@@ -151,66 +94,88 @@ class _Compiler:
             if item_kind != "record":
                 raise _Unsupported(f"array of {item_kind}")
             return "array", item_ref
-        if kind in _ACCEPTED and kind not in ("record", "array") and "logicalType" not in avro_type:
+        if kind in ACCEPTED and kind not in ("record", "array") and "logicalType" not in avro_type:
             return kind, None
         raise _Unsupported(str(kind))
 
-    def _plan(self, name: str, fields: list, pattern: tuple[type, ...]) -> Callable[[tuple], bytes]:
-        """One straight-line writer for records of this type pattern: `b"".join((<part>, <part>, ...))`."""
-        scope: dict[str, object] = {"SMALL": _SMALL, "INT": _INT, "LONG": _LONG, "TEXT": _text}
-        parts: list[str] = []
-        formats: list[str] = []
-        arguments: list[str] = []
 
-        def flush() -> None:
-            if not formats:
-                return
-            packer = struct.Struct("<" + "".join(formats))
-            key = f"S{len(scope)}"
-            if any(a.startswith("v") for a in arguments):
-                scope[key] = packer.pack
-                parts.append(f"{key}({', '.join(arguments)})")
-            else:  # only union tags: a constant
-                scope[key] = packer.pack(*map(int, arguments))
-                parts.append(key)
-            formats.clear(), arguments.clear()
-
-        def tag(value: int) -> None:
-            formats.append("x" if value == 0 else "B")
-            arguments.extend([] if value == 0 else [str(value)])
-
-        for i, ((_, kind, ref, null_tag, value_tag), found) in enumerate(zip(fields, pattern)):
-            v = f"v{i}"
-            if found not in _ACCEPTED[kind] + ((_NONE,) if null_tag is not None else ()):
-                return _refuse(f"{name}: field {fields[i][0]} holds a {found.__name__}")
-            if found is _NONE and null_tag is not None:
-                tag(null_tag)
-                continue
-            if value_tag is not None:
-                tag(value_tag)
-            if kind in _FIXED:
-                formats.append(_FIXED[kind])
-                arguments.append(v)
-                continue
-            flush()
-            if kind in ("int", "long"):
-                parts.append(f"SMALL.get({v}) or {kind.upper()}({v})")
-            elif kind == "string":
-                parts.append(f"TEXT({v})")
-            elif kind == "bytes":
-                parts.append(f"SMALL.get(len({v})) or LONG(len({v})), {v}")
-            elif kind in ("record", "array"):
-                scope[f"W{i}"] = (self.writers if kind == "record" else self.array_writers)[ref]
-                parts.append(f"W{i}({v})")
-        flush()
-        unpack = "".join(f"v{i}, " for i in range(len(fields)))
-        source = f"def plan(values):\n    {unpack}= values\n    return b''.join(({', '.join(parts)},))\n"
-        exec(compile(source, f"<avro plan for {name}>", "exec"), scope)  # noqa: S102 - our own generated source
-        return scope["plan"]
+def _values_getter(fields: list[Field]) -> Callable[[dict], tuple]:
+    names = [field.name for field in fields]
+    return itemgetter(*names) if len(names) > 1 else (lambda record, only=names[0]: (record[only],))
 
 
-def _refuse(reason: str) -> Callable[[tuple], bytes]:
-    def plan(values: tuple) -> bytes:
-        raise NotFastPath(reason)
+def _plan_cache(name: str, fields: list[Field], writers: dict, *, guarded: bool) -> tuple[dict, Callable]:
+    plans: dict[tuple[type, ...], Plan] = {}
 
-    return plan
+    def plan_of(pattern: tuple[type, ...]) -> Plan:
+        if len(plans) >= _MAX_PATTERNS:
+            plans.clear()
+        plan = plans[pattern] = compile_plan(name, fields, pattern, writers, guarded=guarded)
+        return plan
+
+    return plans, plan_of
+
+
+def _strict_writers(name: str, fields: list[Field], writers: dict) -> tuple[_Writer, _Writer]:
+    """Writers that compute every record's type pattern: the pattern picks the plan and is the type check."""
+    get_values, size = _values_getter(fields), len(fields)
+    plans, plan_of = _plan_cache(name, fields, writers, guarded=False)
+
+    def write_record(value: object) -> bytes:
+        if type(value) is not dict or len(value) != size:
+            raise NotFastPath(f"not a plain dict with exactly the {size} fields of {name}")
+        values = get_values(value)
+        pattern = tuple(map(type, values))
+        return (plans.get(pattern) or plan_of(pattern))(values)
+
+    def write_array(items: object) -> bytes:
+        """All items at once: the per-item steps run as C-level maps, not a Python loop."""
+        if type(items) is not list:
+            raise NotFastPath(f"not a list of {name}")
+        if not items:
+            return b"\x00"
+        if {dict} != set(map(type, items)) or {size} != set(map(len, items)):
+            raise NotFastPath(f"not plain dicts with exactly the {size} fields of {name}")
+        values = list(map(get_values, items))
+        patterns = list(map(tuple, map(map, repeat(type), values)))
+        chosen = list(map(plans.get, patterns))
+        if None in chosen:
+            chosen = [plans.get(pattern) or plan_of(pattern) for pattern in patterns]
+        return long_varint(len(items)) + b"".join(map(call, chosen, values)) + b"\x00"
+
+    return write_record, write_array
+
+
+def _trusting_writers(name: str, fields: list[Field], writers: dict) -> tuple[_Writer, _Writer]:
+    """Writers that try the recently used (guarded) plans first and compute a pattern only when none fits."""
+    get_values, size = _values_getter(fields), len(fields)
+    plans, plan_of = _plan_cache(name, fields, writers, guarded=True)
+    recent: list[Plan] = []
+
+    def write_values(values: tuple) -> bytes:
+        for plan in recent:
+            body = plan(values)
+            if body is not None:
+                return body
+        pattern = tuple(map(type, values))
+        plan = plans.get(pattern) or plan_of(pattern)
+        body = plan(values)  # a refused pattern raises NotFastPath here, before it could enter `recent`
+        recent.insert(0, plan)
+        del recent[_RECENT:]
+        return body
+
+    def write_record(value: object) -> bytes:
+        if type(value) is not dict or len(value) != size:
+            raise NotFastPath(f"not a plain dict with exactly the {size} fields of {name}")
+        return write_values(get_values(value))
+
+    def write_array(items: object) -> bytes:
+        if type(items) is not list:
+            raise NotFastPath(f"not a list of {name}")
+        if not items:
+            return b"\x00"
+        if {dict} != set(map(type, items)) or {size} != set(map(len, items)):
+            raise NotFastPath(f"not plain dicts with exactly the {size} fields of {name}")
+        return long_varint(len(items)) + b"".join(map(write_values, map(get_values, items))) + b"\x00"
+
+    return write_record, write_array

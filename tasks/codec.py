@@ -128,6 +128,7 @@ def encode(
     *,
     sync_marker: bytes | None = None,
     metadata_keys: tuple[str, ...] = DEFAULT_METADATA_KEYS,
+    check: bool = True,
 ) -> bytes:
     """Encode one alert record as a ZTF packet, header schema text exactly as ZTF embedded it.
 
@@ -144,6 +145,10 @@ def encode(
         Header metadata order. ZTF's 3.x packets and some 4.x ones put `avro.codec` first, other 4.x ones (written
         by goavro, whose map order is random) put `avro.schema` first; `container_layout(packet)` gives a
         packet's own layout.
+    check : bool
+        False for a trusted producer (the simulator): the type of each float/double value is not checked, it is
+        written as `float(value)` (so a bool or a numpy number there is not refused). Everything else is checked
+        as usual, and the bytes of a valid record are the same either way.
 
     Raises
     ------
@@ -154,11 +159,11 @@ def encode(
     Notes
     -----
     Plain records (dicts, lists, float/int/str/bytes values, every field present) take a compiled fast path that
-    checks them as strictly as the record checker; anything else is checked, then written by fastavro. Both give
-    the same bytes.
+    checks them as strictly as the record checker (`check=False`: less the float types); anything else is checked,
+    then written by fastavro. Both give the same bytes.
     """
     schema = shipped_schema(schema_version)
-    body = schema.fast_body(record)
+    body = schema.fast_body(record, trust_values=not check)
     if body is None:
         problem = schema.check_record(record)
         if problem is not None:

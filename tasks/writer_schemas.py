@@ -122,7 +122,7 @@ class WriterSchema:
         self.peek_prefix = self._prefix(self.field_names.index(PEEK_FIELDS_THROUGH) + 1)
         self._projections: dict[tuple[str, ...], Projection] = {}
         self._checker: RecordChecker | None = None
-        self._encoder: BodyEncoder | None | bool = False  # False: not compiled yet; None: schema not compilable
+        self._encoders: dict[bool, BodyEncoder | None] = {}  # by trust_values; None: schema not compilable
         self._headers: dict[tuple[str, ...], bytes] = {}
         self._lock = threading.Lock()
 
@@ -164,15 +164,16 @@ class WriterSchema:
             self._checker = compile_record_checker(self.parsed)
         return self._checker(record)
 
-    def fast_body(self, record: object) -> bytes | None:
+    def fast_body(self, record: object, *, trust_values: bool = False) -> bytes | None:
         """The record's encoded body from the compiled encoder, or None when it turns the record down.
 
-        Byte-identical to `fastavro.schemaless_writer` for every record it accepts, and it accepts only records
-        `check_record` accepts; None sends the caller to the exact route (check, then fastavro).
+        Byte-identical to `fastavro.schemaless_writer` for every record it accepts; unless `trust_values`, it
+        accepts only records `check_record` accepts (see `tasks.avro_encoder`). None sends the caller to the exact
+        route: check, then fastavro.
         """
-        encoder = self._encoder
+        encoder = self._encoders.get(trust_values, False)
         if encoder is False:
-            encoder = self._encoder = compile_body_encoder(self.parsed)
+            encoder = self._encoders[trust_values] = compile_body_encoder(self.parsed, trust_values=trust_values)
         if encoder is None:
             return None
         try:
