@@ -677,7 +677,7 @@ class _Night:
             **self._cutouts(candid, image, m, obj.kind),
         }
         return SimulatedAlert(
-            packet=codec.encode(self._fit(record), self.shape.version), candid=candid, objectId=obj.object_id,
+            packet=codec.encode(self._fit(record), self.shape.version, check=False), candid=candid, objectId=obj.object_id,
             programid=candidate["programid"], jd=exposure.jd, pid=image.pid, exposure=exposure.index,
             field=fs.number, rcid=obj.rcid, fid=exposure.fid, kind=obj.kind,
         )
