@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -80,6 +81,15 @@ def publisher_rate(bootstrap: str, packets: list[SourcePacket], survey: str, com
     return result.rate_mb_s, result.rate_alerts_s
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, all threads) of this process, or of another one from /proc."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def consume_latencies(bootstrap: str, topics: list[str], expected: int, timeout: float, out) -> None:
     """In its own process: read ``topics`` live and send back received-minus-produced milliseconds."""
     from confluent_kafka import TopicPartition
@@ -98,13 +108,18 @@ def consume_latencies(bootstrap: str, topics: list[str], expected: int, timeout:
                     continue
                 received = time.time_ns() // 1_000_000
                 latencies.append(received - int(dict(msg.headers())[HEADER_PRODUCED_MS]))
-        out.put(latencies)
+        out.put((latencies, cpu_seconds()))
     finally:
         c.close()
 
 
 def latency_run(bootstrap: str, packets: list[SourcePacket], rate_per_minute: float, seconds: float,
-                compression: str) -> dict:
+                compression: str, broker_pid: int) -> dict:
+    """Latency percentiles at a paced rate, and the CPU each part spent per alert (publisher, broker, consumer).
+
+    The CPU figures do not depend on what else runs on the machine, so they also give the rate an idle machine
+    could sustain: its cores divided by the CPU all three parts need per alert.
+    """
     # a fresh broker answers the first idempotent producer only once its coordinator has loaded: not our latency
     publisher_rate(bootstrap, packets[:50], "warmup", "lz4")
     naming = TopicNaming(survey="latency")
@@ -119,15 +134,22 @@ def latency_run(bootstrap: str, packets: list[SourcePacket], rate_per_minute: fl
         raise RuntimeError("the latency consumer did not start")
     time.sleep(1.0)  # let it fetch its first (empty) responses
     stream = paced(itertools.islice(itertools.cycle(packets), n), rate_per_minute=rate_per_minute)
+    broker_before, publisher_before = cpu_seconds(broker_pid), cpu_seconds()
     result = publish(stream, bootstrap_servers=bootstrap, naming=naming, night=NIGHT,
                      producer_overrides={"compression.type": compression})
-    latencies = sorted(results.get(timeout=seconds + 150))
+    publisher_cpu = cpu_seconds() - publisher_before
+    latencies, consumer_cpu = results.get(timeout=seconds + 150)
+    broker_cpu = cpu_seconds(broker_pid) - broker_before
     reader.join(30)
     if len(latencies) != n:
         raise RuntimeError(f"the consumer received {len(latencies)} of {n} messages")
+    latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive")
+    cpu_ms = {"publisher": 1000 * publisher_cpu / n, "broker": 1000 * broker_cpu / n, "consumer": 1000 * consumer_cpu / n}
     return {"alerts": n, "achieved_per_minute": round(n / result.streaming_s * 60), "p50_ms": q[49],
-            "p95_ms": q[94], "p99_ms": q[98], "max_ms": latencies[-1]}
+            "p95_ms": q[94], "p99_ms": q[98], "max_ms": latencies[-1],
+            "cpu_ms_per_alert": {k: round(v, 3) for k, v in cpu_ms.items()},
+            "idle_capacity_per_minute": round(os.cpu_count() * 60_000 / sum(cpu_ms.values()))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.only == "throughput":
                 return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before)
             say(f"latency: {args.rate:,.0f} alerts/minute for {args.latency_seconds:.0f} s, consumed live in another process...")
-            latency = latency_run(bootstrap, packets, args.rate, args.latency_seconds, args.latency_compression)
+            broker_pid = int(cluster.pid_file(1).read_text().strip())
+            latency = latency_run(bootstrap, packets, args.rate, args.latency_seconds, args.latency_compression, broker_pid)
             say(f"  {latency['alerts']} alerts at {latency['achieved_per_minute']:,}/min: p50 {latency['p50_ms']:.0f} ms, "
                 f"p95 {latency['p95_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']} ms (target p99 < 1000)")
+            say(f"  CPU per alert (ms): {latency['cpu_ms_per_alert']}; an idle {os.cpu_count()}-core machine could "
+                f"sustain ~{latency['idle_capacity_per_minute']:,} alerts/minute through all three")
         finally:
             kafka_local.stop(cluster, log=lambda *_: None)
     return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before)
