@@ -62,6 +62,7 @@ def create_night_topics(
     get_run_logger().info("%d ACL(s) applied for the registered users", acls)
     for topic, what in outcome.items():
         get_run_logger().info("%s: %s", topic, what)
-    create_table_artifact([{"topic": t, "outcome": o} for t, o in outcome.items()],
-                          key=re.sub(r"[^a-z0-9-]+", "-", f"topics-{naming.survey}-{night_day:%Y%m%d}".lower()), description=f"Topics of night {night_day:%Y%m%d}")
+    key = re.sub(r"[^a-z0-9-]+", "-", f"topics-{naming.survey}-{night_day:%Y%m%d}".lower())
+    create_table_artifact([{"topic": t, "outcome": o} for t, o in outcome.items()], key=key,
+                          description=f"Topics of night {night_day:%Y%m%d}")
     return outcome

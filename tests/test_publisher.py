@@ -324,3 +324,27 @@ def test_tonight_is_the_night_starting_this_evening_or_under_way(site, local, ex
 
     now = dt.datetime(*local, tzinfo=ZoneInfo(SITES[site].timezone))
     assert tonight(SITES[site], now) == dt.date(*expected)
+
+
+def _broken_after_candidate(packet: bytes) -> bytes:
+    """The same packet with its record cut off halfway (in the history), reframed so the container is sound."""
+    from tasks.avro_container import build_container, parse_container
+
+    c = parse_container(packet)
+    body = packet[c.body_start:c.body_end]
+    return build_container(packet[c.schema_start:c.schema_end], body[: len(body) // 2], c.sync_marker, c.metadata_keys)
+
+
+def test_full_check_sets_aside_a_packet_broken_after_its_candidate(kafka_bootstrap, unique):
+    naming = TopicNaming(survey=f"c{unique}")
+    topics = _night_topics(kafka_bootstrap, naming, partitions=1)
+    good = next(iter(simulated_packets(1, night=NIGHT, seed=9)))
+    broken = _broken_after_candidate(good.packet)
+    codec.peek(broken)  # the cheap check cannot see it...
+    with pytest.raises(codec.AlertPacketError):
+        codec.decode(broken)  # ...but no consumer could read it
+    result = publish([SourcePacket("broken.avro", broken, None), good], bootstrap_servers=kafka_bootstrap,
+                     naming=naming, night=NIGHT, full_check=True)
+    assert result.rejected == {"malformed": 1} and result.delivered_total == 1
+    [rejected] = [m for m in _consume_all(kafka_bootstrap, topics) if m["topic"] == naming.rejected_topic(NIGHT)]
+    assert rejected["value"] == broken and rejected["headers"][HEADER_SOURCE] == b"broken.avro"

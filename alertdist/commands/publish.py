@@ -99,7 +99,8 @@ def _publish(args, settings: Settings) -> int:
         result = publish(
             source, bootstrap_servers=settings.bootstrap_servers, naming=naming, night=night,
             site=site_for_timezone(settings.site_timezone), stop=stop, max_packet_bytes=args.max_packet_bytes,
-            check_night=not args.any_night, close_night=not args.no_close, reopen=args.reopen,
+            check_night=not args.any_night, full_check=args.full_check, close_night=not args.no_close,
+            reopen=args.reopen,
             progress=show, total=total,
         )
     line("done", final=True)
@@ -170,11 +171,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--simulate", type=int, metavar="N", help="a simulated night of N alerts")
     pub.add_argument("--seed", type=int, default=0, help="seed of the simulated night (default 0)")
     pub.add_argument("--speed", type=float, help="with --simulate: release exposures at SPEED x real cadence")
-    pub.add_argument("--rate", type=float, metavar="PER_MINUTE", help="with --simulate: release alerts evenly at this rate")
-    pub.add_argument("--done-folder", metavar="DIR", help="with --drop-folder: move published files here instead of deleting")
+    pub.add_argument("--rate", type=float, metavar="PER_MINUTE",
+                     help="with --simulate: release alerts evenly at this rate")
+    pub.add_argument("--done-folder", metavar="DIR",
+                     help="with --drop-folder: move published files here instead of deleting them")
     pub.add_argument("--any-night", action="store_true", help="accept packets whose jd lies in another night")
     pub.add_argument("--max-packet-bytes", type=int, default=DEFAULT_MAX_PACKET_BYTES,
                      help=f"larger packets are rejected as oversize (default {DEFAULT_MAX_PACKET_BYTES})")
+    pub.add_argument("--full-check", action="store_true",
+                     help="decode every packet whole, not just through candidate (untrusted sources; ~20x the CPU)")
     pub.add_argument("--no-close", action="store_true", help="do not mark the night closed at the end")
     pub.add_argument("--reopen", action="store_true", help="publish into a night already marked closed")
     pub.add_argument("--no-create-topics", action="store_true", help="fail if the night's topics do not exist")
