@@ -120,8 +120,9 @@ def latency_run(bootstrap: str, packets: list[SourcePacket], rate_per_minute: fl
     The CPU figures do not depend on what else runs on the machine, so they also give the rate an idle machine
     could sustain: its cores divided by the CPU all three parts need per alert.
     """
-    # a fresh broker answers the first idempotent producer only once its coordinator has loaded: not our latency
-    publisher_rate(bootstrap, packets[:50], "warmup", "lz4")
+    # a fresh broker answers the first idempotent producer only once its coordinator has loaded, and a cold JVM
+    # spends several times the CPU per message until its JIT has compiled the produce path: neither is our latency
+    publisher_rate(bootstrap, list(itertools.islice(itertools.cycle(packets), 3000)), "warmup", compression)
     naming = TopicNaming(survey="latency")
     ensure_night_topics(admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=PARTITIONS))
     n = int(rate_per_minute / 60 * seconds)
