@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from tasks.kafka_clients import consumer, producer
 from tasks.topics import TopicNaming
@@ -68,11 +68,31 @@ def end_offsets(bootstrap_servers: str, topics: list[str], *, timeout: float = 3
                 raise NightStateError(f"topic {topic} does not exist; create the night's topics first")
             result[topic] = {}
             for partition in sorted(metadata.topics[topic].partitions):
-                _, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
-                result[topic][partition] = high
+                result[topic][partition] = _watermarks(c, TopicPartition(topic, partition), timeout)[1]
         return result
     finally:
         c.close()
+
+
+_PASSING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+            KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
+
+
+def _passing(error: KafkaError) -> bool:
+    return error.retriable() or error.code() in _PASSING
+
+
+def _watermarks(c, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+    """The partition's low and high watermarks, riding out a leader still being elected (a new topic)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return c.get_watermark_offsets(partition, timeout=timeout)
+        except KafkaException as e:
+            if not _passing(e.args[0]) or time.monotonic() > deadline:
+                raise NightStateError(f"reading the offsets of {partition.topic}[{partition.partition}] "
+                                      f"failed: {e.args[0].str()}") from e
+            time.sleep(0.2)
 
 
 def mark_night(bootstrap_servers: str, naming: TopicNaming, state: NightState, *, timeout: float = 30.0) -> None:
@@ -107,7 +127,7 @@ def read_night_state(
         remaining = set()
         assignment = []
         for partition in partitions:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            low, high = _watermarks(c, TopicPartition(topic, partition), timeout)
             if high > low:
                 assignment.append(TopicPartition(topic, partition, low))
                 remaining.add(partition)
