@@ -156,6 +156,9 @@ def _trusting_writers(name: str, fields: list[Field], writers: dict) -> tuple[_W
         for plan in recent:
             body = plan(values)
             if body is not None:
+                if plan is not recent[0]:  # history entries come in runs: try the last one used first
+                    recent.remove(plan)
+                    recent.insert(0, plan)
                 return body
         pattern = tuple(map(type, values))
         plan = plans.get(pattern) or plan_of(pattern)

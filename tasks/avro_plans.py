@@ -51,7 +51,7 @@ class Field:
 def _ranged(bits: int) -> Callable[[int], bytes]:
     low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
-    @lru_cache(maxsize=1 << 16, typed=True)  # typed: 1.0 and True must not hit 1; pids and candids recur
+    @lru_cache(maxsize=1 << 14, typed=True)  # typed: 1.0 and True must not hit 1; pids and candids recur
     def varint(value: int) -> bytes:
         if type(value) is not int or not low <= value <= high:
             raise NotFastPath(f"{value!r} is not a {bits}-bit integer")

@@ -23,6 +23,8 @@ from tasks.avro_container import AlertPacketError, Container, frame_record, pars
 from tasks.writer_schemas import RECORD_NAME, REQUIRED_FIELDS, shipped_schema, writer_schema_at
 
 __all__ = [
+    "DEFAULT_METADATA_KEYS",
+    "REQUIRED_FIELDS",
     "AlertPacketError",
     "ContainerLayout",
     "PacketInfo",
@@ -35,7 +37,6 @@ __all__ = [
 ]
 
 DEFAULT_METADATA_KEYS = ("avro.codec", "avro.schema")
-REQUIRED_FIELDS = REQUIRED_FIELDS  # re-exported: top-level fields every ZTF version requires
 
 
 @dataclass(frozen=True, slots=True)
