@@ -18,7 +18,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
-from flows.topics import ensure_topics, tonight
+from flows.topics import apply_night_acls, ensure_topics, tonight
 from tasks.publisher import PublishProgress, publish, retry_if_transient, site_for_timezone, stop_on_signals
 from tasks.sources import source_from_spec
 from tasks.topics import TopicNaming, TopicSettings, parse_night
@@ -76,4 +76,5 @@ def publish_night(
     naming = TopicNaming(survey=survey or settings.survey, programmes=dict(settings.programmes))
     night_text = night or f"{tonight(settings):%Y%m%d}"
     ensure_topics(bootstrap, naming, parse_night(night_text), TopicSettings(partitions=partitions))
+    apply_night_acls(bootstrap, naming, parse_night(night_text))
     return publish_source(source, night_text, bootstrap, naming, settings, speed, check_night, done_folder)

@@ -432,6 +432,8 @@ def publish(
                 break
     finally:
         left = run.producer.flush(flush_timeout_s)  # settles what Kafka acknowledged, even on an error
+    if stop.is_set():  # a source that ended because it was stopped (e.g. while pacing) is a pause, not the end
+        run.result.stopped = True
     result = run.finish_counts(started)
     result.settle_errors = getattr(source, "settle_errors", 0)
     if progress is not None:

@@ -32,6 +32,7 @@ from tasks.publisher import (
 )
 from tasks.readers import ArchivedAlert, ReadCounts
 from tasks.sources import SourcePacket
+from tasks.security import secure_night
 from tasks.topics import SITES, Site, TopicNaming, TopicSettings, create_topics, ensure_night_topics
 
 __all__ = [
@@ -263,6 +264,7 @@ def replay_into_night(
     """
     stop = stop or threading.Event()
     ensure_night_topics(admin_client(bootstrap_servers), naming, night, topic_settings)
+    secure_night(bootstrap_servers, naming, night)  # a replayed night is readable by the same roles
     stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
 
     def packets() -> Iterator[SourcePacket | None]:

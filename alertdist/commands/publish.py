@@ -17,6 +17,7 @@ from tasks.publisher import (
 from tasks.sources import (
     NIGHT_DONE, DropFolder, folder_packets, paced, simulated_alerts, simulated_packets, tarball_packets,
 )
+from tasks.security import secure_night
 from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night
 
 __all__ = ["register"]
@@ -59,6 +60,7 @@ def _create_topics(args, settings: Settings) -> int:
     night = _night(args, settings)
     outcome = ensure_night_topics(admin_client(settings.bootstrap_servers), _naming(settings), night,
                                   _topic_settings(args))
+    secure_night(settings.bootstrap_servers, _naming(settings), night)
     for topic, what in outcome.items():
         print(f"{topic}: {what}")
     return 0
@@ -83,6 +85,7 @@ def _publish(args, settings: Settings) -> int:
     naming = _naming(settings)
     if not args.no_create_topics:
         outcome = ensure_night_topics(admin_client(settings.bootstrap_servers), naming, night, _topic_settings(args))
+        secure_night(settings.bootstrap_servers, naming, night)
         created = [t for t, what in outcome.items() if what == "created"]
         if created:
             print(f"created topics: {', '.join(created)}", file=sys.stderr)
