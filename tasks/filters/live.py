@@ -104,6 +104,15 @@ class LiveReport:
     partitions: set[tuple[str, int]] = field(default_factory=set)  # every partition this copy ever owned
     status: str = "starting"
     elapsed_s: float = 0.0
+    first_alert_s: float | None = None  # since the start: when the first alert arrived
+    last_commit_s: float | None = None  # since the start: when the last transaction holding alerts committed
+
+    @property
+    def processing_rate(self) -> float:
+        """Alerts/s while alerts flowed: start-up, group join and end-of-night detection left out."""
+        if self.first_alert_s is None or self.last_commit_s is None or self.last_commit_s <= self.first_alert_s:
+            return 0.0
+        return self.read / (self.last_commit_s - self.first_alert_s)
 
     @property
     def rate(self) -> float:
@@ -208,6 +217,10 @@ class _LiveRun:
             "group.instance.id": self.transactional_id,
             "session.timeout.ms": opts.session_timeout_ms,
             "partition.assignment.strategy": "roundrobin",
+            # librdkafka pauses a partition's fetching for 1 s (fetch.queue.backoff.ms) once its local queue is
+            # full; with 64 MB fetches of 80 KB alerts that starves the loop half the time (measured: 2x slower)
+            "fetch.queue.backoff.ms": 10,
+            "fetch.max.bytes": 16 * 1024 * 1024,
             **opts.consumer_overrides,
         })
         try:
@@ -253,6 +266,8 @@ class _LiveRun:
                 continue
             if not self.txn_open:
                 self._begin()
+            if not flowing and self.report.first_alert_s is None:
+                self.report.first_alert_s = time.monotonic() - self.started
             flowing = True
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             value = msg.value()
@@ -346,6 +361,8 @@ class _LiveRun:
         if self.delivery_failures:  # cannot happen after a successful commit; refuse to count it as done
             raise LiveRunError(f"transaction committed but {len(self.delivery_failures)} output(s) failed: "
                                f"{self.delivery_failures[0]}")
+        if self.txn_messages:
+            self.report.last_commit_s = time.monotonic() - self.started
         for outcome, n in self.txn_counts.items():
             counter = _REPORT_FIELD[outcome]
             setattr(self.report, counter, getattr(self.report, counter) + n)
