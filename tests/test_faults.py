@@ -377,10 +377,6 @@ def s3_server():
     state["server"].stop()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tasks/archive/storage.py wraps only OSError/ValueError into StorageError: with S3 unreachable, s3fs raises "
-    "botocore's EndpointConnectionError (a BotoCoreError, not the builtin ConnectionError) from fs.makedirs, so "
-    "flows/archive_night.retry_if_transient does not retry it and the error does not say what was being written"))
 def test_s3_unavailable_during_the_archive_is_retried_then_fails_clearly_with_no_partial_output(
         healthy, unique, tmp_path, prefect_server, s3_server):
     import boto3

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,26 +41,83 @@ class FileDigest:
 
 
 class HashingWriter:
-    """A write-only file object that hashes and counts what passes through it to ``raw``."""
+    """A write-only file object that hashes and counts what passes through it to ``raw``.
 
-    def __init__(self, raw) -> None:
+    With ``background=True`` the hashing (sha256 and md5 cost ~2 ns a byte) and the writing happen on a thread of
+    their own, fed through a short queue, so the thread producing the bytes does not wait for them; `finish`
+    waits until everything is hashed and written and re-raises the first error of that thread.
+    """
+
+    _QUEUE_ITEMS = 8
+
+    def __init__(self, raw, *, background: bool = False) -> None:
         self.raw = raw
         self.size = 0
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5()
+        self._discarded = False
+        self._error: BaseException | None = None
+        self._queue: queue.Queue | None = None
+        if background:
+            self._queue = queue.Queue(self._QUEUE_ITEMS)
+            self._thread = threading.Thread(target=self._drain, name="hash-write", daemon=True)
+            self._thread.start()
 
     def write(self, data) -> int:
+        size = memoryview(data).nbytes
+        if self._discarded:
+            return size
+        if self._queue is None:
+            self._consume(data)
+        else:
+            if self._error is not None:
+                raise StorageError(f"writing failed: {self._error}") from self._error
+            self._queue.put(bytes(data))  # bytes(b) is b itself; anything mutable is copied
+        self.size += size
+        return size
+
+    def _consume(self, data) -> None:
         self._sha256.update(data)
         self._md5.update(data)
         self.raw.write(data)
-        self.size += len(data)
-        return len(data)
+
+    def _drain(self) -> None:
+        while True:
+            data = self._queue.get()
+            try:
+                if data is None:
+                    return
+                if self._error is None and not self._discarded:
+                    self._consume(data)
+            except BaseException as e:  # handed to the producing thread by write() and finish()
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def finish(self) -> None:
+        """Wait until every byte is hashed and handed to ``raw``; raise what went wrong on the way."""
+        if self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = None
+        if self._error is not None:
+            raise self._error
+
+    def discard(self) -> None:
+        """Drop everything from now on (the file is being abandoned): a late write, e.g. from a writer's
+        finaliser, goes nowhere instead of failing on a closed file."""
+        self._discarded = True
+        if self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = None
 
     def tell(self) -> int:
         return self.size
 
     def flush(self) -> None:
-        self.raw.flush()
+        if self._queue is None:
+            self.raw.flush()
 
     def digest(self, path: str) -> FileDigest:
         return FileDigest(path, self.size, self._sha256.hexdigest(), self._md5.hexdigest())
@@ -100,28 +159,33 @@ class Destination:
         return self.full_path(path) if self.local else f"{_protocols(self.fs)[0]}://{self.full_path(path)}"
 
     @contextlib.contextmanager
-    def open_atomic(self, path: str) -> Iterator[HashingWriter]:
-        """Yield a writer for ``path``; the file appears under its final name only if the block succeeds."""
+    def open_atomic(self, path: str, *, background: bool = False) -> Iterator[HashingWriter]:
+        """Yield a writer for ``path``; the file appears under its final name only if the block succeeds.
+
+        ``background``: hash and write on a thread of the writer's own (see `HashingWriter`)."""
         final = self.full_path(path)
         folder, _, name = final.rpartition("/")
         try:
             if folder:
                 self.fs.makedirs(folder, exist_ok=True)
-        except OSError as e:
-            raise StorageError(f"cannot create folder {folder!r} for {self.display(path)}: {e}") from e
+        except _STORAGE_ERRORS as e:
+            raise StorageError(f"cannot create folder {folder!r} for {self.display(path)}: {e}; check the destination "
+                               "URL, its credentials and that the store is reachable") from e
         if self.local:
             temp = f"{folder}/{TEMP_PREFIX}{uuid.uuid4().hex}-{name}"
             with _wrapped(f"writing {temp}"):
                 raw = open(temp, "wb", buffering=1024 * 1024)
+            writer = HashingWriter(raw, background=background)
             try:
-                writer = HashingWriter(raw)
                 yield writer
                 with _wrapped(f"finishing {temp}"):
+                    writer.finish()
                     raw.flush()
                     os.fsync(raw.fileno())
                     raw.close()
                     os.replace(temp, final)
             except BaseException:
+                writer.discard()
                 raw.close()
                 with contextlib.suppress(OSError):
                     os.unlink(temp)
@@ -129,12 +193,14 @@ class Destination:
         else:
             with _wrapped(f"opening {self.display(path)} for writing"):
                 raw = self.fs.open(final, "wb", block_size=64 * 1024 * 1024)
+            writer = HashingWriter(raw, background=background)
             try:
-                writer = HashingWriter(raw)
                 yield writer
                 with _wrapped(f"uploading {self.display(path)}"):
+                    writer.finish()
                     raw.close()  # completes the upload: only now does the object exist
             except BaseException:
+                writer.discard()
                 with contextlib.suppress(Exception):
                     if hasattr(raw, "discard"):
                         raw.discard()  # aborts a multipart upload; nothing appears under the key
@@ -192,6 +258,23 @@ class Destination:
         return removed
 
 
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """What a store raises when it fails: OS errors, and for S3 the errors of botocore and aiohttp underneath."""
+    errors: list[type[BaseException]] = [OSError, ValueError]
+    with contextlib.suppress(ImportError):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        errors += [BotoCoreError, ClientError]
+    with contextlib.suppress(ImportError):
+        from aiohttp import ClientError as HttpClientError
+
+        errors.append(HttpClientError)
+    return tuple(errors)
+
+
+_STORAGE_ERRORS = _storage_errors()
+
+
 def _protocols(fs) -> tuple[str, ...]:
     return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
 
@@ -202,5 +285,5 @@ def _wrapped(what: str):
         yield
     except StorageError:
         raise
-    except (OSError, ValueError) as e:
+    except _STORAGE_ERRORS as e:
         raise StorageError(f"{what} failed: {e}; check the destination URL, permissions and free space") from e
