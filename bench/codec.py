@@ -8,9 +8,9 @@ and on the records they hold (each re-encodes to its packet byte for byte):
   writer      fastavro.writer(BytesIO(), parsed_schema, [record])     -- a producer's naive loop, schema parsed once
   encode      tasks.codec.encode(record, version, <packet's layout>)   -- compiled fast path, strict check
   unchecked   the same with check=False                                -- the simulator's call
-With --night N it also times simulate_night(N) end to end (the simulator spends most of its time encoding), CPU
-time and wall time. Rates are over CPU time (the machine is shared). The best round of each counts (the least disturbed by other work on the machine); the last line
-printed is one JSON object with the rates and ratios.
+With --night N it also times simulate_night(N) end to end (encoding was ~88% of its time before the compiled
+encoder), over CPU time and wall time. The codec rates are over CPU time (the machine is shared). The best round
+of each counts (the least disturbed by other work); the last line printed is one JSON object with rates and ratios.
 
 Run from the repository root: .venv/bin/python bench/codec.py [--messages 3000] [--rounds 5] [--night 5000]
 """
