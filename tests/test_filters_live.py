@@ -55,7 +55,7 @@ def record(packet: bytes) -> dict:
 
 
 def publish_night(bootstrap: str, naming: TopicNaming, packets: list[bytes], *, transactional: bool = False,
-                  extra: list[tuple[int, bytes]] = ()) -> dict[int, tuple[str, bytes]]:
+                  extra: list[tuple[int, bytes]] = (), close: bool = True) -> dict[int, tuple[str, bytes]]:
     """Publish packets as the publisher does, close the night; returns candid -> (topic, packet)."""
     ensure_night_topics(admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=PARTITIONS))
     overrides = {"transactional.id": f"publisher-{naming.survey}"} if transactional else {}
@@ -79,9 +79,14 @@ def publish_night(bootstrap: str, naming: TopicNaming, packets: list[bytes], *, 
     if transactional:
         p.commit_transaction(30)
     assert p.flush(30) == 0 and not failures
+    if close:
+        close_night(bootstrap, naming)
+    return published
+
+
+def close_night(bootstrap: str, naming: TopicNaming) -> None:
     topics = list(naming.programme_topics(NIGHT).values())
     mark_night(bootstrap, naming, NightState(f"{NIGHT:%Y%m%d}", "closed", end_offsets(bootstrap, topics)))
-    return published
 
 
 def wait_until_settled(admin, partitions: list[TopicPartition], timeout: float = 30.0) -> None:
@@ -276,6 +281,43 @@ def test_a_killed_copy_restarted_neither_skips_nor_duplicates(kafka_bootstrap, u
     outputs = outputs_of(kafka_bootstrap, naming, "slow_bright")
     assert sorted(candid_of(m) for m in outputs) == expected  # read_committed: each passing alert exactly once
     assert _committed(kafka_bootstrap, group, topics) == len(published)
+
+
+def test_an_open_night_keeps_the_copy_running_until_sigterm_or_the_close(kafka_bootstrap, unique, real_packets):
+    naming = TopicNaming(survey=f"o{unique}")
+    published = publish_night(kafka_bootstrap, naming, real_packets, close=False)
+    mark_night(kafka_bootstrap, naming, NightState(f"{NIGHT:%Y%m%d}", "open"))
+    topics = list(naming.programme_topics(NIGHT).values())
+    group = group_id_for(naming, NIGHT, "solar_system")
+    env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap, "ALERTDIST_SURVEY": naming.survey}
+    command = [str(Path(sys.executable).parent / "alertdist"), "filter", "run", "solar_system",
+               "--night", f"{NIGHT:%Y%m%d}"]
+
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _committed(kafka_bootstrap, group, topics) < len(published):
+            assert first.poll() is None and time.monotonic() < deadline, "the copy ended before reading the night"
+            time.sleep(0.1)
+        time.sleep(3)  # idle, all read: an open night is not over, however quiet
+        assert first.poll() is None, "a copy must not stop on an idle stream while the night is open"
+        first.send_signal(signal.SIGTERM)
+        out, _ = first.communicate(timeout=30)
+    finally:
+        first.kill()
+    assert first.returncode == 0, out
+    assert "stopped" in out and f"read {len(published)}" in out and "group lag 0" in out
+
+    second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(1)
+        close_night(kafka_bootstrap, naming)
+        out, _ = second.communicate(timeout=60)  # stops by itself once it sees the close
+    finally:
+        second.kill()
+    assert second.returncode == 0 and "finished" in out and "read 0," in out, out
+    expected = {c for c, (_, p) in published.items() if EXPECTED["solar_system"](record(p))}
+    assert sorted(candid_of(m) for m in outputs_of(kafka_bootstrap, naming, "solar_system")) == sorted(expected)
 
 
 # ------------------------------------------------------------------------------------------ failing filters
