@@ -4,8 +4,15 @@ UW's `ztf_public_YYYYMMDD.tar.gz` is a gzip'd GNU tar of flat members `<candid>.
 bytes ZTF distributed), mode -rwxr--r--, owner 0/0 with empty names, no end padding past the two zero
 blocks. We write the same, with what UW leaves to chance fixed so the same alerts always give the same
 bytes: members sorted by candid, each member's mtime the alert's own time (candidate.jd, whole seconds),
-and a gzip header with mtime 0 and no file name. gzip is ISA-L's (level 1): zlib cannot keep up with a
-2,000 alerts/s night on two cores, and ISA-L writes ordinary deflate that every gunzip reads.
+and a gzip header with mtime 0 and no file name.
+
+Why the deflate stream is built in pieces: two thirds of a packet cannot shrink or need not be compressed
+again. The three cutouts (~40 KB) are gzipped FITS already, so they go in as deflate *stored* blocks (a copy);
+the ~25 KB writer schema is the same in every packet, so it is compressed once per schema and its compressed
+segment reused. Only the tar header and the record before the cutouts (~15 KB) go through ISA-L's fastest level.
+Each compressed segment ends with a full flush (byte-aligned, history reset) so nothing refers across the
+pieces: the result is one ordinary gzip member that every gunzip reads, 2.5x less CPU than compressing it all
+and slightly smaller. Which bytes are stored depends only on the packet, so the output stays reproducible.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from tasks.avro_container import AlertPacketError, parse_container
+
 try:
     from isal import isal_zlib
 except ImportError as e:  # pragma: no cover - a packaging error, said plainly
@@ -22,6 +31,7 @@ except ImportError as e:  # pragma: no cover - a packaging error, said plainly
 
 __all__ = [
     "MEMBER_MODE",
+    "member_header",
     "TarMember",
     "TarballWriter",
     "jd_to_unix",
@@ -33,8 +43,11 @@ __all__ = [
 
 MEMBER_MODE = 0o744  # -rwxr--r--, as in UW's files
 _BLOCK = 512
-_GZIP_LEVEL = 1
+_GZIP_LEVEL = 0  # ISA-L's fastest; on the record part of a packet it is also the smallest per CPU second
+_PREFIX_LEVEL = 3  # the container header with the schema: compressed once per schema, so the best level
 _FLUSH_BYTES = 4 * 1024 * 1024
+_STORED_BLOCK = 65535  # the largest deflate stored block
+_GZIP_MAGIC = b"\x1f\x8b\x08"  # where a cutout's gzipped FITS starts
 _UNIX_EPOCH_JD = 2440587.5
 
 
@@ -64,6 +77,49 @@ def _member_header(name: str, size: int, mtime: int) -> bytes:
     return bytes(header)
 
 
+def _header_template() -> tuple[bytes, int]:
+    """A member header with empty name, size and mtime fields, and the checksum of its constant bytes."""
+    header = bytearray(_member_header("x", 0, 0))
+    header[0:100] = bytes(100)
+    header[124:148] = bytes(24)
+    header[148:156] = b" " * 8
+    return bytes(header), sum(header)
+
+
+_TEMPLATE, _TEMPLATE_SUM = _header_template()
+_OCTAL_11 = 8**11
+
+
+def member_header(name: str, size: int, mtime: int) -> bytes:
+    """The same bytes as `_member_header`, from a template: ~10x faster for the plain names the archive uses."""
+    raw = name.encode("ascii", "surrogateescape") if name.isascii() else None
+    if raw is None or len(raw) > 99 or not 0 <= size < _OCTAL_11 or not 0 <= mtime < _OCTAL_11:
+        return _member_header(name, size, mtime)
+    size_field, mtime_field = b"%011o\0" % size, b"%011o\0" % mtime
+    checksum = _TEMPLATE_SUM + sum(raw) + sum(size_field) + sum(mtime_field)
+    return b"".join((raw, bytes(100 - len(raw)), _TEMPLATE[100:124], size_field, mtime_field,
+                     b"%06o\0 " % checksum, _TEMPLATE[156:]))
+
+
+def _packet_layout(data: bytes) -> tuple[int, int] | None:
+    """(end of the container header with the schema, start of the cutouts) of an alert packet, else None."""
+    try:
+        container = parse_container(data)
+    except AlertPacketError:
+        return None
+    stamps = data.find(_GZIP_MAGIC, container.body_start, container.body_end)
+    return container.schema_end, stamps if stamps >= 0 else len(data)
+
+
+def _stored_blocks(data: memoryview) -> list:
+    """``data`` as non-final deflate stored blocks (the stream is byte-aligned after a full flush)."""
+    parts = []
+    for start in range(0, len(data), _STORED_BLOCK):
+        chunk = data[start:start + _STORED_BLOCK]
+        parts += [struct.pack("<BHH", 0, len(chunk), len(chunk) ^ 0xFFFF), chunk]
+    return parts
+
+
 class TarballWriter:
     """Write a .tar.gz member by member to a binary file object; memory stays at a few MB whatever the night.
 
@@ -75,41 +131,66 @@ class TarballWriter:
         self._deflate = isal_zlib.compressobj(_GZIP_LEVEL, isal_zlib.DEFLATED, -15)
         self._crc = 0
         self._length = 0
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._output: list = []  # deflate output not yet written
+        self._output_bytes = 0
+        self._padding = b""  # the previous member's padding: compressed with the next header
+        self._prefixes: list[tuple[bytes, bytes]] = []  # (container header with schema, its deflate segment)
         self.members = 0
         # magic, deflate, no flags, mtime 0, XFL 4 (fastest), OS 255 (unknown): nothing varies between runs
         self._out.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x04\xff")
 
     def add(self, name: str, data: bytes, mtime: int) -> None:
-        header = _member_header(name, len(data), mtime)
-        padding = b"\0" * (-len(data) % _BLOCK)
-        for part in (header, data, padding):
-            if part:
-                self._pending.append(part)
-                self._pending_bytes += len(part)
+        data = bytes(data)
+        header = member_header(name, len(data), mtime)
+        for part in (self._padding, header, data):
+            self._crc = isal_zlib.crc32(part, self._crc)
+        self._length += len(self._padding) + len(header) + len(data)
+        deflate, emit = self._deflate, self._output.append
+        layout = _packet_layout(data)
+        if layout is None:  # not an alert packet: compress it whole
+            emit(deflate.compress(self._padding + header))
+            emit(deflate.compress(data))
+        else:
+            prefix_end, stamps = layout
+            view = memoryview(data)
+            emit(deflate.compress(self._padding + header))
+            emit(deflate.flush(isal_zlib.Z_FULL_FLUSH))
+            emit(self._prefix_segment(data, prefix_end))
+            emit(deflate.compress(view[prefix_end:stamps]))
+            emit(deflate.flush(isal_zlib.Z_FULL_FLUSH))
+            self._output += _stored_blocks(view[stamps:])
+        self._output_bytes += len(data)
+        self._padding = bytes(-len(data) % _BLOCK)
         self.members += 1
-        if self._pending_bytes >= _FLUSH_BYTES:
-            self._compress_pending()
+        if self._output_bytes >= _FLUSH_BYTES:
+            self._write_output()
 
-    def _compress_pending(self) -> None:
-        if not self._pending:
-            return
-        chunk = b"".join(self._pending)
-        self._pending.clear()
-        self._pending_bytes = 0
-        self._crc = isal_zlib.crc32(chunk, self._crc)
-        self._length += len(chunk)
-        compressed = self._deflate.compress(chunk)
-        if compressed:
-            self._out.write(compressed)
+    def _prefix_segment(self, data: bytes, end: int) -> bytes:
+        """The deflate segment of ``data[:end]``, compressed once per distinct header (a fresh compressor,
+        ended by a full flush, so the segment is the same wherever it goes)."""
+        for prefix, segment in self._prefixes:
+            if len(prefix) == end and data.startswith(prefix):
+                return segment
+        prefix = data[:end]
+        compressor = isal_zlib.compressobj(_PREFIX_LEVEL, isal_zlib.DEFLATED, -15)
+        segment = compressor.compress(prefix) + compressor.flush(isal_zlib.Z_FULL_FLUSH)
+        self._prefixes = [(prefix, segment)] + self._prefixes[:7]
+        return segment
+
+    def _write_output(self) -> None:
+        if self._output:
+            self._out.write(b"".join(self._output))
+            self._output.clear()
+        self._output_bytes = 0
 
     def close(self) -> None:
         """End the archive (two zero blocks, as Go's archive/tar and UW do) and the gzip stream."""
-        self._pending.append(b"\0" * (2 * _BLOCK))
-        self._compress_pending()
-        self._out.write(self._deflate.flush())
-        self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._length & 0xFFFFFFFF))
+        end = self._padding + b"\0" * (2 * _BLOCK)
+        self._crc = isal_zlib.crc32(end, self._crc)
+        self._length += len(end)
+        self._output += [self._deflate.compress(end), self._deflate.flush()]
+        self._output.append(struct.pack("<II", self._crc & 0xFFFFFFFF, self._length & 0xFFFFFFFF))
+        self._write_output()
 
 
 @dataclass(frozen=True)

@@ -3,22 +3,37 @@
 Run after writing (and any time later, e.g. after copying the archive elsewhere). Each file is read once, as a
 stream, so this needs no more memory than the archiver; the candids of the tarball and of the Parquet file are
 compared through a running hash of their sequence rather than held in lists.
+
+What is recomputed: size and sha256 of every file (equal sha256 means equal bytes, so the md5 recorded beside it
+when the file was written holds too; md5 is not computed a second time), and the tarball is inflated (the gzip
+CRC-32 and length checked) and walked header by header. The tarball and Parquet checks of every programme run on
+two threads: inflating, hashing and Parquet reads release the GIL.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import struct
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from tasks.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
 from tasks.archive.storage import Destination
-from tasks.archive.tarball import MEMBER_MODE, parse_md5sums, read_members
+from tasks.archive.tarball import MEMBER_MODE, parse_md5sums
 from tasks.night_state import NightState
 
+try:
+    from isal import isal_zlib
+except ImportError as e:  # pragma: no cover - a packaging error, said plainly
+    raise ImportError("the archive verification needs python-isal: pip install isal") from e
+
 __all__ = ["ArchiveVerificationError", "verify_night", "verify_programme", "read_manifest"]
+
+_READ_BLOCK = 4 * 1024 * 1024
+_INFLATE_LIMIT = 16 * 1024 * 1024  # bytes inflated at once: memory stays bounded whatever the ratio
+_BLOCK = 512
 
 
 class ArchiveVerificationError(RuntimeError):
@@ -30,42 +45,155 @@ class ArchiveVerificationError(RuntimeError):
                          + "; ".join(problems) + ". Re-run the archive for this night.")
 
 
-class _HashingReader(io.RawIOBase):
-    def __init__(self, raw) -> None:
-        super().__init__()
-        self.raw, self.size = raw, 0
-        self.sha256, self.md5 = hashlib.sha256(), hashlib.md5()
-
-    def readinto(self, buffer) -> int:
-        data = self.raw.read(len(buffer))
-        buffer[: len(data)] = data
-        self.sha256.update(data)
-        self.md5.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def drain(self) -> None:
-        while self.read(8 * 1024 * 1024):
-            pass
-
-
 def read_manifest(dest_url: str, survey: str, night: str, storage_options: dict | None = None) -> NightManifest:
     return NightManifest.from_json(Destination(dest_url, storage_options).read_bytes(manifest_path(survey, night)))
 
 
-def _check_digest(label: str, expected: dict, size: int, sha256: str, md5: str, problems: list[str]) -> None:
-    if (size, sha256, md5) != (expected["size"], expected["sha256"], expected["md5"]):
-        problems.append(f"{label}: {size} bytes sha256 {sha256[:12]}... md5 {md5[:12]}..., but the manifest says "
-                        f"{expected['size']} bytes sha256 {expected['sha256'][:12]}... md5 {expected['md5'][:12]}...")
+def _check_digest(label: str, expected: dict, size: int, sha256: str, problems: list[str]) -> None:
+    if (size, sha256) != (expected["size"], expected["sha256"]):
+        problems.append(f"{label}: {size} bytes sha256 {sha256[:12]}..., but the manifest says "
+                        f"{expected['size']} bytes sha256 {expected['sha256'][:12]}...")
 
 
-def verify_programme(dest: Destination, archive: ProgrammeArchive, state: NightState | None = None) -> list[str]:
-    """Problems found for one programme (an empty list when all is well)."""
+class _TarWalk:
+    """Follows a tar stream fed in pieces: counts members, checks names, order, modes and header checksums."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.buffer = b""
+        self.skip = 0  # bytes of member data and padding still to pass over
+        self.members = 0
+        self.previous = -1
+        self.ended = False  # the two zero blocks were seen
+        self.candids = hashlib.sha256()
+        self.problem: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self.problem or not data:
+            return
+        if self.skip >= len(data):
+            self.skip -= len(data)
+            return
+        buffer = self.buffer + data[self.skip:] if self.buffer else data[self.skip:]
+        self.skip, position = 0, 0
+        while len(buffer) - position >= _BLOCK:
+            header = buffer[position:position + _BLOCK]
+            position += _BLOCK
+            if self.ended:
+                if header.count(0) != _BLOCK:
+                    self.problem = f"{self.path}: data after the end-of-archive blocks"
+                    return
+                continue
+            if header.count(0) == _BLOCK:
+                self.ended = True
+                continue
+            self._member(header)
+            if self.problem:
+                return
+            size = int(header[124:135], 8)
+            step = size + -size % _BLOCK
+            if step > len(buffer) - position:
+                self.skip = step - (len(buffer) - position)
+                position = len(buffer)
+                break
+            position += step
+        self.buffer = buffer[position:]
+
+    def _member(self, header: bytes) -> None:
+        name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+        stem, _, suffix = name.partition(".")
+        try:
+            mode, size = int(header[100:107], 8), int(header[124:135], 8)
+            checksum = int(header[148:154], 8)
+        except ValueError:
+            self.problem = f"{self.path}: member after {self.members} members has an unreadable header"
+            return
+        if checksum != sum(header[:148]) + 256 + sum(header[156:]) or header[156:157] not in (b"0", b"\0") \
+                or size < 0:
+            self.problem = f"{self.path}: member {name!r} has a corrupt header (checksum or type)"
+        elif suffix != "avro" or not stem.isdigit() or int(stem) <= self.previous or mode != MEMBER_MODE:
+            self.problem = (f"{self.path}: member {name!r} (mode {mode:o}) out of order or not named "
+                            "<candid>.avro with mode 744")
+        else:
+            self.previous = int(stem)
+            self.members += 1
+            self.candids.update(struct.pack("<q", self.previous))
+
+    def finish(self) -> str | None:
+        if self.problem:
+            return self.problem
+        if not self.ended or self.skip or self.buffer.count(0) != len(self.buffer):
+            return f"{self.path}: the tar stream is cut short (no end-of-archive blocks)"
+        return None
+
+
+def _check_tarball(dest: Destination, archive: ProgrammeArchive) -> tuple[list[str], bytes, int]:
+    """Problems, the hash of the candid sequence and the member count of one programme's tarball."""
+    tar_file = archive.files["tarball"]
+    path = tar_file["path"]
+    if not dest.exists(path):
+        return [f"{dest.display(path)} is missing"], b"", -1
     problems: list[str] = []
-    written = archive.counts["written"]
+    sha256, size = hashlib.sha256(), 0
+    inflate = isal_zlib.decompressobj(16 + 15)  # the gzip wrapper: header, CRC-32 and length are checked
+    walk = _TarWalk(path)
+    gzip_problem = None
+    with dest.open_read(path) as raw:
+        while block := raw.read(_READ_BLOCK):
+            sha256.update(block)
+            size += len(block)
+            if gzip_problem:
+                continue
+            try:
+                if inflate.eof:
+                    raise ValueError("data after the end of the gzip stream")
+                walk.feed(inflate.decompress(block, _INFLATE_LIMIT))
+                while inflate.unconsumed_tail and not walk.problem:
+                    walk.feed(inflate.decompress(inflate.unconsumed_tail, _INFLATE_LIMIT))
+            except (isal_zlib.error, ValueError) as e:
+                gzip_problem = f"{path}: not a valid gzip stream ({e})"
+    _check_digest(path, tar_file, size, sha256.hexdigest(), problems)
+    if gzip_problem or not inflate.eof:
+        problems.append(gzip_problem or f"{path}: the gzip stream is cut short")
+    elif inflate.unused_data:
+        problems.append(f"{path}: {len(inflate.unused_data)} bytes after the end of the gzip stream")
+    elif problem := walk.finish():
+        problems.append(problem)
+    else:
+        if walk.members != archive.counts["written"]:
+            problems.append(f"{path}: {walk.members} members, but {archive.counts['written']} alerts were written")
+        return problems, walk.candids.digest(), walk.members
+    return problems, b"", -1
+
+
+def _check_parquet(dest: Destination, archive: ProgrammeArchive) -> tuple[list[str], bytes, int]:
+    """Problems, the hash of the candid sequence and the row count of one programme's Parquet file."""
+    pq_file = archive.files["parquet"]
+    path = pq_file["path"]
+    if not dest.exists(path):
+        return [f"{dest.display(path)} is missing"], b"", -1
+    problems: list[str] = []
+    sha256, size = hashlib.sha256(), 0
+    with dest.open_read(path) as raw:
+        while block := raw.read(_READ_BLOCK):
+            sha256.update(block)
+            size += len(block)
+    _check_digest(path, pq_file, size, sha256.hexdigest(), problems)
+    candids, rows = hashlib.sha256(), 0
+    with dest.open_read(path) as f:
+        parquet = pq.ParquetFile(f)
+        for group in range(parquet.num_row_groups):
+            column = parquet.read_row_group(group, columns=["candid"]).column("candid").to_numpy()
+            candids.update(column.astype("<i8").tobytes())
+            rows += len(column)
+    if rows != archive.counts["written"]:
+        problems.append(f"{path}: {rows} rows, but {archive.counts['written']} alerts were written")
+    return problems, candids.digest(), rows
+
+
+def _check_accounts(archive: ProgrammeArchive, state: NightState | None) -> list[str]:
+    """The manifest's own sums, and its offsets against the night's closing record."""
+    problems: list[str] = []
     counts = archive.counts
     if counts["read"] != counts["written"] + counts["duplicates"] + counts["rejected"]:
         problems.append(f"{archive.topic}: read {counts['read']} != written + duplicates + rejected ({counts})")
@@ -82,46 +210,24 @@ def verify_programme(dest: Destination, archive: ProgrammeArchive, state: NightS
     if state is not None and set(state.end_offsets.get(archive.topic, {})) != set(archive.partitions):
         problems.append(f"{archive.topic}: partitions read {sorted(archive.partitions)} differ from the closing "
                         f"record's {sorted(state.end_offsets.get(archive.topic, {}))}")
-
-    tar_file, pq_file = archive.files["tarball"], archive.files["parquet"]
-    tar_candids, members, previous = hashlib.sha256(), 0, -1
-    if not dest.exists(tar_file["path"]):
-        problems.append(f"{dest.display(tar_file['path'])} is missing")
-    else:
-        with dest.open_read(tar_file["path"]) as raw:
-            reader = _HashingReader(raw)
-            for member in read_members(reader, with_data=False):
-                members += 1
-                stem, _, suffix = member.name.partition(".")
-                if suffix != "avro" or not stem.isdigit() or int(stem) <= previous or member.mode != MEMBER_MODE:
-                    problems.append(f"{tar_file['path']}: member {member.name!r} (mode {member.mode:o}) out of order"
-                                    " or not named <candid>.avro with mode 744")
-                    break
-                previous = int(stem)
-                tar_candids.update(np.int64(previous).tobytes())
-            reader.drain()
-        _check_digest(tar_file["path"], tar_file, reader.size, reader.sha256.hexdigest(), reader.md5.hexdigest(),
-                      problems)
-        if members != written:
-            problems.append(f"{tar_file['path']}: {members} members, but {written} alerts were written")
-
-    if not dest.exists(pq_file["path"]):
-        problems.append(f"{dest.display(pq_file['path'])} is missing")
-        return problems
-    digest = dest.digest(pq_file["path"])
-    _check_digest(pq_file["path"], pq_file, digest.size, digest.sha256, digest.md5, problems)
-    pq_candids, rows = hashlib.sha256(), 0
-    with dest.open_read(pq_file["path"]) as f:
-        parquet = pq.ParquetFile(f)
-        for group in range(parquet.num_row_groups):
-            candids = parquet.read_row_group(group, columns=["candid"]).column("candid").to_numpy()
-            pq_candids.update(candids.astype("<i8").tobytes())
-            rows += len(candids)
-    if rows != written:
-        problems.append(f"{pq_file['path']}: {rows} rows, but {written} alerts were written")
-    if pq_candids.digest() != tar_candids.digest() and members == written == rows:
-        problems.append(f"{pq_file['path']} and {tar_file['path']} hold different candids")
     return problems
+
+
+def _combine(archive: ProgrammeArchive, accounts: list[str], tarball, parquet) -> list[str]:
+    (tar_problems, tar_candids, members), (pq_problems, pq_candids, rows) = tarball, parquet
+    problems = accounts + tar_problems + pq_problems
+    if members == rows == archive.counts["written"] and tar_candids != pq_candids:
+        problems.append(f"{archive.files['parquet']['path']} and {archive.files['tarball']['path']} hold "
+                        "different candids")
+    return problems
+
+
+def verify_programme(dest: Destination, archive: ProgrammeArchive, state: NightState | None = None) -> list[str]:
+    """Problems found for one programme (an empty list when all is well)."""
+    with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
+        tarball = pool.submit(_check_tarball, dest, archive)
+        parquet = pool.submit(_check_parquet, dest, archive)
+        return _combine(archive, _check_accounts(archive, state), tarball.result(), parquet.result())
 
 
 def verify_night(dest_url: str, manifest: NightManifest, state: NightState | None = None,
@@ -129,14 +235,17 @@ def verify_night(dest_url: str, manifest: NightManifest, state: NightState | Non
     """Raise ArchiveVerificationError naming every missing or mismatching piece; return quietly otherwise."""
     dest = Destination(dest_url, storage_options)
     problems: list[str] = []
-    for archive in manifest.programmes.values():
-        problems += verify_programme(dest, archive, state)
+    archives = list(manifest.programmes.values())
+    with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
+        checks = [(pool.submit(_check_tarball, dest, a), pool.submit(_check_parquet, dest, a)) for a in archives]
+        for archive, (tarball, parquet) in zip(archives, checks):
+            problems += _combine(archive, _check_accounts(archive, state), tarball.result(), parquet.result())
     if dest.exists("MD5SUMS"):
         md5sums = parse_md5sums(dest.read_bytes("MD5SUMS").decode())
     else:
         md5sums = {}
         problems.append("MD5SUMS is missing")
-    for archive in manifest.programmes.values():
+    for archive in archives:
         tar_file = archive.files["tarball"]
         if md5sums and md5sums.get(tar_file["path"]) != tar_file["md5"]:
             problems.append(f"MD5SUMS has {md5sums.get(tar_file['path'])} for {tar_file['path']}, "
