@@ -104,7 +104,8 @@ def archive_programme(
             for path in (tar_path, pq_path):
                 dest.remove_stale_temporaries(path)
             duplicates = Duplicates()
-            with dest.open_atomic(tar_path) as tar_out, dest.open_atomic(pq_path) as pq_out, \
+            with dest.open_atomic(tar_path, background=True) as tar_out, \
+                    dest.open_atomic(pq_path, background=True) as pq_out, \
                     ThreadPoolExecutor(1, thread_name_prefix="tarball") as tar_thread:
                 tarball, table = TarballWriter(tar_out), ParquetPartWriter(pq_out, decoder.schema)
                 group = _Group(tarball, table, decoder, tar_thread, stop)

@@ -19,7 +19,6 @@ import heapq
 import os
 import threading
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from confluent_kafka import KafkaError, TopicPartition
+from isal import isal_zlib
 
 from tasks.avro_container import parse_container
 from tasks.codec import AlertPacketError, peek
@@ -49,6 +49,7 @@ INDEX_DTYPE = np.dtype([
 ])
 _MERGE_BLOCK = 8192
 _PROGRESS_EVERY = 500
+_CONSUME_BATCH = 64  # messages per consume() call: fewer calls into librdkafka, ~5 MB of packets at most
 
 
 class ArchiveStreamError(RuntimeError):
@@ -120,7 +121,7 @@ class Spool:
         if self._filled == len(self._run):
             self._spill()
         self._run[self._filled] = (info.candid, partition, offset, self._position, len(packet),
-                                   _unix_seconds(info.jd), zlib.crc32(packet), schema_id)
+                                   _unix_seconds(info.jd), isal_zlib.crc32(packet), schema_id)
         self._filled += 1
         self._out.write(packet)
         self._position += len(packet)
@@ -228,8 +229,8 @@ def spool_topic(
         while remaining:
             if stop is not None and stop.is_set():
                 raise ArchiveInterrupted(f"stopped while reading {topic}; {result.read} messages read")
-            msg = c.poll(poll_timeout)
-            if msg is None:
+            messages = c.consume(_CONSUME_BATCH, poll_timeout)
+            if not messages:
                 if time.monotonic() - last_arrival > stall_timeout:
                     raise ArchiveStreamError(
                         f"nothing arrived from {topic} for {stall_timeout:.0f} s with partitions "
@@ -237,24 +238,25 @@ def spool_topic(
                     )
                 continue
             last_arrival = time.monotonic()
-            partition = msg.partition()
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    if partition in remaining and msg.offset() >= end_offsets[partition]:
-                        remaining.discard(partition)  # transaction markers can sit at the very end
+            for msg in messages:
+                partition = msg.partition()
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        if partition in remaining and msg.offset() >= end_offsets[partition]:
+                            remaining.discard(partition)  # transaction markers can sit at the very end
+                        continue
+                    if msg.error().fatal() or not msg.error().retriable():
+                        raise ArchiveStreamError(f"reading {topic} [{partition}] failed: {msg.error().str()}")
                     continue
-                if msg.error().fatal() or not msg.error().retriable():
-                    raise ArchiveStreamError(f"reading {topic} [{partition}] failed: {msg.error().str()}")
-                continue
-            offset = msg.offset()
-            if partition not in remaining or offset >= end_offsets[partition]:
-                remaining.discard(partition)  # a message past the close is not this night's
-                continue
-            _take(spool, result, msg.value() or b"", partition, offset)
-            if offset == end_offsets[partition] - 1:
-                remaining.discard(partition)
-            if progress is not None and result.read % _PROGRESS_EVERY == 0:
-                progress(result.read)
+                offset = msg.offset()
+                if partition not in remaining or offset >= end_offsets[partition]:
+                    remaining.discard(partition)  # a message past the close is not this night's
+                    continue
+                _take(spool, result, msg.value() or b"", partition, offset)
+                if offset == end_offsets[partition] - 1:
+                    remaining.discard(partition)
+                if progress is not None and result.read % _PROGRESS_EVERY == 0:
+                    progress(result.read)
         if progress is not None:
             progress(result.read)
         return result
