@@ -1,0 +1,99 @@
+"""The README's main command, run as a new user would on a clean clone, and what the operator then sees.
+
+One night serves both checks: `make night` in a fresh clone (its own venv, Kafka and Prefect server on free
+ports, no ../shared beside it) must end with an archive on disk and the UI address; then headless Chromium
+opens that address and must show the night's flow run and its summary artifact (a screenshot is kept in
+test-output/).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+OUTPUT = REPO / "test-output"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port(span: int = 0) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if span and port + span >= 65535:
+            continue
+        try:
+            if span:
+                with socket.socket() as s2:
+                    s2.bind(("127.0.0.1", port + span))
+            return port
+        except OSError:
+            continue
+
+
+@pytest.fixture(scope="module")
+def night_on_a_clean_clone(tmp_path_factory):
+    clone = tmp_path_factory.mktemp("newuser") / "alertdist"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERTDIST_", "PREFECT_", "VIRTUAL_ENV"))}
+    env.update(ALERTDIST_KAFKA_PORT=str(_free_port(10000)), ALERTDIST_PREFECT_PORT=str(_free_port()))
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
+    try:
+        done = subprocess.run(["make", "night", "NIGHT_ARGS=--alerts 200 --partitions 2 --night 20231012"],
+                              cwd=clone, env=env, capture_output=True, text=True, timeout=1500)
+        yield clone, env, done
+    finally:
+        subprocess.run(["make", "stop"], cwd=clone, env=env, capture_output=True, timeout=120)
+
+
+def test_make_night_on_a_clean_clone_archives_the_night_and_prints_the_ui(night_on_a_clean_clone):
+    clone, env, done = night_on_a_clean_clone
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert not (clone.parent / "shared").exists()  # the main job never needs the real data
+    archive = Path(re.search(r"^Archive:\s+(\S+)", done.stdout, re.M).group(1))
+    assert archive == clone / ".alertdist" / "archive"
+    tarballs = sorted(p.name for p in archive.glob("ztf_*_20231012.tar.gz"))
+    assert tarballs == ["ztf_caltech_20231012.tar.gz", "ztf_partnership_20231012.tar.gz", "ztf_public_20231012.tar.gz"]
+    assert (archive / "MD5SUMS").is_file() and (archive / "manifests" / "ztf_20231012.json").is_file()
+    assert "200 alerts published, 200 archived" in done.stdout
+    assert re.search(rf"Prefect UI: http://127\.0\.0\.1:{env['ALERTDIST_PREFECT_PORT']}/runs/flow-run/[0-9a-f-]{{36}}",
+                     done.stdout)
+
+
+def test_the_prefect_ui_shows_the_night_and_its_summary(night_on_a_clean_clone):
+    if CHROMIUM is None:
+        pytest.fail("Chromium is not installed: run `make setup-test` (installs Debian's chromium) and retry")
+    from playwright.sync_api import sync_playwright
+
+    _, env, done = night_on_a_clean_clone
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_url = re.search(r"Prefect UI: (\S+)", done.stdout).group(1)
+    base = run_url.split("/runs/")[0]
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(run_url, wait_until="networkidle", timeout=60_000)
+            page.get_by_text("night-20231012").first.wait_for(timeout=30_000)
+            page.get_by_text("Completed").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(OUTPUT / "ui-night-run.png"), full_page=True)
+
+            page.goto(f"{base}/artifacts/key/night-summary-ztf-20231012", wait_until="networkidle", timeout=60_000)
+            page.get_by_text("Night 20231012: every alert accounted for").first.wait_for(timeout=30_000)
+            page.locator("a[href*='/artifacts/artifact/']").first.click()
+            page.get_by_text("1 public").first.wait_for(timeout=30_000)
+            text = page.inner_text("body")
+            page.screenshot(path=str(OUTPUT / "ui-night-summary.png"), full_page=True)
+        finally:
+            browser.close()
+    assert "2 partnership" in text and "3 caltech" in text and "published" in text
