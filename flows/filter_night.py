@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 
-from confluent_kafka import KafkaException
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -18,21 +17,8 @@ from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
 from flows.topics import tonight
-from tasks.filters.live import LiveRunError, run_live
+from tasks.filters.live import retry_if_transient, run_live
 from tasks.topics import TopicNaming
-
-
-def retry_if_transient(task, task_run, state) -> bool:
-    """Retry a copy only when Kafka itself hiccuped; a broken filter or a bad name fails at once."""
-    try:
-        state.result()
-    except LiveRunError as e:
-        return e.transient
-    except KafkaException as e:
-        return e.args[0].retriable()
-    except Exception:
-        return False
-    return False
 
 
 @task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE,

@@ -25,6 +25,7 @@ from tasks.filters import (
 )
 from tasks.filters.batch import iter_packets, run_batch, write_table
 from tasks.filters.bundled import bright_transients
+from tasks.filters.live import FilterFailingError, LiveRunError, retry_if_transient
 from tasks.simulate import simulate_night
 
 NIGHT = dt.date(2023, 10, 12)
@@ -282,3 +283,21 @@ def test_mixed_annotation_types_are_kept_as_json_text(simulated_packets):
     table = run_batch(f, simulated_packets[:40]).table
     assert set(table.column("v").to_pylist()) <= {"1", '"one"'}
     assert codec.peek(simulated_packets[0]).candid == table.column("candid")[0].as_py()
+
+
+class _FailedState:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def result(self):
+        raise self.error
+
+
+@pytest.mark.parametrize("error, retried", [
+    (LiveRunError("broker gone", transient=True), True),
+    (LiveRunError("fenced", transient=False), False),
+    (FilterFailingError("raised on 100 consecutive alerts"), False),
+    (FilterLookupError("no such filter"), False),
+])
+def test_only_transient_kafka_failures_are_retried(error, retried):
+    assert retry_if_transient(None, None, _FailedState(error)) is retried

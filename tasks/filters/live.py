@@ -41,6 +41,7 @@ __all__ = [
     "LiveReport",
     "LiveRunError",
     "group_id_for",
+    "retry_if_transient",
     "run_live",
     "transactional_id_for",
 ]
@@ -127,6 +128,19 @@ def group_id_for(naming: TopicNaming, night: dt.date, filter_name: str) -> str:
 def transactional_id_for(group_id: str, copy_index: int) -> str:
     """Unique per running copy, stable across its restarts: the restart fences and aborts the killed one."""
     return f"{group_id}-{copy_index}"
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """A Prefect ``retry_condition_fn``: retry a copy only when Kafka hiccuped, never a broken filter or name."""
+    try:
+        state.result()
+    except LiveRunError as e:
+        return e.transient
+    except KafkaException as e:
+        return e.args[0].retriable()
+    except Exception:
+        return False
+    return False
 
 
 def run_live(
@@ -444,7 +458,7 @@ class _LiveRun:
     def _wait_for_topics(self) -> bool:
         admin = admin_client(self.bootstrap)
         while True:
-            metadata = admin.list_topics(timeout=self.options.kafka_timeout_s)
+            metadata = self._kafka("listing topics", lambda: admin.list_topics(timeout=self.options.kafka_timeout_s))
             missing = [t for t in self.topics if t not in metadata.topics or metadata.topics[t].error is not None]
             if not missing:
                 break
