@@ -7,7 +7,7 @@ can go out in one `struct` call, ints and strings through cached varint lookups,
 
     def plan(values):
         v0, v1, v2, = values
-        return b''.join((S3(v0), INT(v2),))          # S3 = Struct('<dx').pack: jd, then magpsf's null tag
+        return b''.join((S3(v0), SMALL.get(v2) or INT(v2),))    # S3 = Struct('<dx').pack: jd, magpsf's null
 
 A *guarded* plan first checks that each nullable value is None exactly where its pattern says, and returns None
 otherwise, so a caller that trusts value types can try recent plans without computing the pattern.
@@ -61,7 +61,12 @@ def _ranged(bits: int) -> Callable[[int], bytes]:
 
 
 _INT, _LONG = _ranged(32), _ranged(64)
-long_varint = _LONG  # array counts and byte lengths
+_SMALL = {n: zigzag_varint(n) for n in range(-64, 1 << 13)}  # fid, rcid, field, nid, lengths: a dict lookup
+
+
+def long_varint(value: int) -> bytes:
+    """Array counts and byte lengths."""
+    return _SMALL.get(value) or _LONG(value)
 
 
 @lru_cache(maxsize=1 << 12)  # isdiffpos, rbversion, programpi, ssnamenr 'null': few distinct strings
@@ -69,7 +74,7 @@ def _text(value: str) -> bytes:
     if type(value) is not str:
         raise NotFastPath(f"{type(value).__name__} where a string belongs")
     encoded = value.encode()
-    return _LONG(len(encoded)) + encoded
+    return (_SMALL.get(len(encoded)) or _LONG(len(encoded))) + encoded
 
 
 def refusal(reason: str) -> Plan:
@@ -93,7 +98,7 @@ def compile_plan(
 
     `writers` holds "<record type>" and "<record type>[]" writers for nested records and arrays.
     """
-    scope: dict[str, object] = {"INT": _INT, "LONG": _LONG, "TEXT": _text}
+    scope: dict[str, object] = {"INT": _INT, "LONG": _LONG, "TEXT": _text, "SMALL": _SMALL}
     parts: list[str] = []
     formats: list[str] = []  # the struct run being built
     arguments: list[str] = []
@@ -129,12 +134,13 @@ def compile_plan(
             arguments.append(v)
             continue
         flush()
-        if field.kind in ("int", "long"):
-            parts.append(f"{field.kind.upper()}({v})")
+        if field.kind in ("int", "long"):  # 1.0 and True would find 1 in SMALL: a guarded plan checks the type
+            parts.append(f"SMALL.get({v}) or {field.kind.upper()}({v})")
+            mismatches.append(f"{v}.__class__ is not int")
         elif field.kind == "string":
             parts.append(f"TEXT({v})")
         elif field.kind == "bytes":
-            parts.append(f"LONG(len({v})), {v}")
+            parts.append(f"SMALL.get(len({v})) or LONG(len({v})), {v}")
         elif field.kind in ("record", "array"):
             scope[f"W{i}"] = writers[field.ref + ("[]" if field.kind == "array" else "")]
             parts.append(f"W{i}({v})")
