@@ -25,7 +25,7 @@ from collections.abc import Callable
 from itertools import repeat
 from operator import call, itemgetter
 
-from tasks.avro_plans import ACCEPTED, Field, NotFastPath, Plan, compile_plan, long_varint
+from tasks.avro_plans import ACCEPTED, Field, NotFastPath, Plan, compile_loop, compile_plan, long_varint
 
 __all__ = ["BodyEncoder", "NotFastPath", "compile_body_encoder"]
 
@@ -33,6 +33,7 @@ BodyEncoder = Callable[[object], bytes]
 _Writer = Callable[[object], bytes]
 _MAX_PATTERNS = 64  # per record type; a producer shows a handful, more means something odd: start over
 _RECENT = 4  # plans a trusting writer tries before computing the pattern
+_LOOP_PATTERNS = 6  # patterns inlined in a trusting array loop (ZTF histories: detection, non-detection)
 
 
 class _Unsupported(Exception):
@@ -147,12 +148,19 @@ def _strict_writers(name: str, fields: list[Field], writers: dict) -> tuple[_Wri
 
 
 def _trusting_writers(name: str, fields: list[Field], writers: dict) -> tuple[_Writer, _Writer]:
-    """Writers that try the recently used (guarded) plans first and compute a pattern only when none fits."""
+    """Writers that try the recently used (guarded) plans first and compute a pattern only when none fits.
+
+    Arrays go through one compiled loop with the first patterns learned inlined (no Python call per item); an item
+    that fits none of them takes the per-record way.
+    """
     get_values, size = _values_getter(fields), len(fields)
     plans, plan_of = _plan_cache(name, fields, writers, guarded=True)
     recent: list[Plan] = []
+    learned: list[tuple[type, ...]] = []  # accepted patterns, first seen first: what the array loop inlines
+    loop: Callable | None = None
 
     def write_values(values: tuple) -> bytes:
+        nonlocal loop
         for plan in recent:
             body = plan(values)
             if body is not None:
@@ -165,6 +173,9 @@ def _trusting_writers(name: str, fields: list[Field], writers: dict) -> tuple[_W
         body = plan(values)  # a refused pattern raises NotFastPath here, before it could enter `recent`
         recent.insert(0, plan)
         del recent[_RECENT:]
+        if pattern not in learned and len(learned) < _LOOP_PATTERNS:
+            learned.append(pattern)
+            loop = None  # recompiled with it at the next array
         return body
 
     def write_record(value: object) -> bytes:
@@ -173,12 +184,19 @@ def _trusting_writers(name: str, fields: list[Field], writers: dict) -> tuple[_W
         return write_values(get_values(value))
 
     def write_array(items: object) -> bytes:
+        nonlocal loop
         if type(items) is not list:
             raise NotFastPath(f"not a list of {name}")
         if not items:
             return b"\x00"
         if {dict} != set(map(type, items)) or {size} != set(map(len, items)):
             raise NotFastPath(f"not plain dicts with exactly the {size} fields of {name}")
-        return long_varint(len(items)) + b"".join(map(write_values, map(get_values, items))) + b"\x00"
+        values = list(map(get_values, items))
+        if loop is None and learned:
+            loop = compile_loop(name, fields, learned, writers)
+        bodies = loop(values) if loop is not None else [None] * len(values)
+        if None in bodies:
+            bodies = [body if body is not None else write_values(v) for body, v in zip(bodies, values)]
+        return long_varint(len(items)) + b"".join(bodies) + b"\x00"
 
     return write_record, write_array

@@ -16,13 +16,13 @@ otherwise, so a caller that trusts value types can try recent plans without comp
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from tasks.avro_container import zigzag_varint
 
-__all__ = ["ACCEPTED", "Field", "NotFastPath", "Plan", "compile_plan", "long_varint", "refusal"]
+__all__ = ["ACCEPTED", "Field", "NotFastPath", "Plan", "compile_loop", "compile_plan", "long_varint", "refusal"]
 
 Plan = Callable[[tuple], "bytes | None"]
 _NONE = type(None)
@@ -98,7 +98,51 @@ def compile_plan(
 
     `writers` holds "<record type>" and "<record type>[]" writers for nested records and arrays.
     """
-    scope: dict[str, object] = {"INT": _INT, "LONG": _LONG, "TEXT": _text, "SMALL": _SMALL}
+    scope: dict[str, object] = {}
+    compiled = _plan_code(record_name, fields, pattern, writers, scope, "")
+    if isinstance(compiled, str):
+        return refusal(compiled)
+    mismatch, body = compiled
+    lines = ["def plan(values):", f"    {_unpacked(fields)} = values"]
+    if guarded and mismatch:
+        lines.append(f"    if {mismatch}:\n        return None")
+    lines.append(f"    return {body}")
+    return _compiled(lines, record_name, scope)["plan"]
+
+
+def compile_loop(
+    record_name: str,
+    fields: list[Field],
+    patterns: list[tuple[type, ...]],
+    writers: dict[str, Callable[[object], bytes]],
+) -> Callable[[Iterable[tuple]], list[bytes | None]]:
+    """One loop over many records' values trying these (accepted) patterns in order, the guarded plans inlined:
+    no Python call per record. A record that fits none gets None in the returned list."""
+    scope: dict[str, object] = {}
+    lines = ["def loop(all_values):", "    out = []", "    write = out.append", f"    for {_unpacked(fields)} in all_values:"]
+    for n, pattern in enumerate(patterns):
+        mismatch, body = _plan_code(record_name, fields, pattern, writers, scope, f"P{n}")
+        lines.append(f"        {'if' if n == 0 else 'elif'} not ({mismatch or 'False'}):\n            write({body})")
+    lines.append("        else:\n            write(None)" if patterns else "        write(None)")
+    lines.append("    return out")
+    return _compiled(lines, f"{record_name}[]", scope)["loop"]
+
+
+def _unpacked(fields: list[Field]) -> str:
+    return "".join(f"v{i}, " for i in range(len(fields)))
+
+
+def _compiled(lines: list[str], what: str, scope: dict) -> dict:
+    scope.update({"INT": _INT, "LONG": _LONG, "TEXT": _text, "SMALL": _SMALL})
+    exec(compile("\n".join(lines) + "\n", f"<avro plan for {what}>", "exec"), scope)  # noqa: S102 - our source
+    return scope
+
+
+def _plan_code(
+    record_name: str, fields: list[Field], pattern: tuple[type, ...], writers: dict, scope: dict, prefix: str
+) -> tuple[str, str] | str:
+    """(mismatch condition, body expression) of a plan, its constants put in `scope` under `prefix`; or why the
+    pattern is refused."""
     parts: list[str] = []
     formats: list[str] = []  # the struct run being built
     arguments: list[str] = []
@@ -106,7 +150,7 @@ def compile_plan(
 
     def flush() -> None:
         if formats:
-            key, packer = f"S{len(scope)}", struct.Struct("<" + "".join(formats))
+            key, packer = f"{prefix}S{len(scope)}", struct.Struct("<" + "".join(formats))
             if any(a.startswith("v") for a in arguments):
                 scope[key] = packer.pack
                 parts.append(f"{key}({', '.join(arguments)})")
@@ -122,7 +166,7 @@ def compile_plan(
     for i, (field, found) in enumerate(zip(fields, pattern)):
         v = f"v{i}"
         if found not in ACCEPTED[field.kind] + ((_NONE,) if field.null_tag is not None else ()):
-            return refusal(f"{record_name}.{field.name} holds a {found.__name__}")
+            return f"{record_name}.{field.name} holds a {found.__name__}"
         if field.null_tag is not None:
             mismatches.append(f"{v} is not None" if found is _NONE else f"{v} is None")
             if found is _NONE:
@@ -142,13 +186,9 @@ def compile_plan(
         elif field.kind == "bytes":
             parts.append(f"SMALL.get(len({v})) or LONG(len({v})), {v}")
         elif field.kind in ("record", "array"):
-            scope[f"W{i}"] = writers[field.ref + ("[]" if field.kind == "array" else "")]
-            parts.append(f"W{i}({v})")
+            key = f"{prefix}W{i}"
+            scope[key] = writers[field.ref + ("[]" if field.kind == "array" else "")]
+            parts.append(f"{key}({v})")
     flush()
-    lines = ["def plan(values):", f"    {''.join(f'v{i}, ' for i in range(len(fields)))}= values"]
-    if guarded and mismatches:
-        lines.append(f"    if {' or '.join(mismatches)}:\n        return None")
-    body = ", ".join(parts) if parts else "b''"  # a record of null fields only writes nothing
-    lines.append(f"    return b''.join(({body},))")
-    exec(compile("\n".join(lines) + "\n", f"<avro plan for {record_name}>", "exec"), scope)  # noqa: S102 - ours
-    return scope["plan"]
+    body = f"b''.join(({', '.join(parts)},))" if parts else "b''"  # a record of null fields only writes nothing
+    return " or ".join(mismatches), body

@@ -575,6 +575,29 @@ def test_small_and_large_integers_encode_as_fastavro_writes_them():
         assert encoder(record) == body.getvalue(), n
 
 
+def test_trusted_arrays_with_new_and_bad_entries_midway(packet_401):
+    """check=False writes arrays through a loop over learned patterns: an entry of a new pattern or with a bad
+    value midway must still come out as the exact route has it (or be refused like there)."""
+    base = decode(packet_401)
+    assert len(base["prv_candidates"]) > 10
+    changes = [
+        lambda e: None,
+        lambda e: e.update(magpsf=17.5, sigmapsf=0.1),  # a non-detection with a magnitude: a new pattern
+        lambda e: e.update(candid=None, isdiffpos=None),
+        lambda e: e.update(magnr=None, sigmagnr=None, chinr=None, sharpnr=None),
+        lambda e: e.update(fid=2.0),
+        lambda e: e.update(nid=True),
+        lambda e: e.update(magzpsci="26.1"),
+        lambda e: e.update(rbversion=None),
+    ]
+    for change in changes:
+        for where in (0, 5, -1):
+            record = copy.deepcopy(base)
+            change(record["prv_candidates"][where])
+            _same_as_exact_route(record, "4.01")
+            _same_as_exact_route(base, "4.01")  # and the learned patterns still serve the plain record
+
+
 def test_trusted_encoding_writes_a_float_fields_value_as_float(packet_401):
     record = copy.deepcopy(decode(packet_401))
     record["candidate"]["magpsf"] = True
