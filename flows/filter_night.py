@@ -29,7 +29,8 @@ def run_filter_copy(filter_name: str, night: str, copy_index: int, bootstrap_ser
                  copy_index=copy_index)
     return {"copy": r.copy_index, "status": r.status, "read": r.read, "passed": r.passed, "rejected": r.rejected,
             "errors": r.errors, "malformed": r.malformed, "lag": r.lag, "partitions": len(r.partitions),
-            "seconds": round(r.elapsed_s, 1)}
+            "seconds": round(r.elapsed_s, 1),
+            "by_programme": {str(naming.programid_of(t)): counts for t, counts in sorted(r.by_topic.items())}}
 
 
 @task(cache_policy=NO_CACHE)
@@ -38,7 +39,8 @@ def summarize(filter_name: str, night: str, survey: str, rows: list[dict]) -> No
     total = {"copy": "all", **{k: sum(r[k] for r in rows) for k in ("read", "passed", "rejected", "errors",
                                                                      "malformed", "partitions")},
              "lag": min((r["lag"] for r in rows if r["lag"] is not None), default=None)}
-    create_table_artifact(rows + [total], key=key, description=f"Filter {filter_name} on night {night}")
+    shown = [{k: v for k, v in row.items() if k != "by_programme"} for row in rows]
+    create_table_artifact(shown + [total], key=key, description=f"Filter {filter_name} on night {night}")
 
 
 def _run_name() -> str:

@@ -70,14 +70,12 @@ def summary_rows(published: dict, filters: dict[str, list[dict]], archived: dict
     delivered = {int(p): n for p, n in published.get("delivered", {}).items()}
     rows = []
     for programid, name in sorted(programmes.items()):
-        row = {"programme": f"{programid} {name}", "published": delivered.get(programid, 0)}
+        counts = archived.get(programid, {})
+        row = {"programme": f"{programid} {name}", "published": delivered.get(programid, 0),
+               "archived": counts.get("written", 0), "duplicates dropped": counts.get("duplicates", 0)}
         for filter_name, copies in filters.items():
             per = _per_programme(copies, programid)
-            row[f"{filter_name} passed"] = per.get("passed", "-")
-            row[f"{filter_name} errors"] = per.get("errors", "-")
-        counts = archived.get(programid, {})
-        row["archived"] = counts.get("written", 0)
-        row["duplicates dropped"] = counts.get("duplicates", 0)
+            row[f"{filter_name} passed / errors"] = f"{per.get('passed', 0)} / {per.get('errors', 0)}"
         rows.append(row)
     total_rejected = sum(published.get("rejected", {}).values())
     rows.append({"programme": "rejected (all)", "published": total_rejected})

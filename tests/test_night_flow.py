@@ -62,6 +62,9 @@ def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(kafka_boot
     rows = {row["programme"]: row for row in summary.data}
     assert sum(row["published"] for name, row in rows.items() if name[0].isdigit()) == 300
     assert sum(row["archived"] for name, row in rows.items() if name[0].isdigit()) == 300
+    for name, passed in result["filters"].items():  # per-programme passes add up to the filter's total
+        per_programme = [int(row[f"{name} passed / errors"].split(" / ")[0]) for p, row in rows.items() if p[0].isdigit()]
+        assert sum(per_programme) == passed, name
     lag = _artifact(f"night-filters-{key}")
     assert {row["filter"]: row["final lag"] for row in lag.data} == dict.fromkeys(result["filters"], 0)
     assert {row["filter"]: row["passed"] for row in lag.data} == result["filters"]

@@ -103,6 +103,7 @@ class LiveReport:
     lag: int | None = None
     transactions: int = 0
     partitions: set[tuple[str, int]] = field(default_factory=set)  # every partition this copy ever owned
+    by_topic: dict[str, dict[str, int]] = field(default_factory=dict)  # source topic -> committed counts
     status: str = "starting"
     elapsed_s: float = 0.0
     first_alert_s: float | None = None  # since the start: when the first alert arrived
@@ -209,6 +210,7 @@ class _LiveRun:
         self.txn_started = 0.0
         self.pending: dict[tuple[str, int], int] = {}
         self.txn_counts = dict.fromkeys((PASSED, REJECTED, ERROR, MALFORMED), 0)
+        self.txn_by_topic: dict[tuple[str, str], int] = {}  # (source topic, outcome) -> alerts
         self.txn_messages = 0
         self.positions: dict[tuple[str, int], int] = {}  # next offset to read, where known
         self.consecutive_errors = 0
@@ -288,6 +290,7 @@ class _LiveRun:
             verdict = judge(value)
             outcome = verdict.outcome
             counts[outcome] += 1
+            self.txn_by_topic[topic, outcome] = self.txn_by_topic.get((topic, outcome), 0) + 1
             self.txn_messages += 1
             if outcome == PASSED:
                 headers = list(msg.headers() or ())
@@ -381,6 +384,9 @@ class _LiveRun:
             counter = _REPORT_FIELD[outcome]
             setattr(self.report, counter, getattr(self.report, counter) + n)
             self.report.read += n
+        for (topic, outcome), n in self.txn_by_topic.items():
+            per_topic = self.report.by_topic.setdefault(topic, {})
+            per_topic[_REPORT_FIELD[outcome]] = per_topic.get(_REPORT_FIELD[outcome], 0) + n
         self.report.transactions += 1
         self._reset_transaction()
         return True
@@ -410,6 +416,7 @@ class _LiveRun:
         self.txn_messages = 0
         for outcome in self.txn_counts:
             self.txn_counts[outcome] = 0
+        self.txn_by_topic.clear()
 
     def _rewind(self) -> None:
         """After a rollback, read again from the committed offsets, or the rolled-back alerts would be skipped."""
