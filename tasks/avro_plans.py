@@ -119,7 +119,8 @@ def compile_loop(
     """One loop over many records' values trying these (accepted) patterns in order, the guarded plans inlined:
     no Python call per record. A record that fits none gets None in the returned list."""
     scope: dict[str, object] = {}
-    lines = ["def loop(all_values):", "    out = []", "    write = out.append", f"    for {_unpacked(fields)} in all_values:"]
+    lines = ["def loop(all_values):", "    out = []", "    write = out.append"]
+    lines.append(f"    for {_unpacked(fields)} in all_values:")
     for n, pattern in enumerate(patterns):
         mismatch, body = _plan_code(record_name, fields, pattern, writers, scope, f"P{n}")
         lines.append(f"        {'if' if n == 0 else 'elif'} not ({mismatch or 'False'}):\n            write({body})")
