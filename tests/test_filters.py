@@ -301,3 +301,22 @@ class _FailedState:
 ])
 def test_only_transient_kafka_failures_are_retried(error, retried):
     assert retry_if_transient(None, None, _FailedState(error)) is retried
+
+
+def test_filter_batch_command_reads_folders_and_archived_tarballs_alike(real_packet_files, tmp_path, capsys):
+    """`alertdist filter batch` over the real UW tarball (archive reader) and over a folder (plain files)."""
+    import pyarrow.parquet as pq
+
+    from alertdist.cli import main
+    from tasks.filters.batch import run_batch
+    from tests.conftest import ARCHIVE_2018
+
+    out = tmp_path / "passes.parquet"
+    assert main(["filter", "batch", "variable_stars", str(ARCHIVE_2018), "--out", str(out)]) == 0
+    from_tarball = pq.read_table(out)
+    assert from_tarball.equals(run_batch("variable_stars", str(ARCHIVE_2018)).table)
+    assert "30 good, 0 bad of 30 read" in capsys.readouterr().err  # the archive reader's count of members
+
+    folder = real_packet_files[0].parent
+    assert main(["filter", "batch", "variable_stars", str(folder), "--out", str(out)]) == 0
+    assert pq.read_table(out).equals(run_batch("variable_stars", str(folder)).table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import datetime as dt
 import sys
 import threading
@@ -83,16 +84,32 @@ def _run(args, settings: Settings) -> int:
     return 0
 
 
+def _batch_input(args, settings: Settings):
+    """A folder of packet files or one packet as is; anything archived (tarball, Parquet, archive root, s3://,
+    https://) through the archive readers, which report bad members instead of stopping."""
+    from tasks.readers import packets_for_batch
+
+    first = Path(args.sources[0])
+    if len(args.sources) == 1 and (first.suffix == ".avro" or (first.is_dir() and any(first.glob("*.avro")))):
+        return str(first), []
+    return packets_for_batch(args.sources, archived_night=args.archived_night,
+                             storage_options=settings.storage_options,
+                             prefer="parquet" if args.from_parquet else "tarball")
+
+
 def _batch(args, settings: Settings) -> int:
-    line = _StatusLine(f"filter {args.filter} over {args.path}")
+    line = _StatusLine(f"filter {args.filter} over {' '.join(args.sources)}")
     started = time.monotonic()
+    packets, counts = _batch_input(args, settings)
 
     def show(r: BatchResult) -> None:
         rate = r.read / max(time.monotonic() - started, 1e-9)
         line(f"read {r.read}, passed {r.passed}, errors {r.errors + r.malformed}, {rate:.0f} alerts/s")
 
-    result = run_batch(args.filter, args.path, progress=show, progress_every=200)
+    result = run_batch(args.filter, packets, progress=show, progress_every=200)
     line("done", final=True)
+    for c in counts:
+        print(c.summary(), file=sys.stderr)
     for source, outcome, reason in result.problems[:20]:
         print(f"{outcome}: {source}: {reason}", file=sys.stderr)
     if len(result.problems) > 20:
@@ -148,6 +165,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="The same filter, the same answer as live: prints (or writes) a table of the passing "
                     "alerts with candid, objectId, programid and the filter's annotations.")
     batch.add_argument("filter", help=FILTER_HELP)
-    batch.add_argument("path", help="a folder of <candid>.avro files, one .avro file, or a .tar/.tar.gz")
+    batch.add_argument("sources", nargs="+", metavar="SOURCE",
+                       help="a folder of <candid>.avro files, one .avro file, a .tar/.tar.gz, a .parquet file or "
+                            "dataset, or an archive root (with --archived-night); local, s3:// or https://")
+    batch.add_argument("--archived-night", metavar="YYYYMMDD", help="with an archive root as SOURCE: the night")
+    batch.add_argument("--from-parquet", action="store_true", help="from an archive root, read its Parquet")
     batch.add_argument("--out", metavar="FILE", help="write the table to FILE.parquet or FILE.csv")
     batch.set_defaults(run=_batch)

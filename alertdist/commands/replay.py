@@ -1,4 +1,4 @@
-"""`alertdist archive-list`, `download`, `replay` and `offline-filter`: an archived night, offline and back in Kafka."""
+"""`alertdist archive-list`, `download` and `replay`: an archived night, offline and back in Kafka."""
 
 from __future__ import annotations
 
@@ -134,33 +134,6 @@ def _replay(args, settings: Settings) -> int:
     return 0 if not result.stopped else 130
 
 
-def _offline_filter(args, settings: Settings) -> int:
-    from tasks.filters.batch import BatchResult, run_batch, write_table
-    from tasks.readers import packets_for_batch
-
-    packets, counts = packets_for_batch(args.sources, archived_night=args.archived_night,
-                                        storage_options=settings.storage_options,
-                                        prefer="parquet" if args.from_parquet else "tarball")
-    line = _Line(f"filter {args.filter}", args.quiet)
-    started = time.monotonic()
-
-    def show(r: BatchResult) -> None:
-        rate = r.read / max(time.monotonic() - started, 1e-9)
-        line(f"read {r.read}, passed {r.passed}, errors {r.errors + r.malformed}, "
-             f"bad members {sum(c.bad for c in counts)}, {rate:,.0f} alerts/s")
-
-    result = run_batch(args.filter, packets, progress=show, progress_every=200)
-    line("done", final=True)
-    for c in counts:
-        print(c.summary())
-    for source, outcome, reason in result.problems[:20]:
-        print(f"{outcome}: {source}: {reason}", file=sys.stderr)
-    print(f"filter {result.filter_name}: read {result.read}, passed {result.passed}, rejected {result.rejected}, "
-          f"errors {result.errors}, malformed {result.malformed}")
-    print(f"wrote {write_table(result.table, args.out)} ({result.table.num_rows} rows)")
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     listing = sub.add_parser(
         "archive-list", help="list the nights an archive location holds (folder, s3://, or UW-style HTTP directory)",
@@ -214,16 +187,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--quiet", action="store_true", help="no progress line")
     replay.set_defaults(run=_replay)
 
-    offline = sub.add_parser(
-        "offline-filter", help="run a filter over an archived night (local or remote) into Parquet or CSV",
-        description="Run a filter (bundled name or package.module:function) over archived alerts, with the same "
-                    "decision and annotations as the live runner, and write the passing alerts (candid, objectId, "
-                    "programid, one column per annotation) to OUT (.parquet or .csv). Bad members are reported "
-                    "and counted, not fatal.")
-    offline.add_argument("filter", metavar="NAME", help="a bundled filter (alertdist filter list) or module:function")
-    offline.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
-    offline.add_argument("--out", required=True, metavar="FILE", help="FILE.parquet or FILE.csv")
-    offline.add_argument("--archived-night", metavar="YYYYMMDD", help="with an archive root as SOURCE: the night")
-    offline.add_argument("--from-parquet", action="store_true", help="from an archive root, read its Parquet")
-    offline.add_argument("--quiet", action="store_true", help="no progress line")
-    offline.set_defaults(run=_offline_filter)
