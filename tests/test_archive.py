@@ -328,6 +328,33 @@ def test_verification_reads_every_byte_of_the_tarball(archived, tmp_path):
         assert all(word in str(error.value) for word in expected), (label, str(error.value))
 
 
+def test_a_record_broken_after_its_candidate_is_rejected_and_the_rest_archived(kafka_bootstrap, unique, tmp_path,
+                                                                                real_packets):
+    """Framing and the first fields are fine (the spool takes it), the record is cut inside the cutouts: the
+    Parquet decode finds it, the codec names the fault, and it is left out of both files and counted."""
+    from tasks.avro_container import build_container, parse_container
+
+    good = [p for p in real_packets if codec.peek(p).schemavsn.startswith("4")]
+    container = parse_container(good[0])
+    broken = build_container(good[0][container.schema_start:container.schema_end],
+                             good[0][container.body_start:container.body_end - 3000], container.sync_marker,
+                             container.metadata_keys)
+    codec.peek(broken)  # what the publisher checks passes
+    naming = TopicNaming(survey=f"tbroken{unique}")
+    state = publish_night(kafka_bootstrap, naming, NIGHT, {1: good[1:] + [broken]})
+    manifest = archive_night(kafka_bootstrap, naming, NIGHT, str(tmp_path), ArchiveOptions(row_group_rows=7))
+    archive = manifest.programmes[1]
+    assert archive.counts == {"read": len(good), "written": len(good) - 1, "duplicates": 0,
+                              "conflicting_duplicates": 0, "rejected": 1}
+    assert "does not decode" in archive.rejected[0]["reason"] and archive.rejected[0]["size"] == len(broken)
+    assert sum(archive.schema_versions.values()) == len(good) - 1
+    with open(tmp_path / archive.files["tarball"]["path"], "rb") as f:
+        assert sorted(m.data for m in read_members(f)) == sorted(good[1:])
+    rows = pq.read_table(tmp_path / archive.files["parquet"]["path"], columns=["candid"]).column("candid")
+    assert rows.to_pylist() == sorted(codec.peek(p).candid for p in good[1:])
+    verify_night(str(tmp_path), manifest, state)
+
+
 def test_an_open_night_is_not_archived(kafka_bootstrap, unique, tmp_path, real_packets):
     naming = TopicNaming(survey=f"topen{unique}")
     publish_night(kafka_bootstrap, naming, NIGHT, {1: real_packets[:3]}, close=False)

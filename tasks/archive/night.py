@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from pathlib import Path
 from tasks.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
 from tasks.archive.parquet import AlertDecoder, ParquetPartWriter, night_table_columns, parquet_path
 from tasks.archive.storage import Destination
-from tasks.archive.stream import ArchiveInterrupted, Duplicates, Spool, spool_topic
+from tasks.archive.groups import GroupWriter
+from tasks.archive.stream import Duplicates, RejectedMessage, Spool, spool_topic
 from tasks.archive.tarball import TarballWriter, md5sums_text, parse_md5sums, tarball_name
 from tasks.night_state import NightState, read_night_state
 from tasks.topics import TopicNaming, parse_night
@@ -104,18 +104,23 @@ def archive_programme(
             for path in (tar_path, pq_path):
                 dest.remove_stale_temporaries(path)
             duplicates = Duplicates()
+
+            def reject(entry, packet: bytes, reason: str) -> None:
+                read.rejected.append(RejectedMessage(int(entry[1]), int(entry[2]), len(packet), reason))
+                spool.forget(packet)
+
             with dest.open_atomic(tar_path, background=True) as tar_out, \
-                    dest.open_atomic(pq_path, background=True) as pq_out, \
-                    ThreadPoolExecutor(1, thread_name_prefix="tarball") as tar_thread:
+                    dest.open_atomic(pq_path, background=True) as pq_out:
                 tarball, table = TarballWriter(tar_out), ParquetPartWriter(pq_out, decoder.schema)
-                group = _Group(tarball, table, decoder, tar_thread, stop)
-                for entry in spool.unique(duplicates):
-                    if group.add(entry, spool.read(entry), options):
-                        group.write()
-                        if progress:
+                groups = GroupWriter(tarball, table, decoder, rows=options.row_group_rows,
+                                     max_bytes=options.row_group_bytes, on_reject=reject, stop=stop)
+                try:
+                    for entry in spool.unique(duplicates):
+                        if groups.add(entry, spool.read(entry)) and progress:
                             progress("write", table.rows, spool.count)
-                group.write()
-                group.wait()
+                    groups.close()
+                finally:
+                    groups.shutdown()
                 tarball.close()
                 table.close()
             if progress:
@@ -134,48 +139,9 @@ def archive_programme(
         counts=counts,
         schema_versions=dict(sorted(spool.versions.items())),
         files={"tarball": vars(tar_out.digest(tar_path)), "parquet": vars(pq_out.digest(pq_path))},
-        rejected=[vars(r) for r in read.rejected],
+        rejected=[vars(r) for r in sorted(read.rejected, key=lambda r: (r.partition, r.offset))],
         conflicting_duplicates=duplicates.conflicting,
     )
-
-
-class _Group:
-    """One row group's alerts: the tarball gets them on its own thread while they are decoded for Parquet.
-
-    gzip (ISA-L), hashing and file writes release the GIL, as do DataFusion and the Parquet writer, so the two
-    halves use both cores. At most two groups are in memory: the one being written and the next being read.
-    """
-
-    def __init__(self, tarball, table, decoder, tar_thread, stop) -> None:
-        self.tarball, self.table, self.decoder, self.tar_thread, self.stop = tarball, table, decoder, tar_thread, stop
-        self.entries, self.packets, self.size, self.pending = [], [], 0, None
-
-    def add(self, entry, packet: bytes, options: ArchiveOptions) -> bool:
-        """Add one alert; True when the group is full."""
-        self.entries.append(entry)
-        self.packets.append(packet)
-        self.size += len(packet)
-        return len(self.packets) >= options.row_group_rows or self.size >= options.row_group_bytes
-
-    def write(self) -> None:
-        if not self.packets:
-            return
-        if self.stop is not None and self.stop.is_set():
-            raise ArchiveInterrupted("stopped while writing; nothing was published under a final name")
-        self.wait()
-        entries, packets = self.entries, self.packets
-        self.entries, self.packets, self.size = [], [], 0
-        self.pending = self.tar_thread.submit(self._add_members, entries, packets)
-        self.table.write(self.decoder.decode(packets, [int(e[0]) for e in entries]))
-
-    def _add_members(self, entries, packets) -> None:
-        for entry, packet in zip(entries, packets):
-            self.tarball.add(f"{int(entry[0])}.avro", packet, int(entry[5]))
-
-    def wait(self) -> None:
-        if self.pending is not None:
-            self.pending.result()  # re-raises the tarball thread's error here
-            self.pending = None
 
 
 def finish_night(naming: TopicNaming, night: dt.date | str, dest_url: str, programmes: list[ProgrammeArchive],
