@@ -1,9 +1,10 @@
 """Archive one closed night: each programme topic to a tarball and a Parquet file, then the manifest and MD5SUMS.
 
 Everything date- and name-dependent is decided here; the stream, tarball and Parquet modules never think
-about nights. One programme is read into a local spool, then written from the spool in candid order, one
-row group (`row_group_rows` alerts or `row_group_bytes` of packets, whichever comes first) at a time: the
-tarball and the Parquet file grow together and memory holds one row group, whatever the night's size.
+about nights. One programme is read into a local spool, then written from the spool in candid order by
+`groups.GroupWriter`: the tarball and the Parquet file grow together, and memory holds one Parquet row group
+(`row_group_rows` alerts or `row_group_bytes` of packets, whichever comes first) as Arrow data plus two batches of
+packets (`batch_bytes`), whatever the night's size.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class ArchiveOptions:
     storage_options: dict | None = None
     work_dir: str | None = None  # where the spool goes (needs disk for one programme's night); default: $TMPDIR
     row_group_rows: int = 10_000
-    row_group_bytes: int = 128 * 1024 * 1024
+    row_group_bytes: int = 128 * 1024 * 1024  # of packets (~1,700 ZTF alerts); held as Arrow data while built
+    batch_bytes: int = 16 * 1024 * 1024  # packets decoded and gzipped at a time
     engine: str = "auto"  # Avro decoder for Parquet: auto | datafusion | fastavro
     run_size: int = 100_000  # index entries sorted in memory at once (48 bytes each)
 
@@ -113,7 +115,8 @@ def archive_programme(
                     dest.open_atomic(pq_path, background=True) as pq_out:
                 tarball, table = TarballWriter(tar_out), ParquetPartWriter(pq_out, decoder.schema)
                 groups = GroupWriter(tarball, table, decoder, rows=options.row_group_rows,
-                                     max_bytes=options.row_group_bytes, on_reject=reject, stop=stop)
+                                     max_bytes=options.row_group_bytes, batch_bytes=options.batch_bytes,
+                                     on_reject=reject, stop=stop)
                 try:
                     for entry in spool.unique(duplicates):
                         if groups.add(entry, spool.read(entry)) and progress:
