@@ -9,8 +9,9 @@ can go out in one `struct` call, ints and strings through cached varint lookups,
         v0, v1, v2, = values
         return b''.join((S3(v0), SMALL.get(v2) or INT(v2),))    # S3 = Struct('<dx').pack: jd, magpsf's null
 
-A *guarded* plan first checks that each nullable value is None exactly where its pattern says, and returns None
-otherwise, so a caller that trusts value types can try recent plans without computing the pattern.
+A *guarded* plan first checks that each nullable value is None exactly where its pattern says and that each int
+is an int, and returns None otherwise, so a caller that trusts value types can try recent plans without computing
+the pattern; `compile_loop` inlines several guarded plans in one loop over an array's records.
 """
 
 from __future__ import annotations
@@ -121,10 +122,11 @@ def compile_loop(
     scope: dict[str, object] = {}
     lines = ["def loop(all_values):", "    out = []", "    write = out.append"]
     lines.append(f"    for {_unpacked(fields)} in all_values:")
-    for n, pattern in enumerate(patterns):
-        mismatch, body = _plan_code(record_name, fields, pattern, writers, scope, f"P{n}")
+    branches = [code for n, p in enumerate(patterns) if not isinstance(code := _plan_code(
+        record_name, fields, p, writers, scope, f"P{n}"), str)]  # a refused pattern has no branch
+    for n, (mismatch, body) in enumerate(branches):
         lines.append(f"        {'if' if n == 0 else 'elif'} not ({mismatch or 'False'}):\n            write({body})")
-    lines.append("        else:\n            write(None)" if patterns else "        write(None)")
+    lines.append("        else:\n            write(None)" if branches else "        write(None)")
     lines.append("    return out")
     return _compiled(lines, f"{record_name}[]", scope)["loop"]
 
