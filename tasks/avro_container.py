@@ -136,7 +136,9 @@ def parse_container(packet: bytes) -> Container:
     wrong trailing sync marker, or bytes after the block (a second block).
     """
     if len(packet) < len(MAGIC):
-        raise AlertPacketError(f"packet of {len(packet)} bytes is too short for an Avro container (needs magic {MAGIC!r})")
+        raise AlertPacketError(
+            f"packet of {len(packet)} bytes is too short for an Avro container (needs magic {MAGIC!r})"
+        )
     if not packet.startswith(MAGIC):
         raise AlertPacketError(f"bytes 0-3 are {packet[:4]!r}, not the Avro container magic {MAGIC!r}")
     spans, keys, pos = _read_metadata(packet, len(MAGIC))
@@ -182,7 +184,9 @@ def container_header(schema_text: bytes, metadata_keys: tuple[str, ...]) -> byte
     if _METADATA_SCHEMA not in metadata_keys or len(set(metadata_keys)) != len(metadata_keys) or not set(
         metadata_keys
     ) <= set(values):
-        raise AlertPacketError(f"metadata_keys must order {_METADATA_SCHEMA!r} and optionally {_METADATA_CODEC!r}, got {metadata_keys!r}")
+        raise AlertPacketError(
+            f"metadata_keys must order {_METADATA_SCHEMA!r} and optionally {_METADATA_CODEC!r}, got {metadata_keys!r}"
+        )
     parts = [MAGIC, zigzag_varint(len(metadata_keys))]
     for key in metadata_keys:
         encoded_key = key.encode("utf-8")

@@ -11,9 +11,10 @@ list for an array, None where the union allows it); ints are range-checked as th
 plain dict with exactly its schema's fields. So the fast path takes only records the record checker takes.
 
 Trusting value types (`trust_values=True`, for producers such as the simulator whose records are known to fit):
-recent plans are tried in turn; each checks where the Nones are and writes, and the pattern is computed only when
-none fits. Ints, strings, records and arrays are still checked as they are written; a float field's value is
-written as `float(value)`, so a bool or a numpy number there is not refused.
+recent plans are tried in turn (an array's records: one compiled loop over the patterns learned); each checks
+where the Nones are and writes, and the pattern is computed only when none fits. Ints, strings, records and arrays
+are still checked as they are written; a float field's value is written as `float(value)`, so a bool or a numpy
+number there is not refused.
 
 Anything the fast path does not take raises (`NotFastPath` or the failing call's own error) and the caller takes
 the exact route, record checker + fastavro, so odd inputs behave exactly as before, only slower.

@@ -46,7 +46,7 @@ def _integer(kind: str, bits: int) -> _Checker:
 
 def _real(kind: str) -> _Checker:
     def check(value: object) -> str | None:
-        if type(value) is float or type(value) is int or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+        if type(value) in (float, int) or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
             return None
         return f": expected {kind}, got {_shown(value)}"
 

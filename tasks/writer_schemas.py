@@ -213,7 +213,8 @@ def _array_of_empty_items(schema: object, named: dict, seen: frozenset = frozens
     if kind in ("record", "error"):
         seen = seen | {schema["name"]}
         for field in schema["fields"]:
-            where = _array_of_empty_items(field["type"], named, seen, f"{path}.{field['name']}" if path else field["name"])
+            inner = f"{path}.{field['name']}" if path else field["name"]
+            where = _array_of_empty_items(field["type"], named, seen, inner)
             if where is not None:
                 return where
         return None
