@@ -119,6 +119,12 @@ class WriterSchema:
                 f"the writer schema has an array of zero-byte items at {where}; refused, as its count could "
                 "make a reader loop without consuming input"
             )
+        where = _self_reference(self.parsed, self.parsed["__named_schemas"])
+        if where is not None:
+            raise AlertPacketError(
+                f"the writer schema's record type {where} refers to itself; refused, as data nested deeply "
+                "enough would overflow the decoder's stack (no ZTF schema is recursive)"
+            )
         self.peek_prefix = self._prefix(self.field_names.index(PEEK_FIELDS_THROUGH) + 1)
         self._projections: dict[tuple[str, ...], Projection] = {}
         self._checker: RecordChecker | None = None
@@ -199,6 +205,28 @@ def _known_ztf_fields() -> frozenset[str]:
 def _shipped_versions_by_text() -> dict[bytes, str]:
     """Shipped schema texts to their version; the JSON's own "version" is unreliable (4.02's says 4.01)."""
     return {schema_text_bytes(v): v for v in schemas.available_versions()}
+
+
+def _self_reference(schema: object, named: dict, enclosing: tuple[str, ...] = ()) -> str | None:
+    """Name of a record type that contains a reference to itself (directly or through others), else None."""
+    if isinstance(schema, str):
+        if schema in enclosing:
+            return schema
+        if schema in named:
+            return _self_reference(named[schema], named, enclosing)
+        return None
+    if isinstance(schema, list):
+        return next((w for s in schema if (w := _self_reference(s, named, enclosing)) is not None), None)
+    kind = schema["type"]
+    if kind in ("record", "error"):
+        inside = (*enclosing, schema["name"])
+        return next((w for f in schema["fields"] if (w := _self_reference(f["type"], named, inside)) is not None),
+                    None)
+    if kind == "array":
+        return _self_reference(schema["items"], named, enclosing)
+    if kind == "map":
+        return _self_reference(schema["values"], named, enclosing)
+    return None
 
 
 def _array_of_empty_items(schema: object, named: dict, seen: frozenset = frozenset(), path: str = "") -> str | None:

@@ -170,9 +170,6 @@ def test_an_oversized_valid_packet_still_decodes_with_memory_in_proportion():
     assert peak < 3 * len(mutant.packet)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fastavro's compiled reader recurses once per nesting level of a self-referencing record and overflows the C "
-    "stack (SIGSEGV) on a ~100 KB packet; tasks.codec must refuse recursive writer schemas (ZTF's never are)"))
 def test_a_recursive_schema_with_deeply_nested_data_is_refused_not_a_crash():
     """A crash would take the publisher down on every restart while the file stays in the drop folder."""
     shallow = fc.recursive_schema_packet(10)
