@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+from alertdist.progress import ProgressLine
 from alertdist.settings import Settings
 from tasks.filters import available_filters, load_filter
 from tasks.filters.batch import BatchResult, run_batch, write_table
@@ -19,24 +20,6 @@ from tasks.topics import TopicNaming, night_date, parse_night
 __all__ = ["register"]
 
 FILTER_HELP = "a bundled filter (see `alertdist filter list`) or your own as package.module:function"
-
-
-class _StatusLine:
-    """One stderr line rewritten in place on a terminal; a plain line every 10 s when stderr is a file."""
-
-    def __init__(self, label: str):
-        self.label, self.tty, self.last = label, sys.stderr.isatty(), 0.0
-
-    def __call__(self, text: str, final: bool = False) -> None:
-        now = time.monotonic()
-        if self.tty:
-            sys.stderr.write(f"\r{self.label}: {text}\033[K" + ("\n" if final else ""))
-        elif final or now - self.last >= 10:
-            sys.stderr.write(f"{self.label}: {text}\n")
-        else:
-            return
-        self.last = now
-        sys.stderr.flush()
 
 
 def _list(args, settings: Settings) -> int:
@@ -65,7 +48,7 @@ def _run(args, settings: Settings) -> int:
         dt.datetime.now(dt.timezone.utc), site_for_timezone(settings.site_timezone))
     naming = TopicNaming(survey=settings.survey, programmes=dict(settings.programmes))
     options = LiveOptions(batch_size=args.batch_size, error_threshold=args.error_threshold)
-    line = _StatusLine(f"filter {args.filter} night {night:%Y%m%d} copy {args.copy_index}")
+    line = ProgressLine(f"filter {args.filter} night {night:%Y%m%d} copy {args.copy_index}")
 
     def show(r: LiveReport) -> None:
         lag = "?" if r.lag is None else r.lag
@@ -98,7 +81,7 @@ def _batch_input(args, settings: Settings):
 
 
 def _batch(args, settings: Settings) -> int:
-    line = _StatusLine(f"filter {args.filter} over {' '.join(args.sources)}")
+    line = ProgressLine(f"filter {args.filter} over {' '.join(args.sources)}")
     started = time.monotonic()
     packets, counts = _batch_input(args, settings)
 

@@ -6,9 +6,9 @@ import argparse
 import datetime as dt
 import sys
 import threading
-import time
 from pathlib import Path
 
+from alertdist.progress import ProgressLine
 from alertdist.settings import Settings
 from tasks.kafka_clients import admin_client
 from tasks.publisher import (
@@ -21,24 +21,6 @@ from tasks.security import secure_night
 from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night
 
 __all__ = ["register"]
-
-
-class _ProgressLine:
-    """One stderr line rewritten in place on a terminal; a new line every 10 s when stderr is a file."""
-
-    def __init__(self, label: str):
-        self.label, self.tty, self.last = label, sys.stderr.isatty(), 0.0
-
-    def __call__(self, text: str, final: bool = False) -> None:
-        now = time.monotonic()
-        if self.tty:
-            sys.stderr.write(f"\r{self.label}: {text}\033[K" + ("\n" if final else ""))
-        elif final or now - self.last >= 10:
-            sys.stderr.write(f"{self.label}: {text}\n")
-        else:
-            return
-        self.last = now
-        sys.stderr.flush()
 
 
 def _naming(settings: Settings) -> TopicNaming:
@@ -89,7 +71,7 @@ def _publish(args, settings: Settings) -> int:
         created = [t for t, what in outcome.items() if what == "created"]
         if created:
             print(f"created topics: {', '.join(created)}", file=sys.stderr)
-    line = _ProgressLine(f"publishing night {night:%Y%m%d}")
+    line = ProgressLine(f"publishing night {night:%Y%m%d}")
 
     def show(p: PublishProgress) -> None:
         of = f"/{p.total}" if p.total else ""
@@ -126,7 +108,7 @@ def _simulate(args, settings: Settings) -> int:
 
     night = _night(args, settings)
     folder = Path(args.to)
-    line = _ProgressLine(f"simulating night {night:%Y%m%d} into {folder}")
+    line = ProgressLine(f"simulating night {night:%Y%m%d} into {folder}")
     alerts = simulated_alerts(args.alerts, night=night, seed=args.seed)
     counts = write_drop_folder(alerts, folder, speed=args.speed,
                                progress=lambda n, _: n % 100 == 0 and line(f"{n}/{args.alerts} packets"))

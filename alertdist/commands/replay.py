@@ -7,32 +7,13 @@ import sys
 import threading
 import time
 
+from alertdist.progress import ProgressLine
 from alertdist.settings import Settings
 
 __all__ = ["register"]
 
 SOURCE_HELP = ("a tarball (.tar.gz), a .parquet file, a Parquet dataset folder, or with --archived-night an "
                "archive root; local, s3://... or http(s)://...")
-
-
-class _Line:
-    """One stderr line rewritten in place on a terminal; a plain line every 10 s when stderr is a file."""
-
-    def __init__(self, label: str, quiet: bool = False):
-        self.label, self.quiet, self.tty, self.last = label, quiet, sys.stderr.isatty(), 0.0
-
-    def __call__(self, text: str, final: bool = False) -> None:
-        now = time.monotonic()
-        if self.quiet:
-            return
-        if self.tty and (final or now - self.last >= 0.2):
-            sys.stderr.write(f"\r{self.label}: {text}\033[K" + ("\n" if final else ""))
-        elif not self.tty and (final or now - self.last >= 10):
-            sys.stderr.write(f"{self.label}: {text}\n")
-        else:
-            return
-        self.last = now
-        sys.stderr.flush()
 
 
 def _programme_ids(text: str | None) -> list[int] | None:
@@ -66,7 +47,7 @@ def _archive_list(args, settings: Settings) -> int:
 def _download(args, settings: Settings) -> int:
     from tasks.access import download_night
 
-    line = _Line(f"downloading night {args.night}", args.quiet)
+    line = ProgressLine(f"downloading night {args.night}", args.quiet)
     started: dict[str, float] = {}
 
     def show(path: str, done: int, total: int | None) -> None:
@@ -103,7 +84,7 @@ def _replay(args, settings: Settings) -> int:
     alerts, counts, names = open_sources(args.sources, archived_night=args.archived_night or args.night,
                                          storage_options=settings.storage_options,
                                          prefer="parquet" if args.from_parquet else "tarball")
-    line = _Line(f"replaying into {args.topic or f'night {args.night}'}", args.quiet)
+    line = ProgressLine(f"replaying into {args.topic or f'night {args.night}'}", args.quiet)
 
     def show(p: ReplayProgress) -> None:
         line(f"read {p.read}, delivered {p.delivered}, bad {p.bad}, failed {p.failed}, in flight {p.in_flight}, "

@@ -1,0 +1,29 @@
+"""The progress line every long-running command shows on stderr."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+__all__ = ["ProgressLine"]
+
+
+class ProgressLine:
+    """One stderr line rewritten in place on a terminal (at most 5 times a second); a plain line every 10 s
+    when stderr is a file or a pipe, so logs stay readable."""
+
+    def __init__(self, label: str, quiet: bool = False):
+        self.label, self.quiet, self.tty, self.last = label, quiet, sys.stderr.isatty(), 0.0
+
+    def __call__(self, text: str, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.quiet:
+            return
+        if self.tty and (final or now - self.last >= 0.2):
+            sys.stderr.write(f"\r{self.label}: {text}\033[K" + ("\n" if final else ""))
+        elif not self.tty and (final or now - self.last >= 10):
+            sys.stderr.write(f"{self.label}: {text}\n")
+        else:
+            return
+        self.last = now
+        sys.stderr.flush()
