@@ -13,6 +13,7 @@ writes, DataFusion and the Parquet writer release the GIL, so this uses both cor
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -35,6 +36,8 @@ class GroupWriter:
     Index entries are the spool's: (candid, partition, offset, position, size, mtime, crc, schema).
     """
 
+    DECODE_THREADS = 2  # DataFusion runs without the GIL: two batches decode at once, results used in order
+
     def __init__(self, tarball: TarballWriter, table: ParquetPartWriter, decoder: AlertDecoder, *, rows: int,
                  max_bytes: int, batch_bytes: int, on_reject: Reject, stop: threading.Event | None = None) -> None:
         self.tarball, self.table, self.decoder = tarball, table, decoder
@@ -42,58 +45,85 @@ class GroupWriter:
         self.on_reject, self.stop = on_reject, stop
         self.entries: list[tuple] = []
         self.packets: list[bytes] = []
-        self.size = 0  # packet bytes in the batch
+        self.size = 0  # packet bytes in the batch being filled
+        self.planned_rows = self.planned_bytes = 0  # of the row group the next batch belongs to
         self.group: list[pa.Table] = []  # decoded batches of the row group being built
-        self.group_rows = self.group_bytes = 0
+        self._decoding: deque[tuple[Future, bool]] = deque()  # (decode result, does it end a row group)
+        self._local = threading.local()
+        self._decode_threads = ThreadPoolExecutor(self.DECODE_THREADS, thread_name_prefix="decode")
         self._tar_thread = ThreadPoolExecutor(1, thread_name_prefix="tarball")
         self._pending: Future | None = None
 
-    def add(self, entry: tuple, packet: bytes) -> bool:
-        """Add one alert; True when that completed a row group (it is written)."""
+    def add(self, entry: tuple, packet: bytes) -> None:
+        """Add one alert (written once its batch is decoded)."""
         self.entries.append(entry)
         self.packets.append(packet)
         self.size += len(packet)
-        if (self.size >= self.batch_bytes or self.group_rows + len(self.packets) >= self.rows
-                or self.group_bytes + self.size >= self.max_bytes):
+        if (self.size >= self.batch_bytes or self.planned_rows + len(self.packets) >= self.rows
+                or self.planned_bytes + self.size >= self.max_bytes):
             self._batch()
-            if self.group_rows >= self.rows or self.group_bytes >= self.max_bytes:
-                self._row_group()
-                return True
-        return False
+
+    @property
+    def rows_written(self) -> int:
+        return self.table.rows
 
     def close(self) -> None:
         """Write the last batch and row group, and wait until the tarball has every member."""
-        self._batch()
-        self._row_group()
+        self._batch(last=True)
+        while self._decoding:
+            self._use_oldest()
         self._wait()
 
     def shutdown(self) -> None:
-        """Let the tarball thread end (after its current batch), whether or not all went well."""
+        """Let the worker threads end (after their current batch), whether or not all went well."""
+        self._decode_threads.shutdown(wait=True, cancel_futures=True)
         self._tar_thread.shutdown(wait=True)
 
-    def _batch(self) -> None:
-        if not self.packets:
-            return
+    def _batch(self, last: bool = False) -> None:
+        """Hand the batch being filled to a decoding thread; use the oldest result if both are busy."""
         if self.stop is not None and self.stop.is_set():
             raise ArchiveInterrupted("stopped while writing; nothing was published under a final name")
-        entries, packets, size = self.entries, self.packets, self.size
-        self.entries, self.packets, self.size = [], [], 0
-        entries, packets, table = self._decode(entries, packets)
+        if self.packets:
+            self.planned_rows += len(self.packets)
+            self.planned_bytes += self.size
+            ends_group = last or self.planned_rows >= self.rows or self.planned_bytes >= self.max_bytes
+            if ends_group:
+                self.planned_rows = self.planned_bytes = 0
+            job = self._decode_threads.submit(self._decode, self.entries, self.packets)
+            self._decoding.append((job, ends_group))
+            self.entries, self.packets, self.size = [], [], 0
+        elif last and self._decoding:
+            job, _ = self._decoding.pop()
+            self._decoding.append((job, True))
+        while len(self._decoding) > self.DECODE_THREADS:
+            self._use_oldest()
+
+    def _use_oldest(self) -> None:
+        """The oldest decoded batch: its rejects reported, its members to the tarball thread, its rows kept for
+        the row group (written when the batch ends one). Batches are used in the order they were filled."""
+        job, ends_group = self._decoding.popleft()
+        entries, packets, table, rejected = job.result()
+        for entry, packet, reason in rejected:
+            self.on_reject(entry, packet, reason)
         self._wait()
         self._pending = self._tar_thread.submit(self._add_members, entries, packets)
         self.group.append(table)
-        self.group_rows += table.num_rows
-        self.group_bytes += size
-
-    def _row_group(self) -> None:
-        if self.group:
+        if ends_group:
             self.table.write(pa.concat_tables(self.group))  # chunks side by side: no copy, one row group
-        self.group, self.group_rows, self.group_bytes = [], 0, 0
+            self.group = []
+
+    def _decoder(self) -> AlertDecoder:
+        decoder = getattr(self._local, "decoder", None)
+        if decoder is None:  # one per thread: each has its own DataFusion context and scratch file
+            decoder = self._local.decoder = self.decoder.copy()
+        return decoder
 
     def _decode(self, entries: list[tuple], packets: list[bytes]):
+        """(entries, packets, table, rejected) of a batch, malformed packets left out (on a decoding thread)."""
+        decoder = self._decoder()
         candids = [int(e[0]) for e in entries]
         try:
-            return entries, packets, self.decoder.decode(packets, candids)
+            return entries, packets, decoder.decode(packets, candids), []
         except Exception as error:  # DataFusion raises plain Exceptions; the order check a RuntimeError
             malformed = {}
             for i, packet in enumerate(packets):
@@ -104,11 +134,10 @@ class GroupWriter:
             if not malformed:
                 raise RuntimeError(f"decoding {len(packets)} alerts (candids {candids[0]}..{candids[-1]}) for Parquet "
                                    f"failed though each one decodes on its own: {error}") from error
-        for i, reason in malformed.items():
-            self.on_reject(entries[i], packets[i], reason)
+        rejected = [(entries[i], packets[i], reason) for i, reason in malformed.items()]
         kept = [i for i in range(len(packets)) if i not in malformed]
         entries, packets = [entries[i] for i in kept], [packets[i] for i in kept]
-        return entries, packets, self.decoder.decode(packets, [candids[i] for i in kept])
+        return entries, packets, decoder.decode(packets, [candids[i] for i in kept]), rejected
 
     def _add_members(self, entries: list[tuple], packets: list[bytes]) -> None:
         for entry, packet in zip(entries, packets):

@@ -30,6 +30,7 @@ __all__ = ["MD5SUMS", "ArchiveOptions", "NightNotClosedError", "archive_night", 
            "closed_state", "finish_night", "night_programmes"]
 
 MD5SUMS = "MD5SUMS"
+_PROGRESS_EVERY = 1000
 #: progress(stage, done, total): stage "read" (messages from Kafka) or "write" (alerts written)
 Progress = Callable[[str, int, int], None]
 
@@ -118,8 +119,9 @@ def archive_programme(
                                      max_bytes=options.row_group_bytes, batch_bytes=options.batch_bytes,
                                      on_reject=reject, stop=stop)
                 try:
-                    for entry in spool.unique(duplicates):
-                        if groups.add(entry, spool.read(entry)) and progress:
+                    for done, entry in enumerate(spool.unique(duplicates), 1):
+                        groups.add(entry, spool.read(entry))
+                        if progress and done % _PROGRESS_EVERY == 0:
                             progress("write", table.rows, spool.count)
                     groups.close()
                 finally:

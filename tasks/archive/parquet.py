@@ -264,6 +264,10 @@ class AlertDecoder:
         self.engine = engine
         self._context = None
 
+    def copy(self) -> "AlertDecoder":
+        """Another decoder of the same columns, for another thread (each has its own DataFusion context)."""
+        return AlertDecoder(self.columns, self.workdir, self.engine)
+
     def decode(self, packets: Sequence[bytes], candids: Sequence[int]) -> pa.Table:
         """A table of ``packets`` (rows in the same order); ``candids`` checks that no row moved."""
         if not packets:
@@ -343,12 +347,15 @@ class ParquetPartWriter:
     (min/max of 15 KB blobs would only bloat the footer). Strings, nested ones too, are dictionary-encoded.
     """
 
-    def __init__(self, fileobj, schema: pa.Schema) -> None:
+    def __init__(self, fileobj, schema: pa.Schema, *, buffer_bytes: int = 8 * 1024 * 1024) -> None:
         stamps = {f.name for f in schema if f.type == pa.binary()}
         leaves = _leaf_columns(schema)
         others = [path for path, _ in leaves if path not in stamps]
+        # pages and page headers reach ``fileobj`` in large pieces: each call into Python takes the GIL, and a
+        # row group is hundreds of small writes that would each wait for the other threads' turn
+        self._sink = pa.BufferedOutputStream(pa.PythonFile(fileobj, mode="w"), buffer_bytes)
         self._writer = pq.ParquetWriter(
-            fileobj, schema,
+            self._sink, schema,
             compression={**{path: "zstd" for path in others}, **{path: "none" for path in stamps}},
             use_dictionary=[path for path, physical in leaves if physical == "BYTE_ARRAY" and path not in stamps],
             write_statistics=[f.name for f in schema if f.name not in stamps and not pa.types.is_list(f.type)],
@@ -362,6 +369,7 @@ class ParquetPartWriter:
 
     def close(self) -> None:
         self._writer.close()
+        self._sink.detach()  # flushes; ``fileobj`` stays open for its owner
 
 
 def _leaf_columns(schema: pa.Schema) -> list[tuple[str, str]]:

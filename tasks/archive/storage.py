@@ -115,6 +115,10 @@ class HashingWriter:
     def tell(self) -> int:
         return self.size
 
+    def close(self) -> None:
+        """Nothing to do: the `Destination` that opened the file finishes and closes it (a wrapper such as
+        pyarrow's buffered stream may call this when it is dropped)."""
+
     def flush(self) -> None:
         if self._queue is None:
             self.raw.flush()
