@@ -74,6 +74,26 @@ def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(kafka_boot
     assert plot.type == "markdown" and "data:image/png;base64," in plot.data and "300 alerts" in plot.data
     throughput = _artifact(f"night-throughput-{key}")
     assert any("p99" in row["measure"] for row in throughput.data)
+    assert _events(f"alertdist.night.{survey}.20231012") >= {"alertdist.night.opened", "alertdist.night.closed",
+                                                            "alertdist.night.archived"}
+
+
+def _events(resource_id: str, wait_s: float = 30.0) -> set[str]:
+    """Names of the events emitted for a resource, read back from the server (they arrive asynchronously)."""
+    import time
+
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        body = {"filter": {"event": {"prefix": ["alertdist.night"]},
+                           "resource": {"id": [resource_id]}, "any_resource": None}, "limit": 50}
+        found = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=10).json()
+        names = {e["event"] for e in found["events"]}
+        if len(names) >= 3 or time.monotonic() > deadline:
+            return names
+        time.sleep(1)
 
 
 def test_a_broken_stage_fails_the_night_with_a_clear_message(kafka_bootstrap, prefect_server, unique, tmp_path):
