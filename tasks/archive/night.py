@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,16 +182,23 @@ def archive_night(
 
     ``progress(programid, stage, done, total)`` is called as the work advances.
     """
-    from tasks.archive.verify import verify_night
+    from tasks.archive.verify import verify_night, verify_programme
 
     night = parse_night(night)
     state = closed_state(bootstrap_servers, naming, night)
-    results = []
-    for programid in night_programmes(naming, night, state, programmes):
-        report = progress and (lambda stage, done, total, p=programid: progress(p, stage, done, total))
-        results.append(archive_programme(bootstrap_servers, naming, night, programid, dest_url, state, options,
-                                         stop=stop, progress=report))
+    results, checks = [], {}
+    # each programme's files are read back while the next one is read from Kafka (that uses one core)
+    with ThreadPoolExecutor(1, thread_name_prefix="verify-programme") as verifier:
+        for programid in night_programmes(naming, night, state, programmes):
+            report = progress and (lambda stage, done, total, p=programid: progress(p, stage, done, total))
+            archive = archive_programme(bootstrap_servers, naming, night, programid, dest_url, state, options,
+                                        stop=stop, progress=report)
+            results.append(archive)
+            if verify:
+                checks[programid] = verifier.submit(verify_programme, Destination(dest_url, options.storage_options),
+                                                    archive, state)
+        checked = {programid: check.result() for programid, check in checks.items()}
     manifest = finish_night(naming, night, dest_url, results, options.storage_options)
     if verify:
-        verify_night(dest_url, manifest, state, options.storage_options)
+        verify_night(dest_url, manifest, state, options.storage_options, checked=checked)
     return manifest

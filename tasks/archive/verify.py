@@ -231,15 +231,24 @@ def verify_programme(dest: Destination, archive: ProgrammeArchive, state: NightS
 
 
 def verify_night(dest_url: str, manifest: NightManifest, state: NightState | None = None,
-                 storage_options: dict | None = None) -> None:
-    """Raise ArchiveVerificationError naming every missing or mismatching piece; return quietly otherwise."""
+                 storage_options: dict | None = None, *, checked: dict[int, list[str]] | None = None) -> None:
+    """Raise ArchiveVerificationError naming every missing or mismatching piece; return quietly otherwise.
+
+    ``checked``: `verify_programme` results already in hand for some programmes (the archiver checks each one
+    while it reads the next); those files are not read again.
+    """
     dest = Destination(dest_url, storage_options)
+    checked = checked or {}
     problems: list[str] = []
     archives = list(manifest.programmes.values())
     with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
-        checks = [(pool.submit(_check_tarball, dest, a), pool.submit(_check_parquet, dest, a)) for a in archives]
-        for archive, (tarball, parquet) in zip(archives, checks):
-            problems += _combine(archive, _check_accounts(archive, state), tarball.result(), parquet.result())
+        checks = [None if a.programid in checked else (pool.submit(_check_tarball, dest, a),
+                                                       pool.submit(_check_parquet, dest, a)) for a in archives]
+        for archive, check in zip(archives, checks):
+            if check is None:
+                problems += checked[archive.programid]
+            else:
+                problems += _combine(archive, _check_accounts(archive, state), check[0].result(), check[1].result())
     if dest.exists("MD5SUMS"):
         md5sums = parse_md5sums(dest.read_bytes("MD5SUMS").decode())
     else:
