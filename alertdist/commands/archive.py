@@ -31,28 +31,45 @@ non-AWS store.
 
 
 class _ProgressBar:
-    """A stderr line rewritten in place: programme, stage, a bar, counts and rate."""
+    """A stderr line rewritten in place. While one programme is written the next is read, so the line shows every
+    stage under way (programme, stage, a bar, counts and rate); a finished stage gets a line of its own."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled, self.started, self.last, self.key = enabled, time.monotonic(), 0.0, None
+        self.enabled, self.last = enabled, 0.0
+        self.stages: dict[tuple[int, str], tuple[int, int, float]] = {}  # (programme, stage) -> done, total, start
+        self.lock = threading.Lock()  # calls come from the reading thread too
 
     def __call__(self, programid: int, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (self.key == (programid, stage) and now - self.last < 0.2 and done < total):
+        if not self.enabled:
             return
-        if self.key not in (None, (programid, stage)):
-            sys.stderr.write("\n")
-            self.started = now
-        self.key, self.last = (programid, stage), now
-        share = min(done / total, 1.0) if total else 1.0
-        bar = "#" * int(share * 30)
-        rate = done / max(now - self.started, 1e-6)
-        verb = "reading" if stage == "read" else "writing"
-        sys.stderr.write(f"\rprogramme {programid} {verb} [{bar:<30}] {done}/{total} ({rate:,.0f}/s)\033[K")
+        with self.lock:
+            now = time.monotonic()
+            key = (programid, stage)
+            started = self.stages[key][2] if key in self.stages else now
+            self.stages[key] = (done, total, started)
+            if done >= total:
+                self._show(now, only=key)
+                sys.stderr.write("\n")
+                del self.stages[key]
+                self.last = 0.0
+            elif now - self.last >= 0.2:
+                self._show(now)
+
+    def _show(self, now: float, only: tuple[int, str] | None = None) -> None:
+        self.last = now
+        parts = []
+        for (programid, stage), (done, total, started) in self.stages.items():
+            if only is not None and (programid, stage) != only:
+                continue
+            share = min(done / total, 1.0) if total else 1.0
+            rate = f" ({done / (now - started):,.0f}/s)" if now - started >= 0.5 else ""
+            verb = "reading" if stage == "read" else "writing"
+            parts.append(f"programme {programid} {verb} [{'#' * int(share * 20):<20}] {done}/{total}{rate}")
+        sys.stderr.write("\r" + " | ".join(parts) + "\033[K")
         sys.stderr.flush()
 
     def close(self) -> None:
-        if self.enabled and self.key is not None:
+        if self.enabled and self.stages:
             sys.stderr.write("\n")
 
 

@@ -9,8 +9,10 @@ packets (`batch_bytes`), whatever the night's size.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import shutil
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -22,13 +24,13 @@ from tasks.archive.manifest import NightManifest, ProgrammeArchive, manifest_pat
 from tasks.archive.parquet import AlertDecoder, ParquetPartWriter, night_table_columns, parquet_path
 from tasks.archive.storage import Destination
 from tasks.archive.groups import GroupWriter
-from tasks.archive.stream import Duplicates, RejectedMessage, Spool, spool_topic
+from tasks.archive.stream import Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
 from tasks.archive.tarball import TarballWriter, md5sums_text, parse_md5sums, tarball_name
 from tasks.night_state import NightState, read_night_state
 from tasks.topics import TopicNaming, parse_night
 
-__all__ = ["MD5SUMS", "ArchiveOptions", "NightNotClosedError", "archive_night", "archive_programme",
-           "closed_state", "finish_night", "night_programmes"]
+__all__ = ["MD5SUMS", "ArchiveOptions", "NightNotClosedError", "ProgrammeRead", "archive_night", "archive_programme",
+           "closed_state", "finish_night", "night_programmes", "read_programme", "write_programme"]
 
 MD5SUMS = "MD5SUMS"
 _PROGRESS_EVERY = 1000
@@ -88,64 +90,95 @@ def archive_programme(
     progress: Progress | None = None,
 ) -> ProgrammeArchive:
     """Read one programme topic of a closed night and write its tarball and Parquet file (atomically)."""
+    with tempfile.TemporaryDirectory(dir=options.work_dir, prefix="alertdist-archive-") as tmp:
+        read = read_programme(bootstrap_servers, naming, night, programid, state, Path(tmp), options,
+                              stop=stop, progress=progress)
+        try:
+            return write_programme(read, dest_url, options, stop=stop, progress=progress)
+        finally:
+            read.spool.close()
+
+
+@dataclass
+class ProgrammeRead:
+    """A programme topic read into its spool: what `write_programme` needs."""
+
+    programid: int
+    name: str
+    night: dt.date
+    survey: str
+    spool: Spool
+    topic: TopicRead
+
+
+def read_programme(bootstrap_servers: str, naming: TopicNaming, night: dt.date | str, programid: int,
+                   state: NightState, folder: Path, options: ArchiveOptions = ArchiveOptions(), *,
+                   stop=None, progress: Progress | None = None) -> ProgrammeRead:
+    """Copy one programme topic of a closed night into a spool in ``folder`` (closed by the caller)."""
     night = parse_night(night)
     topic = naming.programme_topic(night, programid)
     if topic not in state.end_offsets:
         raise NightNotClosedError(f"the closing record of night {night:%Y%m%d} has no offsets for {topic}")
     end_offsets = state.end_offsets[topic]
-    dest = Destination(dest_url, options.storage_options)
-    name = naming.programmes[programid]
-    tar_path, pq_path = tarball_name(naming.survey, name, night), parquet_path(night, programid)
     due = sum(end_offsets.values())
-    with tempfile.TemporaryDirectory(dir=options.work_dir, prefix=f"alertdist-archive-{topic}-") as tmp:
-        spool = Spool(Path(tmp), run_size=options.run_size)
+    spool = Spool(folder, run_size=options.run_size)
+    try:
+        read = spool_topic(bootstrap_servers, topic, end_offsets, spool, stop=stop,
+                           progress=progress and (lambda n: progress("read", n, due)))
+        spool.finish()
+    except BaseException:
+        spool.close()
+        raise
+    return ProgrammeRead(programid, naming.programmes[programid], night, naming.survey, spool, read)
+
+
+def write_programme(read: ProgrammeRead, dest_url: str, options: ArchiveOptions = ArchiveOptions(), *,
+                    stop: threading.Event | None = None, progress: Progress | None = None) -> ProgrammeArchive:
+    """Write a spooled programme's tarball and Parquet file (atomically) and account for every message."""
+    spool, topic_read = read.spool, read.topic
+    dest = Destination(dest_url, options.storage_options)
+    tar_path, pq_path = tarball_name(read.survey, read.name, read.night), parquet_path(read.night, read.programid)
+    columns = night_table_columns(json.loads(t) for t in spool.schemas)
+    decoder = AlertDecoder(columns, spool.folder, options.engine)
+    for path in (tar_path, pq_path):
+        dest.remove_stale_temporaries(path)
+    duplicates = Duplicates()
+
+    def reject(entry, packet: bytes, reason: str) -> None:
+        topic_read.rejected.append(RejectedMessage(int(entry[1]), int(entry[2]), len(packet), reason))
+        spool.forget(packet)
+
+    with dest.open_atomic(tar_path, background=True) as tar_out, \
+            dest.open_atomic(pq_path, background=True) as pq_out:
+        tarball, table = TarballWriter(tar_out), ParquetPartWriter(pq_out, decoder.schema)
+        groups = GroupWriter(tarball, table, decoder, rows=options.row_group_rows,
+                             max_bytes=options.row_group_bytes, batch_bytes=options.batch_bytes,
+                             on_reject=reject, stop=stop)
         try:
-            read = spool_topic(bootstrap_servers, topic, end_offsets, spool, stop=stop,
-                               progress=progress and (lambda n: progress("read", n, due)))
-            spool.finish()
-            columns = night_table_columns(json.loads(t) for t in spool.schemas)
-            decoder = AlertDecoder(columns, Path(tmp), options.engine)
-            for path in (tar_path, pq_path):
-                dest.remove_stale_temporaries(path)
-            duplicates = Duplicates()
-
-            def reject(entry, packet: bytes, reason: str) -> None:
-                read.rejected.append(RejectedMessage(int(entry[1]), int(entry[2]), len(packet), reason))
-                spool.forget(packet)
-
-            with dest.open_atomic(tar_path, background=True) as tar_out, \
-                    dest.open_atomic(pq_path, background=True) as pq_out:
-                tarball, table = TarballWriter(tar_out), ParquetPartWriter(pq_out, decoder.schema)
-                groups = GroupWriter(tarball, table, decoder, rows=options.row_group_rows,
-                                     max_bytes=options.row_group_bytes, batch_bytes=options.batch_bytes,
-                                     on_reject=reject, stop=stop)
-                try:
-                    for done, entry in enumerate(spool.unique(duplicates), 1):
-                        groups.add(entry, spool.read(entry))
-                        if progress and done % _PROGRESS_EVERY == 0:
-                            progress("write", table.rows, spool.count)
-                    groups.close()
-                finally:
-                    groups.shutdown()
-                tarball.close()
-                table.close()
-            if progress:
-                progress("write", table.rows, spool.count)
+            for done, entry in enumerate(spool.unique(duplicates), 1):
+                groups.add(entry, spool.read(entry))
+                if progress and done % _PROGRESS_EVERY == 0:
+                    progress("write", done, spool.count)
+            groups.close()
         finally:
-            spool.close()
-    counts = {"read": read.read, "written": table.rows, "duplicates": duplicates.dropped,
-              "conflicting_duplicates": duplicates.conflicting_count, "rejected": len(read.rejected)}
+            groups.shutdown()
+        tarball.close()
+        table.close()
+    if progress:
+        progress("write", spool.count, spool.count)  # every message handled (some were duplicates or rejected)
+    counts = {"read": topic_read.read, "written": table.rows, "duplicates": duplicates.dropped,
+              "conflicting_duplicates": duplicates.conflicting_count, "rejected": len(topic_read.rejected)}
     if counts["read"] != counts["written"] + counts["duplicates"] + counts["rejected"] or tarball.members != table.rows:
-        raise RuntimeError(f"archiving {topic}: counts do not add up ({counts}, {tarball.members} tar members); "
-                           "this is a bug, please report it with the manifest")
+        raise RuntimeError(f"archiving {topic_read.topic}: counts do not add up ({counts}, {tarball.members} tar "
+                           "members); this is a bug, please report it with the manifest")
     return ProgrammeArchive(
-        programid=programid, name=name, topic=topic,
+        programid=read.programid, name=read.name, topic=topic_read.topic,
         partitions={p: {"first_offset": r.first_offset, "end_offset": r.end_offset, "read": r.read}
-                    for p, r in sorted(read.partitions.items())},
+                    for p, r in sorted(topic_read.partitions.items())},
         counts=counts,
         schema_versions=dict(sorted(spool.versions.items())),
         files={"tarball": vars(tar_out.digest(tar_path)), "parquet": vars(pq_out.digest(pq_path))},
-        rejected=[vars(r) for r in sorted(read.rejected, key=lambda r: (r.partition, r.offset))],
+        rejected=[vars(r) for r in sorted(topic_read.rejected, key=lambda r: (r.partition, r.offset))],
         conflicting_duplicates=duplicates.conflicting,
     )
 
@@ -186,19 +219,57 @@ def archive_night(
 
     night = parse_night(night)
     state = closed_state(bootstrap_servers, naming, night)
+    wanted = night_programmes(naming, night, state, programmes)
     results, checks = [], {}
-    # each programme's files are read back while the next one is read from Kafka (that uses one core)
-    with ThreadPoolExecutor(1, thread_name_prefix="verify-programme") as verifier:
-        for programid in night_programmes(naming, night, state, programmes):
-            report = progress and (lambda stage, done, total, p=programid: progress(p, stage, done, total))
-            archive = archive_programme(bootstrap_servers, naming, night, programid, dest_url, state, options,
-                                        stop=stop, progress=report)
-            results.append(archive)
-            if verify:
-                checks[programid] = verifier.submit(verify_programme, Destination(dest_url, options.storage_options),
-                                                    archive, state)
-        checked = {programid: check.result() for programid, check in checks.items()}
+    folders = [Path(tempfile.mkdtemp(dir=options.work_dir, prefix="alertdist-archive-")) for _ in wanted]
+    abandon = threading.Event()  # a failure here stops the read-ahead too
+    reader_stop = _Either(stop, abandon)
+
+    def read(i: int) -> ProgrammeRead:
+        report = progress and (lambda stage, done, total, p=wanted[i]: progress(p, stage, done, total))
+        return read_programme(bootstrap_servers, naming, night, wanted[i], state, folders[i], options,
+                              stop=reader_stop, progress=report)
+
+    # while a programme is written, the next one is read from Kafka into its spool (reading uses about one
+    # core, writing the other), and the one before is read back and checked
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader, \
+                ThreadPoolExecutor(1, thread_name_prefix="verify-programme") as verifier:
+            ahead = reader.submit(read, 0) if wanted else None
+            try:
+                for i, programid in enumerate(wanted):
+                    spooled = ahead.result()
+                    ahead = reader.submit(read, i + 1) if i + 1 < len(wanted) else None
+                    report = progress and (lambda stage, done, total, p=programid: progress(p, stage, done, total))
+                    try:
+                        archive = write_programme(spooled, dest_url, options, stop=stop, progress=report)
+                    finally:
+                        spooled.spool.close()
+                    results.append(archive)
+                    if verify:
+                        checks[programid] = verifier.submit(
+                            verify_programme, Destination(dest_url, options.storage_options), archive, state)
+            except BaseException:
+                abandon.set()
+                if ahead is not None and ahead.cancel() is False:
+                    with contextlib.suppress(BaseException):
+                        ahead.result().spool.close()
+                raise
+            checked = {programid: check.result() for programid, check in checks.items()}
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
     manifest = finish_night(naming, night, dest_url, results, options.storage_options)
     if verify:
         verify_night(dest_url, manifest, state, options.storage_options, checked=checked)
     return manifest
+
+
+class _Either:
+    """Set when either event is (the read-ahead stops on the user's signal or on a failure of the writer)."""
+
+    def __init__(self, *events: threading.Event | None) -> None:
+        self.events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)

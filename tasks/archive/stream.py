@@ -287,7 +287,7 @@ def spool_topic(
     *,
     stop: threading.Event | None = None,
     progress: Callable[[int], None] | None = None,
-    poll_timeout: float = 0.5,
+    poll_timeout: float = 0.05,
     stall_timeout: float = 120.0,
 ) -> TopicRead:
     """Copy every partition of ``topic`` from its earliest offset to its closing offset into ``spool``.
@@ -317,6 +317,8 @@ def spool_topic(
         while remaining:
             if stop is not None and stop.is_set():
                 raise ArchiveInterrupted(f"stopped while reading {topic}; {result.read} messages read")
+            # consume() waits for a whole batch or the timeout: a short one, or the tail of every topic (under a
+            # batch) would wait it out in full
             messages = c.consume(_CONSUME_BATCH, poll_timeout)
             if not messages:
                 if time.monotonic() - last_arrival > stall_timeout:
