@@ -1,15 +1,19 @@
-"""Alerts/s and peak memory of the end-of-night archiver, against Kafka's own ConsumerPerformance, same run.
+"""Alerts/s, CPU per alert and peak memory of the end-of-night archiver, against Kafka's own ConsumerPerformance.
 
 Two simulated nights of real-size alerts (default 20,000 and 100,000) are published to a private Kafka broker
 on free ports, then archived to a local folder by `alertdist archive` in a subprocess (tarballs + Parquet +
-manifest + read-back verification, as in production). For each run: wall time, alerts/s and the archiver's
-peak RSS (the child's ru_maxrss from wait4). Baseline: `org.apache.kafka.tools.ConsumerPerformance` reading
-the same topics in the same run; the ratio archiver/ConsumerPerformance says how much of Kafka's raw read rate
-the archive keeps. Best of `--rounds` counts for the rate, the largest for memory.
+manifest + read-back verification, as in production). For each run: wall time, alerts/s, the archiver's peak
+RSS and CPU time (ru_maxrss, ru_utime + ru_stime of the child from wait4) and the broker's CPU time over the run
+(from /proc). Baseline: `org.apache.kafka.tools.ConsumerPerformance` reading the same topics in the same run
+(rate, its own CPU and the broker's); the ratio archiver/ConsumerPerformance says how much of Kafka's raw read
+rate the archive keeps. Each round runs ConsumerPerformance then the archiver, so a ratio compares runs under
+the same load. Best of `--rounds` counts for rates and ratios, the largest for memory. On a machine shared with
+other work, wall-clock rates follow the load (recorded in the JSON); CPU milliseconds per alert do not.
 
-Simulating 100,000 alerts one by one would take ~10 minutes here, so a pool of `--pool` simulated alerts
-(default 2,000) is repeated with fresh candids: each copy's candid (a fixed-width 9-byte varint in Avro) is
-rewritten in place, so every alert is a real-size, valid, distinct packet.
+Each night is simulated whole (`tasks.simulate.simulate_night`, ~1 ms of CPU per alert) once and cached in
+.alertdist/bench/ (a length-prefixed packet file, keyed by size, seed and the simulator's source), so re-runs
+publish straight from disk. `--pool N` instead repeats N simulated alerts with fresh candids (quicker to make;
+the stamps then repeat more than in a real night).
 
 Run from the repository root: .venv/bin/python bench/archive.py [--sizes 20000,100000] [--rounds 2]
 """
@@ -18,26 +22,34 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
+import resource
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from alertdist.settings import Settings
-from infra import kafka_local
-from tasks import codec
-from tasks.avro_container import zigzag_varint
-from tasks.kafka_clients import admin_client, producer
-from tasks.night_state import NightState, end_offsets, mark_night
-from tasks.simulate import simulate_night
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from alertdist.settings import Settings  # noqa: E402
+from infra import kafka_local  # noqa: E402
+from tasks import codec  # noqa: E402
+from tasks.avro_container import zigzag_varint  # noqa: E402
+from tasks.kafka_clients import admin_client, producer  # noqa: E402
+from tasks.night_state import NightState, end_offsets, mark_night  # noqa: E402
+from tasks.simulate import simulate_night  # noqa: E402
+from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics  # noqa: E402
+
 NIGHT = dt.date(2023, 10, 12)
+SEED = 42
+_LENGTH = struct.Struct("<I")
 
 
 def free_port_pair() -> int:
@@ -54,19 +66,47 @@ def free_port_pair() -> int:
                     continue
 
 
-def alert_pool(size: int) -> list[bytes]:
-    started = time.monotonic()
-    pool = [a.packet for a in simulate_night(size, night=NIGHT, seed=42)]
-    print(f"simulated a pool of {len(pool)} alerts in {time.monotonic() - started:.0f} s "
-          f"(mean {sum(map(len, pool)) / len(pool) / 1024:.0f} KiB)", flush=True)
-    return pool
+# --------------------------------------------------------------------------------------------- the nights
 
 
-def night_packets(pool: list[bytes], n: int, copy_base: int):
-    """``n`` distinct packets: pool entries with candids moved by (copy number + copy_base) * 10^3."""
+def _simulator_key() -> str:
+    """Changes when the simulator (or the stamps it draws) changes, so a stale cache is never used."""
+    digest = hashlib.sha256()
+    for name in ("tasks/simulate.py", "tasks/cutouts.py"):
+        digest.update((REPO / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def cached_night(size: int, folder: Path) -> Path:
+    """The packets of a simulated night of ``size`` alerts, made once and kept (written atomically)."""
+    path = folder / f"archive-night-{size}-seed{SEED}-{_simulator_key()}.packets"
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".tmp-{os.getpid()}")
+    started, made = time.monotonic(), 0
+    with open(temporary, "wb") as out:
+        for alert in simulate_night(size, night=NIGHT, seed=SEED):
+            out.write(_LENGTH.pack(len(alert.packet)) + alert.packet)
+            made += 1
+            if made % 10000 == 0:
+                print(f"  simulated {made}/{size} ({made / (time.monotonic() - started):,.0f}/s)", flush=True)
+    os.replace(temporary, path)
+    print(f"simulated a night of {size} alerts in {time.monotonic() - started:.0f} s -> {path}", flush=True)
+    return path
+
+
+def read_night(path: Path) -> Iterator[bytes]:
+    with open(path, "rb", buffering=8 * 1024 * 1024) as f:
+        while header := f.read(_LENGTH.size):
+            yield f.read(_LENGTH.unpack(header)[0])
+
+
+def pool_night(pool: list[bytes], n: int) -> Iterator[bytes]:
+    """``n`` distinct packets: pool entries with candids moved by (copy number) * 10^3, rewritten in place."""
     for i in range(n):
         packet = pool[i % len(pool)]
-        copy = i // len(pool) + copy_base
+        copy = i // len(pool)
         if copy:
             candid = codec.peek(packet).candid
             old, new = zigzag_varint(candid), zigzag_varint(candid + copy * 1000)
@@ -76,7 +116,10 @@ def night_packets(pool: list[bytes], n: int, copy_base: int):
         yield packet
 
 
-def publish(bootstrap: str, naming: TopicNaming, packets) -> tuple[NightState, int]:
+# ------------------------------------------------------------------------------------------------ running
+
+
+def publish(bootstrap: str, naming: TopicNaming, packets: Iterable[bytes]) -> tuple[NightState, int]:
     ensure_night_topics(admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=14))
     failures, count = [], 0
     p = producer(bootstrap)
@@ -95,7 +138,7 @@ def publish(bootstrap: str, naming: TopicNaming, packets) -> tuple[NightState, i
                 p.poll(0.1)
         p.poll(0)
         count += 1
-        if count % 10000 == 0:
+        if count % 20000 == 0:
             print(f"  published {count} ({count / (time.monotonic() - started):,.0f}/s)", flush=True)
     if p.flush(120) or failures:
         raise RuntimeError(f"publishing failed: {failures[:3]}")
@@ -105,49 +148,67 @@ def publish(bootstrap: str, naming: TopicNaming, packets) -> tuple[NightState, i
     return state, count
 
 
-def run_archiver(bootstrap: str, naming: TopicNaming, dest: Path, work: Path) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS bytes, its summary line) of one `alertdist archive` subprocess."""
-    env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": bootstrap, "ALERTDIST_SURVEY": naming.survey}
-    command = [sys.executable, "-m", "alertdist.cli", "archive", "--night", f"{NIGHT:%Y%m%d}", "--dest", str(dest),
-               "--work-dir", str(work), "--quiet"]
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_child(command: list[str], work: Path, env: dict | None = None) -> tuple[float, resource.struct_rusage]:
+    """(wall seconds, rusage) of one child process; its output goes to ``work``."""
     started = time.monotonic()
     with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
         child = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err)
         _, status, usage = os.wait4(child.pid, 0)
     elapsed = time.monotonic() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode:
-        raise RuntimeError(f"archiver failed: {(work / 'stderr').read_text()[-2000:]}")
-    return elapsed, usage.ru_maxrss * 1024, (work / "stdout").read_text().strip().splitlines()[-1]
+    if os.waitstatus_to_exitcode(status):
+        raise RuntimeError(f"{command[0]} failed: {(work / 'stderr').read_text()[-2000:]}")
+    return elapsed, usage
 
 
-def consumer_performance(bootstrap: str, libs: Path, topics: list[str], messages: dict[str, int]) -> float:
-    """Kafka's own ConsumerPerformance: messages/s reading ``topics`` one after another."""
-    total_messages, total_seconds = 0, 0.0
+def run_archiver(bootstrap: str, naming: TopicNaming, dest: Path, work: Path) -> tuple[float, resource.struct_rusage, str]:
+    env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": bootstrap, "ALERTDIST_SURVEY": naming.survey}
+    command = [sys.executable, "-m", "alertdist.cli", "archive", "--night", f"{NIGHT:%Y%m%d}", "--dest", str(dest),
+               "--work-dir", str(work), "--quiet"]
+    elapsed, usage = run_child(command, work, env)
+    return elapsed, usage, (work / "stdout").read_text().strip().splitlines()[-1]
+
+
+def consumer_performance(bootstrap: str, libs: Path, topics: list[str], messages: dict[str, int],
+                         work: Path) -> tuple[float, float]:
+    """Kafka's own ConsumerPerformance reading ``topics`` one after another: (messages/s, CPU seconds)."""
+    total_messages, total_seconds, cpu = 0, 0.0, 0.0
     for topic in topics:
         if not messages[topic]:
             continue
-        result = subprocess.run(
+        _, usage = run_child(
             ["java", "-Xmx512m", "-cp", f"{libs}/*", "org.apache.kafka.tools.ConsumerPerformance",
              "--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages[topic]),
-             "--timeout", "60000", "--hide-header", "--fetch-size", str(16 * 1024 * 1024)],
-            capture_output=True, text=True, check=True)
-        fields = [f.strip() for f in result.stdout.strip().splitlines()[-1].split(",")]
+             "--timeout", "60000", "--hide-header", "--fetch-size", str(16 * 1024 * 1024)], work)
+        fields = [f.strip() for f in (work / "stdout").read_text().strip().splitlines()[-1].split(",")]
         consumed, rate = int(fields[4]), float(fields[5])
         total_messages += consumed
         total_seconds += consumed / rate
-    return total_messages / total_seconds
+        cpu += usage.ru_utime + usage.ru_stime
+    return total_messages / total_seconds, cpu
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="20000,100000", help="night sizes in alerts, comma-separated")
     parser.add_argument("--rounds", type=int, default=2, help="archiver runs per night (best rate counts)")
-    parser.add_argument("--pool", type=int, default=2000, help="simulated alerts to build the nights from")
+    parser.add_argument("--pool", type=int, default=0,
+                        help="repeat a pool of this many simulated alerts instead of simulating each night whole")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    libs = Settings.from_env().kafka_home / "libs"
+    settings = Settings.from_env()
+    libs = settings.kafka_home / "libs"
     kafka_local.install(libs, log=lambda *_: None)
+    if args.pool:
+        pool = [a.packet for a in simulate_night(args.pool, night=NIGHT, seed=SEED)]
+        nights = {size: (lambda size=size: pool_night(pool, size)) for size in sizes}
+    else:
+        nights = {size: (lambda path=cached_night(size, settings.home / "bench"): read_night(path)) for size in sizes}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="alertdist-bench-archive-") as tmp:
         folder = Path(tmp)
         (folder / "kafka").mkdir()
@@ -156,33 +217,55 @@ def main() -> int:
         cluster = kafka_local.KafkaCluster(home=folder / "kafka", brokers=1, port=port, controller_port=port + 10000,
                                            heap="1g")
         kafka_local.start(cluster, log=lambda *_: None)
+        broker_pid = kafka_local.status(cluster)[0].pid
         print(f"Kafka on {cluster.bootstrap_servers}", flush=True)
         try:
-            pool = alert_pool(args.pool)
             figures = {}
-            for index, size in enumerate(sizes):
+            for size in sizes:
                 naming = TopicNaming(survey=f"bench{size}")
-                state, count = publish(cluster.bootstrap_servers, naming,
-                                       night_packets(pool, size, copy_base=index * 1000))
+                state, count = publish(cluster.bootstrap_servers, naming, nights[size]())
                 print(f"night of {count} alerts published and closed", flush=True)
                 topics = list(naming.programme_topics(NIGHT).values())
-                kafka_rate = consumer_performance(cluster.bootstrap_servers, libs, topics,
-                                                  {t: sum(state.end_offsets[t].values()) for t in topics})
-                print(f"  ConsumerPerformance: {kafka_rate:,.0f} msgs/s", flush=True)
+                messages = {t: sum(state.end_offsets[t].values()) for t in topics}
                 runs = []
-                for round_ in range(args.rounds):
+                for round_ in range(args.rounds):  # each round: Kafka's consumer, then the archiver, same load
+                    work = folder / f"cp-{size}-{round_}"
+                    work.mkdir()
+                    broker_before = process_cpu_seconds(broker_pid)
+                    kafka_rate, kafka_cpu = consumer_performance(cluster.bootstrap_servers, libs, topics, messages,
+                                                                 work)
+                    kafka_broker_ms = (process_cpu_seconds(broker_pid) - broker_before) / count * 1e3
+                    print(f"  round {round_ + 1}: ConsumerPerformance {kafka_rate:,.0f} msgs/s, CPU "
+                          f"{kafka_cpu / count * 1e3:.3f} ms/msg (+ broker {kafka_broker_ms:.3f})", flush=True)
                     work = folder / f"work-{size}-{round_}"
                     work.mkdir()
-                    elapsed, rss, summary = run_archiver(cluster.bootstrap_servers, naming, folder / f"out-{size}",
-                                                         work)
-                    runs.append((count / elapsed, rss))
-                    print(f"  archive round {round_ + 1}: {elapsed:.1f} s, {count / elapsed:,.0f} alerts/s, "
-                          f"peak RSS {rss / 2**20:,.0f} MiB | {summary}", flush=True)
-                best = max(r for r, _ in runs)
-                figures[size] = {"alerts": count, "alerts_per_s": round(best), "peak_rss_mib": round(
-                    max(m for _, m in runs) / 2**20), "consumer_performance_msgs_per_s": round(kafka_rate),
-                    "ratio_to_consumer_performance": round(best / kafka_rate, 3),
-                    "rounds_alerts_per_s": [round(r) for r, _ in runs]}
+                    broker_before = process_cpu_seconds(broker_pid)
+                    elapsed, usage, summary = run_archiver(cluster.bootstrap_servers, naming,
+                                                           folder / f"out-{size}", work)
+                    broker_ms = (process_cpu_seconds(broker_pid) - broker_before) / count * 1e3
+                    cpu_ms = (usage.ru_utime + usage.ru_stime) / count * 1e3
+                    runs.append({"alerts_per_s": count / elapsed, "rss": usage.ru_maxrss * 1024, "cpu_ms": cpu_ms,
+                                 "broker_ms": broker_ms, "load": os.getloadavg()[0], "kafka_rate": kafka_rate,
+                                 "kafka_cpu_ms": kafka_cpu / count * 1e3, "kafka_broker_ms": kafka_broker_ms,
+                                 "ratio": count / elapsed / kafka_rate})
+                    print(f"  round {round_ + 1}: archive {elapsed:.1f} s, {count / elapsed:,.0f} alerts/s "
+                          f"({runs[-1]['ratio']:.2f} x ConsumerPerformance), CPU {cpu_ms:.3f} ms/alert (+ broker "
+                          f"{broker_ms:.3f}), peak RSS {usage.ru_maxrss / 1024:,.0f} MiB, load {runs[-1]['load']:.1f}"
+                          f" | {summary}", flush=True)
+                best = max(runs, key=lambda r: r["alerts_per_s"])
+                figures[size] = {
+                    "alerts": count, "alerts_per_s": round(best["alerts_per_s"]),
+                    "peak_rss_mib": round(max(r["rss"] for r in runs) / 2**20),
+                    "cpu_ms_per_alert": round(min(r["cpu_ms"] for r in runs), 3),
+                    "broker_cpu_ms_per_alert": round(min(r["broker_ms"] for r in runs), 3),
+                    "consumer_performance_msgs_per_s": round(max(r["kafka_rate"] for r in runs)),
+                    "consumer_performance_cpu_ms_per_msg": round(min(r["kafka_cpu_ms"] for r in runs), 3),
+                    "consumer_performance_broker_cpu_ms_per_msg": round(min(r["kafka_broker_ms"] for r in runs), 3),
+                    "ratio_to_consumer_performance": round(max(r["ratio"] for r in runs), 3),
+                    "rounds_alerts_per_s": [round(r["alerts_per_s"]) for r in runs],
+                    "rounds_consumer_performance_msgs_per_s": [round(r["kafka_rate"]) for r in runs],
+                    "rounds_load_average": [round(r["load"], 1) for r in runs],
+                }
         finally:
             kafka_local.stop(cluster, log=lambda *_: None)
     small, large = figures[sizes[0]], figures[sizes[-1]]
@@ -191,6 +274,8 @@ def main() -> int:
         "min_alerts_per_s": min(f["alerts_per_s"] for f in figures.values()),
         "rss_ratio_large_to_small": round(large["peak_rss_mib"] / small["peak_rss_mib"], 3),
         "targets": {"alerts_per_s": 2000, "rss_ratio": 1.2},
+        "load_average_before": round(load_before, 1), "load_average_after": round(os.getloadavg()[0], 1),
+        "night_source": f"pool of {args.pool}" if args.pool else "simulated whole, cached",
     }
     print(json.dumps(result))
     return 0

@@ -355,6 +355,20 @@ def test_a_record_broken_after_its_candidate_is_rejected_and_the_rest_archived(k
     verify_night(str(tmp_path), manifest, state)
 
 
+def test_a_failed_write_stops_the_read_ahead_and_leaves_no_spool(kafka_bootstrap, small_night, tmp_path):
+    """Programme 1 cannot be written (the destination is a file): the error comes out, programme 2's read-ahead
+    stops, and neither spool stays behind."""
+    naming, _, _, _ = small_night
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the archive root should be")
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(Exception, match="not-a-folder"):
+        archive_night(kafka_bootstrap, naming, NIGHT, str(blocker), ArchiveOptions(work_dir=str(work)))
+    assert list(work.iterdir()) == []
+    assert blocker.read_text() == "a file where the archive root should be"
+
+
 def test_an_open_night_is_not_archived(kafka_bootstrap, unique, tmp_path, real_packets):
     naming = TopicNaming(survey=f"topen{unique}")
     publish_night(kafka_bootstrap, naming, NIGHT, {1: real_packets[:3]}, close=False)

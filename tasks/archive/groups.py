@@ -1,13 +1,13 @@
 """Write candid-ordered alerts to the tarball and the Parquet file together, a batch at a time.
 
-Alerts come in batches of a few MB (`batch_bytes`). Each batch is decoded for Parquet first; that is where every
-record is checked whole. If a batch does not decode, the codec's strict decoder finds the packets at fault: they
-are rejected (with the codec's reason) and left out of both files, and the rest is decoded again. Then the
-tarball thread takes the batch while this thread reads and decodes the next one. The decoded batches of a row
-group are kept as Arrow tables (the packets are dropped) until the row group is full (`rows` alerts or
-`max_bytes` of packets), then written as one row group: row groups stay large for scans while memory holds one
-row group of Arrow data and two small batches of packets, whatever the night's size. gzip (ISA-L), hashing, file
-writes, DataFusion and the Parquet writer release the GIL, so this uses both cores.
+Alerts come in batches of a few MB (`batch_bytes`), decoded for Parquet on two threads (DataFusion runs without
+the GIL) and used in the order they were filled. Decoding is where every record is checked whole: if a batch does
+not decode, the codec's strict decoder finds the packets at fault, which are rejected (with the codec's reason)
+and left out of both files, and the rest is decoded again. A decoded batch goes to the tarball thread, and its
+Arrow table joins the row group being built (the packets are then dropped); when the row group is full (`rows`
+alerts or `max_bytes` of packets) it is written as one Parquet row group. So row groups stay large for scans
+while memory holds one row group of Arrow data and a few small batches of packets, whatever the night's size.
+gzip (ISA-L), hashing, file writes and the Parquet writer release the GIL too: this keeps both cores busy.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Archive one closed night: each programme topic to a tarball and a Parquet file, then the manifest and MD5SUMS.
 
 Everything date- and name-dependent is decided here; the stream, tarball and Parquet modules never think
-about nights. One programme is read into a local spool, then written from the spool in candid order by
-`groups.GroupWriter`: the tarball and the Parquet file grow together, and memory holds one Parquet row group
-(`row_group_rows` alerts or `row_group_bytes` of packets, whichever comes first) as Arrow data plus two batches of
-packets (`batch_bytes`), whatever the night's size.
+about nights. A programme is read into a local spool (`read_programme`), then written from the spool in candid
+order by `groups.GroupWriter` (`write_programme`): the tarball and the Parquet file grow together, and memory
+holds one Parquet row group (`row_group_rows` alerts or `row_group_bytes` of packets, whichever comes first) as
+Arrow data plus a few batches of packets (`batch_bytes`), whatever the night's size. `archive_night` overlaps the
+stages: while a programme is written, the next one is read from Kafka and the previous one is read back.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class HashingWriter:
     waits until everything is hashed and written and re-raises the first error of that thread.
     """
 
-    _QUEUE_ITEMS = 8
+    _QUEUE_ITEMS = 4
 
     def __init__(self, raw, *, background: bool = False) -> None:
         self.raw = raw
