@@ -50,6 +50,7 @@ class GroupWriter:
         self.group: list[pa.Table] = []  # decoded batches of the row group being built
         self._decoding: deque[tuple[Future, bool]] = deque()  # (decode result, does it end a row group)
         self._local = threading.local()
+        self._decoders: list[AlertDecoder] = []
         self._decode_threads = ThreadPoolExecutor(self.DECODE_THREADS, thread_name_prefix="decode")
         self._tar_thread = ThreadPoolExecutor(1, thread_name_prefix="tarball")
         self._pending: Future | None = None
@@ -78,6 +79,8 @@ class GroupWriter:
         """Let the worker threads end (after their current batch), whether or not all went well."""
         self._decode_threads.shutdown(wait=True, cancel_futures=True)
         self._tar_thread.shutdown(wait=True)
+        for decoder in self._decoders:
+            decoder.close()
 
     def _batch(self, last: bool = False) -> None:
         """Hand the batch being filled to a decoding thread; use the oldest result if both are busy."""
@@ -116,6 +119,7 @@ class GroupWriter:
         decoder = getattr(self._local, "decoder", None)
         if decoder is None:  # one per thread: each has its own DataFusion context and scratch file
             decoder = self._local.decoder = self.decoder.copy()
+            self._decoders.append(decoder)
         return decoder
 
     def _decode(self, entries: list[tuple], packets: list[bytes]):

@@ -19,6 +19,8 @@ as the fallback where DataFusion is not installed.
 from __future__ import annotations
 
 import os
+import tempfile
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +265,7 @@ class AlertDecoder:
             raise ValueError(f"decoder engine must be 'auto', 'datafusion' or 'fastavro', not {engine!r}")
         self.engine = engine
         self._context = None
+        self._scratch: int | None = None
 
     def copy(self) -> "AlertDecoder":
         """Another decoder of the same columns, for another thread (each has its own DataFusion context)."""
@@ -301,8 +304,8 @@ class AlertDecoder:
         return pa.concat_tables(tables).take(pa.array(np.argsort(order, kind="stable")))
 
     def _read_batch(self, schema_text: bytes, bodies: list[memoryview]) -> pa.Table:
-        """Decode record bodies of one writer schema: written as one Avro file (in memory-backed /dev/shm where
-        there is room, else beside the spool) that DataFusion reads straight into Arrow."""
+        """Decode record bodies of one writer schema: written as one Avro file that DataFusion reads straight into
+        Arrow (see `_scratch_file`)."""
         import datafusion
 
         if self._context is None:
@@ -310,19 +313,36 @@ class AlertDecoder:
         header = build_container(schema_text, b"", _SYNC, ("avro.schema", "avro.codec"))
         header = header[: len(header) - len(_SYNC) - 2]  # drop the empty block build_container added
         size = sum(map(len, bodies))
-        path = _scratch_folder(self.workdir, size) / f"alertdist-batch-{os.getpid()}-{id(self):x}.avro"
+        fd = self._scratch_file(size)
         parts = [header, zigzag_varint(len(bodies)) + zigzag_varint(size), *bodies, _SYNC]
-        try:
-            with open(path, "wb", buffering=0) as f:
-                for start in range(0, len(parts), _WRITEV_PARTS):  # no copy of the bodies on the way
-                    chunk = parts[start:start + _WRITEV_PARTS]
-                    written = os.writev(f.fileno(), chunk)
-                    if written != sum(map(len, chunk)):
-                        raise OSError(f"short write to {path}: {written} bytes")
-            raw = self._context.read_avro(str(path)).to_arrow_table()
-        finally:
-            path.unlink(missing_ok=True)
+        position = 0
+        for start in range(0, len(parts), _WRITEV_PARTS):  # no copy of the bodies on the way
+            chunk = parts[start:start + _WRITEV_PARTS]
+            written = os.pwritev(fd, chunk, position)
+            if written != sum(map(len, chunk)):
+                raise OSError(f"short write to the decoder's scratch file: {written} bytes")
+            position += written
+        os.ftruncate(fd, position)
+        raw = self._context.read_avro(f"/proc/self/fd/{fd}", file_extension="").to_arrow_table()
         return pa.Table.from_arrays(_columns_from_arrow(raw, self.columns), schema=self.schema)
+
+    def _scratch_file(self, size: int) -> int:
+        """The decoder's batch file, made once and rewritten in place (its pages are reused, not zeroed anew each
+        batch): in memory-backed /dev/shm where there is room, else beside the spool. It is unlinked at once and
+        read through /proc/self/fd, so it disappears with the descriptor, even if the process is killed."""
+        if self._scratch is None:
+            fd, path = tempfile.mkstemp(prefix="alertdist-batch-", suffix=".avro",
+                                        dir=_scratch_folder(self.workdir, size))
+            os.unlink(path)
+            self._scratch = fd
+            self._closer = weakref.finalize(self, os.close, fd)
+        return self._scratch
+
+    def close(self) -> None:
+        """Let go of the scratch file (also done when the decoder is garbage-collected)."""
+        if self._scratch is not None:
+            self._closer()
+            self._scratch = None
 
 
 def _scratch_folder(workdir: Path, size: int) -> Path:
