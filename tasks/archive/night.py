@@ -5,7 +5,8 @@ about nights. A programme is read into a local spool (`read_programme`), then wr
 order by `groups.GroupWriter` (`write_programme`): the tarball and the Parquet file grow together, and memory
 holds one Parquet row group (`row_group_rows` alerts or `row_group_bytes` of packets, whichever comes first) as
 Arrow data plus a few batches of packets (`batch_bytes`), whatever the night's size. `archive_night` overlaps the
-stages: while a programme is written, the next one is read from Kafka and the previous one is read back.
+stages: two programmes are read from Kafka at a time, and a written programme is read back while the next is
+written.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import shutil
 import tempfile
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ __all__ = ["MD5SUMS", "ArchiveOptions", "NightNotClosedError", "ProgrammeRead", 
 
 MD5SUMS = "MD5SUMS"
 _PROGRESS_EVERY = 1000
+_READ_AHEAD = 2  # programmes read from Kafka at once by archive_night
 #: progress(stage, done, total): stage "read" (messages from Kafka) or "write" (alerts written)
 Progress = Callable[[str, int, int], None]
 
@@ -231,16 +234,24 @@ def archive_night(
         return read_programme(bootstrap_servers, naming, night, wanted[i], state, folders[i], options,
                               stop=reader_stop, progress=report)
 
-    # while a programme is written, the next one is read from Kafka into its spool (reading uses about one
-    # core, writing the other), and the one before is read back and checked
+    # two programmes are read from Kafka into their spools at a time (at first both while nothing else runs, then
+    # the next ones while a programme is written: reading uses about one core, writing the other), and each
+    # written programme is read back while the next is written
     try:
-        with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as reader, \
+        with ThreadPoolExecutor(_READ_AHEAD, thread_name_prefix="read-ahead") as reader, \
                 ThreadPoolExecutor(1, thread_name_prefix="verify-programme") as verifier:
-            ahead = reader.submit(read, 0) if wanted else None
+            ahead: deque = deque()
+            submitted = iter(range(len(wanted)))
+
+            def top_up() -> None:
+                while len(ahead) < _READ_AHEAD and (i := next(submitted, None)) is not None:
+                    ahead.append(reader.submit(read, i))
+
             try:
-                for i, programid in enumerate(wanted):
-                    spooled = ahead.result()
-                    ahead = reader.submit(read, i + 1) if i + 1 < len(wanted) else None
+                for programid in wanted:
+                    top_up()
+                    spooled = ahead.popleft().result()
+                    top_up()
                     report = progress and (lambda stage, done, total, p=programid: progress(p, stage, done, total))
                     try:
                         archive = write_programme(spooled, dest_url, options, stop=stop, progress=report)
@@ -252,9 +263,10 @@ def archive_night(
                             verify_programme, Destination(dest_url, options.storage_options), archive, state)
             except BaseException:
                 abandon.set()
-                if ahead is not None and ahead.cancel() is False:
-                    with contextlib.suppress(BaseException):
-                        ahead.result().spool.close()
+                for pending in ahead:
+                    if not pending.cancel():
+                        with contextlib.suppress(BaseException):
+                            pending.result().spool.close()
                 raise
             checked = {programid: check.result() for programid, check in checks.items()}
     finally:
