@@ -130,7 +130,13 @@ def test_night_topics_on_three_brokers_have_three_replicas_and_min_isr_two(healt
     admin = admin_client(healthy.bootstrap_servers)
     ensure_night_topics(admin, naming, NIGHT, TopicSettings(partitions=PARTITIONS))
     topic = naming.programme_topic(NIGHT, 1)
-    partitions = admin.list_topics(timeout=10).topics[topic].partitions.values()
+    deadline = time.monotonic() + 30  # each broker learns of a new topic on its own schedule
+    while True:
+        found = admin.list_topics(timeout=10).topics.get(topic)
+        partitions = found.partitions.values() if found is not None else []
+        if (len(partitions) == PARTITIONS and all(len(p.isrs) == 3 for p in partitions)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert len(partitions) == PARTITIONS and all(len(p.replicas) == 3 and len(p.isrs) == 3 for p in partitions)
     assert len({p.leader for p in partitions}) == 3  # leadership spread over the three nodes
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
