@@ -69,8 +69,9 @@ def archive_one(bootstrap: str, naming: TopicNaming, night: str, programid: int,
 def finish_and_verify(naming: TopicNaming, night: str, dest: str, state, results: list[ProgrammeArchive],
                       options: ArchiveOptions) -> dict:
     manifest = finish_night(naming, night, dest, results, options.storage_options)
-    verify_night(dest, manifest, state, options.storage_options)
-    rows = [{"programme": a.name, "file": f["path"], "bytes": f["size"], "sha256": f["sha256"], "md5": f["md5"],
+    verify_night(dest, manifest, state, options.storage_options, checksum="crc32")  # just written: see verify.py
+    rows = [{"programme": a.name, "file": f["path"], "bytes": f["size"], "sha256": f["sha256"],
+             "md5": f.get("md5") or "",
              **{k: a.counts[k] for k in ("read", "written", "duplicates", "rejected")}}
             for a in manifest.programmes.values() for f in a.files.values()]
     create_table_artifact(rows, key=re.sub(r"[^a-z0-9-]+", "-", f"archive-summary-{naming.survey}-{night}".lower()),

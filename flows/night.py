@@ -59,8 +59,8 @@ def report(night: str, published: dict, filters: dict[str, list[dict]], archived
                           description=f"Night {night}: publishing throughput and latency percentiles")
     create_table_artifact(filter_rows(filters), key=f"night-filters-{key}",
                           description=f"Night {night}: filters and their final consumer lag")
-    files = [{"programme": a.name, "file": f["path"], "bytes": f["size"], "sha256": f["sha256"], "md5": f["md5"]}
-             for a in manifest.programmes.values() for f in a.files.values()]
+    files = [{"programme": a.name, "file": f["path"], "bytes": f["size"], "sha256": f["sha256"],
+              "md5": f.get("md5") or ""} for a in manifest.programmes.values() for f in a.files.values()]
     create_table_artifact(files, key=f"night-archive-{key}", description=f"Night {night}: archive files in "
                           f"{archived['dest']}")
     counts = exposure_counts(*_exposures(archived["dest"], manifest, settings.storage_options))

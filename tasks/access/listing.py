@@ -168,11 +168,12 @@ class ArchiveLocation:
             for programme in self.manifest(path).programmes.values():
                 for kind, entry in programme.files.items():
                     known = files.get(entry["path"])
-                    if known is not None and known.md5 and known.md5 != entry["md5"]:
+                    if known is not None and known.md5 and known.md5 != entry.get("md5"):
                         raise ArchiveAccessError(
                             f"{self.url}: MD5SUMS and {path} disagree about {entry['path']} ({known.md5} vs "
-                            f"{entry['md5']}); the archive is being rewritten or is inconsistent, try again later")
-                    files[entry["path"]] = RemoteFile(entry["path"], entry["size"], entry["md5"], entry["sha256"], kind)
+                            f"{entry.get('md5')}); the archive is being rewritten or is inconsistent, try again later")
+                    files[entry["path"]] = RemoteFile(entry["path"], entry["size"], entry.get("md5"), entry["sha256"],
+                                                       kind)
         if listing.parquet and not manifests:
             for path in self.parquet_files(night):
                 files[path] = RemoteFile(path, self.listdir(path.rsplit("/", 1)[0]).get(path.rsplit("/", 1)[1]),

@@ -30,7 +30,7 @@ class ProgrammeArchive:
     partitions: dict[int, dict]  # partition -> {"first_offset", "end_offset", "read"}
     counts: dict[str, int]  # read, written, duplicates, conflicting_duplicates, rejected
     schema_versions: dict[str, int]  # schemavsn -> packets read
-    files: dict[str, dict]  # "tarball" / "parquet" -> {"path", "size", "sha256", "md5"}
+    files: dict[str, dict]  # "tarball" / "parquet" -> {"path", "size", "sha256", "crc32", "md5" (tarball only)}
     rejected: list[dict] = field(default_factory=list)  # {"partition", "offset", "size", "reason"}
     conflicting_duplicates: list[dict] = field(default_factory=list)  # first 100
 

@@ -153,7 +153,7 @@ def write_programme(read: ProgrammeRead, dest_url: str, options: ArchiveOptions 
         spool.forget(packet)
 
     with dest.open_atomic(tar_path, background=True) as tar_out, \
-            dest.open_atomic(pq_path, background=True) as pq_out:
+            dest.open_atomic(pq_path, background=True, md5=False) as pq_out:  # md5 goes to MD5SUMS: tarballs
         tarball, table = TarballWriter(tar_out), ParquetPartWriter(pq_out, decoder.schema)
         groups = GroupWriter(tarball, table, decoder, rows=options.row_group_rows,
                              max_bytes=options.row_group_bytes, batch_bytes=options.batch_bytes,
@@ -259,8 +259,8 @@ def archive_night(
                         spooled.spool.close()
                     results.append(archive)
                     if verify:
-                        checks[programid] = verifier.submit(
-                            verify_programme, Destination(dest_url, options.storage_options), archive, state)
+                        checks[programid] = verifier.submit(verify_programme, Destination(
+                            dest_url, options.storage_options), archive, state, checksum="crc32")
             except BaseException:
                 abandon.set()
                 for pending in ahead:

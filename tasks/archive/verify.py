@@ -4,10 +4,13 @@ Run after writing (and any time later, e.g. after copying the archive elsewhere)
 stream, so this needs no more memory than the archiver; the candids of the tarball and of the Parquet file are
 compared through a running hash of their sequence rather than held in lists.
 
-What is recomputed: size and sha256 of every file (equal sha256 means equal bytes, so the md5 recorded beside it
-when the file was written holds too; md5 is not computed a second time), and the tarball is inflated (the gzip
-CRC-32 and length checked) and walked header by header. The tarball and Parquet checks of every programme run on
-two threads: inflating, hashing and Parquet reads release the GIL.
+What is recomputed: the size and a checksum of every file, and the tarball is inflated (the gzip CRC-32 and length
+checked) and walked header by header. Which checksum: ``sha256`` on any check against a manifest (e.g. after
+copying the archive elsewhere); ``crc32`` for the read-back right after writing, by the archiver itself: the
+manifest's CRC-32 and sha256 were computed from the same bytes as they were written, so a matching CRC-32 proves
+the stored bytes are those whose sha256 the manifest records, at a tenth of the cost. md5 is never recomputed
+(equal bytes have equal md5). The tarball and Parquet checks of every programme run on two threads: inflating,
+hashing and Parquet reads release the GIL.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ try:
 except ImportError as e:  # pragma: no cover - a packaging error, said plainly
     raise ImportError("the archive verification needs python-isal: pip install isal") from e
 
-__all__ = ["ArchiveVerificationError", "verify_night", "verify_programme", "read_manifest"]
+__all__ = ["CHECKSUMS", "ArchiveVerificationError", "verify_night", "verify_programme", "read_manifest"]
 
 _READ_BLOCK = 4 * 1024 * 1024
 _INFLATE_LIMIT = 16 * 1024 * 1024  # bytes inflated at once: memory stays bounded whatever the ratio
@@ -49,10 +52,34 @@ def read_manifest(dest_url: str, survey: str, night: str, storage_options: dict 
     return NightManifest.from_json(Destination(dest_url, storage_options).read_bytes(manifest_path(survey, night)))
 
 
-def _check_digest(label: str, expected: dict, size: int, sha256: str, problems: list[str]) -> None:
-    if (size, sha256) != (expected["size"], expected["sha256"]):
-        problems.append(f"{label}: {size} bytes sha256 {sha256[:12]}..., but the manifest says "
-                        f"{expected['size']} bytes sha256 {expected['sha256'][:12]}...")
+CHECKSUMS = ("sha256", "crc32")
+
+
+class _ReadBack:
+    """Size and checksum of a file as it is read back, to compare with its manifest entry (see the module doc)."""
+
+    def __init__(self, path: str, expected: dict, checksum: str) -> None:
+        if checksum not in CHECKSUMS:
+            raise ValueError(f"checksum must be one of {CHECKSUMS}, not {checksum!r}")
+        self.path, self.expected, self.size = path, expected, 0
+        self.checksum = checksum if expected.get(checksum) else "sha256"  # manifests before crc32 have sha256
+        self._sha256 = hashlib.sha256() if self.checksum == "sha256" else None
+        self._crc32 = 0
+
+    def update(self, block: bytes) -> None:
+        self.size += len(block)
+        if self._sha256 is not None:
+            self._sha256.update(block)
+        else:
+            self._crc32 = isal_zlib.crc32(block, self._crc32)
+
+    def problems(self) -> list[str]:
+        found = self._sha256.hexdigest() if self._sha256 is not None else f"{self._crc32 & 0xFFFFFFFF:08x}"
+        wanted, name = self.expected[self.checksum], self.checksum
+        if (self.size, found) == (self.expected["size"], wanted):
+            return []
+        return [f"{self.path}: {self.size} bytes {name} {found[:12]}..., but the manifest says "
+                f"{self.expected['size']} bytes {name} {wanted[:12]}..."]
 
 
 class _TarWalk:
@@ -127,21 +154,19 @@ class _TarWalk:
         return None
 
 
-def _check_tarball(dest: Destination, archive: ProgrammeArchive) -> tuple[list[str], bytes, int]:
+def _check_tarball(dest: Destination, archive: ProgrammeArchive, checksum: str) -> tuple[list[str], bytes, int]:
     """Problems, the hash of the candid sequence and the member count of one programme's tarball."""
     tar_file = archive.files["tarball"]
     path = tar_file["path"]
     if not dest.exists(path):
         return [f"{dest.display(path)} is missing"], b"", -1
-    problems: list[str] = []
-    sha256, size = hashlib.sha256(), 0
+    read_back = _ReadBack(path, tar_file, checksum)
     inflate = isal_zlib.decompressobj(16 + 15)  # the gzip wrapper: header, CRC-32 and length are checked
     walk = _TarWalk(path)
     gzip_problem = None
     with dest.open_read(path) as raw:
         while block := raw.read(_READ_BLOCK):
-            sha256.update(block)
-            size += len(block)
+            read_back.update(block)
             if gzip_problem:
                 continue
             try:
@@ -152,7 +177,7 @@ def _check_tarball(dest: Destination, archive: ProgrammeArchive) -> tuple[list[s
                     walk.feed(inflate.decompress(inflate.unconsumed_tail, _INFLATE_LIMIT))
             except (isal_zlib.error, ValueError) as e:
                 gzip_problem = f"{path}: not a valid gzip stream ({e})"
-    _check_digest(path, tar_file, size, sha256.hexdigest(), problems)
+    problems = read_back.problems()
     if gzip_problem or not inflate.eof:
         problems.append(gzip_problem or f"{path}: the gzip stream is cut short")
     elif inflate.unused_data:
@@ -166,19 +191,17 @@ def _check_tarball(dest: Destination, archive: ProgrammeArchive) -> tuple[list[s
     return problems, b"", -1
 
 
-def _check_parquet(dest: Destination, archive: ProgrammeArchive) -> tuple[list[str], bytes, int]:
+def _check_parquet(dest: Destination, archive: ProgrammeArchive, checksum: str) -> tuple[list[str], bytes, int]:
     """Problems, the hash of the candid sequence and the row count of one programme's Parquet file."""
     pq_file = archive.files["parquet"]
     path = pq_file["path"]
     if not dest.exists(path):
         return [f"{dest.display(path)} is missing"], b"", -1
-    problems: list[str] = []
-    sha256, size = hashlib.sha256(), 0
+    read_back = _ReadBack(path, pq_file, checksum)
     with dest.open_read(path) as raw:
         while block := raw.read(_READ_BLOCK):
-            sha256.update(block)
-            size += len(block)
-    _check_digest(path, pq_file, size, sha256.hexdigest(), problems)
+            read_back.update(block)
+    problems = read_back.problems()
     candids, rows = hashlib.sha256(), 0
     with dest.open_read(path) as f:
         parquet = pq.ParquetFile(f)
@@ -222,28 +245,31 @@ def _combine(archive: ProgrammeArchive, accounts: list[str], tarball, parquet) -
     return problems
 
 
-def verify_programme(dest: Destination, archive: ProgrammeArchive, state: NightState | None = None) -> list[str]:
-    """Problems found for one programme (an empty list when all is well)."""
+def verify_programme(dest: Destination, archive: ProgrammeArchive, state: NightState | None = None, *,
+                     checksum: str = "sha256") -> list[str]:
+    """Problems found for one programme (an empty list when all is well); ``checksum``: see the module doc."""
     with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
-        tarball = pool.submit(_check_tarball, dest, archive)
-        parquet = pool.submit(_check_parquet, dest, archive)
+        tarball = pool.submit(_check_tarball, dest, archive, checksum)
+        parquet = pool.submit(_check_parquet, dest, archive, checksum)
         return _combine(archive, _check_accounts(archive, state), tarball.result(), parquet.result())
 
 
 def verify_night(dest_url: str, manifest: NightManifest, state: NightState | None = None,
-                 storage_options: dict | None = None, *, checked: dict[int, list[str]] | None = None) -> None:
+                 storage_options: dict | None = None, *, checked: dict[int, list[str]] | None = None,
+                 checksum: str = "sha256") -> None:
     """Raise ArchiveVerificationError naming every missing or mismatching piece; return quietly otherwise.
 
     ``checked``: `verify_programme` results already in hand for some programmes (the archiver checks each one
-    while it reads the next); those files are not read again.
+    while it reads the next); those files are not read again. ``checksum``: see the module doc.
     """
     dest = Destination(dest_url, storage_options)
     checked = checked or {}
     problems: list[str] = []
     archives = list(manifest.programmes.values())
     with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
-        checks = [None if a.programid in checked else (pool.submit(_check_tarball, dest, a),
-                                                       pool.submit(_check_parquet, dest, a)) for a in archives]
+        checks = [None if a.programid in checked else (pool.submit(_check_tarball, dest, a, checksum),
+                                                       pool.submit(_check_parquet, dest, a, checksum))
+                  for a in archives]
         for archive, check in zip(archives, checks):
             if check is None:
                 problems += checked[archive.programid]
