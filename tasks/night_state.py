@@ -117,20 +117,24 @@ def read_night_state(
     """The latest state written for ``night``, or None if the night was never opened."""
     key = (night if isinstance(night, str) else f"{night:%Y%m%d}").encode()
     topic = naming.nights_topic
-    c = consumer(bootstrap_servers)
+    # the end of a partition is its high watermark, known before reading: stop at the message just before it,
+    # rather than wait for an end-of-partition event (which costs a fetch that idles fetch.wait.max.ms, 0.5 s,
+    # at the broker); a short wait still covers a last offset that is a transaction marker
+    c = consumer(bootstrap_servers, **{"fetch.wait.max.ms": 20})
     try:
         metadata = c.list_topics(topic, timeout=timeout)
         if metadata.topics[topic].error is not None:
             return None
         latest = None
         partitions = sorted(metadata.topics[topic].partitions)
-        remaining = set()
+        remaining, last_offsets = set(), {}
         assignment = []
         for partition in partitions:
             low, high = _watermarks(c, TopicPartition(topic, partition), timeout)
             if high > low:
                 assignment.append(TopicPartition(topic, partition, low))
                 remaining.add(partition)
+                last_offsets[partition] = high - 1
         if not assignment:
             return None
         c.assign(assignment)
@@ -146,6 +150,8 @@ def read_night_state(
                 raise NightStateError(f"reading {topic}: {msg.error().str()}")
             if msg.key() == key and msg.value() is not None:
                 latest = NightState.from_json(msg.value())
+            if msg.offset() >= last_offsets[msg.partition()]:
+                remaining.discard(msg.partition())
         if remaining:
             raise NightStateError(f"reading {topic} did not reach its end within {timeout:.0f} s")
         return latest
