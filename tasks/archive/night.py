@@ -17,8 +17,7 @@ import json
 import shutil
 import tempfile
 import threading
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,58 +223,71 @@ def archive_night(
     night = parse_night(night)
     state = closed_state(bootstrap_servers, naming, night)
     wanted = night_programmes(naming, night, state, programmes)
+    read_order, write_order = _schedule(wanted, {p: sum(state.end_offsets[naming.programme_topic(night, p)].values())
+                                                 for p in wanted})
     results, checks = [], {}
-    folders = [Path(tempfile.mkdtemp(dir=options.work_dir, prefix="alertdist-archive-")) for _ in wanted]
+    folders = {p: Path(tempfile.mkdtemp(dir=options.work_dir, prefix="alertdist-archive-")) for p in wanted}
     abandon = threading.Event()  # a failure here stops the read-ahead too
     reader_stop = _Either(stop, abandon)
 
-    def read(i: int) -> ProgrammeRead:
-        report = progress and (lambda stage, done, total, p=wanted[i]: progress(p, stage, done, total))
-        return read_programme(bootstrap_servers, naming, night, wanted[i], state, folders[i], options,
+    def read(programid: int) -> ProgrammeRead:
+        report = progress and (lambda stage, done, total: progress(programid, stage, done, total))
+        return read_programme(bootstrap_servers, naming, night, programid, state, folders[programid], options,
                               stop=reader_stop, progress=report)
 
-    # two programmes are read from Kafka into their spools at a time (at first both while nothing else runs, then
-    # the next ones while a programme is written: reading uses about one core, writing the other), and each
-    # written programme is read back while the next is written
+    # two programmes are read from Kafka into their spools at a time (reading uses about one core, writing the
+    # other), and each written programme is read back while the next is written
     try:
         with ThreadPoolExecutor(_READ_AHEAD, thread_name_prefix="read-ahead") as reader, \
                 ThreadPoolExecutor(1, thread_name_prefix="verify-programme") as verifier:
-            ahead: deque = deque()
-            submitted = iter(range(len(wanted)))
+            reads: dict[int, Future] = {}  # read or being read, not yet written: at most one more than read ahead
+            unread = iter(read_order)
 
             def top_up() -> None:
-                while len(ahead) < _READ_AHEAD and (i := next(submitted, None)) is not None:
-                    ahead.append(reader.submit(read, i))
+                while len(reads) <= _READ_AHEAD and (programid := next(unread, None)) is not None:
+                    reads[programid] = reader.submit(read, programid)
 
             try:
-                for programid in wanted:
+                for programid in write_order:
                     top_up()
-                    spooled = ahead.popleft().result()
-                    top_up()
+                    spooled = reads[programid].result()
                     report = progress and (lambda stage, done, total, p=programid: progress(p, stage, done, total))
                     try:
                         archive = write_programme(spooled, dest_url, options, stop=stop, progress=report)
                     finally:
                         spooled.spool.close()
+                    del reads[programid]
                     results.append(archive)
                     if verify:
                         checks[programid] = verifier.submit(verify_programme, Destination(
                             dest_url, options.storage_options), archive, state, checksum="crc32")
             except BaseException:
                 abandon.set()
-                for pending in ahead:
+                for pending in reads.values():
                     if not pending.cancel():
                         with contextlib.suppress(BaseException):
                             pending.result().spool.close()
                 raise
             checked = {programid: check.result() for programid, check in checks.items()}
     finally:
-        for folder in folders:
+        for folder in folders.values():
             shutil.rmtree(folder, ignore_errors=True)
+    results.sort(key=lambda a: a.programid)
     manifest = finish_night(naming, night, dest_url, results, options.storage_options)
     if verify:
         verify_night(dest_url, manifest, state, options.storage_options, checked=checked)
     return manifest
+
+
+def _schedule(programmes: list[int], sizes: dict[int, int]) -> tuple[list[int], list[int]]:
+    """(read order, write order). Writing, the slow stage, starts once one programme is read, and the night ends
+    with the read-back of the last one written, which nothing runs beside: so the smallest programme is read first
+    (quickly, freeing its reader for a big one) and written last, and the others are written smallest first.
+    ZTF's nights of 50/40/10 % thus start writing after ~0.45 of the night is read instead of ~0.9."""
+    by_size = sorted(programmes, key=lambda p: (sizes[p], p))
+    if len(by_size) < 3:
+        return by_size, by_size
+    return by_size, by_size[1:] + by_size[:1]
 
 
 class _Either:

@@ -27,6 +27,9 @@ __all__ = ["Destination", "FileDigest", "HashingWriter", "StorageError", "TEMP_P
 
 TEMP_PREFIX = ".tmp-"
 _READ_BLOCK = 8 * 1024 * 1024
+# A file written in the background is synced to disk as it grows, so the fsync before its rename (which the
+# archiver waits for between programmes) has little left to do
+_SYNC_EVERY = 64 * 1024 * 1024
 
 
 class StorageError(RuntimeError):
@@ -57,9 +60,11 @@ class HashingWriter:
 
     _QUEUE_ITEMS = 4
 
-    def __init__(self, raw, *, background: bool = False, md5: bool = True) -> None:
+    def __init__(self, raw, *, background: bool = False, md5: bool = True, sync_every: int | None = None) -> None:
         self.raw = raw
         self.size = 0
+        self._sync_every = sync_every  # a local file: fdatasync each time this many bytes were written
+        self._unsynced = 0
         self._sha256 = hashlib.sha256()
         self._md5 = hashlib.md5() if md5 else None
         self._crc32 = 0
@@ -90,6 +95,12 @@ class HashingWriter:
             self._md5.update(data)
         self._crc32 = isal_zlib.crc32(data, self._crc32)
         self.raw.write(data)
+        if self._sync_every:
+            self._unsynced += len(data)
+            if self._unsynced >= self._sync_every:  # the disk works while the CPU does, not all at the end
+                self.raw.flush()
+                os.fdatasync(self.raw.fileno())
+                self._unsynced = 0
 
     def _drain(self) -> None:
         while True:
@@ -190,7 +201,7 @@ class Destination:
             temp = f"{folder}/{TEMP_PREFIX}{uuid.uuid4().hex}-{name}"
             with _wrapped(f"writing {temp}"):
                 raw = open(temp, "wb", buffering=1024 * 1024)
-            writer = HashingWriter(raw, background=background, md5=md5)
+            writer = HashingWriter(raw, background=background, md5=md5, sync_every=_SYNC_EVERY if background else None)
             try:
                 yield writer
                 with _wrapped(f"finishing {temp}"):
