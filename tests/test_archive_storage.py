@@ -105,10 +105,11 @@ def test_killing_the_archiver_leaves_no_partial_file_and_a_rerun_completes(kafka
     finally:
         if process.poll() is None:
             process.kill()
-    # killed while writing the first programme: nothing may exist under a final name, only temporaries
-    finals = [p for p in dest.rglob("*") if p.is_file() and not p.name.startswith(TEMP_PREFIX)]
-    assert finals == []
+    # killed while writing: what was being written stands only under temporary names; any file under a final name
+    # (a programme finished before the kill) is whole, the very bytes the re-run writes
     assert [p for p in dest.rglob("*") if p.name.startswith(TEMP_PREFIX)]
+    finals = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file() and not p.name.startswith(TEMP_PREFIX)}
+    assert not any(p.parent.name == "manifests" or p.name == "MD5SUMS" for p in finals)  # the night is unfinished
 
     rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
@@ -117,6 +118,7 @@ def test_killing_the_archiver_leaves_no_partial_file_and_a_rerun_completes(kafka
     manifest = read_manifest(str(dest), naming.survey, f"{NIGHT:%Y%m%d}")
     verify_night(str(dest), manifest, state)
     assert manifest.totals()["written"] == state.total_messages()
+    assert {p: p.read_bytes() for p in finals} == finals
 
 
 def test_the_flow_archives_and_verifies_a_night(kafka_bootstrap, night, tmp_path, prefect_server):

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import os
 import queue
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -194,7 +195,7 @@ class Destination:
         try:
             if folder:
                 self.fs.makedirs(folder, exist_ok=True)
-        except _STORAGE_ERRORS as e:
+        except _storage_errors() as e:
             raise StorageError(f"cannot create folder {folder!r} for {self.display(path)}: {e}; check the destination "
                                "URL, its credentials and that the store is reachable") from e
         if self.local:
@@ -275,20 +276,18 @@ class Destination:
 
 
 def _storage_errors() -> tuple[type[BaseException], ...]:
-    """What a store raises when it fails: OS errors, and for S3 the errors of botocore and aiohttp underneath."""
+    """What a store raises when it fails: OS errors, and for S3 the errors of botocore and aiohttp underneath
+    (looked up only once s3fs has loaded them: importing aiohttp for a local archive costs 0.1 s)."""
     errors: list[type[BaseException]] = [OSError, ValueError]
-    with contextlib.suppress(ImportError):
+    if "botocore" in sys.modules:
         from botocore.exceptions import BotoCoreError, ClientError
 
         errors += [BotoCoreError, ClientError]
-    with contextlib.suppress(ImportError):
+    if "aiohttp" in sys.modules:
         from aiohttp import ClientError as HttpClientError
 
         errors.append(HttpClientError)
     return tuple(errors)
-
-
-_STORAGE_ERRORS = _storage_errors()
 
 
 def _protocols(fs) -> tuple[str, ...]:
@@ -301,5 +300,5 @@ def _wrapped(what: str):
         yield
     except StorageError:
         raise
-    except _STORAGE_ERRORS as e:
+    except _storage_errors() as e:
         raise StorageError(f"{what} failed: {e}; check the destination URL, permissions and free space") from e

@@ -234,7 +234,8 @@ class Spool:
 
     def _sorted_entries(self) -> Iterator[tuple]:
         if not self._runs:
-            yield from (tuple(e) for e in self._run)
+            for start in range(0, len(self._run), _MERGE_BLOCK):  # tolist: tuples of ints, 10x faster than tuple(e)
+                yield from self._run[start:start + _MERGE_BLOCK].tolist()
             return
         yield from heapq.merge(*(_iterate_run(path) for path in self._runs))
 
@@ -272,7 +273,7 @@ class Spool:
 def _iterate_run(path: Path) -> Iterator[tuple]:
     run = np.load(path, mmap_mode="r")
     for start in range(0, len(run), _MERGE_BLOCK):
-        yield from (tuple(e) for e in np.array(run[start:start + _MERGE_BLOCK]))
+        yield from run[start:start + _MERGE_BLOCK].tolist()
 
 
 def _unix_seconds(jd: float) -> int:

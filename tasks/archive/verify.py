@@ -135,7 +135,7 @@ class _TarWalk:
         except ValueError:
             self.problem = f"{self.path}: member after {self.members} members has an unreadable header"
             return
-        if checksum != sum(header[:148]) + 256 + sum(header[156:]) or header[156:157] not in (b"0", b"\0") \
+        if checksum != sum(header) - sum(header[148:156]) + 256 or header[156:157] not in (b"0", b"\0") \
                 or size < 0:
             self.problem = f"{self.path}: member {name!r} has a corrupt header (checksum or type)"
         elif suffix != "avro" or not stem.isdigit() or int(stem) <= self.previous or mode != MEMBER_MODE:
