@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from alertdist import __version__
+from alertdist.runtime import slow_mimalloc_purge
 from alertdist.settings import Settings
 
 #: Sub-command modules, each with `register(subparsers)`; listed in the order `--help` shows them.
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    slow_mimalloc_purge()  # before the sub-commands load pyarrow: see alertdist/runtime.py
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = Settings.from_env()

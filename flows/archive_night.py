@@ -14,6 +14,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from alertdist.runtime import tune_allocators
 from alertdist.settings import Settings
 from flows.topics import tonight
 from tasks.archive import (
@@ -84,6 +85,7 @@ def archive_night(night: str | None = None, dest: str | None = None, programmes:
                   bootstrap_servers: str | None = None, survey: str | None = None, work_dir: str | None = None,
                   row_group_rows: int = 10_000) -> dict:
     """Archive ``night`` (YYYYMMDD; default the night now ending at the site) to ``dest`` (default the settings')."""
+    tune_allocators()
     settings = Settings.from_env()
     bootstrap = bootstrap_servers or settings.bootstrap_servers
     naming = TopicNaming(survey=survey or settings.survey, programmes=dict(settings.programmes))

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 
+from alertdist.runtime import tune_allocators
 from alertdist.settings import Settings
 from tasks.archive import ArchiveOptions, archive_night
 from tasks.publisher import stop_on_signals
@@ -74,6 +75,7 @@ class _ProgressBar:
 
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
+    tune_allocators()
     naming = TopicNaming(survey=settings.survey, programmes=dict(settings.programmes))
     night = parse_night(args.night)
     dest = args.dest or settings.archive
