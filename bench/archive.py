@@ -7,7 +7,8 @@ RSS and CPU time (ru_maxrss, ru_utime + ru_stime of the child from wait4) and th
 (from /proc). Baseline: `org.apache.kafka.tools.ConsumerPerformance` reading the same topics in the same run
 (rate, its own CPU and the broker's); the ratio archiver/ConsumerPerformance says how much of Kafka's raw read
 rate the archive keeps. Each round runs ConsumerPerformance then the archiver, so a ratio compares runs under
-the same load. Best of `--rounds` counts for rates and ratios, the largest for memory. On a machine shared with
+the same load; each run starts once the broker is idle, and each archiver run writes to an empty folder. Best of
+`--rounds` counts for rates and ratios, the largest for memory. On a machine shared with
 other work, wall-clock rates follow the load (recorded in the JSON); CPU milliseconds per alert do not.
 
 Each night is simulated whole (`tasks.simulate.simulate_night`, ~1 ms of CPU per alert) once and cached in
@@ -26,6 +27,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import socket
 import struct
 import subprocess
@@ -153,6 +155,17 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_until_idle(pid: int, *, below: float = 0.05, timeout: float = 30.0) -> None:
+    """Wait until the broker uses under ``below`` of a core for a second: after ConsumerPerformance it keeps
+    working for seconds (its group leaving, offsets written), which would be charged to the next run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = process_cpu_seconds(pid)
+        time.sleep(1.0)
+        if process_cpu_seconds(pid) - before < below:
+            return
+
+
 def run_child(command: list[str], work: Path, env: dict | None = None) -> tuple[float, resource.struct_rusage]:
     """(wall seconds, rusage) of one child process; its output goes to ``work``."""
     started = time.monotonic()
@@ -231,6 +244,7 @@ def main() -> int:
                 for round_ in range(args.rounds):  # each round: Kafka's consumer, then the archiver, same load
                     work = folder / f"cp-{size}-{round_}"
                     work.mkdir()
+                    wait_until_idle(broker_pid)
                     broker_before = process_cpu_seconds(broker_pid)
                     kafka_rate, kafka_cpu = consumer_performance(cluster.bootstrap_servers, libs, topics, messages,
                                                                  work)
@@ -239,9 +253,12 @@ def main() -> int:
                           f"{kafka_cpu / count * 1e3:.3f} ms/msg (+ broker {kafka_broker_ms:.3f})", flush=True)
                     work = folder / f"work-{size}-{round_}"
                     work.mkdir()
+                    shutil.rmtree(folder / f"out-{size}", ignore_errors=True)  # every round archives afresh
+                    wait_until_idle(broker_pid)
                     broker_before = process_cpu_seconds(broker_pid)
                     elapsed, usage, summary = run_archiver(cluster.bootstrap_servers, naming,
                                                            folder / f"out-{size}", work)
+                    shutil.rmtree(work, ignore_errors=True)
                     broker_ms = (process_cpu_seconds(broker_pid) - broker_before) / count * 1e3
                     cpu_ms = (usage.ru_utime + usage.ru_stime) / count * 1e3
                     runs.append({"alerts_per_s": count / elapsed, "rss": usage.ru_maxrss * 1024, "cpu_ms": cpu_ms,
