@@ -25,6 +25,7 @@ from tasks import codec
 from tasks.archive import (
     ArchiveOptions, ArchiveVerificationError, NightNotClosedError, archive_night, read_manifest, verify_night,
 )
+from tasks.archive.night import _schedule
 from tasks.archive.parquet import AlertDecoder, arrow_columns, arrow_schema, night_table_columns
 from tasks.archive.stream import Duplicates, Spool
 from tasks.archive.tarball import (
@@ -312,23 +313,32 @@ def test_verification_names_what_is_missing_or_changed(small_night, archived, tm
         verify_night(str(dest), manifest, moved)
 
 
-def test_verification_reads_every_byte_of_the_tarball(archived, tmp_path):
-    """A flipped byte deep in a stored cutout, or a cut tail, is found (sha256, gzip CRC, tar structure)."""
+@pytest.mark.parametrize("checksum", ["sha256", "crc32"])
+def test_verification_reads_every_byte_of_the_tarball(archived, tmp_path, checksum):
+    """A flipped byte deep in a stored cutout, or a cut tail, is found (the checksum asked for, gzip CRC, tar
+    structure); crc32 is the archiver's own read-back right after writing, sha256 any later check."""
     dest, manifest = archived
     path = manifest.programmes[1].files["tarball"]["path"]
     raw = (dest / path).read_bytes()
     for label, damaged, expected in [
         ("flipped", raw[:len(raw) // 2] + bytes([raw[len(raw) // 2] ^ 1]) + raw[len(raw) // 2 + 1:],
-         ["sha256", "not a valid gzip stream"]),
-        ("cut", raw[:-20_000], ["sha256", "cut short"]),
+         [checksum, "not a valid gzip stream"]),
+        ("cut", raw[:-20_000], [checksum, "cut short"]),
     ]:
         copy = tmp_path / label
         for name, data in _files(dest).items():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             (copy / name).write_bytes(damaged if name == path else data)
         with pytest.raises(ArchiveVerificationError) as error:
-            verify_night(str(copy), manifest)
+            verify_night(str(copy), manifest, checksum=checksum)
         assert all(word in str(error.value) for word in expected), (label, str(error.value))
+
+
+def test_the_smallest_programme_is_read_first_and_written_last():
+    """Writing starts once a programme is read, and the night ends with the read-back of the last one written."""
+    assert _schedule([1, 2, 3], {1: 50, 2: 40, 3: 10}) == ([3, 2, 1], [2, 1, 3])
+    assert _schedule([1, 2, 3, 4], {1: 5, 2: 5, 3: 9, 4: 1}) == ([4, 1, 2, 3], [1, 2, 3, 4])
+    assert _schedule([1, 2], {1: 50, 2: 40}) == ([2, 1], [2, 1])
 
 
 def test_a_record_broken_after_its_candidate_is_rejected_and_the_rest_archived(kafka_bootstrap, unique, tmp_path,

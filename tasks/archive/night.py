@@ -283,7 +283,7 @@ def _schedule(programmes: list[int], sizes: dict[int, int]) -> tuple[list[int], 
     """(read order, write order). Writing, the slow stage, starts once one programme is read, and the night ends
     with the read-back of the last one written, which nothing runs beside: so the smallest programme is read first
     (quickly, freeing its reader for a big one) and written last, and the others are written smallest first.
-    ZTF's nights of 50/40/10 % thus start writing after ~0.45 of the night is read instead of ~0.9."""
+    On a ZTF night of 50/40/10 % writing starts once about half the night is read, not ~0.9 of it."""
     by_size = sorted(programmes, key=lambda p: (sizes[p], p))
     if len(by_size) < 3:
         return by_size, by_size
