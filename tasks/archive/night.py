@@ -5,8 +5,8 @@ about nights. A programme is read into a local spool (`read_programme`), then wr
 order by `groups.GroupWriter` (`write_programme`): the tarball and the Parquet file grow together, and memory
 holds one Parquet row group (`row_group_rows` alerts or `row_group_bytes` of packets, whichever comes first) as
 Arrow data plus a few batches of packets (`batch_bytes`), whatever the night's size. `archive_night` overlaps the
-stages: two programmes are read from Kafka at a time, and a written programme is read back while the next is
-written.
+stages: two programmes are read from Kafka at a time (the smallest first; it is written last: see `_schedule`),
+and a written programme is read back while the next is written.
 """
 
 from __future__ import annotations
