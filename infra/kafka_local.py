@@ -455,8 +455,12 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
         dead = [n for n in cluster.node_ids()
                 if (started[n].poll() is not None if n in started else _read_pid(cluster.pid_file(n)) is None)]
         if dead:
-            tail = cluster.log_file(dead[0]).read_text(errors="replace")[-3000:]
-            raise KafkaInfraError(f"Kafka node {dead[0]} exited while starting; its log ends:\n{tail}")
+            text = cluster.log_file(dead[0]).read_text(errors="replace")
+            lines = text.splitlines()
+            first = next((i for i, line in enumerate(lines) if " ERROR " in line or " FATAL " in line), None)
+            cause = "first error:\n" + "\n".join(lines[first:first + 3]) + "\n" if first is not None else ""
+            raise KafkaInfraError(f"Kafka node {dead[0]} exited while starting ({cluster.log_file(dead[0])}); "
+                                  f"{cause}its log ends:\n{text[-3000:]}")
         time.sleep(0.5)
     raise KafkaInfraError(
         f"Kafka did not answer at {cluster.bootstrap_servers} within {timeout:.0f} s; "

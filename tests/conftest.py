@@ -7,6 +7,7 @@ session starts itself on free ports in a temporary folder and stops at the end.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import tarfile
 import uuid
@@ -22,35 +23,47 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 ARCHIVE_2018 = SHARED_DATA / "ztf-archive" / "ztf_public_20180819_mod1000.tar.gz"
 
 
-def _free_port_pair() -> int:
-    """A port p with p and p + 10000 both free (client and controller listeners)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 10000 < 65535:
-            with socket.socket() as s2:
-                try:
-                    s2.bind(("127.0.0.1", port + 10000))
-                    return port
-                except OSError:
-                    continue
-    raise RuntimeError("no free port pair found")
+def _ephemeral_ports_start() -> int:
+    """Where the kernel's range for client sockets' local ports begins (Linux: 32768 unless configured)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free_ports(count: int) -> int:
+    """A port p with p..p+count-1 and p+10000.. (client and controller listeners) free, all below the ephemeral
+    range: a port from that range can be handed to some client socket (the brokers' own connections included)
+    between this check and the broker's bind, which made a 3-broker start fail with "Address already in use"."""
+    top = _ephemeral_ports_start() - 10000 - count
+    chooser = random.Random()
+    for _ in range(500):
+        port = chooser.randrange(10000, top)
+        if all(_is_free(port + i) and _is_free(port + 10000 + i) for i in range(count)):
+            return port
+    raise RuntimeError(f"no {count} free port pairs found between 10000 and {top + 10000 + count}")
 
 
 def start_test_cluster(folder: Path, brokers: int = 1) -> kafka_local.KafkaCluster:
-    """A fresh local cluster in ``folder`` on free ports, using the project's installed jars."""
+    """A fresh local cluster in ``folder`` on free ports, using the project's installed jars (retried on new
+    ports, in a new folder, if another process took one of them first)."""
     libs = Settings.from_env().kafka_home / "libs"
     kafka_local.install(libs, log=lambda *_: None)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "libs").symlink_to(libs, target_is_directory=True)
-    port = _free_port_pair()
-    while any(not _is_free(port + i) or not _is_free(port + 10000 + i) for i in range(brokers)):
-        port = _free_port_pair()
-    cluster = kafka_local.KafkaCluster(home=folder, brokers=brokers, port=port, controller_port=port + 10000,
-                                       heap="384m")
-    kafka_local.start(cluster, log=lambda *_: None)
-    return cluster
+    for attempt in range(3):
+        home = folder if attempt == 0 else folder / f"retry-{attempt}"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "libs").symlink_to(libs, target_is_directory=True)
+        port = _free_ports(brokers)
+        cluster = kafka_local.KafkaCluster(home=home, brokers=brokers, port=port, controller_port=port + 10000,
+                                           heap="384m")
+        try:
+            kafka_local.start(cluster, log=lambda *_: None)
+            return cluster
+        except kafka_local.KafkaInfraError as e:
+            kafka_local.stop(cluster, log=lambda *_: None)
+            if "Address already in use" not in str(e) or attempt == 2:  # the node's first error names it
+                raise
+    raise AssertionError("unreachable")
 
 
 def _is_free(port: int) -> bool:
