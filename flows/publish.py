@@ -19,9 +19,9 @@ from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
 from flows.topics import apply_night_acls, ensure_topics, tonight
-from tasks.publisher import PublishProgress, publish, retry_if_transient, site_for_timezone, stop_on_signals
+from tasks.publisher import PublishProgress, publish, retry_if_transient, stop_on_signals
 from tasks.sources import source_from_spec
-from tasks.topics import TopicNaming, TopicSettings, parse_night
+from tasks.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
 
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)

@@ -16,10 +16,10 @@ from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
 from tasks.kafka_clients import admin_client
-from tasks.publisher import retry_if_transient, site_for_timezone
-from tasks.publisher import tonight as night_starting_tonight
+from tasks.publisher import retry_if_transient
 from tasks.security import secure_night
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night
+from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night, site_for_timezone
+from tasks.topics import tonight as night_starting_tonight
 
 
 @task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
@@ -34,7 +34,7 @@ def apply_night_acls(bootstrap_servers: str, naming: TopicNaming, night: dt.date
 
 
 def tonight(settings: Settings) -> dt.date:
-    """The night starting this evening (or under way) at the site of ``settings``; see `tasks.publisher.tonight`."""
+    """The night starting this evening (or under way) at the site of ``settings``; see `tasks.topics.tonight`."""
     return night_starting_tonight(site_for_timezone(settings.site_timezone))
 
 

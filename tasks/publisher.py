@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from zoneinfo import ZoneInfo
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -28,7 +27,7 @@ from tasks import codec
 from tasks.kafka_clients import MAX_MESSAGE_BYTES, producer
 from tasks.night_state import NightState, NightStateError, end_offsets, mark_night, read_night_state
 from tasks.sources import SourcePacket
-from tasks.topics import SITES, Site, TopicNaming, TopicsError, night_date
+from tasks.topics import SITES, Site, TopicNaming, TopicsError, night_of_jd
 
 __all__ = [
     "DEFAULT_MAX_PACKET_BYTES",
@@ -43,9 +42,7 @@ __all__ = [
     "REJECT_KINDS",
     "publish",
     "retry_if_transient",
-    "site_for_timezone",
     "stop_on_signals",
-    "tonight",
     "transient_kafka_error",
 ]
 
@@ -62,7 +59,6 @@ DEFAULT_MAX_PACKET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 #: Why a packet is set aside; the first word of its ``alertdist.reason`` header.
 REJECT_KINDS = ("malformed", "oversize", "unknown-programid", "wrong-night")
 
-_JD_UNIX_EPOCH = 2440587.5
 _IDLE_POLL_S = 0.05
 _log = logging.getLogger("alertdist.publisher")
 
@@ -151,34 +147,6 @@ class PublishResult:
                  {"outcome": "rate (MB/s)", "packets": round(self.rate_mb_s, 1)}]
         rows += [{"outcome": f"latency {k} (ms)", "packets": round(v, 1)} for k, v in self.latency_ms.items()]
         return rows
-
-
-def site_for_timezone(timezone: str) -> Site:
-    """The known site with this time zone (Palomar for America/Los_Angeles), else a UTC-labelled custom site."""
-    for site in SITES.values():
-        if site.timezone == timezone:
-            return site
-    return Site("custom", timezone)
-
-
-def tonight(site: Site, now: dt.datetime | None = None) -> dt.date:
-    """The night to publish or create topics for at ``now``: the one that starts this evening, or is under way.
-
-    Not simply ``night_date(now)``: at dusk in summer Palomar is still on the previous UTC date (16:30 PDT is
-    23:30 UTC), while the night about to start is named by the next one. So the rule is applied to the local
-    midnight inside the current noon-to-noon day, which every site's night contains.
-    """
-    zone = ZoneInfo(site.timezone)
-    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone)
-    day = (local - dt.timedelta(hours=12)).date()  # the local date of the evening the night starts on
-    midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0), tzinfo=zone)
-    return night_date(midnight, site)
-
-
-def night_of_jd(jd: float, site: Site) -> dt.date:
-    """The night (per `night_date` at ``site``) an observation at Julian Date ``jd`` belongs to."""
-    moment = dt.datetime.fromtimestamp((jd - _JD_UNIX_EPOCH) * 86400.0, tz=dt.timezone.utc)
-    return night_date(moment, site)
 
 
 @contextlib.contextmanager

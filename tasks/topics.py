@@ -26,12 +26,16 @@ __all__ = [
     "create_topics",
     "ensure_night_topics",
     "night_date",
+    "night_of_jd",
     "parse_night",
+    "site_for_timezone",
     "SITES",
+    "tonight",
 ]
 
 NIGHT_LABEL_UTC = "utc"
 NIGHT_LABEL_LOCAL_START = "local-start"
+_JD_UNIX_EPOCH = 2440587.5
 
 
 class TopicsError(RuntimeError):
@@ -74,6 +78,34 @@ def night_date(moment: dt.datetime, site: Site) -> dt.date:
         return moment.astimezone(dt.timezone.utc).date()
     local = moment.astimezone(ZoneInfo(site.timezone))
     return (local - dt.timedelta(hours=12)).date()  # noon to noon: the date at the evening's start
+
+
+def site_for_timezone(timezone: str) -> Site:
+    """The known site with this time zone (Palomar for America/Los_Angeles), else a UTC-labelled custom site."""
+    for site in SITES.values():
+        if site.timezone == timezone:
+            return site
+    return Site("custom", timezone)
+
+
+def tonight(site: Site, now: dt.datetime | None = None) -> dt.date:
+    """The night to publish or create topics for at ``now``: the one that starts this evening, or is under way.
+
+    Not simply ``night_date(now)``: at dusk in summer Palomar is still on the previous UTC date (16:30 PDT is
+    23:30 UTC), while the night about to start is named by the next one. So the rule is applied to the local
+    midnight inside the current noon-to-noon day, which every site's night contains.
+    """
+    zone = ZoneInfo(site.timezone)
+    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone)
+    day = (local - dt.timedelta(hours=12)).date()  # the local date of the evening the night starts on
+    midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0), tzinfo=zone)
+    return night_date(midnight, site)
+
+
+def night_of_jd(jd: float, site: Site) -> dt.date:
+    """The night (per `night_date` at ``site``) an observation at Julian Date ``jd`` belongs to."""
+    moment = dt.datetime.fromtimestamp((jd - _JD_UNIX_EPOCH) * 86400.0, tz=dt.timezone.utc)
+    return night_date(moment, site)
 
 
 def parse_night(text: str | dt.date) -> dt.date:

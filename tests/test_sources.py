@@ -10,7 +10,6 @@ import time
 import pytest
 
 from tasks import codec
-from tasks.publisher import night_of_jd
 from tasks.sources import (
     NIGHT_DONE,
     DropFolder,
@@ -22,7 +21,7 @@ from tasks.sources import (
     source_from_spec,
     tarball_packets,
 )
-from tasks.topics import SITES
+from tasks.topics import SITES, night_of_jd
 from tests.conftest import ARCHIVE_2018
 
 

@@ -14,8 +14,8 @@ from alertdist.settings import Settings
 from tasks.filters import available_filters, load_filter
 from tasks.filters.batch import BatchResult, run_batch, write_table
 from tasks.filters.live import LiveOptions, LiveReport, run_live
-from tasks.publisher import site_for_timezone, stop_on_signals
-from tasks.topics import TopicNaming, night_date, parse_night
+from tasks.publisher import stop_on_signals
+from tasks.topics import TopicNaming, night_date, parse_night, site_for_timezone
 
 __all__ = ["register"]
 

@@ -12,13 +12,13 @@ from alertdist.progress import ProgressLine
 from alertdist.settings import Settings
 from tasks.kafka_clients import admin_client
 from tasks.publisher import (
-    DEFAULT_MAX_PACKET_BYTES, PublishProgress, publish, site_for_timezone, stop_on_signals, tonight,
+    DEFAULT_MAX_PACKET_BYTES, PublishProgress, publish, stop_on_signals,
 )
 from tasks.sources import (
     NIGHT_DONE, DropFolder, folder_packets, paced, simulated_alerts, simulated_packets, tarball_packets,
 )
 from tasks.security import secure_night
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night
+from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night, site_for_timezone, tonight
 
 __all__ = ["register"]
 

@@ -75,10 +75,10 @@ def _download(args, settings: Settings) -> int:
 
 
 def _replay(args, settings: Settings) -> int:
-    from tasks.publisher import site_for_timezone, stop_on_signals
+    from tasks.publisher import stop_on_signals
     from tasks.readers import open_sources
     from tasks.replay import ReplayProgress, ensure_topic, replay_into_night, replay_to_topic
-    from tasks.topics import TopicNaming, TopicSettings, parse_night
+    from tasks.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
 
     speed = None if args.as_fast_as_possible else args.speed
     alerts, counts, names = open_sources(args.sources, archived_night=args.archived_night or args.night,
