@@ -28,7 +28,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -48,24 +47,11 @@ from tasks.kafka_clients import admin_client, producer  # noqa: E402
 from tasks.night_state import NightState, end_offsets, mark_night  # noqa: E402
 from tasks.simulate import simulate_night  # noqa: E402
 from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics  # noqa: E402
+from tests.conftest import start_test_cluster  # noqa: E402
 
 NIGHT = dt.date(2023, 10, 12)
 SEED = 42
 _LENGTH = struct.Struct("<I")
-
-
-def free_port_pair() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 10000 < 65535:
-            with socket.socket() as s2:
-                try:
-                    s2.bind(("127.0.0.1", port + 10000))
-                    return port
-                except OSError:
-                    continue
 
 
 # --------------------------------------------------------------------------------------------- the nights
@@ -224,12 +210,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="alertdist-bench-archive-") as tmp:
         folder = Path(tmp)
-        (folder / "kafka").mkdir()
-        (folder / "kafka" / "libs").symlink_to(libs, target_is_directory=True)
-        port = free_port_pair()
-        cluster = kafka_local.KafkaCluster(home=folder / "kafka", brokers=1, port=port, controller_port=port + 10000,
-                                           heap="1g")
-        kafka_local.start(cluster, log=lambda *_: None)
+        cluster = start_test_cluster(folder / "kafka", heap="1g")
         broker_pid = kafka_local.status(cluster)[0].pid
         print(f"Kafka on {cluster.bootstrap_servers}", flush=True)
         try:

@@ -44,7 +44,7 @@ def _free_ports(count: int) -> int:
     raise RuntimeError(f"no {count} free port pairs found between 10000 and {top + 10000 + count}")
 
 
-def start_test_cluster(folder: Path, brokers: int = 1) -> kafka_local.KafkaCluster:
+def start_test_cluster(folder: Path, brokers: int = 1, heap: str = "384m") -> kafka_local.KafkaCluster:
     """A fresh local cluster in ``folder`` on free ports, using the project's installed jars (retried on new
     ports, in a new folder, if another process took one of them first)."""
     libs = Settings.from_env().kafka_home / "libs"
@@ -55,7 +55,7 @@ def start_test_cluster(folder: Path, brokers: int = 1) -> kafka_local.KafkaClust
         (home / "libs").symlink_to(libs, target_is_directory=True)
         port = _free_ports(brokers)
         cluster = kafka_local.KafkaCluster(home=home, brokers=brokers, port=port, controller_port=port + 10000,
-                                           heap="384m")
+                                           heap=heap)
         try:
             kafka_local.start(cluster, log=lambda *_: None)
             return cluster
