@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import ConfigResource
 
 from infra import kafka_local
@@ -36,6 +36,7 @@ from tasks.publisher import PublishProgress, publish
 from tasks.sources import NIGHT_DONE, SourcePacket, paced, simulated_alerts
 from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
 from tests.conftest import REPO, start_test_cluster
+from tests.kafka_support import read_to_end
 
 NIGHT = dt.date(2023, 10, 12)
 NIGHT_TEXT = f"{NIGHT:%Y%m%d}"
@@ -74,31 +75,6 @@ def _night(seed: int, n: int) -> dict[int, bytes]:
 def _env(cluster, naming: TopicNaming, tmp_path: Path) -> dict:
     return {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": cluster.bootstrap_servers, "ALERTDIST_SURVEY": naming.survey,
             "ALERTDIST_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
-
-
-def _topic_messages(bootstrap: str, topics: list[str], *, committed_only: bool = True) -> list:
-    """Every message of ``topics`` (read_committed by default), read to the end of each partition."""
-    isolation = "read_committed" if committed_only else "read_uncommitted"
-    c = consumer(bootstrap, **{"isolation.level": isolation})
-    try:
-        metadata = c.list_topics(timeout=30)
-        assignment = [TopicPartition(t, p, 0) for t in topics for p in metadata.topics[t].partitions]
-        c.assign(assignment)
-        remaining, messages = {(tp.topic, tp.partition) for tp in assignment}, []
-        deadline = time.monotonic() + 90
-        while remaining and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
-                remaining.discard((msg.topic(), msg.partition()))
-                continue
-            messages.append(msg)
-        assert not remaining, f"did not reach the end of {sorted(remaining)[:3]}"
-        return messages
-    finally:
-        c.close()
 
 
 def _archived_candids(dest: Path, naming: TopicNaming) -> Counter:
@@ -256,7 +232,7 @@ def test_sigkill_of_a_filter_and_the_archiver_mid_run_then_restart_gives_exactly
     for run, (out, err) in zip(reruns, outs):
         assert run.returncode == 0, (out + err).decode()[-3000:]
 
-    outputs = _topic_messages(healthy.bootstrap_servers, [naming.filter_output_topic(t, "slow_even") for t in topics])
+    outputs = read_to_end(healthy.bootstrap_servers, [naming.filter_output_topic(t, "slow_even") for t in topics])
     passed = Counter(int(dict(m.headers())["alertdist.candid"]) for m in outputs)
     assert sorted(passed) == sorted(c for c in night if c % 2 == 0) and max(passed.values()) == 1
     assert all(m.value() == night[int(dict(m.headers())["alertdist.candid"])] for m in outputs)
@@ -318,7 +294,7 @@ def test_whole_cluster_down_when_the_publisher_starts_it_waits_keeps_the_drop_fo
     assert result["read"] == sum(result["delivered"].values()) == len(night)
     assert result["rejected"] == {} and result["failed"] == 0 and result["closed"]
     assert list(folder.glob("*.avro")) == []  # each file settled once Kafka had it
-    messages = _topic_messages(healthy.bootstrap_servers, list(naming.programme_topics(NIGHT).values()))
+    messages = read_to_end(healthy.bootstrap_servers, list(naming.programme_topics(NIGHT).values()))
     assert sorted(int(dict(m.headers())["alertdist.candid"]) for m in messages) == sorted(night)
     assert all(m.value() == night[codec.peek(m.value()).candid] for m in messages)
     retry_lines = [line for line in lines.lines if "etry" in line]

@@ -18,8 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import IsolationLevel, KafkaError, TopicPartition
-from confluent_kafka.admin import OffsetSpec
+from confluent_kafka import TopicPartition
 
 from tasks import codec
 from tasks.filters import alert_filter, load_filter
@@ -30,6 +29,7 @@ from tasks.kafka_clients import admin_client, consumer, producer
 from tasks.night_state import NightState, end_offsets, mark_night
 from tasks.simulate import simulate_night
 from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
+from tests.kafka_support import read_to_end
 from tests.test_filters import EXPECTED, full_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,44 +89,9 @@ def close_night(bootstrap: str, naming: TopicNaming) -> None:
     mark_night(bootstrap, naming, NightState(f"{NIGHT:%Y%m%d}", "closed", end_offsets(bootstrap, topics)))
 
 
-def wait_until_settled(admin, partitions: list[TopicPartition], timeout: float = 30.0) -> None:
-    """Until no transaction is open on these partitions: a committed transaction's markers are written
-    asynchronously, so right after a commit a read_committed reader may still stop short of it."""
-    asked = {tp: OffsetSpec.latest() for tp in partitions}
-    deadline = time.monotonic() + timeout
-    while True:
-        stable, high = ({(tp.topic, tp.partition): f.result().offset
-                         for tp, f in admin.list_offsets(asked, isolation_level=level).items()}
-                        for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED))
-        if stable == high:
-            return
-        assert time.monotonic() < deadline, f"a transaction stays open: {stable} != {high}"
-        time.sleep(0.1)
-
-
 def read_topics(bootstrap: str, topics: list[str]) -> list:
     """Every message of the topics as a read_committed consumer sees them, once no transaction is open."""
-    c = consumer(bootstrap)
-    try:
-        metadata = c.list_topics(timeout=10).topics
-        partitions = [TopicPartition(t, p, 0) for t in topics for p in metadata[t].partitions]
-        wait_until_settled(admin_client(bootstrap), partitions)
-        c.assign(partitions)
-        remaining, messages = {(tp.topic, tp.partition) for tp in partitions}, []
-        deadline = time.monotonic() + 60
-        while remaining and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
-                remaining.discard((msg.topic(), msg.partition()))
-                continue
-            messages.append(msg)
-        assert not remaining, f"did not reach the end of {sorted(remaining)}"
-        return messages
-    finally:
-        c.close()
+    return read_to_end(bootstrap, topics, settle=True, timeout=60)
 
 
 def read_topic(bootstrap: str, topic: str) -> list:

@@ -11,54 +11,35 @@ import datetime as dt
 import io
 import json
 import tarfile
-import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
 
 from alertdist.cli import main as cli
 from tasks import codec
 from tasks.archive import ArchiveOptions, archive_night
 from tasks.archive.tarball import TarballWriter, jd_to_unix, read_members
 from tasks.filters.live import LiveOptions, run_live
-from tasks.kafka_clients import admin_client, consumer
+from tasks.kafka_clients import admin_client
 from tasks.publisher import publish
 from tasks.readers import ArchiveReadError, ReadCounts, open_sources, tarball_alerts
 from tasks.replay import ensure_topic, replay_into_night, replay_to_topic
 from tasks.sources import SourcePacket, simulated_alerts
 from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
 from tests.conftest import ARCHIVE_2018
+from tests.kafka_support import read_to_end
 
 NIGHT_2018 = dt.date(2018, 8, 19)
 NIGHT = dt.date(2023, 10, 12)
 SMALL = TopicSettings(partitions=3)
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list:
+def read_topic(bootstrap: str, topic: str) -> list:
     """Every message of a topic, from the start of each partition to its end."""
-    c = consumer(bootstrap)
-    try:
-        partitions = c.list_topics(topic, timeout=10).topics[topic].partitions
-        c.assign([TopicPartition(topic, p, 0) for p in partitions])
-        remaining, messages = set(partitions), []
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
-                remaining.discard(msg.partition())
-                continue
-            messages.append(msg)
-        assert not remaining, f"did not reach the end of {topic}"
-        return messages
-    finally:
-        c.close()
+    return read_to_end(bootstrap, [topic], timeout=60)
 
 
 def tar_members(path: Path) -> dict[str, bytes]:

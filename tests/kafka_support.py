@@ -1,0 +1,56 @@
+"""Reading topics to their end in tests: what a consumer downstream would see, every message, nothing assumed."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import IsolationLevel, KafkaError, TopicPartition
+from confluent_kafka.admin import OffsetSpec
+
+from tasks.kafka_clients import admin_client, consumer
+
+__all__ = ["read_to_end", "wait_until_settled"]
+
+
+def wait_until_settled(admin, partitions: list[TopicPartition], timeout: float = 30.0) -> None:
+    """Until no transaction is open on these partitions: a committed transaction's markers are written
+    asynchronously, so right after a commit a read_committed reader may still stop short of it."""
+    asked = {tp: OffsetSpec.latest() for tp in partitions}
+    deadline = time.monotonic() + timeout
+    while True:
+        stable, high = ({(tp.topic, tp.partition): f.result().offset
+                         for tp, f in admin.list_offsets(asked, isolation_level=level).items()}
+                        for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED))
+        if stable == high:
+            return
+        assert time.monotonic() < deadline, f"a transaction stays open: {stable} != {high}"
+        time.sleep(0.1)
+
+
+def read_to_end(bootstrap: str, topics: list[str], *, committed_only: bool = True, settle: bool = False,
+                timeout: float = 90.0) -> list:
+    """Every message of ``topics`` from offset 0 to the end of each partition (read_committed unless
+    ``committed_only`` is False); ``settle``: first wait until no transaction is open on them."""
+    isolation = "read_committed" if committed_only else "read_uncommitted"
+    c = consumer(bootstrap, **{"isolation.level": isolation})
+    try:
+        metadata = c.list_topics(timeout=30).topics
+        partitions = [TopicPartition(t, p, 0) for t in topics for p in metadata[t].partitions]
+        if settle:
+            wait_until_settled(admin_client(bootstrap), partitions)
+        c.assign(partitions)
+        remaining, messages = {(tp.topic, tp.partition) for tp in partitions}, []
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                remaining.discard((msg.topic(), msg.partition()))
+                continue
+            messages.append(msg)
+        assert not remaining, f"did not reach the end of {sorted(remaining)[:3]}"
+        return messages
+    finally:
+        c.close()
