@@ -19,6 +19,8 @@ __all__ = [
     "container_header",
     "frame_record",
     "parse_container",
+    "read_length",
+    "read_long",
     "zigzag_varint",
 ]
 
@@ -71,7 +73,7 @@ def _varint_tables() -> tuple[list[bytes], list[bytes]]:
 _LAST_14_BITS, _MORE_14_BITS = _varint_tables()
 
 
-def _read_long(packet: bytes, pos: int, what: str) -> tuple[int, int]:
+def read_long(packet: bytes, pos: int, what: str) -> tuple[int, int]:
     """Read one Avro long at `pos`; return it and the position after it."""
     if pos < len(packet) and packet[pos] < 0x80:  # one byte: every count and key length in a ZTF header
         n = packet[pos]
@@ -89,9 +91,9 @@ def _read_long(packet: bytes, pos: int, what: str) -> tuple[int, int]:
     raise AlertPacketError(f"{what} at byte {pos}: packet truncated inside a varint ({len(packet)} bytes in all)")
 
 
-def _read_length(packet: bytes, pos: int, what: str, limit: int) -> tuple[int, int]:
+def read_length(packet: bytes, pos: int, what: str, limit: int) -> tuple[int, int]:
     """Read a length and check it fits in what is left before `limit`, before anything is allocated."""
-    length, after = _read_long(packet, pos, what)
+    length, after = read_long(packet, pos, what)
     if length < 0:
         raise AlertPacketError(f"{what} at byte {pos}: negative length {length}")
     if length > limit - after:
@@ -107,14 +109,14 @@ def _read_metadata(packet: bytes, pos: int) -> tuple[dict[str, tuple[int, int]],
     keys: list[str] = []
     end = len(packet)
     while True:
-        count, pos = _read_long(packet, pos, "metadata map block count")
+        count, pos = read_long(packet, pos, "metadata map block count")
         if count == 0:
             return spans, tuple(keys), pos
         if count < 0:  # a negative count is followed by the block's byte size (Avro spec)
             count = -count
-            _, pos = _read_length(packet, pos, "metadata map block size", end)
+            _, pos = read_length(packet, pos, "metadata map block size", end)
         for _ in range(count):
-            key_len, pos = _read_length(packet, pos, "metadata key length", end)
+            key_len, pos = read_length(packet, pos, "metadata key length", end)
             try:
                 key = packet[pos : pos + key_len].decode("utf-8")
             except UnicodeDecodeError as e:
@@ -122,7 +124,7 @@ def _read_metadata(packet: bytes, pos: int) -> tuple[dict[str, tuple[int, int]],
             if key in spans:
                 raise AlertPacketError(f"metadata key {key!r} repeated at byte {pos}")
             pos += key_len
-            value_len, pos = _read_length(packet, pos, f"metadata value length of {key!r}", end)
+            value_len, pos = read_length(packet, pos, f"metadata value length of {key!r}", end)
             spans[key] = (pos, pos + value_len)
             keys.append(key)
             pos += value_len
@@ -156,10 +158,10 @@ def parse_container(packet: bytes) -> Container:
     pos += SYNC_SIZE
     if pos == len(packet):
         raise AlertPacketError(f"no data block after the header (ends at byte {pos}): the packet holds zero records")
-    count, pos_after_count = _read_long(packet, pos, "block record count")
+    count, pos_after_count = read_long(packet, pos, "block record count")
     if count != 1:
         raise AlertPacketError(f"block at byte {pos} holds {count} records; a ZTF packet holds exactly one")
-    size, body_start = _read_length(packet, pos_after_count, "block byte size", len(packet) - SYNC_SIZE)
+    size, body_start = read_length(packet, pos_after_count, "block byte size", len(packet) - SYNC_SIZE)
     body_end = body_start + size
     if packet[body_end : body_end + SYNC_SIZE] != sync:
         raise AlertPacketError(f"sync marker after the block (byte {body_end}) does not match the header's")

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import schemas
 from tasks import codec, writer_schemas
 from tasks.avro_encoder import compile_body_encoder
-from tasks.avro_container import SYNC_SIZE, _read_long, build_container, parse_container, zigzag_varint
+from tasks.avro_container import SYNC_SIZE, read_long, build_container, parse_container, zigzag_varint
 from tasks.codec import AlertPacketError, decode, encode, peek
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -295,7 +295,7 @@ def test_header_varint_guards():
 @given(st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1))
 def test_varints_round_trip(value):
     encoded = zigzag_varint(value)
-    assert _read_long(encoded + b"rest", 0, "test") == (value, len(encoded))
+    assert read_long(encoded + b"rest", 0, "test") == (value, len(encoded))
 
 
 def test_writer_schema_not_json():

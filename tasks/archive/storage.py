@@ -118,10 +118,7 @@ class HashingWriter:
 
     def finish(self) -> None:
         """Wait until every byte is hashed and handed to ``raw``; raise what went wrong on the way."""
-        if self._queue is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._queue = None
+        self._stop_thread()
         if self._error is not None:
             raise self._error
 
@@ -129,6 +126,10 @@ class HashingWriter:
         """Drop everything from now on (the file is being abandoned): a late write, e.g. from a writer's
         finaliser, goes nowhere instead of failing on a closed file."""
         self._discarded = True
+        self._stop_thread()
+
+    def _stop_thread(self) -> None:
+        """Let the background thread handle what is queued, then end (from now on writes are direct)."""
         if self._queue is not None:
             self._queue.put(None)
             self._thread.join()

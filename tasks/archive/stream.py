@@ -30,7 +30,8 @@ import numpy as np
 from confluent_kafka import KafkaError, TopicPartition
 from isal import isal_zlib
 
-from tasks.avro_container import parse_container
+from tasks.archive.tarball import jd_to_unix
+from tasks.avro_container import parse_container, read_length, read_long
 from tasks.codec import AlertPacketError, peek
 from tasks.kafka_clients import consumer
 
@@ -123,27 +124,14 @@ def _has_plain_prefix(text: bytes) -> bool:
         return False
 
 
-def _read_long(packet: bytes, pos: int, end: int) -> tuple[int, int]:
-    shift = value = 0
-    for i in range(pos, min(pos + 10, end)):
-        byte = packet[i]
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (value >> 1) ^ -(value & 1), i + 1
-        shift += 7
-    raise AlertPacketError(f"bad or truncated varint at byte {pos} of the record")
-
-
 def _read_prefix(packet: bytes, pos: int, end: int) -> tuple[str, int, float]:
     """(schemavsn, candid, candidate.jd) from the first fields of a record (the sort key and member mtime)."""
     values = []
     for name in ("schemavsn", "publisher", "objectId"):
-        length, pos = _read_long(packet, pos, end)
-        if not 0 <= length <= end - pos:
-            raise AlertPacketError(f"{name} length {length} at byte {pos} does not fit in the record")
+        length, pos = read_length(packet, pos, f"{name} length", end)
         values.append(packet[pos:pos + length])
         pos += length
-    candid, pos = _read_long(packet, pos, end)
+    candid, pos = read_long(packet, pos, "candid")
     if end - pos < 8:
         raise AlertPacketError(f"the record ends at byte {end}, inside candidate.jd")
     try:
@@ -186,7 +174,7 @@ class Spool:
         if self._filled == len(self._run):
             self._spill()
         self._run[self._filled] = (candid, partition, offset, self._position, len(packet),
-                                   _unix_seconds(jd), isal_zlib.crc32(packet), schema.id)
+                                   jd_to_unix(jd), isal_zlib.crc32(packet), schema.id)
         self._filled += 1
         self._out.write(packet)
         self._position += len(packet)
@@ -274,10 +262,6 @@ def _iterate_run(path: Path) -> Iterator[tuple]:
     run = np.load(path, mmap_mode="r")
     for start in range(0, len(run), _MERGE_BLOCK):
         yield from run[start:start + _MERGE_BLOCK].tolist()
-
-
-def _unix_seconds(jd: float) -> int:
-    return int(round((jd - 2440587.5) * 86400.0))
 
 
 def spool_topic(

@@ -19,7 +19,6 @@ import hashlib
 import struct
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from tasks.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
@@ -154,54 +153,71 @@ class _TarWalk:
         return None
 
 
+def _read_file(dest: Destination, entry: dict, checksum: str, each_block=None) -> list[str] | None:
+    """Read a file of the archive once, block by block (each also handed to ``each_block``): the problems with
+    its size and checksum against its manifest ``entry``, or None if it is missing."""
+    if not dest.exists(entry["path"]):
+        return None
+    read_back = _ReadBack(entry["path"], entry, checksum)
+    with dest.open_read(entry["path"]) as raw:
+        while block := raw.read(_READ_BLOCK):
+            read_back.update(block)
+            if each_block is not None:
+                each_block(block)
+    return read_back.problems()
+
+
+class _GzipTar:
+    """A .tar.gz fed block by block: inflated (gzip CRC-32 and length checked) and walked as it comes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.inflate = isal_zlib.decompressobj(16 + 15)  # the gzip wrapper: header, CRC-32 and length are checked
+        self.walk = _TarWalk(path)
+        self.problem: str | None = None
+
+    def feed(self, block: bytes) -> None:
+        if self.problem:
+            return
+        try:
+            if self.inflate.eof:
+                raise ValueError("data after the end of the gzip stream")
+            self.walk.feed(self.inflate.decompress(block, _INFLATE_LIMIT))
+            while self.inflate.unconsumed_tail and not self.walk.problem:
+                self.walk.feed(self.inflate.decompress(self.inflate.unconsumed_tail, _INFLATE_LIMIT))
+        except (isal_zlib.error, ValueError) as e:
+            self.problem = f"{self.path}: not a valid gzip stream ({e})"
+
+    def finish(self) -> str | None:
+        if self.problem or not self.inflate.eof:
+            return self.problem or f"{self.path}: the gzip stream is cut short"
+        if self.inflate.unused_data:
+            return f"{self.path}: {len(self.inflate.unused_data)} bytes after the end of the gzip stream"
+        return self.walk.finish()
+
+
 def _check_tarball(dest: Destination, archive: ProgrammeArchive, checksum: str) -> tuple[list[str], bytes, int]:
     """Problems, the hash of the candid sequence and the member count of one programme's tarball."""
     tar_file = archive.files["tarball"]
-    path = tar_file["path"]
-    if not dest.exists(path):
-        return [f"{dest.display(path)} is missing"], b"", -1
-    read_back = _ReadBack(path, tar_file, checksum)
-    inflate = isal_zlib.decompressobj(16 + 15)  # the gzip wrapper: header, CRC-32 and length are checked
-    walk = _TarWalk(path)
-    gzip_problem = None
-    with dest.open_read(path) as raw:
-        while block := raw.read(_READ_BLOCK):
-            read_back.update(block)
-            if gzip_problem:
-                continue
-            try:
-                if inflate.eof:
-                    raise ValueError("data after the end of the gzip stream")
-                walk.feed(inflate.decompress(block, _INFLATE_LIMIT))
-                while inflate.unconsumed_tail and not walk.problem:
-                    walk.feed(inflate.decompress(inflate.unconsumed_tail, _INFLATE_LIMIT))
-            except (isal_zlib.error, ValueError) as e:
-                gzip_problem = f"{path}: not a valid gzip stream ({e})"
-    problems = read_back.problems()
-    if gzip_problem or not inflate.eof:
-        problems.append(gzip_problem or f"{path}: the gzip stream is cut short")
-    elif inflate.unused_data:
-        problems.append(f"{path}: {len(inflate.unused_data)} bytes after the end of the gzip stream")
-    elif problem := walk.finish():
-        problems.append(problem)
-    else:
-        if walk.members != archive.counts["written"]:
-            problems.append(f"{path}: {walk.members} members, but {archive.counts['written']} alerts were written")
-        return problems, walk.candids.digest(), walk.members
-    return problems, b"", -1
+    stream = _GzipTar(tar_file["path"])
+    problems = _read_file(dest, tar_file, checksum, stream.feed)
+    if problems is None:
+        return [f"{dest.display(tar_file['path'])} is missing"], b"", -1
+    if problem := stream.finish():
+        return problems + [problem], b"", -1
+    if stream.walk.members != archive.counts["written"]:
+        problems.append(f"{tar_file['path']}: {stream.walk.members} members, but {archive.counts['written']} "
+                        "alerts were written")
+    return problems, stream.walk.candids.digest(), stream.walk.members
 
 
 def _check_parquet(dest: Destination, archive: ProgrammeArchive, checksum: str) -> tuple[list[str], bytes, int]:
     """Problems, the hash of the candid sequence and the row count of one programme's Parquet file."""
     pq_file = archive.files["parquet"]
     path = pq_file["path"]
-    if not dest.exists(path):
+    problems = _read_file(dest, pq_file, checksum)
+    if problems is None:
         return [f"{dest.display(path)} is missing"], b"", -1
-    read_back = _ReadBack(path, pq_file, checksum)
-    with dest.open_read(path) as raw:
-        while block := raw.read(_READ_BLOCK):
-            read_back.update(block)
-    problems = read_back.problems()
     candids, rows = hashlib.sha256(), 0
     with dest.open_read(path) as f:
         parquet = pq.ParquetFile(f)
@@ -236,22 +252,18 @@ def _check_accounts(archive: ProgrammeArchive, state: NightState | None) -> list
     return problems
 
 
-def _combine(archive: ProgrammeArchive, accounts: list[str], tarball, parquet) -> list[str]:
-    (tar_problems, tar_candids, members), (pq_problems, pq_candids, rows) = tarball, parquet
-    problems = accounts + tar_problems + pq_problems
-    if members == rows == archive.counts["written"] and tar_candids != pq_candids:
-        problems.append(f"{archive.files['parquet']['path']} and {archive.files['tarball']['path']} hold "
-                        "different candids")
-    return problems
-
-
 def verify_programme(dest: Destination, archive: ProgrammeArchive, state: NightState | None = None, *,
                      checksum: str = "sha256") -> list[str]:
     """Problems found for one programme (an empty list when all is well); ``checksum``: see the module doc."""
     with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
         tarball = pool.submit(_check_tarball, dest, archive, checksum)
         parquet = pool.submit(_check_parquet, dest, archive, checksum)
-        return _combine(archive, _check_accounts(archive, state), tarball.result(), parquet.result())
+        (tar_problems, tar_candids, members), (pq_problems, pq_candids, rows) = tarball.result(), parquet.result()
+    problems = _check_accounts(archive, state) + tar_problems + pq_problems
+    if members == rows == archive.counts["written"] and tar_candids != pq_candids:
+        problems.append(f"{archive.files['parquet']['path']} and {archive.files['tarball']['path']} hold "
+                        "different candids")
+    return problems
 
 
 def verify_night(dest_url: str, manifest: NightManifest, state: NightState | None = None,
@@ -266,15 +278,9 @@ def verify_night(dest_url: str, manifest: NightManifest, state: NightState | Non
     checked = checked or {}
     problems: list[str] = []
     archives = list(manifest.programmes.values())
-    with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
-        checks = [None if a.programid in checked else (pool.submit(_check_tarball, dest, a, checksum),
-                                                       pool.submit(_check_parquet, dest, a, checksum))
-                  for a in archives]
-        for archive, check in zip(archives, checks):
-            if check is None:
-                problems += checked[archive.programid]
-            else:
-                problems += _combine(archive, _check_accounts(archive, state), check[0].result(), check[1].result())
+    for archive in archives:
+        problems += (checked[archive.programid] if archive.programid in checked
+                     else verify_programme(dest, archive, state, checksum=checksum))
     if dest.exists("MD5SUMS"):
         md5sums = parse_md5sums(dest.read_bytes("MD5SUMS").decode())
     else:
