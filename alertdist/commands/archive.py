@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 
+from alertdist.progress import ProgressLine
 from alertdist.runtime import tune_allocators
 from alertdist.settings import Settings
 from tasks.archive import ArchiveOptions, archive_night
@@ -32,32 +32,27 @@ non-AWS store.
 
 
 class _ProgressBar:
-    """A stderr line rewritten in place. While one programme is written the next is read, so the line shows every
-    stage under way (programme, stage, a bar, counts and rate); a finished stage gets a line of its own."""
+    """While one programme is written the next is read, so the progress line shows every stage under way
+    (programme, stage, a bar, counts and rate); a finished stage gets a line of its own."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled, self.last = enabled, 0.0
+    def __init__(self, quiet: bool) -> None:
+        self.line = ProgressLine("archive", quiet)
         self.stages: dict[tuple[int, str], tuple[int, int, float]] = {}  # (programme, stage) -> done, total, start
-        self.lock = threading.Lock()  # calls come from the reading thread too
+        self.lock = threading.Lock()  # calls come from the reading threads too
 
     def __call__(self, programid: int, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
         with self.lock:
             now = time.monotonic()
             key = (programid, stage)
             started = self.stages[key][2] if key in self.stages else now
             self.stages[key] = (done, total, started)
             if done >= total:
-                self._show(now, only=key)
-                sys.stderr.write("\n")
+                self.line(self._text(now, only=key), final=True)
                 del self.stages[key]
-                self.last = 0.0
-            elif now - self.last >= 0.2:
-                self._show(now)
+            else:
+                self.line(self._text(now))
 
-    def _show(self, now: float, only: tuple[int, str] | None = None) -> None:
-        self.last = now
+    def _text(self, now: float, only: tuple[int, str] | None = None) -> str:
         parts = []
         for (programid, stage), (done, total, started) in self.stages.items():
             if only is not None and (programid, stage) != only:
@@ -66,12 +61,11 @@ class _ProgressBar:
             rate = f" ({done / (now - started):,.0f}/s)" if now - started >= 0.5 else ""
             verb = "reading" if stage == "read" else "writing"
             parts.append(f"programme {programid} {verb} [{'#' * int(share * 20):<20}] {done}/{total}{rate}")
-        sys.stderr.write("\r" + " | ".join(parts) + "\033[K")
-        sys.stderr.flush()
+        return " | ".join(parts)
 
     def close(self) -> None:
-        if self.enabled and self.stages:
-            sys.stderr.write("\n")
+        if self.stages:
+            self.line(self._text(time.monotonic()), final=True)
 
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,7 +75,7 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
     dest = args.dest or settings.archive
     options = ArchiveOptions(storage_options=settings.storage_options, work_dir=args.work_dir,
                              row_group_rows=args.row_group_rows, engine=args.engine)
-    bar = _ProgressBar(not args.quiet)
+    bar = _ProgressBar(args.quiet)
     stop = threading.Event()
     started = time.monotonic()
     try:

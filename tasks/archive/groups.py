@@ -64,10 +64,6 @@ class GroupWriter:
                 or self.planned_bytes + self.size >= self.max_bytes):
             self._batch()
 
-    @property
-    def rows_written(self) -> int:
-        return self.table.rows
-
     def close(self) -> None:
         """Write the last batch and row group, and wait until the tarball has every member."""
         self._batch(last=True)

@@ -127,8 +127,8 @@ def _has_plain_prefix(text: bytes) -> bool:
 def _read_prefix(packet: bytes, pos: int, end: int) -> tuple[str, int, float]:
     """(schemavsn, candid, candidate.jd) from the first fields of a record (the sort key and member mtime)."""
     values = []
-    for name in ("schemavsn", "publisher", "objectId"):
-        length, pos = read_length(packet, pos, f"{name} length", end)
+    for what in ("schemavsn length", "publisher length", "objectId length"):
+        length, pos = read_length(packet, pos, what, end)
         values.append(packet[pos:pos + length])
         pos += length
     candid, pos = read_long(packet, pos, "candid")
