@@ -11,7 +11,7 @@ the same load; each run starts once the broker is idle, and each archiver run wr
 `--rounds` counts for rates and ratios, the largest for memory. On a machine shared with
 other work, wall-clock rates follow the load (recorded in the JSON); CPU milliseconds per alert do not.
 
-Each night is simulated whole (`tasks.simulate.simulate_night`, ~1 ms of CPU per alert) once and cached in
+Each night is simulated whole (`alertdist.simulate.night.simulate_night`, ~1 ms of CPU per alert) once and cached in
 .alertdist/bench/ (a length-prefixed packet file, keyed by size, seed and the simulator's source), so re-runs
 publish straight from disk. `--pool N` instead repeats N simulated alerts with fresh candids (quicker to make;
 the stamps then repeat more than in a real night).
@@ -40,13 +40,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from alertdist.settings import Settings  # noqa: E402
-from infra import kafka_local  # noqa: E402
-from tasks import codec  # noqa: E402
-from tasks.avro_container import zigzag_varint  # noqa: E402
-from tasks.kafka_clients import admin_client, producer  # noqa: E402
-from tasks.night_state import NightState, end_offsets, mark_night  # noqa: E402
-from tasks.simulate import simulate_night  # noqa: E402
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics  # noqa: E402
+from alertdist.infra import kafka_local  # noqa: E402
+from alertdist.avro import codec  # noqa: E402
+from alertdist.avro.container import zigzag_varint  # noqa: E402
+from alertdist.kafka.clients import admin_client, producer  # noqa: E402
+from alertdist.nights.state import NightState, end_offsets, mark_night  # noqa: E402
+from alertdist.simulate.night import simulate_night  # noqa: E402
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics  # noqa: E402
 from tests.conftest import start_test_cluster  # noqa: E402
 
 NIGHT = dt.date(2023, 10, 12)
@@ -166,7 +166,7 @@ def run_child(command: list[str], work: Path, env: dict | None = None) -> tuple[
 
 def run_archiver(bootstrap: str, naming: TopicNaming, dest: Path, work: Path) -> tuple[float, resource.struct_rusage, str]:
     env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": bootstrap, "ALERTDIST_SURVEY": naming.survey}
-    command = [sys.executable, "-m", "alertdist.cli", "archive", "--night", f"{NIGHT:%Y%m%d}", "--dest", str(dest),
+    command = [sys.executable, "-m", "alertdist.cli.main", "archive", "--night", f"{NIGHT:%Y%m%d}", "--dest", str(dest),
                "--work-dir", str(work), "--quiet"]
     elapsed, usage = run_child(command, work, env)
     return elapsed, usage, (work / "stdout").read_text().strip().splitlines()[-1]

@@ -2,11 +2,11 @@
 
 Measured in the same run, interleaved round by round so machine load hits all alike, on packets held in memory:
   naive       next(fastavro.reader(BytesIO(msg)))   -- re-parses the 25 KB embedded schema every message
-  full        tasks.codec.decode(msg)               -- cached schema, same record
-  projection  tasks.codec.decode(msg, fields=[...]) -- prefix schema, stops after `candidate`
+  full        alertdist.avro.codec.decode(msg)               -- cached schema, same record
+  projection  alertdist.avro.codec.decode(msg, fields=[...]) -- prefix schema, stops after `candidate`
 and on the records they hold (each re-encodes to its packet byte for byte):
   writer      fastavro.writer(BytesIO(), parsed_schema, [record])     -- a producer's naive loop, schema parsed once
-  encode      tasks.codec.encode(record, version, <packet's layout>)   -- compiled fast path, strict check
+  encode      alertdist.avro.codec.encode(record, version, <packet's layout>)   -- compiled fast path, strict check
   unchecked   the same with check=False                                -- the simulator's call
 With --night N it also times simulate_night(N) end to end (encoding was ~88% of its time before the compiled
 encoder), over CPU time and wall time. The codec rates are over CPU time (the machine is shared). The best round
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import fastavro
 
-import schemas
-from tasks import codec
-from tasks.simulate import simulate_night
+from alertdist import schemas
+from alertdist.avro import codec
+from alertdist.simulate.night import simulate_night
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ztf-alerts" / "20231012"
 PROJECTED_FIELDS = ["objectId", "candid", "candidate"]

@@ -5,7 +5,7 @@ all in programme 1's topic, 14 partitions, lz4, as the publisher writes them) an
 by round so machine load hits all three alike, each reads that same topic from the start with a fresh group:
   naive    confluent_kafka consumer, next(fastavro.reader(BytesIO(value))) per message, the bright-transient
            cut in Python, passing alerts produced with a plain producer (capped at --naive-messages: it is slow)
-  runner   tasks.filters.live.run_live with the bundled bright_transients filter: projection decode of
+  runner   alertdist.filters.live.run_live with the bundled bright_transients filter: projection decode of
            objectId+candidate, outputs and offsets committed in Kafka transactions
   ceiling  org.apache.kafka.tools.ConsumerPerformance --messages N (Java; reads, decodes nothing)
 Rates count the time alerts flowed (first message to last one handled; for the runner, to its last commit;
@@ -36,14 +36,14 @@ import fastavro
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from alertdist.settings import Settings
-from infra import kafka_local
-from tasks import codec
-from tasks.filters.bundled import bright_transients
-from tasks.filters.live import LiveOptions, run_live
-from tasks.kafka_clients import admin_client, producer
-from tasks.night_state import NightState, end_offsets, mark_night
-from tasks.simulate import simulate_night
-from tasks.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
+from alertdist.infra import kafka_local
+from alertdist.avro import codec
+from alertdist.filters.bundled import bright_transients
+from alertdist.filters.live import LiveOptions, run_live
+from alertdist.kafka.clients import admin_client, producer
+from alertdist.nights.state import NightState, end_offsets, mark_night
+from alertdist.simulate.night import simulate_night
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
 
 NIGHT = dt.date(2023, 10, 12)
 PARTITIONS = 14

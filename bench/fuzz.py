@@ -6,7 +6,7 @@ and the run goes on:
               counts in the header and inside the record, wrong schemas, random bytes) on real and simulated
               packets, drawn from a seeded RNG so any input can be rebuilt from (seed, index)
   atheris     coverage-guided byte fuzzing (libFuzzer via atheris, when installed) seeded with the real packets,
-              over the Python code of tasks.avro_container and tasks.codec
+              over the Python code of alertdist.avro.container and alertdist.avro.codec
 Every input goes through `codec.peek` and `codec.decode`. Outcomes: ok (a valid packet), refused
 (AlertPacketError, the only allowed failure), error (any other exception: a bug), slow (> 1 s), crash (the
 process died). The structured phase also checks that inputs which cannot be valid were refused (`missed`).
@@ -43,7 +43,7 @@ def _base_packets() -> list[bytes]:
     import datetime as dt
     import tarfile
 
-    from tasks.sources import simulated_packets
+    from alertdist.publish.sources import simulated_packets
 
     packets = [p.packet for p in simulated_packets(6, night=dt.date(2023, 10, 12), seed=21)]
     shared = REPO.parent / "shared" / "data"
@@ -55,7 +55,7 @@ def _base_packets() -> list[bytes]:
 
 
 def _try(packet: bytes) -> tuple[str, str]:
-    from tasks import codec
+    from alertdist.avro import codec
 
     started = time.perf_counter()
     try:
@@ -107,7 +107,8 @@ def child_atheris(seconds: float, corpus: Path, stats_path: Path) -> None:
     import atheris
 
     with atheris.instrument_imports():
-        from tasks import avro_container, codec  # noqa: F401
+        from alertdist.avro import container as avro_container
+        from alertdist.avro import codec  # noqa: F401
 
     counts: Counter = Counter()
 
@@ -194,7 +195,7 @@ def run_directed(out: Path) -> dict:
     """The self-referencing schema, at growing nesting depths: refused (fine) or a crash (a bug)."""
     results = {}
     for depth in (1_000, 10_000, 100_000):
-        script = ("import sys; from tasks import codec; from tests.fuzz_cases import recursive_schema_packet\n"
+        script = ("import sys; from alertdist.avro import codec; from tests.fuzz_cases import recursive_schema_packet\n"
                   f"p = recursive_schema_packet({depth})\n"
                   "try:\n    codec.peek(p); print('ok')\nexcept codec.AlertPacketError as e:\n    print('refused')\n")
         child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)

@@ -3,7 +3,7 @@
 Same private broker, same run:
   (a) java org.apache.kafka.tools.ProducerPerformance: N random records of the mean size of ZTF's real 4.01
       packets (of the simulated ones when ../shared/data is absent), the same producer settings as ours;
-  (b) tasks.publisher.publish sending a simulated night of N alerts, generated into memory beforehand so the
+  (b) alertdist.publish.publisher.publish sending a simulated night of N alerts, generated into memory beforehand so the
       simulator's cost is not measured: peek, routing, headers, delivery callbacks, night open/close.
 Both without compression by default: ProducerPerformance's payload is random letters, real packets carry a
 25 KB JSON schema that lz4 shrinks a lot, so with lz4 the two would not send the same bytes (--compression lz4
@@ -38,11 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from alertdist.settings import Settings  # noqa: E402
-from infra import kafka_local  # noqa: E402
-from tasks.kafka_clients import admin_client  # noqa: E402
-from tasks.publisher import HEADER_PRODUCED_MS, publish  # noqa: E402
-from tasks.sources import SourcePacket, paced, simulated_alerts  # noqa: E402
-from tasks.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics  # noqa: E402
+from alertdist.infra import kafka_local  # noqa: E402
+from alertdist.kafka.clients import admin_client  # noqa: E402
+from alertdist.publish.publisher import HEADER_PRODUCED_MS, publish  # noqa: E402
+from alertdist.publish.sources import SourcePacket, paced, simulated_alerts  # noqa: E402
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics  # noqa: E402
 from tests.conftest import start_test_cluster  # noqa: E402
 
 REAL_401 = REPO.parent / "shared" / "data" / "ztf-alerts" / "20231012"
@@ -94,7 +94,7 @@ def consume_latencies(bootstrap: str, topics: list[str], expected: int, timeout:
     """In its own process: read ``topics`` live and send back received-minus-produced milliseconds."""
     from confluent_kafka import TopicPartition
 
-    from tasks.kafka_clients import consumer
+    from alertdist.kafka.clients import consumer
 
     c = consumer(bootstrap, **{"enable.partition.eof": False, "fetch.wait.max.ms": 100})
     try:

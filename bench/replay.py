@@ -2,7 +2,7 @@
 
 Same private broker, same run, rounds alternating which goes first:
   (a) java org.apache.kafka.tools.ProducerPerformance: N random records of the tarball's mean packet size;
-  (b) tasks.replay.replay_to_topic on the tarball: gunzip and untar streamed from disk, `codec.peek` of every
+  (b) alertdist.access.replay.replay_to_topic on the tarball: gunzip and untar streamed from disk, `codec.peek` of every
       packet (key = objectId, candid header), produce with delivery callbacks, flush, reconcile.
 Both into a fresh 14-partition topic per round, acks=all, idempotent, linger.ms 20, batch.size 4 MB, and the same
 compression for both: none by default (ProducerPerformance's payload is random letters, while a packet carries a
@@ -33,13 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from alertdist.settings import Settings  # noqa: E402
-from infra import kafka_local  # noqa: E402
-from tasks.archive.tarball import TarballWriter, jd_to_unix  # noqa: E402
-from tasks.kafka_clients import admin_client  # noqa: E402
-from tasks.readers import ReadCounts, open_sources, tarball_alerts  # noqa: E402
-from tasks.replay import replay_to_topic  # noqa: E402
-from tasks.sources import simulated_alerts  # noqa: E402
-from tasks.topics import create_topics  # noqa: E402
+from alertdist.infra import kafka_local  # noqa: E402
+from alertdist.archive.tarball import TarballWriter, jd_to_unix  # noqa: E402
+from alertdist.kafka.clients import admin_client  # noqa: E402
+from alertdist.access.readers import ReadCounts, open_sources, tarball_alerts  # noqa: E402
+from alertdist.access.replay import replay_to_topic  # noqa: E402
+from alertdist.publish.sources import simulated_alerts  # noqa: E402
+from alertdist.nights.topics import create_topics  # noqa: E402
 from tests.conftest import start_test_cluster  # noqa: E402
 
 NIGHT = dt.date(2023, 10, 12)

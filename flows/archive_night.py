@@ -16,14 +16,14 @@ from prefect.runtime import flow_run
 
 from alertdist.runtime import tune_allocators
 from alertdist.settings import Settings
-from flows.topics import tonight
-from tasks.archive import (
+from alertdist.flows.topics import tonight
+from alertdist.archive import (
     ArchiveOptions, NightNotClosedError, ProgrammeArchive, StorageError, archive_programme, closed_state,
     finish_night, night_programmes, verify_night,
 )
-from tasks.archive.stream import ArchiveStreamError
-from tasks.publisher import transient_kafka_error
-from tasks.topics import TopicNaming, parse_night
+from alertdist.archive.stream import ArchiveStreamError
+from alertdist.publish.publisher import transient_kafka_error
+from alertdist.nights.topics import TopicNaming, parse_night
 
 
 def retry_if_transient(task, task_run, state) -> bool:

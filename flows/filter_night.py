@@ -16,9 +16,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
-from flows.topics import tonight
-from tasks.filters.live import retry_if_transient, run_live
-from tasks.topics import TopicNaming
+from alertdist.flows.topics import tonight
+from alertdist.filters.live import retry_if_transient, run_live
+from alertdist.nights.topics import TopicNaming
 
 
 @task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE,

@@ -15,17 +15,17 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
-from flows.archive_night import archive_night
-from flows.filter_night import filter_night
-from flows.publish import publish_night
-from flows.topics import create_night_topics, tonight
-from tasks.archive.verify import read_manifest
-from tasks.night_report import (
+from alertdist.flows.archive_night import archive_night
+from alertdist.flows.filter_night import filter_night
+from alertdist.flows.publish import publish_night
+from alertdist.flows.topics import create_night_topics, tonight
+from alertdist.archive.verify import read_manifest
+from alertdist.nights.report import (
     NightReconciliationError, exposure_counts, exposure_plot_markdown, filter_rows, reconcile, summary_rows,
     throughput_rows,
 )
-from tasks.night_state import NightState, end_offsets, mark_night, read_night_state
-from tasks.topics import TopicNaming, parse_night
+from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
+from alertdist.nights.topics import TopicNaming, parse_night
 
 BUNDLED_FILTERS = ["bright_transients", "solar_system", "variable_stars"]
 

@@ -15,8 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
-from tasks.filters.batch import BatchResult, run_batch, write_table
-from tasks.readers import packets_for_batch
+from alertdist.filters.batch import BatchResult, run_batch, write_table
+from alertdist.access.readers import packets_for_batch
 
 
 def network_trouble(task, task_run, state) -> bool:

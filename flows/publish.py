@@ -18,10 +18,11 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
-from flows.topics import apply_night_acls, ensure_topics, tonight
-from tasks.publisher import PublishProgress, publish, retry_if_transient, stop_on_signals
-from tasks.sources import source_from_spec
-from tasks.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
+from alertdist.flows.topics import apply_night_acls, ensure_topics, tonight
+from alertdist.publish.publisher import PublishProgress, publish, retry_if_transient
+from alertdist.kafka.signals import stop_on_signals
+from alertdist.publish.sources import source_from_spec
+from alertdist.nights.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
 
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)

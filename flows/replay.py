@@ -19,10 +19,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
-from tasks.publisher import stop_on_signals
-from tasks.readers import open_sources
-from tasks.replay import ReplayProgress, ensure_topic, replay_into_night, replay_to_topic, replay_transient
-from tasks.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
+from alertdist.kafka.signals import stop_on_signals
+from alertdist.access.readers import open_sources
+from alertdist.access.replay import ReplayProgress, ensure_topic, replay_into_night, replay_to_topic, replay_transient
+from alertdist.nights.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
 
 
 @task(retries=1, retry_delay_seconds=[30], retry_condition_fn=replay_transient, cache_policy=NO_CACHE)

@@ -15,11 +15,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
-from tasks.kafka_clients import admin_client
-from tasks.publisher import retry_if_transient
-from tasks.security import secure_night
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night, site_for_timezone
-from tasks.topics import tonight as night_starting_tonight
+from alertdist.kafka.clients import admin_client
+from alertdist.publish.publisher import retry_if_transient
+from alertdist.security import secure_night
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night, site_for_timezone
+from alertdist.nights.topics import tonight as night_starting_tonight
 
 
 @task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
@@ -34,7 +34,7 @@ def apply_night_acls(bootstrap_servers: str, naming: TopicNaming, night: dt.date
 
 
 def tonight(settings: Settings) -> dt.date:
-    """The night starting this evening (or under way) at the site of ``settings``; see `tasks.topics.tonight`."""
+    """The night starting this evening (or under way) at the site of ``settings``; see `alertdist.nights.topics.tonight`."""
     return night_starting_tonight(site_for_timezone(settings.site_timezone))
 
 

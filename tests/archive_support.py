@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from tasks import codec
-from tasks.kafka_clients import admin_client, producer
-from tasks.night_state import NightState, end_offsets, mark_night
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.avro import codec
+from alertdist.kafka.clients import admin_client, producer
+from alertdist.nights.state import NightState, end_offsets, mark_night
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 
 __all__ = ["publish_night"]
 

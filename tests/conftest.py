@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from alertdist.settings import Settings
-from infra import kafka_local
+from alertdist.infra import kafka_local
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import fastavro
 
-from tasks import codec
-from tasks.avro_container import MAGIC, build_container, parse_container, zigzag_varint
+from alertdist.avro import codec
+from alertdist.avro.container import MAGIC, build_container, parse_container, zigzag_varint
 
 __all__ = [
     "CRAFTED_LENGTHS",
@@ -207,7 +207,7 @@ WRONG_SCHEMAS = {
 
 
 def _shipped_text(version: str) -> bytes:
-    import schemas
+    from alertdist import schemas
 
     return schemas.load_schema_text(version).encode()
 

@@ -7,7 +7,7 @@ import time
 from confluent_kafka import IsolationLevel, KafkaError, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
-from tasks.kafka_clients import admin_client, consumer
+from alertdist.kafka.clients import admin_client, consumer
 
 __all__ = ["read_to_end", "wait_until_settled"]
 

@@ -20,20 +20,20 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-import schemas
-from tasks import codec
-from tasks.archive import (
+from alertdist import schemas
+from alertdist.avro import codec
+from alertdist.archive import (
     ArchiveOptions, ArchiveVerificationError, NightNotClosedError, archive_night, read_manifest, verify_night,
 )
-from tasks.archive.night import _schedule
-from tasks.archive.parquet import AlertDecoder, arrow_columns, arrow_schema, night_table_columns
-from tasks.archive.stream import Duplicates, Spool
-from tasks.archive.tarball import (
+from alertdist.archive.night import _schedule
+from alertdist.archive.parquet import AlertDecoder, arrow_columns, arrow_schema, night_table_columns
+from alertdist.archive.stream import Duplicates, Spool
+from alertdist.archive.tarball import (
     MEMBER_MODE, TarballWriter, _member_header, jd_to_unix, member_header, parse_md5sums, read_members,
 )
-from tasks.night_state import NightState, mark_night
-from tasks.simulate import simulate_night
-from tasks.topics import TopicNaming
+from alertdist.nights.state import NightState, mark_night
+from alertdist.simulate.night import simulate_night
+from alertdist.nights.topics import TopicNaming
 from tests.archive_support import publish_night
 from tests.conftest import ARCHIVE_2018
 
@@ -345,7 +345,7 @@ def test_a_record_broken_after_its_candidate_is_rejected_and_the_rest_archived(k
                                                                                 real_packets):
     """Framing and the first fields are fine (the spool takes it), the record is cut inside the cutouts: the
     Parquet decode finds it, the codec names the fault, and it is left out of both files and counted."""
-    from tasks.avro_container import build_container, parse_container
+    from alertdist.avro.container import build_container, parse_container
 
     good = [p for p in real_packets if codec.peek(p).schemavsn.startswith("4")]
     container = parse_container(good[0])

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.archive import ArchiveOptions, Destination, archive_night, read_manifest, verify_night
-from tasks.archive.storage import TEMP_PREFIX
-from tasks.simulate import simulate_night
-from tasks.topics import TopicNaming
+from alertdist.archive import ArchiveOptions, Destination, archive_night, read_manifest, verify_night
+from alertdist.archive.storage import TEMP_PREFIX
+from alertdist.simulate.night import simulate_night
+from alertdist.nights.topics import TopicNaming
 from tests.archive_support import publish_night
 
 NIGHT = dt.date(2023, 10, 13)
@@ -88,7 +88,7 @@ def test_killing_the_archiver_leaves_no_partial_file_and_a_rerun_completes(kafka
     dest = tmp_path / "archive"
     env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap, "ALERTDIST_SURVEY": naming.survey,
            "ALERTDIST_HOME": str(tmp_path / "home")}
-    command = [sys.executable, "-m", "alertdist.cli", "archive", "--night", f"{NIGHT:%Y%m%d}", "--dest", str(dest),
+    command = [sys.executable, "-m", "alertdist.cli.main", "archive", "--night", f"{NIGHT:%Y%m%d}", "--dest", str(dest),
                "--row-group-rows", "5", "--work-dir", str(tmp_path)]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -122,7 +122,7 @@ def test_killing_the_archiver_leaves_no_partial_file_and_a_rerun_completes(kafka
 
 
 def test_the_flow_archives_and_verifies_a_night(kafka_bootstrap, night, tmp_path, prefect_server):
-    from flows.archive_night import archive_night as archive_flow
+    from alertdist.flows.archive_night import archive_night as archive_flow
 
     naming, state, _ = night
     result = archive_flow(night=f"{NIGHT:%Y%m%d}", dest=str(tmp_path), bootstrap_servers=kafka_bootstrap,

@@ -19,11 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import schemas
-from tasks import codec, writer_schemas
-from tasks.avro_encoder import compile_body_encoder
-from tasks.avro_container import SYNC_SIZE, read_long, build_container, parse_container, zigzag_varint
-from tasks.codec import AlertPacketError, decode, encode, peek
+from alertdist import schemas
+from alertdist.avro import codec
+from alertdist.avro import writer_schemas
+from alertdist.avro.encoder import compile_body_encoder
+from alertdist.avro.container import SYNC_SIZE, read_long, build_container, parse_container, zigzag_varint
+from alertdist.avro.codec import AlertPacketError, decode, encode, peek
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ARCHIVE = DATA / "ztf-archive" / "ztf_public_20180819_mod1000.tar.gz"

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from alertdist.cli import main as cli
-from tasks.access import ArchiveAccessError, ChecksumMismatchError, download_night, list_nights
-from tasks.archive import ArchiveOptions, archive_night
-from tasks.archive.tarball import read_members
-from tasks.kafka_clients import admin_client
-from tasks.publisher import publish
-from tasks.readers import open_sources
-from tasks.sources import SourcePacket, simulated_alerts
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.cli.main import main as cli
+from alertdist.access import ArchiveAccessError, ChecksumMismatchError, download_night, list_nights
+from alertdist.archive import ArchiveOptions, archive_night
+from alertdist.archive.tarball import read_members
+from alertdist.kafka.clients import admin_client
+from alertdist.publish.publisher import publish
+from alertdist.access.readers import open_sources
+from alertdist.publish.sources import SourcePacket, simulated_alerts
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from tests.conftest import ARCHIVE_2018
 
 NIGHT = dt.date(2023, 10, 12)

@@ -24,17 +24,17 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import ConfigResource
 
-from infra import kafka_local
-from tasks import codec
-from tasks.archive import ArchiveOptions, archive_night, read_manifest, verify_night
-from tasks.archive.storage import TEMP_PREFIX
-from tasks.filters import alert_filter
-from tasks.filters.live import group_id_for
-from tasks.kafka_clients import admin_client, consumer
-from tasks.night_state import read_night_state
-from tasks.publisher import PublishProgress, publish
-from tasks.sources import NIGHT_DONE, SourcePacket, paced, simulated_alerts
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.infra import kafka_local
+from alertdist.avro import codec
+from alertdist.archive import ArchiveOptions, archive_night, read_manifest, verify_night
+from alertdist.archive.storage import TEMP_PREFIX
+from alertdist.filters import alert_filter
+from alertdist.filters.live import group_id_for
+from alertdist.kafka.clients import admin_client, consumer
+from alertdist.nights.state import read_night_state
+from alertdist.publish.publisher import PublishProgress, publish
+from alertdist.publish.sources import NIGHT_DONE, SourcePacket, paced, simulated_alerts
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from tests.conftest import REPO, start_test_cluster
 from tests.kafka_support import read_to_end
 
@@ -261,8 +261,8 @@ class _Lines(logging.Handler):
 
 def test_whole_cluster_down_when_the_publisher_starts_it_waits_keeps_the_drop_folder_and_publishes_later(
         healthy, unique, tmp_path, prefect_server):
-    from flows.publish import publish_night
-    from tasks.simulate import write_drop_folder
+    from alertdist.flows.publish import publish_night
+    from alertdist.simulate.night import write_drop_folder
 
     naming = TopicNaming(survey=f"cd{unique}")
     night = _night(seed=33, n=120)
@@ -321,8 +321,8 @@ def _archive_with_retries(cluster, naming: TopicNaming, dest: str, options: Arch
     """The archive flow's programme task, with its own retry condition but second-long delays."""
     from prefect.client.orchestration import get_client
 
-    from flows.archive_night import archive_one
-    from tasks.archive import closed_state
+    from alertdist.flows.archive_night import archive_one
+    from alertdist.archive import closed_state
 
     state = closed_state(cluster.bootstrap_servers, naming, NIGHT)
     task = archive_one.with_options(retries=retries, retry_delay_seconds=1)

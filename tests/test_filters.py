@@ -19,14 +19,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import codec
-from tasks.filters import (
+from alertdist.avro import codec
+from alertdist.filters import (
     ERROR, MALFORMED, PASSED, REJECTED, FilterLookupError, alert_filter, available_filters, load_filter,
 )
-from tasks.filters.batch import iter_packets, run_batch, write_table
-from tasks.filters.bundled import bright_transients
-from tasks.filters.live import FilterFailingError, LiveRunError, retry_if_transient
-from tasks.simulate import simulate_night
+from alertdist.filters.batch import iter_packets, run_batch, write_table
+from alertdist.filters.bundled import bright_transients
+from alertdist.filters.live import FilterFailingError, LiveRunError, retry_if_transient
+from alertdist.simulate.night import simulate_night
 
 NIGHT = dt.date(2023, 10, 12)
 
@@ -307,8 +307,8 @@ def test_filter_batch_command_reads_folders_and_archived_tarballs_alike(real_pac
     """`alertdist filter batch` over the real UW tarball (archive reader) and over a folder (plain files)."""
     import pyarrow.parquet as pq
 
-    from alertdist.cli import main
-    from tasks.filters.batch import run_batch
+    from alertdist.cli.main import main
+    from alertdist.filters.batch import run_batch
     from tests.conftest import ARCHIVE_2018
 
     out = tmp_path / "passes.parquet"

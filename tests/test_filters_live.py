@@ -20,15 +20,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka import TopicPartition
 
-from tasks import codec
-from tasks.filters import alert_filter, load_filter
-from tasks.filters.batch import run_batch
-from tasks.filters.bundled import bright_transients
-from tasks.filters.live import FilterFailingError, LiveOptions, group_id_for, run_live
-from tasks.kafka_clients import admin_client, consumer, producer
-from tasks.night_state import NightState, end_offsets, mark_night
-from tasks.simulate import simulate_night
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.avro import codec
+from alertdist.filters import alert_filter, load_filter
+from alertdist.filters.batch import run_batch
+from alertdist.filters.bundled import bright_transients
+from alertdist.filters.live import FilterFailingError, LiveOptions, group_id_for, run_live
+from alertdist.kafka.clients import admin_client, consumer, producer
+from alertdist.nights.state import NightState, end_offsets, mark_night
+from alertdist.simulate.night import simulate_night
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from tests.kafka_support import read_to_end
 from tests.test_filters import EXPECTED, full_record
 
@@ -348,7 +348,7 @@ def test_a_filter_failing_on_every_alert_is_stopped_with_a_clear_message(kafka_b
 
 
 def test_filter_night_flow_runs_copies_and_summarizes(kafka_bootstrap, unique, real_packets, prefect_server):
-    from flows.filter_night import filter_night
+    from alertdist.flows.filter_night import filter_night
 
     naming = TopicNaming(survey=f"p{unique}")
     published = publish_night(kafka_bootstrap, naming, real_packets)

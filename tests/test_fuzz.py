@@ -23,13 +23,13 @@ from confluent_kafka import TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tasks import codec
-from tasks.avro_container import MAGIC
-from tasks.kafka_clients import admin_client, consumer
-from tasks.night_state import end_offsets
-from tasks.publisher import HEADER_REASON, HEADER_SOURCE, REJECT_KINDS, publish
-from tasks.sources import SourcePacket, simulated_packets
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.avro import codec
+from alertdist.avro.container import MAGIC
+from alertdist.kafka.clients import admin_client, consumer
+from alertdist.nights.state import end_offsets
+from alertdist.publish.publisher import HEADER_REASON, HEADER_SOURCE, REJECT_KINDS, publish
+from alertdist.publish.sources import SourcePacket, simulated_packets
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from tests import fuzz_cases as fc
 from tests.conftest import ARCHIVE_2018, REPO, SHARED_DATA
 
@@ -174,7 +174,7 @@ def test_a_recursive_schema_with_deeply_nested_data_is_refused_not_a_crash():
     """A crash would take the publisher down on every restart while the file stays in the drop folder."""
     shallow = fc.recursive_schema_packet(10)
     assert _outcome(codec.decode, shallow)[0] in ("ok", "refused")
-    script = ("import sys; from tasks import codec; from tests.fuzz_cases import recursive_schema_packet\n"
+    script = ("import sys; from alertdist.avro import codec; from tests.fuzz_cases import recursive_schema_packet\n"
               "try:\n    codec.peek(recursive_schema_packet(100_000))\nexcept codec.AlertPacketError as e:\n"
               "    print('refused:', e)\n")
     run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from confluent_kafka.admin import ConfigResource
 
-from infra import kafka_local
-from tasks.kafka_clients import admin_client
+from alertdist.infra import kafka_local
+from alertdist.kafka.clients import admin_client
 
 
 def test_broker_is_real_apache_kafka_in_kraft_mode(kafka_bootstrap):
@@ -33,8 +33,8 @@ def test_install_is_a_no_op_the_second_time(tmp_path):
 def test_restart_keeps_the_data(tmp_path):
     from confluent_kafka import TopicPartition
 
-    from tasks.kafka_clients import consumer, producer
-    from tasks.topics import create_topics
+    from alertdist.kafka.clients import consumer, producer
+    from alertdist.nights.topics import create_topics
     from tests.conftest import start_test_cluster
 
     cluster = start_test_cluster(tmp_path / "kafka")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tasks.night_report import reconcile
+from alertdist.nights.report import reconcile
 
 
 def _artifact(key: str):
@@ -42,7 +42,7 @@ def _subflow_names(flow_run_id) -> set[str]:
 
 def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(kafka_bootstrap, prefect_server, unique,
                                                                      tmp_path):
-    from flows.night import night
+    from alertdist.flows.night import night
 
     survey = f"n{unique}"
     state = night(night="20231012", source="simulate:300:7", survey=survey, dest=str(tmp_path / "archive"),
@@ -97,7 +97,7 @@ def _events(resource_id: str, wait_s: float = 30.0) -> set[str]:
 
 
 def test_a_broken_stage_fails_the_night_with_a_clear_message(kafka_bootstrap, prefect_server, unique, tmp_path):
-    from flows.night import night
+    from alertdist.flows.night import night
 
     state = night(night="20231013", source="simulate:50:3", survey=f"b{unique}", dest=str(tmp_path / "archive"),
                   partitions=2, filters=["bright_transients", "no_such_filter"], bootstrap_servers=kafka_bootstrap,

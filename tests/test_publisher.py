@@ -16,13 +16,13 @@ import fastavro
 import pytest
 from confluent_kafka import TopicPartition
 
-from tasks import codec
-from tasks.kafka_clients import admin_client, consumer
-from tasks.night_state import end_offsets, read_night_state
-from tasks.publisher import HEADER_CANDID, HEADER_PRODUCED_MS, HEADER_PUBLISHED_MS, HEADER_REASON, HEADER_SOURCE
-from tasks.publisher import PublishError, publish
-from tasks.sources import NIGHT_DONE, SourcePacket, simulated_packets
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.avro import codec
+from alertdist.kafka.clients import admin_client, consumer
+from alertdist.nights.state import end_offsets, read_night_state
+from alertdist.publish.publisher import HEADER_CANDID, HEADER_PRODUCED_MS, HEADER_PUBLISHED_MS, HEADER_REASON, HEADER_SOURCE
+from alertdist.publish.publisher import PublishError, publish
+from alertdist.publish.sources import NIGHT_DONE, SourcePacket, simulated_packets
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from tests.conftest import REPO
 
 NIGHT = dt.date(2023, 10, 12)
@@ -177,7 +177,7 @@ def test_missing_topics_and_closed_nights_fail_loudly_before_anything_is_sent(ka
 
 
 def _cli(*args, env):
-    return subprocess.Popen([sys.executable, "-m", "alertdist.cli", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "alertdist.cli.main", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -253,7 +253,7 @@ def test_the_publish_flow_publishes_closes_and_leaves_artifacts(kafka_bootstrap,
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.publish import publish_night
+    from alertdist.flows.publish import publish_night
 
     survey = f"f{unique}"
     summary = publish_night(source="simulate:30", night=f"{NIGHT:%Y%m%d}", partitions=2,
@@ -273,9 +273,9 @@ def test_the_publish_flow_publishes_closes_and_leaves_artifacts(kafka_bootstrap,
 def test_only_transient_kafka_errors_are_retried():
     from confluent_kafka import KafkaError, KafkaException
 
-    from tasks.night_state import NightStateError
-    from tasks.publisher import transient_kafka_error
-    from tasks.topics import TopicsError
+    from alertdist.nights.state import NightStateError
+    from alertdist.publish.publisher import transient_kafka_error
+    from alertdist.nights.topics import TopicsError
 
     def wrapped(outer, inner):
         try:
@@ -319,8 +319,8 @@ def test_a_packet_too_big_even_for_the_rejected_topic_keeps_its_head_and_size(ka
 def test_tonight_is_the_night_starting_this_evening_or_under_way(site, local, expected):
     from zoneinfo import ZoneInfo
 
-    from tasks.topics import tonight
-    from tasks.topics import SITES
+    from alertdist.nights.topics import tonight
+    from alertdist.nights.topics import SITES
 
     now = dt.datetime(*local, tzinfo=ZoneInfo(SITES[site].timezone))
     assert tonight(SITES[site], now) == dt.date(*expected)
@@ -328,7 +328,7 @@ def test_tonight_is_the_night_starting_this_evening_or_under_way(site, local, ex
 
 def _broken_after_candidate(packet: bytes) -> bytes:
     """The same packet with its record cut off halfway (in the history), reframed so the container is sound."""
-    from tasks.avro_container import build_container, parse_container
+    from alertdist.avro.container import build_container, parse_container
 
     c = parse_container(packet)
     body = packet[c.body_start:c.body_end]

@@ -18,17 +18,17 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from alertdist.cli import main as cli
-from tasks import codec
-from tasks.archive import ArchiveOptions, archive_night
-from tasks.archive.tarball import TarballWriter, jd_to_unix, read_members
-from tasks.filters.live import LiveOptions, run_live
-from tasks.kafka_clients import admin_client
-from tasks.publisher import publish
-from tasks.readers import ArchiveReadError, ReadCounts, open_sources, tarball_alerts
-from tasks.replay import ensure_topic, replay_into_night, replay_to_topic
-from tasks.sources import SourcePacket, simulated_alerts
-from tasks.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.cli.main import main as cli
+from alertdist.avro import codec
+from alertdist.archive import ArchiveOptions, archive_night
+from alertdist.archive.tarball import TarballWriter, jd_to_unix, read_members
+from alertdist.filters.live import LiveOptions, run_live
+from alertdist.kafka.clients import admin_client
+from alertdist.publish.publisher import publish
+from alertdist.access.readers import ArchiveReadError, ReadCounts, open_sources, tarball_alerts
+from alertdist.access.replay import ensure_topic, replay_into_night, replay_to_topic
+from alertdist.publish.sources import SourcePacket, simulated_alerts
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from tests.conftest import ARCHIVE_2018
 from tests.kafka_support import read_to_end
 
@@ -144,7 +144,7 @@ def test_replaying_from_parquet_rebuilds_packets_that_decode_to_the_same_records
 def test_a_replayed_archive_archives_again_to_the_same_tarball_checksums(
         kafka_bootstrap, simulated, survey_prefix, tmp_path, prefect_server):
     """Through the Prefect flow: the archive root and the night in, the programme topics out, then archived."""
-    from flows.replay import replay_night
+    from alertdist.flows.replay import replay_night
 
     naming, alerts, dest, manifest = simulated
     again = TopicNaming(survey=f"{survey_prefix}again")
@@ -240,7 +240,7 @@ def test_a_truncated_tarball_stops_with_the_counts_so_far(tmp_path):
 
 def test_offline_filter_on_the_archived_night_equals_the_live_filters_output(
         kafka_bootstrap, simulated, tmp_path, prefect_server):
-    from flows.offline_filter import offline_filter
+    from alertdist.flows.offline_filter import offline_filter
 
     naming, _, dest, _ = simulated
     report = run_live("bright_transients", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming,
@@ -285,7 +285,7 @@ def test_a_nights_parquet_is_queried_with_projection_and_row_filters(simulated):
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
-    from tasks.readers import read_table
+    from alertdist.access.readers import read_table
 
     _, alerts, dest, _ = simulated
     records = [codec.decode(a.packet, ["candid", "candidate"]) for a in alerts]
@@ -313,7 +313,7 @@ def test_a_stop_while_waiting_for_an_exposure_leaves_the_replayed_night_open(
         kafka_bootstrap, simulated, survey_prefix):
     import threading
 
-    from tasks.night_state import read_night_state
+    from alertdist.nights.state import read_night_state
 
     _, alerts, dest, _ = simulated
     naming = TopicNaming(survey=f"{survey_prefix}stop")

@@ -19,10 +19,10 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 from alertdist.settings import Settings
-from infra import kafka_local
-from tasks.kafka_clients import admin_client, consumer, producer
-from tasks.security import User, add_user, read_users, remove_user, scram_client_config, secure_night
-from tasks.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
+from alertdist.infra import kafka_local
+from alertdist.kafka.clients import admin_client, consumer, producer
+from alertdist.security import User, add_user, read_users, remove_user, scram_client_config, secure_night
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
 
 REPO = Path(__file__).resolve().parents[1]
 NIGHT = dt.date(2023, 10, 12)
@@ -261,7 +261,7 @@ def test_users_cli_adds_and_lists_with_the_password_on_stdin(secure_cluster, nig
     naming, _ = night_topics
     env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": secure_cluster.bootstrap_servers,
            "ALERTDIST_SURVEY": naming.survey}
-    cli = [sys.executable, "-m", "alertdist.cli", "users"]
+    cli = [sys.executable, "-m", "alertdist.cli.main", "users"]
     added = subprocess.run([*cli, "add", "leo", "--role", "partnership", "--password-stdin"], input=PASSWORD + "\n",
                            capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert added.returncode == 0, added.stderr
@@ -284,7 +284,7 @@ def test_the_secured_cluster_refuses_to_restart_open(secure_cluster):
 
 
 def test_the_topic_creation_flow_applies_the_new_nights_acls(secure_cluster, unique, prefect_server):
-    from flows.topics import create_night_topics
+    from alertdist.flows.topics import create_night_topics
 
     naming = TopicNaming(survey=f"f{unique}")
     nina = _user(secure_cluster, naming, "nina", "partnership")

@@ -15,10 +15,10 @@ import fastavro
 import numpy as np
 import pytest
 
-import schemas
-from tasks import codec
-from tasks.cutouts import STAMP_SIZE, encode_stamp, read_stamp, read_stamp_header, set_gzip_mtime
-from tasks.simulate import DEFAULT_PROGRAMME_WEIGHTS, night_window, simulate_night, write_drop_folder
+from alertdist import schemas
+from alertdist.avro import codec
+from alertdist.simulate.cutouts import STAMP_SIZE, encode_stamp, read_stamp, read_stamp_header, set_gzip_mtime
+from alertdist.simulate.night import DEFAULT_PROGRAMME_WEIGHTS, night_window, simulate_night, write_drop_folder
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_DIRS = [DATA / "ztf-alerts" / "20231012", DATA / "ztf-alerts" / "20200202"]
@@ -115,7 +115,7 @@ def test_alerts_of_an_exposure_share_time_and_image_identity(night):
 
 def test_the_pid_and_candid_rules_are_ztfs_own():
     """The rules the simulator writes by, checked on every real detection (candidate and history)."""
-    from tasks.simulate import _pid
+    from alertdist.simulate.night import _pid
     paths = [p for d in REAL_DIRS for p in sorted(d.glob("*.avro"))] if DATA.is_dir() else []
     if not paths:
         pytest.skip(_MISSING)
@@ -146,7 +146,7 @@ def test_exposures_follow_ztf_cadence_from_evening_twilight(night):
 
 def test_a_big_night_has_about_two_hundred_alerts_per_exposure():
     # Only the plan is looked at: counting exposures does not need the packets built.
-    from tasks.simulate import _exposure_count
+    from alertdist.simulate.night import _exposure_count
     window = night_window(NIGHT)
     assert 10 <= _exposure_count(2000, window) <= 40
     assert 300 <= _exposure_count(100_000, window) <= 700

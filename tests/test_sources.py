@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tasks import codec
-from tasks.sources import (
+from alertdist.avro import codec
+from alertdist.publish.sources import (
     NIGHT_DONE,
     DropFolder,
     SourceError,
@@ -21,7 +21,7 @@ from tasks.sources import (
     source_from_spec,
     tarball_packets,
 )
-from tasks.topics import SITES, night_of_jd
+from alertdist.nights.topics import SITES, night_of_jd
 from tests.conftest import ARCHIVE_2018
 
 

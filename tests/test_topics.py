@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from confluent_kafka.admin import ConfigResource
 
-from tasks.kafka_clients import admin_client
-from tasks.night_state import NightState, end_offsets, mark_night, read_night_state
-from tasks.topics import SITES, TopicNaming, TopicSettings, ensure_night_topics, night_date, parse_night
+from alertdist.kafka.clients import admin_client
+from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
+from alertdist.nights.topics import SITES, TopicNaming, TopicSettings, ensure_night_topics, night_date, parse_night
 
 
 def _local(site, y, m, d, hh, mm=0):

@@ -1,0 +1,27 @@
+"""Archive access for offline work: list the nights an archive location holds, download one verified.
+
+`listing`: what a folder, ``s3://`` prefix or HTTP(S) directory (UW's layout) holds, with its checksums.
+`download`: a night's files, resumable and verified against ``MD5SUMS`` and the manifest.
+"""
+
+from alertdist.access.download import (
+    ChecksumMismatchError, DownloadError, DownloadReport, DownloadedFile, download_file, download_night,
+)
+from alertdist.access.listing import (
+    ArchiveAccessError, ArchiveLocation, NightListing, RemoteFile, list_nights, open_location,
+)
+
+__all__ = [
+    "ArchiveAccessError",
+    "ArchiveLocation",
+    "ChecksumMismatchError",
+    "DownloadError",
+    "DownloadReport",
+    "DownloadedFile",
+    "NightListing",
+    "RemoteFile",
+    "download_file",
+    "download_night",
+    "list_nights",
+    "open_location",
+]

@@ -1,0 +1,339 @@
+"""What an archive location holds: its nights, their files and the checksums to check a download against.
+
+One location, three kinds, one interface (`ArchiveLocation`): a local folder or any fsspec URL (``s3://``)
+listed through fsspec, and an HTTP(S) directory laid out like UW's public archive
+(https://ztf.uw.edu/alerts/public/), listed from its HTML index pages or, where the server shows none, from
+its ``MD5SUMS``. HTTP goes through httpx rather than fsspec's aiohttp layer because resuming a download needs
+to see exactly how the server answered a Range request (206, 200 or 416).
+
+The layout is the archive's own (`tasks.archive`): ``<survey>_<programme>_<YYYYMMDD>.tar.gz`` and ``MD5SUMS``
+at the root, ``parquet/night=<YYYYMMDD>/programid=<N>/*.parquet``, ``manifests/<survey>_<YYYYMMDD>.json``
+with the size, md5 and sha256 of every file of the night. UW's archive has only the first two.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from urllib.parse import quote, unquote, urljoin, urlsplit
+
+from alertdist.archive.manifest import NightManifest
+from alertdist.archive.night import MD5SUMS
+from alertdist.archive.tarball import parse_md5sums
+
+__all__ = [
+    "ArchiveAccessError",
+    "ArchiveLocation",
+    "NightListing",
+    "RemoteFile",
+    "list_nights",
+    "open_location",
+]
+
+TARBALL_NAME = re.compile(r"^(?P<survey>[A-Za-z0-9]+)_(?P<programme>[A-Za-z0-9]+)_(?P<night>\d{8})\.tar\.gz$")
+MANIFEST_NAME = re.compile(r"^(?P<survey>[A-Za-z0-9]+)_(?P<night>\d{8})\.json$")
+NIGHT_FOLDER = re.compile(r"^night=(?P<night>\d{8})$")
+_HTTP_TIMEOUT = 30.0
+
+
+class ArchiveAccessError(RuntimeError):
+    """An archive location could not be listed or read; the message names the URL and what to check."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a night, ``path`` relative to the archive root; checksums where the archive publishes them."""
+
+    path: str
+    size: int | None = None
+    md5: str | None = None
+    sha256: str | None = None
+    kind: str = "tarball"  # tarball | parquet
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass
+class NightListing:
+    """A night at one location: its tarballs, whether it has Parquet, where its manifest is."""
+
+    night: str
+    tarballs: dict[str, RemoteFile] = field(default_factory=dict)  # file name -> file
+    parquet: bool = False
+    manifests: list[str] = field(default_factory=list)  # paths
+
+    def describe(self) -> str:
+        sizes = [f.size for f in self.tarballs.values()]
+        size = f", {sum(sizes) / 1e6:,.1f} MB" if sizes and None not in sizes else ""
+        return (f"{self.night}  {len(self.tarballs)} tarball(s){size}  parquet: {'yes' if self.parquet else 'no'}"
+                f"  manifest: {'yes' if self.manifests else 'no'}  ({', '.join(sorted(self.tarballs)) or '-'})")
+
+
+class ArchiveLocation:
+    """Read access to an archive root; `open_location` picks the kind from the URL."""
+
+    url: str
+
+    def listdir(self, path: str = "") -> dict[str, int | None]:
+        """Names directly in a folder (sub-folders end with ``/``) -> size when known; {} if it is absent."""
+        raise NotImplementedError
+
+    def read_bytes(self, path: str) -> bytes | None:
+        """A small file's bytes, or None if it does not exist."""
+        raise NotImplementedError
+
+    def read_from(self, path: str, offset: int, chunk_size: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
+        """(start, chunks) of a file from ``offset``: ``start`` is where the bytes really begin (0 if the
+        server ignored the range). Raises `ArchiveAccessError` if the file cannot be opened."""
+        raise NotImplementedError
+
+    def display(self, path: str) -> str:
+        return f"{self.url.rstrip('/')}/{path}"
+
+    # --------------------------------------------------------------------------------------------- shared
+
+    def nights(self) -> list[NightListing]:
+        """Every night the location holds, oldest first."""
+        found: dict[str, NightListing] = {}
+        root = self.listdir("")
+        sums = self.md5sums()
+        names = dict(root)
+        if not any(TARBALL_NAME.match(n) for n in names):
+            names.update({n: None for n in sums})  # no index page (or an empty one): MD5SUMS names the files
+        for name, size in names.items():
+            m = TARBALL_NAME.match(name)
+            if m:
+                night = found.setdefault(m["night"], NightListing(m["night"]))
+                night.tarballs[name] = RemoteFile(name, size, sums.get(name))
+        if "parquet/" in root:
+            for name in self.listdir("parquet"):
+                m = NIGHT_FOLDER.match(name.rstrip("/"))
+                if m:
+                    found.setdefault(m["night"], NightListing(m["night"])).parquet = True
+        if "manifests/" in root:
+            for name in self.listdir("manifests"):
+                m = MANIFEST_NAME.match(name)
+                if m:
+                    found.setdefault(m["night"], NightListing(m["night"])).manifests.append(f"manifests/{name}")
+        return [found[n] for n in sorted(found)]
+
+    def md5sums(self) -> dict[str, str]:
+        raw = self.read_bytes(MD5SUMS)
+        if raw is None:
+            return {}
+        try:
+            return parse_md5sums(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise ArchiveAccessError(f"{self.display(MD5SUMS)} is not an MD5SUMS file: {e}") from e
+
+    def manifest(self, path: str) -> NightManifest:
+        raw = self.read_bytes(path)
+        if raw is None:
+            raise ArchiveAccessError(f"manifest {self.display(path)} vanished while listing")
+        try:
+            return NightManifest.from_json(raw)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ArchiveAccessError(f"{self.display(path)} is not a readable archive manifest: {e}") from e
+
+    def parquet_files(self, night: str) -> list[str]:
+        """Paths of the night's Parquet files, found by listing (for archives whose manifest is missing)."""
+        base = f"parquet/night={night}"
+        paths = []
+        for folder in self.listdir(base):
+            if folder.endswith("/"):
+                paths += [f"{base}/{folder}{name}" for name in self.listdir(f"{base}/{folder.rstrip('/')}")
+                          if name.endswith(".parquet")]
+        return sorted(paths)
+
+    def night_files(self, night: str, survey: str | None = None) -> list[RemoteFile]:
+        """Every tarball and Parquet file of ``night``, with the size, md5 and sha256 the archive publishes."""
+        listing = {n.night: n for n in self.nights()}.get(night)
+        if listing is None:
+            raise ArchiveAccessError(f"night {night} is not in {self.url}; `alertdist archive-list {self.url}` "
+                                     "shows the nights it has")
+        files: dict[str, RemoteFile] = {}
+        for name, f in listing.tarballs.items():
+            if survey is None or name.startswith(f"{survey}_"):
+                files[f.path] = f
+        manifests = [p for p in listing.manifests if survey is None or p.startswith(f"manifests/{survey}_")]
+        if not listing.manifests:  # no folder listing to find it by (an HTTP server without index pages): ask
+            surveys = {TARBALL_NAME.match(n)["survey"] for n in listing.tarballs} if survey is None else {survey}
+            manifests = [p for p in (f"manifests/{s}_{night}.json" for s in sorted(surveys))
+                         if self.read_bytes(p) is not None]
+        for path in manifests:
+            for programme in self.manifest(path).programmes.values():
+                for kind, entry in programme.files.items():
+                    known = files.get(entry["path"])
+                    if known is not None and known.md5 and known.md5 != entry.get("md5"):
+                        raise ArchiveAccessError(
+                            f"{self.url}: MD5SUMS and {path} disagree about {entry['path']} ({known.md5} vs "
+                            f"{entry.get('md5')}); the archive is being rewritten or is inconsistent, try again later")
+                    files[entry["path"]] = RemoteFile(entry["path"], entry["size"], entry.get("md5"), entry["sha256"],
+                                                       kind)
+        if listing.parquet and not manifests:
+            for path in self.parquet_files(night):
+                files[path] = RemoteFile(path, self.listdir(path.rsplit("/", 1)[0]).get(path.rsplit("/", 1)[1]),
+                                         kind="parquet")
+        return [files[p] for p in sorted(files)]
+
+
+class FsspecLocation(ArchiveLocation):
+    """A local folder or any fsspec URL (``s3://bucket/prefix`` through s3fs)."""
+
+    def __init__(self, url: str, storage_options: dict | None = None) -> None:
+        import fsspec
+
+        self.url = str(url)
+        try:
+            self.fs, root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        except (ImportError, ValueError) as e:
+            raise ArchiveAccessError(f"cannot open archive location {self.url!r}: {e}") from e
+        self.root = root.rstrip("/")
+
+    def _full(self, path: str) -> str:
+        return f"{self.root}/{path}".rstrip("/") if path else self.root
+
+    def listdir(self, path: str = "") -> dict[str, int | None]:
+        self.fs.invalidate_cache()
+        try:
+            entries = self.fs.ls(self._full(path), detail=True)
+        except FileNotFoundError:
+            if not path:
+                raise ArchiveAccessError(f"archive location {self.url} does not exist; check the path or URL") from None
+            return {}
+        except OSError as e:
+            raise ArchiveAccessError(f"listing {self.display(path)} failed: {e}; check the URL and credentials") from e
+        found = {}
+        for entry in entries:
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            if entry["type"] == "directory":
+                found[f"{name}/"] = None
+            else:
+                found[name] = entry.get("size")
+        return found
+
+    def read_bytes(self, path: str) -> bytes | None:
+        try:
+            return self.fs.cat_file(self._full(path))
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise ArchiveAccessError(f"reading {self.display(path)} failed: {e}") from e
+
+    def read_from(self, path: str, offset: int, chunk_size: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
+        try:
+            handle = self.fs.open(self._full(path), "rb", block_size=8 * chunk_size)
+            handle.seek(offset)
+        except OSError as e:
+            raise ArchiveAccessError(f"opening {self.display(path)} at byte {offset} failed: {e}") from e
+
+        def chunks() -> Iterator[bytes]:
+            with handle:
+                while block := handle.read(chunk_size):
+                    yield block
+
+        return offset, chunks()
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag, attrs) -> None:
+        if tag == "a":
+            self.hrefs += [v for k, v in attrs if k == "href" and v]
+
+
+class HttpLocation(ArchiveLocation):
+    """An HTTP(S) directory: Apache/nginx/``http.server`` index pages, or only files and an ``MD5SUMS``."""
+
+    def __init__(self, url: str, client=None) -> None:
+        import httpx
+
+        self.url = url if url.endswith("/") else f"{url}/"
+        self.client = client or httpx.Client(timeout=httpx.Timeout(_HTTP_TIMEOUT, connect=10.0),
+                                             follow_redirects=True)
+        self._httpx = httpx
+
+    def _url(self, path: str) -> str:
+        return urljoin(self.url, quote(path, safe="/"))
+
+    def _get(self, path: str):
+        try:
+            return self.client.get(self._url(path))
+        except self._httpx.HTTPError as e:
+            raise ArchiveAccessError(f"GET {self._url(path)} failed: {e}; is the server up and the URL right?") from e
+
+    def listdir(self, path: str = "") -> dict[str, int | None]:
+        folder = f"{path.rstrip('/')}/" if path else ""
+        response = self._get(folder)
+        if response.status_code in (403, 404) or "html" not in response.headers.get("content-type", ""):
+            return {}
+        if response.status_code != 200:
+            raise ArchiveAccessError(f"GET {self._url(folder)} answered {response.status_code}")
+        parser = _Links()
+        parser.feed(response.text)
+        base = urlsplit(self._url(folder)).path
+        found = {}
+        for href in parser.hrefs:
+            target = urlsplit(urljoin(self._url(folder), href))
+            if target.query or target.fragment or not target.path.startswith(base):
+                continue  # sort links (?C=N), the parent folder, other sites
+            name = unquote(target.path[len(base):])
+            if name and "/" not in name.rstrip("/"):
+                found[name] = None  # index pages show rounded sizes at best; the manifest has exact ones
+        return found
+
+    def read_bytes(self, path: str) -> bytes | None:
+        response = self._get(path)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise ArchiveAccessError(f"GET {self._url(path)} answered {response.status_code}")
+        return response.content
+
+    def read_from(self, path: str, offset: int, chunk_size: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
+        # identity: Range offsets count the file's own bytes, never a transfer encoding's
+        headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
+        request = self.client.build_request("GET", self._url(path), headers=headers)
+        try:
+            response = self.client.send(request, stream=True)
+        except self._httpx.HTTPError as e:
+            raise ConnectionError(f"GET {self._url(path)} from byte {offset} failed: {e}") from e
+        if response.status_code == 416:  # nothing after `offset`: what we have is the whole file (or more)
+            response.close()
+            return offset, iter(())
+        if response.status_code not in (200, 206):
+            response.close()
+            raise ArchiveAccessError(f"GET {self._url(path)} answered {response.status_code}")
+        start = 0
+        if response.status_code == 206:
+            m = re.match(r"bytes (\d+)-", response.headers.get("content-range", ""))
+            start = int(m.group(1)) if m else 0
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from response.iter_bytes()  # as received: a chunk buffer would lose bytes on a cut
+            except self._httpx.HTTPError as e:  # the connection dropped mid-file: the caller resumes
+                raise ConnectionError(f"GET {self._url(path)} broke off: {e}") from e
+            finally:
+                response.close()
+
+        return start, chunks()
+
+
+def open_location(url: str, storage_options: dict | None = None) -> ArchiveLocation:
+    """The archive at ``url``: ``http(s)://`` an HTTP directory, anything else a folder or fsspec URL."""
+    if str(url).startswith(("http://", "https://")):
+        return HttpLocation(str(url))
+    return FsspecLocation(str(url), storage_options)
+
+
+def list_nights(url: str, storage_options: dict | None = None) -> list[NightListing]:
+    """The nights available at an archive location (folder, ``s3://...`` or an HTTP(S) directory), oldest first."""
+    return open_location(url, storage_options).nights()

@@ -1,0 +1,407 @@
+"""Read an archived night as a stream: a tarball's packets, or a Parquet dataset's rows rebuilt into packets.
+
+Tarballs (UW's or ours) are streamed member by member through `alertdist.publish.sources.tarball_packets` (local path,
+``s3://`` or ``http(s)://`` via fsspec): never extracted, never loaded whole. Each member is checked with
+`codec.peek`; a member that is not a valid alert packet is reported with its name and skipped, and counted,
+so one bad member never costs the rest of the night. A damaged *stream* (a truncated download, a gzip CRC
+error) cannot be read past and raises `ArchiveReadError` with the counts so far: verify downloads first
+(`alertdist.access.download_night`).
+
+The Parquet dataset (``parquet/night=YYYYMMDD/programid=N/*.parquet``, see `alertdist.archive.parquet`) is opened
+with `pyarrow.dataset`, so a query reads only the columns and row groups it needs. For replays its rows are
+turned back into alert records (the inverse of the archive's column layout, fitted to the row's own schema
+version) and re-encoded with `codec.encode`: they decode to the same records as the archived packets.
+
+`open_sources` puts it together for replays and offline filters: tarballs, Parquet files or datasets, or an
+archive root and a night, merged into one candid-ordered stream.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from alertdist import schemas
+from alertdist.avro import codec
+from alertdist.archive.parquet import night_table_columns
+from alertdist.publish.sources import SourceError, tarball_packets
+
+__all__ = [
+    "ArchiveReadError",
+    "ArchivedAlert",
+    "ReadCounts",
+    "alerts_from",
+    "is_tarball",
+    "merge_by_candid",
+    "open_dataset",
+    "open_sources",
+    "packets_for_batch",
+    "parquet_alerts",
+    "parquet_records",
+    "read_table",
+    "record_from_row",
+    "tarball_alerts",
+    "tarball_records",
+]
+
+PARTITIONING = ds.partitioning(pa.schema([("night", pa.string()), ("programid", pa.int32())]), flavor="hive")
+_PARTITION_ONLY = ("night",)  # hive keys that are not alert columns (programid is also candidate.programid)
+_KEEP_BAD = 100  # bad members named in the counts (all are logged)
+_log = logging.getLogger("alertdist.readers")
+
+
+class ArchiveReadError(RuntimeError):
+    """An archive source could not be read to its end; ``counts`` says how far it got."""
+
+    def __init__(self, message: str, counts: "ReadCounts | None" = None):
+        super().__init__(message)
+        self.counts = counts
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedAlert:
+    """One alert read back: its member (or row) name, the packet bytes, and the routing facts `codec.peek` gives."""
+
+    name: str
+    packet: bytes
+    info: codec.PacketInfo
+
+
+@dataclass
+class ReadCounts:
+    """Every member or row read is either good or bad: ``read == good + bad``."""
+
+    source: str
+    good: int = 0
+    bad: int = 0
+    bytes: int = 0
+    bad_members: list[tuple[str, str]] = field(default_factory=list)  # (name, reason), the first 100
+
+    @property
+    def read(self) -> int:
+        return self.good + self.bad
+
+    def add_bad(self, name: str, reason: str) -> None:
+        self.bad += 1
+        if len(self.bad_members) < _KEEP_BAD:
+            self.bad_members.append((name, reason))
+        _log.warning("%s: skipping %s: %s", self.source, name, reason)
+
+    def summary(self) -> str:
+        return f"{self.source}: {self.good} good, {self.bad} bad of {self.read} read"
+
+
+def is_tarball(location: str) -> bool:
+    return str(location).endswith((".tar", ".tar.gz", ".tgz"))
+
+
+# ------------------------------------------------------------------------------------------------- tarballs
+
+
+def tarball_alerts(
+    location: str, *, storage_options: dict | None = None, counts: ReadCounts | None = None
+) -> Iterator[ArchivedAlert]:
+    """The valid alert packets of a tarball, in member order, bytes unchanged; bad members counted and skipped.
+
+    Pass a `ReadCounts` to see the good and bad counts as the stream advances (and after it ends).
+    """
+    counts = counts if counts is not None else ReadCounts(str(location))
+    last = "(before the first member)"
+    try:
+        for item in tarball_packets(location, storage_options):
+            last = item.name
+            try:
+                info = codec.peek(item.packet)
+            except codec.AlertPacketError as e:
+                counts.add_bad(item.name, f"not a valid alert packet: {e}")
+                continue
+            counts.good += 1
+            counts.bytes += len(item.packet)
+            yield ArchivedAlert(item.name, item.packet, info)
+    except SourceError as e:
+        raise ArchiveReadError(
+            f"{e}; the stream broke after member {last} ({counts.good} good and {counts.bad} bad members read). "
+            "The file is damaged or incomplete: download it again (alertdist download verifies checksums)", counts
+        ) from e
+
+
+def tarball_records(
+    location: str, fields: Iterable[str] | None = None, *, storage_options: dict | None = None,
+    counts: ReadCounts | None = None,
+) -> Iterator[dict]:
+    """Decoded alert records of a tarball (all fields, or only ``fields``: a projection is much faster)."""
+    counts = counts if counts is not None else ReadCounts(str(location))
+    for alert in tarball_alerts(location, storage_options=storage_options, counts=counts):
+        try:
+            yield codec.decode(alert.packet, fields)
+        except codec.AlertPacketError as e:  # peek passed, but the history or cutouts are damaged
+            counts.good -= 1
+            counts.add_bad(alert.name, f"cannot decode: {e}")
+
+
+# -------------------------------------------------------------------------------------------------- Parquet
+
+
+def _dataset_location(location: str, fs) -> str:
+    """An archive root holds the dataset under ``parquet/``; anything else is taken as the dataset itself."""
+    root = location.rstrip("/")
+    if not root.endswith(".parquet") and fs.isdir(f"{root}/parquet"):
+        return f"{root}/parquet"
+    return root
+
+
+def open_dataset(location: str, *, storage_options: dict | None = None) -> ds.Dataset:
+    """A night's (or a whole archive's) Parquet dataset, hive-partitioned by ``night`` and ``programid``.
+
+    ``location``: an archive root, its ``parquet/`` folder, a ``night=...`` folder, or one ``.parquet`` file;
+    local or any fsspec URL. Nothing is read until a scan asks for columns and rows.
+    """
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(str(location), **(storage_options or {}))
+        path = _dataset_location(path, fs)
+        base = path.split("/night=", 1)[0] if "/night=" in path else None
+        return ds.dataset(path, filesystem=fs, format="parquet", partitioning=PARTITIONING,
+                          partition_base_dir=base)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise ArchiveReadError(f"opening the Parquet dataset at {location} failed: {e}; give an archive root, "
+                               "its parquet/ folder or a .parquet file") from e
+
+
+def read_table(
+    location: str,
+    columns: list[str] | None = None,
+    filter: ds.Expression | None = None,
+    *,
+    storage_options: dict | None = None,
+) -> pa.Table:
+    """Only ``columns`` of the rows matching ``filter``, e.g.
+    ``read_table(url, ["objectId", "magpsf"], (ds.field("magpsf") < 18) & (ds.field("drb") > 0.9))``."""
+    return open_dataset(location, storage_options=storage_options).to_table(columns=columns, filter=filter)
+
+
+@lru_cache(maxsize=None)
+def _column_sources() -> dict[str, tuple[str, ...]]:
+    """Parquet column name -> (top-level field[, child field]): the archive's own layout, inverted."""
+    return {c.field.name: c.source for c in night_table_columns()}
+
+
+def _named_types(avro: object, named: dict, namespace: str | None) -> None:
+    if isinstance(avro, list):
+        for branch in avro:
+            _named_types(branch, named, namespace)
+    elif isinstance(avro, dict):
+        if avro.get("type") == "record":
+            full = avro["name"] if "." in avro["name"] else ".".join(
+                filter(None, [avro.get("namespace", namespace), avro["name"]]))
+            named[full] = named[full.rpartition(".")[2]] = avro
+            for f in avro["fields"]:
+                _named_types(f["type"], named, full.rpartition(".")[0] or None)
+        elif avro.get("type") == "array":
+            _named_types(avro["items"], named, namespace)
+
+
+Fitter = Callable[[object], object]
+
+
+@lru_cache(maxsize=None)
+def _version_fitter(version: str) -> Fitter:
+    """A function that cuts a rebuilt record down to exactly what schema ``version`` writes (compiled once)."""
+    schema = schemas.load_schema(version)
+    named: dict = {}
+    _named_types(schema, named, None)
+    return _compile(schema, named) or (lambda value: value)
+
+
+def _compile(avro: object, named: dict) -> Fitter | None:
+    """A fitter for one Avro type; None where the value passes unchanged (every primitive)."""
+    if isinstance(avro, str):
+        avro = named.get(avro, avro)
+        if isinstance(avro, str):
+            return None
+    if isinstance(avro, list):
+        branch = next(b for b in avro if b != "null")
+        inner = _compile(branch, named)
+        if _is_record(branch, named):  # a nullable record (a cutout) stored as all-null columns was absent
+            return lambda v: None if v is None or all(x is None for x in v.values()) else inner(v)
+        return None if inner is None else (lambda v: None if v is None else inner(v))
+    kind = avro["type"]
+    if kind == "record":
+        fields = [(f["name"], _compile(f["type"], named)) for f in avro["fields"]]
+        if all(fit is None for _, fit in fields):
+            names = [name for name, _ in fields]
+            return lambda v: {n: v.get(n) for n in names}  # drops fields other versions added
+        return lambda v: {n: (v.get(n) if fit is None else fit(v.get(n))) for n, fit in fields}
+    if kind == "array":
+        item = _compile(avro["items"], named)
+        return None if item is None else (lambda v: None if v is None else [item(x) for x in v])
+    return None
+
+
+def _is_record(avro: object, named: dict) -> bool:
+    avro = named.get(avro, avro) if isinstance(avro, str) else avro
+    return isinstance(avro, dict) and avro.get("type") == "record"
+
+
+def record_from_row(row: dict) -> dict:
+    """The alert record of one Parquet row, shaped exactly as its schema version (``schemavsn``) writes it."""
+    sources = _column_sources()
+    record: dict = {}
+    for name, value in row.items():
+        if name in _PARTITION_ONLY:
+            continue
+        source = sources.get(name, (name,))
+        if len(source) == 1:
+            record[source[0]] = value
+        else:
+            record.setdefault(source[0], {})[source[1]] = value
+    version = record.get("schemavsn")
+    try:
+        fit = _version_fitter(version)
+    except (ValueError, FileNotFoundError, TypeError, KeyError) as e:
+        raise codec.AlertPacketError(f"row candid {record.get('candid')} has schemavsn {version!r}, which this "
+                                     f"project cannot encode: {e}") from e
+    return fit(record)
+
+
+def _dataset_rows(dataset: ds.Dataset, filter: ds.Expression | None, batch_rows: int) -> Iterator[Iterator[dict]]:
+    """One row iterator per file (each file of the archive is in candid order)."""
+    columns = [n for n in dataset.schema.names if n not in _PARTITION_ONLY]
+
+    def rows(fragment) -> Iterator[dict]:
+        for batch in fragment.to_batches(schema=dataset.schema, columns=columns, filter=filter,
+                                         batch_size=batch_rows):
+            yield from batch.to_pylist()
+
+    for fragment in sorted(dataset.get_fragments(filter=filter), key=lambda f: f.path):
+        yield rows(fragment)
+
+
+def parquet_records(
+    location: str, filter: ds.Expression | None = None, *, storage_options: dict | None = None,
+    batch_rows: int = 256,
+) -> Iterator[dict]:
+    """Alert records rebuilt from the dataset's rows, in candid order across files (streamed, batch by batch)."""
+    dataset = open_dataset(location, storage_options=storage_options)
+    streams = [(record_from_row(r) for r in rows) for rows in _dataset_rows(dataset, filter, batch_rows)]
+    yield from heapq.merge(*streams, key=lambda r: r["candid"])
+
+
+def parquet_alerts(
+    location: str, filter: ds.Expression | None = None, *, storage_options: dict | None = None,
+    counts: ReadCounts | None = None, batch_rows: int = 256,
+) -> Iterator[ArchivedAlert]:
+    """Packets rebuilt from the dataset: each row encoded with its own schema version (`codec.encode`).
+
+    A row that cannot be encoded (a damaged value, an unknown version) is reported and skipped, like a bad
+    tarball member.
+    """
+    counts = counts if counts is not None else ReadCounts(str(location))
+    for record in parquet_records(location, filter, storage_options=storage_options, batch_rows=batch_rows):
+        name = f"{record.get('candid')}.avro"
+        try:
+            packet = codec.encode(record, record["schemavsn"])
+        except (codec.AlertPacketError, KeyError) as e:
+            counts.add_bad(name, f"cannot rebuild the packet: {e}")
+            continue
+        c = record["candidate"]
+        info = codec.PacketInfo(record["schemavsn"], record["objectId"], record["candid"], c["programid"],
+                                c["jd"], c["pid"], len(packet))
+        counts.good += 1
+        counts.bytes += len(packet)
+        yield ArchivedAlert(name, packet, info)
+
+
+# ------------------------------------------------------------------------------------------------- together
+
+
+def merge_by_candid(streams: Iterable[Iterable[ArchivedAlert]]) -> Iterator[ArchivedAlert]:
+    """Several candid-ordered streams (a night's programme tarballs) as one, in candid (= exposure time) order."""
+    return heapq.merge(*streams, key=lambda a: a.info.candid)
+
+
+def alerts_from(
+    location: str, *, storage_options: dict | None = None, counts: ReadCounts | None = None,
+    filter: ds.Expression | None = None,
+) -> Iterator[ArchivedAlert]:
+    """The alerts of a tarball, or rebuilt from a Parquet file or dataset; the kind is read from ``location``."""
+    if is_tarball(location):
+        if filter is not None:
+            raise ValueError(f"a row filter applies to Parquet, not to the tarball {location}")
+        return tarball_alerts(location, storage_options=storage_options, counts=counts)
+    return parquet_alerts(location, filter, storage_options=storage_options, counts=counts)
+
+
+def open_sources(
+    specs: Iterable[str], *, archived_night: str | None = None, storage_options: dict | None = None,
+    prefer: str = "tarball",
+) -> tuple[Iterator[ArchivedAlert], list[ReadCounts], list[str]]:
+    """One candid-ordered stream of alerts from several sources, and each source's counts and name.
+
+    A spec is a tarball, a ``.parquet`` file, or a folder/URL: with ``archived_night`` an archive root whose
+    tarballs of that night are used (byte-identical; ``prefer="parquet"`` takes its Parquet files instead, if it
+    has them) or a Parquet dataset folder filtered to that night; without it a Parquet dataset read whole.
+    Any of them local, ``s3://`` or ``http(s)://`` (over HTTP a dataset folder cannot be listed: give an archive
+    root, whose manifest names the files).
+    """
+    from alertdist.access.listing import ArchiveAccessError, open_location
+    from alertdist.nights.topics import parse_night
+
+    if archived_night is not None:
+        archived_night = f"{parse_night(archived_night):%Y%m%d}"
+    streams, counts, names = [], [], []
+    for spec in specs:
+        spec = str(spec)
+        if is_tarball(spec) or spec.endswith(".parquet") or archived_night is None:
+            c = ReadCounts(spec)
+            streams.append(alerts_from(spec, storage_options=storage_options, counts=c))
+            counts.append(c)
+            names.append(spec)
+            continue
+        location = open_location(spec, storage_options)
+        nights = [n.night for n in location.nights()]
+        if not nights:  # not an archive root: a Parquet dataset folder, filtered to the night
+            dataset = open_dataset(spec, storage_options=storage_options)
+            if not any(True for _ in dataset.get_fragments(ds.field("night") == archived_night)):
+                raise ArchiveAccessError(f"{spec} is neither an archive root nor a Parquet dataset with night "
+                                         f"{archived_night}")
+            c = ReadCounts(f"{spec} (Parquet, night {archived_night})")
+            streams.append(parquet_alerts(spec, ds.field("night") == archived_night, storage_options=storage_options,
+                                          counts=c))
+            counts.append(c)
+            names.append(c.source)
+            continue
+        if archived_night not in nights:
+            raise ArchiveAccessError(f"{spec} has no night {archived_night}; it has {', '.join(nights[-5:])}"
+                                     + (f" and {len(nights) - 5} earlier" if len(nights) > 5 else ""))
+        files = location.night_files(archived_night)
+        wanted = [f for f in files if f.kind == prefer] or [f for f in files if f.kind == "tarball"]
+        if not wanted:
+            raise ArchiveAccessError(f"{spec} lists no file of night {archived_night}")
+        for f in wanted:  # file by file (known from the manifest): works where folders cannot be listed (HTTP)
+            c = ReadCounts(location.display(f.path))
+            read = tarball_alerts if f.kind == "tarball" else parquet_alerts
+            streams.append(read(c.source, storage_options=storage_options, counts=c))
+            counts.append(c)
+            names.append(c.source)
+    if not streams:
+        raise ValueError("nothing to replay: give at least one tarball, Parquet file or archive location")
+    return (streams[0] if len(streams) == 1 else merge_by_candid(streams)), counts, names
+
+
+def packets_for_batch(
+    specs: Iterable[str], *, archived_night: str | None = None, storage_options: dict | None = None,
+    prefer: str = "tarball",
+) -> tuple[Iterator[tuple[str, bytes]], list[ReadCounts]]:
+    """``(name, packet)`` pairs, the input `alertdist.filters.batch.run_batch` takes, from any archived source
+    (see `open_sources`), and the sources' counts of good and bad members."""
+    alerts, counts, _ = open_sources(specs, archived_night=archived_night, storage_options=storage_options,
+                                     prefer=prefer)
+    return ((a.name, a.packet) for a in alerts), counts

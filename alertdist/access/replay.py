@@ -1,0 +1,304 @@
+"""Replay an archived night into Kafka: as fast as it goes, or at the night's own cadence sped up.
+
+Two destinations. Into one topic (`replay_to_topic`): each alert's packet unchanged (from a tarball the
+archive member's bytes; from Parquet a packet rebuilt with the row's schema version), key objectId, the
+programme-topic headers. Into a night (`replay_into_night`): the publisher (`alertdist.publish.publisher.publish`) routes
+each alert to its programme topic of that night, rejects what it would reject live, and closes the night with
+its end offsets, so the replayed night can be filtered and archived like a live one; archiving it again gives
+the same tarballs, byte for byte (the archive is candid-ordered and deterministic).
+
+Cadence: ZTF releases an exposure's alerts together, exposures ~40 s apart. With ``speed`` each alert is held
+until its exposure's time (its ``jd`` after the first alert's) divided by ``speed``. Archives are in candid
+order, and a ZTF candid begins with the exposure's pid, whose digits after the night number are the time of
+the exposure, so this is time order and the replay streams without sorting the night; an alert that comes
+later than its time (out of order) simply goes at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError
+
+from alertdist.kafka.clients import admin_client, producer
+from alertdist.publish.publisher import (
+    HEADER_CANDID, HEADER_PRODUCED_MS, HEADER_PUBLISHED_MS, PublishError, PublishProgress, publish,
+    transient_kafka_error,
+)
+from alertdist.access.readers import ArchivedAlert, ReadCounts
+from alertdist.publish.sources import SourcePacket
+from alertdist.security import secure_night
+from alertdist.nights.topics import SITES, Site, TopicNaming, TopicSettings, create_topics, ensure_night_topics
+
+__all__ = [
+    "ReplayError",
+    "ReplayProgress",
+    "ReplayResult",
+    "ensure_topic",
+    "paced_by_jd",
+    "replay_into_night",
+    "replay_to_topic",
+    "replay_transient",
+]
+
+_log = logging.getLogger("alertdist.replay")
+
+
+class ReplayError(RuntimeError):
+    """The replay could not deliver every alert it read; ``result`` holds the counts so far."""
+
+    def __init__(self, message: str, result: "ReplayResult | None" = None, transient: bool = False):
+        super().__init__(message)
+        self.result = result
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class ReplayProgress:
+    read: int
+    delivered: int
+    bad: int
+    failed: int
+    in_flight: int
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did: ``read == delivered + bad + failed`` (+ rejected, for a night) once it has finished."""
+
+    sources: list[str]
+    destination: str  # the topic, or "night YYYYMMDD of <survey>"
+    read: int = 0  # members or rows read from the sources
+    delivered: int = 0  # acknowledged by Kafka
+    bad: int = 0  # members/rows that are not valid alerts: reported and skipped (see bad_members)
+    rejected: int = 0  # night replays: packets the publisher set aside in the rejected topic
+    failed: int = 0  # refused by Kafka after its retries
+    bytes_delivered: int = 0
+    elapsed_s: float = 0.0
+    speed: float | None = None
+    stopped: bool = False
+    closed: bool = False  # night replays: the night was marked closed with its end offsets
+    bad_members: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def rate_alerts_s(self) -> float:
+        return self.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def rate_mb_s(self) -> float:
+        return self.bytes_delivered / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def summary(self) -> str:
+        pace = "as fast as possible" if not self.speed else f"at {self.speed:g}x the night's cadence"
+        return (f"replayed {', '.join(self.sources)} into {self.destination} {pace}: read {self.read}, "
+                f"delivered {self.delivered}, bad {self.bad}, rejected {self.rejected}, failed {self.failed}; "
+                f"{self.elapsed_s:.1f} s, {self.rate_alerts_s:,.0f} alerts/s, {self.rate_mb_s:,.1f} MB/s"
+                + ("; night closed" if self.closed else "") + ("; STOPPED early" if self.stopped else ""))
+
+    def take_counts(self, counts: list[ReadCounts]) -> None:
+        self.bad = sum(c.bad for c in counts)
+        self.bad_members = [m for c in counts for m in c.bad_members][:100]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def paced_by_jd(
+    alerts: Iterable[ArchivedAlert], speed: float, *, stop: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[ArchivedAlert]:
+    """Release each alert at its exposure's time in the night (``jd`` after the first) divided by ``speed``."""
+    if speed <= 0:
+        raise ValueError(f"speed must be positive (e.g. 60: a minute of night per second), got {speed}")
+    stop = stop or threading.Event()
+    start = first_jd = None
+    for alert in alerts:
+        if first_jd is None:
+            start, first_jd = clock(), alert.info.jd
+        delay = start + (alert.info.jd - first_jd) * 86400.0 / speed - clock()
+        if delay > 0.0005 and stop.wait(delay):
+            return
+        if stop.is_set():
+            return
+        yield alert
+
+
+class _TopicProducer:
+    """The producer side of a topic replay: produce with the team's headers, count acknowledgements."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, overrides: dict | None) -> None:
+        self.topic = topic
+        self.delivered = self.failed = self.bytes = 0
+        self.failures: list[str] = []
+        self.fatal: KafkaError | None = None
+        self.producer = producer(bootstrap_servers, error_cb=self._on_error, **(overrides or {}))
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = err
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is None:
+            self.delivered += 1
+            self.bytes += len(msg)
+            return
+        self.failed += 1
+        if len(self.failures) < 20:
+            candid = dict(msg.headers() or []).get(HEADER_CANDID, b"?").decode()
+            self.failures.append(f"candid {candid}: {err.str()}")
+
+    def send(self, alert: ArchivedAlert) -> None:
+        now = b"%d" % _now_ms()
+        headers = [(HEADER_PRODUCED_MS, now), (HEADER_PUBLISHED_MS, now), (HEADER_CANDID, b"%d" % alert.info.candid)]
+        key = alert.info.objectId.encode()
+        while True:
+            try:
+                self.producer.produce(self.topic, alert.packet, key, headers=headers, on_delivery=self._on_delivery)
+                break
+            except BufferError:  # the local queue is full: let librdkafka drain it, then retry this alert
+                self.producer.poll(0.05)
+        self.producer.poll(0)
+
+
+def ensure_topic(bootstrap_servers: str, topic: str, settings: TopicSettings = TopicSettings()) -> str:
+    """Create the replay's topic if it does not exist ("created" / "exists ...", as `create_topics` says)."""
+    admin = admin_client(bootstrap_servers)
+    brokers = len(admin.list_topics(timeout=30).brokers)
+    replication = min(settings.replication_factor or 3, max(brokers, 1))
+    return create_topics(admin, {topic: (settings.partitions, replication, settings.configs(replication))})[topic]
+
+
+def replay_to_topic(
+    alerts: Iterable[ArchivedAlert],
+    *,
+    bootstrap_servers: str,
+    topic: str,
+    sources: list[str],
+    counts: list[ReadCounts] = (),
+    speed: float | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[ReplayProgress], None] | None = None,
+    progress_every_s: float = 1.0,
+    flush_timeout_s: float = 120.0,
+    producer_overrides: dict | None = None,
+) -> ReplayResult:
+    """Produce every alert to ``topic`` (which must exist: `ensure_topic`), then wait for every acknowledgement.
+
+    Raises `ReplayError` if Kafka refused any alert or some were still unacknowledged after ``flush_timeout_s``.
+    """
+    stop = stop or threading.Event()
+    result = ReplayResult(list(sources), topic, speed=speed)
+    run = _TopicProducer(bootstrap_servers, topic, producer_overrides)
+    stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
+    started = last_report = time.monotonic()
+
+    def snapshot() -> ReplayProgress:
+        return ReplayProgress(result.read, run.delivered, sum(c.bad for c in counts), run.failed, len(run.producer),
+                              time.monotonic() - started)
+
+    sent = 0
+    try:
+        for alert in stream:
+            if run.fatal is not None:
+                raise ReplayError(f"the Kafka producer failed fatally: {run.fatal.str()}", result)
+            run.send(alert)
+            sent += 1
+            if progress is not None and time.monotonic() - last_report >= progress_every_s:
+                last_report = time.monotonic()
+                progress(snapshot())
+            if stop.is_set():
+                result.stopped = True
+                break
+    finally:
+        left = run.producer.flush(flush_timeout_s)
+    result.stopped = stop.is_set()  # also when it came while waiting for an exposure's time
+    result.elapsed_s = time.monotonic() - started
+    result.delivered, result.failed, result.bytes_delivered = run.delivered, run.failed, run.bytes
+    result.failures = run.failures
+    result.take_counts(list(counts))
+    result.read = sent + result.bad
+    if progress is not None:
+        progress(snapshot())
+    if left or result.failed:
+        raise ReplayError(f"replay into {topic}: {result.failed} alert(s) refused by Kafka and {left} "
+                          f"unacknowledged after {flush_timeout_s:.0f} s; first failures: {result.failures[:3]}",
+                          result, transient=True)
+    if sent != result.delivered:
+        raise ReplayError(f"replay into {topic} does not reconcile: sent {sent}, acknowledged {result.delivered}",
+                          result)
+    return result
+
+
+def replay_into_night(
+    alerts: Iterable[ArchivedAlert],
+    *,
+    bootstrap_servers: str,
+    naming: TopicNaming,
+    night: dt.date,
+    sources: list[str],
+    counts: list[ReadCounts] = (),
+    site: Site = SITES["palomar"],
+    topic_settings: TopicSettings = TopicSettings(),
+    speed: float | None = None,
+    stop: threading.Event | None = None,
+    check_night: bool = True,
+    reopen: bool = False,
+    progress: Callable[[ReplayProgress], None] | None = None,
+    progress_every_s: float = 1.0,
+) -> ReplayResult:
+    """Publish the alerts as ``night`` through the publisher (programme routing, rejection), then close the night.
+
+    The night's topics are created if needed. A night already closed is refused unless ``reopen``.
+    """
+    stop = stop or threading.Event()
+    ensure_night_topics(admin_client(bootstrap_servers), naming, night, topic_settings)
+    secure_night(bootstrap_servers, naming, night)  # a replayed night is readable by the same roles
+    stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
+
+    def packets() -> Iterator[SourcePacket | None]:
+        for a in stream:
+            yield SourcePacket(a.name, a.packet, None)  # produced "now": the replay is the pipeline
+        if stop.is_set():
+            yield None  # stopped while waiting for an exposure: the publisher must see it and leave the night open
+
+    def report(p: PublishProgress) -> None:
+        progress(ReplayProgress(p.read + sum(c.bad for c in counts), p.delivered, sum(c.bad for c in counts),
+                                p.failed, p.in_flight, p.elapsed_s))
+
+    try:
+        published = publish(packets(), bootstrap_servers=bootstrap_servers, naming=naming, night=night, site=site,
+                            stop=stop, check_night=check_night, reopen=reopen,
+                            progress=report if progress else None, progress_every_s=progress_every_s)
+    except PublishError as e:
+        raise ReplayError(f"replaying into night {night:%Y%m%d}: {e}", transient=e.transient) from e
+    result = ReplayResult(list(sources), f"night {night:%Y%m%d} of {naming.survey}", speed=speed,
+                          delivered=published.delivered_total, rejected=published.rejected_total,
+                          failed=published.failed, bytes_delivered=published.bytes_delivered,
+                          elapsed_s=published.elapsed_s, stopped=published.stopped, closed=published.closed,
+                          failures=published.failures)
+    result.take_counts(list(counts))
+    result.read = published.read + result.bad
+    return result
+
+
+def replay_transient(task, task_run, state) -> bool:
+    """A Prefect ``retry_condition_fn``: retry a replay only on what a healthy Kafka would not repeat."""
+    try:
+        state.result()
+    except ReplayError as e:
+        return e.transient
+    except Exception as e:  # e.g. creating the topic on a broker that is not up yet
+        return transient_kafka_error(e)
+    return False

@@ -1,0 +1,8 @@
+"""The Avro codec for ZTF alert packets: one face (`codec`: decode, encode, peek) over its internals.
+
+- `codec`: the public face; the rest of the system imports only this (and `container` for framing).
+- `container`: Avro Object Container File framing (header, blocks, varints).
+- `encoder`, `plans`: the compiled encoder behind `codec.encode`.
+- `writer_schemas`: writer schemas parsed once per distinct schema text.
+- `record_check`: strict value checks before encoding.
+"""

@@ -1,0 +1,108 @@
+"""`alertdist kafka install|start|stop|status`: the local Apache Kafka cluster."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from alertdist.settings import Settings
+from alertdist.infra import kafka_local
+
+SECURITY_HELP = """\
+security (opt-in; the default embedded broker stays PLAINTEXT only, with no ACLs):
+  --secure            add a SASL_PLAINTEXT SCRAM-SHA-512 listener on --secure-port and enforce ACLs
+  --tls               the same listener over TLS (SASL_SSL); certificates come from infra/make_certs.sh
+                      into <data-dir>/certs, clients trust <data-dir>/certs/ca.pem
+A secured cluster remembers it: later `start`s keep its mode, and starting it open is refused.
+The PLAINTEXT listener stays on 127.0.0.1 for the system's own services; its principal (User:ANONYMOUS)
+is a super user, so in production it must be reachable from loopback or a private network only.
+Add consumers with `alertdist users add NAME --role ROLE`.
+"""
+
+
+def local_cluster(settings: Settings, args: argparse.Namespace | None = None) -> kafka_local.KafkaCluster:
+    """The local cluster the settings describe, with any --port/--brokers/--data-dir/--secure from the command line."""
+    cluster = kafka_local.KafkaCluster(
+        home=settings.kafka_home, brokers=settings.kafka_brokers, port=settings.kafka_port,
+        controller_port=settings.kafka_port + 10000,
+    )
+    if args is None:
+        return cluster
+    if getattr(args, "brokers", None):
+        cluster = replace(cluster, brokers=args.brokers)
+    if getattr(args, "port", None):
+        cluster = replace(cluster, port=args.port, controller_port=args.port + 10000)
+    if getattr(args, "data_dir", None):
+        # the jars stay in the shared cache; only the nodes' data moves
+        cluster = replace(cluster, home=Path(args.data_dir))
+    if getattr(args, "secure_port", None):
+        cluster = replace(cluster, secure_port=args.secure_port)
+    wanted = "sasl_ssl" if getattr(args, "tls", False) else "sasl" if getattr(args, "secure", False) else None
+    return replace(cluster, security=wanted or kafka_local.recorded_security(cluster) or "none")
+
+
+def _with_libs(cluster: kafka_local.KafkaCluster, settings: Settings) -> kafka_local.KafkaCluster:
+    libs = settings.kafka_home / "libs"
+    if cluster.libs_dir != libs:
+        cluster.home.mkdir(parents=True, exist_ok=True)
+        if not cluster.libs_dir.exists():
+            cluster.libs_dir.symlink_to(libs, target_is_directory=True)
+    return cluster
+
+
+def _install(args, settings):
+    kafka_local.install(settings.kafka_home / "libs")
+
+
+def _start(args, settings):
+    kafka_local.install(settings.kafka_home / "libs")
+    cluster = _with_libs(local_cluster(settings, args), settings)
+    kafka_local.start(cluster)
+    print(cluster.bootstrap_servers)
+    if cluster.secured:
+        tls = f"; clients trust {cluster.ca_location}" if cluster.ca_location else ""
+        print(f"SCRAM-SHA-512 ({cluster.security}) listener: {cluster.secure_bootstrap_servers}{tls}")
+
+
+def _stop(args, settings):
+    kafka_local.stop(local_cluster(settings, args))
+
+
+def _status(args, settings):
+    cluster = local_cluster(settings, args)
+    version = kafka_local.installed_version(settings.kafka_home / "libs")
+    print(f"Kafka {version or 'not installed'} ({settings.kafka_home / 'libs'}), security {cluster.security}")
+    nodes = kafka_local.status(cluster)
+    for node in nodes:
+        print(node)
+    return 0 if all(n.answering for n in nodes) else 3
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    kafka = sub.add_parser("kafka", help="install, start, stop or check the local Apache Kafka (KRaft) cluster")
+    actions = kafka.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def add(name: str, func, help_: str, **kwargs) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, help=help_, description=help_, **kwargs)
+        p.set_defaults(run=func)
+        return p
+
+    add("install", _install, "fetch the Kafka jars from Maven Central (no-op when already there)")
+    for name, func, help_ in [
+        ("start", _start, "start the local cluster (reuses running nodes) and wait until it answers"),
+        ("stop", _stop, "stop the nodes this project started"),
+        ("status", _status, "show each node's pid and whether it answers (exit 3 if any does not)"),
+    ]:
+        extra = {"epilog": SECURITY_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter} if name == "start" else {}
+        p = add(name, func, help_, **extra)
+        p.add_argument("--brokers", type=int, help="number of nodes (default 1, or $ALERTDIST_KAFKA_BROKERS); "
+                                                   "3 gives night topics replication 3 and min.insync.replicas 2")
+        p.add_argument("--port", type=int, help="client port of node 1; node i uses PORT+i-1 (default 9092)")
+        p.add_argument("--data-dir", help="folder for the nodes' data and logs (default .alertdist/kafka)")
+        p.add_argument("--secure-port", type=int, metavar="PORT",
+                       help="SCRAM listener port of node 1; node i uses PORT+i-1 (default --port + 100)")
+        if name == "start":
+            p.add_argument("--secure", action="store_true",
+                           help="add a SCRAM-SHA-512 (SASL_PLAINTEXT) listener and enforce ACLs (see below)")
+            p.add_argument("--tls", action="store_true", help="like --secure, over TLS (SASL_SSL)")

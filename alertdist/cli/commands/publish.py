@@ -1,0 +1,183 @@
+"""`alertdist topics create`, `alertdist publish` and `alertdist simulate`: the producing half of the system."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import threading
+from pathlib import Path
+
+from alertdist.cli.progress import ProgressLine
+from alertdist.settings import Settings
+from alertdist.kafka.clients import admin_client
+from alertdist.publish.publisher import DEFAULT_MAX_PACKET_BYTES, PublishProgress, publish
+from alertdist.kafka.signals import stop_on_signals
+from alertdist.publish.sources import (
+    NIGHT_DONE, DropFolder, folder_packets, paced, simulated_alerts, simulated_packets, tarball_packets,
+)
+from alertdist.security import secure_night
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night, site_for_timezone, tonight
+
+__all__ = ["register"]
+
+
+def _naming(settings: Settings) -> TopicNaming:
+    return TopicNaming(survey=settings.survey, programmes=dict(settings.programmes))
+
+
+def _night(args, settings: Settings) -> dt.date:
+    if args.night:
+        return parse_night(args.night)
+    return tonight(site_for_timezone(settings.site_timezone))
+
+
+def _topic_settings(args) -> TopicSettings:
+    return TopicSettings(partitions=args.partitions, replication_factor=args.replication_factor,
+                         retention_ms=int(args.retention_days * 86400 * 1000))
+
+
+def _create_topics(args, settings: Settings) -> int:
+    night = _night(args, settings)
+    outcome = ensure_night_topics(admin_client(settings.bootstrap_servers), _naming(settings), night,
+                                  _topic_settings(args))
+    secure_night(settings.bootstrap_servers, _naming(settings), night)
+    for topic, what in outcome.items():
+        print(f"{topic}: {what}")
+    return 0
+
+
+def _source(args, settings: Settings, night: dt.date, stop: threading.Event):
+    """The source the arguments name, and how many packets it holds when that is known."""
+    if args.drop_folder:
+        return DropFolder(args.drop_folder, stop=stop, done_folder=args.done_folder), None
+    if args.tarball:
+        return tarball_packets(args.tarball, settings.storage_options), None
+    if args.folder:
+        return folder_packets(args.folder), sum(1 for p in Path(args.folder).glob("*.avro") if p.name[0] != ".")
+    source = simulated_packets(args.simulate, night=night, seed=args.seed, speed=args.speed, stop=stop)
+    if args.rate:
+        source = paced(source, rate_per_minute=args.rate, stop=stop)
+    return source, args.simulate
+
+
+def _publish(args, settings: Settings) -> int:
+    night = _night(args, settings)
+    naming = _naming(settings)
+    if not args.no_create_topics:
+        outcome = ensure_night_topics(admin_client(settings.bootstrap_servers), naming, night, _topic_settings(args))
+        secure_night(settings.bootstrap_servers, naming, night)
+        created = [t for t, what in outcome.items() if what == "created"]
+        if created:
+            print(f"created topics: {', '.join(created)}", file=sys.stderr)
+    line = ProgressLine(f"publishing night {night:%Y%m%d}")
+
+    def show(p: PublishProgress) -> None:
+        of = f"/{p.total}" if p.total else ""
+        line(f"read {p.read}{of}, delivered {p.delivered}, rejected {p.rejected}, failed {p.failed}, "
+             f"in flight {p.in_flight}, {p.rate:.0f} alerts/s, {p.elapsed_s:.0f} s")
+
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        source, total = _source(args, settings, night, stop)
+        result = publish(
+            source, bootstrap_servers=settings.bootstrap_servers, naming=naming, night=night,
+            site=site_for_timezone(settings.site_timezone), stop=stop, max_packet_bytes=args.max_packet_bytes,
+            check_night=not args.any_night, full_check=args.full_check, close_night=not args.no_close,
+            reopen=args.reopen,
+            progress=show, total=total,
+        )
+    line("done", final=True)
+    delivered = ", ".join(f"programid {p}: {n}" for p, n in sorted(result.delivered.items())) or "none"
+    rejected = ", ".join(f"{k}: {n}" for k, n in sorted(result.rejected.items())) or "none"
+    print(f"night {result.night}: read {result.read}; delivered {result.delivered_total} ({delivered}); "
+          f"rejected {result.rejected_total} ({rejected}); {result.elapsed_s:.1f} s, "
+          f"{result.rate_alerts_s:.0f} alerts/s, {result.rate_mb_s:.1f} MB/s")
+    if result.latency_ms:
+        print("latency produced->acknowledged (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in result.latency_ms.items()))
+    if result.closed:
+        print(f"night {result.night} closed ({sum(sum(p.values()) for p in result.end_offsets.values())} messages)")
+    elif result.stopped:
+        print(f"stopped: night {result.night} stays open; run the same command again to continue")
+    return 0
+
+
+def _simulate(args, settings: Settings) -> int:
+    from alertdist.simulate.night import write_drop_folder
+
+    night = _night(args, settings)
+    folder = Path(args.to)
+    line = ProgressLine(f"simulating night {night:%Y%m%d} into {folder}")
+    alerts = simulated_alerts(args.alerts, night=night, seed=args.seed)
+    counts = write_drop_folder(alerts, folder, speed=args.speed,
+                               progress=lambda n, _: n % 100 == 0 and line(f"{n}/{args.alerts} packets"))
+    line(f"{counts.files} packets, {counts.exposures} exposures, {counts.bytes / 1e6:.1f} MB in "
+         f"{counts.seconds:.1f} s", final=True)
+    if not args.no_done_marker:
+        (folder / NIGHT_DONE).touch()
+    print(folder)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    def night_option(p):
+        p.add_argument("--night", metavar="YYYYMMDD",
+                       help="the night (default: the one starting this evening or under way at the site, "
+                            "$ALERTDIST_SITE_TIMEZONE)")
+
+    def topic_options(p):
+        p.add_argument("--partitions", type=int, default=14, help="partitions per programme topic (default 14, ZTF's)")
+        p.add_argument("--replication-factor", type=int, help="default: the cluster size, up to 3")
+        p.add_argument("--retention-days", type=float, default=7.0, help="how long Kafka keeps the night (default 7)")
+
+    topics = sub.add_parser("topics", help="create a night's Kafka topics")
+    actions = topics.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = actions.add_parser(
+        "create", help="create a night's programme topics, its rejected topic and the nights topic (idempotent)",
+        description="Create ztf_YYYYMMDD_programidN for each programme, ztf_YYYYMMDD_rejected and the compacted "
+                    "ztf_nights. An existing topic is reported as 'exists', with any settings that drifted.")
+    night_option(create)
+    topic_options(create)
+    create.set_defaults(run=_create_topics)
+
+    pub = sub.add_parser(
+        "publish", help="publish a night's alert packets to Kafka (live drop folder, folder, tarball or simulated)",
+        description="Publish each packet to its programme's topic of the night, unchanged; bad packets go to the "
+                    "night's rejected topic with their reason. With --drop-folder the folder is watched live and "
+                    f"a file is removed only after Kafka acknowledged it; the night ends when the pipeline writes "
+                    f"{NIGHT_DONE} into the folder. At the end the counts must reconcile and the night is marked "
+                    "closed with its end offsets. SIGINT/SIGTERM stop cleanly and leave the night open.")
+    night_option(pub)
+    what = pub.add_mutually_exclusive_group(required=True)
+    what.add_argument("--drop-folder", metavar="DIR", help="watch DIR for *.avro packet files until NIGHT_DONE")
+    what.add_argument("--tarball", metavar="FILE|URL", help="a (gzip'd) tarball of packets, streamed")
+    what.add_argument("--folder", metavar="DIR", help="every *.avro file of DIR, once")
+    what.add_argument("--simulate", type=int, metavar="N", help="a simulated night of N alerts")
+    pub.add_argument("--seed", type=int, default=0, help="seed of the simulated night (default 0)")
+    pub.add_argument("--speed", type=float, help="with --simulate: release exposures at SPEED x real cadence")
+    pub.add_argument("--rate", type=float, metavar="PER_MINUTE",
+                     help="with --simulate: release alerts evenly at this rate")
+    pub.add_argument("--done-folder", metavar="DIR",
+                     help="with --drop-folder: move published files here instead of deleting them")
+    pub.add_argument("--any-night", action="store_true", help="accept packets whose jd lies in another night")
+    pub.add_argument("--max-packet-bytes", type=int, default=DEFAULT_MAX_PACKET_BYTES,
+                     help=f"larger packets are rejected as oversize (default {DEFAULT_MAX_PACKET_BYTES})")
+    pub.add_argument("--full-check", action="store_true",
+                     help="decode every packet whole, not just through candidate (untrusted sources; ~20x the CPU)")
+    pub.add_argument("--no-close", action="store_true", help="do not mark the night closed at the end")
+    pub.add_argument("--reopen", action="store_true", help="publish into a night already marked closed")
+    pub.add_argument("--no-create-topics", action="store_true", help="fail if the night's topics do not exist")
+    topic_options(pub)
+    pub.set_defaults(run=_publish)
+
+    sim = sub.add_parser(
+        "simulate", help="write a simulated night of N alert packets into a drop folder",
+        description="Write N simulated ZTF alert packets (schema 4.02, deterministic for a seed) as <candid>.avro "
+                    f"files into a folder, at real cadence times --speed or as fast as possible, then {NIGHT_DONE}.")
+    sim.add_argument("alerts", type=int, metavar="N", help="number of alerts")
+    night_option(sim)
+    sim.add_argument("--to", required=True, metavar="DIR", help="the drop folder")
+    sim.add_argument("--speed", type=float, help="release exposures at SPEED x real cadence (default: no waiting)")
+    sim.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    sim.add_argument("--no-done-marker", action="store_true", help=f"do not write {NIGHT_DONE} at the end")
+    sim.set_defaults(run=_simulate)

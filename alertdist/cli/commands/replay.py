@@ -1,0 +1,170 @@
+"""`alertdist archive-list`, `download` and `replay`: an archived night, offline and back in Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+
+from alertdist.cli.progress import ProgressLine
+from alertdist.settings import Settings
+
+__all__ = ["register"]
+
+SOURCE_HELP = ("a tarball (.tar.gz), a .parquet file, a Parquet dataset folder, or with --archived-night an "
+               "archive root; local, s3://... or http(s)://...")
+
+
+def _programme_ids(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected programme ids like 1,2, got {text!r}") from e
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    from alertdist.access.download import KINDS
+
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    if not kinds or set(kinds) - set(KINDS):
+        raise argparse.ArgumentTypeError(f"--what takes {' and/or '.join(KINDS)}, comma-separated (got {text!r})")
+    return kinds
+
+
+def _archive_list(args, settings: Settings) -> int:
+    from alertdist.access import list_nights
+
+    nights = list_nights(args.url, settings.storage_options)
+    for night in nights:
+        print(night.describe())
+    print(f"{len(nights)} night(s) at {args.url}", file=sys.stderr)
+    return 0 if nights else 3
+
+
+def _download(args, settings: Settings) -> int:
+    from alertdist.access import download_night
+
+    line = ProgressLine(f"downloading night {args.night}", args.quiet)
+    started: dict[str, float] = {}
+
+    def show(path: str, done: int, total: int | None) -> None:
+        t0 = started.setdefault(path, time.monotonic())
+        rate = done / 1e6 / max(time.monotonic() - t0, 1e-6)
+        if total:
+            bar = "#" * int(30 * min(done / total, 1.0))
+            text = f"{path} [{bar:<30}] {done / 1e6:,.1f}/{total / 1e6:,.1f} MB {rate:,.1f} MB/s"
+        else:
+            text = f"{path} {done / 1e6:,.1f} MB {rate:,.1f} MB/s"
+        line(text, final=total is not None and done >= total)
+
+    report = download_night(args.night, args.source, args.to, args.what, programmes=args.programmes,
+                            programme_names=dict(settings.programmes), survey=args.survey,
+                            storage_options=settings.storage_options, progress=show,
+                            require_checksum=not args.allow_unverified)
+    for f in report.files:
+        how = "already there" if f.already_there else (f"resumed from byte {f.resumed_from:,}" if f.resumed_from
+                                                        else "downloaded")
+        checked = ", ".join(f.checked) or "NOTHING (unverified)"
+        print(f"{f.local}  {f.size:>14,} bytes  {how}; checked {checked}")
+    print(f"night {report.night}: {len(report.files)} file(s), {report.bytes_fetched / 1e6:,.1f} MB fetched in "
+          f"{report.elapsed_s:.1f} s -> {report.folder}")
+    return 0
+
+
+def _replay(args, settings: Settings) -> int:
+    from alertdist.kafka.signals import stop_on_signals
+    from alertdist.access.readers import open_sources
+    from alertdist.access.replay import ReplayProgress, ensure_topic, replay_into_night, replay_to_topic
+    from alertdist.nights.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
+
+    speed = None if args.as_fast_as_possible else args.speed
+    alerts, counts, names = open_sources(args.sources, archived_night=args.archived_night or args.night,
+                                         storage_options=settings.storage_options,
+                                         prefer="parquet" if args.from_parquet else "tarball")
+    line = ProgressLine(f"replaying into {args.topic or f'night {args.night}'}", args.quiet)
+
+    def show(p: ReplayProgress) -> None:
+        line(f"read {p.read}, delivered {p.delivered}, bad {p.bad}, failed {p.failed}, in flight {p.in_flight}, "
+             f"{p.rate:,.0f} alerts/s, {p.elapsed_s:.0f} s")
+
+    topic_settings = TopicSettings(partitions=args.partitions)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        if args.topic:
+            outcome = ensure_topic(settings.bootstrap_servers, args.topic, topic_settings)
+            if outcome == "created":
+                print(f"created topic {args.topic} ({args.partitions} partitions)", file=sys.stderr)
+            result = replay_to_topic(alerts, bootstrap_servers=settings.bootstrap_servers, topic=args.topic,
+                                     sources=names, counts=counts, speed=speed, stop=stop, progress=show)
+        else:
+            naming = TopicNaming(survey=settings.survey, programmes=dict(settings.programmes))
+            result = replay_into_night(alerts, bootstrap_servers=settings.bootstrap_servers, naming=naming,
+                                       night=parse_night(args.night), sources=names, counts=counts,
+                                       site=site_for_timezone(settings.site_timezone), topic_settings=topic_settings,
+                                       speed=speed, stop=stop, check_night=not args.any_night, reopen=args.reopen,
+                                       progress=show)
+    line("done", final=True)
+    for c in counts:
+        print(c.summary())
+    for name, reason in result.bad_members[:20]:
+        print(f"bad member {name}: {reason}", file=sys.stderr)
+    print(result.summary())
+    return 0 if not result.stopped else 130
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    listing = sub.add_parser(
+        "archive-list", help="list the nights an archive location holds (folder, s3://, or UW-style HTTP directory)",
+        description="List the nights at an archive location: a local folder, s3://bucket/prefix, or an HTTP(S) "
+                    "directory laid out like UW's public archive (tarballs + MD5SUMS; read from its index page, "
+                    "or from MD5SUMS when the server shows none). Exit 3 if there is none.")
+    listing.add_argument("url", metavar="URL", help="e.g. https://ztf.uw.edu/alerts/public/ or s3://bucket/archive")
+    listing.set_defaults(run=_archive_list)
+
+    download = sub.add_parser(
+        "download", help="download a night's tarballs and/or Parquet, resumable and checksum-verified",
+        description="Download a night's files into DIR under the same relative paths (DIR becomes an archive root "
+                    "itself). Each file is written as NAME.part, checked against MD5SUMS (md5) and the night's "
+                    "manifest (size, sha256), and only then renamed; a file that does not match is deleted. An "
+                    "interrupted download resumes where it stopped (HTTP Range, S3/local seek): run the same "
+                    "command again.")
+    download.add_argument("night", metavar="NIGHT", help="YYYYMMDD")
+    download.add_argument("--from", dest="source", required=True, metavar="URL", help="the archive location")
+    download.add_argument("--to", required=True, metavar="DIR", help="local folder to download into")
+    download.add_argument("--what", type=_kinds, default=("tarball", "parquet"), metavar="tarball,parquet",
+                          help="which files (default both)")
+    download.add_argument("--programmes", type=_programme_ids, metavar="1,2", help="only these programme ids")
+    download.add_argument("--survey", help="only this survey's files (when a location holds several)")
+    download.add_argument("--allow-unverified", action="store_true",
+                          help="download files the archive publishes no checksum for (default: refuse)")
+    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.set_defaults(run=_download)
+
+    replay = sub.add_parser(
+        "replay", help="publish an archived night into a topic, or into a night's programme topics",
+        description="Replay archived alerts into Kafka. --topic T: every alert into T (created if missing), value "
+                    "the archived packet unchanged (from Parquet: rebuilt with its schema version), key objectId. "
+                    "--night N: through the publisher into night N's programme topics, which is then closed, so it "
+                    "can be filtered and archived like a live night. Several sources are merged in candid order. "
+                    "With --speed the exposures are spaced by their jd, SPEED times faster than the real night.")
+    replay.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
+    where = replay.add_mutually_exclusive_group(required=True)
+    where.add_argument("--topic", help="replay everything into this one topic")
+    where.add_argument("--night", metavar="YYYYMMDD", help="replay as this night (programme topics, then closed)")
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, metavar="X", help="original cadence, X times faster (e.g. 60)")
+    pace.add_argument("--as-fast-as-possible", action="store_true", help="no pacing (the default)")
+    replay.add_argument("--archived-night", metavar="YYYYMMDD",
+                        help="with an archive root as SOURCE: which night to take (default: --night)")
+    replay.add_argument("--from-parquet", action="store_true",
+                        help="from an archive root, read the Parquet dataset instead of the tarballs")
+    replay.add_argument("--partitions", type=int, default=14, help="partitions of topics it creates (default 14)")
+    replay.add_argument("--reopen", action="store_true", help="with --night: replay into a night already closed")
+    replay.add_argument("--any-night", action="store_true",
+                        help="with --night: accept alerts whose jd lies in another night")
+    replay.add_argument("--quiet", action="store_true", help="no progress line")
+    replay.set_defaults(run=_replay)
+

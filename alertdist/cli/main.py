@@ -1,0 +1,70 @@
+"""The `alertdist` command: one entry point, one sub-command module per concern (alertdist/commands/)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from alertdist import __version__
+from alertdist.runtime import slow_mimalloc_purge
+from alertdist.settings import Settings
+
+#: Sub-command modules, each with `register(subparsers)`; listed in the order `--help` shows them.
+COMMAND_MODULES = [
+    "alertdist.cli.commands.kafka",
+    "alertdist.cli.commands.prefect_server",
+    "alertdist.cli.commands.night",
+    "alertdist.cli.commands.publish",
+    "alertdist.cli.commands.filters",
+    "alertdist.cli.commands.archive",
+    "alertdist.cli.commands.replay",
+    "alertdist.cli.commands.users",
+]
+
+DESCRIPTION = """\
+Alert distribution for time-domain astronomy: ZTF alert packets published through Apache Kafka,
+filtered by Python plug-ins, and archived each night to Avro tarballs and Parquet.
+
+Every command reads its defaults from ALERTDIST_* environment variables (see README); without them it
+uses the local Kafka broker on 127.0.0.1:9092 and the state folder .alertdist/ in the project.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alertdist", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"alertdist {__version__}")
+    parser.add_argument(
+        "--bootstrap-servers", metavar="HOST:PORT[,...]",
+        help="Kafka to talk to (default: the local broker, or $ALERTDIST_BOOTSTRAP_SERVERS)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    slow_mimalloc_purge()  # before the sub-commands load pyarrow: see alertdist/runtime.py
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    if args.bootstrap_servers:
+        settings = settings.with_(bootstrap_servers=args.bootstrap_servers)
+    try:
+        return int(args.run(args, settings) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # the last line of defence: a clear one-line error, not a traceback
+        if getattr(args, "debug", False) or __import__("os").environ.get("ALERTDIST_DEBUG"):
+            raise
+        print(f"alertdist {args.command}: error: {e}", file=sys.stderr)
+        print("(set ALERTDIST_DEBUG=1 to see the full traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

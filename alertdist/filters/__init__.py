@@ -1,0 +1,243 @@
+"""Alert filters: a plain Python function that says whether one alert passes, run unchanged live and in batch.
+
+A filter takes one alert (a dict, as `alertdist.avro.codec.decode` gives it) and returns ``True``/``False``, or
+``(passed, annotations)`` where ``annotations`` is a small JSON-able dict (a score, a class) that travels with
+the passing alert. It may declare the top-level fields it reads; the runners then decode only those, which is
+what makes a Python filter fast: `decode(packet, fields=("candidate",))` never touches the history or the
+cutouts. A filter that needs set-up (a model, a catalogue) is a small class with ``__call__`` and ``setup()``.
+
+    from alertdist.filters import alert_filter
+
+    @alert_filter(name="very_bright", fields=("candidate",))
+    def very_bright(alert):
+        c = alert["candidate"]
+        return c["magpsf"] < 16, {"mag": c["magpsf"]}
+
+Filters are found by name (`load_filter`): the bundled ones (`alertdist.filters.bundled`) or any importable
+``module:function``. The one function both runners call, `AlertFilter.judge`, is why live and batch results
+are identical: same decode, same call, same annotation encoding.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from alertdist.avro.codec import AlertPacketError, decode
+
+__all__ = [
+    "AlertFilter",
+    "FilterLookupError",
+    "FilterSpec",
+    "Verdict",
+    "alert_filter",
+    "available_filters",
+    "load_filter",
+]
+
+BUNDLED_MODULE = "alertdist.filters.bundled"
+#: A filter's name becomes part of Kafka topic and group names, so it must be safe there.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_SPEC_ATTRIBUTE = "__alert_filter__"
+_MAX_REASON = 300  # error reasons go into Kafka headers: keep them readable, not a whole traceback
+
+PASSED = "passed"
+REJECTED = "rejected"
+ERROR = "error"  # the filter raised or returned something unusable
+MALFORMED = "malformed"  # the packet could not be decoded: not the filter's fault
+
+
+class FilterLookupError(LookupError):
+    """No filter by that name, or the named object is not usable as a filter."""
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """What `@alert_filter` attaches to a function or class: its public name and the fields it reads."""
+
+    name: str | None = None
+    fields: tuple[str, ...] | None = None
+
+
+def alert_filter(name: str | None = None, *, fields: Iterable[str] | None = None):
+    """Mark a function or class as an alert filter; returns it unchanged, so it stays callable in tests.
+
+    Parameters
+    ----------
+    name : str, optional
+        Public name (used in topic names: letters, digits, ``._-``). Default: the function or class name.
+    fields : iterable of str, optional
+        Top-level alert fields the filter reads (e.g. ``("objectId", "candidate")``). Default: all fields,
+        which means decoding the history and the cutouts of every alert: about 20 times slower.
+    """
+    if callable(name) and fields is None:  # used bare: @alert_filter
+        return alert_filter()(name)
+    if fields is not None:
+        if isinstance(fields, str):
+            raise TypeError(f"fields must be a tuple of field names, not the string {fields!r}")
+        fields = tuple(fields)
+
+    def mark(obj):
+        setattr(obj, _SPEC_ATTRIBUTE, FilterSpec(name, fields))
+        return obj
+
+    return mark
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome for one alert: `outcome` is passed, rejected, error or malformed.
+
+    `annotations` is the JSON text sent in the ``alertdist.annotations`` header (only for passed alerts);
+    `reason` says why an alert errored or could not be decoded.
+    """
+
+    outcome: str
+    annotations: bytes = b"{}"
+    reason: str = ""
+
+
+_REJECTED = Verdict(REJECTED)
+_PASSED_PLAIN = Verdict(PASSED)
+
+
+class AlertFilter:
+    """A filter ready to run: its name, the fields to decode, and the callable (set up once)."""
+
+    def __init__(self, name: str, function: Callable[[dict], object], fields: tuple[str, ...] | None,
+                 description: str = "", origin: str = ""):
+        if not NAME_PATTERN.fullmatch(name):
+            raise FilterLookupError(
+                f"filter name {name!r} cannot be used in Kafka topic names: use letters, digits, '.', '_', '-' "
+                "(give one with @alert_filter(name=...))"
+            )
+        self.name = name
+        self.function = function
+        self.fields = fields
+        self.description = description
+        self.origin = origin
+
+    def __repr__(self) -> str:
+        return f"AlertFilter({self.name!r}, fields={self.fields!r}, origin={self.origin!r})"
+
+    def judge(self, packet: bytes) -> Verdict:
+        """Decode the declared fields of one packet, run the filter on them, and say what happened.
+
+        Never raises for a bad packet or a failing filter: both become a verdict with a reason, so one bad
+        alert cannot stop a night.
+        """
+        try:
+            alert = decode(packet, self.fields)
+        except AlertPacketError as e:
+            return Verdict(MALFORMED, reason=_short(f"undecodable packet: {e}"))
+        try:
+            result = self.function(alert)
+        except Exception as e:  # a plug-in may raise anything; it is recorded, not propagated
+            return Verdict(ERROR, reason=_short(f"{type(e).__name__}: {e}"))
+        if result is True or result is False:
+            return _PASSED_PLAIN if result else _REJECTED
+        return _verdict_of(result)
+
+
+def _verdict_of(result: object) -> Verdict:
+    """The slow path of `judge`: numpy booleans and ``(passed, annotations)`` pairs."""
+    annotations = None
+    if isinstance(result, tuple) and len(result) == 2:
+        result, annotations = result
+    if isinstance(result, np.bool_):
+        result = bool(result)
+    if result is not True and result is not False:
+        return Verdict(ERROR, reason=_short(
+            f"filter returned {type(result).__name__} {result!r:.60}; expected True/False or (bool, dict)"))
+    if not result:
+        return _REJECTED
+    if annotations is None:
+        return _PASSED_PLAIN
+    if not isinstance(annotations, dict):
+        return Verdict(ERROR, reason=f"annotations must be a dict, got {type(annotations).__name__}")
+    try:
+        text = json.dumps(annotations, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_plain)
+    except (TypeError, ValueError) as e:
+        return Verdict(ERROR, reason=_short(f"annotations are not JSON (no NaN/inf, plain values only): {e}"))
+    return Verdict(PASSED, annotations=text.encode())
+
+
+def _plain(value: object) -> object:
+    """JSON for numpy scalars and arrays, the values filters most often compute."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} {value!r:.40} is not JSON serializable")
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------------ lookup
+
+
+def available_filters() -> dict[str, FilterSpec]:
+    """The bundled filters by name, with what they declare."""
+    module = importlib.import_module(BUNDLED_MODULE)
+    found = {}
+    for attribute in module.__all__:
+        obj = getattr(module, attribute)
+        spec = getattr(obj, _SPEC_ATTRIBUTE, None)
+        if spec is not None:
+            found[spec.name or obj.__name__] = spec
+    return found
+
+
+def load_filter(name: str) -> AlertFilter:
+    """A ready-to-run filter: a bundled one by name, or ``package.module:function`` (or ``:Class``).
+
+    A class is instantiated without arguments and its ``setup()`` called, once per runner (each live copy
+    gets its own instance). Raises `FilterLookupError` naming what was tried and what exists.
+    """
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise FilterLookupError(f"cannot import {module_name!r} to load filter {name!r}: {e}") from e
+        obj = module
+        for part in attribute.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                raise FilterLookupError(f"module {module_name!r} has no {attribute!r} (looking up filter {name!r})")
+        return _prepare(obj, origin=name)
+    module = importlib.import_module(BUNDLED_MODULE)
+    for attribute in module.__all__:
+        obj = getattr(module, attribute)
+        spec = getattr(obj, _SPEC_ATTRIBUTE, None)
+        if spec is not None and (spec.name or obj.__name__) == name:
+            return _prepare(obj, origin=f"{BUNDLED_MODULE}:{attribute}")
+    raise FilterLookupError(
+        f"no bundled filter named {name!r}; bundled: {', '.join(sorted(available_filters()))}; "
+        "or name your own as package.module:function"
+    )
+
+
+def _prepare(obj: object, origin: str) -> AlertFilter:
+    spec = getattr(obj, _SPEC_ATTRIBUTE, None) or FilterSpec()
+    description = (obj.__doc__ or "").strip()
+    name = spec.name or getattr(obj, "__name__", "")
+    if isinstance(obj, type):
+        try:
+            instance = obj()
+            if callable(getattr(instance, "setup", None)):
+                instance.setup()
+        except Exception as e:
+            raise FilterLookupError(f"setting up filter {origin!r} failed: {type(e).__name__}: {e}") from e
+        function = instance
+    else:
+        function = obj
+    if not callable(function):
+        raise FilterLookupError(f"{origin!r} is a {type(obj).__name__}, not a function or a class with __call__")
+    return AlertFilter(name, function, spec.fields, description, origin)

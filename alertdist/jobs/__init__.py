@@ -1,0 +1,1 @@
+"""One function per operation, shared by the command line and the flows."""

@@ -1,0 +1,260 @@
+"""A night's Kafka topics: their names, their settings, and creating them idempotently.
+
+Everything date-dependent is worked out here, once: a night is named by a date (see `night_date`), and
+each programme of that night has its topic `<survey>_<YYYYMMDD>_programid<N>`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from alertdist.kafka.clients import MAX_MESSAGE_BYTES
+
+__all__ = [
+    "NIGHT_LABEL_LOCAL_START",
+    "NIGHT_LABEL_UTC",
+    "Site",
+    "TopicNaming",
+    "TopicSettings",
+    "TopicsError",
+    "create_topics",
+    "ensure_night_topics",
+    "night_date",
+    "night_of_jd",
+    "parse_night",
+    "site_for_timezone",
+    "SITES",
+    "tonight",
+]
+
+NIGHT_LABEL_UTC = "utc"
+NIGHT_LABEL_LOCAL_START = "local-start"
+_JD_UNIX_EPOCH = 2440587.5
+
+
+class TopicsError(RuntimeError):
+    """A topic could not be created or inspected."""
+
+
+@dataclass(frozen=True)
+class Site:
+    """An observatory: its time zone and how its nights are labelled.
+
+    ``utc``: the night is named by its UTC date, ZTF's convention. At Palomar (UTC-7/-8) a whole night, from
+    evening twilight (after 00:30 UTC) to dawn (before 14:00 UTC), lies inside one UTC day, and that UTC date
+    is also the local calendar date at which the night's observing starts counting (the topic exists "before
+    the first exposure" of that date).
+    ``local-start``: the night is named by the local calendar date at its start (the date of local noon before
+    it), Rubin's ``dayobs`` style. Chilean nights cross UTC midnight, so the UTC date would split them in two.
+    """
+
+    name: str
+    timezone: str
+    night_label: str = NIGHT_LABEL_UTC
+
+    def __post_init__(self) -> None:
+        if self.night_label not in (NIGHT_LABEL_UTC, NIGHT_LABEL_LOCAL_START):
+            raise ValueError(f"night_label must be {NIGHT_LABEL_UTC!r} or {NIGHT_LABEL_LOCAL_START!r}")
+        ZoneInfo(self.timezone)  # fails early on a typo
+
+
+SITES = {
+    "palomar": Site("palomar", "America/Los_Angeles", NIGHT_LABEL_UTC),
+    "cerro-pachon": Site("cerro-pachon", "America/Santiago", NIGHT_LABEL_LOCAL_START),
+}
+
+
+def night_date(moment: dt.datetime, site: Site) -> dt.date:
+    """The date that names the night containing ``moment`` (an aware datetime) at ``site``."""
+    if moment.tzinfo is None:
+        raise ValueError("night_date needs an aware datetime (with tzinfo); got a naive one")
+    if site.night_label == NIGHT_LABEL_UTC:
+        return moment.astimezone(dt.timezone.utc).date()
+    local = moment.astimezone(ZoneInfo(site.timezone))
+    return (local - dt.timedelta(hours=12)).date()  # noon to noon: the date at the evening's start
+
+
+def site_for_timezone(timezone: str) -> Site:
+    """The known site with this time zone (Palomar for America/Los_Angeles), else a UTC-labelled custom site."""
+    for site in SITES.values():
+        if site.timezone == timezone:
+            return site
+    return Site("custom", timezone)
+
+
+def tonight(site: Site, now: dt.datetime | None = None) -> dt.date:
+    """The night to publish or create topics for at ``now``: the one that starts this evening, or is under way.
+
+    Not simply ``night_date(now)``: at dusk in summer Palomar is still on the previous UTC date (16:30 PDT is
+    23:30 UTC), while the night about to start is named by the next one. So the rule is applied to the local
+    midnight inside the current noon-to-noon day, which every site's night contains.
+    """
+    zone = ZoneInfo(site.timezone)
+    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone)
+    day = (local - dt.timedelta(hours=12)).date()  # the local date of the evening the night starts on
+    midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0), tzinfo=zone)
+    return night_date(midnight, site)
+
+
+def night_of_jd(jd: float, site: Site) -> dt.date:
+    """The night (per `night_date` at ``site``) an observation at Julian Date ``jd`` belongs to."""
+    moment = dt.datetime.fromtimestamp((jd - _JD_UNIX_EPOCH) * 86400.0, tz=dt.timezone.utc)
+    return night_date(moment, site)
+
+
+def parse_night(text: str | dt.date) -> dt.date:
+    """A night from ``YYYYMMDD`` or ``YYYY-MM-DD`` (or a date, returned as is)."""
+    if isinstance(text, dt.date):
+        return text
+    cleaned = text.strip().replace("-", "")
+    try:
+        return dt.datetime.strptime(cleaned, "%Y%m%d").date()
+    except ValueError as e:
+        raise ValueError(f"night {text!r} is not a date like 20231012 or 2023-10-12") from e
+
+
+@dataclass(frozen=True)
+class TopicNaming:
+    """Topic names of one survey; the prefix and the programme list are configuration."""
+
+    survey: str = "ztf"
+    programmes: dict[int, str] = field(default_factory=lambda: {1: "public", 2: "partnership", 3: "caltech"})
+
+    def programme_topic(self, night: dt.date, programid: int) -> str:
+        if programid not in self.programmes:
+            raise ValueError(f"programid {programid} is not one of {sorted(self.programmes)}")
+        return f"{self.survey}_{night:%Y%m%d}_programid{programid}"
+
+    def programme_topics(self, night: dt.date, programmes=None) -> dict[int, str]:
+        return {p: self.programme_topic(night, p) for p in (programmes or sorted(self.programmes))}
+
+    def rejected_topic(self, night: dt.date) -> str:
+        return f"{self.survey}_{night:%Y%m%d}_rejected"
+
+    @property
+    def nights_topic(self) -> str:
+        """The compacted topic where each night's state (open/closed, closing offsets) is kept."""
+        return f"{self.survey}_nights"
+
+    def filter_output_topic(self, source_topic: str, filter_name: str) -> str:
+        return f"{source_topic}_{filter_name}"
+
+    def filter_errors_topic(self, night: dt.date, filter_name: str) -> str:
+        return f"{self.survey}_{night:%Y%m%d}_{filter_name}_errors"
+
+    def programid_of(self, topic: str) -> int:
+        """The programme of a programme topic (or of a filter output derived from one)."""
+        marker = "_programid"
+        if marker not in topic:
+            raise ValueError(f"{topic!r} is not a programme topic of the form {self.survey}_YYYYMMDD_programidN")
+        digits = topic.split(marker, 1)[1].split("_", 1)[0]
+        return int(digits)
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """Per-topic settings; defaults follow ZTF (14 partitions) with room for the largest real alerts."""
+
+    partitions: int = 14
+    replication_factor: int | None = None  # None: the cluster size, up to 3
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    compression: str = "lz4"
+    min_insync_replicas: int | None = None  # None: 2 when replicated, else 1
+
+    def configs(self, replication_factor: int) -> dict[str, str]:
+        min_isr = self.min_insync_replicas or (2 if replication_factor >= 3 else 1)
+        return {
+            "retention.ms": str(self.retention_ms),
+            "max.message.bytes": str(self.max_message_bytes),
+            "compression.type": self.compression,
+            "min.insync.replicas": str(min_isr),
+        }
+
+
+def _replication(admin: AdminClient, wanted: int | None) -> int:
+    brokers = len(admin.list_topics(timeout=10).brokers)
+    if brokers == 0:
+        raise TopicsError("the Kafka cluster reports no brokers; is it running? (`alertdist kafka status`)")
+    return min(wanted or 3, brokers)
+
+
+def create_topics(
+    admin: AdminClient, specs: dict[str, tuple[int, int, dict[str, str]]], *, timeout: float = 30.0
+) -> dict[str, str]:
+    """Create each topic ``name -> (partitions, replication, configs)`` that does not exist yet.
+
+    Returns ``name -> "created" | "exists" | "exists; drift: ..."``: an existing topic is never an error,
+    but settings that differ from the wanted ones are reported so an operator can see them.
+    """
+    existing = admin.list_topics(timeout=timeout).topics
+    outcome: dict[str, str] = {}
+    new = [NewTopic(n, num_partitions=p, replication_factor=r, config=c)
+           for n, (p, r, c) in specs.items() if n not in existing]
+    if new:
+        for name, future in admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout).items():
+            try:
+                future.result()
+                outcome[name] = "created"
+            except KafkaException as e:
+                if e.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise TopicsError(f"creating topic {name} failed: {e.args[0].str()}") from e
+                outcome[name] = "exists"  # someone else created it in between
+    for name in specs:
+        if name not in outcome:
+            outcome[name] = _drift(admin, name, specs[name], existing[name], timeout)
+    _wait_until_visible(admin, [n for n, o in outcome.items() if o == "created"], timeout)
+    return outcome
+
+
+def _wait_until_visible(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """Return once every new topic has all its partitions led, so callers can use it at once."""
+    deadline = time.monotonic() + timeout
+    while names:
+        topics = admin.list_topics(timeout=timeout).topics
+        pending = [n for n in names if n not in topics or topics[n].error is not None
+                   or any(p.leader < 0 for p in topics[n].partitions.values())]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TopicsError(f"topics created but not ready after {timeout:.0f} s: {', '.join(pending)}")
+        time.sleep(0.1)
+
+
+def _drift(admin, name, spec, metadata, timeout) -> str:
+    partitions, replication, configs = spec
+    differences = []
+    if len(metadata.partitions) != partitions:
+        differences.append(f"partitions {len(metadata.partitions)} != {partitions}")
+    actual_rf = len(next(iter(metadata.partitions.values())).replicas) if metadata.partitions else 0
+    if actual_rf != replication:
+        differences.append(f"replication {actual_rf} != {replication}")
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    described = admin.describe_configs([resource], request_timeout=timeout)[resource].result()
+    for key, wanted in configs.items():
+        if key in described and described[key].value != wanted:
+            differences.append(f"{key} {described[key].value} != {wanted}")
+    return "exists" if not differences else "exists; drift: " + ", ".join(differences)
+
+
+def ensure_night_topics(
+    admin: AdminClient,
+    naming: TopicNaming,
+    night: dt.date,
+    settings: TopicSettings = TopicSettings(),
+    programmes=None,
+) -> dict[str, str]:
+    """Create a night's programme topics, its rejected-packets topic and the shared nights topic."""
+    replication = _replication(admin, settings.replication_factor)
+    configs = settings.configs(replication)
+    specs = {t: (settings.partitions, replication, configs) for t in naming.programme_topics(night, programmes).values()}
+    specs[naming.rejected_topic(night)] = (1, replication, configs)
+    nights_configs = {"cleanup.policy": "compact", "min.insync.replicas": configs["min.insync.replicas"]}
+    specs[naming.nights_topic] = (1, replication, nights_configs)
+    return create_topics(admin, specs)

@@ -1,0 +1,411 @@
+"""The publisher: every packet the alert pipeline emits reaches its night's Kafka topic once, or is set aside.
+
+For each packet: a cheap check (`codec.peek`: container header and the leading fields, never the history or
+the cutouts), then either its programme's topic (value unchanged, key objectId, latency headers) or the
+night's rejected topic (the raw bytes, a readable reason). Nothing is decided by silence: a drop-folder file
+is settled only after Kafka acknowledged it, and the night is closed only when every packet read is
+accounted for (read = delivered + rejected) and the closing offsets are known.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+
+from confluent_kafka import KafkaError, KafkaException
+
+from alertdist.avro import codec
+from alertdist.kafka.clients import MAX_MESSAGE_BYTES, producer
+from alertdist.nights.state import NightState, NightStateError, end_offsets, mark_night, read_night_state
+from alertdist.publish.sources import SourcePacket
+from alertdist.nights.topics import SITES, Site, TopicNaming, TopicsError, night_of_jd
+
+__all__ = [
+    "DEFAULT_MAX_PACKET_BYTES",
+    "HEADER_CANDID",
+    "HEADER_PRODUCED_MS",
+    "HEADER_PUBLISHED_MS",
+    "HEADER_REASON",
+    "HEADER_SOURCE",
+    "PublishError",
+    "PublishProgress",
+    "PublishResult",
+    "REJECT_KINDS",
+    "publish",
+    "retry_if_transient",
+    "transient_kafka_error",
+]
+
+HEADER_PRODUCED_MS = "alertdist.produced_ms"
+HEADER_PUBLISHED_MS = "alertdist.published_ms"
+HEADER_CANDID = "alertdist.candid"
+HEADER_REASON = "alertdist.reason"
+HEADER_SOURCE = "alertdist.source"
+HEADER_ORIGINAL_SIZE = "alertdist.original_size"
+
+#: Largest packet published: the topics' limit less room for the batch header, key and headers.
+DEFAULT_MAX_PACKET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
+
+#: Why a packet is set aside; the first word of its ``alertdist.reason`` header.
+REJECT_KINDS = ("malformed", "oversize", "unknown-programid", "wrong-night")
+
+_IDLE_POLL_S = 0.05
+_log = logging.getLogger("alertdist.publisher")
+
+
+class PublishError(RuntimeError):
+    """Publishing could not finish with every packet accounted for; ``result`` holds the counts so far."""
+
+    def __init__(self, message: str, result: "PublishResult | None" = None, transient: bool = False):
+        super().__init__(message)
+        self.result = result
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class PublishProgress:
+    """A snapshot for progress bars and artifacts."""
+
+    read: int
+    delivered: int
+    rejected: int
+    failed: int
+    in_flight: int
+    elapsed_s: float
+    total: int | None  # packets expected, when the source knows
+
+    @property
+    def rate(self) -> float:
+        return self.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class PublishResult:
+    """What one run of the publisher did. Delivered and rejected count Kafka acknowledgements only."""
+
+    night: str
+    read: int = 0
+    delivered: dict[int, int] = field(default_factory=dict)  # programid -> acknowledged packets
+    rejected: dict[str, int] = field(default_factory=dict)  # reject kind -> acknowledged packets
+    failed: int = 0  # deliveries Kafka refused after its retries (the packets are NOT in Kafka)
+    failures: list[str] = field(default_factory=list)  # the first few, "name: reason"
+    bytes_delivered: int = 0
+    elapsed_s: float = 0.0  # the whole run, including opening and closing the night
+    streaming_s: float = 0.0  # first packet read to last acknowledgement: what the rates divide by
+    latency_ms: dict[str, float] = field(default_factory=dict)  # produced -> acknowledged: p50, p95, p99, max
+    stopped: bool = False  # stopped by a signal or event: a pause, the night stays open
+    closed: bool = False
+    end_offsets: dict[str, dict[int, int]] = field(default_factory=dict)
+    settle_errors: int = 0
+
+    @property
+    def delivered_total(self) -> int:
+        return sum(self.delivered.values())
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    @property
+    def missing(self) -> int:
+        return self.read - self.delivered_total - self.rejected_total
+
+    @property
+    def rate_alerts_s(self) -> float:
+        return self.delivered_total / self.streaming_s if self.streaming_s > 0 else 0.0
+
+    @property
+    def rate_mb_s(self) -> float:
+        return self.bytes_delivered / 1e6 / self.streaming_s if self.streaming_s > 0 else 0.0
+
+    def counts(self) -> dict:
+        return {
+            "read": self.read,
+            "delivered": {str(p): n for p, n in sorted(self.delivered.items())},
+            "rejected": dict(sorted(self.rejected.items())),
+            "failed": self.failed,
+        }
+
+    def summary_rows(self) -> list[dict]:
+        """One row per outcome, for a table artifact or a report."""
+        rows = [{"outcome": f"delivered programid {p}", "packets": n} for p, n in sorted(self.delivered.items())]
+        rows += [{"outcome": f"rejected {kind}", "packets": n} for kind, n in sorted(self.rejected.items())]
+        rows += [{"outcome": "failed", "packets": self.failed}, {"outcome": "read", "packets": self.read}]
+        rows += [{"outcome": "elapsed (s)", "packets": round(self.elapsed_s, 1)},
+                 {"outcome": "streaming (s)", "packets": round(self.streaming_s, 1)},
+                 {"outcome": "rate (alerts/s)", "packets": round(self.rate_alerts_s, 1)},
+                 {"outcome": "rate (MB/s)", "packets": round(self.rate_mb_s, 1)}]
+        rows += [{"outcome": f"latency {k} (ms)", "packets": round(v, 1)} for k, v in self.latency_ms.items()]
+        return rows
+
+
+_TRANSIENT_CODES = {
+    KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.NETWORK_EXCEPTION,
+    KafkaError.BROKER_NOT_AVAILABLE, KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
+def transient_kafka_error(exc: BaseException | None) -> bool:
+    """Whether retrying might help: a retriable or connection-level Kafka error anywhere in the cause chain."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, PublishError) and exc.transient:
+            return True
+        if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+            err = exc.args[0]
+            return bool(err.retriable() or err.code() in _TRANSIENT_CODES)
+        if isinstance(exc, (NightStateError, TopicsError)) and exc.__cause__ is None:
+            return True  # raised on an unanswered request (timeout, no broker), not on a refusal
+        exc, seen = exc.__cause__, seen + 1
+    return False
+
+
+def _patiently(what: str, call: Callable, *args, attempts: int = 6, **kwargs):
+    """Call a Kafka admin/metadata request, retrying transient errors (e.g. a just-created topic has no leader yet)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call(*args, **kwargs)
+        except Exception as e:
+            if attempt == attempts or not transient_kafka_error(e):
+                raise
+            _log.info("%s: %s; retrying (%d/%d)", what, e, attempt, attempts - 1)
+            time.sleep(0.5 * attempt)
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """A Prefect ``retry_condition_fn``: retry only what a healthy Kafka would not repeat (timeouts, no leader)."""
+    try:
+        state.result()
+    except Exception as e:  # the failed state re-raises the task's own exception
+        return transient_kafka_error(e)
+    return False
+
+
+class _Publisher:
+    """One run's state: the producer, the counters and the delivery callback."""
+
+    def __init__(self, bootstrap_servers, naming, night, site, max_packet_bytes, check_night, settle,
+                 producer_overrides, full_check=False):
+        self.naming, self.night, self.site = naming, night, site
+        self.max_packet_bytes, self.check_night, self.settle = max_packet_bytes, check_night, settle
+        self.full_check = full_check
+        self.topics = naming.programme_topics(night)
+        self.rejected_topic = naming.rejected_topic(night)
+        self.result = PublishResult(night=f"{night:%Y%m%d}")
+        self.delivered: Counter[int] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.latencies = array("q")
+        self.fatal: KafkaError | None = None
+        self.first_read: float | None = None
+        self.permanent_failures = 0  # refusals a retry would meet again (e.g. a message too large)
+        self.producer = producer(bootstrap_servers, error_cb=self._on_error, **(producer_overrides or {}))
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = err
+        else:
+            _log.info("kafka: %s", err.str())
+
+    def check_topics(self) -> None:
+        try:
+            existing = self.producer.list_topics(timeout=30).topics
+        except KafkaException as e:
+            raise PublishError(f"listing topics to publish night {self.result.night} failed: {e}",
+                               transient=True) from e
+        missing = [t for t in [*self.topics.values(), self.rejected_topic] if t not in existing]
+        if missing:
+            raise PublishError(f"topic(s) {', '.join(missing)} do not exist; create the night's topics first "
+                               f"(`alertdist topics create --night {self.result.night}`)")
+
+    def classify(self, item: SourcePacket) -> tuple[str | None, str, codec.PacketInfo | None]:
+        """(topic, reason, info): a programme topic and "", or None and why the packet is set aside."""
+        if len(item.packet) > self.max_packet_bytes:
+            return None, f"oversize: {len(item.packet)} bytes, over the limit of {self.max_packet_bytes}", None
+        try:
+            if self.full_check:  # the whole record, history and cutouts too: ~20x peek's cost
+                codec.decode(item.packet)
+            info = codec.peek(item.packet)
+        except codec.AlertPacketError as e:
+            return None, f"malformed: {e}", None
+        except Exception as e:  # a codec bug must not stop the night; the packet is kept with the reason
+            return None, f"malformed: unexpected {type(e).__name__} while checking: {e}", None
+        topic = self.topics.get(info.programid)
+        if topic is None:
+            return None, (f"unknown-programid: candid {info.candid} has programid {info.programid}, "
+                          f"not one of {sorted(self.topics)}"), info
+        if self.check_night:
+            packet_night = night_of_jd(info.jd, self.site)
+            if packet_night != self.night:
+                return None, (f"wrong-night: candid {info.candid} (jd {info.jd}) belongs to night "
+                              f"{packet_night:%Y%m%d}, not {self.night:%Y%m%d}"), info
+        return topic, "", info
+
+    def send(self, item: SourcePacket) -> None:
+        if self.first_read is None:
+            self.first_read = time.monotonic()
+        self.result.read += 1
+        now = time.time_ns() // 1_000_000
+        produced_ms = item.produced_ms if item.produced_ms is not None else now
+        topic, reason, info = self.classify(item)
+        if topic is not None:
+            headers = [(HEADER_PRODUCED_MS, b"%d" % produced_ms), (HEADER_PUBLISHED_MS, b"%d" % now),
+                       (HEADER_CANDID, b"%d" % info.candid)]
+            key, value = info.objectId.encode(), item.packet
+            on_delivery = partial(self._delivered, item, info.programid, produced_ms)
+        else:
+            kind = reason.split(":", 1)[0]
+            _log.warning("rejecting %s: %s", item.name, reason)
+            headers = [(HEADER_REASON, reason.encode()), (HEADER_SOURCE, item.name.encode()),
+                       (HEADER_PRODUCED_MS, b"%d" % produced_ms)]
+            value = item.packet
+            if len(value) > DEFAULT_MAX_PACKET_BYTES:  # the rejected topic cannot hold it whole: keep its head
+                headers.append((HEADER_ORIGINAL_SIZE, b"%d" % len(value)))
+                value = value[: MAX_MESSAGE_BYTES // 2]
+            topic, key = self.rejected_topic, None
+            on_delivery = partial(self._rejected, item, kind)
+        while True:
+            try:
+                self.producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: let librdkafka drain it, then retry this packet
+                self.producer.poll(0.05)
+        self.producer.poll(0)
+
+    def _failed(self, item: SourcePacket, err: KafkaError) -> None:
+        self.result.failed += 1
+        if not (err.retriable() or err.code() in _TRANSIENT_CODES):
+            self.permanent_failures += 1
+        if len(self.result.failures) < 20:
+            self.result.failures.append(f"{item.name}: {err.str()}")
+        _log.error("Kafka did not take %s: %s", item.name, err.str())
+
+    def _delivered(self, item: SourcePacket, programid: int, produced_ms: int, err, msg) -> None:
+        if err is not None:
+            return self._failed(item, err)
+        self.delivered[programid] += 1
+        self.result.bytes_delivered += len(item.packet)
+        self.latencies.append(time.time_ns() // 1_000_000 - produced_ms)
+        if self.settle is not None:
+            self.settle(item, False)
+
+    def _rejected(self, item: SourcePacket, kind: str, err, msg) -> None:
+        if err is not None:
+            return self._failed(item, err)
+        self.rejected[kind] += 1
+        if self.settle is not None:
+            self.settle(item, True)
+
+    def snapshot(self, started: float, total: int | None) -> PublishProgress:
+        return PublishProgress(self.result.read, sum(self.delivered.values()), sum(self.rejected.values()),
+                               self.result.failed, len(self.producer), time.monotonic() - started, total)
+
+    def finish_counts(self, started: float) -> PublishResult:
+        r = self.result
+        r.delivered, r.rejected = dict(self.delivered), dict(self.rejected)
+        r.elapsed_s = time.monotonic() - started
+        r.streaming_s = time.monotonic() - self.first_read if self.first_read is not None else 0.0
+        if self.latencies:
+            import numpy as np
+
+            values = np.frombuffer(self.latencies, dtype=np.int64)
+            r.latency_ms = {f"p{q}": float(np.percentile(values, q)) for q in (50, 95, 99)}
+            r.latency_ms["max"] = float(values.max())
+        return r
+
+
+def publish(
+    source: Iterable[SourcePacket | None],
+    *,
+    bootstrap_servers: str,
+    naming: TopicNaming,
+    night: dt.date,
+    site: Site = SITES["palomar"],
+    stop: threading.Event | None = None,
+    max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES,
+    check_night: bool = True,
+    full_check: bool = False,
+    close_night: bool = True,
+    reopen: bool = False,
+    progress: Callable[[PublishProgress], None] | None = None,
+    progress_every_s: float = 1.0,
+    total: int | None = None,
+    flush_timeout_s: float = 120.0,
+    producer_overrides: dict | None = None,
+) -> PublishResult:
+    """Publish every packet of ``source`` for ``night``, then (unless stopped) close the night.
+
+    Each packet is checked with `codec.peek` (framing and the fields through ``candidate``): a packet broken
+    only further on (history, cutouts) passes. ``full_check`` decodes every packet whole instead, for sources
+    not trusted to be well-formed, at ~20x the CPU.
+
+    Bad packets never raise: each goes to the rejected topic with its reason, and is counted. What does raise
+    (`PublishError`) is what must not pass quietly: missing topics, a night already closed (unless
+    ``reopen``), a delivery Kafka refused, or counts that do not reconcile; the night then stays open.
+
+    A source with a ``settle(item, rejected)`` method (the drop folder) has each packet settled after Kafka
+    acknowledged it. ``stop`` (see `stop_on_signals`) ends the run early: what was sent is flushed and
+    settled, and the night stays open for the next run.
+    """
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    night_text = f"{night:%Y%m%d}"
+    run = _Publisher(bootstrap_servers, naming, night, site, max_packet_bytes, check_night,
+                     getattr(source, "settle", None), producer_overrides, full_check)
+    run.check_topics()
+    state = _patiently("reading the night's state", read_night_state, bootstrap_servers, naming, night_text)
+    if state is not None and state.closed and not reopen:
+        raise PublishError(f"night {night_text} is already closed ({state.total_messages()} messages at "
+                           f"{state.updated_at}); pass reopen=True (--reopen) to publish more into it")
+    _patiently("marking the night open", mark_night, bootstrap_servers, naming, NightState(night_text, "open"))
+    last_report = started
+    try:
+        for item in source:
+            if run.fatal is not None:
+                raise PublishError(f"the Kafka producer failed fatally: {run.fatal.str()}", run.result)
+            if item is None:
+                run.producer.poll(_IDLE_POLL_S)
+            else:
+                run.send(item)
+            if progress is not None and time.monotonic() - last_report >= progress_every_s:
+                last_report = time.monotonic()
+                progress(run.snapshot(started, total))
+            if stop.is_set():
+                run.result.stopped = True
+                break
+    finally:
+        left = run.producer.flush(flush_timeout_s)  # settles what Kafka acknowledged, even on an error
+    if stop.is_set():  # a source that ended because it was stopped (e.g. while pacing) is a pause, not the end
+        run.result.stopped = True
+    result = run.finish_counts(started)
+    result.settle_errors = getattr(source, "settle_errors", 0)
+    if progress is not None:
+        progress(run.snapshot(started, total))
+    if left or result.failed:
+        raise PublishError(
+            f"night {night_text}: {result.failed} packet(s) refused by Kafka and {left} unacknowledged after "
+            f"{flush_timeout_s:.0f} s; first failures: {result.failures[:3]}. Nothing was lost from a drop folder "
+            "(unacknowledged files stay); rerun the publisher once Kafka is healthy.",
+            result, transient=run.permanent_failures == 0)
+    if result.missing:
+        raise PublishError(f"night {night_text} does not reconcile: read {result.read} but delivered "
+                           f"{result.delivered_total} + rejected {result.rejected_total}; "
+                           f"{result.missing} packet(s) unaccounted for", result)
+    if close_night and not result.stopped:
+        topics = [*run.topics.values(), run.rejected_topic]
+        result.end_offsets = _patiently("reading end offsets", end_offsets, bootstrap_servers, topics)
+        counts = {**result.counts(), "messages": {t: sum(p.values()) for t, p in result.end_offsets.items()}}
+        closing = NightState(night_text, "closed", result.end_offsets, counts)
+        _patiently("marking the night closed", mark_night, bootstrap_servers, naming, closing)
+        result.closed = True
+        if hasattr(source, "retire_marker"):
+            source.retire_marker(night)
+    return result

@@ -1,0 +1,318 @@
+"""Where alert packets come from: plain iterators of `SourcePacket`, one kind of source per function.
+
+The publisher does not care where a packet was found; it only needs its bytes, a name to cite in a
+rejection, and when the alert pipeline produced it (for latency). Every source yields packets as it finds
+them, one at a time, so a night of a million alerts is never held in memory.
+
+A live source may also yield ``None``: "nothing new right now". The publisher uses that pause to serve
+Kafka's delivery callbacks instead of sleeping blind.
+
+The drop folder is the one source whose packets must outlive a crash: it offers ``settle(item, outcome)``,
+which the publisher calls only after Kafka acknowledged the packet, and only then is the file removed (or
+moved to a done folder). A packet whose acknowledgement was lost in a crash is published again on restart;
+that duplicate carries the same candid, and the archiver deduplicates by candid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import tarfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from alertdist.nights.topics import SITES, night_date
+
+__all__ = [
+    "NIGHT_DONE",
+    "DropFolder",
+    "SourcePacket",
+    "SourceError",
+    "folder_packets",
+    "paced",
+    "simulated_alerts",
+    "simulated_packets",
+    "source_from_spec",
+    "tarball_packets",
+]
+
+#: The file the alert pipeline writes into the drop folder when the night is over (see `DropFolder`).
+NIGHT_DONE = "NIGHT_DONE"
+
+_JD_UNIX_EPOCH = 2440587.5
+_log = logging.getLogger("alertdist.sources")
+
+
+class SourceError(RuntimeError):
+    """A source could not be opened or read; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePacket:
+    """One packet as found: ``name`` identifies it in logs and rejections (a file or member name)."""
+
+    name: str
+    packet: bytes
+    produced_ms: int | None  # when the alert pipeline produced it (ms since epoch), if known
+    path: Path | None = None  # the drop-folder file it came from, settled after Kafka acknowledged it
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _is_packet_file(name: str) -> bool:
+    # writers create ".name.avro.tmp" or "name.avro.tmp" and rename: never read a file still being written
+    return name.endswith(".avro") and not name.startswith(".")
+
+
+def folder_packets(folder: str | Path) -> Iterator[SourcePacket]:
+    """Every ``*.avro`` file of a folder, in name order (candid order for ZTF names), read one at a time."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SourceError(f"packet folder {folder} does not exist or is not a folder")
+    for path in sorted(p for p in folder.iterdir() if _is_packet_file(p.name) and p.is_file()):
+        try:
+            data = path.read_bytes()
+            mtime_ms = path.stat().st_mtime_ns // 1_000_000
+        except OSError as e:
+            raise SourceError(f"reading packet file {path} failed: {e}") from e
+        yield SourcePacket(path.name, data, mtime_ms)
+
+
+def tarball_packets(location: str | Path, storage_options: dict | None = None) -> Iterator[SourcePacket]:
+    """Each ``*.avro`` member of a (gzip'd) tarball, streamed: never extracted, never loaded whole.
+
+    ``location`` is a path or an fsspec URL (``s3://bucket/ztf_public_20180819.tar.gz``), so a night can be
+    replayed straight from the archive. Other members (a README, folders) are skipped and logged.
+    """
+    import fsspec
+
+    try:
+        raw = fsspec.open(str(location), "rb", **(storage_options or {})).open()
+    except (OSError, ValueError) as e:
+        raise SourceError(f"opening tarball {location} failed: {e}") from e
+    try:
+        with tarfile.open(fileobj=raw, mode="r|*") as tar:
+            for member in tar:
+                base = member.name.rsplit("/", 1)[-1]
+                if not member.isfile() or not _is_packet_file(base):
+                    if member.isfile():
+                        _log.warning("tarball %s: skipping member %s (not a .avro packet)", location, member.name)
+                    continue
+                data = tar.extractfile(member).read()
+                yield SourcePacket(base, data, int(member.mtime * 1000) or None)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise SourceError(f"reading tarball {location} failed: {e}") from e
+    finally:
+        raw.close()
+
+
+def simulated_alerts(n_alerts: int, *, night: dt.date, seed: int = 0, **simulate_options) -> Iterator:
+    """`alertdist.simulate.night.simulate_night` for the night that topics call ``night``.
+
+    The simulator names a night by the local date at its start; topics name it by the site rule (at Palomar the
+    UT date, one day later). The simulator's date is chosen so that the alerts' jd fall in ``night``.
+    """
+    from alertdist.simulate.night import night_window, simulate_night
+
+    palomar = SITES["palomar"]
+    simulator_night = night
+    for candidate in (night - dt.timedelta(days=1), night):
+        evening = dt.datetime.fromtimestamp((night_window(candidate)[0] - _JD_UNIX_EPOCH) * 86400.0, dt.timezone.utc)
+        if night_date(evening, palomar) == night:
+            simulator_night = candidate
+            break
+    return simulate_night(n_alerts, night=simulator_night, seed=seed, **simulate_options)
+
+
+def simulated_packets(
+    n_alerts: int,
+    *,
+    night: dt.date,
+    seed: int = 0,
+    speed: float | None = None,
+    stop: threading.Event | None = None,
+    **simulate_options,
+) -> Iterator[SourcePacket]:
+    """A simulated night (`tasks.simulate`), as fast as it generates or at ``speed`` times the real cadence.
+
+    With ``speed``, each exposure's alerts are released together when that exposure's time (its ``jd``,
+    relative to the night's first exposure) comes round, as ZTF's pipeline releases them; ``produced_ms``
+    is the moment of release.
+    """
+    alerts = simulated_alerts(n_alerts, night=night, seed=seed, **simulate_options)
+    start = time.monotonic()
+    first_jd = None
+    for alert in alerts:
+        if speed:
+            first_jd = alert.jd if first_jd is None else first_jd
+            due = start + (alert.jd - first_jd) * 86400.0 / speed
+            if _wait_until(due, stop):
+                return
+        elif stop is not None and stop.is_set():
+            return
+        yield SourcePacket(f"{alert.candid}.avro", alert.packet, _now_ms())
+
+
+def paced(
+    items: Iterable[SourcePacket], *, rate_per_minute: float, stop: threading.Event | None = None
+) -> Iterator[SourcePacket]:
+    """Release packets evenly at ``rate_per_minute``, as an alert pipeline would produce them.
+
+    Each ``produced_ms`` is the packet's scheduled time, not the moment the consumer of this iterator got round
+    to asking for it: a publisher that falls behind shows its backlog as latency instead of hiding it. For
+    latency measurements: pre-generate a night in memory, then let this play the alert pipeline.
+    """
+    if rate_per_minute <= 0:
+        raise ValueError(f"rate_per_minute must be positive, got {rate_per_minute}")
+    interval = 60.0 / rate_per_minute
+    start, start_ms = time.monotonic(), time.time() * 1000.0
+    for i, item in enumerate(items):
+        if _wait_until(start + i * interval, stop):
+            return
+        yield replace(item, produced_ms=int(start_ms + i * interval * 1000.0))
+
+
+def _wait_until(due: float, stop: threading.Event | None) -> bool:
+    """Sleep until ``due`` (monotonic); True if ``stop`` was set meanwhile."""
+    delay = due - time.monotonic()
+    if delay > 0.0005:
+        if stop is not None:
+            return stop.wait(delay)
+        time.sleep(delay)
+    return stop is not None and stop.is_set()
+
+
+class DropFolder:
+    """A folder the alert pipeline writes packet files into, watched live, oldest file first.
+
+    Picks up complete ``*.avro`` files only (writers write ``.tmp`` or dotfiles and rename, so a file is
+    never read half-written). The night ends when the pipeline writes the marker file ``NIGHT_DONE``: the
+    folder is scanned once more after the marker is seen, so every file written before it is published.
+    Setting ``stop`` ends iteration at once (a pause: unread files stay for the next run).
+
+    A file is settled only after Kafka acknowledged its packet: removed, or moved into ``done_folder`` when
+    one is given; a rejected packet's file is moved to ``<folder>/rejected/`` so an operator can look at it
+    (its bytes are also in the rejected topic, but an oversize one only in part).
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        stop: threading.Event | None = None,
+        done_folder: str | Path | None = None,
+        wait_for_done: bool = True,
+    ):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise SourceError(f"drop folder {self.folder} does not exist or is not a folder; create it first")
+        self.stop = stop or threading.Event()
+        self.done_folder = Path(done_folder) if done_folder else None
+        self.rejected_folder = self.folder / "rejected"
+        self.wait_for_done = wait_for_done
+        self._in_flight: set[str] = set()
+        self.settle_errors = 0
+
+    @property
+    def marker(self) -> Path:
+        return self.folder / NIGHT_DONE
+
+    def _scan(self) -> list[tuple[int, str]]:
+        found = []
+        try:
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    if entry.name in self._in_flight or not _is_packet_file(entry.name):
+                        continue
+                    try:
+                        if entry.is_file():
+                            found.append((entry.stat().st_mtime_ns, entry.name))
+                    except FileNotFoundError:
+                        continue
+        except OSError as e:
+            raise SourceError(f"listing drop folder {self.folder} failed: {e}") from e
+        found.sort()
+        return found
+
+    def __iter__(self) -> Iterator[SourcePacket | None]:
+        while not self.stop.is_set():
+            done = not self.wait_for_done or self.marker.exists()  # before the scan: files older than it are seen
+            found = self._scan()
+            if not found:
+                if done:
+                    return
+                yield None  # idle: the caller serves Kafka callbacks, then asks again
+                continue
+            for mtime_ns, name in found:
+                if self.stop.is_set():
+                    return
+                path = self.folder / name
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    continue  # removed by someone else since the scan
+                except OSError as e:
+                    raise SourceError(f"reading drop-folder file {path} failed: {e}") from e
+                self._in_flight.add(name)
+                yield SourcePacket(name, data, mtime_ns // 1_000_000, path)
+
+    def settle(self, item: SourcePacket, rejected: bool) -> None:
+        """Kafka has the packet: remove its file (or move it to the done or rejected folder)."""
+        if item.path is None:
+            return
+        try:
+            if rejected:
+                self.rejected_folder.mkdir(exist_ok=True)
+                os.replace(item.path, self.rejected_folder / item.name)
+            elif self.done_folder is not None:
+                self.done_folder.mkdir(parents=True, exist_ok=True)
+                os.replace(item.path, self.done_folder / item.name)
+            else:
+                item.path.unlink(missing_ok=True)
+        except OSError as e:
+            # the packet is safe in Kafka; a leftover file only means a duplicate (same candid) after a restart
+            self.settle_errors += 1
+            _log.warning("could not settle %s after Kafka acknowledged it: %s", item.path, e)
+        finally:
+            self._in_flight.discard(item.name)
+
+    def retire_marker(self, night: dt.date) -> None:
+        """Rename ``NIGHT_DONE`` to ``NIGHT_DONE.<YYYYMMDD>`` once the night is closed, so it cannot end the next."""
+        if self.marker.exists():
+            os.replace(self.marker, self.folder / f"{NIGHT_DONE}.{night:%Y%m%d}")
+
+
+def source_from_spec(
+    spec: str,
+    *,
+    night: dt.date,
+    stop: threading.Event | None = None,
+    done_folder: str | None = None,
+    speed: float | None = None,
+    storage_options: dict | None = None,
+):
+    """A source from one string, for flows and deployments: the kind is read from the spec.
+
+    ``simulate:N`` or ``simulate:N:SEED`` a simulated night; ``folder:PATH`` every packet file of a folder
+    (once); a path or URL ending ``.tar``, ``.tar.gz`` or ``.tgz`` a tarball; any other path a live drop
+    folder (watched until ``NIGHT_DONE``).
+    """
+    if spec.startswith("simulate:"):
+        parts = spec.split(":")
+        try:
+            n_alerts = int(parts[1])
+            seed = int(parts[2]) if len(parts) > 2 else 0
+        except (IndexError, ValueError) as e:
+            raise SourceError(f"source {spec!r}: expected simulate:N or simulate:N:SEED") from e
+        return simulated_packets(n_alerts, night=night, seed=seed, speed=speed, stop=stop)
+    if spec.startswith("folder:"):
+        return folder_packets(spec.removeprefix("folder:"))
+    if spec.endswith((".tar", ".tar.gz", ".tgz")):
+        return tarball_packets(spec, storage_options)
+    return DropFolder(spec, stop=stop, done_folder=done_folder)

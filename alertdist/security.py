@@ -1,0 +1,393 @@
+"""Who may read what: users, their roles, their SCRAM credentials, and the ACLs Kafka enforces for them.
+
+ZTF data has owners: programme 1 is public, 2 belongs to the partnership, 3 to Caltech. A user has one role.
+Service roles (`publisher`, `archiver`) read and write every topic of the survey through one PREFIXED ACL.
+Consumer roles read their programmes' topics of each night, and the filter outputs derived from them, and may
+use only consumer groups whose id starts with their user name.
+
+Why ACLs per night: topics are named ``<survey>_<YYYYMMDD>_programid<N>``, the date before the programme, so no
+prefix covers one programme across nights. The users and their roles are therefore kept in the compacted
+``<survey>_users`` topic (written by `alertdist users add`), and the topic-creation flow applies each new
+night's ACLs from it (`secure_night`). Passwords are never stored there: Kafka keeps only salted SCRAM hashes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+    UserScramCredentialUpsertion,
+)
+
+from alertdist.kafka.clients import admin_client, consumer, producer
+from alertdist.nights.topics import TopicNaming, create_topics
+
+__all__ = [
+    "ROLES",
+    "Role",
+    "SecurityError",
+    "User",
+    "add_user",
+    "apply_night_acls",
+    "nights_with_topics",
+    "read_users",
+    "remove_user",
+    "scram_client_config",
+    "secure_night",
+    "user_acls",
+    "night_acls",
+    "users_topic",
+]
+
+SCRAM_ITERATIONS = 8192  # Kafka accepts 4096..16384 for SHA-512
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_RESERVED_NAMES = {"ANONYMOUS"}  # the PLAINTEXT super user; a SCRAM user of that name would be one too
+
+
+class SecurityError(RuntimeError):
+    """A user, credential or ACL could not be created, read or removed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a role may do: services read and write everything; consumers read their programmes only."""
+
+    name: str
+    programmes: tuple[int, ...] = ()
+    service: bool = False
+    description: str = ""
+
+
+ROLES: dict[str, Role] = {
+    "publisher": Role("publisher", service=True, description="writes and reads every topic of the survey"),
+    "archiver": Role("archiver", service=True, description="reads and writes every topic of the survey"),
+    "public": Role("public", (1,), description="reads programme 1 (public) topics"),
+    "partnership": Role("partnership", (1, 2), description="reads programme 1 and 2 topics"),
+    "caltech": Role("caltech", (1, 2, 3), description="reads programme 1, 2 and 3 topics"),
+}
+
+
+@dataclass(frozen=True)
+class User:
+    """A registered user: its name (its Kafka principal is ``User:<name>``) and its role."""
+
+    name: str
+    role: str
+    created_at: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name) or self.name in _RESERVED_NAMES:
+            raise SecurityError(
+                f"user name {self.name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', starting with "
+                f"a letter or digit (and not {', '.join(sorted(_RESERVED_NAMES))})"
+            )
+        if self.role not in ROLES:
+            raise SecurityError(f"role {self.role!r} is not one of {', '.join(ROLES)}")
+
+    @property
+    def principal(self) -> str:
+        return f"User:{self.name}"
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "User":
+        return cls(**json.loads(raw))
+
+
+def users_topic(naming: TopicNaming) -> str:
+    """The compacted topic holding each user's role (never a password)."""
+    return f"{naming.survey}_users"
+
+
+def scram_client_config(username: str, password: str, *, ca_location: str | Path | None = None) -> dict:
+    """librdkafka settings for a SCRAM-SHA-512 client; with ``ca_location`` (the CA's PEM) over TLS."""
+    config = {
+        "security.protocol": "SASL_SSL" if ca_location else "SASL_PLAINTEXT",
+        "sasl.mechanisms": "SCRAM-SHA-512",
+        "sasl.username": username,
+        "sasl.password": password,
+    }
+    if ca_location:
+        config["ssl.ca.location"] = str(ca_location)
+    return config
+
+
+# ------------------------------------------------------------------------------------------------ the ACLs
+
+
+def _allow(resource: ResourceType, name: str, pattern: ResourcePatternType, principal: str,
+           operation: AclOperation) -> AclBinding:
+    return AclBinding(resource, name, pattern, principal, "*", operation, AclPermissionType.ALLOW)
+
+
+def user_acls(naming: TopicNaming, user: User) -> list[AclBinding]:
+    """The night-independent ACLs of a user: its consumer groups, or for a service everything of the survey."""
+    role = ROLES[user.role]
+    p = user.principal
+    if role.service:
+        return [
+            _allow(ResourceType.TOPIC, f"{naming.survey}_", ResourcePatternType.PREFIXED, p, AclOperation.ALL),
+            _allow(ResourceType.GROUP, "*", ResourcePatternType.LITERAL, p, AclOperation.ALL),
+            _allow(ResourceType.TRANSACTIONAL_ID, "*", ResourcePatternType.LITERAL, p, AclOperation.ALL),
+            _allow(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, p,
+                   AclOperation.IDEMPOTENT_WRITE),
+        ]
+    # READ on a group implies DESCRIBE; the prefix keeps users from joining (and disturbing) others' groups
+    return [_allow(ResourceType.GROUP, user.name, ResourcePatternType.PREFIXED, p, AclOperation.READ)]
+
+
+def night_acls(naming: TopicNaming, night: dt.date, user: User) -> list[AclBinding]:
+    """READ on the night's programme topics of the user's role and on the filter outputs derived from them.
+
+    A LITERAL ACL on ``<topic>`` plus a PREFIXED one on ``<topic>_`` (filter outputs are ``<topic>_<filter>``),
+    rather than one PREFIXED ``<topic>``, which would also match ``..._programid1`` + ``0``.
+    """
+    role = ROLES[user.role]
+    bindings = []
+    for programid in role.programmes:
+        if programid not in naming.programmes:
+            continue
+        topic = naming.programme_topic(night, programid)
+        bindings.append(_allow(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, user.principal,
+                               AclOperation.READ))
+        bindings.append(_allow(ResourceType.TOPIC, naming.filter_output_topic(topic, ""),
+                               ResourcePatternType.PREFIXED, user.principal, AclOperation.READ))
+    return bindings
+
+
+def _create_acls(admin: AdminClient, bindings: list[AclBinding], what: str, timeout: float) -> int:
+    if not bindings:
+        return 0
+    try:
+        futures = admin.create_acls(bindings, request_timeout=timeout)
+    except KafkaException as e:
+        raise SecurityError(f"creating ACLs {what} failed: {e.args[0].str()}") from e
+    for binding, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as e:
+            error = e.args[0]
+            hint = ""
+            if error.code() == KafkaError.SECURITY_DISABLED:
+                hint = "; the cluster has no authorizer: start it with `alertdist kafka start --secure`"
+            raise SecurityError(f"creating ACL {binding} {what} failed: {error.str()}{hint}") from e
+    return len(bindings)
+
+
+def apply_night_acls(admin: AdminClient, naming: TopicNaming, night: dt.date, users: list[User], *,
+                     timeout: float = 30.0) -> int:
+    """Grant every consumer user READ on its programmes' topics of ``night``; returns the ACLs applied.
+
+    Idempotent: Kafka keeps an ACL once however often it is created. Service users need nothing per night.
+    """
+    bindings = [b for user in users for b in night_acls(naming, night, user)]
+    return _create_acls(admin, bindings, f"for night {night:%Y%m%d}", timeout)
+
+
+def nights_with_topics(admin: AdminClient, naming: TopicNaming, *, timeout: float = 30.0) -> list[dt.date]:
+    """Every night that has a programme topic on the cluster now."""
+    pattern = re.compile(rf"^{re.escape(naming.survey)}_(\d{{8}})_programid\d+$")
+    nights = set()
+    for topic in admin.list_topics(timeout=timeout).topics:
+        match = pattern.match(topic)
+        if match:
+            try:
+                nights.add(dt.datetime.strptime(match.group(1), "%Y%m%d").date())
+            except ValueError:
+                continue
+    return sorted(nights)
+
+
+# ------------------------------------------------------------------------------------- the users topic
+
+
+def _ensure_users_topic(admin: AdminClient, naming: TopicNaming) -> None:
+    brokers = len(admin.list_topics(timeout=10).brokers)
+    replication = min(3, brokers)
+    configs = {"cleanup.policy": "compact", "min.insync.replicas": "2" if replication >= 3 else "1"}
+    create_topics(admin, {users_topic(naming): (1, replication, configs)})
+
+
+def _record_user(bootstrap_servers: str, naming: TopicNaming, name: str, user: User | None,
+                 timeout: float) -> None:
+    """Write (or with None, delete) a user's record and wait for Kafka's acknowledgement."""
+    errors: list[KafkaError] = []
+    p = producer(bootstrap_servers, **{"linger.ms": 0})
+    p.produce(users_topic(naming), key=name.encode(), value=user.to_json() if user else None,
+              on_delivery=lambda err, msg: err and errors.append(err))
+    left = p.flush(timeout)
+    if left or errors:
+        reason = errors[0].str() if errors else f"{left} message(s) unacknowledged after {timeout:.0f} s"
+        raise SecurityError(f"recording user {name} in {users_topic(naming)} failed: {reason}")
+
+
+def _watermarks(c, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+    """Watermarks, waiting out the moments after creation or a leader change when no leader answers yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return c.get_watermark_offsets(partition, timeout=timeout)
+        except KafkaException as e:
+            if not e.args[0].retriable() and e.args[0].code() not in _NO_LEADER_YET or time.monotonic() > deadline:
+                raise SecurityError(f"reading the end of {partition.topic}: {e.args[0].str()}") from e
+            time.sleep(0.5)
+
+
+_NO_LEADER_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
+def read_users(bootstrap_servers: str, naming: TopicNaming, *, timeout: float = 30.0) -> list[User]:
+    """Every registered user (the latest record per name), sorted by name; [] when none was ever added."""
+    topic = users_topic(naming)
+    c = consumer(bootstrap_servers)
+    try:
+        metadata = c.list_topics(topic, timeout=timeout)
+        if metadata.topics[topic].error is not None:
+            return []
+        assignment, remaining = [], set()
+        for partition in metadata.topics[topic].partitions:
+            low, high = _watermarks(c, TopicPartition(topic, partition), timeout)
+            if high > low:
+                assignment.append(TopicPartition(topic, partition, low))
+                remaining.add(partition)
+        users: dict[str, User] = {}
+        if not assignment:
+            return []
+        c.assign(assignment)
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    remaining.discard(msg.partition())
+                    continue
+                raise SecurityError(f"reading users from {topic}: {msg.error().str()}")
+            name = msg.key().decode()
+            if msg.value() is None:
+                users.pop(name, None)
+            else:
+                users[name] = User.from_json(msg.value())
+        if remaining:
+            raise SecurityError(f"reading users from {topic} did not reach its end within {timeout:.0f} s")
+        return sorted(users.values(), key=lambda u: u.name)
+    finally:
+        c.close()
+
+
+# ------------------------------------------------------------------------------------------ adding users
+
+
+def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: str, *,
+             timeout: float = 30.0) -> int:
+    """Register ``user``: its role record, its SCRAM-SHA-512 credential, and its ACLs for every existing night.
+
+    The record is written first, so a failure later leaves an intent that re-running (safe: every step is
+    an upsert) completes. Returns the number of ACLs applied. ``bootstrap_servers`` must reach the cluster as a
+    super user (the loopback PLAINTEXT listener).
+    """
+    if len(password) < 12:
+        raise SecurityError(f"the password for {user.name} is too short: use at least 12 characters")
+    admin = admin_client(bootstrap_servers)
+    _ensure_users_topic(admin, naming)
+    before = {u.name: u for u in read_users(bootstrap_servers, naming, timeout=timeout)}.get(user.name)
+    if before is not None and before.role != user.role:
+        _delete_acls(admin, user.name, timeout)  # a changed role must not keep the old role's rights
+    since = user.created_at or (before.created_at if before else dt.datetime.now(dt.timezone.utc).isoformat())
+    stamped = User(user.name, user.role, since)
+    _record_user(bootstrap_servers, naming, user.name, stamped, timeout)
+    credential = UserScramCredentialUpsertion(
+        user.name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS), password.encode()
+    )
+    try:
+        admin.alter_user_scram_credentials([credential], request_timeout=timeout)[user.name].result()
+    except KafkaException as e:
+        raise SecurityError(f"setting the SCRAM-SHA-512 credential of {user.name} failed: {e.args[0].str()}; "
+                            "run `alertdist users add` again") from e
+    bindings = user_acls(naming, stamped)
+    for night in nights_with_topics(admin, naming, timeout=timeout):
+        bindings += night_acls(naming, night, stamped)
+    applied = _create_acls(admin, bindings, f"for user {user.name}", timeout)
+    _wait_until_enforced(admin, user.name, bindings, timeout)
+    return applied
+
+
+def _wait_until_enforced(admin: AdminClient, name: str, bindings: list[AclBinding], timeout: float) -> None:
+    """Wait until a broker serves the new credential and ACLs: the controller commits them, brokers apply them
+    a moment later, and a user told "added" should not be refused in between."""
+    wanted = {_key(b) for b in bindings}
+    mine = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None,
+                            AclOperation.ANY, AclPermissionType.ANY)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.describe_user_scram_credentials([name], request_timeout=timeout)[name].result()
+            if wanted <= {_key(b) for b in admin.describe_acls(mine, request_timeout=timeout).result()}:
+                return
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
+                raise SecurityError(f"checking the credential and ACLs of {name}: {e.args[0].str()}") from e
+        if time.monotonic() > deadline:
+            raise SecurityError(f"the credential and ACLs of {name} were accepted but no broker served them "
+                                f"within {timeout:.0f} s; check `alertdist kafka status`, then add the user again")
+        time.sleep(0.2)
+
+
+def _key(binding: AclBinding) -> tuple:
+    return (binding.restype, binding.name, binding.resource_pattern_type, binding.principal, binding.operation,
+            binding.permission_type)
+
+
+def remove_user(bootstrap_servers: str, naming: TopicNaming, name: str, *, timeout: float = 30.0) -> int:
+    """Delete a user's credential, every ACL naming its principal, and its record; returns ACLs deleted."""
+    admin = admin_client(bootstrap_servers)
+    deletion = UserScramCredentialDeletion(name, ScramMechanism.SCRAM_SHA_512)
+    try:
+        admin.alter_user_scram_credentials([deletion], request_timeout=timeout)[name].result()
+    except KafkaException as e:
+        if e.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
+            raise SecurityError(f"deleting the SCRAM credential of {name} failed: {e.args[0].str()}") from e
+    deleted = _delete_acls(admin, name, timeout)
+    _record_user(bootstrap_servers, naming, name, None, timeout)
+    return deleted
+
+
+def _delete_acls(admin: AdminClient, name: str, timeout: float) -> int:
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    try:
+        return len(admin.delete_acls([everything], request_timeout=timeout)[everything].result())
+    except KafkaException as e:
+        raise SecurityError(f"deleting the ACLs of {name} failed: {e.args[0].str()}") from e
+
+
+def secure_night(bootstrap_servers: str, naming: TopicNaming, night: dt.date, *, timeout: float = 30.0) -> int:
+    """Apply the night's ACLs for every registered user: the call the topic-creation flow makes per night.
+
+    A cluster with no registered user (the simple embedded one) needs no ACLs: returns 0 without asking for any.
+    """
+    users = read_users(bootstrap_servers, naming, timeout=timeout)
+    if not users:
+        return 0
+    return apply_night_acls(admin_client(bootstrap_servers), naming, night, users, timeout=timeout)
+
