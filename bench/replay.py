@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from alertdist.settings import Settings  # noqa: E402
 from alertdist.infra import kafka_local  # noqa: E402
-from alertdist.archive.tarball import TarballWriter, jd_to_unix  # noqa: E402
+from alertdist.archive.tarball import TarballWriter  # noqa: E402
+from alertdist.nights.dates import jd_to_unix  # noqa: E402
 from alertdist.kafka.clients import admin_client  # noqa: E402
 from alertdist.access.readers import ReadCounts, open_sources, tarball_alerts  # noqa: E402
 from alertdist.access.replay import replay_to_topic  # noqa: E402

@@ -23,7 +23,8 @@ from alertdist.archive import (
 )
 from alertdist.archive.stream import ArchiveStreamError
 from alertdist.publish.publisher import transient_kafka_error
-from alertdist.nights.topics import TopicNaming, parse_night
+from alertdist.nights.dates import parse_night
+from alertdist.nights.topics import TopicNaming
 
 
 def retry_if_transient(task, task_run, state) -> bool:

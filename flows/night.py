@@ -25,7 +25,8 @@ from alertdist.nights.report import (
     throughput_rows,
 )
 from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
-from alertdist.nights.topics import TopicNaming, parse_night
+from alertdist.nights.dates import parse_night
+from alertdist.nights.topics import TopicNaming
 
 BUNDLED_FILTERS = ["bright_transients", "solar_system", "variable_stars"]
 

@@ -22,7 +22,8 @@ from alertdist.flows.topics import apply_night_acls, ensure_topics, tonight
 from alertdist.publish.publisher import PublishProgress, publish, retry_if_transient
 from alertdist.kafka.signals import stop_on_signals
 from alertdist.publish.sources import source_from_spec
-from alertdist.nights.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
+from alertdist.nights.dates import parse_night, site_for_timezone
+from alertdist.nights.topics import TopicNaming, TopicSettings
 
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)

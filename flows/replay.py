@@ -22,7 +22,8 @@ from alertdist.settings import Settings
 from alertdist.kafka.signals import stop_on_signals
 from alertdist.access.readers import open_sources
 from alertdist.access.replay import ReplayProgress, ensure_topic, replay_into_night, replay_to_topic, replay_transient
-from alertdist.nights.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
+from alertdist.nights.dates import parse_night, site_for_timezone
+from alertdist.nights.topics import TopicNaming, TopicSettings
 
 
 @task(retries=1, retry_delay_seconds=[30], retry_condition_fn=replay_transient, cache_policy=NO_CACHE)

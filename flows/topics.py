@@ -18,8 +18,9 @@ from alertdist.settings import Settings
 from alertdist.kafka.clients import admin_client
 from alertdist.publish.publisher import retry_if_transient
 from alertdist.security import secure_night
-from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night, site_for_timezone
-from alertdist.nights.topics import tonight as night_starting_tonight
+from alertdist.nights.dates import parse_night, site_for_timezone
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.nights.dates import tonight as night_starting_tonight
 
 
 @task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)

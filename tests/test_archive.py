@@ -29,8 +29,9 @@ from alertdist.archive.night import _schedule
 from alertdist.archive.parquet import AlertDecoder, arrow_columns, arrow_schema, night_table_columns
 from alertdist.archive.stream import Duplicates, Spool
 from alertdist.archive.tarball import (
-    MEMBER_MODE, TarballWriter, _member_header, jd_to_unix, member_header, parse_md5sums, read_members,
+    MEMBER_MODE, TarballWriter, _member_header, member_header, parse_md5sums, read_members,
 )
+from alertdist.nights.dates import jd_to_unix
 from alertdist.nights.state import NightState, mark_night
 from alertdist.simulate.night import simulate_night
 from alertdist.nights.topics import TopicNaming

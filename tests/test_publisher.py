@@ -319,8 +319,8 @@ def test_a_packet_too_big_even_for_the_rejected_topic_keeps_its_head_and_size(ka
 def test_tonight_is_the_night_starting_this_evening_or_under_way(site, local, expected):
     from zoneinfo import ZoneInfo
 
-    from alertdist.nights.topics import tonight
-    from alertdist.nights.topics import SITES
+    from alertdist.nights.dates import tonight
+    from alertdist.nights.dates import SITES
 
     now = dt.datetime(*local, tzinfo=ZoneInfo(SITES[site].timezone))
     assert tonight(SITES[site], now) == dt.date(*expected)

@@ -21,7 +21,8 @@ import pytest
 from alertdist.cli.main import main as cli
 from alertdist.avro import codec
 from alertdist.archive import ArchiveOptions, archive_night
-from alertdist.archive.tarball import TarballWriter, jd_to_unix, read_members
+from alertdist.archive.tarball import TarballWriter, read_members
+from alertdist.nights.dates import jd_to_unix
 from alertdist.filters.live import LiveOptions, run_live
 from alertdist.kafka.clients import admin_client
 from alertdist.publish.publisher import publish

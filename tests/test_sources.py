@@ -21,7 +21,7 @@ from alertdist.publish.sources import (
     source_from_spec,
     tarball_packets,
 )
-from alertdist.nights.topics import SITES, night_of_jd
+from alertdist.nights.dates import SITES, night_of_jd
 from tests.conftest import ARCHIVE_2018
 
 

@@ -10,7 +10,8 @@ from confluent_kafka.admin import ConfigResource
 
 from alertdist.kafka.clients import admin_client
 from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
-from alertdist.nights.topics import SITES, TopicNaming, TopicSettings, ensure_night_topics, night_date, parse_night
+from alertdist.nights.dates import SITES, night_date, parse_night
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 
 
 def _local(site, y, m, d, hh, mm=0):

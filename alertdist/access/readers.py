@@ -352,7 +352,7 @@ def open_sources(
     root, whose manifest names the files).
     """
     from alertdist.access.listing import ArchiveAccessError, open_location
-    from alertdist.nights.topics import parse_night
+    from alertdist.nights.dates import parse_night
 
     if archived_night is not None:
         archived_night = f"{parse_night(archived_night):%Y%m%d}"

@@ -33,7 +33,8 @@ from alertdist.publish.publisher import (
 from alertdist.access.readers import ArchivedAlert, ReadCounts
 from alertdist.publish.sources import SourcePacket
 from alertdist.security import secure_night
-from alertdist.nights.topics import SITES, Site, TopicNaming, TopicSettings, create_topics, ensure_night_topics
+from alertdist.nights.dates import SITES, Site
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
 
 __all__ = [
     "ReplayError",

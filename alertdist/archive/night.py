@@ -29,7 +29,7 @@ from alertdist.archive.groups import GroupWriter
 from alertdist.archive.stream import Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
 from alertdist.archive.tarball import TarballWriter, md5sums_text, parse_md5sums, tarball_name
 from alertdist.nights.state import NightState, read_night_state
-from alertdist.nights.topics import TopicNaming, parse_night
+from alertdist.nights.topics import TopicNaming
 
 __all__ = ["MD5SUMS", "ArchiveOptions", "NightNotClosedError", "ProgrammeRead", "archive_night", "archive_programme",
            "closed_state", "finish_night", "night_programmes", "read_programme", "write_programme"]
@@ -83,7 +83,7 @@ def night_programmes(naming: TopicNaming, night: dt.date, state: NightState, wan
 def archive_programme(
     bootstrap_servers: str,
     naming: TopicNaming,
-    night: dt.date | str,
+    night: dt.date,
     programid: int,
     dest_url: str,
     state: NightState,
@@ -114,11 +114,10 @@ class ProgrammeRead:
     topic: TopicRead
 
 
-def read_programme(bootstrap_servers: str, naming: TopicNaming, night: dt.date | str, programid: int,
+def read_programme(bootstrap_servers: str, naming: TopicNaming, night: dt.date, programid: int,
                    state: NightState, folder: Path, options: ArchiveOptions = ArchiveOptions(), *,
                    stop=None, progress: Progress | None = None) -> ProgrammeRead:
     """Copy one programme topic of a closed night into a spool in ``folder`` (closed by the caller)."""
-    night = parse_night(night)
     topic = naming.programme_topic(night, programid)
     if topic not in state.end_offsets:
         raise NightNotClosedError(f"the closing record of night {night:%Y%m%d} has no offsets for {topic}")
@@ -186,10 +185,9 @@ def write_programme(read: ProgrammeRead, dest_url: str, options: ArchiveOptions 
     )
 
 
-def finish_night(naming: TopicNaming, night: dt.date | str, dest_url: str, programmes: list[ProgrammeArchive],
+def finish_night(naming: TopicNaming, night: dt.date, dest_url: str, programmes: list[ProgrammeArchive],
                  storage_options: dict | None = None) -> NightManifest:
     """Write the night's manifest and put its tarballs' md5 into the destination's MD5SUMS (atomically)."""
-    night = parse_night(night)
     label = f"{night:%Y%m%d}"
     dest = Destination(dest_url, storage_options)
     manifest = NightManifest(naming.survey, label, {a.programid: a for a in programmes})
@@ -205,7 +203,7 @@ def finish_night(naming: TopicNaming, night: dt.date | str, dest_url: str, progr
 def archive_night(
     bootstrap_servers: str,
     naming: TopicNaming,
-    night: dt.date | str,
+    night: dt.date,
     dest_url: str,
     options: ArchiveOptions = ArchiveOptions(),
     *,
@@ -220,7 +218,6 @@ def archive_night(
     """
     from alertdist.archive.verify import verify_night, verify_programme
 
-    night = parse_night(night)
     state = closed_state(bootstrap_servers, naming, night)
     wanted = night_programmes(naming, night, state, programmes)
     read_order, write_order = _schedule(wanted, {p: sum(state.end_offsets[naming.programme_topic(night, p)].values())

@@ -30,7 +30,7 @@ import numpy as np
 from confluent_kafka import KafkaError, TopicPartition
 from isal import isal_zlib
 
-from alertdist.archive.tarball import jd_to_unix
+from alertdist.nights.dates import jd_to_unix
 from alertdist.avro.container import parse_container, read_length, read_long
 from alertdist.avro.codec import AlertPacketError, peek
 from alertdist.kafka.clients import consumer

@@ -34,7 +34,6 @@ __all__ = [
     "member_header",
     "TarMember",
     "TarballWriter",
-    "jd_to_unix",
     "md5sums_text",
     "parse_md5sums",
     "read_members",
@@ -48,18 +47,12 @@ _PREFIX_LEVEL = 3  # the container header with the schema: compressed once per s
 _FLUSH_BYTES = 4 * 1024 * 1024
 _STORED_BLOCK = 65535  # the largest deflate stored block
 _GZIP_MAGIC = b"\x1f\x8b\x08"  # where a cutout's gzipped FITS starts
-_UNIX_EPOCH_JD = 2440587.5
 
 
 def tarball_name(survey: str, programme: str, night) -> str:
     """``ztf_public_20231012.tar.gz``: survey, programme name, night (a date or YYYYMMDD)."""
     label = night if isinstance(night, str) else f"{night:%Y%m%d}"
     return f"{survey}_{programme}_{label}.tar.gz"
-
-
-def jd_to_unix(jd: float) -> int:
-    """Whole seconds since 1970 of a Julian date (the member mtime of an alert observed at ``jd``)."""
-    return int(round((jd - _UNIX_EPOCH_JD) * 86400.0))
 
 
 def _member_header(name: str, size: int, mtime: int) -> bytes:

@@ -33,7 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter, load_filter
 from alertdist.kafka.clients import admin_client, consumer, producer
 from alertdist.nights.state import read_night_state
-from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, parse_night
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics
 
 __all__ = [
     "FilterFailingError",
@@ -146,7 +146,7 @@ def retry_if_transient(task, task_run, state) -> bool:
 
 def run_live(
     filter_: str | AlertFilter,
-    night: str | dt.date,
+    night: dt.date,
     *,
     bootstrap_servers: str,
     naming: TopicNaming,
@@ -179,7 +179,6 @@ def run_live(
     LiveRunError
         Kafka failed; ``.transient`` tells whether a retry may help. Committed work is never lost.
     """
-    night = parse_night(night)
     alert_filter = load_filter(filter_) if isinstance(filter_, str) else filter_
     run = _LiveRun(alert_filter, night, bootstrap_servers, naming, programmes, copy_index,
                    stop or threading.Event(), progress, options, group_id)

@@ -1,7 +1,7 @@
 """A night's Kafka topics: their names, their settings, and creating them idempotently.
 
-Everything date-dependent is worked out here, once: a night is named by a date (see `night_date`), and
-each programme of that night has its topic `<survey>_<YYYYMMDD>_programid<N>`.
+A night is named by a date (`alertdist.nights.dates`); each programme of that night has its topic
+`<survey>_<YYYYMMDD>_programid<N>`, named here and nowhere else.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -17,25 +16,16 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from alertdist.kafka.clients import MAX_MESSAGE_BYTES
 
 __all__ = [
-    "NIGHT_LABEL_LOCAL_START",
-    "NIGHT_LABEL_UTC",
-    "Site",
+    "DEFAULT_PROGRAMMES",
     "TopicNaming",
     "TopicSettings",
     "TopicsError",
     "create_topics",
     "ensure_night_topics",
-    "night_date",
-    "night_of_jd",
-    "parse_night",
-    "site_for_timezone",
-    "SITES",
-    "tonight",
 ]
 
-NIGHT_LABEL_UTC = "utc"
-NIGHT_LABEL_LOCAL_START = "local-start"
-_JD_UNIX_EPOCH = 2440587.5
+#: ZTF's programmes: id -> the name used in archive file names.
+DEFAULT_PROGRAMMES: dict[int, str] = {1: "public", 2: "partnership", 3: "caltech"}
 
 
 class TopicsError(RuntimeError):
@@ -43,88 +33,11 @@ class TopicsError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Site:
-    """An observatory: its time zone and how its nights are labelled.
-
-    ``utc``: the night is named by its UTC date, ZTF's convention. At Palomar (UTC-7/-8) a whole night, from
-    evening twilight (after 00:30 UTC) to dawn (before 14:00 UTC), lies inside one UTC day, and that UTC date
-    is also the local calendar date at which the night's observing starts counting (the topic exists "before
-    the first exposure" of that date).
-    ``local-start``: the night is named by the local calendar date at its start (the date of local noon before
-    it), Rubin's ``dayobs`` style. Chilean nights cross UTC midnight, so the UTC date would split them in two.
-    """
-
-    name: str
-    timezone: str
-    night_label: str = NIGHT_LABEL_UTC
-
-    def __post_init__(self) -> None:
-        if self.night_label not in (NIGHT_LABEL_UTC, NIGHT_LABEL_LOCAL_START):
-            raise ValueError(f"night_label must be {NIGHT_LABEL_UTC!r} or {NIGHT_LABEL_LOCAL_START!r}")
-        ZoneInfo(self.timezone)  # fails early on a typo
-
-
-SITES = {
-    "palomar": Site("palomar", "America/Los_Angeles", NIGHT_LABEL_UTC),
-    "cerro-pachon": Site("cerro-pachon", "America/Santiago", NIGHT_LABEL_LOCAL_START),
-}
-
-
-def night_date(moment: dt.datetime, site: Site) -> dt.date:
-    """The date that names the night containing ``moment`` (an aware datetime) at ``site``."""
-    if moment.tzinfo is None:
-        raise ValueError("night_date needs an aware datetime (with tzinfo); got a naive one")
-    if site.night_label == NIGHT_LABEL_UTC:
-        return moment.astimezone(dt.timezone.utc).date()
-    local = moment.astimezone(ZoneInfo(site.timezone))
-    return (local - dt.timedelta(hours=12)).date()  # noon to noon: the date at the evening's start
-
-
-def site_for_timezone(timezone: str) -> Site:
-    """The known site with this time zone (Palomar for America/Los_Angeles), else a UTC-labelled custom site."""
-    for site in SITES.values():
-        if site.timezone == timezone:
-            return site
-    return Site("custom", timezone)
-
-
-def tonight(site: Site, now: dt.datetime | None = None) -> dt.date:
-    """The night to publish or create topics for at ``now``: the one that starts this evening, or is under way.
-
-    Not simply ``night_date(now)``: at dusk in summer Palomar is still on the previous UTC date (16:30 PDT is
-    23:30 UTC), while the night about to start is named by the next one. So the rule is applied to the local
-    midnight inside the current noon-to-noon day, which every site's night contains.
-    """
-    zone = ZoneInfo(site.timezone)
-    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone)
-    day = (local - dt.timedelta(hours=12)).date()  # the local date of the evening the night starts on
-    midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0), tzinfo=zone)
-    return night_date(midnight, site)
-
-
-def night_of_jd(jd: float, site: Site) -> dt.date:
-    """The night (per `night_date` at ``site``) an observation at Julian Date ``jd`` belongs to."""
-    moment = dt.datetime.fromtimestamp((jd - _JD_UNIX_EPOCH) * 86400.0, tz=dt.timezone.utc)
-    return night_date(moment, site)
-
-
-def parse_night(text: str | dt.date) -> dt.date:
-    """A night from ``YYYYMMDD`` or ``YYYY-MM-DD`` (or a date, returned as is)."""
-    if isinstance(text, dt.date):
-        return text
-    cleaned = text.strip().replace("-", "")
-    try:
-        return dt.datetime.strptime(cleaned, "%Y%m%d").date()
-    except ValueError as e:
-        raise ValueError(f"night {text!r} is not a date like 20231012 or 2023-10-12") from e
-
-
-@dataclass(frozen=True)
 class TopicNaming:
     """Topic names of one survey; the prefix and the programme list are configuration."""
 
     survey: str = "ztf"
-    programmes: dict[int, str] = field(default_factory=lambda: {1: "public", 2: "partnership", 3: "caltech"})
+    programmes: dict[int, str] = field(default_factory=lambda: dict(DEFAULT_PROGRAMMES))
 
     def programme_topic(self, night: dt.date, programid: int) -> str:
         if programid not in self.programmes:

@@ -25,7 +25,8 @@ from alertdist.avro import codec
 from alertdist.kafka.clients import MAX_MESSAGE_BYTES, producer
 from alertdist.nights.state import NightState, NightStateError, end_offsets, mark_night, read_night_state
 from alertdist.publish.sources import SourcePacket
-from alertdist.nights.topics import SITES, Site, TopicNaming, TopicsError, night_of_jd
+from alertdist.nights.dates import SITES, Site, night_of_jd
+from alertdist.nights.topics import TopicNaming, TopicsError
 
 __all__ = [
     "DEFAULT_MAX_PACKET_BYTES",

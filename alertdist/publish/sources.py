@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from alertdist.nights.topics import SITES, night_date
+from alertdist.nights.dates import SITES, night_date, unix_of_jd
 
 __all__ = [
     "NIGHT_DONE",
@@ -43,7 +43,6 @@ __all__ = [
 #: The file the alert pipeline writes into the drop folder when the night is over (see `DropFolder`).
 NIGHT_DONE = "NIGHT_DONE"
 
-_JD_UNIX_EPOCH = 2440587.5
 _log = logging.getLogger("alertdist.sources")
 
 
@@ -123,7 +122,7 @@ def simulated_alerts(n_alerts: int, *, night: dt.date, seed: int = 0, **simulate
     palomar = SITES["palomar"]
     simulator_night = night
     for candidate in (night - dt.timedelta(days=1), night):
-        evening = dt.datetime.fromtimestamp((night_window(candidate)[0] - _JD_UNIX_EPOCH) * 86400.0, dt.timezone.utc)
+        evening = dt.datetime.fromtimestamp(unix_of_jd(night_window(candidate)[0]), dt.timezone.utc)
         if night_date(evening, palomar) == night:
             simulator_night = candidate
             break

@@ -34,6 +34,7 @@ import numpy as np
 
 from alertdist import schemas
 from alertdist.avro import codec
+from alertdist.nights.dates import JD_UNIX_EPOCH, jd_of, unix_of_jd
 from alertdist.simulate.cutouts import StampTriplet, make_triplet_pool, set_gzip_mtime
 
 __all__ = [
@@ -50,7 +51,6 @@ PALOMAR_LAT_DEG = 33.3563
 PALOMAR_LON_DEG = -116.8650
 TWILIGHT_ALT_DEG = -12.0  # ZTF observes between nautical twilights
 NID_EPOCH_JD = 2457754.5  # 2017-01-01 UT: jd 2460229.93 has nid 2475 in the real packets
-UNIX_EPOCH_JD = 2440587.5
 EXPOSURE_S = 30.0
 CADENCE_S = 40.0  # 30 s exposure + readout + slew
 HISTORY_DAYS = 30  # prv_candidates reach back this far
@@ -110,12 +110,8 @@ class DropCounts:
 # ------------------------------------------------------------------------------------------ time and sky
 
 
-def _jd_of(moment: datetime) -> float:
-    return UNIX_EPOCH_JD + moment.timestamp() / 86400.0
-
-
 def _ut_of(jd: float) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(days=jd - UNIX_EPOCH_JD)
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(days=jd - JD_UNIX_EPOCH)
 
 
 def _sun(jd: float) -> tuple[float, float]:
@@ -145,7 +141,7 @@ def night_window(night: date) -> tuple[float, float]:
     E.g. 2023-10-12 -> (2460230.59, 2460231.04): 02:12 to 12:56 UT on the 13th. Note that ZTF
     names nights (topics, archive tarballs) by the UT date, which is `night` + 1 day.
     """
-    noon = _jd_of(datetime(night.year, night.month, night.day, 12, tzinfo=timezone.utc))
+    noon = jd_of(datetime(night.year, night.month, night.day, 12, tzinfo=timezone.utc))
     return _twilight(noon, evening=True), _twilight(noon + 1.0, evening=False)
 
 
@@ -697,7 +693,7 @@ class _Night:
             peak = 10 ** (0.4 * (image.zp - m["magpsf"])) / 10.0
             i = bisect.bisect_left(self.psf_peaks, peak) + rnd.randint(-2, 2)
             triplet = self.psf_stamps[min(max(i, 0), len(self.psf_stamps) - 1)]
-        mtime = int((image.jd - UNIX_EPOCH_JD) * 86400.0) + rnd.randint(240, 600)  # processed minutes later
+        mtime = int(unix_of_jd(image.jd)) + rnd.randint(240, 600)  # processed minutes later
         diff = "scimref" if m["isdiffpos"] == "t" else "refmsci"
         return {
             "cutoutScience": {"fileName": f"candid{candid}_pid{image.pid}_targ_sci.fits.gz",

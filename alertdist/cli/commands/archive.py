@@ -11,7 +11,8 @@ from alertdist.runtime import tune_allocators
 from alertdist.settings import Settings
 from alertdist.archive import ArchiveOptions, archive_night
 from alertdist.kafka.signals import stop_on_signals
-from alertdist.nights.topics import TopicNaming, parse_night
+from alertdist.nights.dates import parse_night
+from alertdist.nights.topics import TopicNaming
 
 __all__ = ["register"]
 

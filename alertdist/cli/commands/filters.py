@@ -15,7 +15,8 @@ from alertdist.filters import available_filters, load_filter
 from alertdist.filters.batch import BatchResult, run_batch, write_table
 from alertdist.filters.live import LiveOptions, LiveReport, run_live
 from alertdist.kafka.signals import stop_on_signals
-from alertdist.nights.topics import TopicNaming, night_date, parse_night, site_for_timezone
+from alertdist.nights.dates import night_date, parse_night, site_for_timezone
+from alertdist.nights.topics import TopicNaming
 
 __all__ = ["register"]
 

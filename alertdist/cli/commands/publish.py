@@ -17,7 +17,8 @@ from alertdist.publish.sources import (
     NIGHT_DONE, DropFolder, folder_packets, paced, simulated_alerts, simulated_packets, tarball_packets,
 )
 from alertdist.security import secure_night
-from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night, site_for_timezone, tonight
+from alertdist.nights.dates import parse_night, site_for_timezone, tonight
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 
 __all__ = ["register"]
 

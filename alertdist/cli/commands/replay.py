@@ -78,7 +78,8 @@ def _replay(args, settings: Settings) -> int:
     from alertdist.kafka.signals import stop_on_signals
     from alertdist.access.readers import open_sources
     from alertdist.access.replay import ReplayProgress, ensure_topic, replay_into_night, replay_to_topic
-    from alertdist.nights.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
+    from alertdist.nights.dates import parse_night, site_for_timezone
+    from alertdist.nights.topics import TopicNaming, TopicSettings
 
     speed = None if args.as_fast_as_possible else args.speed
     alerts, counts, names = open_sources(args.sources, archived_night=args.archived_night or args.night,
