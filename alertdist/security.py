@@ -36,9 +36,10 @@ from confluent_kafka.admin import (
 )
 
 from alertdist.kafka.clients import admin_client, consumer, producer
-from alertdist.nights.topics import TopicNaming, create_topics
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
 
 __all__ = [
+    "OpenedNight",
     "ROLES",
     "Role",
     "SecurityError",
@@ -46,6 +47,7 @@ __all__ = [
     "add_user",
     "apply_night_acls",
     "nights_with_topics",
+    "open_night",
     "read_users",
     "remove_user",
     "scram_client_config",
@@ -391,3 +393,16 @@ def secure_night(bootstrap_servers: str, naming: TopicNaming, night: dt.date, *,
         return 0
     return apply_night_acls(admin_client(bootstrap_servers), naming, night, users, timeout=timeout)
 
+
+
+@dataclass(frozen=True)
+class OpenedNight:
+    topics: dict[str, str]  # topic -> "created" or "exists" (with any settings that drifted)
+    acls: int  # ACL bindings applied for the registered users
+
+
+def open_night(bootstrap_servers: str, naming: TopicNaming, night: dt.date,
+               topic_settings: TopicSettings = TopicSettings()) -> OpenedNight:
+    """Create the night's topics (idempotent) and apply its readers' ACLs, before anything is published to it."""
+    topics = ensure_night_topics(admin_client(bootstrap_servers), naming, night, topic_settings)
+    return OpenedNight(topics, secure_night(bootstrap_servers, naming, night))

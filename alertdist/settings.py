@@ -1,41 +1,85 @@
-"""One settings object for the whole system, built once (from the environment or arguments) and passed in.
+"""One settings object for the whole system: every ``ALERTDIST_*`` variable, validated once, passed explicitly.
 
-Nothing below reads the environment on its own: the CLI and the flows build a `Settings` and hand its
-values to the functions that need them.
+Nothing else reads the environment: the CLI and the flows load a `Settings` (environment and their own
+arguments) and hand it, or the values it derives, to what they call. It is also where the rules that depend on
+configuration live once: the topic naming, the site, and "tonight".
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field, replace
+import datetime as dt
+from functools import cached_property
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["PROJECT_ROOT", "Settings", "DEFAULT_PROGRAMMES"]
+from pydantic import ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from alertdist.nights.dates import Site, site_for_timezone, tonight
+from alertdist.nights.topics import DEFAULT_PROGRAMMES, TopicNaming
+
+__all__ = ["PROJECT_ROOT", "Settings", "SettingsError"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-#: ZTF's programmes: id -> name used in archive file names.
-DEFAULT_PROGRAMMES: dict[int, str] = {1: "public", 2: "partnership", 3: "caltech"}
+_PREFIX = "ALERTDIST_"
 
 
-@dataclass(frozen=True)
-class Settings:
+class SettingsError(ValueError):
+    """A setting has a value the system cannot use; the message names the variable."""
+
+
+class Settings(BaseSettings):
     """Where things are and how they are named.
 
-    `bootstrap_servers` defaults to the local broker that `alertdist kafka start` runs (the embedded
-    default); point it at a production cluster to run the same flows there.
+    ``bootstrap_servers`` defaults to the local brokers that `alertdist kafka start` runs (the embedded default,
+    from ``kafka_port`` and ``kafka_brokers``); point it at a production cluster to run the same flows there.
+    S3-compatible stores: ``s3_endpoint_url`` plus the usual ``AWS_*`` variables.
     """
 
+    model_config = SettingsConfigDict(env_prefix=_PREFIX, frozen=True, extra="ignore")
+
     home: Path = PROJECT_ROOT / ".alertdist"
-    bootstrap_servers: str = "127.0.0.1:9092"
-    kafka_brokers: int = 1
     kafka_port: int = 9092
+    kafka_brokers: int = 1
+    bootstrap_servers: str = ""
     prefect_port: int = 4200
     survey: str = "ztf"
-    programmes: dict[int, str] = field(default_factory=lambda: dict(DEFAULT_PROGRAMMES))
+    programmes: dict[int, str] = dict(DEFAULT_PROGRAMMES)
     site_timezone: str = "America/Los_Angeles"
     archive_url: str = ""
-    storage_options: dict = field(default_factory=dict)
+    s3_endpoint_url: str = ""
+
+    @field_validator("site_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"{value!r} is not an IANA time zone such as America/Los_Angeles") from e
+        return value
+
+    @model_validator(mode="after")
+    def _local_brokers_by_default(self) -> Settings:
+        if not self.bootstrap_servers:
+            local = ",".join(f"127.0.0.1:{self.kafka_port + i}" for i in range(self.kafka_brokers))
+            object.__setattr__(self, "bootstrap_servers", local)
+        return self
+
+    @classmethod
+    def load(cls, **overrides) -> Settings:
+        """The environment's settings with ``overrides`` (None values ignored); a bad value raises `SettingsError`
+        naming its variable."""
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        except ValidationError as e:
+            problems = [f"{_PREFIX}{'_'.join(str(p) for p in err['loc']).upper()}={err.get('input')!r}: {err['msg']}"
+                        for err in e.errors()]
+            raise SettingsError("invalid setting: " + "; ".join(problems)) from None
+
+    def with_(self, **changes) -> Settings:
+        """A copy with ``changes`` (None values ignored), validated like the original."""
+        return type(self).load(**{**self.model_dump(exclude={"bootstrap_servers"} if "kafka_port" in changes
+                                                    else set()), **{k: v for k, v in changes.items() if v is not None}})
 
     @property
     def kafka_home(self) -> Path:
@@ -50,33 +94,25 @@ class Settings:
         """The archive location: an fsspec URL, or the local folder under `home` by default."""
         return self.archive_url or str(self.home / "archive")
 
-    def with_(self, **changes) -> "Settings":
-        return replace(self, **changes)
+    @property
+    def storage_options(self) -> dict:
+        """fsspec options for the archive location (an S3-compatible endpoint when one is set)."""
+        return {"client_kwargs": {"endpoint_url": self.s3_endpoint_url}} if self.s3_endpoint_url else {}
+
+    @cached_property
+    def naming(self) -> TopicNaming:
+        """The survey's topic names: the one place a `TopicNaming` is built."""
+        return TopicNaming(survey=self.survey, programmes=dict(self.programmes))
+
+    @cached_property
+    def site(self) -> Site:
+        return site_for_timezone(self.site_timezone)
+
+    def tonight(self, now: dt.datetime | None = None) -> dt.date:
+        """The night starting this evening, or under way, at the site: the one rule for a default night."""
+        return tonight(self.site, now)
 
     @classmethod
-    def from_env(cls, environ: os._Environ | dict | None = None) -> "Settings":
-        """Settings from ``ALERTDIST_*`` variables, defaults for the rest.
-
-        ALERTDIST_HOME, ALERTDIST_BOOTSTRAP_SERVERS, ALERTDIST_KAFKA_PORT, ALERTDIST_KAFKA_BROKERS, ALERTDIST_PREFECT_PORT,
-        ALERTDIST_SURVEY, ALERTDIST_SITE_TIMEZONE, ALERTDIST_ARCHIVE_URL, and for S3 the usual
-        AWS_* variables plus ALERTDIST_S3_ENDPOINT_URL.
-        """
-        env = os.environ if environ is None else environ
-        base = cls()
-        port = int(env.get("ALERTDIST_KAFKA_PORT", base.kafka_port))
-        brokers = int(env.get("ALERTDIST_KAFKA_BROKERS", base.kafka_brokers))
-        local = ",".join(f"127.0.0.1:{port + i}" for i in range(brokers))
-        storage_options = {}
-        if env.get("ALERTDIST_S3_ENDPOINT_URL"):
-            storage_options["client_kwargs"] = {"endpoint_url": env["ALERTDIST_S3_ENDPOINT_URL"]}
-        return cls(
-            home=Path(env.get("ALERTDIST_HOME", base.home)),
-            bootstrap_servers=env.get("ALERTDIST_BOOTSTRAP_SERVERS", local),
-            kafka_brokers=brokers,
-            kafka_port=port,
-            prefect_port=int(env.get("ALERTDIST_PREFECT_PORT", base.prefect_port)),
-            survey=env.get("ALERTDIST_SURVEY", base.survey),
-            site_timezone=env.get("ALERTDIST_SITE_TIMEZONE", base.site_timezone),
-            archive_url=env.get("ALERTDIST_ARCHIVE_URL", ""),
-            storage_options=storage_options,
-        )
+    def from_env(cls) -> Settings:
+        """The environment's settings (`load` without overrides)."""
+        return cls.load()

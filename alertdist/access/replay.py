@@ -32,9 +32,9 @@ from alertdist.publish.publisher import (
 )
 from alertdist.access.readers import ArchivedAlert, ReadCounts
 from alertdist.publish.sources import SourcePacket
-from alertdist.security import secure_night
+from alertdist.security import open_night
 from alertdist.nights.dates import SITES, Site
-from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics
 
 __all__ = [
     "ReplayError",
@@ -264,8 +264,7 @@ def replay_into_night(
     The night's topics are created if needed. A night already closed is refused unless ``reopen``.
     """
     stop = stop or threading.Event()
-    ensure_night_topics(admin_client(bootstrap_servers), naming, night, topic_settings)
-    secure_night(bootstrap_servers, naming, night)  # a replayed night is readable by the same roles
+    open_night(bootstrap_servers, naming, night, topic_settings)  # a replayed night is readable by the same roles
     stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
 
     def packets() -> Iterator[SourcePacket | None]:

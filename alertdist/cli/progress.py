@@ -1,4 +1,4 @@
-"""The progress line every long-running command shows on stderr."""
+"""The progress line every long-running command shows on stderr (the terminal's `Progress`)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ class ProgressLine:
     def __init__(self, label: str, quiet: bool = False):
         self.label, self.quiet, self.tty, self.last = label, quiet, sys.stderr.isatty(), 0.0
 
-    def __call__(self, text: str, final: bool = False) -> None:
+    def update(self, text: str, fraction: float | None = None, *, final: bool = False) -> None:
         now = time.monotonic()
         if self.quiet:
             return
+        if fraction is not None:
+            text = f"[{'#' * int(min(max(fraction, 0.0), 1.0) * 20):<20}] {text}"
         if self.tty and (final or now - self.last >= 0.2):
             sys.stderr.write(f"\r{self.label}: {text}\033[K" + ("\n" if final else ""))
         elif not self.tty and (final or now - self.last >= 10):
