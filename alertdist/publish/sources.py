@@ -36,7 +36,7 @@ __all__ = [
     "paced",
     "simulated_alerts",
     "simulated_packets",
-    "source_from_spec",
+    "SourceSpec",
     "tarball_packets",
 ]
 
@@ -287,31 +287,62 @@ class DropFolder:
             os.replace(self.marker, self.folder / f"{NIGHT_DONE}.{night:%Y%m%d}")
 
 
-def source_from_spec(
-    spec: str,
-    *,
-    night: dt.date,
-    stop: threading.Event | None = None,
-    done_folder: str | None = None,
-    speed: float | None = None,
-    storage_options: dict | None = None,
-):
-    """A source from one string, for flows and deployments: the kind is read from the spec.
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a night's packets come from; the CLI's options and a flow's one string both become one of these.
 
-    ``simulate:N`` or ``simulate:N:SEED`` a simulated night; ``folder:PATH`` every packet file of a folder
-    (once); a path or URL ending ``.tar``, ``.tar.gz`` or ``.tgz`` a tarball; any other path a live drop
-    folder (watched until ``NIGHT_DONE``).
+    ``kind``: ``drop-folder`` (watched live until ``NIGHT_DONE``), ``folder`` (every packet file, once),
+    ``tarball`` (a path or URL, streamed) or ``simulate`` (``alerts`` simulated packets, ``seed``, released at
+    ``speed`` x the real cadence or evenly at ``rate_per_minute``).
     """
-    if spec.startswith("simulate:"):
-        parts = spec.split(":")
-        try:
-            n_alerts = int(parts[1])
-            seed = int(parts[2]) if len(parts) > 2 else 0
-        except (IndexError, ValueError) as e:
-            raise SourceError(f"source {spec!r}: expected simulate:N or simulate:N:SEED") from e
-        return simulated_packets(n_alerts, night=night, seed=seed, speed=speed, stop=stop)
-    if spec.startswith("folder:"):
-        return folder_packets(spec.removeprefix("folder:"))
-    if spec.endswith((".tar", ".tar.gz", ".tgz")):
-        return tarball_packets(spec, storage_options)
-    return DropFolder(spec, stop=stop, done_folder=done_folder)
+
+    kind: str
+    location: str = ""
+    alerts: int = 0
+    seed: int = 0
+    speed: float | None = None
+    rate_per_minute: float | None = None
+    done_folder: str | None = None
+
+    KINDS = ("drop-folder", "folder", "tarball", "simulate")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise SourceError(f"source kind {self.kind!r} is not one of {', '.join(self.KINDS)}")
+
+    @classmethod
+    def parse(cls, spec: str, *, speed: float | None = None, done_folder: str | None = None) -> SourceSpec:
+        """A source from one string (flows, deployments): ``simulate:N`` or ``simulate:N:SEED``, ``folder:PATH``,
+        a path or URL ending ``.tar``, ``.tar.gz`` or ``.tgz``, or any other path: a live drop folder."""
+        if spec.startswith("simulate:"):
+            parts = spec.split(":")
+            try:
+                alerts, seed = int(parts[1]), int(parts[2]) if len(parts) > 2 else 0
+            except (IndexError, ValueError) as e:
+                raise SourceError(f"source {spec!r}: expected simulate:N or simulate:N:SEED") from e
+            return cls("simulate", alerts=alerts, seed=seed, speed=speed)
+        if spec.startswith("folder:"):
+            return cls("folder", spec.removeprefix("folder:"))
+        if spec.endswith((".tar", ".tar.gz", ".tgz")):
+            return cls("tarball", spec)
+        return cls("drop-folder", spec, done_folder=done_folder)
+
+    @property
+    def total(self) -> int | None:
+        """How many packets the source holds, where that is known before reading it."""
+        if self.kind == "simulate":
+            return self.alerts
+        if self.kind == "folder":
+            return sum(1 for p in Path(self.location).glob("*.avro") if p.name[0] != ".")
+        return None
+
+    def open(self, night: dt.date, *, stop: threading.Event | None = None, storage_options: dict | None = None):
+        """The packets, as the publisher takes them."""
+        if self.kind == "drop-folder":
+            return DropFolder(self.location, stop=stop, done_folder=self.done_folder)
+        if self.kind == "folder":
+            return folder_packets(self.location)
+        if self.kind == "tarball":
+            return tarball_packets(self.location, storage_options)
+        packets = simulated_packets(self.alerts, night=night, seed=self.seed, speed=self.speed, stop=stop)
+        return paced(packets, rate_per_minute=self.rate_per_minute, stop=stop) if self.rate_per_minute else packets

@@ -1,0 +1,83 @@
+"""Opening, aborting and accounting for a night: what the dusk flow, the CLI and the night flow share."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow.parquet as pq
+
+from alertdist.archive.verify import read_manifest
+from alertdist.nights.report import (
+    exposure_counts, exposure_plot_markdown, filter_rows, reconcile, summary_rows, throughput_rows,
+)
+from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
+from alertdist.nights.topics import TopicSettings
+from alertdist.security import OpenedNight, open_night as open_night_topics
+from alertdist.settings import Settings
+
+__all__ = ["NightSummary", "abort_night", "open_night", "summarise_night"]
+
+
+def open_night(settings: Settings, night: dt.date, topic_settings: TopicSettings = TopicSettings()) -> OpenedNight:
+    """The night's topics (idempotent; drift reported) and its readers' ACLs, before anything is published."""
+    return open_night_topics(settings.bootstrap_servers, settings.naming, night, topic_settings)
+
+
+def abort_night(settings: Settings, night: dt.date, reason: str) -> bool:
+    """Close a night whose publishing failed, so the filters drain what arrived and stop instead of waiting.
+
+    Returns whether it closed the night (False: it was closed already)."""
+    state = read_night_state(settings.bootstrap_servers, settings.naming, night)
+    if state is not None and state.closed:
+        return False
+    topics = list(settings.naming.programme_topics(night).values())
+    mark_night(settings.bootstrap_servers, settings.naming,
+               NightState(f"{night:%Y%m%d}", "closed", end_offsets(settings.bootstrap_servers, topics),
+                          {"aborted": reason}))
+    return True
+
+
+@dataclass
+class NightSummary:
+    """Every table an operator reads about a night, and what does not balance (empty when all is accounted for)."""
+
+    summary: list[dict]
+    throughput: list[dict]
+    filters: list[dict]
+    files: list[dict]
+    exposure_plot: str
+    problems: list[str]
+
+
+def summarise_night(settings: Settings, night: dt.date, published: dict, filters: dict[str, list[dict]],
+                    dest: str) -> NightSummary:
+    """Published, filtered and archived counts side by side, read back from the archive's manifest and Parquet."""
+    manifest = read_manifest(dest, settings.survey, f"{night:%Y%m%d}", settings.storage_options)
+    per_programme = {p: a.counts for p, a in manifest.programmes.items()}
+    files = [{"programme": a.name, "file": f["path"], "bytes": f["size"], "sha256": f["sha256"],
+              "md5": f.get("md5") or ""} for a in manifest.programmes.values() for f in a.files.values()]
+    counts = exposure_counts(*_exposures(dest, manifest, settings.storage_options))
+    return NightSummary(
+        summary=summary_rows(published, filters, per_programme, settings.programmes),
+        throughput=throughput_rows(published),
+        filters=filter_rows(filters),
+        files=files,
+        exposure_plot=exposure_plot_markdown(counts, settings.programmes, f"Alerts per exposure, night {night:%Y%m%d}"),
+        problems=reconcile(published, filters, per_programme),
+    )
+
+
+def _exposures(dest: str, manifest, storage_options: dict) -> tuple[list[float], list[int]]:
+    """Every archived alert's exposure time and programme, read back from the Parquet files."""
+    jds, programids = [], []
+    for programid, archive in manifest.programmes.items():
+        path = archive.files.get("parquet", {}).get("path")
+        if not path:
+            continue
+        with fsspec.open(f"{dest.rstrip('/')}/{path}", "rb", **storage_options) as f:
+            jd = pq.read_table(f, columns=["jd"]).column("jd").to_pylist()
+        jds += jd
+        programids += [programid] * len(jd)
+    return jds, programids

@@ -1,0 +1,40 @@
+"""The archive task: the same pipelined archiver as `alertdist archive`, retried as a whole on transient trouble.
+
+Retried on Kafka and storage hiccups and a night not closed yet, never on a bug or a verification failure.
+Every write is atomic and a re-run rewrites identical files, so a retry (or a backfill) cannot corrupt a night.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+
+from alertdist.archive import ArchiveOptions, ArchiveStreamError, NightNotClosedError, StorageError
+from alertdist.jobs import archive
+from alertdist.kafka.signals import stop_on_signals
+from alertdist.settings import Settings
+from alertdist.tasks.policy import transient_retries
+from alertdist.tasks.progress import ArtifactProgress, artifact_key
+
+__all__ = ["archive_night"]
+
+
+@task(**transient_retries([60, 300, 900], StorageError, ArchiveStreamError, NightNotClosedError),
+      task_run_name="archive-{night:%Y%m%d}")
+def archive_night(settings: Settings, night: dt.date, dest: str, programmes: list[int] | None,
+                  options: ArchiveOptions) -> dict:
+    label = f"{night:%Y%m%d}"
+    progress = ArtifactProgress(artifact_key("archive", settings.survey, label), f"Archiving night {label}")
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        manifest = archive.archive_night(settings, night, dest=dest, programmes=programmes, options=options,
+                                         progress=progress, stop=stop)
+    rows = [{"programme": a.name, "file": f["path"], "bytes": f["size"], "sha256": f["sha256"],
+             "md5": f.get("md5") or "", **{k: a.counts[k] for k in ("read", "written", "duplicates", "rejected")}}
+            for a in manifest.programmes.values() for f in a.files.values()]
+    create_table_artifact(rows, key=artifact_key("archive-summary", settings.survey, label),
+                          description=f"Night {label} archived to {dest} and verified")
+    return {"night": label, "dest": dest, "manifest": manifest.path, **manifest.totals()}

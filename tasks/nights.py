@@ -1,0 +1,67 @@
+"""Tasks of a night as a whole: open it at dusk, close it when publishing failed, report it, announce it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from alertdist.jobs import nights
+from alertdist.nights.report import NightReconciliationError
+from alertdist.nights.topics import TopicSettings
+from alertdist.settings import Settings
+from alertdist.tasks.policy import transient_retries
+from alertdist.tasks.progress import artifact_key
+
+__all__ = ["abort_night", "announce", "open_night", "report_night"]
+
+
+@task(**transient_retries([5, 30, 120]))
+def open_night(settings: Settings, night: dt.date, topic_settings: TopicSettings) -> dict[str, str]:
+    """The night's topics and its readers' ACLs (idempotent), shown as a table."""
+    opened = nights.open_night(settings, night, topic_settings)
+    log = get_run_logger()
+    log.info("%d ACL(s) applied for the registered users", opened.acls)
+    for topic, what in opened.topics.items():
+        log.info("%s: %s", topic, what)
+    create_table_artifact([{"topic": t, "outcome": o} for t, o in opened.topics.items()],
+                          key=artifact_key("topics", settings.survey, f"{night:%Y%m%d}"),
+                          description=f"Topics of night {night:%Y%m%d}")
+    return opened.topics
+
+
+@task(cache_policy=NO_CACHE)
+def abort_night(settings: Settings, night: dt.date, reason: str) -> bool:
+    return nights.abort_night(settings, night, reason)
+
+
+@task(cache_policy=NO_CACHE)
+def report_night(settings: Settings, night: dt.date, published: dict, filters: dict[str, list[dict]],
+                 archived: dict) -> dict:
+    """The night's tables and plot as artifacts; fails the run, naming what is missing, if it does not balance."""
+    label = f"{night:%Y%m%d}"
+    summary = nights.summarise_night(settings, night, published, filters, archived["dest"])
+    key = artifact_key(settings.survey, label)
+    for name, rows, what in (("summary", summary.summary, "every alert accounted for"),
+                             ("throughput", summary.throughput, "publishing throughput and latency percentiles"),
+                             ("filters", summary.filters, "filters and their final consumer lag"),
+                             ("archive", summary.files, f"archive files in {archived['dest']}")):
+        create_table_artifact(rows, key=f"night-{name}-{key}", description=f"Night {label}: {what}")
+    create_markdown_artifact(summary.exposure_plot, key=f"night-exposures-{key}",
+                             description=f"Night {label}: alerts per exposure")
+    if summary.problems:
+        raise NightReconciliationError(f"night {label} does not balance: " + "; ".join(summary.problems))
+    return {"night": label, "archive": archived["dest"], "manifest": archived["manifest"],
+            "published": sum(published["delivered"].values()), "archived": archived["written"],
+            "duplicates": archived["duplicates"],
+            "filters": {row["filter"]: row["passed"] for row in summary.filters}}
+
+
+def announce(event: str, settings: Settings, night: dt.date, payload: dict) -> None:
+    """Emit ``alertdist.night.<event>`` for automations (a notification when a night is archived, a page...)."""
+    emit_event(event=f"alertdist.night.{event}", payload=payload,
+               resource={"prefect.resource.id": f"alertdist.night.{settings.survey}.{night:%Y%m%d}",
+                         "prefect.resource.name": f"{settings.survey} night {night:%Y%m%d}"})
