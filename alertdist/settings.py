@@ -76,11 +76,6 @@ class Settings(BaseSettings):
                         for err in e.errors()]
             raise SettingsError("invalid setting: " + "; ".join(problems)) from None
 
-    def with_(self, **changes) -> Settings:
-        """A copy with ``changes`` (None values ignored), validated like the original."""
-        return type(self).load(**{**self.model_dump(exclude={"bootstrap_servers"} if "kafka_port" in changes
-                                                    else set()), **{k: v for k, v in changes.items() if v is not None}})
-
     @property
     def kafka_home(self) -> Path:
         return self.home / "kafka"

@@ -318,15 +318,15 @@ def _closed_night(cluster, naming: TopicNaming, seed: int, n: int) -> dict[int, 
 
 
 def _archive_with_retries(cluster, naming: TopicNaming, dest: str, options: ArchiveOptions, retries: int = 2):
-    """The archive flow's programme task, with its own retry condition but second-long delays."""
+    """The archive flow's task, with its own retry condition but second-long delays."""
     from prefect.client.orchestration import get_client
 
-    from alertdist.flows.archive_night import archive_one
-    from alertdist.archive import closed_state
+    from alertdist.settings import Settings
+    from alertdist.tasks.archive import archive_night
 
-    state = closed_state(cluster.bootstrap_servers, naming, NIGHT)
-    task = archive_one.with_options(retries=retries, retry_delay_seconds=1)
-    final = task(cluster.bootstrap_servers, naming, NIGHT_TEXT, 1, dest, state, options, return_state=True)
+    settings = Settings.load(bootstrap_servers=cluster.bootstrap_servers, survey=naming.survey)
+    task = archive_night.with_options(retries=retries, retry_delay_seconds=1)
+    final = task(settings, NIGHT, dest, [1], options, return_state=True)
     with get_client(sync_client=True) as client:
         run_count = client.read_task_run(final.state_details.task_run_id).run_count
     return final, run_count

@@ -18,7 +18,7 @@ from alertdist.publish.sources import (
     folder_packets,
     paced,
     simulated_packets,
-    source_from_spec,
+    SourceSpec,
     tarball_packets,
 )
 from alertdist.nights.dates import SITES, night_of_jd
@@ -130,9 +130,9 @@ def test_paced_releases_evenly_and_stamps_the_scheduled_time():
 
 def test_source_specs_name_their_kind(tmp_path):
     night = dt.date(2023, 10, 12)
-    assert isinstance(source_from_spec(str(tmp_path), night=night), DropFolder)
+    assert isinstance(SourceSpec.parse(str(tmp_path)).open(night), DropFolder)
     _write(tmp_path, "1.avro", b"1")
-    assert [i.name for i in source_from_spec(f"folder:{tmp_path}", night=night)] == ["1.avro"]
-    assert len(list(source_from_spec("simulate:5:1", night=night))) == 5
+    assert [i.name for i in SourceSpec.parse(f"folder:{tmp_path}").open(night)] == ["1.avro"]
+    assert len(list(SourceSpec.parse("simulate:5:1").open(night))) == 5
     with pytest.raises(SourceError, match="simulate:N"):
-        source_from_spec("simulate:many", night=night)
+        SourceSpec.parse("simulate:many")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from alertdist import __version__
@@ -50,16 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     slow_mimalloc_purge()  # before the sub-commands load pyarrow: see alertdist/runtime.py
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    if args.bootstrap_servers:
-        settings = settings.with_(bootstrap_servers=args.bootstrap_servers)
     try:
+        settings = Settings.load(bootstrap_servers=args.bootstrap_servers)
         return int(args.run(args, settings) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # the last line of defence: a clear one-line error, not a traceback
-        if getattr(args, "debug", False) or __import__("os").environ.get("ALERTDIST_DEBUG"):
+        if getattr(args, "debug", False) or os.environ.get("ALERTDIST_DEBUG"):
             raise
         print(f"alertdist {args.command}: error: {e}", file=sys.stderr)
         print("(set ALERTDIST_DEBUG=1 to see the full traceback)", file=sys.stderr)

@@ -6,13 +6,12 @@ import argparse
 import threading
 import time
 
+from alertdist.archive import ArchiveOptions
+from alertdist.cli import argtypes
 from alertdist.cli.progress import ProgressLine
-from alertdist.runtime import tune_allocators
-from alertdist.settings import Settings
-from alertdist.archive import ArchiveOptions, archive_night
+from alertdist.jobs.archive import archive_night
 from alertdist.kafka.signals import stop_on_signals
-from alertdist.nights.dates import parse_night
-from alertdist.nights.topics import TopicNaming
+from alertdist.settings import Settings
 
 __all__ = ["register"]
 
@@ -32,60 +31,15 @@ non-AWS store.
 """
 
 
-class _ProgressBar:
-    """While one programme is written the next is read, so the progress line shows every stage under way
-    (programme, stage, a bar, counts and rate); a finished stage gets a line of its own."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.line = ProgressLine("archive", quiet)
-        self.stages: dict[tuple[int, str], tuple[int, int, float]] = {}  # (programme, stage) -> done, total, start
-        self.lock = threading.Lock()  # calls come from the reading threads too
-
-    def __call__(self, programid: int, stage: str, done: int, total: int) -> None:
-        with self.lock:
-            now = time.monotonic()
-            key = (programid, stage)
-            started = self.stages[key][2] if key in self.stages else now
-            self.stages[key] = (done, total, started)
-            if done >= total:
-                self.line(self._text(now, only=key), final=True)
-                del self.stages[key]
-            else:
-                self.line(self._text(now))
-
-    def _text(self, now: float, only: tuple[int, str] | None = None) -> str:
-        parts = []
-        for (programid, stage), (done, total, started) in self.stages.items():
-            if only is not None and (programid, stage) != only:
-                continue
-            share = min(done / total, 1.0) if total else 1.0
-            rate = f" ({done / (now - started):,.0f}/s)" if now - started >= 0.5 else ""
-            verb = "reading" if stage == "read" else "writing"
-            parts.append(f"programme {programid} {verb} [{'#' * int(share * 20):<20}] {done}/{total}{rate}")
-        return " | ".join(parts)
-
-    def close(self) -> None:
-        if self.stages:
-            self.line(self._text(time.monotonic()), final=True)
-
-
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
-    tune_allocators()
-    naming = TopicNaming(survey=settings.survey, programmes=dict(settings.programmes))
-    night = parse_night(args.night)
     dest = args.dest or settings.archive
     options = ArchiveOptions(storage_options=settings.storage_options, work_dir=args.work_dir,
                              row_group_rows=args.row_group_rows, engine=args.engine)
-    bar = _ProgressBar(args.quiet)
     stop = threading.Event()
     started = time.monotonic()
-    try:
-        with stop_on_signals(stop):
-            manifest = archive_night(settings.bootstrap_servers, naming, night, dest, options,
-                                     programmes=args.programmes, verify=not args.no_verify, stop=stop,
-                                     progress=bar)
-    finally:
-        bar.close()
+    with stop_on_signals(stop):
+        manifest = archive_night(settings, args.night, dest=dest, programmes=args.programmes, options=options,
+                                 verify=not args.no_verify, progress=ProgressLine("archive", args.quiet), stop=stop)
     elapsed = time.monotonic() - started
     totals = manifest.totals()
     for programme in manifest.programmes.values():
@@ -98,21 +52,14 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _programmes(text: str) -> list[int]:
-    try:
-        return sorted({int(p) for p in text.split(",") if p.strip()})
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--programmes takes programme ids like 1,2 (got {text!r})") from e
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("archive", help="archive a closed night to Avro tarballs, Parquet and a manifest",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--night", required=True, help="the night to archive, YYYYMMDD (it must be closed)")
+    p.add_argument("--night", required=True, type=argtypes.night, help="the night to archive, YYYYMMDD (it must be closed)")
     p.add_argument("--dest", metavar="URL",
                    help="archive root: a folder or s3://bucket/prefix (default $ALERTDIST_ARCHIVE_URL or "
                         ".alertdist/archive)")
-    p.add_argument("--programmes", type=_programmes, metavar="1,2,3",
+    p.add_argument("--programmes", type=argtypes.programme_ids, metavar="1,2,3",
                    help="programme ids to archive (default: every programme the night closed with)")
     p.add_argument("--work-dir", metavar="FOLDER",
                    help="local folder for the spool; needs free disk for one programme's night (default $TMPDIR)")

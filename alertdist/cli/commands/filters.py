@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-import datetime as dt
 import sys
 import threading
-import time
 
+from alertdist.cli import argtypes
 from alertdist.cli.progress import ProgressLine
-from alertdist.settings import Settings
 from alertdist.filters import available_filters, load_filter
-from alertdist.filters.batch import BatchResult, run_batch, write_table
-from alertdist.filters.live import LiveOptions, LiveReport, run_live
+from alertdist.filters.live import LiveOptions
+from alertdist.jobs.filters import filter_archived, run_filter
 from alertdist.kafka.signals import stop_on_signals
-from alertdist.nights.dates import night_date, parse_night, site_for_timezone
-from alertdist.nights.topics import TopicNaming
+from alertdist.settings import Settings
 
 __all__ = ["register"]
 
@@ -31,75 +27,33 @@ def _list(args, settings: Settings) -> int:
     return 0
 
 
-def _programmes(text: str | None, settings: Settings) -> list[int]:
-    if not text:
-        return sorted(settings.programmes)
-    try:
-        wanted = sorted({int(p) for p in text.split(",") if p.strip()})
-    except ValueError as e:
-        raise ValueError(f"--programmes {text!r} is not a list of programme ids like 1,2") from e
-    unknown = [p for p in wanted if p not in settings.programmes]
-    if unknown:
-        raise ValueError(f"programme(s) {unknown} unknown; this survey has {sorted(settings.programmes)}")
-    return wanted
-
-
 def _run(args, settings: Settings) -> int:
-    night = parse_night(args.night) if args.night else night_date(
-        dt.datetime.now(dt.timezone.utc), site_for_timezone(settings.site_timezone))
-    naming = TopicNaming(survey=settings.survey, programmes=dict(settings.programmes))
-    options = LiveOptions(batch_size=args.batch_size, error_threshold=args.error_threshold)
+    night = args.night or settings.tonight()
     line = ProgressLine(f"filter {args.filter} night {night:%Y%m%d} copy {args.copy_index}")
-
-    def show(r: LiveReport) -> None:
-        lag = "?" if r.lag is None else r.lag
-        line(f"{r.status}: read {r.read}, passed {r.passed}, errors {r.errors + r.malformed}, group lag {lag}, "
-             f"{len(r.partitions)} partition(s), {r.rate:.0f} alerts/s")
-
     stop = threading.Event()
     with stop_on_signals(stop):
-        report = run_live(args.filter, night, bootstrap_servers=settings.bootstrap_servers, naming=naming,
-                          programmes=_programmes(args.programmes, settings), copy_index=args.copy_index,
-                          stop=stop, progress=show, options=options)
-    line(report.status, final=True)
+        report = run_filter(settings, args.filter, night, programmes=args.programmes, copy_index=args.copy_index,
+                            options=LiveOptions(batch_size=args.batch_size, error_threshold=args.error_threshold),
+                            progress=line, stop=stop)
     print(f"filter {report.filter_name}, night {report.night}, copy {report.copy_index} ({report.group_id}): "
           f"read {report.read}, passed {report.passed}, rejected {report.rejected}, errors {report.errors}, "
           f"malformed {report.malformed}; group lag {report.lag}; {report.elapsed_s:.1f} s; {report.status}")
     return 0
 
 
-def _batch_input(args, settings: Settings):
-    """A folder of packet files or one packet as is; anything archived (tarball, Parquet, archive root, s3://,
-    https://) through the archive readers, which report bad members instead of stopping."""
-    from alertdist.access.readers import packets_for_batch
-
-    first = Path(args.sources[0])
-    if len(args.sources) == 1 and (first.suffix == ".avro" or (first.is_dir() and any(first.glob("*.avro")))):
-        return str(first), []
-    return packets_for_batch(args.sources, archived_night=args.archived_night,
-                             storage_options=settings.storage_options,
-                             prefer="parquet" if args.from_parquet else "tarball")
-
-
 def _batch(args, settings: Settings) -> int:
-    line = ProgressLine(f"filter {args.filter} over {' '.join(args.sources)}")
-    started = time.monotonic()
-    packets, counts = _batch_input(args, settings)
-
-    def show(r: BatchResult) -> None:
-        rate = r.read / max(time.monotonic() - started, 1e-9)
-        line(f"read {r.read}, passed {r.passed}, errors {r.errors + r.malformed}, {rate:.0f} alerts/s")
-
-    result = run_batch(args.filter, packets, progress=show, progress_every=200)
-    line("done", final=True)
-    for c in counts:
+    done = filter_archived(settings, args.filter, args.sources, archived_night=args.archived_night,
+                           from_parquet=args.from_parquet, out=args.out,
+                           progress=ProgressLine(f"filter {args.filter} over {' '.join(args.sources)}"))
+    result = done.result
+    for c in done.counts:
         print(c.summary(), file=sys.stderr)
     for source, outcome, reason in result.problems[:20]:
         print(f"{outcome}: {source}: {reason}", file=sys.stderr)
     if len(result.problems) > 20:
         print(f"... and {len(result.problems) - 20} more", file=sys.stderr)
-    if args.out:
-        print(f"wrote {write_table(result.table, args.out)}")
+    if done.written:
+        print(f"wrote {done.written}")
     else:
         _print_table(result.table)
     print(f"filter {result.filter_name}: read {result.read}, passed {result.passed}, rejected {result.rejected}, "
@@ -135,8 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "exactly once (Kafka transactions). Stops by itself once the night is closed and fully "
                     "consumed by the group, or on SIGTERM/SIGINT; run it again to resume where it stopped.")
     run.add_argument("filter", help=FILTER_HELP)
-    run.add_argument("--night", metavar="YYYYMMDD", help="the night (default: tonight at the site)")
-    run.add_argument("--programmes", metavar="1,2", help="programme ids this filter may see (default: all)")
+    run.add_argument("--night", metavar="YYYYMMDD", type=argtypes.night, help="the night (default: tonight at the site)")
+    run.add_argument("--programmes", metavar="1,2", type=argtypes.programme_ids, help="programme ids this filter may see (default: all)")
     run.add_argument("--copy-index", type=int, default=0, metavar="I",
                      help="which copy this is, 0..N-1; a restart must reuse its index (default 0)")
     run.add_argument("--batch-size", type=int, default=500, help="alerts per transaction at most (default 500)")
@@ -152,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     batch.add_argument("sources", nargs="+", metavar="SOURCE",
                        help="a folder of <candid>.avro files, one .avro file, a .tar/.tar.gz, a .parquet file or "
                             "dataset, or an archive root (with --archived-night); local, s3:// or https://")
-    batch.add_argument("--archived-night", metavar="YYYYMMDD", help="with an archive root as SOURCE: the night")
+    batch.add_argument("--archived-night", metavar="YYYYMMDD", type=argtypes.night, help="with an archive root as SOURCE: the night")
     batch.add_argument("--from-parquet", action="store_true", help="from an archive root, read its Parquet")
     batch.add_argument("--out", metavar="FILE", help="write the table to FILE.parquet or FILE.csv")
     batch.set_defaults(run=_batch)

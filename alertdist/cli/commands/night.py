@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from alertdist.cli import argtypes
 from alertdist.cli.commands.prefect_server import local_server
 from alertdist.settings import Settings
 
@@ -13,18 +14,16 @@ from alertdist.settings import Settings
 def _run(args, settings: Settings) -> int:
     server = local_server(settings)
     if not os.environ.get("PREFECT_API_URL"):
-        os.environ.update(server.client_env())  # before prefect is imported: flows report to the local UI
-    if args.archive:
-        os.environ["ALERTDIST_ARCHIVE_URL"] = args.archive
-    os.environ["ALERTDIST_BOOTSTRAP_SERVERS"] = settings.bootstrap_servers
+        os.environ.update(server.client_env())  # Prefect's own client settings, before it is imported
     from alertdist.flows.night import night
 
     source = args.source or f"simulate:{args.alerts}:{args.seed}"
-    print(f"Running night {args.night or 'tonight'} from {source} on Kafka {settings.bootstrap_servers}; "
+    print(f"Running night {f'{args.night:%Y%m%d}' if args.night else 'tonight'} from {source} on Kafka {settings.bootstrap_servers}; "
           f"progress below, details in the Prefect UI at {server.ui_url}", file=sys.stderr)
     state = night(night=args.night, source=source, speed=args.speed, filter_parallelism=args.filter_copies,
-                  dest=args.archive, partitions=args.partitions, return_state=True)
-    run_url = f"{os.environ['PREFECT_API_URL'].removesuffix('/api')}/runs/flow-run/{state.state_details.flow_run_id}"
+                  dest=args.archive or settings.archive, partitions=args.partitions,
+                  bootstrap_servers=settings.bootstrap_servers, survey=settings.survey, return_state=True)
+    run_url = f"{os.environ.get('PREFECT_API_URL', '').removesuffix('/api')}/runs/flow-run/{state.state_details.flow_run_id}"
     if not state.is_completed():
         print(f"\nThe night FAILED: {state.message}\nSee {run_url}", file=sys.stderr)
         return 1
@@ -42,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Runs the `night` flow: create the night's topics, start the bundled filters, "
                        "publish a simulated night (or --source), close it, let the filters drain, archive to "
                        "Avro tarballs + Parquet, verify, and report in the Prefect UI.")
-    p.add_argument("--night", help="YYYYMMDD (default: tonight at the site)")
+    p.add_argument("--night", type=argtypes.night, help="YYYYMMDD (default: tonight at the site)")
     p.add_argument("--alerts", type=int, default=3000, help="size of the simulated night (default 3000)")
     p.add_argument("--seed", type=int, default=1, help="simulation seed (same seed, same night)")
     p.add_argument("--speed", type=float, help="replay the simulated cadence this many times faster "

@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import sys
 import threading
 from pathlib import Path
 
+from alertdist.cli import argtypes
 from alertdist.cli.progress import ProgressLine
-from alertdist.settings import Settings
-from alertdist.kafka.clients import admin_client
-from alertdist.publish.publisher import DEFAULT_MAX_PACKET_BYTES, PublishProgress, publish
+from alertdist.jobs.nights import open_night
+from alertdist.jobs.publish import publish_night
 from alertdist.kafka.signals import stop_on_signals
-from alertdist.publish.sources import (
-    NIGHT_DONE, DropFolder, folder_packets, paced, simulated_alerts, simulated_packets, tarball_packets,
-)
-from alertdist.security import secure_night
-from alertdist.nights.dates import parse_night, site_for_timezone, tonight
-from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.nights.topics import TopicSettings
+from alertdist.publish.publisher import DEFAULT_MAX_PACKET_BYTES
+from alertdist.publish.sources import NIGHT_DONE, SourceSpec, simulated_alerts
+from alertdist.settings import Settings
 
 __all__ = ["register"]
-
-
-def _naming(settings: Settings) -> TopicNaming:
-    return TopicNaming(survey=settings.survey, programmes=dict(settings.programmes))
-
-
-def _night(args, settings: Settings) -> dt.date:
-    if args.night:
-        return parse_night(args.night)
-    return tonight(site_for_timezone(settings.site_timezone))
 
 
 def _topic_settings(args) -> TopicSettings:
@@ -39,56 +25,31 @@ def _topic_settings(args) -> TopicSettings:
 
 
 def _create_topics(args, settings: Settings) -> int:
-    night = _night(args, settings)
-    outcome = ensure_night_topics(admin_client(settings.bootstrap_servers), _naming(settings), night,
-                                  _topic_settings(args))
-    secure_night(settings.bootstrap_servers, _naming(settings), night)
-    for topic, what in outcome.items():
+    for topic, what in open_night(settings, args.night or settings.tonight(), _topic_settings(args)).topics.items():
         print(f"{topic}: {what}")
     return 0
 
 
-def _source(args, settings: Settings, night: dt.date, stop: threading.Event):
-    """The source the arguments name, and how many packets it holds when that is known."""
+def _source(args) -> SourceSpec:
     if args.drop_folder:
-        return DropFolder(args.drop_folder, stop=stop, done_folder=args.done_folder), None
+        return SourceSpec("drop-folder", args.drop_folder, done_folder=args.done_folder)
     if args.tarball:
-        return tarball_packets(args.tarball, settings.storage_options), None
+        return SourceSpec("tarball", args.tarball)
     if args.folder:
-        return folder_packets(args.folder), sum(1 for p in Path(args.folder).glob("*.avro") if p.name[0] != ".")
-    source = simulated_packets(args.simulate, night=night, seed=args.seed, speed=args.speed, stop=stop)
-    if args.rate:
-        source = paced(source, rate_per_minute=args.rate, stop=stop)
-    return source, args.simulate
+        return SourceSpec("folder", args.folder)
+    return SourceSpec("simulate", alerts=args.simulate, seed=args.seed, speed=args.speed, rate_per_minute=args.rate)
 
 
 def _publish(args, settings: Settings) -> int:
-    night = _night(args, settings)
-    naming = _naming(settings)
-    if not args.no_create_topics:
-        outcome = ensure_night_topics(admin_client(settings.bootstrap_servers), naming, night, _topic_settings(args))
-        secure_night(settings.bootstrap_servers, naming, night)
-        created = [t for t, what in outcome.items() if what == "created"]
-        if created:
-            print(f"created topics: {', '.join(created)}", file=sys.stderr)
-    line = ProgressLine(f"publishing night {night:%Y%m%d}")
-
-    def show(p: PublishProgress) -> None:
-        of = f"/{p.total}" if p.total else ""
-        line(f"read {p.read}{of}, delivered {p.delivered}, rejected {p.rejected}, failed {p.failed}, "
-             f"in flight {p.in_flight}, {p.rate:.0f} alerts/s, {p.elapsed_s:.0f} s")
-
+    night = args.night or settings.tonight()
     stop = threading.Event()
     with stop_on_signals(stop):
-        source, total = _source(args, settings, night, stop)
-        result = publish(
-            source, bootstrap_servers=settings.bootstrap_servers, naming=naming, night=night,
-            site=site_for_timezone(settings.site_timezone), stop=stop, max_packet_bytes=args.max_packet_bytes,
-            check_night=not args.any_night, full_check=args.full_check, close_night=not args.no_close,
-            reopen=args.reopen,
-            progress=show, total=total,
+        result = publish_night(
+            settings, night, _source(args), topics=None if args.no_create_topics else _topic_settings(args),
+            check_night=not args.any_night, full_check=args.full_check, close=not args.no_close, reopen=args.reopen,
+            max_packet_bytes=args.max_packet_bytes, progress=ProgressLine(f"publishing night {night:%Y%m%d}"),
+            stop=stop,
         )
-    line("done", final=True)
     delivered = ", ".join(f"programid {p}: {n}" for p, n in sorted(result.delivered.items())) or "none"
     rejected = ", ".join(f"{k}: {n}" for k, n in sorted(result.rejected.items())) or "none"
     print(f"night {result.night}: read {result.read}; delivered {result.delivered_total} ({delivered}); "
@@ -106,14 +67,14 @@ def _publish(args, settings: Settings) -> int:
 def _simulate(args, settings: Settings) -> int:
     from alertdist.simulate.night import write_drop_folder
 
-    night = _night(args, settings)
+    night = args.night or settings.tonight()
     folder = Path(args.to)
     line = ProgressLine(f"simulating night {night:%Y%m%d} into {folder}")
     alerts = simulated_alerts(args.alerts, night=night, seed=args.seed)
     counts = write_drop_folder(alerts, folder, speed=args.speed,
-                               progress=lambda n, _: n % 100 == 0 and line(f"{n}/{args.alerts} packets"))
-    line(f"{counts.files} packets, {counts.exposures} exposures, {counts.bytes / 1e6:.1f} MB in "
-         f"{counts.seconds:.1f} s", final=True)
+                               progress=lambda n, _: n % 100 == 0 and line.update(f"{n}/{args.alerts} packets"))
+    line.update(f"{counts.files} packets, {counts.exposures} exposures, {counts.bytes / 1e6:.1f} MB in "
+                f"{counts.seconds:.1f} s", final=True)
     if not args.no_done_marker:
         (folder / NIGHT_DONE).touch()
     print(folder)
@@ -122,7 +83,7 @@ def _simulate(args, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     def night_option(p):
-        p.add_argument("--night", metavar="YYYYMMDD",
+        p.add_argument("--night", metavar="YYYYMMDD", type=argtypes.night,
                        help="the night (default: the one starting this evening or under way at the site, "
                             "$ALERTDIST_SITE_TIMEZONE)")
 

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 
+from alertdist.cli import argtypes
 from alertdist.cli.progress import ProgressLine
 from alertdist.settings import Settings
 
@@ -14,15 +15,6 @@ __all__ = ["register"]
 
 SOURCE_HELP = ("a tarball (.tar.gz), a .parquet file, a Parquet dataset folder, or with --archived-night an "
                "archive root; local, s3://... or http(s)://...")
-
-
-def _programme_ids(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return sorted({int(p) for p in text.split(",") if p.strip()})
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected programme ids like 1,2, got {text!r}") from e
 
 
 def _kinds(text: str) -> tuple[str, ...]:
@@ -47,20 +39,17 @@ def _archive_list(args, settings: Settings) -> int:
 def _download(args, settings: Settings) -> int:
     from alertdist.access import download_night
 
-    line = ProgressLine(f"downloading night {args.night}", args.quiet)
+    line = ProgressLine(f"downloading night {args.night:%Y%m%d}", args.quiet)
     started: dict[str, float] = {}
 
     def show(path: str, done: int, total: int | None) -> None:
         t0 = started.setdefault(path, time.monotonic())
         rate = done / 1e6 / max(time.monotonic() - t0, 1e-6)
-        if total:
-            bar = "#" * int(30 * min(done / total, 1.0))
-            text = f"{path} [{bar:<30}] {done / 1e6:,.1f}/{total / 1e6:,.1f} MB {rate:,.1f} MB/s"
-        else:
-            text = f"{path} {done / 1e6:,.1f} MB {rate:,.1f} MB/s"
-        line(text, final=total is not None and done >= total)
+        size = f"{done / 1e6:,.1f}/{total / 1e6:,.1f} MB" if total else f"{done / 1e6:,.1f} MB"
+        line.update(f"{path} {size} {rate:,.1f} MB/s", done / total if total else None,
+                    final=total is not None and done >= total)
 
-    report = download_night(args.night, args.source, args.to, args.what, programmes=args.programmes,
+    report = download_night(f"{args.night:%Y%m%d}", args.source, args.to, args.what, programmes=args.programmes,
                             programme_names=dict(settings.programmes), survey=args.survey,
                             storage_options=settings.storage_options, progress=show,
                             require_checksum=not args.allow_unverified)
@@ -75,45 +64,25 @@ def _download(args, settings: Settings) -> int:
 
 
 def _replay(args, settings: Settings) -> int:
+    from alertdist.jobs.replay import ReplayRequest, replay
     from alertdist.kafka.signals import stop_on_signals
-    from alertdist.access.readers import open_sources
-    from alertdist.access.replay import ReplayProgress, ensure_topic, replay_into_night, replay_to_topic
-    from alertdist.nights.dates import parse_night, site_for_timezone
-    from alertdist.nights.topics import TopicNaming, TopicSettings
 
-    speed = None if args.as_fast_as_possible else args.speed
-    alerts, counts, names = open_sources(args.sources, archived_night=args.archived_night or args.night,
-                                         storage_options=settings.storage_options,
-                                         prefer="parquet" if args.from_parquet else "tarball")
-    line = ProgressLine(f"replaying into {args.topic or f'night {args.night}'}", args.quiet)
-
-    def show(p: ReplayProgress) -> None:
-        line(f"read {p.read}, delivered {p.delivered}, bad {p.bad}, failed {p.failed}, in flight {p.in_flight}, "
-             f"{p.rate:,.0f} alerts/s, {p.elapsed_s:.0f} s")
-
-    topic_settings = TopicSettings(partitions=args.partitions)
+    request = ReplayRequest(tuple(args.sources), topic=args.topic, night=args.night,
+                            archived_night=args.archived_night, from_parquet=args.from_parquet,
+                            speed=None if args.as_fast_as_possible else args.speed, partitions=args.partitions,
+                            check_night=not args.any_night, reopen=args.reopen)
     stop = threading.Event()
     with stop_on_signals(stop):
-        if args.topic:
-            outcome = ensure_topic(settings.bootstrap_servers, args.topic, topic_settings)
-            if outcome == "created":
-                print(f"created topic {args.topic} ({args.partitions} partitions)", file=sys.stderr)
-            result = replay_to_topic(alerts, bootstrap_servers=settings.bootstrap_servers, topic=args.topic,
-                                     sources=names, counts=counts, speed=speed, stop=stop, progress=show)
-        else:
-            naming = TopicNaming(survey=settings.survey, programmes=dict(settings.programmes))
-            result = replay_into_night(alerts, bootstrap_servers=settings.bootstrap_servers, naming=naming,
-                                       night=parse_night(args.night), sources=names, counts=counts,
-                                       site=site_for_timezone(settings.site_timezone), topic_settings=topic_settings,
-                                       speed=speed, stop=stop, check_night=not args.any_night, reopen=args.reopen,
-                                       progress=show)
-    line("done", final=True)
-    for c in counts:
+        done = replay(settings, request, progress=ProgressLine(f"replaying into {request.destination}", args.quiet),
+                      stop=stop)
+    if done.topic_created:
+        print(f"created topic {args.topic} ({args.partitions} partitions)", file=sys.stderr)
+    for c in done.counts:
         print(c.summary())
-    for name, reason in result.bad_members[:20]:
+    for name, reason in done.result.bad_members[:20]:
         print(f"bad member {name}: {reason}", file=sys.stderr)
-    print(result.summary())
-    return 0 if not result.stopped else 130
+    print(done.result.summary())
+    return 0 if not done.result.stopped else 130
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -132,12 +101,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "manifest (size, sha256), and only then renamed; a file that does not match is deleted. An "
                     "interrupted download resumes where it stopped (HTTP Range, S3/local seek): run the same "
                     "command again.")
-    download.add_argument("night", metavar="NIGHT", help="YYYYMMDD")
+    download.add_argument("night", metavar="NIGHT", type=argtypes.night, help="YYYYMMDD")
     download.add_argument("--from", dest="source", required=True, metavar="URL", help="the archive location")
     download.add_argument("--to", required=True, metavar="DIR", help="local folder to download into")
     download.add_argument("--what", type=_kinds, default=("tarball", "parquet"), metavar="tarball,parquet",
                           help="which files (default both)")
-    download.add_argument("--programmes", type=_programme_ids, metavar="1,2", help="only these programme ids")
+    download.add_argument("--programmes", type=argtypes.programme_ids, metavar="1,2", help="only these programme ids")
     download.add_argument("--survey", help="only this survey's files (when a location holds several)")
     download.add_argument("--allow-unverified", action="store_true",
                           help="download files the archive publishes no checksum for (default: refuse)")
@@ -154,11 +123,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
     where = replay.add_mutually_exclusive_group(required=True)
     where.add_argument("--topic", help="replay everything into this one topic")
-    where.add_argument("--night", metavar="YYYYMMDD", help="replay as this night (programme topics, then closed)")
+    where.add_argument("--night", metavar="YYYYMMDD", type=argtypes.night, help="replay as this night (programme topics, then closed)")
     pace = replay.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, metavar="X", help="original cadence, X times faster (e.g. 60)")
     pace.add_argument("--as-fast-as-possible", action="store_true", help="no pacing (the default)")
-    replay.add_argument("--archived-night", metavar="YYYYMMDD",
+    replay.add_argument("--archived-night", metavar="YYYYMMDD", type=argtypes.night,
                         help="with an archive root as SOURCE: which night to take (default: --night)")
     replay.add_argument("--from-parquet", action="store_true",
                         help="from an archive root, read the Parquet dataset instead of the tarballs")

@@ -23,12 +23,6 @@ These commands themselves talk to the cluster as its super user, through the loo
 """
 
 
-def _naming(settings: Settings):
-    from alertdist.nights.topics import TopicNaming
-
-    return TopicNaming(survey=settings.survey, programmes=dict(settings.programmes))
-
-
 def _password(args) -> str:
     """From stdin (one line) with --password-stdin, else asked twice on the terminal; never on the command line."""
     if args.password_stdin:
@@ -48,7 +42,7 @@ def _add(args, settings):
     from alertdist.security import User, add_user
 
     user = User(args.name, args.role)  # validates name and role before asking for a password
-    applied = add_user(settings.bootstrap_servers, _naming(settings), user, _password(args))
+    applied = add_user(settings.bootstrap_servers, settings.naming, user, _password(args))
     print(f"user {user.name} ({user.role}) added: SCRAM-SHA-512 credential set, {applied} ACL(s) applied "
           "(new nights get theirs when their topics are created)")
 
@@ -56,7 +50,7 @@ def _add(args, settings):
 def _list(args, settings):
     from alertdist.security import ROLES, read_users
 
-    users = read_users(settings.bootstrap_servers, _naming(settings))
+    users = read_users(settings.bootstrap_servers, settings.naming)
     if not users:
         print("no users registered (add one with `alertdist users add NAME --role ROLE`)")
         return
@@ -69,7 +63,7 @@ def _list(args, settings):
 def _remove(args, settings):
     from alertdist.security import remove_user
 
-    deleted = remove_user(settings.bootstrap_servers, _naming(settings), args.name)
+    deleted = remove_user(settings.bootstrap_servers, settings.naming, args.name)
     print(f"user {args.name} removed: credential deleted, {deleted} ACL(s) deleted")
 
 
