@@ -23,9 +23,12 @@ class ArtifactProgress:
     """The Prefect `Progress`: the artifact ``key`` shows the share done, the run's log the text."""
 
     def __init__(self, key: str, description: str, every_s: float = 5.0) -> None:
+        """Made in the task's own thread (its run context); updates may then come from any thread."""
         self.key, self.description, self.every_s = key, description, every_s
+        self.logger = get_run_logger()
         self.artifact = None
         self.shown, self.last = 0.0, float("-inf")
+        self._send(lambda: create_progress_artifact(0.0, key=key, description=description))
 
     def update(self, text: str, fraction: float | None = None, *, final: bool = False) -> None:
         now = time.monotonic()
@@ -33,12 +36,15 @@ class ArtifactProgress:
         if not final and now - self.last < self.every_s and share - self.shown < 5.0:
             return
         self.last, self.shown = now, share
-        logger = get_run_logger()
-        logger.info("%s", text)
+        self.logger.info("%s", text)
+        if self.artifact is not None:
+            self._send(lambda: update_progress_artifact(self.artifact, share, description=f"{self.description}: {text}"))
+
+    def _send(self, call) -> None:
         try:
-            if self.artifact is None:
-                self.artifact = create_progress_artifact(share, key=self.key, description=f"{self.description}: {text}")
-            else:
-                update_progress_artifact(self.artifact, share, description=f"{self.description}: {text}")
+            result = call()
         except Exception as e:
-            logger.warning("could not update the progress artifact %s: %s", self.key, e)
+            self.logger.warning("could not update the progress artifact %s: %s", self.key, e)
+            return
+        if self.artifact is None:
+            self.artifact = result

@@ -6,7 +6,7 @@ listed through fsspec, and an HTTP(S) directory laid out like UW's public archiv
 its ``MD5SUMS``. HTTP goes through httpx rather than fsspec's aiohttp layer because resuming a download needs
 to see exactly how the server answered a Range request (206, 200 or 416).
 
-The layout is the archive's own (`tasks.archive`): ``<survey>_<programme>_<YYYYMMDD>.tar.gz`` and ``MD5SUMS``
+The layout is the archive's own (`alertdist.archive`): ``<survey>_<programme>_<YYYYMMDD>.tar.gz`` and ``MD5SUMS``
 at the root, ``parquet/night=<YYYYMMDD>/programid=<N>/*.parquet``, ``manifests/<survey>_<YYYYMMDD>.json``
 with the size, md5 and sha256 of every file of the night. UW's archive has only the first two.
 """

@@ -3,7 +3,7 @@
 Why not fastavro alone: it picks the branch of every union value by validating the value against each branch, and
 a ZTF alert carries ~2,500 nullable values (~1.3 ms an alert). Records of one producer come in a few *type
 patterns* (which values are None, float, int, str); for each record type and pattern met, a plan is compiled once
-(`tasks.avro_plans`) and reused.
+(`alertdist.avro.plans`) and reused.
 
 Strict (the default): the pattern of every record is computed and is also the check. It is accepted only if every
 value's exact type fits its field (float or int for float/double, int for int/long, str, bytes, dict for a record,

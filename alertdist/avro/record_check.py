@@ -2,7 +2,7 @@
 
 Why a checker of our own: fastavro's writer silently coerces (1.5 is written as long 1, "19.2" as float) and
 `fastavro.validation` takes ~10 ms per alert. Checkers here are closures compiled once per schema (~0.4 ms per
-alert). The encoder's fast path (`tasks.avro_encoder`) accepts only records this checker accepts, so the checker
+alert). The encoder's fast path (`alertdist.avro.encoder`) accepts only records this checker accepts, so the checker
 runs only for the records the fast path turns down, and then decides.
 """
 

@@ -174,7 +174,7 @@ class WriterSchema:
         """The record's encoded body from the compiled encoder, or None when it turns the record down.
 
         Byte-identical to `fastavro.schemaless_writer` for every record it accepts; unless `trust_values`, it
-        accepts only records `check_record` accepts (see `tasks.avro_encoder`). None sends the caller to the exact
+        accepts only records `check_record` accepts (see `alertdist.avro.encoder`). None sends the caller to the exact
         route: check, then fastavro.
         """
         encoder = self._encoders.get(trust_values, False)

@@ -138,7 +138,7 @@ def simulated_packets(
     stop: threading.Event | None = None,
     **simulate_options,
 ) -> Iterator[SourcePacket]:
-    """A simulated night (`tasks.simulate`), as fast as it generates or at ``speed`` times the real cadence.
+    """A simulated night (`alertdist.simulate`), as fast as it generates or at ``speed`` times the real cadence.
 
     With ``speed``, each exposure's alerts are released together when that exposure's time (its ``jd``,
     relative to the night's first exposure) comes round, as ZTF's pipeline releases them; ``produced_ms``

@@ -13,7 +13,7 @@ What the real packets pin down (checked in tests/test_simulate.py):
 How it stays fast and small: gzipping stamps is the costly part of building an alert, so a night draws them from
 a pool made once per seed; a non-detection record is shared by every object of its quadrant image; an object's
 30-day past is a function of its own seed, rebuilt when it recurs rather than kept, and a field's state is dropped
-after its last visit (a 100k-alert night peaks near 300 MB). Encoding (tasks.codec) costs ~90% of the time.
+after its last visit (a 100k-alert night peaks near 300 MB). Encoding (alertdist.avro.codec) costs ~90% of the time.
 """
 
 from __future__ import annotations
