@@ -1,6 +1,6 @@
 # The two commands a new user needs (see README):
 #   make night   - install everything, start Kafka + Prefect, run one whole simulated night end to end
-#   make test    - install everything, start a test broker, run the test suite
+#   make test    - install everything, check the code (make lint), start a test broker, run the test suite
 # Everything lands in .venv/ and .alertdist/ inside this folder; `make stop` stops what `make night` started.
 
 PYTHON ?= python3
@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 NIGHT_ARGS ?=
 
-.PHONY: night test setup setup-test stop status bench clean-state
+.PHONY: night test lint setup setup-test stop status bench clean-state
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -37,7 +37,18 @@ night: setup
 	$(BIN)/alertdist prefect start
 	$(BIN)/alertdist night $(NIGHT_ARGS)
 
-test: setup-test
+# Each check runs even when an earlier one failed, so one run shows everything to fix.
+lint: $(VENV)/.installed-test
+	@status=0; \
+	echo "ruff check ."; $(BIN)/ruff check --output-format concise . || { status=1; \
+	  echo "make lint: ruff found problems (above). '$(BIN)/ruff check --fix .' fixes the ones marked [*]; fix the rest by hand" >&2; }; \
+	echo "ruff format --check ."; $(BIN)/ruff format --check --output-format concise . || { status=1; \
+	  echo "make lint: the files above are not formatted. '$(BIN)/ruff format .' formats them" >&2; }; \
+	echo "lint-imports"; $(BIN)/python -m alertdist.infra.lint_imports || { status=1; \
+	  echo "make lint: an import breaks a layering contract ([tool.importlinter] in pyproject.toml; report above). Move the import or the code it needs to the right layer" >&2; }; \
+	exit $$status
+
+test: setup-test lint
 	bash infra/with_test_services.sh $(BIN)/pytest $(PYTEST_ARGS)
 
 stop:

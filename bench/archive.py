@@ -36,18 +36,18 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import cpu_seconds, start_cluster
+from alertdist.settings import Settings
+from alertdist.infra import kafka_local
+from alertdist import simulate
+from alertdist.avro import codec
+from alertdist.avro.container import zigzag_varint
+from alertdist.kafka.clients import admin_client, producer
+from alertdist.nights.state import NightState, end_offsets, mark_night
+from alertdist.simulate.night import simulate_night
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 
-from alertdist.settings import Settings  # noqa: E402
-from alertdist.infra import kafka_local  # noqa: E402
-from alertdist.avro import codec  # noqa: E402
-from alertdist.avro.container import zigzag_varint  # noqa: E402
-from alertdist.kafka.clients import admin_client, producer  # noqa: E402
-from alertdist.nights.state import NightState, end_offsets, mark_night  # noqa: E402
-from alertdist.simulate.night import simulate_night  # noqa: E402
-from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics  # noqa: E402
-from tests.conftest import start_test_cluster  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 NIGHT = dt.date(2023, 10, 12)
 SEED = 42
@@ -60,8 +60,8 @@ _LENGTH = struct.Struct("<I")
 def _simulator_key() -> str:
     """Changes when the simulator (or the stamps it draws) changes, so a stale cache is never used."""
     digest = hashlib.sha256()
-    for name in ("tasks/simulate.py", "tasks/cutouts.py"):
-        digest.update((REPO / name).read_bytes())
+    for path in sorted(Path(simulate.__file__).parent.glob("*.py")):  # every module of alertdist.simulate
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -136,19 +136,14 @@ def publish(bootstrap: str, naming: TopicNaming, packets: Iterable[bytes]) -> tu
     return state, count
 
 
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wait_until_idle(pid: int, *, below: float = 0.05, timeout: float = 30.0) -> None:
     """Wait until the broker uses under ``below`` of a core for a second: after ConsumerPerformance it keeps
     working for seconds (its group leaving, offsets written), which would be charged to the next run."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        before = process_cpu_seconds(pid)
+        before = cpu_seconds(pid)
         time.sleep(1.0)
-        if process_cpu_seconds(pid) - before < below:
+        if cpu_seconds(pid) - before < below:
             return
 
 
@@ -210,7 +205,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="alertdist-bench-archive-") as tmp:
         folder = Path(tmp)
-        cluster = start_test_cluster(folder / "kafka", heap="1g")
+        cluster = start_cluster(folder / "kafka", heap="1g")
         broker_pid = kafka_local.status(cluster)[0].pid
         print(f"Kafka on {cluster.bootstrap_servers}", flush=True)
         try:
@@ -226,21 +221,21 @@ def main() -> int:
                     work = folder / f"cp-{size}-{round_}"
                     work.mkdir()
                     wait_until_idle(broker_pid)
-                    broker_before = process_cpu_seconds(broker_pid)
+                    broker_before = cpu_seconds(broker_pid)
                     kafka_rate, kafka_cpu = consumer_performance(cluster.bootstrap_servers, libs, topics, messages,
                                                                  work)
-                    kafka_broker_ms = (process_cpu_seconds(broker_pid) - broker_before) / count * 1e3
+                    kafka_broker_ms = (cpu_seconds(broker_pid) - broker_before) / count * 1e3
                     print(f"  round {round_ + 1}: ConsumerPerformance {kafka_rate:,.0f} msgs/s, CPU "
                           f"{kafka_cpu / count * 1e3:.3f} ms/msg (+ broker {kafka_broker_ms:.3f})", flush=True)
                     work = folder / f"work-{size}-{round_}"
                     work.mkdir()
                     shutil.rmtree(folder / f"out-{size}", ignore_errors=True)  # every round archives afresh
                     wait_until_idle(broker_pid)
-                    broker_before = process_cpu_seconds(broker_pid)
+                    broker_before = cpu_seconds(broker_pid)
                     elapsed, usage, summary = run_archiver(cluster.bootstrap_servers, naming,
                                                            folder / f"out-{size}", work)
                     shutil.rmtree(work, ignore_errors=True)
-                    broker_ms = (process_cpu_seconds(broker_pid) - broker_before) / count * 1e3
+                    broker_ms = (cpu_seconds(broker_pid) - broker_before) / count * 1e3
                     cpu_ms = (usage.ru_utime + usage.ru_stime) / count * 1e3
                     runs.append({"alerts_per_s": count / elapsed, "rss": usage.ru_maxrss * 1024, "cpu_ms": cpu_ms,
                                  "broker_ms": broker_ms, "load": os.getloadavg()[0], "kafka_rate": kafka_rate,

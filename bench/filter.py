@@ -24,7 +24,6 @@ import datetime as dt
 import io
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 import fastavro
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from alertdist.settings import Settings
+from _common import kafka_libs, start_cluster
 from alertdist.infra import kafka_local
 from alertdist.avro import codec
 from alertdist.filters.bundled import bright_transients
@@ -47,32 +46,6 @@ from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, e
 
 NIGHT = dt.date(2023, 10, 12)
 PARTITIONS = 14
-
-
-def free_port_pair() -> int:
-    """A port p with p and p + 10000 both free (client and controller listeners)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 10000 < 65535:
-            try:
-                with socket.socket() as s2:
-                    s2.bind(("127.0.0.1", port + 10000))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair found for a benchmark broker")
-
-
-def start_cluster(folder: Path, libs: Path) -> kafka_local.KafkaCluster:
-    kafka_local.install(libs, log=lambda *_: None)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "libs").symlink_to(libs, target_is_directory=True)
-    port = free_port_pair()
-    cluster = kafka_local.KafkaCluster(home=folder, brokers=1, port=port, controller_port=port + 10000, heap="1g")
-    kafka_local.start(cluster, log=lambda *_: None)
-    return cluster
 
 
 def publish_night(bootstrap: str, naming: TopicNaming, n_alerts: int, seed: int) -> tuple[str, int, float]:
@@ -170,9 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
 
-    libs = Settings.from_env().kafka_home / "libs"
+    libs = kafka_libs()
     folder = Path(tempfile.mkdtemp(prefix="alertdist-bench-filter-"))
-    cluster = start_cluster(folder / "kafka", libs)
+    cluster = start_cluster(folder / "kafka", heap="1g")
     try:
         bootstrap = cluster.bootstrap_servers
         naming = TopicNaming(survey="bench")

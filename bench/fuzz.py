@@ -2,7 +2,7 @@
 
 Two phases, each in a child process so a crash (a segfault in compiled code) is caught, counted, its input saved,
 and the run goes on:
-  structured  the mutations of tests/fuzz_cases.py (truncations, bit flips, spliced junk, impossible lengths and
+  structured  the mutations of bench/fuzz_cases.py (truncations, bit flips, spliced junk, impossible lengths and
               counts in the header and inside the record, wrong schemas, random bytes) on real and simulated
               packets, drawn from a seeded RNG so any input can be rebuilt from (seed, index)
   atheris     coverage-guided byte fuzzing (libFuzzer via atheris, when installed) seeded with the real packets,
@@ -30,7 +30,6 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tests.fuzz_cases is not an installed package
 
 SLOW_S = 1.0
 CHILD_FLAG = "--child"
@@ -72,7 +71,7 @@ def _try(packet: bytes) -> tuple[str, str]:
 
 
 def structured_mutant(packets: list[bytes], seed: int, index: int):
-    from tests.fuzz_cases import random_mutant
+    from fuzz_cases import random_mutant  # bench/ is first on the path of a script run from it
 
     rng = random.Random(seed * 1_000_003 + index)
     return random_mutant(packets[rng.randrange(len(packets))], rng)
@@ -195,7 +194,7 @@ def run_directed(out: Path) -> dict:
     """The self-referencing schema, at growing nesting depths: refused (fine) or a crash (a bug)."""
     results = {}
     for depth in (1_000, 10_000, 100_000):
-        script = ("import sys; from alertdist.avro import codec; from tests.fuzz_cases import recursive_schema_packet\n"
+        script = ("import sys; from alertdist.avro import codec; from bench.fuzz_cases import recursive_schema_packet\n"
                   f"p = recursive_schema_packet({depth})\n"
                   "try:\n    codec.peek(p); print('ok')\nexcept codec.AlertPacketError as e:\n    print('refused')\n")
         child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)

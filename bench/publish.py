@@ -25,51 +25,24 @@ import itertools
 import json
 import multiprocessing
 import os
-import re
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import cpu_seconds, java_producer_performance, kafka_libs, say, start_cluster
+from alertdist.infra import kafka_local
+from alertdist.kafka.clients import admin_client
+from alertdist.publish.publisher import HEADER_PRODUCED_MS, publish
+from alertdist.publish.sources import SourcePacket, paced, simulated_alerts
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
 
-from alertdist.settings import Settings  # noqa: E402
-from alertdist.infra import kafka_local  # noqa: E402
-from alertdist.kafka.clients import admin_client  # noqa: E402
-from alertdist.publish.publisher import HEADER_PRODUCED_MS, publish  # noqa: E402
-from alertdist.publish.sources import SourcePacket, paced, simulated_alerts  # noqa: E402
-from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics  # noqa: E402
-from tests.conftest import start_test_cluster  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 REAL_401 = REPO.parent / "shared" / "data" / "ztf-alerts" / "20231012"
 NIGHT = dt.date(2023, 10, 12)
 PARTITIONS = 14
-SAME_SETTINGS = {"linger.ms": "20", "batch.size": str(4 * 1024 * 1024), "acks": "all", "enable.idempotence": "true"}
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-def java_producer_performance(libs: Path, bootstrap: str, topic: str, n: int, size: int, compression: str) -> float:
-    """MB/s (1e6) that Kafka's ProducerPerformance reports for n records of size bytes."""
-    props = {**SAME_SETTINGS, "bootstrap.servers": bootstrap, "compression.type": compression,
-             "max.request.size": str(10 * 1024 * 1024), "buffer.memory": str(512 * 1024 * 1024)}
-    command = ["java", "-Xmx1g", "-cp", f"{libs}/*", "org.apache.kafka.tools.ProducerPerformance",
-               "--topic", topic, "--num-records", str(n), "--record-size", str(size), "--throughput", "-1",
-               "--producer-props", *[f"{k}={v}" for k, v in props.items()]]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    final = [line for line in done.stdout.splitlines() if "records sent" in line and "avg latency" in line]
-    if done.returncode != 0 or not final:
-        raise RuntimeError(f"ProducerPerformance failed ({done.returncode}): {done.stderr[-2000:]}")
-    records_per_s = float(re.search(r"([\d.]+) records/sec", final[-1]).group(1))
-    return records_per_s * size / 1e6
-
-
 def publisher_rate(bootstrap: str, packets: list[SourcePacket], survey: str, compression: str) -> tuple[float, float]:
     """MB/s and alerts/s of the publisher over one simulated night held in memory."""
     naming = TopicNaming(survey=survey)
@@ -79,15 +52,6 @@ def publisher_rate(bootstrap: str, packets: list[SourcePacket], survey: str, com
     if result.delivered_total != len(packets):
         raise RuntimeError(f"publisher delivered {result.delivered_total} of {len(packets)}")
     return result.rate_mb_s, result.rate_alerts_s
-
-
-def cpu_seconds(pid: int | None = None) -> float:
-    """CPU time (user + system, all threads) of this process, or of another one from /proc."""
-    if pid is None:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def consume_latencies(bootstrap: str, topics: list[str], expected: int, timeout: float, out) -> None:
@@ -177,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         f"({'mean of the real 4.01 packets' if real else 'mean of the simulated packets: ../shared/data is absent'})")
 
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as folder:
-        cluster = start_test_cluster(Path(folder) / "kafka")
+        cluster = start_cluster(Path(folder) / "kafka")
         bootstrap = cluster.bootstrap_servers
-        libs = Settings.from_env().kafka_home / "libs"
+        libs = kafka_libs()
         say(f"broker {bootstrap} (Kafka {kafka_local.installed_version(libs)}), compression {args.compression}")
         try:
             java_rates, ours, alert_rates, latency = [], [], [], {}
@@ -187,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 topic = f"perf_{r}"
                 create_topics(admin_client(bootstrap), {topic: (PARTITIONS, 1, {"max.message.bytes": str(10 * 1024 * 1024),
                                                                                 "compression.type": "producer"})})
-                java_rates.append(java_producer_performance(libs, bootstrap, topic, args.alerts, record_size, args.compression))
+                java_rates.append(java_producer_performance(libs, bootstrap, topic, args.alerts, record_size, args.compression,
+                                                                timeout=600))
                 say(f"round {r}: (a) ProducerPerformance {java_rates[-1]:.1f} MB/s")
                 mb_s, alerts_s = publisher_rate(bootstrap, packets, f"round{r}", args.compression)
                 ours.append(mb_s)

@@ -21,37 +21,25 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from alertdist.settings import Settings  # noqa: E402
-from alertdist.infra import kafka_local  # noqa: E402
-from alertdist.archive.tarball import TarballWriter  # noqa: E402
-from alertdist.nights.dates import jd_to_unix  # noqa: E402
-from alertdist.kafka.clients import admin_client  # noqa: E402
-from alertdist.access.readers import ReadCounts, open_sources, tarball_alerts  # noqa: E402
-from alertdist.access.replay import replay_to_topic  # noqa: E402
-from alertdist.publish.sources import simulated_alerts  # noqa: E402
-from alertdist.nights.topics import create_topics  # noqa: E402
-from tests.conftest import start_test_cluster  # noqa: E402
+from _common import java_producer_performance, say, start_cluster
+from alertdist.settings import Settings
+from alertdist.infra import kafka_local
+from alertdist.archive.tarball import TarballWriter
+from alertdist.nights.dates import jd_to_unix
+from alertdist.kafka.clients import admin_client
+from alertdist.access.readers import ReadCounts, open_sources, tarball_alerts
+from alertdist.access.replay import replay_to_topic
+from alertdist.publish.sources import simulated_alerts
+from alertdist.nights.topics import create_topics
 
 NIGHT = dt.date(2023, 10, 12)
 PARTITIONS = 14
-SAME_SETTINGS = {"linger.ms": "20", "batch.size": str(4 * 1024 * 1024), "acks": "all", "enable.idempotence": "true"}
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
 def night_tarball(folder: Path, n: int, seed: int) -> Path:
     """A simulated night of ``n`` alerts as an archive tarball (candid order), made once and cached."""
     path = folder / f"replay-night-{n}-seed{seed}.tar.gz"
@@ -72,20 +60,6 @@ def night_tarball(folder: Path, n: int, seed: int) -> Path:
         writer.close()
     os.replace(scratch, path)
     return path
-
-
-def java_producer_performance(libs: Path, bootstrap: str, topic: str, n: int, size: int, compression: str) -> float:
-    """MB/s (1e6) that Kafka's ProducerPerformance reports for n records of size bytes."""
-    props = {**SAME_SETTINGS, "bootstrap.servers": bootstrap, "compression.type": compression,
-             "max.request.size": str(10 * 1024 * 1024), "buffer.memory": str(512 * 1024 * 1024)}
-    command = ["java", "-Xmx1g", "-cp", f"{libs}/*", "org.apache.kafka.tools.ProducerPerformance",
-               "--topic", topic, "--num-records", str(n), "--record-size", str(size), "--throughput", "-1",
-               "--producer-props", *[f"{k}={v}" for k, v in props.items()]]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    final = [line for line in done.stdout.splitlines() if "records sent" in line and "avg latency" in line]
-    if done.returncode != 0 or not final:
-        raise RuntimeError(f"ProducerPerformance failed ({done.returncode}): {done.stderr[-2000:]}")
-    return float(re.search(r"([\d.]+) records/sec", final[-1]).group(1)) * size / 1e6
 
 
 def replay_rate(bootstrap: str, tarball: Path, topic: str, n: int, compression: str) -> tuple[float, float]:
@@ -137,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         f"read + peek alone {read_mb_s:,.0f} MB/s ({read_mb_s * 1e6 / record_size:,.0f} alerts/s)")
 
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as folder:
-        cluster = start_test_cluster(Path(folder) / "kafka")
+        cluster = start_cluster(Path(folder) / "kafka")
         bootstrap = cluster.bootstrap_servers
         libs = settings.kafka_home / "libs"
         say(f"broker {bootstrap} (Kafka {kafka_local.installed_version(libs)}), compression {args.compression}")

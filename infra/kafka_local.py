@@ -14,12 +14,15 @@ user, so in production that listener must be bound to loopback or a private netw
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -37,9 +40,11 @@ __all__ = [
     "make_certs",
     "recorded_security",
     "start",
+    "start_on_free_ports",
     "status",
     "stop",
     "stop_node",
+    "stop_under",
 ]
 
 INFRA_DIR = Path(__file__).resolve().parent
@@ -468,6 +473,72 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
     )
 
 
+def _ephemeral_ports_start() -> int:
+    """Where the kernel's range for client sockets' local ports begins (Linux: 32768 unless configured)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_ports(count: int) -> int:
+    """A port p with p..p+count-1 and p+10000.. (client and controller listeners) free, all below the ephemeral
+    range: a port from that range can be handed to some client socket (the brokers' own connections included)
+    between this check and the broker's bind, which made a 3-broker start fail with "Address already in use"."""
+    top = _ephemeral_ports_start() - 10000 - count
+    chooser = random.Random()
+    for _ in range(500):
+        port = chooser.randrange(10000, top)
+        if all(_is_free(port + i) and _is_free(port + 10000 + i) for i in range(count)):
+            return port
+    raise KafkaInfraError(f"no {count} free port pairs found between 10000 and {top + 10000 + count}")
+
+
+def start_on_free_ports(folder: Path, *, libs: Path, brokers: int = 1, heap: str = "384m",
+                        log=print) -> KafkaCluster:
+    """A fresh cluster in ``folder`` on free loopback ports, running the jars in ``libs`` (installed there first
+    when missing), for tests, benchmarks and CI. If another process takes one of the ports between the choice
+    and the broker's bind, it is retried twice on new ports, in ``folder/retry-N``; ``stop_under(folder)``
+    stops whichever started."""
+    libs = Path(libs).absolute()  # each node folder links to it
+    install(libs, log=log)
+    for attempt in range(3):
+        home = folder if attempt == 0 else folder / f"retry-{attempt}"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "libs").symlink_to(libs, target_is_directory=True)
+        port = _free_ports(brokers)
+        cluster = KafkaCluster(home=home, brokers=brokers, port=port, controller_port=port + 10000, heap=heap)
+        try:
+            start(cluster, log=log)
+            return cluster
+        except KafkaInfraError as e:
+            stop(cluster, log=log)
+            if "Address already in use" not in str(e) or attempt == 2:  # the node's first error names it
+                raise
+    raise AssertionError("unreachable")
+
+
+def stop_under(folder: Path, *, timeout: float = 30.0, log=print) -> int:
+    """Stop every node whose pid file lies under ``folder`` (any cluster started there, retries included);
+    returns how many clusters had one."""
+    homes: dict[Path, int] = {}
+    for pid_file in folder.glob("**/nodes/node-*/kafka.pid"):
+        home, node_id = pid_file.parents[2], int(pid_file.parent.name.removeprefix("node-"))
+        homes[home] = max(homes.get(home, 0), node_id)
+    for home, brokers in homes.items():
+        stop(KafkaCluster(home=home, brokers=brokers), timeout=timeout, log=log)
+    return len(homes)
+
+
 def stop(cluster: KafkaCluster, *, timeout: float = 30.0, log=print) -> None:
     """Stop every node this project started: SIGTERM to all at once (a clean shutdown), SIGKILL if one hangs.
 
@@ -531,3 +602,36 @@ def status(cluster: KafkaCluster) -> list[NodeStatus]:
         result.append(NodeStatus(node_id, pid, pid is not None, answering, port, secure))
     return result
 
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m alertdist.infra.kafka_local start-on-free-ports FOLDER --libs LIBS`` prints the bootstrap
+    servers of a fresh cluster; ``stop-under FOLDER`` stops it (infra/with_test_services.sh uses both)."""
+    parser = argparse.ArgumentParser(prog="python -m alertdist.infra.kafka_local", description=main.__doc__)
+    actions = parser.add_subparsers(dest="action", required=True)
+    start_parser = actions.add_parser("start-on-free-ports", help="start a fresh cluster on free ports in FOLDER")
+    start_parser.add_argument("folder", type=Path)
+    start_parser.add_argument("--libs", type=Path, required=True, help="the Kafka jars (installed there if missing)")
+    start_parser.add_argument("--brokers", type=int, default=1)
+    start_parser.add_argument("--heap", default="512m")
+    stop_parser = actions.add_parser("stop-under", help="stop every node started under FOLDER")
+    stop_parser.add_argument("folder", type=Path)
+    args = parser.parse_args(argv)
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    try:
+        if args.action == "start-on-free-ports":
+            cluster = start_on_free_ports(args.folder, libs=args.libs, brokers=args.brokers,
+                                          heap=args.heap, log=log)
+            print(cluster.bootstrap_servers)
+        else:
+            stop_under(args.folder, log=log)
+    except KafkaInfraError as e:
+        log(f"error: {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

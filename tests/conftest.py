@@ -7,8 +7,6 @@ session starts itself on free ports in a temporary folder and stops at the end.
 from __future__ import annotations
 
 import os
-import random
-import socket
 import tarfile
 import uuid
 from pathlib import Path
@@ -23,56 +21,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 ARCHIVE_2018 = SHARED_DATA / "ztf-archive" / "ztf_public_20180819_mod1000.tar.gz"
 
 
-def _ephemeral_ports_start() -> int:
-    """Where the kernel's range for client sockets' local ports begins (Linux: 32768 unless configured)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _free_ports(count: int) -> int:
-    """A port p with p..p+count-1 and p+10000.. (client and controller listeners) free, all below the ephemeral
-    range: a port from that range can be handed to some client socket (the brokers' own connections included)
-    between this check and the broker's bind, which made a 3-broker start fail with "Address already in use"."""
-    top = _ephemeral_ports_start() - 10000 - count
-    chooser = random.Random()
-    for _ in range(500):
-        port = chooser.randrange(10000, top)
-        if all(_is_free(port + i) and _is_free(port + 10000 + i) for i in range(count)):
-            return port
-    raise RuntimeError(f"no {count} free port pairs found between 10000 and {top + 10000 + count}")
-
-
 def start_test_cluster(folder: Path, brokers: int = 1, heap: str = "384m") -> kafka_local.KafkaCluster:
-    """A fresh local cluster in ``folder`` on free ports, using the project's installed jars (retried on new
-    ports, in a new folder, if another process took one of them first)."""
+    """A fresh local cluster in ``folder`` on free ports, using the project's installed jars."""
     libs = Settings.from_env().kafka_home / "libs"
-    kafka_local.install(libs, log=lambda *_: None)
-    for attempt in range(3):
-        home = folder if attempt == 0 else folder / f"retry-{attempt}"
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "libs").symlink_to(libs, target_is_directory=True)
-        port = _free_ports(brokers)
-        cluster = kafka_local.KafkaCluster(home=home, brokers=brokers, port=port, controller_port=port + 10000,
-                                           heap=heap)
-        try:
-            kafka_local.start(cluster, log=lambda *_: None)
-            return cluster
-        except kafka_local.KafkaInfraError as e:
-            kafka_local.stop(cluster, log=lambda *_: None)
-            if "Address already in use" not in str(e) or attempt == 2:  # the node's first error names it
-                raise
-    raise AssertionError("unreachable")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+    return kafka_local.start_on_free_ports(folder, libs=libs, brokers=brokers, heap=heap, log=lambda *_: None)
 
 
 @pytest.fixture(scope="session")

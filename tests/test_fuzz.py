@@ -1,7 +1,7 @@
 """Bad input, swept: every malformed packet is refused with a reason, never a crash, a hang or a memory blow-up.
 
 Property-based (hypothesis, bounded for CI) over the codec and the publisher, with mutations made from real and
-simulated packets (tests/fuzz_cases.py): truncations, bit flips, spliced junk, impossible lengths and counts in
+simulated packets (bench/fuzz_cases.py): truncations, bit flips, spliced junk, impossible lengths and counts in
 the container header and inside the Avro record, wrong schemas, oversized packets. `bench/fuzz.py` runs the same
 mutations for longer (atheris when installed).
 """
@@ -30,7 +30,7 @@ from alertdist.nights.state import end_offsets
 from alertdist.publish.publisher import HEADER_REASON, HEADER_SOURCE, REJECT_KINDS, publish
 from alertdist.publish.sources import SourcePacket, simulated_packets
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
-from tests import fuzz_cases as fc
+from bench import fuzz_cases as fc
 from tests.conftest import ARCHIVE_2018, REPO, SHARED_DATA
 
 NIGHT = dt.date(2023, 10, 12)
@@ -174,7 +174,7 @@ def test_a_recursive_schema_with_deeply_nested_data_is_refused_not_a_crash():
     """A crash would take the publisher down on every restart while the file stays in the drop folder."""
     shallow = fc.recursive_schema_packet(10)
     assert _outcome(codec.decode, shallow)[0] in ("ok", "refused")
-    script = ("import sys; from alertdist.avro import codec; from tests.fuzz_cases import recursive_schema_packet\n"
+    script = ("import sys; from alertdist.avro import codec; from bench.fuzz_cases import recursive_schema_packet\n"
               "try:\n    codec.peek(recursive_schema_packet(100_000))\nexcept codec.AlertPacketError as e:\n"
               "    print('refused:', e)\n")
     run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)

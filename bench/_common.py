@@ -1,0 +1,57 @@
+"""What the benchmarks share: a private broker on free ports, Kafka's own producer benchmark, CPU time, output.
+
+Each script imports it as ``_common`` (Python puts the script's folder, bench/, first on the path).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import subprocess
+from pathlib import Path
+
+from alertdist.infra import kafka_local
+from alertdist.settings import Settings
+
+#: The producer settings ProducerPerformance runs with, the publisher's and replay's own.
+SAME_SETTINGS = {"linger.ms": "20", "batch.size": str(4 * 1024 * 1024), "acks": "all", "enable.idempotence": "true"}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def kafka_libs() -> Path:
+    """The project's installed Kafka jars."""
+    return Settings.from_env().kafka_home / "libs"
+
+
+def start_cluster(folder: Path, heap: str = "384m") -> kafka_local.KafkaCluster:
+    """A private single-node broker in ``folder`` on free ports, on the project's jars; stop it with
+    ``kafka_local.stop``."""
+    return kafka_local.start_on_free_ports(folder, libs=kafka_libs(), heap=heap, log=lambda *_: None)
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, all threads) of this process, or of another one from /proc."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def java_producer_performance(libs: Path, bootstrap: str, topic: str, n: int, size: int, compression: str,
+                              *, timeout: float = 900) -> float:
+    """MB/s (1e6) that Kafka's ProducerPerformance reports for n records of size bytes."""
+    props = {**SAME_SETTINGS, "bootstrap.servers": bootstrap, "compression.type": compression,
+             "max.request.size": str(10 * 1024 * 1024), "buffer.memory": str(512 * 1024 * 1024)}
+    command = ["java", "-Xmx1g", "-cp", f"{libs}/*", "org.apache.kafka.tools.ProducerPerformance",
+               "--topic", topic, "--num-records", str(n), "--record-size", str(size), "--throughput", "-1",
+               "--producer-props", *[f"{k}={v}" for k, v in props.items()]]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    final = [line for line in done.stdout.splitlines() if "records sent" in line and "avg latency" in line]
+    if done.returncode != 0 or not final:
+        raise RuntimeError(f"ProducerPerformance failed ({done.returncode}): {done.stderr[-2000:]}")
+    return float(re.search(r"([\d.]+) records/sec", final[-1]).group(1)) * size / 1e6
