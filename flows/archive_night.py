@@ -22,7 +22,7 @@ from alertdist.archive import (
     finish_night, night_programmes, verify_night,
 )
 from alertdist.archive.stream import ArchiveStreamError
-from alertdist.publish.publisher import transient_kafka_error
+from alertdist.kafka.errors import is_transient
 from alertdist.nights.topics import TopicNaming, parse_night
 
 
@@ -33,7 +33,7 @@ def retry_if_transient(task, task_run, state) -> bool:
     except (StorageError, ArchiveStreamError, NightNotClosedError, ConnectionError, TimeoutError):
         return True
     except Exception as e:
-        return transient_kafka_error(e)
+        return is_transient(e)
     return False
 
 

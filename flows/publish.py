@@ -19,13 +19,14 @@ from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
 from alertdist.flows.topics import apply_night_acls, ensure_topics, tonight
-from alertdist.publish.publisher import PublishProgress, publish, retry_if_transient
+from alertdist.kafka.errors import retry_condition
+from alertdist.publish.publisher import PublishProgress, publish
 from alertdist.kafka.signals import stop_on_signals
 from alertdist.publish.sources import source_from_spec
 from alertdist.nights.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
 
 
-@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_condition(), cache_policy=NO_CACHE)
 def publish_source(source: str, night_text: str, bootstrap_servers: str, naming: TopicNaming, settings: Settings,
                    speed: float | None, check_night: bool, done_folder: str | None) -> dict:
     night = parse_night(night_text)

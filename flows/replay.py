@@ -21,11 +21,12 @@ from prefect.runtime import flow_run
 from alertdist.settings import Settings
 from alertdist.kafka.signals import stop_on_signals
 from alertdist.access.readers import open_sources
-from alertdist.access.replay import ReplayProgress, ensure_topic, replay_into_night, replay_to_topic, replay_transient
+from alertdist.access.replay import ReplayProgress, ensure_topic, replay_into_night, replay_to_topic
+from alertdist.kafka.errors import retry_condition
 from alertdist.nights.topics import TopicNaming, TopicSettings, parse_night, site_for_timezone
 
 
-@task(retries=1, retry_delay_seconds=[30], retry_condition_fn=replay_transient, cache_policy=NO_CACHE)
+@task(retries=1, retry_delay_seconds=[30], retry_condition_fn=retry_condition(), cache_policy=NO_CACHE)
 def replay_sources(sources: list[str], topic: str | None, night: str | None, archived_night: str | None,
                    speed: float | None, from_parquet: bool, partitions: int, bootstrap_servers: str,
                    naming: TopicNaming, settings: Settings) -> dict:

@@ -16,18 +16,18 @@ from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
 from alertdist.kafka.clients import admin_client
-from alertdist.publish.publisher import retry_if_transient
+from alertdist.kafka.errors import retry_condition
 from alertdist.security import secure_night
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics, parse_night, site_for_timezone
 from alertdist.nights.topics import tonight as night_starting_tonight
 
 
-@task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE)
+@task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_condition(), cache_policy=NO_CACHE)
 def ensure_topics(bootstrap_servers: str, naming: TopicNaming, night: dt.date, settings: TopicSettings) -> dict:
     return ensure_night_topics(admin_client(bootstrap_servers), naming, night, settings)
 
 
-@task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient)
+@task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_condition())
 def apply_night_acls(bootstrap_servers: str, naming: TopicNaming, night: dt.date) -> int:
     """Grant each registered user (`alertdist users add`) READ on its programmes' topics of the night."""
     return secure_night(bootstrap_servers, naming, night)
