@@ -17,11 +17,12 @@ from prefect.runtime import flow_run
 
 from alertdist.settings import Settings
 from alertdist.flows.topics import tonight
-from alertdist.filters.live import retry_if_transient, run_live
+from alertdist.filters.live import run_live
+from alertdist.kafka.errors import retry_condition
 from alertdist.nights.topics import TopicNaming
 
 
-@task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_if_transient, cache_policy=NO_CACHE,
+@task(retries=3, retry_delay_seconds=[5, 30, 120], retry_condition_fn=retry_condition(), cache_policy=NO_CACHE,
       task_run_name="{filter_name}-{night}-copy{copy_index}")
 def run_filter_copy(filter_name: str, night: str, copy_index: int, bootstrap_servers: str, naming: TopicNaming,
                     programmes: list[int] | None) -> dict:
