@@ -28,6 +28,7 @@ from alertdist.archive.storage import Destination
 from alertdist.archive.groups import GroupWriter
 from alertdist.archive.stream import Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
 from alertdist.archive.tarball import TarballWriter, md5sums_text, parse_md5sums, tarball_name
+from alertdist.kafka.errors import KafkaOperationError
 from alertdist.nights.state import NightState, read_night_state
 from alertdist.nights.topics import TopicNaming, parse_night
 
@@ -41,8 +42,11 @@ _READ_AHEAD = 2  # programmes read from Kafka at once by archive_night
 Progress = Callable[[str, int, int], None]
 
 
-class NightNotClosedError(RuntimeError):
-    """The night has no closing record yet: archiving it now could miss alerts."""
+class NightNotClosedError(KafkaOperationError):
+    """The night has no closing record yet: archiving it now could miss alerts. Transient: it may close later."""
+
+    def __init__(self, message: str, *, transient: bool = True):
+        super().__init__(message, transient=transient)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from alertdist.archive.tarball import jd_to_unix
 from alertdist.avro.container import parse_container, read_length, read_long
 from alertdist.avro.codec import AlertPacketError, peek
 from alertdist.kafka.clients import consumer
+from alertdist.kafka.errors import KafkaOperationError
 
 __all__ = [
     "ArchiveInterrupted",
@@ -61,7 +62,7 @@ _PREFETCH = {"queued.max.messages.kbytes": 16384, "fetch.max.bytes": 16 * 1024 *
              "max.partition.fetch.bytes": 2 * 1024 * 1024, "fetch.queue.backoff.ms": 10}
 
 
-class ArchiveStreamError(RuntimeError):
+class ArchiveStreamError(KafkaOperationError):
     """The night's topic could not be read up to its closing offsets."""
 
 
@@ -309,8 +310,8 @@ def spool_topic(
                 if time.monotonic() - last_arrival > stall_timeout:
                     raise ArchiveStreamError(
                         f"nothing arrived from {topic} for {stall_timeout:.0f} s with partitions "
-                        f"{sorted(remaining)} not yet at their closing offsets; is the cluster healthy?"
-                    )
+                        f"{sorted(remaining)} not yet at their closing offsets; is the cluster healthy?",
+                        transient=True)
                 continue
             last_arrival = time.monotonic()
             for msg in messages:
