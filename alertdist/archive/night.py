@@ -26,7 +26,7 @@ from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest
 from alertdist.archive.parquet import AlertDecoder, ParquetPartWriter, night_table_columns, parquet_path
 from alertdist.archive.storage import Destination
 from alertdist.archive.groups import GroupWriter
-from alertdist.archive.stream import Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
+from alertdist.archive.stream import OFFSET, PARTITION, Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
 from alertdist.archive.tarball import TarballWriter, md5sums_text, parse_md5sums, tarball_name
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.nights.state import NightState, read_night_state
@@ -152,7 +152,7 @@ def write_programme(read: ProgrammeRead, dest_url: str, options: ArchiveOptions 
     duplicates = Duplicates()
 
     def reject(entry, packet: bytes, reason: str) -> None:
-        topic_read.rejected.append(RejectedMessage(int(entry[1]), int(entry[2]), len(packet), reason))
+        topic_read.rejected.append(RejectedMessage(int(entry[PARTITION]), int(entry[OFFSET]), len(packet), reason))
         spool.forget(packet)
 
     with dest.open_atomic(tar_path, background=True) as tar_out, \
