@@ -27,15 +27,15 @@ from alertdist.archive.parquet import AlertDecoder, ParquetPartWriter, night_tab
 from alertdist.archive.storage import Destination
 from alertdist.archive.groups import GroupWriter
 from alertdist.archive.stream import OFFSET, PARTITION, Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
-from alertdist.archive.tarball import TarballWriter, md5sums_text, parse_md5sums, tarball_name
+from alertdist.archive.tarball import MD5SUMS, TarballWriter, md5sums_text, parse_md5sums, tarball_name
+from alertdist.archive.verify import verify_night, verify_programme
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.nights.state import NightState, read_night_state
 from alertdist.nights.topics import TopicNaming, parse_night
 
-__all__ = ["MD5SUMS", "ArchiveOptions", "NightNotClosedError", "ProgrammeRead", "archive_night", "archive_programme",
+__all__ = ["ArchiveOptions", "NightNotClosedError", "ProgrammeRead", "archive_night", "archive_programme",
            "closed_state", "finish_night", "night_programmes", "read_programme", "write_programme"]
 
-MD5SUMS = "MD5SUMS"
 _PROGRESS_EVERY = 1000
 _READ_AHEAD = 2  # programmes read from Kafka at once by archive_night
 #: progress(stage, done, total): stage "read" (messages from Kafka) or "write" (alerts written)
@@ -222,8 +222,6 @@ def archive_night(
 
     ``progress(programid, stage, done, total)`` is called as the work advances.
     """
-    from alertdist.archive.verify import verify_night, verify_programme
-
     night = parse_night(night)
     state = closed_state(bootstrap_servers, naming, night)
     wanted = night_programmes(naming, night, state, programmes)
