@@ -14,13 +14,11 @@ night's ACLs from it (`secure_night`). Passwords are never stored there: Kafka k
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -35,8 +33,10 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from alertdist.kafka.clients import admin_client, consumer, producer
-from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
+from alertdist.kafka.clients import admin_client
+from alertdist.kafka.errors import KafkaOperationError, retry_until
+from alertdist.kafka.state_topic import KeyedStateTopic
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics, replication_for
 
 __all__ = [
     "OpenedNight",
@@ -62,7 +62,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RESERVED_NAMES = {"ANONYMOUS"}  # the PLAINTEXT super user; a SCRAM user of that name would be one too
 
 
-class SecurityError(RuntimeError):
+class SecurityError(KafkaOperationError):
     """A user, credential or ACL could not be created, read or removed; the message says what to do."""
 
 
@@ -105,13 +105,6 @@ class User:
     @property
     def principal(self) -> str:
         return f"User:{self.name}"
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> "User":
-        return cls(**json.loads(raw))
 
 
 def users_topic(naming: TopicNaming) -> str:
@@ -222,8 +215,7 @@ def nights_with_topics(admin: AdminClient, naming: TopicNaming, *, timeout: floa
 
 
 def _ensure_users_topic(admin: AdminClient, naming: TopicNaming) -> None:
-    brokers = len(admin.list_topics(timeout=10).brokers)
-    replication = min(3, brokers)
+    replication = replication_for(admin, None)
     configs = {"cleanup.policy": "compact", "min.insync.replicas": "2" if replication >= 3 else "1"}
     create_topics(admin, {users_topic(naming): (1, replication, configs)})
 
@@ -231,70 +223,21 @@ def _ensure_users_topic(admin: AdminClient, naming: TopicNaming) -> None:
 def _record_user(bootstrap_servers: str, naming: TopicNaming, name: str, user: User | None,
                  timeout: float) -> None:
     """Write (or with None, delete) a user's record and wait for Kafka's acknowledgement."""
-    errors: list[KafkaError] = []
-    p = producer(bootstrap_servers, **{"linger.ms": 0})
-    p.produce(users_topic(naming), key=name.encode(), value=user.to_json() if user else None,
-              on_delivery=lambda err, msg: err and errors.append(err))
-    left = p.flush(timeout)
-    if left or errors:
-        reason = errors[0].str() if errors else f"{left} message(s) unacknowledged after {timeout:.0f} s"
-        raise SecurityError(f"recording user {name} in {users_topic(naming)} failed: {reason}")
-
-
-def _watermarks(c, partition: TopicPartition, timeout: float) -> tuple[int, int]:
-    """Watermarks, waiting out the moments after creation or a leader change when no leader answers yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return c.get_watermark_offsets(partition, timeout=timeout)
-        except KafkaException as e:
-            if not e.args[0].retriable() and e.args[0].code() not in _NO_LEADER_YET or time.monotonic() > deadline:
-                raise SecurityError(f"reading the end of {partition.topic}: {e.args[0].str()}") from e
-            time.sleep(0.5)
-
-
-_NO_LEADER_YET = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                  KafkaError.UNKNOWN_TOPIC_OR_PART}
+    record = None if user is None else asdict(user)
+    try:
+        KeyedStateTopic(bootstrap_servers, users_topic(naming)).put(name, record, timeout=timeout)
+    except KafkaOperationError as e:
+        raise SecurityError(f"recording user {name} in {users_topic(naming)} failed: {e}",
+                            transient=e.transient) from e
 
 
 def read_users(bootstrap_servers: str, naming: TopicNaming, *, timeout: float = 30.0) -> list[User]:
     """Every registered user (the latest record per name), sorted by name; [] when none was ever added."""
-    topic = users_topic(naming)
-    c = consumer(bootstrap_servers)
     try:
-        metadata = c.list_topics(topic, timeout=timeout)
-        if metadata.topics[topic].error is not None:
-            return []
-        assignment, remaining = [], set()
-        for partition in metadata.topics[topic].partitions:
-            low, high = _watermarks(c, TopicPartition(topic, partition), timeout)
-            if high > low:
-                assignment.append(TopicPartition(topic, partition, low))
-                remaining.add(partition)
-        users: dict[str, User] = {}
-        if not assignment:
-            return []
-        c.assign(assignment)
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(msg.partition())
-                    continue
-                raise SecurityError(f"reading users from {topic}: {msg.error().str()}")
-            name = msg.key().decode()
-            if msg.value() is None:
-                users.pop(name, None)
-            else:
-                users[name] = User.from_json(msg.value())
-        if remaining:
-            raise SecurityError(f"reading users from {topic} did not reach its end within {timeout:.0f} s")
-        return sorted(users.values(), key=lambda u: u.name)
-    finally:
-        c.close()
+        records = KeyedStateTopic(bootstrap_servers, users_topic(naming)).latest(timeout=timeout)
+    except KafkaOperationError as e:
+        raise SecurityError(f"reading users: {e}", transient=e.transient) from e
+    return sorted((User(**body) for body in records.values()), key=lambda u: u.name)
 
 
 # ------------------------------------------------------------------------------------------ adding users
@@ -337,22 +280,23 @@ def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: 
 def _wait_until_enforced(admin: AdminClient, name: str, bindings: list[AclBinding], timeout: float) -> None:
     """Wait until a broker serves the new credential and ACLs: the controller commits them, brokers apply them
     a moment later, and a user told "added" should not be refused in between."""
-    wanted = {_key(b) for b in bindings}
+    retry_until(f"waiting for the rights of {name}", _enforced, admin, name, {_key(b) for b in bindings}, timeout,
+                timeout_s=timeout)
+
+
+def _enforced(admin: AdminClient, name: str, wanted: set[tuple], timeout: float) -> None:
+    """Return if a broker serves the credential and every wanted ACL of ``name``; raise (transient) if not yet."""
     mine = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None,
                             AclOperation.ANY, AclPermissionType.ANY)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            admin.describe_user_scram_credentials([name], request_timeout=timeout)[name].result()
-            if wanted <= {_key(b) for b in admin.describe_acls(mine, request_timeout=timeout).result()}:
-                return
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
-                raise SecurityError(f"checking the credential and ACLs of {name}: {e.args[0].str()}") from e
-        if time.monotonic() > deadline:
-            raise SecurityError(f"the credential and ACLs of {name} were accepted but no broker served them "
-                                f"within {timeout:.0f} s; check `alertdist kafka status`, then add the user again")
-        time.sleep(0.2)
+    try:
+        admin.describe_user_scram_credentials([name], request_timeout=timeout)[name].result()
+        if wanted <= {_key(b) for b in admin.describe_acls(mine, request_timeout=timeout).result()}:
+            return
+    except KafkaException as e:
+        if e.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
+            raise SecurityError(f"checking the credential and ACLs of {name}: {e.args[0].str()}") from e
+    raise SecurityError(f"the credential and ACLs of {name} were accepted but no broker served them within "
+                        f"{timeout:.0f} s; check `alertdist kafka status`, then add the user again", transient=True)
 
 
 def _key(binding: AclBinding) -> tuple:

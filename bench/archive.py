@@ -42,7 +42,9 @@ from alertdist.infra import kafka_local
 from alertdist import simulate
 from alertdist.avro import codec
 from alertdist.avro.container import zigzag_varint
-from alertdist.kafka.clients import admin_client, producer
+from alertdist.kafka.clients import admin_client
+from alertdist.kafka.producer import CountingProducer
+from alertdist.publish.publisher import HEADER_CANDID, HEADER_PRODUCED_MS, HEADER_PUBLISHED_MS
 from alertdist.nights.state import NightState, end_offsets, mark_night
 from alertdist.simulate.night import simulate_night
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
@@ -109,27 +111,17 @@ def pool_night(pool: list[bytes], n: int) -> Iterator[bytes]:
 
 def publish(bootstrap: str, naming: TopicNaming, packets: Iterable[bytes]) -> tuple[NightState, int]:
     ensure_night_topics(admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=14))
-    failures, count = [], 0
-    p = producer(bootstrap)
+    out, count = CountingProducer(bootstrap), 0
     started = time.monotonic()
     for packet in packets:
         info = codec.peek(packet)
-        headers = [("alertdist.produced_ms", str(int(time.time() * 1000)).encode()),
-                   ("alertdist.published_ms", str(int(time.time() * 1000)).encode()),
-                   ("alertdist.candid", str(info.candid).encode())]
-        while True:
-            try:
-                p.produce(naming.programme_topic(NIGHT, info.programid), value=packet, key=info.objectId.encode(),
-                          headers=headers, on_delivery=lambda err, msg: err and failures.append(err))
-                break
-            except BufferError:
-                p.poll(0.1)
-        p.poll(0)
+        now = b"%d" % (time.time_ns() // 1_000_000)
+        headers = [(HEADER_PRODUCED_MS, now), (HEADER_PUBLISHED_MS, now), (HEADER_CANDID, b"%d" % info.candid)]
+        out.produce(naming.programme_topic(NIGHT, info.programid), packet, info.objectId.encode(), headers)
         count += 1
         if count % 20000 == 0:
             print(f"  published {count} ({count / (time.monotonic() - started):,.0f}/s)", flush=True)
-    if p.flush(120) or failures:
-        raise RuntimeError(f"publishing failed: {failures[:3]}")
+    out.finish(120, unit="packet")
     topics = list(naming.programme_topics(NIGHT).values())
     state = NightState(f"{NIGHT:%Y%m%d}", "closed", end_offsets(bootstrap, topics))
     mark_night(bootstrap, naming, state)

@@ -11,7 +11,8 @@ import datetime as dt
 import time
 
 from alertdist.avro import codec
-from alertdist.kafka.clients import admin_client, producer
+from alertdist.kafka.clients import admin_client
+from alertdist.kafka.producer import CountingProducer
 from alertdist.nights.state import NightState, end_offsets, mark_night
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 
@@ -23,18 +24,8 @@ def publish_night(bootstrap: str, naming: TopicNaming, night: dt.date, packets_b
     """Produce every packet to its programme topic, then (by default) mark the night closed; returns the state."""
     ensure_night_topics(admin_client(bootstrap), naming, night, TopicSettings(partitions=partitions),
                         programmes=sorted(packets_by_programme))
-    failures: list = []
-    delivered = [0]
-
-    def on_delivery(err, msg):
-        if err is not None:
-            failures.append(err)
-        else:
-            delivered[0] += 1
-
-    p = producer(bootstrap)
+    out = CountingProducer(bootstrap)
     now_ms = str(int(time.time() * 1000)).encode()
-    total = 0
     for programid, packets in sorted(packets_by_programme.items()):
         topic = naming.programme_topic(night, programid)
         for packet in packets:
@@ -45,17 +36,8 @@ def publish_night(bootstrap: str, naming: TopicNaming, night: dt.date, packets_b
                 key, candid = b"malformed", b"0"  # tests inject bad messages on purpose
             headers = [("alertdist.produced_ms", now_ms), ("alertdist.published_ms", now_ms),
                        ("alertdist.candid", candid)]
-            while True:
-                try:
-                    p.produce(topic, value=packet, key=key, headers=headers, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    p.poll(0.1)
-            p.poll(0)
-            total += 1
-    left = p.flush(60)
-    if left or failures or delivered[0] != total:
-        raise RuntimeError(f"publishing the test night failed: {left} left, {failures[:3]}, {delivered[0]}/{total}")
+            out.produce(topic, packet, key, headers)
+    out.finish(60)
     if not close:
         return None
     topics = [naming.programme_topic(night, pid) for pid in sorted(packets_by_programme)]

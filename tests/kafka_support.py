@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import IsolationLevel, KafkaError, TopicPartition
+from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from alertdist.kafka.clients import admin_client, consumer
+from alertdist.kafka.reading import read_to_end as read_partitions
 
 __all__ = ["read_to_end", "wait_until_settled"]
 
@@ -38,19 +39,6 @@ def read_to_end(bootstrap: str, topics: list[str], *, committed_only: bool = Tru
         partitions = [TopicPartition(t, p, 0) for t in topics for p in metadata[t].partitions]
         if settle:
             wait_until_settled(admin_client(bootstrap), partitions)
-        c.assign(partitions)
-        remaining, messages = {(tp.topic, tp.partition) for tp in partitions}, []
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
-                remaining.discard((msg.topic(), msg.partition()))
-                continue
-            messages.append(msg)
-        assert not remaining, f"did not reach the end of {sorted(remaining)[:3]}"
-        return messages
+        return list(read_partitions(c, partitions, timeout=timeout))
     finally:
         c.close()

@@ -25,7 +25,8 @@ from alertdist.filters import (
 )
 from alertdist.filters.batch import iter_packets, run_batch, write_table
 from alertdist.filters.bundled import bright_transients
-from alertdist.filters.live import FilterFailingError, LiveRunError, retry_if_transient
+from alertdist.filters.live import FilterFailingError, LiveRunError
+from alertdist.kafka.errors import retry_condition
 from alertdist.simulate.night import simulate_night
 
 NIGHT = dt.date(2023, 10, 12)
@@ -300,7 +301,7 @@ class _FailedState:
     (FilterLookupError("no such filter"), False),
 ])
 def test_only_transient_kafka_failures_are_retried(error, retried):
-    assert retry_if_transient(None, None, _FailedState(error)) is retried
+    assert retry_condition()(None, None, _FailedState(error)) is retried
 
 
 def test_filter_batch_command_reads_folders_and_archived_tarballs_alike(real_packet_files, tmp_path, capsys):

@@ -273,8 +273,8 @@ def test_the_publish_flow_publishes_closes_and_leaves_artifacts(kafka_bootstrap,
 def test_only_transient_kafka_errors_are_retried():
     from confluent_kafka import KafkaError, KafkaException
 
+    from alertdist.kafka.errors import is_transient
     from alertdist.nights.state import NightStateError
-    from alertdist.publish.publisher import transient_kafka_error
     from alertdist.nights.topics import TopicsError
 
     def wrapped(outer, inner):
@@ -285,15 +285,15 @@ def test_only_transient_kafka_errors_are_retried():
 
     timeout = KafkaException(KafkaError(KafkaError._TIMED_OUT))
     denied = KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
-    assert transient_kafka_error(timeout)
-    assert transient_kafka_error(KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)))
-    assert transient_kafka_error(wrapped(TopicsError("creating topic x failed"), timeout))
-    assert not transient_kafka_error(denied)
-    assert not transient_kafka_error(wrapped(TopicsError("creating topic x failed"), denied))
-    assert transient_kafka_error(NightStateError("marking night 20231012 closed failed: timed out"))
-    assert transient_kafka_error(PublishError("3 unacknowledged", transient=True))
-    assert not transient_kafka_error(PublishError("night 20231012 is already closed"))
-    assert not transient_kafka_error(ValueError("programid 4 is not one of [1, 2, 3]"))
+    assert is_transient(timeout)
+    assert is_transient(KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)))
+    assert is_transient(wrapped(TopicsError("creating topic x failed"), timeout))
+    assert not is_transient(denied)
+    assert not is_transient(wrapped(TopicsError("creating topic x failed"), denied))
+    assert is_transient(NightStateError("marking night 20231012 closed failed: timed out"))
+    assert is_transient(PublishError("3 unacknowledged", transient=True))
+    assert not is_transient(PublishError("night 20231012 is already closed"))
+    assert not is_transient(ValueError("programid 4 is not one of [1, 2, 3]"))
 
 
 def test_a_packet_too_big_even_for_the_rejected_topic_keeps_its_head_and_size(kafka_bootstrap, unique):

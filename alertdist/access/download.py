@@ -23,8 +23,7 @@ from pathlib import Path
 
 from alertdist.settings import DEFAULT_PROGRAMMES
 from alertdist.access.listing import ArchiveAccessError, ArchiveLocation, RemoteFile, open_location
-from alertdist.archive.night import MD5SUMS
-from alertdist.archive.tarball import md5sums_text, parse_md5sums
+from alertdist.archive.tarball import MD5SUMS, md5sums_text, parse_md5sums
 from alertdist.nights.dates import parse_night
 
 __all__ = ["ChecksumMismatchError", "DownloadError", "DownloadReport", "DownloadedFile", "download_file",

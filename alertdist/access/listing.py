@@ -20,8 +20,7 @@ from html.parser import HTMLParser
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from alertdist.archive.manifest import NightManifest
-from alertdist.archive.night import MD5SUMS
-from alertdist.archive.tarball import parse_md5sums
+from alertdist.archive.tarball import MD5SUMS, parse_md5sums
 
 __all__ = [
     "ArchiveAccessError",

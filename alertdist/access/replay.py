@@ -17,24 +17,24 @@ later than its time (out of order) simply goes at once.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError
+from confluent_kafka import Message
 
-from alertdist.kafka.clients import admin_client, producer
+from alertdist.kafka.clients import admin_client
+from alertdist.kafka.errors import KafkaOperationError
+from alertdist.kafka.producer import CountingProducer
 from alertdist.publish.publisher import (
     HEADER_CANDID, HEADER_PRODUCED_MS, HEADER_PUBLISHED_MS, PublishError, PublishProgress, publish,
-    transient_kafka_error,
 )
 from alertdist.access.readers import ArchivedAlert, ReadCounts
 from alertdist.publish.sources import SourcePacket
-from alertdist.security import open_night
 from alertdist.nights.dates import SITES, Site
-from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, replication_for
+from alertdist.security import open_night
 
 __all__ = [
     "ReplayError",
@@ -44,19 +44,14 @@ __all__ = [
     "paced_by_jd",
     "replay_into_night",
     "replay_to_topic",
-    "replay_transient",
 ]
 
-_log = logging.getLogger("alertdist.replay")
-
-
-class ReplayError(RuntimeError):
+class ReplayError(KafkaOperationError):
     """The replay could not deliver every alert it read; ``result`` holds the counts so far."""
 
     def __init__(self, message: str, result: "ReplayResult | None" = None, transient: bool = False):
-        super().__init__(message)
+        super().__init__(message, transient=transient)
         self.result = result
-        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -136,48 +131,14 @@ def paced_by_jd(
         yield alert
 
 
-class _TopicProducer:
-    """The producer side of a topic replay: produce with the team's headers, count acknowledgements."""
-
-    def __init__(self, bootstrap_servers: str, topic: str, overrides: dict | None) -> None:
-        self.topic = topic
-        self.delivered = self.failed = self.bytes = 0
-        self.failures: list[str] = []
-        self.fatal: KafkaError | None = None
-        self.producer = producer(bootstrap_servers, error_cb=self._on_error, **(overrides or {}))
-
-    def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            self.fatal = err
-
-    def _on_delivery(self, err, msg) -> None:
-        if err is None:
-            self.delivered += 1
-            self.bytes += len(msg)
-            return
-        self.failed += 1
-        if len(self.failures) < 20:
-            candid = dict(msg.headers() or []).get(HEADER_CANDID, b"?").decode()
-            self.failures.append(f"candid {candid}: {err.str()}")
-
-    def send(self, alert: ArchivedAlert) -> None:
-        now = b"%d" % _now_ms()
-        headers = [(HEADER_PRODUCED_MS, now), (HEADER_PUBLISHED_MS, now), (HEADER_CANDID, b"%d" % alert.info.candid)]
-        key = alert.info.objectId.encode()
-        while True:
-            try:
-                self.producer.produce(self.topic, alert.packet, key, headers=headers, on_delivery=self._on_delivery)
-                break
-            except BufferError:  # the local queue is full: let librdkafka drain it, then retry this alert
-                self.producer.poll(0.05)
-        self.producer.poll(0)
+def _candid_of(_context, msg: Message) -> str:
+    return f"candid {dict(msg.headers() or []).get(HEADER_CANDID, b'?').decode()}"
 
 
 def ensure_topic(bootstrap_servers: str, topic: str, settings: TopicSettings = TopicSettings()) -> str:
     """Create the replay's topic if it does not exist ("created" / "exists ...", as `create_topics` says)."""
     admin = admin_client(bootstrap_servers)
-    brokers = len(admin.list_topics(timeout=30).brokers)
-    replication = min(settings.replication_factor or 3, max(brokers, 1))
+    replication = replication_for(admin, settings.replication_factor)
     return create_topics(admin, {topic: (settings.partitions, replication, settings.configs(replication))})[topic]
 
 
@@ -201,20 +162,24 @@ def replay_to_topic(
     """
     stop = stop or threading.Event()
     result = ReplayResult(list(sources), topic, speed=speed)
-    run = _TopicProducer(bootstrap_servers, topic, producer_overrides)
+    out = CountingProducer(bootstrap_servers, describe=_candid_of, **(producer_overrides or {}))
     stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
     started = last_report = time.monotonic()
 
     def snapshot() -> ReplayProgress:
-        return ReplayProgress(result.read, run.delivered, sum(c.bad for c in counts), run.failed, len(run.producer),
+        return ReplayProgress(result.read, out.delivered, sum(c.bad for c in counts), out.failed, len(out),
                               time.monotonic() - started)
 
     sent = 0
+    undelivered: KafkaOperationError | None = None
     try:
         for alert in stream:
-            if run.fatal is not None:
-                raise ReplayError(f"the Kafka producer failed fatally: {run.fatal.str()}", result)
-            run.send(alert)
+            if out.fatal is not None:
+                raise ReplayError(f"the Kafka producer failed fatally: {out.fatal.str()}", result)
+            now = b"%d" % _now_ms()
+            headers = [(HEADER_PRODUCED_MS, now), (HEADER_PUBLISHED_MS, now),
+                       (HEADER_CANDID, b"%d" % alert.info.candid)]
+            out.produce(topic, alert.packet, alert.info.objectId.encode(), headers)
             sent += 1
             if progress is not None and time.monotonic() - last_report >= progress_every_s:
                 last_report = time.monotonic()
@@ -223,19 +188,21 @@ def replay_to_topic(
                 result.stopped = True
                 break
     finally:
-        left = run.producer.flush(flush_timeout_s)
+        try:
+            out.finish(flush_timeout_s, unit="alert")
+        except KafkaOperationError as e:
+            undelivered = e  # reported with the counts, below
     result.stopped = stop.is_set()  # also when it came while waiting for an exposure's time
     result.elapsed_s = time.monotonic() - started
-    result.delivered, result.failed, result.bytes_delivered = run.delivered, run.failed, run.bytes
-    result.failures = run.failures
+    result.delivered, result.failed, result.bytes_delivered = out.delivered, out.failed, out.bytes_delivered
+    result.failures = out.failures
     result.take_counts(list(counts))
     result.read = sent + result.bad
     if progress is not None:
         progress(snapshot())
-    if left or result.failed:
-        raise ReplayError(f"replay into {topic}: {result.failed} alert(s) refused by Kafka and {left} "
-                          f"unacknowledged after {flush_timeout_s:.0f} s; first failures: {result.failures[:3]}",
-                          result, transient=True)
+    if undelivered is not None:
+        raise ReplayError(f"replay into {topic}: {undelivered}", result,
+                          transient=undelivered.transient) from undelivered
     if sent != result.delivered:
         raise ReplayError(f"replay into {topic} does not reconcile: sent {sent}, acknowledged {result.delivered}",
                           result)
@@ -291,14 +258,3 @@ def replay_into_night(
     result.take_counts(list(counts))
     result.read = published.read + result.bad
     return result
-
-
-def replay_transient(task, task_run, state) -> bool:
-    """A Prefect ``retry_condition_fn``: retry a replay only on what a healthy Kafka would not repeat."""
-    try:
-        state.result()
-    except ReplayError as e:
-        return e.transient
-    except Exception as e:  # e.g. creating the topic on a broker that is not up yet
-        return transient_kafka_error(e)
-    return False

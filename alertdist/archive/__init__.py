@@ -6,7 +6,6 @@ Modules, one concern each: `stream` (read the night into a candid-ordered spool)
 
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive
 from alertdist.archive.night import (
-    MD5SUMS,
     ArchiveOptions,
     NightNotClosedError,
     archive_night,
@@ -17,6 +16,7 @@ from alertdist.archive.night import (
 )
 from alertdist.archive.storage import Destination, StorageError
 from alertdist.archive.stream import ArchiveInterrupted, ArchiveStreamError
+from alertdist.archive.tarball import MD5SUMS
 from alertdist.archive.verify import ArchiveVerificationError, read_manifest, verify_night
 
 __all__ = [

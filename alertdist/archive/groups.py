@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pyarrow as pa
 
 from alertdist.archive.parquet import AlertDecoder, ParquetPartWriter
-from alertdist.archive.stream import ArchiveInterrupted
+from alertdist.archive.stream import CANDID, MTIME, ArchiveInterrupted
 from alertdist.archive.tarball import TarballWriter
 from alertdist.avro.codec import AlertPacketError, decode
 
@@ -121,7 +121,7 @@ class GroupWriter:
     def _decode(self, entries: list[tuple], packets: list[bytes]):
         """(entries, packets, table, rejected) of a batch, malformed packets left out (on a decoding thread)."""
         decoder = self._decoder()
-        candids = [int(e[0]) for e in entries]
+        candids = [int(e[CANDID]) for e in entries]
         try:
             return entries, packets, decoder.decode(packets, candids), []
         except Exception as error:  # DataFusion raises plain Exceptions; the order check a RuntimeError
@@ -141,7 +141,7 @@ class GroupWriter:
 
     def _add_members(self, entries: list[tuple], packets: list[bytes]) -> None:
         for entry, packet in zip(entries, packets):
-            self.tarball.add(f"{int(entry[0])}.avro", packet, int(entry[5]))
+            self.tarball.add(f"{int(entry[CANDID])}.avro", packet, int(entry[MTIME]))
 
     def _wait(self) -> None:
         if self._pending is not None:

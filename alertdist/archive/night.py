@@ -26,23 +26,27 @@ from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest
 from alertdist.archive.parquet import AlertDecoder, ParquetPartWriter, night_table_columns, parquet_path
 from alertdist.archive.storage import Destination
 from alertdist.archive.groups import GroupWriter
-from alertdist.archive.stream import Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
-from alertdist.archive.tarball import TarballWriter, md5sums_text, parse_md5sums, tarball_name
+from alertdist.archive.stream import OFFSET, PARTITION, Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
+from alertdist.archive.tarball import MD5SUMS, TarballWriter, md5sums_text, parse_md5sums, tarball_name
+from alertdist.archive.verify import verify_night, verify_programme
+from alertdist.kafka.errors import KafkaOperationError
 from alertdist.nights.state import NightState, read_night_state
 from alertdist.nights.topics import TopicNaming
 
-__all__ = ["MD5SUMS", "ArchiveOptions", "NightNotClosedError", "ProgrammeRead", "archive_night", "archive_programme",
+__all__ = ["ArchiveOptions", "NightNotClosedError", "ProgrammeRead", "archive_night", "archive_programme",
            "closed_state", "finish_night", "night_programmes", "read_programme", "write_programme"]
 
-MD5SUMS = "MD5SUMS"
 _PROGRESS_EVERY = 1000
 _READ_AHEAD = 2  # programmes read from Kafka at once by archive_night
 #: progress(stage, done, total): stage "read" (messages from Kafka) or "write" (alerts written)
 Progress = Callable[[str, int, int], None]
 
 
-class NightNotClosedError(RuntimeError):
-    """The night has no closing record yet: archiving it now could miss alerts."""
+class NightNotClosedError(KafkaOperationError):
+    """The night has no closing record yet: archiving it now could miss alerts. Transient: it may close later."""
+
+    def __init__(self, message: str, *, transient: bool = True):
+        super().__init__(message, transient=transient)
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ def write_programme(read: ProgrammeRead, dest_url: str, options: ArchiveOptions 
     duplicates = Duplicates()
 
     def reject(entry, packet: bytes, reason: str) -> None:
-        topic_read.rejected.append(RejectedMessage(int(entry[1]), int(entry[2]), len(packet), reason))
+        topic_read.rejected.append(RejectedMessage(int(entry[PARTITION]), int(entry[OFFSET]), len(packet), reason))
         spool.forget(packet)
 
     with dest.open_atomic(tar_path, background=True) as tar_out, \
@@ -216,8 +220,6 @@ def archive_night(
 
     ``progress(programid, stage, done, total)`` is called as the work advances.
     """
-    from alertdist.archive.verify import verify_night, verify_programme
-
     state = closed_state(bootstrap_servers, naming, night)
     wanted = night_programmes(naming, night, state, programmes)
     read_order, write_order = _schedule(wanted, {p: sum(state.end_offsets[naming.programme_topic(night, p)].values())

@@ -30,6 +30,7 @@ except ImportError as e:  # pragma: no cover - a packaging error, said plainly
     raise ImportError("the archiver needs python-isal for fast gzip: pip install isal") from e
 
 __all__ = [
+    "MD5SUMS",
     "MEMBER_MODE",
     "member_header",
     "TarMember",
@@ -211,6 +212,10 @@ def read_members(fileobj, *, with_data: bool = True) -> Iterator[TarMember]:
             data = tar.extractfile(info).read() if with_data else None
             yield TarMember(info.name, info.size, info.mode, info.mtime, info.uid, info.gid,
                             info.uname, info.gname, data)
+
+
+#: The checksum file at the root of an archive, named as UW names it.
+MD5SUMS = "MD5SUMS"
 
 
 def md5sums_text(entries: dict[str, str]) -> str:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
 from alertdist.archive.storage import Destination
-from alertdist.archive.tarball import MEMBER_MODE, parse_md5sums
+from alertdist.archive.tarball import MD5SUMS, MEMBER_MODE, parse_md5sums
 from alertdist.nights.state import NightState
 
 try:
@@ -281,8 +281,8 @@ def verify_night(dest_url: str, manifest: NightManifest, state: NightState | Non
     for archive in archives:
         problems += (checked[archive.programid] if archive.programid in checked
                      else verify_programme(dest, archive, state, checksum=checksum))
-    if dest.exists("MD5SUMS"):
-        md5sums = parse_md5sums(dest.read_bytes("MD5SUMS").decode())
+    if dest.exists(MD5SUMS):
+        md5sums = parse_md5sums(dest.read_bytes(MD5SUMS).decode())
     else:
         md5sums = {}
         problems.append("MD5SUMS is missing")

@@ -31,9 +31,12 @@ from dataclasses import dataclass, field, replace
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter, load_filter
-from alertdist.kafka.clients import admin_client, consumer, producer
+from alertdist.kafka.clients import admin_client, consumer
+from alertdist.kafka.errors import KafkaOperationError, is_transient, retry_call
+from alertdist.kafka.producer import CountingProducer
+from alertdist.kafka.reading import watermarks
 from alertdist.nights.state import read_night_state
-from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, replication_for
 
 __all__ = [
     "FilterFailingError",
@@ -41,7 +44,6 @@ __all__ = [
     "LiveReport",
     "LiveRunError",
     "group_id_for",
-    "retry_if_transient",
     "run_live",
     "transactional_id_for",
 ]
@@ -59,12 +61,11 @@ class FilterFailingError(RuntimeError):
     """The filter raised on too many consecutive alerts: it is broken, not the alerts. Not worth a retry."""
 
 
-class LiveRunError(RuntimeError):
+class LiveRunError(KafkaOperationError):
     """Kafka failed under the runner. ``transient`` says whether running the copy again may succeed."""
 
     def __init__(self, message: str, transient: bool = True):
-        super().__init__(message)
-        self.transient = transient
+        super().__init__(message, transient=transient)
 
 
 @dataclass(frozen=True)
@@ -129,19 +130,6 @@ def group_id_for(naming: TopicNaming, night: dt.date, filter_name: str) -> str:
 def transactional_id_for(group_id: str, copy_index: int) -> str:
     """Unique per running copy, stable across its restarts: the restart fences and aborts the killed one."""
     return f"{group_id}-{copy_index}"
-
-
-def retry_if_transient(task, task_run, state) -> bool:
-    """A Prefect ``retry_condition_fn``: retry a copy only when Kafka hiccuped, never a broken filter or name."""
-    try:
-        state.result()
-    except LiveRunError as e:
-        return e.transient
-    except KafkaException as e:
-        return e.args[0].retriable()
-    except Exception:
-        return False
-    return False
 
 
 def run_live(
@@ -214,13 +202,14 @@ class _LiveRun:
         self.positions: dict[tuple[str, int], int] = {}  # next offset to read, where known
         self.consecutive_errors = 0
         self.last_error = ""
-        self.delivery_failures: list[str] = []
+        self.failed_before = 0  # the producer's failed deliveries when the open transaction began
         self.closing: dict[tuple[str, int], int] | None = None
         self.next_state_check = 0.0
         self.next_done_check = 0.0
         self.next_progress = 0.0
         self.consumer = None
-        self.producer = None
+        self.out: CountingProducer | None = None
+        self.producer = None  # the transactional producer under `out`
 
     # ------------------------------------------------------------------------------------------ the loop
 
@@ -232,16 +221,13 @@ class _LiveRun:
             "group.instance.id": self.transactional_id,
             "session.timeout.ms": opts.session_timeout_ms,
             "partition.assignment.strategy": "roundrobin",
-            # librdkafka pauses a partition's fetching for 1 s (fetch.queue.backoff.ms) once its local queue is
-            # full; with 64 MB fetches of 80 KB alerts that starves the loop half the time (measured: 2x slower)
-            "fetch.queue.backoff.ms": 10,
-            "fetch.max.bytes": 16 * 1024 * 1024,
             **opts.consumer_overrides,
         })
         try:
-            self.producer = producer(self.bootstrap, **{
+            self.out = CountingProducer(self.bootstrap, **{
                 "transactional.id": self.transactional_id, "linger.ms": 5, "transaction.timeout.ms": 60_000,
             })
+            self.producer = self.out.producer
             self._kafka("initialising transactions", self.producer.init_transactions, opts.kafka_timeout_s)
             self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                     on_lost=self._on_lost)
@@ -269,7 +255,7 @@ class _LiveRun:
     def _process(self, messages) -> bool:
         """Judge and route a batch; True if it held any alert (False: idle, only end-of-partition events)."""
         judge = self.filter.judge
-        produce = self._produce
+        produce = self.out.produce
         counts = self.txn_counts
         pending = self.pending
         positions = self.positions
@@ -295,12 +281,12 @@ class _LiveRun:
                 headers = list(msg.headers() or ())
                 headers.append((HEADER_FILTER, name))
                 headers.append((HEADER_ANNOTATIONS, verdict.annotations))
-                produce(self.outputs[topic], value, msg.key(), partition, headers)
+                produce(self.outputs[topic], value, msg.key(), headers, partition=partition)
                 self.consecutive_errors = 0
             elif outcome == REJECTED:
                 self.consecutive_errors = 0
             else:
-                produce(self.errors_topic, value, msg.key(), None, [
+                produce(self.errors_topic, value, msg.key(), [
                     (HEADER_FILTER, name), (HEADER_ERROR, verdict.reason.encode()),
                     (HEADER_SOURCE_TOPIC, topic.encode()), (HEADER_SOURCE_PARTITION, str(partition).encode()),
                     (HEADER_SOURCE_OFFSET, str(offset).encode()),
@@ -332,23 +318,7 @@ class _LiveRun:
             return
         if error.fatal() or not error.retriable():
             raise LiveRunError(f"consuming {msg.topic()}[{msg.partition()}] for filter {self.filter.name!r} "
-                               f"failed: {error.str()}", transient=not error.fatal())
-
-    def _produce(self, topic: str, value: bytes, key, partition: int | None, headers: list) -> None:
-        kwargs = {"key": key, "headers": headers, "on_delivery": self._delivered}
-        if partition is not None:
-            kwargs["partition"] = partition
-        while True:
-            try:
-                self.producer.produce(topic, value, **kwargs)
-                break
-            except BufferError:
-                self.producer.poll(0.1)  # the local queue is full: let deliveries drain, then retry
-        self.producer.poll(0)
-
-    def _delivered(self, error, msg) -> None:
-        if error is not None:
-            self.delivery_failures.append(f"{msg.topic()}: {error.str()}")
+                               f"failed: {error.str()}", transient=is_transient(KafkaException(error)))
 
     # -------------------------------------------------------------------------------------- transactions
 
@@ -362,21 +332,21 @@ class _LiveRun:
         offsets = [TopicPartition(t, p, o) for (t, p), o in self.pending.items()]
         timeout = self.options.kafka_timeout_s
         try:
-            if offsets:
-                self._retrying(lambda: self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), timeout))
-            self._retrying(lambda: self.producer.commit_transaction(timeout))
+            if offsets:  # librdkafka asks to simply call again on a retriable transaction error
+                retry_call("sending offsets to the transaction", self.producer.send_offsets_to_transaction,
+                           offsets, self.consumer.consumer_group_metadata(), timeout, attempts=5)
+            retry_call("committing the transaction", self.producer.commit_transaction, timeout, attempts=5)
         except KafkaException as e:
             error = e.args[0]
             if not error.txn_requires_abort():
                 raise LiveRunError(f"committing a transaction of filter {self.filter.name!r} "
                                    f"({self.transactional_id}) failed: {error.str()}",
-                                   transient=not error.fatal()) from e
+                                   transient=is_transient(e)) from e
             self._abort(rewind)
             return False
-        if self.delivery_failures:  # cannot happen after a successful commit; refuse to count it as done
-            raise LiveRunError(f"transaction committed but {len(self.delivery_failures)} output(s) failed: "
-                               f"{self.delivery_failures[0]}")
+        failed = self.out.failed - self.failed_before
+        if failed:  # cannot happen after a successful commit; refuse to count it as done
+            raise LiveRunError(f"transaction committed but {failed} output(s) failed: {self.out.failures[-1]}")
         if self.txn_messages:
             self.report.last_commit_s = time.monotonic() - self.started
         for outcome, n in self.txn_counts.items():
@@ -390,16 +360,6 @@ class _LiveRun:
         self._reset_transaction()
         return True
 
-    def _retrying(self, call) -> None:
-        """librdkafka asks to simply call again on a retriable transaction error."""
-        for attempt in range(5):
-            try:
-                return call()
-            except KafkaException as e:
-                if not e.args[0].retriable() or attempt == 4:
-                    raise
-                time.sleep(0.5 * (attempt + 1))
-
     def _abort(self, rewind: bool) -> None:
         self._settle()
         self._kafka("aborting a transaction", self.producer.abort_transaction, self.options.kafka_timeout_s)
@@ -411,7 +371,7 @@ class _LiveRun:
     def _reset_transaction(self) -> None:
         self.txn_open = False
         self.pending.clear()
-        self.delivery_failures.clear()
+        self.failed_before = self.out.failed
         self.txn_messages = 0
         for outcome in self.txn_counts:
             self.txn_counts[outcome] = 0
@@ -472,9 +432,8 @@ class _LiveRun:
             self._tick(force=True)
             if self.stop.wait(self.options.state_poll_s):
                 return False
-        brokers = len(metadata.brokers)
         settings = self.options.output_settings
-        replication = min(settings.replication_factor or 3, brokers)
+        replication = replication_for(admin, settings.replication_factor)
         configs = settings.configs(replication)
         specs = {self.outputs[t]: (len(metadata.topics[t].partitions), replication, configs) for t in self.topics}
         specs[self.errors_topic] = (1, replication, configs)
@@ -516,9 +475,8 @@ class _LiveRun:
         found = {}
         for topic in topics:
             for partition in metadata.topics[topic].partitions:
-                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                              timeout=self.options.kafka_timeout_s)
-                found[(topic, partition)] = high
+                found[(topic, partition)] = watermarks(self.consumer, topic, partition,
+                                                       timeout=self.options.kafka_timeout_s)[1]
         return found
 
     def _measure_lag(self) -> None:
@@ -526,7 +484,7 @@ class _LiveRun:
         try:
             ends = self.closing or self._high_watermarks(self.topics)
             self.report.lag = self._group_lag(ends)
-        except (KafkaException, LiveRunError):
+        except (KafkaException, KafkaOperationError):
             self.report.lag = None
 
     # ---------------------------------------------------------------------------------------- plumbing
@@ -538,7 +496,7 @@ class _LiveRun:
             error = e.args[0]
             raise LiveRunError(
                 f"{doing} for filter {self.filter.name!r} ({self.transactional_id}) on {self.bootstrap} failed: "
-                f"{error.str()}", transient=not error.fatal()) from e
+                f"{error.str()}", transient=is_transient(e)) from e
 
     def _tick(self, force: bool = False) -> None:
         now = time.monotonic()

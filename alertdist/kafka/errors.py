@@ -7,14 +7,15 @@ retry condition, asks `is_transient`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
-__all__ = ["KafkaOperationError", "TRANSIENT_CODES", "is_transient", "retry_call"]
+__all__ = ["KafkaOperationError", "TRANSIENT_CODES", "is_transient", "retry_call", "retry_condition", "retry_until"]
 
 _log = logging.getLogger("alertdist.kafka")
 T = TypeVar("T")
@@ -44,7 +45,9 @@ def is_transient(exc: BaseException | None) -> bool:
         if isinstance(exc, KafkaOperationError) and exc.transient:
             return True
         if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-            err = exc.args[0]
+            err = exc.args[0]  # a fatal error ends the client, and an abortable one wants an abort, not a repeat
+            if err.fatal() or err.txn_requires_abort():
+                return False
             return bool(err.retriable() or err.code() in TRANSIENT_CODES)
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return True
@@ -52,14 +55,50 @@ def is_transient(exc: BaseException | None) -> bool:
     return False
 
 
-def retry_call(what: str, call: Callable[..., T], *args, attempts: int = 6, delay_s: float = 0.5, **kwargs) -> T:
-    """``call(*args, **kwargs)``, asked again (after ``delay_s`` x the attempt) while it fails transiently."""
-    for attempt in range(1, attempts + 1):
+def _retrying(what: str, call: Callable[..., T], args, kwargs, pauses: Iterable[float], level: int) -> T:
+    """The one retry loop: ``call`` again after each pause while it fails transiently and pauses remain."""
+    pauses = iter(pauses)
+    for attempt in itertools.count(1):
         try:
             return call(*args, **kwargs)
         except Exception as e:
-            if attempt == attempts or not is_transient(e):
+            pause = next(pauses, None) if is_transient(e) else None
+            if pause is None:
                 raise
-            _log.info("%s: %s; retrying (%d/%d)", what, e, attempt, attempts - 1)
-            time.sleep(delay_s * attempt)
-    raise AssertionError("unreachable")
+            _log.log(level, "%s: %s; asking again (%d)", what, e, attempt)
+            time.sleep(pause)
+
+
+def retry_call(what: str, call: Callable[..., T], *args, attempts: int = 6, delay_s: float = 0.5, **kwargs) -> T:
+    """``call(*args, **kwargs)``, asked again (after ``delay_s`` x the attempt) while it fails transiently."""
+    return _retrying(what, call, args, kwargs, (delay_s * n for n in range(1, attempts)), logging.INFO)
+
+
+def retry_until(what: str, call: Callable[..., T], *args, timeout_s: float, delay_s: float = 0.2, **kwargs) -> T:
+    """``call(*args, **kwargs)``, asked again every ``delay_s`` while it fails transiently, for up to ``timeout_s``.
+
+    For waiting on something the cluster does a moment later (a new topic's leaders, new ACLs served): the call
+    raises a transient error while it is not there yet, and that error is what the caller sees at the deadline.
+    """
+    deadline = time.monotonic() + timeout_s
+
+    def pauses():
+        while (left := deadline - time.monotonic()) > 0:
+            yield min(delay_s, left)
+
+    return _retrying(what, call, args, kwargs, pauses(), logging.DEBUG)  # waiting is expected: no news
+
+
+def retry_condition(*also: type[BaseException]) -> Callable[..., bool]:
+    """A Prefect ``retry_condition_fn``: retry a task that failed transiently, or with one of the types ``also``."""
+
+    def transient_failure(task, task_run, state) -> bool:
+        try:
+            state.result()  # a failed state re-raises the task's own exception
+        except also:
+            return True
+        except Exception as e:
+            return is_transient(e)
+        return False
+
+    return transient_failure

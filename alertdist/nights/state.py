@@ -8,14 +8,14 @@ ends when the system *knows* it ended, never after a guessed quiet period.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
-
-from alertdist.kafka.clients import consumer, producer
+from alertdist.kafka.clients import consumer
+from alertdist.kafka.errors import KafkaOperationError
+from alertdist.kafka.reading import watermarks
+from alertdist.kafka.state_topic import KeyedStateTopic
 from alertdist.nights.topics import TopicNaming
 
 __all__ = ["NightState", "NightStateError", "end_offsets", "mark_night", "read_night_state", "wait_until_closed"]
@@ -24,8 +24,12 @@ OPEN = "open"
 CLOSED = "closed"
 
 
-class NightStateError(RuntimeError):
-    """The nights topic could not be written or read."""
+class NightStateError(KafkaOperationError):
+    """The nights topic could not be written or read. Mostly a request left unanswered, so transient unless
+    raised otherwise (a refusal is raised with its Kafka error as the cause)."""
+
+    def __init__(self, message: str, *, transient: bool = True):
+        super().__init__(message, transient=transient)
 
 
 @dataclass(frozen=True)
@@ -42,16 +46,11 @@ class NightState:
     def closed(self) -> bool:
         return self.state == CLOSED
 
-    def to_json(self) -> bytes:
-        body = asdict(self)
-        body["end_offsets"] = {t: {str(p): o for p, o in parts.items()} for t, parts in self.end_offsets.items()}
-        return json.dumps(body, sort_keys=True).encode()
-
     @classmethod
-    def from_json(cls, raw: bytes) -> "NightState":
-        body = json.loads(raw)
-        body["end_offsets"] = {t: {int(p): o for p, o in parts.items()} for t, parts in body["end_offsets"].items()}
-        return cls(**body)
+    def from_dict(cls, body: dict) -> "NightState":
+        """From its JSON record, where partitions are text."""
+        offsets = {t: {int(p): o for p, o in parts.items()} for t, parts in body["end_offsets"].items()}
+        return cls(**{**body, "end_offsets": offsets})
 
     def total_messages(self, topics=None) -> int:
         return sum(sum(parts.values()) for t, parts in self.end_offsets.items() if topics is None or t in topics)
@@ -66,97 +65,36 @@ def end_offsets(bootstrap_servers: str, topics: list[str], *, timeout: float = 3
         for topic in topics:
             if topic not in metadata.topics or metadata.topics[topic].error is not None:
                 raise NightStateError(f"topic {topic} does not exist; create the night's topics first")
-            result[topic] = {}
-            for partition in sorted(metadata.topics[topic].partitions):
-                result[topic][partition] = _watermarks(c, TopicPartition(topic, partition), timeout)[1]
+            try:
+                result[topic] = {p: watermarks(c, topic, p, timeout=timeout)[1]
+                                 for p in sorted(metadata.topics[topic].partitions)}
+            except KafkaOperationError as e:
+                raise NightStateError(str(e), transient=e.transient) from e
         return result
     finally:
         c.close()
 
 
-_PASSING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
-            KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
-
-
-def _passing(error: KafkaError) -> bool:
-    return error.retriable() or error.code() in _PASSING
-
-
-def _watermarks(c, partition: TopicPartition, timeout: float) -> tuple[int, int]:
-    """The partition's low and high watermarks, riding out a leader still being elected (a new topic)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return c.get_watermark_offsets(partition, timeout=timeout)
-        except KafkaException as e:
-            if not _passing(e.args[0]) or time.monotonic() > deadline:
-                raise NightStateError(f"reading the offsets of {partition.topic}[{partition.partition}] "
-                                      f"failed: {e.args[0].str()}") from e
-            time.sleep(0.2)
-
-
 def mark_night(bootstrap_servers: str, naming: TopicNaming, state: NightState, *, timeout: float = 30.0) -> None:
     """Write a night's state to the nights topic and wait until Kafka has acknowledged it."""
-    stamped = NightState(state.night, state.state, state.end_offsets, state.counts,
-                         state.updated_at or dt.datetime.now(dt.timezone.utc).isoformat())
-    errors: list[KafkaError] = []
-    p = producer(bootstrap_servers, **{"linger.ms": 0})
-    p.produce(naming.nights_topic, key=state.night.encode(), value=stamped.to_json(),
-              on_delivery=lambda err, msg: err and errors.append(err))
-    left = p.flush(timeout)
-    if left or errors:
-        raise NightStateError(
-            f"marking night {state.night} {state.state} in {naming.nights_topic} failed: "
-            f"{errors[0].str() if errors else f'{left} message(s) unacknowledged after {timeout:.0f} s'}"
-        )
+    stamped = replace(state, updated_at=state.updated_at or dt.datetime.now(dt.timezone.utc).isoformat())
+    try:
+        KeyedStateTopic(bootstrap_servers, naming.nights_topic).put(state.night, asdict(stamped), timeout=timeout)
+    except KafkaOperationError as e:
+        raise NightStateError(f"marking night {state.night} {state.state} in {naming.nights_topic} failed: {e}",
+                              transient=e.transient) from e
 
 
 def read_night_state(
     bootstrap_servers: str, naming: TopicNaming, night: str | dt.date, *, timeout: float = 30.0
 ) -> NightState | None:
     """The latest state written for ``night``, or None if the night was never opened."""
-    key = (night if isinstance(night, str) else f"{night:%Y%m%d}").encode()
-    topic = naming.nights_topic
-    # the end of a partition is its high watermark, known before reading: stop at the message just before it,
-    # rather than wait for an end-of-partition event (which costs a fetch that idles fetch.wait.max.ms, 0.5 s,
-    # at the broker); a short wait still covers a last offset that is a transaction marker
-    c = consumer(bootstrap_servers, **{"fetch.wait.max.ms": 20})
+    key = night if isinstance(night, str) else f"{night:%Y%m%d}"
     try:
-        metadata = c.list_topics(topic, timeout=timeout)
-        if metadata.topics[topic].error is not None:
-            return None
-        latest = None
-        partitions = sorted(metadata.topics[topic].partitions)
-        remaining, last_offsets = set(), {}
-        assignment = []
-        for partition in partitions:
-            low, high = _watermarks(c, TopicPartition(topic, partition), timeout)
-            if high > low:
-                assignment.append(TopicPartition(topic, partition, low))
-                remaining.add(partition)
-                last_offsets[partition] = high - 1
-        if not assignment:
-            return None
-        c.assign(assignment)
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(msg.partition())
-                    continue
-                raise NightStateError(f"reading {topic}: {msg.error().str()}")
-            if msg.key() == key and msg.value() is not None:
-                latest = NightState.from_json(msg.value())
-            if msg.offset() >= last_offsets[msg.partition()]:
-                remaining.discard(msg.partition())
-        if remaining:
-            raise NightStateError(f"reading {topic} did not reach its end within {timeout:.0f} s")
-        return latest
-    finally:
-        c.close()
+        latest = KeyedStateTopic(bootstrap_servers, naming.nights_topic).latest(timeout=timeout).get(key)
+    except KafkaOperationError as e:
+        raise NightStateError(str(e), transient=e.transient) from e
+    return None if latest is None else NightState.from_dict(latest)
 
 
 def wait_until_closed(

@@ -7,13 +7,13 @@ A night is named by a date (`alertdist.nights.dates`); each programme of that ni
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from alertdist.kafka.clients import MAX_MESSAGE_BYTES
+from alertdist.kafka.errors import KafkaOperationError, retry_until
 
 __all__ = [
     "DEFAULT_PROGRAMMES",
@@ -22,13 +22,14 @@ __all__ = [
     "TopicsError",
     "create_topics",
     "ensure_night_topics",
+    "replication_for",
 ]
 
 #: ZTF's programmes: id -> the name used in archive file names.
 DEFAULT_PROGRAMMES: dict[int, str] = {1: "public", 2: "partnership", 3: "caltech"}
 
 
-class TopicsError(RuntimeError):
+class TopicsError(KafkaOperationError):
     """A topic could not be created or inspected."""
 
 
@@ -91,10 +92,12 @@ class TopicSettings:
         }
 
 
-def _replication(admin: AdminClient, wanted: int | None) -> int:
+def replication_for(admin: AdminClient, wanted: int | None) -> int:
+    """The replication factor for new topics: ``wanted`` (None: 3), but never more than the brokers there are."""
     brokers = len(admin.list_topics(timeout=10).brokers)
     if brokers == 0:
-        raise TopicsError("the Kafka cluster reports no brokers; is it running? (`alertdist kafka status`)")
+        raise TopicsError("the Kafka cluster reports no brokers; is it running? (`alertdist kafka status`)",
+                          transient=True)
     return min(wanted or 3, brokers)
 
 
@@ -122,22 +125,19 @@ def create_topics(
     for name in specs:
         if name not in outcome:
             outcome[name] = _drift(admin, name, specs[name], existing[name], timeout)
-    _wait_until_visible(admin, [n for n, o in outcome.items() if o == "created"], timeout)
+    created = [n for n, o in outcome.items() if o == "created"]
+    if created:  # callers use a new topic at once: wait until every partition has a leader
+        retry_until("waiting for new topics", _all_led, admin, created, timeout, timeout_s=timeout, delay_s=0.1)
     return outcome
 
 
-def _wait_until_visible(admin: AdminClient, names: list[str], timeout: float) -> None:
-    """Return once every new topic has all its partitions led, so callers can use it at once."""
-    deadline = time.monotonic() + timeout
-    while names:
-        topics = admin.list_topics(timeout=timeout).topics
-        pending = [n for n in names if n not in topics or topics[n].error is not None
-                   or any(p.leader < 0 for p in topics[n].partitions.values())]
-        if not pending:
-            return
-        if time.monotonic() > deadline:
-            raise TopicsError(f"topics created but not ready after {timeout:.0f} s: {', '.join(pending)}")
-        time.sleep(0.1)
+def _all_led(admin: AdminClient, names: list[str], timeout: float) -> None:
+    topics = admin.list_topics(timeout=timeout).topics
+    pending = [n for n in names if n not in topics or topics[n].error is not None
+               or any(p.leader < 0 for p in topics[n].partitions.values())]
+    if pending:
+        raise TopicsError(f"topics created but not ready after {timeout:.0f} s: {', '.join(pending)}",
+                          transient=True)
 
 
 def _drift(admin, name, spec, metadata, timeout) -> str:
@@ -164,7 +164,7 @@ def ensure_night_topics(
     programmes=None,
 ) -> dict[str, str]:
     """Create a night's programme topics, its rejected-packets topic and the shared nights topic."""
-    replication = _replication(admin, settings.replication_factor)
+    replication = replication_for(admin, settings.replication_factor)
     configs = settings.configs(replication)
     specs = {t: (settings.partitions, replication, configs) for t in naming.programme_topics(night, programmes).values()}
     specs[naming.rejected_topic(night)] = (1, replication, configs)

@@ -17,13 +17,14 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 
 from alertdist.avro import codec
-from alertdist.kafka.clients import MAX_MESSAGE_BYTES, producer
-from alertdist.nights.state import NightState, NightStateError, end_offsets, mark_night, read_night_state
+from alertdist.kafka.clients import MAX_MESSAGE_BYTES
+from alertdist.kafka.errors import KafkaOperationError, retry_call
+from alertdist.kafka.producer import CountingProducer
+from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
 from alertdist.publish.sources import SourcePacket
 from alertdist.nights.dates import SITES, Site, night_of_jd
 from alertdist.nights.topics import TopicNaming, TopicsError
@@ -40,8 +41,6 @@ __all__ = [
     "PublishResult",
     "REJECT_KINDS",
     "publish",
-    "retry_if_transient",
-    "transient_kafka_error",
 ]
 
 HEADER_PRODUCED_MS = "alertdist.produced_ms"
@@ -61,13 +60,12 @@ _IDLE_POLL_S = 0.05
 _log = logging.getLogger("alertdist.publisher")
 
 
-class PublishError(RuntimeError):
+class PublishError(KafkaOperationError):
     """Publishing could not finish with every packet accounted for; ``result`` holds the counts so far."""
 
     def __init__(self, message: str, result: "PublishResult | None" = None, transient: bool = False):
-        super().__init__(message)
+        super().__init__(message, transient=transient)
         self.result = result
-        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -147,52 +145,8 @@ class PublishResult:
         return rows
 
 
-_TRANSIENT_CODES = {
-    KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
-    KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.NETWORK_EXCEPTION,
-    KafkaError.BROKER_NOT_AVAILABLE, KafkaError.COORDINATOR_NOT_AVAILABLE,
-}
-
-
-def transient_kafka_error(exc: BaseException | None) -> bool:
-    """Whether retrying might help: a retriable or connection-level Kafka error anywhere in the cause chain."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, PublishError) and exc.transient:
-            return True
-        if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-            err = exc.args[0]
-            return bool(err.retriable() or err.code() in _TRANSIENT_CODES)
-        if isinstance(exc, (NightStateError, TopicsError)) and exc.__cause__ is None:
-            return True  # raised on an unanswered request (timeout, no broker), not on a refusal
-        exc, seen = exc.__cause__, seen + 1
-    return False
-
-
-def _patiently(what: str, call: Callable, *args, attempts: int = 6, **kwargs):
-    """Call a Kafka admin/metadata request, retrying transient errors (e.g. a just-created topic has no leader yet)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return call(*args, **kwargs)
-        except Exception as e:
-            if attempt == attempts or not transient_kafka_error(e):
-                raise
-            _log.info("%s: %s; retrying (%d/%d)", what, e, attempt, attempts - 1)
-            time.sleep(0.5 * attempt)
-
-
-def retry_if_transient(task, task_run, state) -> bool:
-    """A Prefect ``retry_condition_fn``: retry only what a healthy Kafka would not repeat (timeouts, no leader)."""
-    try:
-        state.result()
-    except Exception as e:  # the failed state re-raises the task's own exception
-        return transient_kafka_error(e)
-    return False
-
-
 class _Publisher:
-    """One run's state: the producer, the counters and the delivery callback."""
+    """One run's state: the counting producer, the counts by outcome, and the per-packet bookkeeping."""
 
     def __init__(self, bootstrap_servers, naming, night, site, max_packet_bytes, check_night, settle,
                  producer_overrides, full_check=False):
@@ -205,20 +159,13 @@ class _Publisher:
         self.delivered: Counter[int] = Counter()
         self.rejected: Counter[str] = Counter()
         self.latencies = array("q")
-        self.fatal: KafkaError | None = None
         self.first_read: float | None = None
-        self.permanent_failures = 0  # refusals a retry would meet again (e.g. a message too large)
-        self.producer = producer(bootstrap_servers, error_cb=self._on_error, **(producer_overrides or {}))
-
-    def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            self.fatal = err
-        else:
-            _log.info("kafka: %s", err.str())
+        self.out = CountingProducer(bootstrap_servers, on_delivery=self._acknowledged,
+                                    describe=lambda context, msg: context[0].name, **(producer_overrides or {}))
 
     def check_topics(self) -> None:
         try:
-            existing = self.producer.list_topics(timeout=30).topics
+            existing = self.out.producer.list_topics(timeout=30).topics
         except KafkaException as e:
             raise PublishError(f"listing topics to publish night {self.result.night} failed: {e}",
                                transient=True) from e
@@ -260,58 +207,41 @@ class _Publisher:
         if topic is not None:
             headers = [(HEADER_PRODUCED_MS, b"%d" % produced_ms), (HEADER_PUBLISHED_MS, b"%d" % now),
                        (HEADER_CANDID, b"%d" % info.candid)]
-            key, value = info.objectId.encode(), item.packet
-            on_delivery = partial(self._delivered, item, info.programid, produced_ms)
+            self.out.produce(topic, item.packet, info.objectId.encode(), headers, (item, info.programid, produced_ms))
+            return
+        kind = reason.split(":", 1)[0]
+        _log.warning("rejecting %s: %s", item.name, reason)
+        headers = [(HEADER_REASON, reason.encode()), (HEADER_SOURCE, item.name.encode()),
+                   (HEADER_PRODUCED_MS, b"%d" % produced_ms)]
+        value = item.packet
+        if len(value) > DEFAULT_MAX_PACKET_BYTES:  # the rejected topic cannot hold it whole: keep its head
+            headers.append((HEADER_ORIGINAL_SIZE, b"%d" % len(value)))
+            value = value[: MAX_MESSAGE_BYTES // 2]
+        self.out.produce(self.rejected_topic, value, None, headers, (item, kind, produced_ms))
+
+    def _acknowledged(self, context: tuple, err, msg) -> None:
+        """Count an acknowledged packet by programme (or reject kind) and settle its source file."""
+        if err is not None:
+            return  # counted and named by the producer; the file stays for the next run
+        item, outcome, produced_ms = context  # outcome: the programid, or the reject kind (text)
+        rejected = isinstance(outcome, str)
+        if rejected:
+            self.rejected[outcome] += 1
         else:
-            kind = reason.split(":", 1)[0]
-            _log.warning("rejecting %s: %s", item.name, reason)
-            headers = [(HEADER_REASON, reason.encode()), (HEADER_SOURCE, item.name.encode()),
-                       (HEADER_PRODUCED_MS, b"%d" % produced_ms)]
-            value = item.packet
-            if len(value) > DEFAULT_MAX_PACKET_BYTES:  # the rejected topic cannot hold it whole: keep its head
-                headers.append((HEADER_ORIGINAL_SIZE, b"%d" % len(value)))
-                value = value[: MAX_MESSAGE_BYTES // 2]
-            topic, key = self.rejected_topic, None
-            on_delivery = partial(self._rejected, item, kind)
-        while True:
-            try:
-                self.producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-                break
-            except BufferError:  # local queue full: let librdkafka drain it, then retry this packet
-                self.producer.poll(0.05)
-        self.producer.poll(0)
-
-    def _failed(self, item: SourcePacket, err: KafkaError) -> None:
-        self.result.failed += 1
-        if not (err.retriable() or err.code() in _TRANSIENT_CODES):
-            self.permanent_failures += 1
-        if len(self.result.failures) < 20:
-            self.result.failures.append(f"{item.name}: {err.str()}")
-        _log.error("Kafka did not take %s: %s", item.name, err.str())
-
-    def _delivered(self, item: SourcePacket, programid: int, produced_ms: int, err, msg) -> None:
-        if err is not None:
-            return self._failed(item, err)
-        self.delivered[programid] += 1
-        self.result.bytes_delivered += len(item.packet)
-        self.latencies.append(time.time_ns() // 1_000_000 - produced_ms)
+            self.delivered[outcome] += 1
+            self.result.bytes_delivered += len(item.packet)
+            self.latencies.append(time.time_ns() // 1_000_000 - produced_ms)
         if self.settle is not None:
-            self.settle(item, False)
-
-    def _rejected(self, item: SourcePacket, kind: str, err, msg) -> None:
-        if err is not None:
-            return self._failed(item, err)
-        self.rejected[kind] += 1
-        if self.settle is not None:
-            self.settle(item, True)
+            self.settle(item, rejected)
 
     def snapshot(self, started: float, total: int | None) -> PublishProgress:
         return PublishProgress(self.result.read, sum(self.delivered.values()), sum(self.rejected.values()),
-                               self.result.failed, len(self.producer), time.monotonic() - started, total)
+                               self.out.failed, len(self.out), time.monotonic() - started, total)
 
     def finish_counts(self, started: float) -> PublishResult:
         r = self.result
         r.delivered, r.rejected = dict(self.delivered), dict(self.rejected)
+        r.failed, r.failures = self.out.failed, self.out.failures
         r.elapsed_s = time.monotonic() - started
         r.streaming_s = time.monotonic() - self.first_read if self.first_read is not None else 0.0
         if self.latencies:
@@ -362,18 +292,19 @@ def publish(
     run = _Publisher(bootstrap_servers, naming, night, site, max_packet_bytes, check_night,
                      getattr(source, "settle", None), producer_overrides, full_check)
     run.check_topics()
-    state = _patiently("reading the night's state", read_night_state, bootstrap_servers, naming, night_text)
+    state = retry_call("reading the night's state", read_night_state, bootstrap_servers, naming, night_text)
     if state is not None and state.closed and not reopen:
         raise PublishError(f"night {night_text} is already closed ({state.total_messages()} messages at "
                            f"{state.updated_at}); pass reopen=True (--reopen) to publish more into it")
-    _patiently("marking the night open", mark_night, bootstrap_servers, naming, NightState(night_text, "open"))
+    retry_call("marking the night open", mark_night, bootstrap_servers, naming, NightState(night_text, "open"))
     last_report = started
+    undelivered: KafkaOperationError | None = None
     try:
         for item in source:
-            if run.fatal is not None:
-                raise PublishError(f"the Kafka producer failed fatally: {run.fatal.str()}", run.result)
+            if run.out.fatal is not None:
+                raise PublishError(f"the Kafka producer failed fatally: {run.out.fatal.str()}", run.result)
             if item is None:
-                run.producer.poll(_IDLE_POLL_S)
+                run.out.poll(_IDLE_POLL_S)
             else:
                 run.send(item)
             if progress is not None and time.monotonic() - last_report >= progress_every_s:
@@ -383,29 +314,30 @@ def publish(
                 run.result.stopped = True
                 break
     finally:
-        left = run.producer.flush(flush_timeout_s)  # settles what Kafka acknowledged, even on an error
+        try:
+            run.out.finish(flush_timeout_s, unit="packet")  # settles what Kafka acknowledged, even on an error
+        except KafkaOperationError as e:
+            undelivered = e  # reported with the counts, below
     if stop.is_set():  # a source that ended because it was stopped (e.g. while pacing) is a pause, not the end
         run.result.stopped = True
     result = run.finish_counts(started)
     result.settle_errors = getattr(source, "settle_errors", 0)
     if progress is not None:
         progress(run.snapshot(started, total))
-    if left or result.failed:
+    if undelivered is not None:
         raise PublishError(
-            f"night {night_text}: {result.failed} packet(s) refused by Kafka and {left} unacknowledged after "
-            f"{flush_timeout_s:.0f} s; first failures: {result.failures[:3]}. Nothing was lost from a drop folder "
-            "(unacknowledged files stay); rerun the publisher once Kafka is healthy.",
-            result, transient=run.permanent_failures == 0)
+            f"night {night_text}: {undelivered}. Nothing was lost from a drop folder (unacknowledged files stay); "
+            "rerun the publisher once Kafka is healthy.", result, transient=undelivered.transient) from undelivered
     if result.missing:
         raise PublishError(f"night {night_text} does not reconcile: read {result.read} but delivered "
                            f"{result.delivered_total} + rejected {result.rejected_total}; "
                            f"{result.missing} packet(s) unaccounted for", result)
     if close_night and not result.stopped:
         topics = [*run.topics.values(), run.rejected_topic]
-        result.end_offsets = _patiently("reading end offsets", end_offsets, bootstrap_servers, topics)
+        result.end_offsets = retry_call("reading end offsets", end_offsets, bootstrap_servers, topics)
         counts = {**result.counts(), "messages": {t: sum(p.values()) for t, p in result.end_offsets.items()}}
         closing = NightState(night_text, "closed", result.end_offsets, counts)
-        _patiently("marking the night closed", mark_night, bootstrap_servers, naming, closing)
+        retry_call("marking the night closed", mark_night, bootstrap_servers, naming, closing)
         result.closed = True
         if hasattr(source, "retire_marker"):
             source.retire_marker(night)
