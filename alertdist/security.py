@@ -39,13 +39,14 @@ from alertdist.kafka.state_topic import KeyedStateTopic
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics, replication_for
 
 __all__ = [
-    "OpenedNight",
     "ROLES",
+    "OpenedNight",
     "Role",
     "SecurityError",
     "User",
     "add_user",
     "apply_night_acls",
+    "night_acls",
     "nights_with_topics",
     "open_night",
     "read_users",
@@ -53,7 +54,6 @@ __all__ = [
     "scram_client_config",
     "secure_night",
     "user_acls",
-    "night_acls",
     "users_topic",
 ]
 
@@ -128,8 +128,9 @@ def scram_client_config(username: str, password: str, *, ca_location: str | Path
 # ------------------------------------------------------------------------------------------------ the ACLs
 
 
-def _allow(resource: ResourceType, name: str, pattern: ResourcePatternType, principal: str,
-           operation: AclOperation) -> AclBinding:
+def _allow(
+    resource: ResourceType, name: str, pattern: ResourcePatternType, principal: str, operation: AclOperation
+) -> AclBinding:
     return AclBinding(resource, name, pattern, principal, "*", operation, AclPermissionType.ALLOW)
 
 
@@ -142,8 +143,7 @@ def user_acls(naming: TopicNaming, user: User) -> list[AclBinding]:
             _allow(ResourceType.TOPIC, f"{naming.survey}_", ResourcePatternType.PREFIXED, p, AclOperation.ALL),
             _allow(ResourceType.GROUP, "*", ResourcePatternType.LITERAL, p, AclOperation.ALL),
             _allow(ResourceType.TRANSACTIONAL_ID, "*", ResourcePatternType.LITERAL, p, AclOperation.ALL),
-            _allow(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, p,
-                   AclOperation.IDEMPOTENT_WRITE),
+            _allow(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, p, AclOperation.IDEMPOTENT_WRITE),
         ]
     # READ on a group implies DESCRIBE; the prefix keeps users from joining (and disturbing) others' groups
     return [_allow(ResourceType.GROUP, user.name, ResourcePatternType.PREFIXED, p, AclOperation.READ)]
@@ -161,10 +161,18 @@ def night_acls(naming: TopicNaming, night: dt.date, user: User) -> list[AclBindi
         if programid not in naming.programmes:
             continue
         topic = naming.programme_topic(night, programid)
-        bindings.append(_allow(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, user.principal,
-                               AclOperation.READ))
-        bindings.append(_allow(ResourceType.TOPIC, naming.filter_output_topic(topic, ""),
-                               ResourcePatternType.PREFIXED, user.principal, AclOperation.READ))
+        bindings.append(
+            _allow(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, user.principal, AclOperation.READ)
+        )
+        bindings.append(
+            _allow(
+                ResourceType.TOPIC,
+                naming.filter_output_topic(topic, ""),
+                ResourcePatternType.PREFIXED,
+                user.principal,
+                AclOperation.READ,
+            )
+        )
     return bindings
 
 
@@ -187,8 +195,9 @@ def _create_acls(admin: AdminClient, bindings: list[AclBinding], what: str, time
     return len(bindings)
 
 
-def apply_night_acls(admin: AdminClient, naming: TopicNaming, night: dt.date, users: list[User], *,
-                     timeout: float = 30.0) -> int:
+def apply_night_acls(
+    admin: AdminClient, naming: TopicNaming, night: dt.date, users: list[User], *, timeout: float = 30.0
+) -> int:
     """Grant every consumer user READ on its programmes' topics of ``night``; returns the ACLs applied.
 
     Idempotent: Kafka keeps an ACL once however often it is created. Service users need nothing per night.
@@ -220,15 +229,13 @@ def _ensure_users_topic(admin: AdminClient, naming: TopicNaming) -> None:
     create_topics(admin, {users_topic(naming): (1, replication, configs)})
 
 
-def _record_user(bootstrap_servers: str, naming: TopicNaming, name: str, user: User | None,
-                 timeout: float) -> None:
+def _record_user(bootstrap_servers: str, naming: TopicNaming, name: str, user: User | None, timeout: float) -> None:
     """Write (or with None, delete) a user's record and wait for Kafka's acknowledgement."""
     record = None if user is None else asdict(user)
     try:
         KeyedStateTopic(bootstrap_servers, users_topic(naming)).put(name, record, timeout=timeout)
     except KafkaOperationError as e:
-        raise SecurityError(f"recording user {name} in {users_topic(naming)} failed: {e}",
-                            transient=e.transient) from e
+        raise SecurityError(f"recording user {name} in {users_topic(naming)} failed: {e}", transient=e.transient) from e
 
 
 def read_users(bootstrap_servers: str, naming: TopicNaming, *, timeout: float = 30.0) -> list[User]:
@@ -243,8 +250,7 @@ def read_users(bootstrap_servers: str, naming: TopicNaming, *, timeout: float = 
 # ------------------------------------------------------------------------------------------ adding users
 
 
-def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: str, *,
-             timeout: float = 30.0) -> int:
+def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: str, *, timeout: float = 30.0) -> int:
     """Register ``user``: its role record, its SCRAM-SHA-512 credential, and its ACLs for every existing night.
 
     The record is written first, so a failure later leaves an intent that re-running (safe: every step is
@@ -258,7 +264,7 @@ def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: 
     before = {u.name: u for u in read_users(bootstrap_servers, naming, timeout=timeout)}.get(user.name)
     if before is not None and before.role != user.role:
         _delete_acls(admin, user.name, timeout)  # a changed role must not keep the old role's rights
-    since = user.created_at or (before.created_at if before else dt.datetime.now(dt.timezone.utc).isoformat())
+    since = user.created_at or (before.created_at if before else dt.datetime.now(dt.UTC).isoformat())
     stamped = User(user.name, user.role, since)
     _record_user(bootstrap_servers, naming, user.name, stamped, timeout)
     credential = UserScramCredentialUpsertion(
@@ -267,8 +273,10 @@ def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: 
     try:
         admin.alter_user_scram_credentials([credential], request_timeout=timeout)[user.name].result()
     except KafkaException as e:
-        raise SecurityError(f"setting the SCRAM-SHA-512 credential of {user.name} failed: {e.args[0].str()}; "
-                            "run `alertdist users add` again") from e
+        raise SecurityError(
+            f"setting the SCRAM-SHA-512 credential of {user.name} failed: {e.args[0].str()}; "
+            "run `alertdist users add` again"
+        ) from e
     bindings = user_acls(naming, stamped)
     for night in nights_with_topics(admin, naming, timeout=timeout):
         bindings += night_acls(naming, night, stamped)
@@ -280,14 +288,22 @@ def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: 
 def _wait_until_enforced(admin: AdminClient, name: str, bindings: list[AclBinding], timeout: float) -> None:
     """Wait until a broker serves the new credential and ACLs: the controller commits them, brokers apply them
     a moment later, and a user told "added" should not be refused in between."""
-    retry_until(f"waiting for the rights of {name}", _enforced, admin, name, {_key(b) for b in bindings}, timeout,
-                timeout_s=timeout)
+    retry_until(
+        f"waiting for the rights of {name}",
+        _enforced,
+        admin,
+        name,
+        {_key(b) for b in bindings},
+        timeout,
+        timeout_s=timeout,
+    )
 
 
 def _enforced(admin: AdminClient, name: str, wanted: set[tuple], timeout: float) -> None:
     """Return if a broker serves the credential and every wanted ACL of ``name``; raise (transient) if not yet."""
-    mine = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None,
-                            AclOperation.ANY, AclPermissionType.ANY)
+    mine = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None, AclOperation.ANY, AclPermissionType.ANY
+    )
     try:
         admin.describe_user_scram_credentials([name], request_timeout=timeout)[name].result()
         if wanted <= {_key(b) for b in admin.describe_acls(mine, request_timeout=timeout).result()}:
@@ -295,13 +311,22 @@ def _enforced(admin: AdminClient, name: str, wanted: set[tuple], timeout: float)
     except KafkaException as e:
         if e.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
             raise SecurityError(f"checking the credential and ACLs of {name}: {e.args[0].str()}") from e
-    raise SecurityError(f"the credential and ACLs of {name} were accepted but no broker served them within "
-                        f"{timeout:.0f} s; check `alertdist kafka status`, then add the user again", transient=True)
+    raise SecurityError(
+        f"the credential and ACLs of {name} were accepted but no broker served them within "
+        f"{timeout:.0f} s; check `alertdist kafka status`, then add the user again",
+        transient=True,
+    )
 
 
 def _key(binding: AclBinding) -> tuple:
-    return (binding.restype, binding.name, binding.resource_pattern_type, binding.principal, binding.operation,
-            binding.permission_type)
+    return (
+        binding.restype,
+        binding.name,
+        binding.resource_pattern_type,
+        binding.principal,
+        binding.operation,
+        binding.permission_type,
+    )
 
 
 def remove_user(bootstrap_servers: str, naming: TopicNaming, name: str, *, timeout: float = 30.0) -> int:
@@ -319,8 +344,9 @@ def remove_user(bootstrap_servers: str, naming: TopicNaming, name: str, *, timeo
 
 
 def _delete_acls(admin: AdminClient, name: str, timeout: float) -> int:
-    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None,
-                                  AclOperation.ANY, AclPermissionType.ANY)
+    everything = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None, AclOperation.ANY, AclPermissionType.ANY
+    )
     try:
         return len(admin.delete_acls([everything], request_timeout=timeout)[everything].result())
     except KafkaException as e:
@@ -338,15 +364,15 @@ def secure_night(bootstrap_servers: str, naming: TopicNaming, night: dt.date, *,
     return apply_night_acls(admin_client(bootstrap_servers), naming, night, users, timeout=timeout)
 
 
-
 @dataclass(frozen=True)
 class OpenedNight:
     topics: dict[str, str]  # topic -> "created" or "exists" (with any settings that drifted)
     acls: int  # ACL bindings applied for the registered users
 
 
-def open_night(bootstrap_servers: str, naming: TopicNaming, night: dt.date,
-               topic_settings: TopicSettings = TopicSettings()) -> OpenedNight:
+def open_night(
+    bootstrap_servers: str, naming: TopicNaming, night: dt.date, topic_settings: TopicSettings = TopicSettings()
+) -> OpenedNight:
     """Create the night's topics (idempotent) and apply its readers' ACLs, before anything is published to it."""
     topics = ensure_night_topics(admin_client(bootstrap_servers), naming, night, topic_settings)
     return OpenedNight(topics, secure_night(bootstrap_servers, naming, night))

@@ -72,8 +72,10 @@ class Settings(BaseSettings):
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as e:
-            problems = [f"{_PREFIX}{'_'.join(str(p) for p in err['loc']).upper()}={err.get('input')!r}: {err['msg']}"
-                        for err in e.errors()]
+            problems = [
+                f"{_PREFIX}{'_'.join(str(p) for p in err['loc']).upper()}={err.get('input')!r}: {err['msg']}"
+                for err in e.errors()
+            ]
             raise SettingsError("invalid setting: " + "; ".join(problems)) from None
 
     @property

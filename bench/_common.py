@@ -42,14 +42,34 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def java_producer_performance(libs: Path, bootstrap: str, topic: str, n: int, size: int, compression: str,
-                              *, timeout: float = 900) -> float:
+def java_producer_performance(
+    libs: Path, bootstrap: str, topic: str, n: int, size: int, compression: str, *, timeout: float = 900
+) -> float:
     """MB/s (1e6) that Kafka's ProducerPerformance reports for n records of size bytes."""
-    props = {**SAME_SETTINGS, "bootstrap.servers": bootstrap, "compression.type": compression,
-             "max.request.size": str(10 * 1024 * 1024), "buffer.memory": str(512 * 1024 * 1024)}
-    command = ["java", "-Xmx1g", "-cp", f"{libs}/*", "org.apache.kafka.tools.ProducerPerformance",
-               "--topic", topic, "--num-records", str(n), "--record-size", str(size), "--throughput", "-1",
-               "--producer-props", *[f"{k}={v}" for k, v in props.items()]]
+    props = {
+        **SAME_SETTINGS,
+        "bootstrap.servers": bootstrap,
+        "compression.type": compression,
+        "max.request.size": str(10 * 1024 * 1024),
+        "buffer.memory": str(512 * 1024 * 1024),
+    }
+    command = [
+        "java",
+        "-Xmx1g",
+        "-cp",
+        f"{libs}/*",
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--topic",
+        topic,
+        "--num-records",
+        str(n),
+        "--record-size",
+        str(size),
+        "--throughput",
+        "-1",
+        "--producer-props",
+        *[f"{k}={v}" for k, v in props.items()],
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     final = [line for line in done.stdout.splitlines() if "records sent" in line and "avg latency" in line]
     if done.returncode != 0 or not final:

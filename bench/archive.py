@@ -37,17 +37,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from _common import cpu_seconds, start_cluster
-from alertdist.settings import Settings
-from alertdist.infra import kafka_local
 from alertdist import simulate
 from alertdist.avro import codec
 from alertdist.avro.container import zigzag_varint
+from alertdist.infra import kafka_local
 from alertdist.kafka.clients import admin_client
 from alertdist.kafka.producer import CountingProducer
-from alertdist.publish.publisher import HEADER_CANDID, HEADER_PRODUCED_MS, HEADER_PUBLISHED_MS
 from alertdist.nights.state import NightState, end_offsets, mark_night
-from alertdist.simulate.night import simulate_night
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.publish.publisher import HEADER_CANDID, HEADER_PRODUCED_MS, HEADER_PUBLISHED_MS
+from alertdist.settings import Settings
+from alertdist.simulate.night import simulate_night
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,25 +151,56 @@ def run_child(command: list[str], work: Path, env: dict | None = None) -> tuple[
     return elapsed, usage
 
 
-def run_archiver(bootstrap: str, naming: TopicNaming, dest: Path, work: Path) -> tuple[float, resource.struct_rusage, str]:
+def run_archiver(
+    bootstrap: str, naming: TopicNaming, dest: Path, work: Path
+) -> tuple[float, resource.struct_rusage, str]:
     env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": bootstrap, "ALERTDIST_SURVEY": naming.survey}
-    command = [sys.executable, "-m", "alertdist.cli.main", "archive", "--night", f"{NIGHT:%Y%m%d}", "--dest", str(dest),
-               "--work-dir", str(work), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "alertdist.cli.main",
+        "archive",
+        "--night",
+        f"{NIGHT:%Y%m%d}",
+        "--dest",
+        str(dest),
+        "--work-dir",
+        str(work),
+        "--quiet",
+    ]
     elapsed, usage = run_child(command, work, env)
     return elapsed, usage, (work / "stdout").read_text().strip().splitlines()[-1]
 
 
-def consumer_performance(bootstrap: str, libs: Path, topics: list[str], messages: dict[str, int],
-                         work: Path) -> tuple[float, float]:
+def consumer_performance(
+    bootstrap: str, libs: Path, topics: list[str], messages: dict[str, int], work: Path
+) -> tuple[float, float]:
     """Kafka's own ConsumerPerformance reading ``topics`` one after another: (messages/s, CPU seconds)."""
     total_messages, total_seconds, cpu = 0, 0.0, 0.0
     for topic in topics:
         if not messages[topic]:
             continue
         _, usage = run_child(
-            ["java", "-Xmx512m", "-cp", f"{libs}/*", "org.apache.kafka.tools.ConsumerPerformance",
-             "--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages[topic]),
-             "--timeout", "60000", "--hide-header", "--fetch-size", str(16 * 1024 * 1024)], work)
+            [
+                "java",
+                "-Xmx512m",
+                "-cp",
+                f"{libs}/*",
+                "org.apache.kafka.tools.ConsumerPerformance",
+                "--bootstrap-server",
+                bootstrap,
+                "--topic",
+                topic,
+                "--messages",
+                str(messages[topic]),
+                "--timeout",
+                "60000",
+                "--hide-header",
+                "--fetch-size",
+                str(16 * 1024 * 1024),
+            ],
+            work,
+        )
         fields = [f.strip() for f in (work / "stdout").read_text().strip().splitlines()[-1].split(",")]
         consumed, rate = int(fields[4]), float(fields[5])
         total_messages += consumed
@@ -182,8 +213,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="20000,100000", help="night sizes in alerts, comma-separated")
     parser.add_argument("--rounds", type=int, default=2, help="archiver runs per night (best rate counts)")
-    parser.add_argument("--pool", type=int, default=0,
-                        help="repeat a pool of this many simulated alerts instead of simulating each night whole")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        help="repeat a pool of this many simulated alerts instead of simulating each night whole",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     settings = Settings.from_env()
@@ -214,32 +249,50 @@ def main() -> int:
                     work.mkdir()
                     wait_until_idle(broker_pid)
                     broker_before = cpu_seconds(broker_pid)
-                    kafka_rate, kafka_cpu = consumer_performance(cluster.bootstrap_servers, libs, topics, messages,
-                                                                 work)
+                    kafka_rate, kafka_cpu = consumer_performance(
+                        cluster.bootstrap_servers, libs, topics, messages, work
+                    )
                     kafka_broker_ms = (cpu_seconds(broker_pid) - broker_before) / count * 1e3
-                    print(f"  round {round_ + 1}: ConsumerPerformance {kafka_rate:,.0f} msgs/s, CPU "
-                          f"{kafka_cpu / count * 1e3:.3f} ms/msg (+ broker {kafka_broker_ms:.3f})", flush=True)
+                    print(
+                        f"  round {round_ + 1}: ConsumerPerformance {kafka_rate:,.0f} msgs/s, CPU "
+                        f"{kafka_cpu / count * 1e3:.3f} ms/msg (+ broker {kafka_broker_ms:.3f})",
+                        flush=True,
+                    )
                     work = folder / f"work-{size}-{round_}"
                     work.mkdir()
                     shutil.rmtree(folder / f"out-{size}", ignore_errors=True)  # every round archives afresh
                     wait_until_idle(broker_pid)
                     broker_before = cpu_seconds(broker_pid)
-                    elapsed, usage, summary = run_archiver(cluster.bootstrap_servers, naming,
-                                                           folder / f"out-{size}", work)
+                    elapsed, usage, summary = run_archiver(
+                        cluster.bootstrap_servers, naming, folder / f"out-{size}", work
+                    )
                     shutil.rmtree(work, ignore_errors=True)
                     broker_ms = (cpu_seconds(broker_pid) - broker_before) / count * 1e3
                     cpu_ms = (usage.ru_utime + usage.ru_stime) / count * 1e3
-                    runs.append({"alerts_per_s": count / elapsed, "rss": usage.ru_maxrss * 1024, "cpu_ms": cpu_ms,
-                                 "broker_ms": broker_ms, "load": os.getloadavg()[0], "kafka_rate": kafka_rate,
-                                 "kafka_cpu_ms": kafka_cpu / count * 1e3, "kafka_broker_ms": kafka_broker_ms,
-                                 "ratio": count / elapsed / kafka_rate})
-                    print(f"  round {round_ + 1}: archive {elapsed:.1f} s, {count / elapsed:,.0f} alerts/s "
-                          f"({runs[-1]['ratio']:.2f} x ConsumerPerformance), CPU {cpu_ms:.3f} ms/alert (+ broker "
-                          f"{broker_ms:.3f}), peak RSS {usage.ru_maxrss / 1024:,.0f} MiB, load {runs[-1]['load']:.1f}"
-                          f" | {summary}", flush=True)
+                    runs.append(
+                        {
+                            "alerts_per_s": count / elapsed,
+                            "rss": usage.ru_maxrss * 1024,
+                            "cpu_ms": cpu_ms,
+                            "broker_ms": broker_ms,
+                            "load": os.getloadavg()[0],
+                            "kafka_rate": kafka_rate,
+                            "kafka_cpu_ms": kafka_cpu / count * 1e3,
+                            "kafka_broker_ms": kafka_broker_ms,
+                            "ratio": count / elapsed / kafka_rate,
+                        }
+                    )
+                    print(
+                        f"  round {round_ + 1}: archive {elapsed:.1f} s, {count / elapsed:,.0f} alerts/s "
+                        f"({runs[-1]['ratio']:.2f} x ConsumerPerformance), CPU {cpu_ms:.3f} ms/alert (+ broker "
+                        f"{broker_ms:.3f}), peak RSS {usage.ru_maxrss / 1024:,.0f} MiB, load {runs[-1]['load']:.1f}"
+                        f" | {summary}",
+                        flush=True,
+                    )
                 best = max(runs, key=lambda r: r["alerts_per_s"])
                 figures[size] = {
-                    "alerts": count, "alerts_per_s": round(best["alerts_per_s"]),
+                    "alerts": count,
+                    "alerts_per_s": round(best["alerts_per_s"]),
                     "peak_rss_mib": round(max(r["rss"] for r in runs) / 2**20),
                     "cpu_ms_per_alert": round(min(r["cpu_ms"] for r in runs), 3),
                     "broker_cpu_ms_per_alert": round(min(r["broker_ms"] for r in runs), 3),
@@ -255,11 +308,14 @@ def main() -> int:
             kafka_local.stop(cluster, log=lambda *_: None)
     small, large = figures[sizes[0]], figures[sizes[-1]]
     result = {
-        "bench": "archive", "sizes": sizes, "nights": {str(k): v for k, v in figures.items()},
+        "bench": "archive",
+        "sizes": sizes,
+        "nights": {str(k): v for k, v in figures.items()},
         "min_alerts_per_s": min(f["alerts_per_s"] for f in figures.values()),
         "rss_ratio_large_to_small": round(large["peak_rss_mib"] / small["peak_rss_mib"], 3),
         "targets": {"alerts_per_s": 2000, "rss_ratio": 1.2},
-        "load_average_before": round(load_before, 1), "load_average_after": round(os.getloadavg()[0], 1),
+        "load_average_before": round(load_before, 1),
+        "load_average_after": round(os.getloadavg()[0], 1),
         "night_source": f"pool of {args.pool}" if args.pool else "simulated whole, cached",
     }
     print(json.dumps(result))

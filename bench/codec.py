@@ -64,8 +64,7 @@ def encode(job: tuple) -> object:
 
 def unchecked(job: tuple) -> object:
     record, layout = job
-    return codec.encode(record, "4.01", sync_marker=layout.sync_marker, metadata_keys=layout.metadata_keys,
-                        check=False)
+    return codec.encode(record, "4.01", sync_marker=layout.sync_marker, metadata_keys=layout.metadata_keys, check=False)
 
 
 def alerts_per_second(method: Callable[[object], object], inputs: list) -> float:
@@ -104,11 +103,19 @@ def main(argv: list[str] | None = None) -> int:
         assert projection(packet) == {f: reference[f] for f in PROJECTED_FIELDS}
         job = (reference, codec.container_layout(packet))
         assert encode(job) == unchecked(job) == packet
-    print(f"{len(messages)} messages from {len(packets)} real 4.01 packets "
-          f"({sum(map(len, messages)) / len(messages) / 1024:.1f} KiB mean), {args.rounds} rounds")
+    print(
+        f"{len(messages)} messages from {len(packets)} real 4.01 packets "
+        f"({sum(map(len, messages)) / len(messages) / 1024:.1f} KiB mean), {args.rounds} rounds"
+    )
 
-    methods = {"naive": (naive, messages), "full": (full, messages), "projection": (projection, messages),
-               "writer": (writer, jobs), "encode": (encode, jobs), "unchecked": (unchecked, jobs)}
+    methods = {
+        "naive": (naive, messages),
+        "full": (full, messages),
+        "projection": (projection, messages),
+        "writer": (writer, jobs),
+        "encode": (encode, jobs),
+        "unchecked": (unchecked, jobs),
+    }
     rates: dict[str, list[float]] = {name: [] for name in methods}
     night: dict[str, list[float]] = {"cpu": [], "wall": []}
     for round_no in range(1, args.rounds + 1):
@@ -123,11 +130,14 @@ def main(argv: list[str] | None = None) -> int:
 
     best = {name: max(values) for name, values in rates.items()}
     medians = {name: statistics.median(values) for name, values in rates.items()}
-    print("median: " + ", ".join(f"{name} {medians[name]:,.0f}/s" for name in methods)
-          + f"; full/naive {medians['full'] / medians['naive']:.2f}x, "
-          f"projection/naive {medians['projection'] / medians['naive']:.1f}x, "
-          f"encode/writer {medians['encode'] / medians['writer']:.1f}x, "
-          f"unchecked/writer {medians['unchecked'] / medians['writer']:.1f}x")
+    print(
+        "median: "
+        + ", ".join(f"{name} {medians[name]:,.0f}/s" for name in methods)
+        + f"; full/naive {medians['full'] / medians['naive']:.2f}x, "
+        f"projection/naive {medians['projection'] / medians['naive']:.1f}x, "
+        f"encode/writer {medians['encode'] / medians['writer']:.1f}x, "
+        f"unchecked/writer {medians['unchecked'] / medians['writer']:.1f}x"
+    )
     result = {
         "naive_alerts_per_s": round(best["naive"], 1),
         "full_alerts_per_s": round(best["full"], 1),

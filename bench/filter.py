@@ -35,14 +35,14 @@ import fastavro
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from _common import kafka_libs, start_cluster
-from alertdist.infra import kafka_local
 from alertdist.avro import codec
 from alertdist.filters.bundled import bright_transients
 from alertdist.filters.live import LiveOptions, run_live
+from alertdist.infra import kafka_local
 from alertdist.kafka.clients import admin_client, producer
 from alertdist.nights.state import NightState, end_offsets, mark_night
-from alertdist.simulate.night import simulate_night
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
+from alertdist.simulate.night import simulate_night
 
 NIGHT = dt.date(2023, 10, 12)
 PARTITIONS = 14
@@ -59,10 +59,17 @@ def publish_night(bootstrap: str, naming: TopicNaming, n_alerts: int, seed: int)
         now = str(int(time.time() * 1000)).encode()
         while True:
             try:
-                p.produce(topic, alert.packet, key=codec.peek(alert.packet).objectId.encode(),
-                          headers=[("alertdist.produced_ms", now), ("alertdist.published_ms", now),
-                                   ("alertdist.candid", str(alert.candid).encode())],
-                          on_delivery=lambda err, msg: err and failures.append(err))
+                p.produce(
+                    topic,
+                    alert.packet,
+                    key=codec.peek(alert.packet).objectId.encode(),
+                    headers=[
+                        ("alertdist.produced_ms", now),
+                        ("alertdist.published_ms", now),
+                        ("alertdist.candid", str(alert.candid).encode()),
+                    ],
+                    on_delivery=lambda err, msg: err and failures.append(err),
+                )
                 break
             except BufferError:
                 p.poll(0.1)
@@ -74,15 +81,24 @@ def publish_night(bootstrap: str, naming: TopicNaming, n_alerts: int, seed: int)
     left = p.flush(60)
     if left or failures:
         raise RuntimeError(f"publishing the benchmark night failed: {left} unacknowledged, {failures[:1]}")
-    mark_night(bootstrap, naming, NightState(f"{NIGHT:%Y%m%d}", "closed",
-                                             end_offsets(bootstrap, list(naming.programme_topics(NIGHT).values()))))
+    mark_night(
+        bootstrap,
+        naming,
+        NightState(f"{NIGHT:%Y%m%d}", "closed", end_offsets(bootstrap, list(naming.programme_topics(NIGHT).values()))),
+    )
     return topic, sent, size / 1e6
 
 
 def naive(bootstrap: str, topic: str, limit: int, group: str) -> tuple[int, float]:
     """What a ZTF consumer typically writes: decode everything, every message re-parsing the embedded schema."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-                  "enable.partition.eof": True})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+    )
     p = Producer({"bootstrap.servers": bootstrap})
     c.subscribe([topic])
     n, at_end, started = 0, set(), None
@@ -112,8 +128,15 @@ def naive(bootstrap: str, topic: str, limit: int, group: str) -> tuple[int, floa
 
 
 def runner(bootstrap: str, naming: TopicNaming, group: str):
-    report = run_live("bright_transients", NIGHT, bootstrap_servers=bootstrap, naming=naming, programmes=[1],
-                      options=LiveOptions(state_poll_s=0.2, done_check_s=0.1), group_id=group)
+    report = run_live(
+        "bright_transients",
+        NIGHT,
+        bootstrap_servers=bootstrap,
+        naming=naming,
+        programmes=[1],
+        options=LiveOptions(state_poll_s=0.2, done_check_s=0.1),
+        group_id=group,
+    )
     if report.status != "finished" or report.lag != 0:
         raise RuntimeError(f"the runner did not finish the night: {report}")
     return report
@@ -121,9 +144,23 @@ def runner(bootstrap: str, naming: TopicNaming, group: str):
 
 def ceiling(libs: Path, bootstrap: str, topic: str, messages: int, group: str) -> tuple[float, float]:
     """Kafka's own consumer: (fetch.nMsg.sec, nMsg.sec including its group join)."""
-    command = ["java", "-Xmx512m", "-cp", f"{libs}/*", "org.apache.kafka.tools.ConsumerPerformance",
-               "--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages),
-               "--timeout", "60000", "--group", group]
+    command = [
+        "java",
+        "-Xmx512m",
+        "-cp",
+        f"{libs}/*",
+        "org.apache.kafka.tools.ConsumerPerformance",
+        "--bootstrap-server",
+        bootstrap,
+        "--topic",
+        topic,
+        "--messages",
+        str(messages),
+        "--timeout",
+        "60000",
+        "--group",
+        group,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     if done.returncode != 0 or len(lines) < 2:
@@ -138,8 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alerts", type=int, default=20_000, help="alerts in the simulated night (default 20000)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--naive-messages", type=int, default=3_000,
-                        help="messages the naive loop reads per round (it runs at a few hundred per second)")
+    parser.add_argument(
+        "--naive-messages",
+        type=int,
+        default=3_000,
+        help="messages the naive loop reads per round (it runs at a few hundred per second)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
 
@@ -151,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         naming = TopicNaming(survey="bench")
         print(f"broker {bootstrap}; publishing a simulated night of {args.alerts} alerts", flush=True)
         topic, total, megabytes = publish_night(bootstrap, naming, args.alerts, args.seed)
-        print(f"published {total} alerts, {megabytes:.0f} MB ({megabytes * 1e6 / total / 1e3:.0f} KB each) "
-              f"into {topic}", flush=True)
+        print(
+            f"published {total} alerts, {megabytes:.0f} MB ({megabytes * 1e6 / total / 1e3:.0f} KB each) into {topic}",
+            flush=True,
+        )
         create_topics(admin_client(bootstrap), {f"{topic}_naive": (PARTITIONS, 1, {})})
         rates = {"naive": [], "runner": [], "ceiling": []}
         for r in range(1, args.rounds + 1):
@@ -162,26 +205,37 @@ def main(argv: list[str] | None = None) -> int:
             rates["runner"].append(report.processing_rate)
             fetch_rate, overall_rate = ceiling(libs, bootstrap, topic, total, f"bench-ceiling-{r}")
             rates["ceiling"].append(fetch_rate)
-            print(f"round {r}: naive {rates['naive'][-1]:,.0f}/s ({n} alerts); runner "
-                  f"{report.processing_rate:,.0f}/s ({report.read} alerts, {report.passed} passed, "
-                  f"{report.transactions} transactions; end to end {report.rate:,.0f}/s in {report.elapsed_s:.1f} s); "
-                  f"ceiling {fetch_rate:,.0f}/s (with its group join {overall_rate:,.0f}/s)", flush=True)
+            print(
+                f"round {r}: naive {rates['naive'][-1]:,.0f}/s ({n} alerts); runner "
+                f"{report.processing_rate:,.0f}/s ({report.read} alerts, {report.passed} passed, "
+                f"{report.transactions} transactions; end to end {report.rate:,.0f}/s in {report.elapsed_s:.1f} s); "
+                f"ceiling {fetch_rate:,.0f}/s (with its group join {overall_rate:,.0f}/s)",
+                flush=True,
+            )
         median = {k: statistics.median(v) for k, v in rates.items()}
         best = {k: max(v) for k, v in rates.items()}
         for label, figures in (("median", median), ("best", best)):
-            print(f"{label}: naive {figures['naive']:,.0f}/s, runner {figures['runner']:,.0f}/s, ceiling "
-                  f"{figures['ceiling']:,.0f}/s; runner/naive {figures['runner'] / figures['naive']:.1f}x "
-                  f"(target >= 3), runner/ceiling {figures['runner'] / figures['ceiling']:.2f} (target >= 0.7)",
-                  flush=True)
-        print(json.dumps({
-            "alerts": total, "rounds": args.rounds, "figures": "best round of each",
-            "naive_alerts_per_s": round(best["naive"], 1),
-            "runner_alerts_per_s": round(best["runner"], 1),
-            "ceiling_alerts_per_s": round(best["ceiling"], 1),
-            "runner_vs_naive": round(best["runner"] / best["naive"], 2),
-            "runner_vs_ceiling": round(best["runner"] / best["ceiling"], 3),
-            "median_runner_vs_ceiling": round(median["runner"] / median["ceiling"], 3),
-        }))
+            print(
+                f"{label}: naive {figures['naive']:,.0f}/s, runner {figures['runner']:,.0f}/s, ceiling "
+                f"{figures['ceiling']:,.0f}/s; runner/naive {figures['runner'] / figures['naive']:.1f}x "
+                f"(target >= 3), runner/ceiling {figures['runner'] / figures['ceiling']:.2f} (target >= 0.7)",
+                flush=True,
+            )
+        print(
+            json.dumps(
+                {
+                    "alerts": total,
+                    "rounds": args.rounds,
+                    "figures": "best round of each",
+                    "naive_alerts_per_s": round(best["naive"], 1),
+                    "runner_alerts_per_s": round(best["runner"], 1),
+                    "ceiling_alerts_per_s": round(best["ceiling"], 1),
+                    "runner_vs_naive": round(best["runner"] / best["naive"], 2),
+                    "runner_vs_ceiling": round(best["runner"] / best["ceiling"], 3),
+                    "median_runner_vs_ceiling": round(median["runner"] / median["ceiling"], 3),
+                }
+            )
+        )
     finally:
         kafka_local.stop(cluster, log=lambda *_: None)
         shutil.rmtree(folder, ignore_errors=True)

@@ -98,15 +98,22 @@ def child_structured(seed: int, start: int, seconds: float, progress_path: Path)
             errors.append(f"{outcome} on {mutant.kind} (seed {seed}, index {index}): {detail}")
         index += 1
     os.close(fd)
-    print(json.dumps({"next": index, "counts": counts, "errors": errors[:20],
-                      "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "next": index,
+                "counts": counts,
+                "errors": errors[:20],
+                "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def child_atheris(seconds: float, corpus: Path, stats_path: Path) -> None:
     import atheris
 
     with atheris.instrument_imports():
-        from alertdist.avro import container as avro_container
         from alertdist.avro import codec  # noqa: F401
 
     counts: Counter = Counter()
@@ -120,8 +127,18 @@ def child_atheris(seconds: float, corpus: Path, stats_path: Path) -> None:
             stats_path.write_text(json.dumps(counts))
             raise RuntimeError(f"{outcome}: {detail}")  # atheris saves the input and stops
 
-    atheris.Setup([sys.argv[0], f"-max_total_time={int(seconds)}", "-rss_limit_mb=2048", "-max_len=300000",
-                   f"-artifact_prefix={corpus.parent}/", "-print_final_stats=1", str(corpus)], one_input)
+    atheris.Setup(
+        [
+            sys.argv[0],
+            f"-max_total_time={int(seconds)}",
+            "-rss_limit_mb=2048",
+            "-max_len=300000",
+            f"-artifact_prefix={corpus.parent}/",
+            "-print_final_stats=1",
+            str(corpus),
+        ],
+        one_input,
+    )
     atheris.Fuzz()
 
 
@@ -136,9 +153,19 @@ def run_structured(seconds: float, seed: int, out: Path) -> dict:
     while time.monotonic() < deadline - 1:
         progress.write_text(f"{start:>20}")
         child = subprocess.run(
-            [sys.executable, __file__, CHILD_FLAG, "structured", str(seed), str(start),
-             str(deadline - time.monotonic()), str(progress)],
-            capture_output=True, text=True, cwd=REPO,
+            [
+                sys.executable,
+                __file__,
+                CHILD_FLAG,
+                "structured",
+                str(seed),
+                str(start),
+                str(deadline - time.monotonic()),
+                str(progress),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
         )
         if child.returncode == 0:
             report = json.loads(child.stdout.strip().splitlines()[-1])
@@ -155,12 +182,21 @@ def run_structured(seconds: float, seed: int, out: Path) -> dict:
         print(f"  crash on input {index} ({mutant.kind}), exit {child.returncode}; continuing", flush=True)
         start = index + 1
     tried = sum(totals[k] for k in ("ok", "refused", "error", "slow", "crash"))
-    print(f"structured: {tried} inputs in {seconds:.0f} s: " + ", ".join(
-        f"{k} {totals[k]}" for k in ("ok", "refused", "missed", "error", "slow", "crash")), flush=True)
+    print(
+        f"structured: {tried} inputs in {seconds:.0f} s: "
+        + ", ".join(f"{k} {totals[k]}" for k in ("ok", "refused", "missed", "error", "slow", "crash")),
+        flush=True,
+    )
     kinds = {k.removeprefix("kind:"): v for k, v in sorted(totals.items()) if k.startswith("kind:")}
     print(f"  by kind: {kinds}; child peak RSS {totals['max_rss_mb']} MB", flush=True)
-    return {"inputs": tried, **{k: totals[k] for k in ("ok", "refused", "missed", "error", "slow", "crash")},
-            "by_kind": kinds, "max_rss_mb": totals["max_rss_mb"], "errors": errors[:10], "crashes": crashes[:10]}
+    return {
+        "inputs": tried,
+        **{k: totals[k] for k in ("ok", "refused", "missed", "error", "slow", "crash")},
+        "by_kind": kinds,
+        "max_rss_mb": totals["max_rss_mb"],
+        "errors": errors[:10],
+        "crashes": crashes[:10],
+    }
 
 
 def run_atheris(seconds: float, out: Path) -> dict:
@@ -175,28 +211,48 @@ def run_atheris(seconds: float, out: Path) -> dict:
         (corpus / f"seed-{i}.avro").write_bytes(packet)
     stats = out / "atheris.json"
     stats.write_text("{}")
-    child = subprocess.run([sys.executable, __file__, CHILD_FLAG, "atheris", str(seconds), str(corpus), str(stats)],
-                           capture_output=True, text=True, cwd=REPO)
+    child = subprocess.run(
+        [sys.executable, __file__, CHILD_FLAG, "atheris", str(seconds), str(corpus), str(stats)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     counts = Counter(json.loads(stats.read_text()))
-    runs = next((int(line.rsplit(":", 1)[1]) for line in child.stderr.splitlines()
-                 if line.startswith("stat::number_of_executed_units")), sum(counts.values()))
+    runs = next(
+        (
+            int(line.rsplit(":", 1)[1])
+            for line in child.stderr.splitlines()
+            if line.startswith("stat::number_of_executed_units")
+        ),
+        sum(counts.values()),
+    )
     crashed = child.returncode != 0
     artifacts = sorted(p.name for p in out.glob("crash-*")) + sorted(p.name for p in out.glob("timeout-*"))
-    print(f"atheris: {runs} inputs in {seconds:.0f} s (libFuzzer exit {child.returncode}); last counts "
-          f"{dict(counts)}; corpus grew to {len(list(corpus.iterdir()))} inputs", flush=True)
+    print(
+        f"atheris: {runs} inputs in {seconds:.0f} s (libFuzzer exit {child.returncode}); last counts "
+        f"{dict(counts)}; corpus grew to {len(list(corpus.iterdir()))} inputs",
+        flush=True,
+    )
     if crashed:
         print(child.stderr[-1500:], flush=True)
-    return {"inputs": runs, "counts": dict(counts), "exit": child.returncode, "artifacts": artifacts,
-            "corpus": len(list(corpus.iterdir()))}
+    return {
+        "inputs": runs,
+        "counts": dict(counts),
+        "exit": child.returncode,
+        "artifacts": artifacts,
+        "corpus": len(list(corpus.iterdir())),
+    }
 
 
 def run_directed(out: Path) -> dict:
     """The self-referencing schema, at growing nesting depths: refused (fine) or a crash (a bug)."""
     results = {}
     for depth in (1_000, 10_000, 100_000):
-        script = ("import sys; from alertdist.avro import codec; from bench.fuzz_cases import recursive_schema_packet\n"
-                  f"p = recursive_schema_packet({depth})\n"
-                  "try:\n    codec.peek(p); print('ok')\nexcept codec.AlertPacketError as e:\n    print('refused')\n")
+        script = (
+            "import sys; from alertdist.avro import codec; from bench.fuzz_cases import recursive_schema_packet\n"
+            f"p = recursive_schema_packet({depth})\n"
+            "try:\n    codec.peek(p); print('ok')\nexcept codec.AlertPacketError as e:\n    print('refused')\n"
+        )
         child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
         outcome = child.stdout.strip() if child.returncode == 0 else f"crash (exit {child.returncode})"
         results[str(depth)] = outcome
@@ -221,8 +277,18 @@ def main() -> int:
     structured = run_structured(args.seconds / 2, args.seed, args.out)
     coverage_guided = run_atheris(args.seconds / 2, args.out)
     directed = run_directed(args.out)
-    print(json.dumps({"bench": "fuzz", "seconds": args.seconds, "seed": args.seed, "structured": structured,
-                      "atheris": coverage_guided, "recursive_schema": directed}))
+    print(
+        json.dumps(
+            {
+                "bench": "fuzz",
+                "seconds": args.seconds,
+                "seed": args.seed,
+                "structured": structured,
+                "atheris": coverage_guided,
+                "recursive_schema": directed,
+            }
+        )
+    )
     return 0
 
 

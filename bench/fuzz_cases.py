@@ -24,6 +24,7 @@ from alertdist.avro.container import MAGIC, build_container, parse_container, zi
 
 __all__ = [
     "CRAFTED_LENGTHS",
+    "WRONG_SCHEMAS",
     "Mutant",
     "body_varint_at",
     "crafted_body_length",
@@ -36,7 +37,6 @@ __all__ = [
     "splice",
     "truncate",
     "wrong_schema",
-    "WRONG_SCHEMAS",
 ]
 
 #: Lengths and counts no packet can hold: beyond any body, or negative.
@@ -78,7 +78,7 @@ def flip_bits(packet: bytes, positions: list[int]) -> Mutant:
 
 def splice(packet: bytes, start: int, junk: bytes, cut: int) -> Mutant:
     start = start % (len(packet) + 1)
-    return Mutant(f"spliced-{len(junk)}-at-{start}", packet[:start] + junk + packet[start + cut:], False)
+    return Mutant(f"spliced-{len(junk)}-at-{start}", packet[:start] + junk + packet[start + cut :], False)
 
 
 # ----------------------------------------------------------------------------------- the container header
@@ -87,9 +87,10 @@ def splice(packet: bytes, start: int, junk: bytes, cut: int) -> Mutant:
 def _rebuild(packet: bytes, *, schema_text: bytes | None = None, body: bytes | None = None) -> bytes:
     container = parse_container(packet)
     return build_container(
-        packet[container.schema_start:container.schema_end] if schema_text is None else schema_text,
-        packet[container.body_start:container.body_end] if body is None else body,
-        container.sync_marker, container.metadata_keys,
+        packet[container.schema_start : container.schema_end] if schema_text is None else schema_text,
+        packet[container.body_start : container.body_end] if body is None else body,
+        container.sync_marker,
+        container.metadata_keys,
     )
 
 
@@ -97,7 +98,7 @@ def _replace_varint(data: bytes, position: int, value: int) -> bytes:
     end = position
     while data[end] & 0x80:
         end += 1
-    return data[:position] + zigzag_varint(value) + data[end + 1:]
+    return data[:position] + zigzag_varint(value) + data[end + 1 :]
 
 
 def crafted_header_length(packet: bytes, where: str, value: int) -> Mutant:
@@ -157,7 +158,7 @@ def crafted_body_length(packet: bytes, where: str, value: int) -> Mutant:
     """Replace a length, count or union branch inside the record with an impossible ``value``."""
     field, skip = BODY_LENGTHS[where]
     container = parse_container(packet)
-    body = packet[container.body_start:container.body_end]
+    body = packet[container.body_start : container.body_end]
     offset = body_varint_at(packet, field, skip)
     # a count of 2^60 items or a branch index of 2^31 cannot be satisfied by a body of a few hundred KB; but a
     # small negative array count is legal Avro (a block with its byte size), so that one may, in theory, decode
@@ -166,8 +167,12 @@ def crafted_body_length(packet: bytes, where: str, value: int) -> Mutant:
         # fastavro indexes a union's branches like a Python list: -1 and -2 alias the two real branches, so this
         # invalid Avro decodes as if the index were right (a Java or Go reader would refuse it)
         must_fail = False
-    return Mutant(f"{where}-{value}", _rebuild(packet, body=_replace_varint(body, offset, value)), must_fail,
-                  past_candidate=field in PAST_CANDIDATE)
+    return Mutant(
+        f"{where}-{value}",
+        _rebuild(packet, body=_replace_varint(body, offset, value)),
+        must_fail,
+        past_candidate=field in PAST_CANDIDATE,
+    )
 
 
 # ----------------------------------------------------------------------------------------- wrong schemas
@@ -216,7 +221,7 @@ def deep_schema(schema: dict, depth: int) -> bytes:
     """The packet's schema with one more field whose type nests ``depth`` arrays (JSON deeper than any parser likes)."""
     nested = '{"type": "array", "items": ' * depth + '"int"' + "}" * depth
     text = json.dumps(schema)
-    return (text[: text.rindex("]")] + f', {{"name": "deep", "type": {nested}}}' + text[text.rindex("]"):]).encode()
+    return (text[: text.rindex("]")] + f', {{"name": "deep", "type": {nested}}}' + text[text.rindex("]") :]).encode()
 
 
 def wrong_schema(packet: bytes, which: str) -> Mutant:
@@ -229,11 +234,21 @@ def recursive_schema_packet(depth: int) -> bytes:
 
     Valid Avro for a small depth; a deep one drives a recursive reader down ``depth`` C stack frames.
     """
-    schema = {"type": "record", "name": "alert", "namespace": "ztf", "fields": [
-        {"name": "schemavsn", "type": "string"}, {"name": "publisher", "type": "string"},
-        {"name": "objectId", "type": "string"}, {"name": "candid", "type": "long"},
-        {"name": "candidate", "type": {"type": "record", "name": "node", "fields": [
-            {"name": "child", "type": ["null", "node"]}]}}]}
+    schema = {
+        "type": "record",
+        "name": "alert",
+        "namespace": "ztf",
+        "fields": [
+            {"name": "schemavsn", "type": "string"},
+            {"name": "publisher", "type": "string"},
+            {"name": "objectId", "type": "string"},
+            {"name": "candid", "type": "long"},
+            {
+                "name": "candidate",
+                "type": {"type": "record", "name": "node", "fields": [{"name": "child", "type": ["null", "node"]}]},
+            },
+        ],
+    }
     body = b"\x024\x02x\x02Z" + zigzag_varint(1) + b"\x02" * depth + b"\x00"
     return build_container(json.dumps(schema).encode(), body, bytes(range(16)), ("avro.schema", "avro.codec"))
 
@@ -244,8 +259,13 @@ def oversized(packet: bytes, size: int) -> Mutant:
     layout = codec.container_layout(packet)
     grown = bytes(random.Random(size).randbytes(max(0, size - len(packet))))
     record["cutoutScience"] = dict(record["cutoutScience"], stampData=record["cutoutScience"]["stampData"] + grown)
-    return Mutant(f"oversized-{size}", codec.encode(record, codec.schema_version_of(packet), sync_marker=layout.sync_marker,
-                                                    metadata_keys=layout.metadata_keys), False)
+    return Mutant(
+        f"oversized-{size}",
+        codec.encode(
+            record, codec.schema_version_of(packet), sync_marker=layout.sync_marker, metadata_keys=layout.metadata_keys
+        ),
+        False,
+    )
 
 
 # ----------------------------------------------------------------------------------- one random mutation
@@ -261,8 +281,9 @@ def random_mutant(packet: bytes, rng: random.Random) -> Mutant:
     if kind == 2:
         return splice(packet, rng.randrange(len(packet)), rng.randbytes(rng.randint(0, 64)), rng.randint(0, 64))
     if kind == 3:
-        return crafted_header_length(packet, rng.choice(["schema-length", "block-size", "block-count"]),
-                                     rng.choice(CRAFTED_LENGTHS))
+        return crafted_header_length(
+            packet, rng.choice(["schema-length", "block-size", "block-count"]), rng.choice(CRAFTED_LENGTHS)
+        )
     if kind == 4:
         return crafted_body_length(packet, rng.choice(list(BODY_LENGTHS)), rng.choice(CRAFTED_LENGTHS))
     if kind == 5:

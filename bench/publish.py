@@ -34,21 +34,30 @@ from pathlib import Path
 from _common import cpu_seconds, java_producer_performance, kafka_libs, say, start_cluster
 from alertdist.infra import kafka_local
 from alertdist.kafka.clients import admin_client
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
 from alertdist.publish.publisher import HEADER_PRODUCED_MS, publish
 from alertdist.publish.sources import SourcePacket, paced, simulated_alerts
-from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
 
 REPO = Path(__file__).resolve().parents[1]
 
 REAL_401 = REPO.parent / "shared" / "data" / "ztf-alerts" / "20231012"
 NIGHT = dt.date(2023, 10, 12)
 PARTITIONS = 14
+
+
 def publisher_rate(bootstrap: str, packets: list[SourcePacket], survey: str, compression: str) -> tuple[float, float]:
     """MB/s and alerts/s of the publisher over one simulated night held in memory."""
     naming = TopicNaming(survey=survey)
-    ensure_night_topics(admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=PARTITIONS, compression="producer"))
-    result = publish(packets, bootstrap_servers=bootstrap, naming=naming, night=NIGHT,
-                     producer_overrides={"compression.type": compression})
+    ensure_night_topics(
+        admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=PARTITIONS, compression="producer")
+    )
+    result = publish(
+        packets,
+        bootstrap_servers=bootstrap,
+        naming=naming,
+        night=NIGHT,
+        producer_overrides={"compression.type": compression},
+    )
     if result.delivered_total != len(packets):
         raise RuntimeError(f"publisher delivered {result.delivered_total} of {len(packets)}")
     return result.rate_mb_s, result.rate_alerts_s
@@ -77,8 +86,14 @@ def consume_latencies(bootstrap: str, topics: list[str], expected: int, timeout:
         c.close()
 
 
-def latency_run(bootstrap: str, packets: list[SourcePacket], rate_per_minute: float, seconds: float,
-                compression: str, broker_pid: int) -> dict:
+def latency_run(
+    bootstrap: str,
+    packets: list[SourcePacket],
+    rate_per_minute: float,
+    seconds: float,
+    compression: str,
+    broker_pid: int,
+) -> dict:
     """Latency percentiles at a paced rate, and the CPU each part spent per alert (publisher, broker, consumer).
 
     The CPU figures do not depend on what else runs on the machine, so they also give the rate an idle machine
@@ -100,8 +115,13 @@ def latency_run(bootstrap: str, packets: list[SourcePacket], rate_per_minute: fl
     time.sleep(1.0)  # let it fetch its first (empty) responses
     stream = paced(itertools.islice(itertools.cycle(packets), n), rate_per_minute=rate_per_minute)
     broker_before, publisher_before = cpu_seconds(broker_pid), cpu_seconds()
-    result = publish(stream, bootstrap_servers=bootstrap, naming=naming, night=NIGHT,
-                     producer_overrides={"compression.type": compression})
+    result = publish(
+        stream,
+        bootstrap_servers=bootstrap,
+        naming=naming,
+        night=NIGHT,
+        producer_overrides={"compression.type": compression},
+    )
     publisher_cpu = cpu_seconds() - publisher_before
     latencies, consumer_cpu = results.get(timeout=seconds + 150)
     broker_cpu = cpu_seconds(broker_pid) - broker_before
@@ -110,11 +130,21 @@ def latency_run(bootstrap: str, packets: list[SourcePacket], rate_per_minute: fl
         raise RuntimeError(f"the consumer received {len(latencies)} of {n} messages")
     latencies.sort()
     q = statistics.quantiles(latencies, n=100, method="inclusive")
-    cpu_ms = {"publisher": 1000 * publisher_cpu / n, "broker": 1000 * broker_cpu / n, "consumer": 1000 * consumer_cpu / n}
-    return {"alerts": n, "achieved_per_minute": round(n / result.streaming_s * 60), "p50_ms": q[49],
-            "p95_ms": q[94], "p99_ms": q[98], "max_ms": latencies[-1],
-            "cpu_ms_per_alert": {k: round(v, 3) for k, v in cpu_ms.items()},
-            "idle_capacity_per_minute": round(os.cpu_count() * 60_000 / sum(cpu_ms.values()))}
+    cpu_ms = {
+        "publisher": 1000 * publisher_cpu / n,
+        "broker": 1000 * broker_cpu / n,
+        "consumer": 1000 * consumer_cpu / n,
+    }
+    return {
+        "alerts": n,
+        "achieved_per_minute": round(n / result.streaming_s * 60),
+        "p50_ms": q[49],
+        "p95_ms": q[94],
+        "p99_ms": q[98],
+        "max_ms": latencies[-1],
+        "cpu_ms_per_alert": {k: round(v, 3) for k, v in cpu_ms.items()},
+        "idle_capacity_per_minute": round(os.cpu_count() * 60_000 / sum(cpu_ms.values())),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,21 +154,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compression", default="none", choices=["none", "lz4"], help="for both (a) and (b)")
     parser.add_argument("--rate", type=float, default=80_000, help="alerts/minute of the latency run")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
-    parser.add_argument("--latency-compression", default="lz4", choices=["none", "lz4"],
-                        help="producer compression of the latency run (default lz4, the production setting)")
+    parser.add_argument(
+        "--latency-compression",
+        default="lz4",
+        choices=["none", "lz4"],
+        help="producer compression of the latency run (default lz4, the production setting)",
+    )
     parser.add_argument("--only", choices=["throughput", "latency"], help="run one part (the JSON has its figures)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
 
     say(f"simulating a night of {args.alerts} alerts into memory...")
     started = time.monotonic()
-    packets = [SourcePacket(f"{a.candid}.avro", a.packet, None) for a in simulated_alerts(args.alerts, night=NIGHT, seed=1)]
+    packets = [
+        SourcePacket(f"{a.candid}.avro", a.packet, None) for a in simulated_alerts(args.alerts, night=NIGHT, seed=1)
+    ]
     simulated_mean = statistics.fmean(len(p.packet) for p in packets)
     say(f"  {len(packets)} packets, mean {simulated_mean:,.0f} B, in {time.monotonic() - started:.0f} s")
     real = [p.stat().st_size for p in REAL_401.glob("*.avro")]
     record_size = round(statistics.fmean(real)) if real else round(simulated_mean)
-    say(f"record size for ProducerPerformance: {record_size:,} B "
-        f"({'mean of the real 4.01 packets' if real else 'mean of the simulated packets: ../shared/data is absent'})")
+    say(
+        f"record size for ProducerPerformance: {record_size:,} B "
+        f"({'mean of the real 4.01 packets' if real else 'mean of the simulated packets: ../shared/data is absent'})"
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as folder:
         cluster = start_cluster(Path(folder) / "kafka")
@@ -149,28 +187,51 @@ def main(argv: list[str] | None = None) -> int:
             java_rates, ours, alert_rates, latency = [], [], [], {}
             for r in range(1, args.rounds + 1 if args.only != "latency" else 1):
                 topic = f"perf_{r}"
-                create_topics(admin_client(bootstrap), {topic: (PARTITIONS, 1, {"max.message.bytes": str(10 * 1024 * 1024),
-                                                                                "compression.type": "producer"})})
-                java_rates.append(java_producer_performance(libs, bootstrap, topic, args.alerts, record_size, args.compression,
-                                                                timeout=600))
+                create_topics(
+                    admin_client(bootstrap),
+                    {
+                        topic: (
+                            PARTITIONS,
+                            1,
+                            {"max.message.bytes": str(10 * 1024 * 1024), "compression.type": "producer"},
+                        )
+                    },
+                )
+                java_rates.append(
+                    java_producer_performance(
+                        libs, bootstrap, topic, args.alerts, record_size, args.compression, timeout=600
+                    )
+                )
                 say(f"round {r}: (a) ProducerPerformance {java_rates[-1]:.1f} MB/s")
                 mb_s, alerts_s = publisher_rate(bootstrap, packets, f"round{r}", args.compression)
                 ours.append(mb_s)
                 alert_rates.append(alerts_s)
-                say(f"round {r}: (b) publisher          {mb_s:.1f} MB/s ({alerts_s:,.0f} alerts/s)   ratio {mb_s / java_rates[-1]:.2f}")
+                say(
+                    f"round {r}: (b) publisher          {mb_s:.1f} MB/s ({alerts_s:,.0f} alerts/s)   ratio {mb_s / java_rates[-1]:.2f}"
+                )
             if java_rates:
                 best_java, best_ours = max(java_rates), max(ours)
-                say(f"best: (a) {best_java:.1f} MB/s, (b) {best_ours:.1f} MB/s, ratio {best_ours / best_java:.2f} "
-                    "(target >= 0.8)")
+                say(
+                    f"best: (a) {best_java:.1f} MB/s, (b) {best_ours:.1f} MB/s, ratio {best_ours / best_java:.2f} "
+                    "(target >= 0.8)"
+                )
             if args.only == "throughput":
                 return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before)
-            say(f"latency: {args.rate:,.0f} alerts/minute for {args.latency_seconds:.0f} s, consumed live in another process...")
+            say(
+                f"latency: {args.rate:,.0f} alerts/minute for {args.latency_seconds:.0f} s, consumed live in another process..."
+            )
             broker_pid = int(cluster.pid_file(1).read_text().strip())
-            latency = latency_run(bootstrap, packets, args.rate, args.latency_seconds, args.latency_compression, broker_pid)
-            say(f"  {latency['alerts']} alerts at {latency['achieved_per_minute']:,}/min: p50 {latency['p50_ms']:.0f} ms, "
-                f"p95 {latency['p95_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']} ms (target p99 < 1000)")
-            say(f"  CPU per alert (ms): {latency['cpu_ms_per_alert']}; an idle {os.cpu_count()}-core machine could "
-                f"sustain ~{latency['idle_capacity_per_minute']:,} alerts/minute through all three")
+            latency = latency_run(
+                bootstrap, packets, args.rate, args.latency_seconds, args.latency_compression, broker_pid
+            )
+            say(
+                f"  {latency['alerts']} alerts at {latency['achieved_per_minute']:,}/min: p50 {latency['p50_ms']:.0f} ms, "
+                f"p95 {latency['p95_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']} ms (target p99 < 1000)"
+            )
+            say(
+                f"  CPU per alert (ms): {latency['cpu_ms_per_alert']}; an idle {os.cpu_count()}-core machine could "
+                f"sustain ~{latency['idle_capacity_per_minute']:,} alerts/minute through all three"
+            )
         finally:
             kafka_local.stop(cluster, log=lambda *_: None)
     return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before)
@@ -179,16 +240,27 @@ def main(argv: list[str] | None = None) -> int:
 def _report(args, record_size, java_rates, ours, alert_rates, latency, load_before) -> int:
     """The last line: one JSON object (throughput figures are null when only the latency ran, and vice versa)."""
     best_java, best_ours = (max(java_rates), max(ours)) if java_rates else (None, None)
-    print(json.dumps({
-        "alerts": args.alerts, "record_size": record_size, "compression": args.compression, "rounds": len(ours),
-        "producer_performance_mb_s": best_java and round(best_java, 1), "publisher_mb_s": best_ours and round(best_ours, 1),
-        "publisher_alerts_s": round(max(alert_rates)) if alert_rates else None,
-        "ratio": round(best_ours / best_java, 3) if java_rates else None,
-        "producer_performance_rounds": [round(x, 1) for x in java_rates], "publisher_rounds": [round(x, 1) for x in ours],
-        "latency_rate_per_minute": args.rate if latency else None,
-        "latency_compression": args.latency_compression if latency else None, **{f"latency_{k}": v for k, v in latency.items()},
-        "load_average_before": round(load_before, 1), "load_average_after": round(os.getloadavg()[0], 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "alerts": args.alerts,
+                "record_size": record_size,
+                "compression": args.compression,
+                "rounds": len(ours),
+                "producer_performance_mb_s": best_java and round(best_java, 1),
+                "publisher_mb_s": best_ours and round(best_ours, 1),
+                "publisher_alerts_s": round(max(alert_rates)) if alert_rates else None,
+                "ratio": round(best_ours / best_java, 3) if java_rates else None,
+                "producer_performance_rounds": [round(x, 1) for x in java_rates],
+                "publisher_rounds": [round(x, 1) for x in ours],
+                "latency_rate_per_minute": args.rate if latency else None,
+                "latency_compression": args.latency_compression if latency else None,
+                **{f"latency_{k}": v for k, v in latency.items()},
+                "load_average_before": round(load_before, 1),
+                "load_average_after": round(os.getloadavg()[0], 1),
+            }
+        )
+    )
     return 0
 
 

@@ -28,18 +28,20 @@ import time
 from pathlib import Path
 
 from _common import java_producer_performance, say, start_cluster
-from alertdist.settings import Settings
-from alertdist.infra import kafka_local
-from alertdist.archive.tarball import TarballWriter
-from alertdist.nights.dates import jd_to_unix
-from alertdist.kafka.clients import admin_client
 from alertdist.access.readers import ReadCounts, open_sources, tarball_alerts
 from alertdist.access.replay import replay_to_topic
-from alertdist.publish.sources import simulated_alerts
+from alertdist.archive.tarball import TarballWriter
+from alertdist.infra import kafka_local
+from alertdist.kafka.clients import admin_client
+from alertdist.nights.dates import jd_to_unix
 from alertdist.nights.topics import create_topics
+from alertdist.publish.sources import simulated_alerts
+from alertdist.settings import Settings
 
 NIGHT = dt.date(2023, 10, 12)
 PARTITIONS = 14
+
+
 def night_tarball(folder: Path, n: int, seed: int) -> Path:
     """A simulated night of ``n`` alerts as an archive tarball (candid order), made once and cached."""
     path = folder / f"replay-night-{n}-seed{seed}.tar.gz"
@@ -65,8 +67,14 @@ def night_tarball(folder: Path, n: int, seed: int) -> Path:
 def replay_rate(bootstrap: str, tarball: Path, topic: str, n: int, compression: str) -> tuple[float, float]:
     """MB/s and alerts/s of replaying the tarball into ``topic``."""
     alerts, counts, names = open_sources([str(tarball)])
-    result = replay_to_topic(alerts, bootstrap_servers=bootstrap, topic=topic, sources=names, counts=counts,
-                             producer_overrides={"compression.type": compression})
+    result = replay_to_topic(
+        alerts,
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        sources=names,
+        counts=counts,
+        producer_overrides={"compression.type": compression},
+    )
     if result.delivered != n or result.bad:
         raise RuntimeError(f"replay delivered {result.delivered} of {n} ({result.bad} bad)")
     return result.rate_mb_s, result.rate_alerts_s
@@ -82,8 +90,10 @@ def reading_rate(tarball: Path) -> tuple[float, int, int]:
 
 
 def _topic(bootstrap: str, name: str) -> str:
-    create_topics(admin_client(bootstrap), {name: (PARTITIONS, 1, {"max.message.bytes": str(10 * 1024 * 1024 + 65536),
-                                                                   "compression.type": "producer"})})
+    create_topics(
+        admin_client(bootstrap),
+        {name: (PARTITIONS, 1, {"max.message.bytes": str(10 * 1024 * 1024 + 65536), "compression.type": "producer"})},
+    )
     return name
 
 
@@ -107,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     tarball = night_tarball(settings.home / "bench", args.alerts, args.seed)
     read_mb_s, n, total = reading_rate(tarball)
     record_size = round(total / n)
-    say(f"  {tarball} ({tarball.stat().st_size / 1e6:,.0f} MB gzip'd): {n} packets, mean {record_size:,} B; "
-        f"read + peek alone {read_mb_s:,.0f} MB/s ({read_mb_s * 1e6 / record_size:,.0f} alerts/s)")
+    say(
+        f"  {tarball} ({tarball.stat().st_size / 1e6:,.0f} MB gzip'd): {n} packets, mean {record_size:,} B; "
+        f"read + peek alone {read_mb_s:,.0f} MB/s ({read_mb_s * 1e6 / record_size:,.0f} alerts/s)"
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as folder:
         cluster = start_cluster(Path(folder) / "kafka")
@@ -120,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             _drop(bootstrap, "warmup")
             java, ours, alert_rates = [], [], []
             for r in range(1, args.rounds + 1):
-                for which in (("java", "ours") if r % 2 else ("ours", "java")):
+                for which in ("java", "ours") if r % 2 else ("ours", "java"):
                     topic = _topic(bootstrap, f"{which}_{r}")
                     if which == "java":
                         java.append(java_producer_performance(libs, bootstrap, topic, n, record_size, args.compression))
@@ -137,16 +149,30 @@ def main(argv: list[str] | None = None) -> int:
 
     best_java, best_ours = max(java), max(ours)
     median_ratio = statistics.median(ours) / statistics.median(java)
-    say(f"best: (a) {best_java:.1f} MB/s, (b) {best_ours:.1f} MB/s, ratio {best_ours / best_java:.2f}; "
-        f"median ratio {median_ratio:.2f} (target >= 0.8)")
-    print(json.dumps({
-        "alerts": n, "record_size": record_size, "compression": args.compression, "rounds": args.rounds,
-        "producer_performance_mb_s": round(best_java, 1), "replay_mb_s": round(best_ours, 1),
-        "replay_alerts_s": round(max(alert_rates)), "ratio": round(best_ours / best_java, 3),
-        "median_ratio": round(median_ratio, 3), "read_only_mb_s": round(read_mb_s, 1),
-        "producer_performance_rounds": [round(x, 1) for x in java], "replay_rounds": [round(x, 1) for x in ours],
-        "load_average_before": round(load_before, 1), "load_average_after": round(os.getloadavg()[0], 1),
-    }))
+    say(
+        f"best: (a) {best_java:.1f} MB/s, (b) {best_ours:.1f} MB/s, ratio {best_ours / best_java:.2f}; "
+        f"median ratio {median_ratio:.2f} (target >= 0.8)"
+    )
+    print(
+        json.dumps(
+            {
+                "alerts": n,
+                "record_size": record_size,
+                "compression": args.compression,
+                "rounds": args.rounds,
+                "producer_performance_mb_s": round(best_java, 1),
+                "replay_mb_s": round(best_ours, 1),
+                "replay_alerts_s": round(max(alert_rates)),
+                "ratio": round(best_ours / best_java, 3),
+                "median_ratio": round(median_ratio, 3),
+                "read_only_mb_s": round(read_mb_s, 1),
+                "producer_performance_rounds": [round(x, 1) for x in java],
+                "replay_rounds": [round(x, 1) for x in ours],
+                "load_average_before": round(load_before, 1),
+                "load_average_after": round(os.getloadavg()[0], 1),
+            }
+        )
+    )
     return 0
 
 

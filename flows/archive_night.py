@@ -17,9 +17,15 @@ from alertdist.tasks.policy import night_label
 
 
 @flow(name="archive-night", flow_run_name=lambda: f"archive-{night_label(flow_run.parameters.get('night'))}")
-def archive_night(night: Night | None = None, dest: str | None = None, programmes: list[int] | None = None,
-                  bootstrap_servers: str | None = None, survey: str | None = None, work_dir: str | None = None,
-                  row_group_rows: int = 10_000) -> dict:
+def archive_night(
+    night: Night | None = None,
+    dest: str | None = None,
+    programmes: list[int] | None = None,
+    bootstrap_servers: str | None = None,
+    survey: str | None = None,
+    work_dir: str | None = None,
+    row_group_rows: int = 10_000,
+) -> dict:
     """Archive ``night`` (YYYYMMDD; default the night now ending at the site) to ``dest`` (default the settings')."""
     settings = Settings.load(bootstrap_servers=bootstrap_servers, survey=survey, archive_url=dest)
     options = ArchiveOptions(work_dir=work_dir, row_group_rows=row_group_rows)

@@ -28,8 +28,13 @@ from alertdist.tasks.policy import night_label
 @task(cache_policy=NO_CACHE, task_run_name="filter-{filter_name}")
 def run_filter_stage(filter_name: str, night: dt.date, parallelism: int, settings: Settings) -> list[dict]:
     """The filter's own flow, run from a task so that it runs beside the publisher."""
-    return filter_night(filter_name=filter_name, night=night, parallelism=parallelism,
-                        bootstrap_servers=settings.bootstrap_servers, survey=settings.survey)
+    return filter_night(
+        filter_name=filter_name,
+        night=night,
+        parallelism=parallelism,
+        bootstrap_servers=settings.bootstrap_servers,
+        survey=settings.survey,
+    )
 
 
 @flow(name="night", flow_run_name=lambda: f"night-{night_label(flow_run.parameters.get('night'))}")
@@ -52,8 +57,10 @@ def night(
 
     create_night_topics(night=night, partitions=partitions, **common)
     announce("opened", settings, night, {"source": source})
-    running = {name: run_filter_stage.submit(name, night, filter_parallelism, settings)
-               for name in (filters if filters is not None else sorted(available_filters()))}
+    running = {
+        name: run_filter_stage.submit(name, night, filter_parallelism, settings)
+        for name in (filters if filters is not None else sorted(available_filters()))
+    }
     try:
         published = publish_night(source=source, night=night, speed=speed, partitions=partitions, **common)
     except BaseException as e:

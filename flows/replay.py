@@ -36,6 +36,13 @@ def replay_night(
     survey: str | None = None,
 ) -> dict:
     """Replay ``sources`` into ``topic``, or as ``night`` (YYYYMMDD) which is then closed."""
-    request = ReplayRequest(tuple(sources), topic=topic, night=night, archived_night=archived_night,
-                            from_parquet=from_parquet, speed=speed, partitions=partitions)
+    request = ReplayRequest(
+        tuple(sources),
+        topic=topic,
+        night=night,
+        archived_night=archived_night,
+        from_parquet=from_parquet,
+        speed=speed,
+        partitions=partitions,
+    )
     return replay_sources(Settings.load(bootstrap_servers=bootstrap_servers, survey=survey), request)

@@ -25,6 +25,7 @@ def create_night_topics(
 ) -> dict[str, str]:
     """Create (or check) the topics of ``night`` (YYYYMMDD; default tonight at the site)."""
     settings = Settings.load(bootstrap_servers=bootstrap_servers, survey=survey)
-    topics = TopicSettings(partitions=partitions, replication_factor=replication_factor,
-                           retention_ms=int(retention_days * 86400 * 1000))
+    topics = TopicSettings(
+        partitions=partitions, replication_factor=replication_factor, retention_ms=int(retention_days * 86400 * 1000)
+    )
     return open_night(settings, night or settings.tonight(), topics)

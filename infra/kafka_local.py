@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "SECURITY_MODES",
     "KafkaCluster",
     "KafkaInfraError",
     "NodeStatus",
-    "SECURITY_MODES",
     "install",
     "installed_version",
     "kafka_version",
@@ -181,8 +181,14 @@ def install(libs_dir: Path, *, log=print) -> str:
     shutil.rmtree(scratch, ignore_errors=True)
     log(f"Fetching Apache Kafka {version} from Maven Central into {libs_dir} (first time only, about 55 MB)...")
     cmd = [
-        "mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
-        f"-DoutputDirectory={scratch}", "-DincludeScope=runtime",
+        "mvn",
+        "-B",
+        "-q",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={scratch}",
+        "-DincludeScope=runtime",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -247,26 +253,27 @@ def _security_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
     name = SECURE_LISTENER.lower()
     props = {
         "listeners": f"PLAINTEXT://127.0.0.1:{port},{SECURE_LISTENER}://127.0.0.1:{secure},"
-                     f"CONTROLLER://127.0.0.1:{ctrl}",
+        f"CONTROLLER://127.0.0.1:{ctrl}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},{SECURE_LISTENER}://127.0.0.1:{secure}",
         "listener.security.protocol.map": f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{SECURE_LISTENER}:{protocol}",
         "sasl.enabled.mechanisms": SCRAM_MECHANISM,
         f"listener.name.{name}.sasl.enabled.mechanisms": SCRAM_MECHANISM,
-        f"listener.name.{name}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config":
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        f"listener.name.{name}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "false",
         "super.users": "User:ANONYMOUS",
     }
     if cluster.security == "sasl_ssl":
         password = (cluster.certs_dir / "keystore.password").read_text().strip()
-        props.update({
-            f"listener.name.{name}.ssl.keystore.type": "PKCS12",
-            f"listener.name.{name}.ssl.keystore.location": str(cluster.certs_dir / "broker.p12"),
-            f"listener.name.{name}.ssl.keystore.password": password,
-            f"listener.name.{name}.ssl.key.password": password,
-            f"listener.name.{name}.ssl.client.auth": "none",
-        })
+        props.update(
+            {
+                f"listener.name.{name}.ssl.keystore.type": "PKCS12",
+                f"listener.name.{name}.ssl.keystore.location": str(cluster.certs_dir / "broker.p12"),
+                f"listener.name.{name}.ssl.keystore.password": password,
+                f"listener.name.{name}.ssl.key.password": password,
+                f"listener.name.{name}.ssl.client.auth": "none",
+            }
+        )
     return props
 
 
@@ -320,9 +327,14 @@ def _java(cluster: KafkaCluster, heap: str) -> list[str]:
     if installed_version(cluster.libs_dir) is None:
         raise KafkaInfraError(f"Kafka is not installed in {cluster.libs_dir}: run `alertdist kafka install` first")
     return [
-        java, f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        java,
+        f"-Xmx{heap}",
+        f"-Xms{heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={LOG_CONFIG}",
-        "-cp", str(cluster.libs_dir / "*"),
+        "-cp",
+        str(cluster.libs_dir / "*"),
     ]
 
 
@@ -346,7 +358,9 @@ def _format_storage(cluster: KafkaCluster, configs: dict[int, Path]) -> None:
     running = {
         n: subprocess.Popen(
             _java(cluster, "256m") + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(c)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for n, c in pending.items()
     }
@@ -445,31 +459,39 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
         with open(cluster.log_file(node_id), "ab") as out:
             proc = started[node_id] = subprocess.Popen(
                 _java(cluster, cluster.heap) + ["kafka.Kafka", str(config)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the command that started it; stopped by `stop`
             )
         cluster.pid_file(node_id).write_text(f"{proc.pid}\n")
         secure = f", {cluster.security} 127.0.0.1:{cluster.secure_client_port(node_id)}" if cluster.secured else ""
-        log(f"Kafka node {node_id} starting (pid {proc.pid}, 127.0.0.1:{cluster.client_port(node_id)}{secure}, "
-            f"log {cluster.log_file(node_id)})")
+        log(
+            f"Kafka node {node_id} starting (pid {proc.pid}, 127.0.0.1:{cluster.client_port(node_id)}{secure}, "
+            f"log {cluster.log_file(node_id)})"
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _answering(cluster.bootstrap_servers) >= cluster.brokers:
             log(f"Kafka answering at {cluster.bootstrap_servers}")
             return cluster.bootstrap_servers
-        dead = [n for n in cluster.node_ids()
-                if (started[n].poll() is not None if n in started else _read_pid(cluster.pid_file(n)) is None)]
+        dead = [
+            n
+            for n in cluster.node_ids()
+            if (started[n].poll() is not None if n in started else _read_pid(cluster.pid_file(n)) is None)
+        ]
         if dead:
             text = cluster.log_file(dead[0]).read_text(errors="replace")
             lines = text.splitlines()
             first = next((i for i, line in enumerate(lines) if " ERROR " in line or " FATAL " in line), None)
-            cause = "first error:\n" + "\n".join(lines[first:first + 3]) + "\n" if first is not None else ""
-            raise KafkaInfraError(f"Kafka node {dead[0]} exited while starting ({cluster.log_file(dead[0])}); "
-                                  f"{cause}its log ends:\n{text[-3000:]}")
+            cause = "first error:\n" + "\n".join(lines[first : first + 3]) + "\n" if first is not None else ""
+            raise KafkaInfraError(
+                f"Kafka node {dead[0]} exited while starting ({cluster.log_file(dead[0])}); "
+                f"{cause}its log ends:\n{text[-3000:]}"
+            )
         time.sleep(0.5)
     raise KafkaInfraError(
-        f"Kafka did not answer at {cluster.bootstrap_servers} within {timeout:.0f} s; "
-        f"see {cluster.log_file(1)}"
+        f"Kafka did not answer at {cluster.bootstrap_servers} within {timeout:.0f} s; see {cluster.log_file(1)}"
     )
 
 
@@ -503,8 +525,7 @@ def _free_ports(count: int) -> int:
     raise KafkaInfraError(f"no {count} free port pairs found between 10000 and {top + 10000 + count}")
 
 
-def start_on_free_ports(folder: Path, *, libs: Path, brokers: int = 1, heap: str = "384m",
-                        log=print) -> KafkaCluster:
+def start_on_free_ports(folder: Path, *, libs: Path, brokers: int = 1, heap: str = "384m", log=print) -> KafkaCluster:
     """A fresh cluster in ``folder`` on free loopback ports, running the jars in ``libs`` (installed there first
     when missing), for tests, benchmarks and CI. If another process takes one of the ports between the choice
     and the broker's bind, it is retried twice on new ports, in ``folder/retry-N``; ``stop_under(folder)``
@@ -622,8 +643,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.action == "start-on-free-ports":
-            cluster = start_on_free_ports(args.folder, libs=args.libs, brokers=args.brokers,
-                                          heap=args.heap, log=log)
+            cluster = start_on_free_ports(args.folder, libs=args.libs, brokers=args.brokers, heap=args.heap, log=log)
             print(cluster.bootstrap_servers)
         else:
             stop_under(args.folder, log=log)

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PrefectServer", "PrefectInfraError", "start", "status", "stop"]
+__all__ = ["PrefectInfraError", "PrefectServer", "start", "status", "stop"]
 
 
 class PrefectInfraError(RuntimeError):
@@ -79,14 +79,22 @@ def start(server: PrefectServer, *, timeout: float = 120.0, log=print) -> str:
                 "stop it or set ALERTDIST_PREFECT_PORT"
             )
     server.home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_HOME": str(server.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_API_URL": server.api_url}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(server.home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": server.api_url,
+    }
     env.pop("PREFECT_API_URL", None)  # the server itself must not point at another one
     prefect = Path(sys.executable).with_name("prefect")
     with open(server.log_file, "ab") as out:
         proc = subprocess.Popen(
             [str(prefect), "server", "start", "--host", server.host, "--port", str(server.port)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
         )
     server.pid_file.write_text(f"{proc.pid}\n")
     log(f"Prefect server starting (pid {proc.pid}, log {server.log_file})")

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 __all__ = ["LATEST_VERSION", "available_versions", "load_schema", "load_schema_text"]
@@ -21,7 +21,7 @@ def available_versions() -> list[str]:
     return sorted(folders, key=lambda v: tuple(int(x) for x in v.split(".")))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema_text(version: str = LATEST_VERSION) -> str:
     """The schema's JSON text as ZTF wrote it into each packet header (byte-exact)."""
     path = resources.files(__name__) / version / "alert.avsc"

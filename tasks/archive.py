@@ -22,19 +22,35 @@ from alertdist.tasks.progress import ArtifactProgress, artifact_key
 __all__ = ["archive_night"]
 
 
-@task(**transient_retries([60, 300, 900], StorageError, ArchiveStreamError, NightNotClosedError),
-      task_run_name="archive-{night:%Y%m%d}")
-def archive_night(settings: Settings, night: dt.date, dest: str, programmes: list[int] | None,
-                  options: ArchiveOptions) -> dict:
+@task(
+    **transient_retries([60, 300, 900], StorageError, ArchiveStreamError, NightNotClosedError),
+    task_run_name="archive-{night:%Y%m%d}",
+)
+def archive_night(
+    settings: Settings, night: dt.date, dest: str, programmes: list[int] | None, options: ArchiveOptions
+) -> dict:
     label = f"{night:%Y%m%d}"
     progress = ArtifactProgress(artifact_key("archive", settings.survey, label), f"Archiving night {label}")
     stop = threading.Event()
     with stop_on_signals(stop):
-        manifest = archive.archive_night(settings, night, dest=dest, programmes=programmes, options=options,
-                                         progress=progress, stop=stop)
-    rows = [{"programme": a.name, "file": f["path"], "bytes": f["size"], "sha256": f["sha256"],
-             "md5": f.get("md5") or "", **{k: a.counts[k] for k in ("read", "written", "duplicates", "rejected")}}
-            for a in manifest.programmes.values() for f in a.files.values()]
-    create_table_artifact(rows, key=artifact_key("archive-summary", settings.survey, label),
-                          description=f"Night {label} archived to {dest} and verified")
+        manifest = archive.archive_night(
+            settings, night, dest=dest, programmes=programmes, options=options, progress=progress, stop=stop
+        )
+    rows = [
+        {
+            "programme": a.name,
+            "file": f["path"],
+            "bytes": f["size"],
+            "sha256": f["sha256"],
+            "md5": f.get("md5") or "",
+            **{k: a.counts[k] for k in ("read", "written", "duplicates", "rejected")},
+        }
+        for a in manifest.programmes.values()
+        for f in a.files.values()
+    ]
+    create_table_artifact(
+        rows,
+        key=artifact_key("archive-summary", settings.survey, label),
+        description=f"Night {label} archived to {dest} and verified",
+    )
     return {"night": label, "dest": dest, "manifest": manifest.path, **manifest.totals()}

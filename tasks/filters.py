@@ -17,46 +17,88 @@ __all__ = ["filter_archived", "run_filter_copy", "summarise_filter"]
 
 
 @task(**transient_retries([5, 30, 120]), task_run_name="{filter_name}-{night:%Y%m%d}-copy{copy_index}")
-def run_filter_copy(settings: Settings, filter_name: str, night: dt.date, copy_index: int,
-                    programmes: list[int] | None) -> dict:
+def run_filter_copy(
+    settings: Settings, filter_name: str, night: dt.date, copy_index: int, programmes: list[int] | None
+) -> dict:
     """Copy ``copy_index`` always takes the same transactional id: a retried copy fences its predecessor and
     resumes from the group's committed offsets, so retries neither skip nor duplicate an output."""
-    progress = ArtifactProgress(artifact_key("filter", settings.survey, f"{night:%Y%m%d}", filter_name, copy_index),
-                                f"Filter {filter_name} copy {copy_index}", every_s=30.0)
-    r = filters.run_filter(settings, filter_name, night, programmes=programmes, copy_index=copy_index,
-                           progress=progress)
-    return {"copy": r.copy_index, "status": r.status, "read": r.read, "passed": r.passed, "rejected": r.rejected,
-            "errors": r.errors, "malformed": r.malformed, "lag": r.lag, "partitions": len(r.partitions),
-            "seconds": round(r.elapsed_s, 1),
-            "by_programme": {str(settings.naming.programid_of(t)): c for t, c in sorted(r.by_topic.items())}}
+    progress = ArtifactProgress(
+        artifact_key("filter", settings.survey, f"{night:%Y%m%d}", filter_name, copy_index),
+        f"Filter {filter_name} copy {copy_index}",
+        every_s=30.0,
+    )
+    r = filters.run_filter(
+        settings, filter_name, night, programmes=programmes, copy_index=copy_index, progress=progress
+    )
+    return {
+        "copy": r.copy_index,
+        "status": r.status,
+        "read": r.read,
+        "passed": r.passed,
+        "rejected": r.rejected,
+        "errors": r.errors,
+        "malformed": r.malformed,
+        "lag": r.lag,
+        "partitions": len(r.partitions),
+        "seconds": round(r.elapsed_s, 1),
+        "by_programme": {str(settings.naming.programid_of(t)): c for t, c in sorted(r.by_topic.items())},
+    }
 
 
 @task(cache_policy=NO_CACHE)
 def summarise_filter(settings: Settings, filter_name: str, night: dt.date, rows: list[dict]) -> None:
-    total = {"copy": "all", **{k: sum(r[k] for r in rows) for k in ("read", "passed", "rejected", "errors",
-                                                                     "malformed", "partitions")},
-             "lag": min((r["lag"] for r in rows if r["lag"] is not None), default=None)}
+    total = {
+        "copy": "all",
+        **{k: sum(r[k] for r in rows) for k in ("read", "passed", "rejected", "errors", "malformed", "partitions")},
+        "lag": min((r["lag"] for r in rows if r["lag"] is not None), default=None),
+    }
     shown = [{k: v for k, v in row.items() if k != "by_programme"} for row in rows]
-    create_table_artifact(shown + [total], key=artifact_key("filter", settings.survey, f"{night:%Y%m%d}", filter_name),
-                          description=f"Filter {filter_name} on night {night:%Y%m%d}")
+    create_table_artifact(
+        shown + [total],
+        key=artifact_key("filter", settings.survey, f"{night:%Y%m%d}", filter_name),
+        description=f"Filter {filter_name} on night {night:%Y%m%d}",
+    )
 
 
 @task(**transient_retries([30, 120]))
-def filter_archived(settings: Settings, filter_name: str, sources: list[str], out: str,
-                    archived_night: dt.date | None, from_parquet: bool) -> dict:
+def filter_archived(
+    settings: Settings,
+    filter_name: str,
+    sources: list[str],
+    out: str,
+    archived_night: dt.date | None,
+    from_parquet: bool,
+) -> dict:
     """Reading a remote source retries on network errors only; a filter bug or a bad path fails at once."""
-    progress = ArtifactProgress(artifact_key("offline", filter_name, archived_night or "sources"),
-                                f"Filter {filter_name}")
-    done = filters.filter_archived(settings, filter_name, sources, archived_night=archived_night,
-                                   from_parquet=from_parquet, out=out, progress=progress, progress_every=5000)
+    progress = ArtifactProgress(
+        artifact_key("offline", filter_name, archived_night or "sources"), f"Filter {filter_name}"
+    )
+    done = filters.filter_archived(
+        settings,
+        filter_name,
+        sources,
+        archived_night=archived_night,
+        from_parquet=from_parquet,
+        out=out,
+        progress=progress,
+        progress_every=5000,
+    )
     result, logger = done.result, get_run_logger()
     for source, outcome, reason in result.problems[:20]:
         logger.warning("%s: %s: %s", outcome, source, reason)
-    summary = {"filter": result.filter_name, "read": result.read, "passed": result.passed,
-               "rejected": result.rejected, "errors": result.errors, "malformed": result.malformed,
-               "bad_members": sum(c.bad for c in done.counts), "out": str(done.written)}
-    create_table_artifact([{"what": k, "value": str(v)} for k, v in summary.items()]
-                          + [{"what": f"source {c.source}", "value": f"{c.good} good, {c.bad} bad"} for c in done.counts],
-                          description=f"Filter {result.filter_name} over {', '.join(sources)}")
+    summary = {
+        "filter": result.filter_name,
+        "read": result.read,
+        "passed": result.passed,
+        "rejected": result.rejected,
+        "errors": result.errors,
+        "malformed": result.malformed,
+        "bad_members": sum(c.bad for c in done.counts),
+        "out": str(done.written),
+    }
+    create_table_artifact(
+        [{"what": k, "value": str(v)} for k, v in summary.items()]
+        + [{"what": f"source {c.source}", "value": f"{c.good} good, {c.bad} bad"} for c in done.counts],
+        description=f"Filter {result.filter_name} over {', '.join(sources)}",
+    )
     return summary
-

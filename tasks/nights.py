@@ -27,9 +27,11 @@ def open_night(settings: Settings, night: dt.date, topic_settings: TopicSettings
     log.info("%d ACL(s) applied for the registered users", opened.acls)
     for topic, what in opened.topics.items():
         log.info("%s: %s", topic, what)
-    create_table_artifact([{"topic": t, "outcome": o} for t, o in opened.topics.items()],
-                          key=artifact_key("topics", settings.survey, f"{night:%Y%m%d}"),
-                          description=f"Topics of night {night:%Y%m%d}")
+    create_table_artifact(
+        [{"topic": t, "outcome": o} for t, o in opened.topics.items()],
+        key=artifact_key("topics", settings.survey, f"{night:%Y%m%d}"),
+        description=f"Topics of night {night:%Y%m%d}",
+    )
     return opened.topics
 
 
@@ -39,29 +41,43 @@ def abort_night(settings: Settings, night: dt.date, reason: str) -> bool:
 
 
 @task(cache_policy=NO_CACHE)
-def report_night(settings: Settings, night: dt.date, published: dict, filters: dict[str, list[dict]],
-                 archived: dict) -> dict:
+def report_night(
+    settings: Settings, night: dt.date, published: dict, filters: dict[str, list[dict]], archived: dict
+) -> dict:
     """The night's tables and plot as artifacts; fails the run, naming what is missing, if it does not balance."""
     label = f"{night:%Y%m%d}"
     summary = nights.summarise_night(settings, night, published, filters, archived["dest"])
     key = artifact_key(settings.survey, label)
-    for name, rows, what in (("summary", summary.summary, "every alert accounted for"),
-                             ("throughput", summary.throughput, "publishing throughput and latency percentiles"),
-                             ("filters", summary.filters, "filters and their final consumer lag"),
-                             ("archive", summary.files, f"archive files in {archived['dest']}")):
+    for name, rows, what in (
+        ("summary", summary.summary, "every alert accounted for"),
+        ("throughput", summary.throughput, "publishing throughput and latency percentiles"),
+        ("filters", summary.filters, "filters and their final consumer lag"),
+        ("archive", summary.files, f"archive files in {archived['dest']}"),
+    ):
         create_table_artifact(rows, key=f"night-{name}-{key}", description=f"Night {label}: {what}")
-    create_markdown_artifact(summary.exposure_plot, key=f"night-exposures-{key}",
-                             description=f"Night {label}: alerts per exposure")
+    create_markdown_artifact(
+        summary.exposure_plot, key=f"night-exposures-{key}", description=f"Night {label}: alerts per exposure"
+    )
     if summary.problems:
         raise NightReconciliationError(f"night {label} does not balance: " + "; ".join(summary.problems))
-    return {"night": label, "archive": archived["dest"], "manifest": archived["manifest"],
-            "published": sum(published["delivered"].values()), "archived": archived["written"],
-            "duplicates": archived["duplicates"],
-            "filters": {row["filter"]: row["passed"] for row in summary.filters}}
+    return {
+        "night": label,
+        "archive": archived["dest"],
+        "manifest": archived["manifest"],
+        "published": sum(published["delivered"].values()),
+        "archived": archived["written"],
+        "duplicates": archived["duplicates"],
+        "filters": {row["filter"]: row["passed"] for row in summary.filters},
+    }
 
 
 def announce(event: str, settings: Settings, night: dt.date, payload: dict) -> None:
     """Emit ``alertdist.night.<event>`` for automations (a notification when a night is archived, a page...)."""
-    emit_event(event=f"alertdist.night.{event}", payload=payload,
-               resource={"prefect.resource.id": f"alertdist.night.{settings.survey}.{night:%Y%m%d}",
-                         "prefect.resource.name": f"{settings.survey} night {night:%Y%m%d}"})
+    emit_event(
+        event=f"alertdist.night.{event}",
+        payload=payload,
+        resource={
+            "prefect.resource.id": f"alertdist.night.{settings.survey}.{night:%Y%m%d}",
+            "prefect.resource.name": f"{settings.survey} night {night:%Y%m%d}",
+        },
+    )

@@ -38,7 +38,9 @@ class ArtifactProgress:
         self.last, self.shown = now, share
         self.logger.info("%s", text)
         if self.artifact is not None:
-            self._send(lambda: update_progress_artifact(self.artifact, share, description=f"{self.description}: {text}"))
+            self._send(
+                lambda: update_progress_artifact(self.artifact, share, description=f"{self.description}: {text}")
+            )
 
     def _send(self, call) -> None:
         try:

@@ -24,15 +24,27 @@ __all__ = ["publish_night"]
 
 
 @task(**transient_retries([10, 60]))
-def publish_night(settings: Settings, night: dt.date, source: SourceSpec, topics: TopicSettings,
-                  check_night: bool = True) -> dict:
+def publish_night(
+    settings: Settings, night: dt.date, source: SourceSpec, topics: TopicSettings, check_night: bool = True
+) -> dict:
     key = artifact_key(settings.survey, f"{night:%Y%m%d}")
     progress = ArtifactProgress(f"publish-{key}", f"Publishing night {night:%Y%m%d}")
     stop = threading.Event()
     with stop_on_signals(stop):
-        result = publish.publish_night(settings, night, source, topics=topics, check_night=check_night,
-                                       progress=progress, stop=stop)
-    create_table_artifact(result.summary_rows(), key=f"publish-summary-{key}",
-                          description=f"Night {night:%Y%m%d}: {'closed' if result.closed else 'left open'}")
-    return {"night": result.night, "closed": result.closed, **result.counts(), "elapsed_s": result.elapsed_s,
-            "rate_alerts_s": result.rate_alerts_s, "rate_mb_s": result.rate_mb_s, "latency_ms": result.latency_ms}
+        result = publish.publish_night(
+            settings, night, source, topics=topics, check_night=check_night, progress=progress, stop=stop
+        )
+    create_table_artifact(
+        result.summary_rows(),
+        key=f"publish-summary-{key}",
+        description=f"Night {night:%Y%m%d}: {'closed' if result.closed else 'left open'}",
+    )
+    return {
+        "night": result.night,
+        "closed": result.closed,
+        **result.counts(),
+        "elapsed_s": result.elapsed_s,
+        "rate_alerts_s": result.rate_alerts_s,
+        "rate_mb_s": result.rate_mb_s,
+        "latency_ms": result.latency_ms,
+    }

@@ -28,9 +28,18 @@ def replay_sources(settings: Settings, request: replay.ReplayRequest) -> dict:
     with stop_on_signals(stop):
         done = replay.replay(settings, request, progress=progress, stop=stop)
     result = done.result
-    create_table_artifact([{"source": c.source, "good": c.good, "bad": c.bad} for c in done.counts]
-                          + [{"source": f"bad: {n}: {why}", "good": 0, "bad": 1} for n, why in result.bad_members[:20]],
-                          description=result.summary())
+    create_table_artifact(
+        [{"source": c.source, "good": c.good, "bad": c.bad} for c in done.counts]
+        + [{"source": f"bad: {n}: {why}", "good": 0, "bad": 1} for n, why in result.bad_members[:20]],
+        description=result.summary(),
+    )
     get_run_logger().info(result.summary())
-    return {"destination": result.destination, "read": result.read, "delivered": result.delivered, "bad": result.bad,
-            "rejected": result.rejected, "closed": result.closed, "alerts_per_s": result.rate_alerts_s}
+    return {
+        "destination": result.destination,
+        "read": result.read,
+        "delivered": result.delivered,
+        "bad": result.bad,
+        "rejected": result.rejected,
+        "closed": result.closed,
+        "alerts_per_s": result.rate_alerts_s,
+    }

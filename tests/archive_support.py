@@ -19,11 +19,23 @@ from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_top
 __all__ = ["publish_night"]
 
 
-def publish_night(bootstrap: str, naming: TopicNaming, night: dt.date, packets_by_programme: dict[int, list[bytes]],
-                  *, partitions: int = 4, close: bool = True) -> NightState | None:
+def publish_night(
+    bootstrap: str,
+    naming: TopicNaming,
+    night: dt.date,
+    packets_by_programme: dict[int, list[bytes]],
+    *,
+    partitions: int = 4,
+    close: bool = True,
+) -> NightState | None:
     """Produce every packet to its programme topic, then (by default) mark the night closed; returns the state."""
-    ensure_night_topics(admin_client(bootstrap), naming, night, TopicSettings(partitions=partitions),
-                        programmes=sorted(packets_by_programme))
+    ensure_night_topics(
+        admin_client(bootstrap),
+        naming,
+        night,
+        TopicSettings(partitions=partitions),
+        programmes=sorted(packets_by_programme),
+    )
     out = CountingProducer(bootstrap)
     now_ms = str(int(time.time() * 1000)).encode()
     for programid, packets in sorted(packets_by_programme.items()):
@@ -34,8 +46,11 @@ def publish_night(bootstrap: str, naming: TopicNaming, night: dt.date, packets_b
                 key, candid = info.objectId.encode(), str(info.candid).encode()
             except codec.AlertPacketError:
                 key, candid = b"malformed", b"0"  # tests inject bad messages on purpose
-            headers = [("alertdist.produced_ms", now_ms), ("alertdist.published_ms", now_ms),
-                       ("alertdist.candid", candid)]
+            headers = [
+                ("alertdist.produced_ms", now_ms),
+                ("alertdist.published_ms", now_ms),
+                ("alertdist.candid", candid),
+            ]
             out.produce(topic, packet, key, headers)
     out.finish(60)
     if not close:

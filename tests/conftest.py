@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from alertdist.settings import Settings
 from alertdist.infra import kafka_local
+from alertdist.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

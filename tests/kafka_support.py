@@ -19,17 +19,22 @@ def wait_until_settled(admin, partitions: list[TopicPartition], timeout: float =
     asked = {tp: OffsetSpec.latest() for tp in partitions}
     deadline = time.monotonic() + timeout
     while True:
-        stable, high = ({(tp.topic, tp.partition): f.result().offset
-                         for tp, f in admin.list_offsets(asked, isolation_level=level).items()}
-                        for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED))
+        stable, high = (
+            {
+                (tp.topic, tp.partition): f.result().offset
+                for tp, f in admin.list_offsets(asked, isolation_level=level).items()
+            }
+            for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED)
+        )
         if stable == high:
             return
         assert time.monotonic() < deadline, f"a transaction stays open: {stable} != {high}"
         time.sleep(0.1)
 
 
-def read_to_end(bootstrap: str, topics: list[str], *, committed_only: bool = True, settle: bool = False,
-                timeout: float = 90.0) -> list:
+def read_to_end(
+    bootstrap: str, topics: list[str], *, committed_only: bool = True, settle: bool = False, timeout: float = 90.0
+) -> list:
     """Every message of ``topics`` from offset 0 to the end of each partition (read_committed unless
     ``committed_only`` is False); ``settle``: first wait until no transaction is open on them."""
     isolation = "read_committed" if committed_only else "read_uncommitted"

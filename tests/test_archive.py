@@ -14,33 +14,49 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from hypothesis import given, settings
-from hypothesis import strategies as st
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alertdist import schemas
-from alertdist.avro import codec
 from alertdist.archive import (
-    ArchiveOptions, ArchiveVerificationError, NightNotClosedError, archive_night, read_manifest, verify_night,
+    ArchiveOptions,
+    ArchiveVerificationError,
+    NightNotClosedError,
+    archive_night,
+    read_manifest,
+    verify_night,
 )
 from alertdist.archive.night import _schedule
-from alertdist.archive.parquet import AlertDecoder, arrow_columns, arrow_schema, night_table_columns
+from alertdist.archive.parquet import AlertDecoder, arrow_schema, night_table_columns
 from alertdist.archive.stream import Duplicates, Spool
 from alertdist.archive.tarball import (
-    MEMBER_MODE, TarballWriter, _member_header, member_header, parse_md5sums, read_members,
+    MEMBER_MODE,
+    TarballWriter,
+    _member_header,
+    member_header,
+    parse_md5sums,
+    read_members,
 )
+from alertdist.avro import codec
 from alertdist.nights.dates import jd_to_unix
 from alertdist.nights.state import NightState, mark_night
-from alertdist.simulate.night import simulate_night
 from alertdist.nights.topics import TopicNaming
+from alertdist.simulate.night import simulate_night
 from tests.archive_support import publish_night
 from tests.conftest import ARCHIVE_2018
 
 NIGHT = dt.date(2023, 10, 12)
-AVRO_TO_ARROW = {"int": pa.int32(), "long": pa.int64(), "float": pa.float32(), "double": pa.float64(),
-                 "string": pa.string(), "boolean": pa.bool_()}
+AVRO_TO_ARROW = {
+    "int": pa.int32(),
+    "long": pa.int64(),
+    "float": pa.float32(),
+    "double": pa.float64(),
+    "string": pa.string(),
+    "boolean": pa.bool_(),
+}
 
 
 # ------------------------------------------------------------------------------------------- no broker
@@ -100,7 +116,7 @@ def test_tar_headers_match_uw_byte_for_byte_and_the_reader_reads_uw(archive_2018
         infos = tar.getmembers()
     position = 0
     for info in infos[:5]:
-        assert _member_header(info.name, info.size, info.mtime) == raw[position:position + 512]
+        assert _member_header(info.name, info.size, info.mtime) == raw[position : position + 512]
         position += 512 + -(-info.size // 512) * 512
     with open(ARCHIVE_2018, "rb") as f:
         members = list(read_members(f))
@@ -109,8 +125,11 @@ def test_tar_headers_match_uw_byte_for_byte_and_the_reader_reads_uw(archive_2018
 
 
 @settings(max_examples=300, deadline=None)
-@given(name=st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF), min_size=1, max_size=110),
-       size=st.integers(0, 8**12), mtime=st.integers(0, 8**12))
+@given(
+    name=st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF), min_size=1, max_size=110),
+    size=st.integers(0, 8**12),
+    mtime=st.integers(0, 8**12),
+)
 def test_the_fast_member_header_is_the_tarfile_one(name, size, mtime):
     try:
         expected = _member_header(name, size, mtime)
@@ -130,8 +149,10 @@ def test_the_tarball_stream_is_exactly_the_tar_of_its_members(real_packets):
     for i, (name, data) in enumerate(members):
         writer.add(name, data, 1_500_000_000 + i)
     writer.close()
-    plain = b"".join(member_header(name, len(data), 1_500_000_000 + i) + data + bytes(-len(data) % 512)
-                     for i, (name, data) in enumerate(members)) + bytes(1024)
+    plain = b"".join(
+        member_header(name, len(data), 1_500_000_000 + i) + data + bytes(-len(data) % 512)
+        for i, (name, data) in enumerate(members)
+    ) + bytes(1024)
     assert gzip.decompress(out.getvalue()) == plain
     assert len(out.getvalue()) < 0.75 * len(plain)  # the schemas and records did shrink
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
@@ -149,7 +170,9 @@ def test_spool_sorts_across_runs_and_drops_duplicates(tmp_path, real_packets):
     candids = [int(e[0]) for e in kept]
     assert candids == sorted({codec.peek(p).candid for p in real_packets})
     assert duplicates.dropped == 7 and duplicates.conflicting_count == 0
-    assert [spool.read(e) for e in kept] == [p for _, p in sorted({codec.peek(p).candid: p for p in real_packets}.items())]
+    assert [spool.read(e) for e in kept] == [
+        p for _, p in sorted({codec.peek(p).candid: p for p in real_packets}.items())
+    ]
     spool.close()
 
 
@@ -172,8 +195,9 @@ def small_night(kafka_bootstrap, tmp_path_factory, real_packet_files):
     by_programme[1] = by_programme[1] + real + [real[3], b"not an avro packet"]
     by_programme[2] = by_programme[2] + duplicates[:2]
     state = publish_night(kafka_bootstrap, naming, NIGHT, by_programme)
-    unique = {p: {codec.peek(x).candid: x for x in packets if x.startswith(b"Obj")}
-              for p, packets in by_programme.items()}
+    unique = {
+        p: {codec.peek(x).candid: x for x in packets if x.startswith(b"Obj")} for p, packets in by_programme.items()
+    }
     return naming, state, by_programme, unique
 
 
@@ -211,8 +235,10 @@ def test_parquet_rows_match_the_tarball_and_the_decoded_packets(small_night, arc
         assert sorted(rows.column("candid").to_pylist()) == sorted(expected)
     part = pq.ParquetFile(dest / f"parquet/night={NIGHT:%Y%m%d}/programid=1/part-0.parquet")
     assert part.metadata.num_row_groups > 1 and part.metadata.row_group(0).column(0).compression == "ZSTD"
-    compression = {part.metadata.row_group(0).column(i).path_in_schema: part.metadata.row_group(0).column(i).compression
-                   for i in range(part.metadata.num_columns)}
+    compression = {
+        part.metadata.row_group(0).column(i).path_in_schema: part.metadata.row_group(0).column(i).compression
+        for i in range(part.metadata.num_columns)
+    }
     assert compression["prv_candidates.list.element.magpsf"] == "ZSTD"  # nested leaves too
     assert compression["cutoutScience"] == "UNCOMPRESSED"  # gzipped FITS already
     rows = part.read().to_pylist()
@@ -221,22 +247,29 @@ def test_parquet_rows_match_the_tarball_and_the_decoded_packets(small_night, arc
         record = codec.decode(unique[1][row["candid"]])
         for key, value in record["candidate"].items():
             column = "candidate_candid" if key == "candid" else key
-            assert row[column] == pytest.approx(value, nan_ok=True) if isinstance(value, float) else row[column] == value
+            assert (
+                row[column] == pytest.approx(value, nan_ok=True) if isinstance(value, float) else row[column] == value
+            )
         assert _history(row["prv_candidates"]) == _history(record["prv_candidates"])
         assert _history(row["fp_hists"]) == _history(record.get("fp_hists"))
         for cutout in ("cutoutScience", "cutoutTemplate", "cutoutDifference"):
             assert row[cutout] == record[cutout]["stampData"]
             assert row[f"{cutout}_fileName"] == record[cutout]["fileName"]
         assert (row["objectId"], row["schemavsn"], row["publisher"]) == (
-            record["objectId"], record["schemavsn"], record["publisher"])
+            record["objectId"],
+            record["schemavsn"],
+            record["publisher"],
+        )
 
 
 def _history(entries):
     """Entries with float32 rounding applied, absent fields as None, so Avro and Parquet compare exactly."""
     if entries is None:
         return None
-    return [{k: (float(np.float32(v)) if isinstance(v, float) else v) for k, v in e.items() if v is not None}
-            for e in entries]
+    return [
+        {k: (float(np.float32(v)) if isinstance(v, float) else v) for k, v in e.items() if v is not None}
+        for e in entries
+    ]
 
 
 def test_manifest_accounts_for_every_message(small_night, archived):
@@ -244,8 +277,13 @@ def test_manifest_accounts_for_every_message(small_night, archived):
     dest, manifest = archived
     assert manifest == read_manifest(str(dest), naming.survey, f"{NIGHT:%Y%m%d}")
     public, partnership = manifest.programmes[1], manifest.programmes[2]
-    assert public.counts == {"read": len(by_programme[1]), "written": len(unique[1]), "duplicates": 1,
-                             "conflicting_duplicates": 0, "rejected": 1}
+    assert public.counts == {
+        "read": len(by_programme[1]),
+        "written": len(unique[1]),
+        "duplicates": 1,
+        "conflicting_duplicates": 0,
+        "rejected": 1,
+    }
     assert partnership.counts["duplicates"] == 2 and partnership.counts["rejected"] == 0
     assert public.rejected[0]["size"] == len(b"not an avro packet") and "magic" in public.rejected[0]["reason"]
     seen = Counter(codec.peek(x).schemavsn for x in by_programme[1] if x.startswith(b"Obj"))
@@ -255,7 +293,10 @@ def test_manifest_accounts_for_every_message(small_night, archived):
         for kind, f in archive.files.items():
             data = (dest / f["path"]).read_bytes()
             assert (len(data), hashlib.sha256(data).hexdigest(), f"{zlib.crc32(data):08x}") == (
-                f["size"], f["sha256"], f["crc32"])
+                f["size"],
+                f["sha256"],
+                f["crc32"],
+            )
             # md5 only where MD5SUMS publishes it (tarballs, as UW): it is the archiver's dearest checksum
             assert f["md5"] == (hashlib.md5(data).hexdigest() if kind == "tarball" else None)
     md5sums = parse_md5sums((dest / "MD5SUMS").read_text())
@@ -277,8 +318,7 @@ def test_a_replay_into_new_topics_gives_the_same_tarballs(kafka_bootstrap, small
     dest, manifest = archived
     replay = TopicNaming(survey=f"{naming.survey}r{unique[:4]}", programmes=naming.programmes)
     # reversed order and another partition count: Kafka order differs, the alerts do not
-    publish_night(kafka_bootstrap, replay, NIGHT, {p: list(reversed(v)) for p, v in by_programme.items()},
-                  partitions=3)
+    publish_night(kafka_bootstrap, replay, NIGHT, {p: list(reversed(v)) for p, v in by_programme.items()}, partitions=3)
     other = dest.parent / f"replay-{unique}"
     again = archive_night(kafka_bootstrap, replay, NIGHT, str(other), ArchiveOptions(row_group_rows=50))
     for programid, archive in manifest.programmes.items():
@@ -308,8 +348,9 @@ def test_verification_names_what_is_missing_or_changed(small_night, archived, tm
     message = str(error.value)
     assert f"{parquet_file.relative_to(copy)} is missing" in message
     assert f"{len(members) - 1} members, but {len(members)} alerts were written" in message
-    moved = NightState(state.night, "closed", {t: {p: o + 1 for p, o in parts.items()}
-                                              for t, parts in state.end_offsets.items()})
+    moved = NightState(
+        state.night, "closed", {t: {p: o + 1 for p, o in parts.items()} for t, parts in state.end_offsets.items()}
+    )
     with pytest.raises(ArchiveVerificationError, match="but the night closed at"):
         verify_night(str(dest), manifest, moved)
 
@@ -322,8 +363,11 @@ def test_verification_reads_every_byte_of_the_tarball(archived, tmp_path, checks
     path = manifest.programmes[1].files["tarball"]["path"]
     raw = (dest / path).read_bytes()
     for label, damaged, expected in [
-        ("flipped", raw[:len(raw) // 2] + bytes([raw[len(raw) // 2] ^ 1]) + raw[len(raw) // 2 + 1:],
-         [checksum, "not a valid gzip stream"]),
+        (
+            "flipped",
+            raw[: len(raw) // 2] + bytes([raw[len(raw) // 2] ^ 1]) + raw[len(raw) // 2 + 1 :],
+            [checksum, "not a valid gzip stream"],
+        ),
         ("cut", raw[:-20_000], [checksum, "cut short"]),
     ]:
         copy = tmp_path / label
@@ -342,24 +386,33 @@ def test_the_smallest_programme_is_read_first_and_written_last():
     assert _schedule([1, 2], {1: 50, 2: 40}) == ([2, 1], [2, 1])
 
 
-def test_a_record_broken_after_its_candidate_is_rejected_and_the_rest_archived(kafka_bootstrap, unique, tmp_path,
-                                                                                real_packets):
+def test_a_record_broken_after_its_candidate_is_rejected_and_the_rest_archived(
+    kafka_bootstrap, unique, tmp_path, real_packets
+):
     """Framing and the first fields are fine (the spool takes it), the record is cut inside the cutouts: the
     Parquet decode finds it, the codec names the fault, and it is left out of both files and counted."""
     from alertdist.avro.container import build_container, parse_container
 
     good = [p for p in real_packets if codec.peek(p).schemavsn.startswith("4")]
     container = parse_container(good[0])
-    broken = build_container(good[0][container.schema_start:container.schema_end],
-                             good[0][container.body_start:container.body_end - 3000], container.sync_marker,
-                             container.metadata_keys)
+    broken = build_container(
+        good[0][container.schema_start : container.schema_end],
+        good[0][container.body_start : container.body_end - 3000],
+        container.sync_marker,
+        container.metadata_keys,
+    )
     codec.peek(broken)  # what the publisher checks passes
     naming = TopicNaming(survey=f"tbroken{unique}")
     state = publish_night(kafka_bootstrap, naming, NIGHT, {1: good[1:] + [broken]})
     manifest = archive_night(kafka_bootstrap, naming, NIGHT, str(tmp_path), ArchiveOptions(row_group_rows=7))
     archive = manifest.programmes[1]
-    assert archive.counts == {"read": len(good), "written": len(good) - 1, "duplicates": 0,
-                              "conflicting_duplicates": 0, "rejected": 1}
+    assert archive.counts == {
+        "read": len(good),
+        "written": len(good) - 1,
+        "duplicates": 0,
+        "conflicting_duplicates": 0,
+        "rejected": 1,
+    }
     assert "does not decode" in archive.rejected[0]["reason"] and archive.rejected[0]["size"] == len(broken)
     assert sum(archive.schema_versions.values()) == len(good) - 1
     with open(tmp_path / archive.files["tarball"]["path"], "rb") as f:
@@ -410,7 +463,13 @@ def test_the_real_2018_night_reads_back_like_uws_own_file(kafka_bootstrap, uniqu
         for m in our_members:
             theirs = by_name[m.name]
             assert (m.mode, m.uid, m.gid, m.uname, m.gname, m.size) == (
-                theirs.mode, theirs.uid, theirs.gid, theirs.uname, theirs.gname, theirs.size)
+                theirs.mode,
+                theirs.uid,
+                theirs.gid,
+                theirs.uname,
+                theirs.gname,
+                theirs.size,
+            )
             assert mine.extractfile(m).read() == uw.extractfile(theirs).read()
             assert abs(m.mtime - theirs.mtime) < 6 * 3600  # ours: observation time; UW's: when it was written
     assert manifest.programmes[1].schema_versions == {"3.0": 30}

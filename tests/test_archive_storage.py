@@ -15,8 +15,8 @@ import pytest
 
 from alertdist.archive import ArchiveOptions, Destination, archive_night, read_manifest, verify_night
 from alertdist.archive.storage import TEMP_PREFIX
-from alertdist.simulate.night import simulate_night
 from alertdist.nights.topics import TopicNaming
+from alertdist.simulate.night import simulate_night
 from tests.archive_support import publish_night
 
 NIGHT = dt.date(2023, 10, 13)
@@ -39,8 +39,13 @@ def s3_endpoint():
 def _create_bucket(endpoint: str, bucket: str) -> None:
     import boto3
 
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                 aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(Bucket=bucket)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +59,11 @@ def night(kafka_bootstrap, tmp_path_factory):
 
 def test_s3_and_a_local_folder_get_the_same_archive(kafka_bootstrap, night, s3_endpoint, tmp_path, unique):
     naming, state, _ = night
-    options = {"key": "testing", "secret": "testing",
-               "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}}
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
+    }
     _create_bucket(s3_endpoint, f"archive-{unique}")
     url = f"s3://archive-{unique}/ztf/alerts"
     remote = archive_night(kafka_bootstrap, naming, NIGHT, url, ArchiveOptions(storage_options=options))
@@ -74,10 +82,9 @@ def test_a_failed_write_leaves_nothing_under_the_final_name(tmp_path, s3_endpoin
     options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint}}
     _create_bucket(s3_endpoint, f"fail-{unique}")
     for dest in (Destination(str(tmp_path)), Destination(f"s3://fail-{unique}/x", options)):
-        with pytest.raises(RuntimeError, match="boom"):
-            with dest.open_atomic("a/b.bin") as out:
-                out.write(b"x" * (6 * 1024 * 1024))
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError, match="boom"), dest.open_atomic("a/b.bin") as out:
+            out.write(b"x" * (6 * 1024 * 1024))
+            raise RuntimeError("boom")
         assert not dest.exists("a/b.bin")
         assert [n for n in dest.listdir("a") if not n.startswith(TEMP_PREFIX)] == []
         assert dest.write_bytes("a/b.bin", b"whole").size == 5 and dest.read_bytes("a/b.bin") == b"whole"
@@ -86,10 +93,26 @@ def test_a_failed_write_leaves_nothing_under_the_final_name(tmp_path, s3_endpoin
 def test_killing_the_archiver_leaves_no_partial_file_and_a_rerun_completes(kafka_bootstrap, night, tmp_path):
     naming, state, _ = night
     dest = tmp_path / "archive"
-    env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap, "ALERTDIST_SURVEY": naming.survey,
-           "ALERTDIST_HOME": str(tmp_path / "home")}
-    command = [sys.executable, "-m", "alertdist.cli.main", "archive", "--night", f"{NIGHT:%Y%m%d}", "--dest", str(dest),
-               "--row-group-rows", "5", "--work-dir", str(tmp_path)]
+    env = {
+        **os.environ,
+        "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "ALERTDIST_SURVEY": naming.survey,
+        "ALERTDIST_HOME": str(tmp_path / "home"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "alertdist.cli.main",
+        "archive",
+        "--night",
+        f"{NIGHT:%Y%m%d}",
+        "--dest",
+        str(dest),
+        "--row-group-rows",
+        "5",
+        "--work-dir",
+        str(tmp_path),
+    ]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -125,8 +148,9 @@ def test_the_flow_archives_and_verifies_a_night(kafka_bootstrap, night, tmp_path
     from alertdist.flows.archive_night import archive_night as archive_flow
 
     naming, state, _ = night
-    result = archive_flow(night=f"{NIGHT:%Y%m%d}", dest=str(tmp_path), bootstrap_servers=kafka_bootstrap,
-                          survey=naming.survey)
+    result = archive_flow(
+        night=f"{NIGHT:%Y%m%d}", dest=str(tmp_path), bootstrap_servers=kafka_bootstrap, survey=naming.survey
+    )
     assert result["written"] == result["read"] == state.total_messages()
     assert (tmp_path / result["manifest"]).is_file()
     verify_night(str(tmp_path), read_manifest(str(tmp_path), naming.survey, f"{NIGHT:%Y%m%d}"), state)

@@ -20,11 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alertdist import schemas
-from alertdist.avro import codec
-from alertdist.avro import writer_schemas
-from alertdist.avro.encoder import compile_body_encoder
-from alertdist.avro.container import SYNC_SIZE, read_long, build_container, parse_container, zigzag_varint
+from alertdist.avro import codec, writer_schemas
 from alertdist.avro.codec import AlertPacketError, decode, encode, peek
+from alertdist.avro.container import SYNC_SIZE, build_container, parse_container, read_long, zigzag_varint
+from alertdist.avro.encoder import compile_body_encoder
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ARCHIVE = DATA / "ztf-archive" / "ztf_public_20180819_mod1000.tar.gz"
@@ -112,8 +111,14 @@ def test_reencode_with_own_version_and_sync_marker_is_byte_exact(name):
 def test_projection_returns_exactly_the_named_fields(name):
     packet = PACKETS[name]
     full = _reference(packet)
-    for fields in (["candidate"], ["objectId", "candid", "candidate"], ["prv_candidates", "schemavsn"],
-                   ["cutoutDifference"], ["candid", "fp_hists"], []):
+    for fields in (
+        ["candidate"],
+        ["objectId", "candid", "candidate"],
+        ["prv_candidates", "schemavsn"],
+        ["cutoutDifference"],
+        ["candid", "fp_hists"],
+        [],
+    ):
         got = decode(packet, fields)
         assert list(got) == fields
         assert got == {f: full.get(f) for f in fields}  # fp_hists: None in 3.x packets
@@ -125,8 +130,12 @@ def test_peek_agrees_with_full_decode(name):
     full = _reference(packet)
     info = peek(packet)
     assert info == codec.PacketInfo(
-        schemavsn=full["schemavsn"], objectId=full["objectId"], candid=full["candid"],
-        programid=full["candidate"]["programid"], jd=full["candidate"]["jd"], pid=full["candidate"]["pid"],
+        schemavsn=full["schemavsn"],
+        objectId=full["objectId"],
+        candid=full["candid"],
+        programid=full["candidate"]["programid"],
+        jd=full["candidate"]["jd"],
+        pid=full["candidate"]["pid"],
         size=len(packet),
     )
     assert codec.schema_version_of(packet) == full["schemavsn"]
@@ -419,8 +428,9 @@ def _exact_route(record, version: str, sync_marker: bytes) -> bytes:
         fastavro.schemaless_writer(body, schema.parsed, record)
     except Exception as e:
         raise AlertPacketError(str(e)) from e
-    return build_container(schemas.load_schema_text(version).encode(), body.getvalue(), sync_marker,
-                           codec.DEFAULT_METADATA_KEYS)
+    return build_container(
+        schemas.load_schema_text(version).encode(), body.getvalue(), sync_marker, codec.DEFAULT_METADATA_KEYS
+    )
 
 
 def _same_as_exact_route(record, version: str, *, lenient_floats: bool = False) -> bytes | None:
@@ -485,24 +495,48 @@ def test_random_valid_records_encode_as_fastavro_writes_them(version):
     check()
 
 
-_ODD_VALUES = [True, False, "19.2", b"x", 1.5, 2.0, 7, 1 << 40, -(1 << 70), None, np.float64(1.5), np.float32(2.5),
-               np.int64(3), Decimal("1.5"), Fraction(1, 3), float("nan"), [], (), {}, ("array", []), "null"]
+_ODD_VALUES = [
+    True,
+    False,
+    "19.2",
+    b"x",
+    1.5,
+    2.0,
+    7,
+    1 << 40,
+    -(1 << 70),
+    None,
+    np.float64(1.5),
+    np.float32(2.5),
+    np.int64(3),
+    Decimal("1.5"),
+    Fraction(1, 3),
+    float("nan"),
+    [],
+    (),
+    {},
+    ("array", []),
+    "null",
+]
 
 
 def _small_record(packet: bytes) -> dict:
     """A real record cut to two history entries and one forced-photometry entry, so thousands of variants are cheap."""
     record = copy.deepcopy(decode(packet))
     record["prv_candidates"] = [p for p in record["prv_candidates"] if p["candid"] is None][:1] + [
-        p for p in record["prv_candidates"] if p["candid"] is not None][:1]
+        p for p in record["prv_candidates"] if p["candid"] is not None
+    ][:1]
     record["fp_hists"] = record["fp_hists"][:1]
     return record
 
 
 _HOLDERS = [  # (record type, where one sits in a record from _small_record)
-    ("ztf.alert", lambda r: r), ("ztf.alert.candidate", lambda r: r["candidate"]),
+    ("ztf.alert", lambda r: r),
+    ("ztf.alert.candidate", lambda r: r["candidate"]),
     ("ztf.alert.prv_candidate", lambda r: r["prv_candidates"][0]),  # a non-detection
     ("ztf.alert.prv_candidate", lambda r: r["prv_candidates"][1]),  # a detection
-    ("ztf.alert.fp_hist", lambda r: r["fp_hists"][0]), ("ztf.alert.cutout", lambda r: r["cutoutScience"]),
+    ("ztf.alert.fp_hist", lambda r: r["fp_hists"][0]),
+    ("ztf.alert.cutout", lambda r: r["cutoutScience"]),
 ]
 
 
@@ -565,8 +599,13 @@ def test_every_field_type_with_every_odd_value_gets_what_the_exact_route_gives(p
 
 
 def test_small_and_large_integers_encode_as_fastavro_writes_them():
-    schema = fastavro.parse_schema({"type": "record", "name": "n", "fields": [
-        {"name": "n", "type": "long"}, {"name": "i", "type": ["null", "int"]}]})
+    schema = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "n",
+            "fields": [{"name": "n", "type": "long"}, {"name": "i", "type": ["null", "int"]}],
+        }
+    )
     strict, trusting = compile_body_encoder(schema), compile_body_encoder(schema, trust_values=True)
     values = [*range(-(1 << 14), 1 << 15), *((1 << k) + d for k in range(14, 63) for d in (-1, 0)), -(1 << 63)]
     for n in [*values, *values[::-7]]:  # and back down, so trusted plans that packed small ints meet large ones
@@ -620,11 +659,17 @@ def test_numpy_values_and_other_mappings_take_the_exact_route_with_the_same_byte
 
 
 def test_schemas_the_encoder_does_not_compile_fall_back_to_fastavro():
-    named = {"type": "record", "name": "ztf.alert", "fields": [
-        {"name": "kind", "type": {"type": "enum", "name": "k", "symbols": ["a", "b"]}}]}
+    named = {
+        "type": "record",
+        "name": "ztf.alert",
+        "fields": [{"name": "kind", "type": {"type": "enum", "name": "k", "symbols": ["a", "b"]}}],
+    }
     assert compile_body_encoder(fastavro.parse_schema(named)) is None
-    linked = {"type": "record", "name": "node", "fields": [
-        {"name": "value", "type": "long"}, {"name": "next", "type": ["null", "node"]}]}
+    linked = {
+        "type": "record",
+        "name": "node",
+        "fields": [{"name": "value", "type": "long"}, {"name": "next", "type": ["null", "node"]}],
+    }
     encoder = compile_body_encoder(fastavro.parse_schema(linked))
     chain = {"value": 1, "next": {"value": -2, "next": {"value": 1 << 40, "next": None}}}
     body = io.BytesIO()

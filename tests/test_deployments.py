@@ -33,10 +33,16 @@ def test_prefect_deploy_all_creates_each_deployment_with_its_schedule(prefect_se
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     prefect = str(Path(sys.executable).with_name("prefect"))
-    subprocess.run([prefect, "work-pool", "create", "alertdist", "--type", "process", "--overwrite"],
-                   cwd=REPO, env=env, check=True, capture_output=True)
-    done = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    subprocess.run(
+        [prefect, "work-pool", "create", "alertdist", "--type", "process", "--overwrite"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    done = subprocess.run(
+        [prefect, "--no-prompt", "deploy", "--all"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     async def read():

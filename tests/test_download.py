@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from alertdist.cli.main import main as cli
 from alertdist.access import ArchiveAccessError, ChecksumMismatchError, download_night, list_nights
+from alertdist.access.readers import open_sources
 from alertdist.archive import ArchiveOptions, archive_night
 from alertdist.archive.tarball import read_members
+from alertdist.cli.main import main as cli
 from alertdist.kafka.clients import admin_client
-from alertdist.publish.publisher import publish
-from alertdist.access.readers import open_sources
-from alertdist.publish.sources import SourcePacket, simulated_alerts
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.publish.publisher import publish
+from alertdist.publish.sources import SourcePacket, simulated_alerts
 from tests.conftest import ARCHIVE_2018
 
 NIGHT = dt.date(2023, 10, 12)
@@ -53,8 +53,12 @@ def archive_root(kafka_bootstrap, tmp_path_factory) -> tuple[Path, str]:
     naming = TopicNaming(survey=f"d{uuid.uuid4().hex[:6]}")
     ensure_night_topics(admin_client(kafka_bootstrap), naming, NIGHT, TopicSettings(partitions=2))
     alerts = simulated_alerts(90, night=NIGHT, seed=3)
-    publish((SourcePacket(f"{a.candid}.avro", a.packet, None) for a in alerts), bootstrap_servers=kafka_bootstrap,
-            naming=naming, night=NIGHT)
+    publish(
+        (SourcePacket(f"{a.candid}.avro", a.packet, None) for a in alerts),
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        night=NIGHT,
+    )
     archive_night(kafka_bootstrap, naming, NIGHT, str(root), ArchiveOptions(row_group_rows=32))
     return root, naming.survey
 
@@ -177,8 +181,11 @@ def s3(archive_root):
         root = archive_root[0]
         for relative in _files(root):
             client.upload_file(str(root / relative), "alerts", f"archive/{relative}")
-        options = {"key": "testing", "secret": "testing",
-                   "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+        options = {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
         yield "s3://alerts/archive", options
     finally:
         server.stop()
@@ -215,8 +222,9 @@ def test_download_from_http_verifies_every_file_and_makes_an_archive_root(archiv
         assert f.checked == _published_checksums(f.path)
         assert f.local.read_bytes() == served[f.path]
         assert not f.local.with_name(f.local.name + ".part").exists()
-    assert (tmp_path / "manifests" / f"{survey}_20231012.json").read_bytes() == \
-        served[f"manifests/{survey}_20231012.json"]
+    assert (tmp_path / "manifests" / f"{survey}_20231012.json").read_bytes() == served[
+        f"manifests/{survey}_20231012.json"
+    ]
     assert _listing(list_nights(str(tmp_path)))["20231012"][1:] == (True, 1)
     alerts, counts, _ = open_sources([str(tmp_path)], archived_night="20231012")
     assert sum(1 for _ in alerts) == 90 and sum(c.bad for c in counts) == 0
@@ -326,15 +334,18 @@ def test_the_archive_list_and_download_commands(archive_root, http, tmp_path, ca
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out] == ["20180819", "20231012"]
     assert "parquet: yes" in out[1] and "manifest: yes" in out[1]
-    assert cli(["download", "20231012", "--from", http.url, "--to", str(tmp_path), "--what", "parquet",
-                "--quiet"]) == 0
+    assert cli(["download", "20231012", "--from", http.url, "--to", str(tmp_path), "--what", "parquet", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert out.count("checked size, sha256") == 3 and "3 file(s)" in out  # Parquet files have no md5
-    assert sorted(p.name for p in (tmp_path / "parquet" / "night=20231012").iterdir()) == \
-        ["programid=1", "programid=2", "programid=3"]
+    assert sorted(p.name for p in (tmp_path / "parquet" / "night=20231012").iterdir()) == [
+        "programid=1",
+        "programid=2",
+        "programid=3",
+    ]
     assert not os.path.exists(tmp_path / f"{survey}_public_20231012.tar.gz")
-    assert (tmp_path / "manifests" / f"{survey}_20231012.json").read_bytes() == \
-        (root / "manifests" / f"{survey}_20231012.json").read_bytes()
+    assert (tmp_path / "manifests" / f"{survey}_20231012.json").read_bytes() == (
+        root / "manifests" / f"{survey}_20231012.json"
+    ).read_bytes()
 
 
 def test_remote_tarballs_and_parquet_are_read_as_streams(archive_root, http, s3):
@@ -346,7 +357,9 @@ def test_remote_tarballs_and_parquet_are_read_as_streams(archive_root, http, s3)
 
     over_http, counts, names = open_sources([http.url], archived_night="20231012")
     assert {a.info.candid: a.packet for a in over_http} == expected
-    assert names == [f"{http.url.rstrip('/')}/{survey}_{p}_20231012.tar.gz" for p in ("caltech", "partnership", "public")]
+    assert names == [
+        f"{http.url.rstrip('/')}/{survey}_{p}_20231012.tar.gz" for p in ("caltech", "partnership", "public")
+    ]
     assert sum(c.good for c in counts) == 90
 
     over_http, _, _ = open_sources([http.url], archived_night="20231012", prefer="parquet")

@@ -24,17 +24,17 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import ConfigResource
 
-from alertdist.infra import kafka_local
-from alertdist.avro import codec
 from alertdist.archive import ArchiveOptions, archive_night, read_manifest, verify_night
 from alertdist.archive.storage import TEMP_PREFIX
+from alertdist.avro import codec
 from alertdist.filters import alert_filter
 from alertdist.filters.live import group_id_for
+from alertdist.infra import kafka_local
 from alertdist.kafka.clients import admin_client, consumer
 from alertdist.nights.state import read_night_state
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from alertdist.publish.publisher import PublishProgress, publish
 from alertdist.publish.sources import NIGHT_DONE, SourcePacket, paced, simulated_alerts
-from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from tests.conftest import REPO, start_test_cluster
 from tests.kafka_support import read_to_end
 
@@ -73,8 +73,13 @@ def _night(seed: int, n: int) -> dict[int, bytes]:
 
 
 def _env(cluster, naming: TopicNaming, tmp_path: Path) -> dict:
-    return {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": cluster.bootstrap_servers, "ALERTDIST_SURVEY": naming.survey,
-            "ALERTDIST_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    return {
+        **os.environ,
+        "ALERTDIST_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+        "ALERTDIST_SURVEY": naming.survey,
+        "ALERTDIST_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(REPO),
+    }
 
 
 def _archived_candids(dest: Path, naming: TopicNaming) -> Counter:
@@ -123,7 +128,8 @@ def test_night_topics_on_three_brokers_have_three_replicas_and_min_isr_two(healt
 
 
 def test_sigkill_of_a_broker_mid_night_publishing_continues_and_the_archive_holds_every_alert_once(
-        healthy, unique, tmp_path):
+    healthy, unique, tmp_path
+):
     naming = TopicNaming(survey=f"bk{unique}")
     admin = admin_client(healthy.bootstrap_servers)
     ensure_night_topics(admin, naming, NIGHT, TopicSettings(partitions=PARTITIONS))
@@ -138,8 +144,14 @@ def test_sigkill_of_a_broker_mid_night_publishing_continues_and_the_archive_hold
             kafka_local.stop_node(healthy, victim, kill=True, log=_quiet)
 
     source = paced((SourcePacket(f"{c}.avro", p, None) for c, p in night.items()), rate_per_minute=2400)
-    result = publish(source, bootstrap_servers=healthy.bootstrap_servers, naming=naming, night=NIGHT,
-                     progress=on_progress, progress_every_s=0.2)
+    result = publish(
+        source,
+        bootstrap_servers=healthy.bootstrap_servers,
+        naming=naming,
+        night=NIGHT,
+        progress=on_progress,
+        progress_every_s=0.2,
+    )
 
     assert at_kill and at_kill[0] < len(night), "the broker must die mid-night"
     assert not [n for n in kafka_local.status(healthy) if n.node_id == victim and n.running]
@@ -150,13 +162,17 @@ def test_sigkill_of_a_broker_mid_night_publishing_continues_and_the_archive_hold
     assert state.total_messages(programme_topics) == len(night)  # nothing doubled in Kafka itself
 
     dest = tmp_path / "archive"  # archived with the node still dead: two replicas of three suffice
-    manifest = archive_night(healthy.bootstrap_servers, naming, NIGHT, str(dest), ArchiveOptions(work_dir=str(tmp_path)))
+    manifest = archive_night(
+        healthy.bootstrap_servers, naming, NIGHT, str(dest), ArchiveOptions(work_dir=str(tmp_path))
+    )
     assert manifest.totals()["duplicates"] == 0
     _assert_archive_holds_exactly(dest, naming, night)
-    _note(f"broker {victim} (the controller) SIGKILLed after {at_kill[0]}/{len(night)} deliveries: read "
-          f"{result.read}, delivered {result.delivered_total}, failed {result.failed}; Kafka holds "
-          f"{state.total_messages(programme_topics)} messages; archive {manifest.totals()['written']} alerts, "
-          f"{manifest.totals()['duplicates']} duplicates, candid set equal")
+    _note(
+        f"broker {victim} (the controller) SIGKILLed after {at_kill[0]}/{len(night)} deliveries: read "
+        f"{result.read}, delivered {result.delivered_total}, failed {result.failed}; Kafka holds "
+        f"{state.total_messages(programme_topics)} messages; archive {manifest.totals()['written']} alerts, "
+        f"{manifest.totals()['duplicates']} duplicates, candid set equal"
+    )
 
 
 # ---------------------------------------------------------------- a filter and the archiver killed mid-run
@@ -179,20 +195,44 @@ def _committed(bootstrap: str, group: str, topics: list[str]) -> int:
 
 
 def test_sigkill_of_a_filter_and_the_archiver_mid_run_then_restart_gives_exactly_once_outputs(
-        healthy, unique, tmp_path):
+    healthy, unique, tmp_path
+):
     naming = TopicNaming(survey=f"fa{unique}")
     ensure_night_topics(admin_client(healthy.bootstrap_servers), naming, NIGHT, TopicSettings(partitions=PARTITIONS))
     night = _night(seed=32, n=300)
-    published = publish([SourcePacket(f"{c}.avro", p, None) for c, p in night.items()],
-                        bootstrap_servers=healthy.bootstrap_servers, naming=naming, night=NIGHT)
+    published = publish(
+        [SourcePacket(f"{c}.avro", p, None) for c, p in night.items()],
+        bootstrap_servers=healthy.bootstrap_servers,
+        naming=naming,
+        night=NIGHT,
+    )
     assert published.delivered_total == len(night) and published.closed
 
     env = _env(healthy, naming, tmp_path)
     dest = tmp_path / "archive"
-    filter_cmd = [ALERTDIST, "filter", "run", "tests.test_faults:slow_even", "--night", NIGHT_TEXT,
-                  "--batch-size", "20"]
-    archive_cmd = [ALERTDIST, "archive", "--night", NIGHT_TEXT, "--dest", str(dest), "--row-group-rows", "5",
-                   "--work-dir", str(tmp_path), "--quiet"]
+    filter_cmd = [
+        ALERTDIST,
+        "filter",
+        "run",
+        "tests.test_faults:slow_even",
+        "--night",
+        NIGHT_TEXT,
+        "--batch-size",
+        "20",
+    ]
+    archive_cmd = [
+        ALERTDIST,
+        "archive",
+        "--night",
+        NIGHT_TEXT,
+        "--dest",
+        str(dest),
+        "--row-group-rows",
+        "5",
+        "--work-dir",
+        str(tmp_path),
+        "--quiet",
+    ]
     topics = list(naming.programme_topics(NIGHT).values())
     group = group_id_for(naming, NIGHT, "slow_even")
 
@@ -206,8 +246,9 @@ def test_sigkill_of_a_filter_and_the_archiver_mid_run_then_restart_gives_exactly
             if not filter_killed and _committed(healthy.bootstrap_servers, group, topics) >= 40:
                 filter_run.send_signal(signal.SIGKILL)
                 filter_killed = True
-            if not archive_killed and any(p.name.startswith(TEMP_PREFIX) and p.stat().st_size > 0
-                                          for p in dest.rglob("*") if p.is_file()):
+            if not archive_killed and any(
+                p.name.startswith(TEMP_PREFIX) and p.stat().st_size > 0 for p in dest.rglob("*") if p.is_file()
+            ):
                 archive_run.send_signal(signal.SIGKILL)
                 archive_killed = True
             for run, killed in ((filter_run, filter_killed), (archive_run, archive_killed)):
@@ -226,8 +267,10 @@ def test_sigkill_of_a_filter_and_the_archiver_mid_run_then_restart_gives_exactly
     finals = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file() and not p.name.startswith(TEMP_PREFIX)}
     assert not any(p.parent.name == "manifests" or p.name == "MD5SUMS" for p in finals)
 
-    reruns = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-              for cmd in (filter_cmd, archive_cmd)]
+    reruns = [
+        subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for cmd in (filter_cmd, archive_cmd)
+    ]
     outs = [run.communicate(timeout=300) for run in reruns]
     for run, (out, err) in zip(reruns, outs):
         assert run.returncode == 0, (out + err).decode()[-3000:]
@@ -240,11 +283,16 @@ def test_sigkill_of_a_filter_and_the_archiver_mid_run_then_restart_gives_exactly
     _assert_archive_holds_exactly(dest, naming, night)
     assert [p for p in dest.rglob("*") if p.name.startswith(TEMP_PREFIX)] == []
     assert {p: p.read_bytes() for p in finals} == finals
-    verify_night(str(dest), read_manifest(str(dest), naming.survey, NIGHT_TEXT),
-                 read_night_state(healthy.bootstrap_servers, naming, NIGHT))
-    _note(f"filter SIGKILLed at {done_at_kill}/{len(night)} committed, archiver SIGKILLed mid-write; after restart "
-          f"{sum(passed.values())} filter outputs for {len([c for c in night if c % 2 == 0])} passing alerts "
-          f"(max {max(passed.values())} per candid), archive {sum(_archived_candids(dest, naming).values())} alerts")
+    verify_night(
+        str(dest),
+        read_manifest(str(dest), naming.survey, NIGHT_TEXT),
+        read_night_state(healthy.bootstrap_servers, naming, NIGHT),
+    )
+    _note(
+        f"filter SIGKILLed at {done_at_kill}/{len(night)} committed, archiver SIGKILLed mid-write; after restart "
+        f"{sum(passed.values())} filter outputs for {len([c for c in night if c % 2 == 0])} passing alerts "
+        f"(max {max(passed.values())} per candid), archive {sum(_archived_candids(dest, naming).values())} alerts"
+    )
 
 
 # ------------------------------------------------------------------- the whole cluster down at the start
@@ -260,7 +308,8 @@ class _Lines(logging.Handler):
 
 
 def test_whole_cluster_down_when_the_publisher_starts_it_waits_keeps_the_drop_folder_and_publishes_later(
-        healthy, unique, tmp_path, prefect_server):
+    healthy, unique, tmp_path, prefect_server
+):
     from alertdist.flows.publish import publish_night
     from alertdist.simulate.night import write_drop_folder
 
@@ -275,9 +324,19 @@ def test_whole_cluster_down_when_the_publisher_starts_it_waits_keeps_the_drop_fo
     lines = _Lines()
     logging.getLogger("prefect").addHandler(lines)
     outcome: dict = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault("result", publish_night(
-        source=str(folder), night=NIGHT_TEXT, partitions=3, bootstrap_servers=healthy.bootstrap_servers,
-        survey=naming.survey)), daemon=True)
+    runner = threading.Thread(
+        target=lambda: outcome.setdefault(
+            "result",
+            publish_night(
+                source=str(folder),
+                night=NIGHT_TEXT,
+                partitions=3,
+                bootstrap_servers=healthy.bootstrap_servers,
+                survey=naming.survey,
+            ),
+        ),
+        daemon=True,
+    )
     try:
         runner.start()
         deadline = time.monotonic() + 60
@@ -298,11 +357,14 @@ def test_whole_cluster_down_when_the_publisher_starts_it_waits_keeps_the_drop_fo
     assert sorted(int(dict(m.headers())["alertdist.candid"]) for m in messages) == sorted(night)
     assert all(m.value() == night[codec.peek(m.value()).candid] for m in messages)
     retry_lines = [line for line in lines.lines if "etry" in line]
-    _note(f"cluster down at start: {len(night)} files kept while down; first retry line: {retry_lines[0][:300]!r}; "
-          f"after restart read {result['read']}, delivered {sum(result['delivered'].values())}, "
-          f"{len(messages)} messages in Kafka, {len(list(folder.glob('*.avro')))} files left")
-    assert any("transport" in line.lower() or "broker" in line.lower() or "metadata" in line.lower()
-               for line in lines.lines), retry_lines  # says why it waits
+    _note(
+        f"cluster down at start: {len(night)} files kept while down; first retry line: {retry_lines[0][:300]!r}; "
+        f"after restart read {result['read']}, delivered {sum(result['delivered'].values())}, "
+        f"{len(messages)} messages in Kafka, {len(list(folder.glob('*.avro')))} files left"
+    )
+    assert any(
+        "transport" in line.lower() or "broker" in line.lower() or "metadata" in line.lower() for line in lines.lines
+    ), retry_lines  # says why it waits
 
 
 # ------------------------------------------------------------------------------- storage unavailable
@@ -311,8 +373,12 @@ def test_whole_cluster_down_when_the_publisher_starts_it_waits_keeps_the_drop_fo
 def _closed_night(cluster, naming: TopicNaming, seed: int, n: int) -> dict[int, bytes]:
     ensure_night_topics(admin_client(cluster.bootstrap_servers), naming, NIGHT, TopicSettings(partitions=2))
     night = _night(seed=seed, n=n)
-    result = publish([SourcePacket(f"{c}.avro", p, None) for c, p in night.items()],
-                     bootstrap_servers=cluster.bootstrap_servers, naming=naming, night=NIGHT)
+    result = publish(
+        [SourcePacket(f"{c}.avro", p, None) for c, p in night.items()],
+        bootstrap_servers=cluster.bootstrap_servers,
+        naming=naming,
+        night=NIGHT,
+    )
     assert result.closed and result.delivered_total == n
     return night
 
@@ -333,7 +399,8 @@ def _archive_with_retries(cluster, naming: TopicNaming, dest: str, options: Arch
 
 
 def test_an_unwritable_destination_is_retried_then_fails_clearly_with_no_partial_output(
-        healthy, unique, tmp_path, prefect_server):
+    healthy, unique, tmp_path, prefect_server
+):
     naming = TopicNaming(survey=f"uw{unique}")
     _closed_night(healthy, naming, seed=34, n=60)
     blocker = tmp_path / "not-a-folder"
@@ -364,20 +431,31 @@ def s3_server():
 
 
 def test_s3_unavailable_during_the_archive_is_retried_then_fails_clearly_with_no_partial_output(
-        healthy, unique, tmp_path, prefect_server, s3_server):
+    healthy, unique, tmp_path, prefect_server, s3_server
+):
     import boto3
     from moto.server import ThreadedMotoServer
 
     naming = TopicNaming(survey=f"s3{unique}")
     night = _closed_night(healthy, naming, seed=35, n=60)
     bucket = f"archive-{unique}"
-    s3 = boto3.client("s3", endpoint_url=s3_server["endpoint"], region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server["endpoint"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     s3.create_bucket(Bucket=bucket)
-    options = ArchiveOptions(work_dir=str(tmp_path), storage_options={
-        "key": "testing", "secret": "testing",
-        "client_kwargs": {"endpoint_url": s3_server["endpoint"], "region_name": "us-east-1"},
-        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}})
+    options = ArchiveOptions(
+        work_dir=str(tmp_path),
+        storage_options={
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": s3_server["endpoint"], "region_name": "us-east-1"},
+            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
+        },
+    )
     url = f"s3://{bucket}/ztf"
     s3_server["server"].stop()  # the object store goes away
 

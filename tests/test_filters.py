@@ -21,7 +21,14 @@ import pytest
 
 from alertdist.avro import codec
 from alertdist.filters import (
-    ERROR, MALFORMED, PASSED, REJECTED, FilterLookupError, alert_filter, available_filters, load_filter,
+    ERROR,
+    MALFORMED,
+    PASSED,
+    REJECTED,
+    FilterLookupError,
+    alert_filter,
+    available_filters,
+    load_filter,
 )
 from alertdist.filters.batch import iter_packets, run_batch, write_table
 from alertdist.filters.bundled import bright_transients
@@ -49,20 +56,39 @@ def expect_bright_transients(record: dict) -> bool:
     c = record["candidate"]
     star = _v(c["sgscore1"]) >= 0.76 and 0 <= _v(c["distpsnr1"]) <= 2
     asteroid = 0 <= _v(c["ssdistnr"]) <= 12
-    return (_real(c, 0.8, 0.65) and c["isdiffpos"] in ("t", "1") and c["magpsf"] <= 19.5 and c["ndethist"] <= 10
-            and c["jd"] - c["jdstarthist"] <= 30 and c["nbad"] == 0 and not star and not asteroid)
+    return (
+        _real(c, 0.8, 0.65)
+        and c["isdiffpos"] in ("t", "1")
+        and c["magpsf"] <= 19.5
+        and c["ndethist"] <= 10
+        and c["jd"] - c["jdstarthist"] <= 30
+        and c["nbad"] == 0
+        and not star
+        and not asteroid
+    )
 
 
 def expect_solar_system(record: dict) -> bool:
     c = record["candidate"]
-    return (c["ssnamenr"] not in (None, "", "null") and 0 <= _v(c["ssdistnr"]) <= 5 and _v(c["ssmagnr"]) > 0
-            and _real(c, 0.5, 0.5) and c["isdiffpos"] in ("t", "1"))
+    return (
+        c["ssnamenr"] not in (None, "", "null")
+        and 0 <= _v(c["ssdistnr"]) <= 5
+        and _v(c["ssmagnr"]) > 0
+        and _real(c, 0.5, 0.5)
+        and c["isdiffpos"] in ("t", "1")
+    )
 
 
 def expect_variable_stars(record: dict) -> bool:
     c = record["candidate"]
-    if not (_v(c["sgscore1"]) >= 0.76 and 0 <= _v(c["distpsnr1"]) <= 1.5 and 0 <= _v(c["distnr"]) <= 1.5
-            and _v(c["magnr"]) > 0 and c["ndethist"] >= 10 and _real(c, 0.5, 0.5)):
+    if not (
+        _v(c["sgscore1"]) >= 0.76
+        and 0 <= _v(c["distpsnr1"]) <= 1.5
+        and 0 <= _v(c["distnr"]) <= 1.5
+        and _v(c["magnr"]) > 0
+        and c["ndethist"] >= 10
+        and _real(c, 0.5, 0.5)
+    ):
         return False
     sign = 1 if c["isdiffpos"] in ("t", "1") else -1
     flux = 10 ** (-0.4 * c["magnr"]) + sign * 10 ** (-0.4 * c["magpsf"])
@@ -142,13 +168,16 @@ def badly_named(alert):
     return True
 
 
-@pytest.mark.parametrize("result, reason", [
-    (None, "returned NoneType"),
-    ("yes", "returned str"),
-    ((True, ["x"]), "annotations must be a dict"),
-    ((True, {"score": float("nan")}), "not JSON"),
-    ((True, {"when": dt.date(2023, 1, 1)}), "not JSON"),
-])
+@pytest.mark.parametrize(
+    "result, reason",
+    [
+        (None, "returned NoneType"),
+        ("yes", "returned str"),
+        ((True, ["x"]), "annotations must be a dict"),
+        ((True, {"score": float("nan")}), "not JSON"),
+        ((True, {"when": dt.date(2023, 1, 1)}), "not JSON"),
+    ],
+)
 def test_unusable_results_are_errors_with_a_reason(real_packets, result, reason):
     broken = load_filter("tests.test_filters:faint")
     broken.function = lambda alert: result
@@ -198,8 +227,13 @@ def test_known_real_alerts_get_the_expected_verdicts(real_packet_files):
     # SN 2020ue, a bright type Ia supernova in NGC 4636, four days after its first detection
     verdict = load_filter("bright_transients").judge(by_object["ZTF20aaelulu"][0])
     assert verdict.outcome == PASSED
-    assert json.loads(verdict.annotations) == {"age_days": 4.063, "fid": 1, "magpsf": 14.916, "ndethist": 8,
-                                               "score": 1.0}
+    assert json.loads(verdict.annotations) == {
+        "age_days": 4.063,
+        "fid": 1,
+        "magpsf": 14.916,
+        "ndethist": 8,
+        "score": 1.0,
+    }
     # numbered asteroids of 2023-10-12, e.g. (110778) at 0" from its predicted position
     verdict = load_filter("solar_system").judge(by_object["ZTF23abjjnqm"][0])
     assert verdict.outcome == PASSED and json.loads(verdict.annotations)["ssnamenr"] == "110778"
@@ -208,16 +242,38 @@ def test_known_real_alerts_get_the_expected_verdicts(real_packet_files):
 
 def _candidate(**changes) -> dict:
     """A clean new transient; each test below breaks one criterion."""
-    base = dict(drb=0.99, rb=0.8, isdiffpos="t", magpsf=18.0, ndethist=2, jd=2460230.0, jdstarthist=2460229.0,
-                nbad=0, sgscore1=0.1, distpsnr1=0.8, ssdistnr=-999.0, fid=2)
+    base = dict(
+        drb=0.99,
+        rb=0.8,
+        isdiffpos="t",
+        magpsf=18.0,
+        ndethist=2,
+        jd=2460230.0,
+        jdstarthist=2460229.0,
+        nbad=0,
+        sgscore1=0.1,
+        distpsnr1=0.8,
+        ssdistnr=-999.0,
+        fid=2,
+    )
     base.update(changes)
     return {"objectId": "ZTF23aaaaaaa", "candidate": base}
 
 
-@pytest.mark.parametrize("changes", [
-    {"drb": 0.5}, {"drb": None, "rb": 0.6}, {"isdiffpos": "f"}, {"magpsf": 19.8}, {"ndethist": 11},
-    {"jdstarthist": 2460180.0}, {"nbad": 1}, {"sgscore1": 0.9, "distpsnr1": 1.5}, {"ssdistnr": 3.0},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"drb": 0.5},
+        {"drb": None, "rb": 0.6},
+        {"isdiffpos": "f"},
+        {"magpsf": 19.8},
+        {"ndethist": 11},
+        {"jdstarthist": 2460180.0},
+        {"nbad": 1},
+        {"sgscore1": 0.9, "distpsnr1": 1.5},
+        {"ssdistnr": 3.0},
+    ],
+)
 def test_bright_transients_rejects_what_each_criterion_excludes(changes):
     assert bright_transients(_candidate())[0] is True
     assert bright_transients(_candidate(drb=None, rb=0.7))[0] is True  # 3.0 packets: rb alone
@@ -228,12 +284,15 @@ def test_bright_transients_rejects_what_each_criterion_excludes(changes):
 # -------------------------------------------------------------------------------------------------- batch
 
 
-def test_batch_over_folder_tarball_and_list_accounts_for_every_packet(real_packet_files, archive_2018_members,
-                                                                      tmp_path, simulated_packets):
+def test_batch_over_folder_tarball_and_list_accounts_for_every_packet(
+    real_packet_files, archive_2018_members, tmp_path, simulated_packets
+):
     folder = real_packet_files[0].parent.parent
     from_folder = run_batch("variable_stars", folder)
     assert from_folder.read == len(real_packet_files)
-    expected = [full_record(p.read_bytes()) for p in sorted(real_packet_files, key=lambda p: str(p.relative_to(folder)))]
+    expected = [
+        full_record(p.read_bytes()) for p in sorted(real_packet_files, key=lambda p: str(p.relative_to(folder)))
+    ]
     passing = [r for r in expected if expect_variable_stars(r)]
     assert from_folder.table.column("candid").to_pylist() == [r["candid"] for r in passing]
     assert from_folder.table.column("objectId").to_pylist() == [r["objectId"] for r in passing]
@@ -294,12 +353,15 @@ class _FailedState:
         raise self.error
 
 
-@pytest.mark.parametrize("error, retried", [
-    (LiveRunError("broker gone", transient=True), True),
-    (LiveRunError("fenced", transient=False), False),
-    (FilterFailingError("raised on 100 consecutive alerts"), False),
-    (FilterLookupError("no such filter"), False),
-])
+@pytest.mark.parametrize(
+    "error, retried",
+    [
+        (LiveRunError("broker gone", transient=True), True),
+        (LiveRunError("fenced", transient=False), False),
+        (FilterFailingError("raised on 100 consecutive alerts"), False),
+        (FilterLookupError("no such filter"), False),
+    ],
+)
 def test_only_transient_kafka_failures_are_retried(error, retried):
     assert retry_condition()(None, None, _FailedState(error)) is retried
 

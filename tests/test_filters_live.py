@@ -27,8 +27,8 @@ from alertdist.filters.bundled import bright_transients
 from alertdist.filters.live import FilterFailingError, LiveOptions, group_id_for, run_live
 from alertdist.kafka.clients import admin_client, consumer, producer
 from alertdist.nights.state import NightState, end_offsets, mark_night
-from alertdist.simulate.night import simulate_night
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.simulate.night import simulate_night
 from tests.kafka_support import read_to_end
 from tests.test_filters import EXPECTED, full_record
 
@@ -54,8 +54,15 @@ def record(packet: bytes) -> dict:
     return _records[packet]
 
 
-def publish_night(bootstrap: str, naming: TopicNaming, packets: list[bytes], *, transactional: bool = False,
-                  extra: list[tuple[int, bytes]] = (), close: bool = True) -> dict[int, tuple[str, bytes]]:
+def publish_night(
+    bootstrap: str,
+    naming: TopicNaming,
+    packets: list[bytes],
+    *,
+    transactional: bool = False,
+    extra: list[tuple[int, bytes]] = (),
+    close: bool = True,
+) -> dict[int, tuple[str, bytes]]:
     """Publish packets as the publisher does, close the night; returns candid -> (topic, packet)."""
     ensure_night_topics(admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=PARTITIONS))
     overrides = {"transactional.id": f"publisher-{naming.survey}"} if transactional else {}
@@ -69,9 +76,17 @@ def publish_night(bootstrap: str, naming: TopicNaming, packets: list[bytes], *, 
         info = codec.peek(packet)
         topic = naming.programme_topic(NIGHT, info.programid)
         now = str(int(time.time() * 1000)).encode()
-        p.produce(topic, packet, key=info.objectId.encode(), on_delivery=lambda e, m: e and failures.append(e),
-                  headers=[("alertdist.produced_ms", now), ("alertdist.published_ms", now),
-                           ("alertdist.candid", str(info.candid).encode())])
+        p.produce(
+            topic,
+            packet,
+            key=info.objectId.encode(),
+            on_delivery=lambda e, m: e and failures.append(e),
+            headers=[
+                ("alertdist.produced_ms", now),
+                ("alertdist.published_ms", now),
+                ("alertdist.candid", str(info.candid).encode()),
+            ],
+        )
         p.poll(0)
         published[info.candid] = (topic, packet)
     for programid, raw in extra:  # bytes a publisher would reject; here they reach the filter
@@ -99,8 +114,9 @@ def read_topic(bootstrap: str, topic: str) -> list:
 
 
 def outputs_of(bootstrap: str, naming: TopicNaming, filter_name: str) -> list:
-    return read_topics(bootstrap, [naming.filter_output_topic(t, filter_name)
-                                   for t in naming.programme_topics(NIGHT).values()])
+    return read_topics(
+        bootstrap, [naming.filter_output_topic(t, filter_name) for t in naming.programme_topics(NIGHT).values()]
+    )
 
 
 def candid_of(msg) -> int:
@@ -118,8 +134,7 @@ def shared_night(kafka_bootstrap, night_packets) -> tuple[TopicNaming, dict]:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_bundled_filter_live_outputs_exactly_the_passing_packets_and_equals_batch(name, kafka_bootstrap,
-                                                                                  shared_night):
+def test_bundled_filter_live_outputs_exactly_the_passing_packets_and_equals_batch(name, kafka_bootstrap, shared_night):
     naming, published = shared_night
     expected = {c for c, (_, packet) in published.items() if EXPECTED[name](record(packet))}
     assert 0 < len(expected) < len(published)
@@ -146,8 +161,9 @@ def test_bundled_filter_live_outputs_exactly_the_passing_packets_and_equals_batc
     batch = run_batch(name, [packet for _, packet in published.values()])
     live_rows = {candid_of(m): json.loads(dict(m.headers())["alertdist.annotations"]) for m in outputs}
     annotation_columns = [c for c in batch.table.column_names if c not in ("candid", "objectId", "programid")]
-    batch_rows = {row["candid"]: {k: row[k] for k in annotation_columns if row[k] is not None}
-                  for row in batch.table.to_pylist()}
+    batch_rows = {
+        row["candid"]: {k: row[k] for k in annotation_columns if row[k] is not None} for row in batch.table.to_pylist()
+    }
     assert batch_rows == live_rows
 
 
@@ -183,10 +199,17 @@ def test_two_copies_split_the_partitions_and_produce_each_passing_alert_once(kaf
             if r.read > 0:
                 first_batch_committed.set()
 
-        reports[i] = run_live(load_filter("tests.test_filters_live:slow_bright"), NIGHT,
-                              bootstrap_servers=kafka_bootstrap, naming=naming, copy_index=i, progress=progress,
-                              options=LiveOptions(batch_size=20, state_poll_s=0.5, done_check_s=0.2,
-                                                  consumer_overrides={"heartbeat.interval.ms": 500}))
+        reports[i] = run_live(
+            load_filter("tests.test_filters_live:slow_bright"),
+            NIGHT,
+            bootstrap_servers=kafka_bootstrap,
+            naming=naming,
+            copy_index=i,
+            progress=progress,
+            options=LiveOptions(
+                batch_size=20, state_poll_s=0.5, done_check_s=0.2, consumer_overrides={"heartbeat.interval.ms": 500}
+            ),
+        )
 
     threads = [threading.Thread(target=copy, args=(i,)) for i in range(2)]
     threads[0].start()
@@ -220,10 +243,22 @@ def test_a_killed_copy_restarted_neither_skips_nor_duplicates(kafka_bootstrap, u
     expected = sorted(c for c, (_, p) in published.items() if EXPECTED["bright_transients"](record(p)))
     topics = list(naming.programme_topics(NIGHT).values())
     group = group_id_for(naming, NIGHT, "slow_bright")
-    env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap, "ALERTDIST_SURVEY": naming.survey,
-           "PYTHONPATH": str(REPO)}
-    command = [str(Path(sys.executable).parent / "alertdist"), "filter", "run", "tests.test_filters_live:slow_bright",
-               "--night", f"{NIGHT:%Y%m%d}", "--batch-size", "20"]
+    env = {
+        **os.environ,
+        "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "ALERTDIST_SURVEY": naming.survey,
+        "PYTHONPATH": str(REPO),
+    }
+    command = [
+        str(Path(sys.executable).parent / "alertdist"),
+        "filter",
+        "run",
+        "tests.test_filters_live:slow_bright",
+        "--night",
+        f"{NIGHT:%Y%m%d}",
+        "--batch-size",
+        "20",
+    ]
 
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -255,8 +290,14 @@ def test_an_open_night_keeps_the_copy_running_until_sigterm_or_the_close(kafka_b
     topics = list(naming.programme_topics(NIGHT).values())
     group = group_id_for(naming, NIGHT, "solar_system")
     env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap, "ALERTDIST_SURVEY": naming.survey}
-    command = [str(Path(sys.executable).parent / "alertdist"), "filter", "run", "solar_system",
-               "--night", f"{NIGHT:%Y%m%d}"]
+    command = [
+        str(Path(sys.executable).parent / "alertdist"),
+        "filter",
+        "run",
+        "solar_system",
+        "--night",
+        f"{NIGHT:%Y%m%d}",
+    ]
 
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -297,17 +338,20 @@ def flaky(alert):
 
 
 def test_alerts_a_filter_raises_on_go_to_the_errors_topic_and_the_rest_are_filtered(
-        kafka_bootstrap, unique, night_packets):
+    kafka_bootstrap, unique, night_packets
+):
     naming = TopicNaming(survey=f"e{unique}")
     garbage = b"Obj\x01 this is not an alert"
     published = publish_night(kafka_bootstrap, naming, night_packets, extra=[(2, garbage)])
     raising = {c for c in published if c % 5 == 0}
-    passing = {c for c, (_, p) in published.items()
-               if c % 5 != 0 and record(p)["candidate"]["ssnamenr"] not in (None, "null")}
+    passing = {
+        c for c, (_, p) in published.items() if c % 5 != 0 and record(p)["candidate"]["ssnamenr"] not in (None, "null")
+    }
     assert raising and passing
 
-    report = run_live("tests.test_filters_live:flaky", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming,
-                      options=FAST)
+    report = run_live(
+        "tests.test_filters_live:flaky", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming, options=FAST
+    )
     assert report.status == "finished"
     assert (report.errors, report.malformed, report.passed) == (len(raising), 1, len(passing))
     assert report.read == len(published) + 1 == report.passed + report.rejected + report.errors + report.malformed
@@ -333,8 +377,13 @@ def broken(alert):
 def test_a_filter_failing_on_every_alert_is_stopped_with_a_clear_message(kafka_bootstrap, shared_night):
     naming, _ = shared_night
     with pytest.raises(FilterFailingError) as info:
-        run_live("tests.test_filters_live:broken", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming,
-                 options=LiveOptions(error_threshold=25, batch_size=10, state_poll_s=0.5))
+        run_live(
+            "tests.test_filters_live:broken",
+            NIGHT,
+            bootstrap_servers=kafka_bootstrap,
+            naming=naming,
+            options=LiveOptions(error_threshold=25, batch_size=10, state_poll_s=0.5),
+        )
     message = str(info.value)
     assert "25 consecutive alerts" in message and "model weights not found" in message and "resumes" in message
     # what was committed before the stop is consistent: every input offset committed has its error recorded
@@ -352,8 +401,13 @@ def test_filter_night_flow_runs_copies_and_summarizes(kafka_bootstrap, unique, r
 
     naming = TopicNaming(survey=f"p{unique}")
     published = publish_night(kafka_bootstrap, naming, real_packets)
-    rows = filter_night(filter_name="variable_stars", night=f"{NIGHT:%Y%m%d}", parallelism=2,
-                        bootstrap_servers=kafka_bootstrap, survey=naming.survey)
+    rows = filter_night(
+        filter_name="variable_stars",
+        night=f"{NIGHT:%Y%m%d}",
+        parallelism=2,
+        bootstrap_servers=kafka_bootstrap,
+        survey=naming.survey,
+    )
     assert sorted(r["copy"] for r in rows) == [0, 1]
     expected = sum(EXPECTED["variable_stars"](full_record(p)) for _, p in published.values())
     assert sum(r["read"] for r in rows) == len(published) and sum(r["passed"] for r in rows) == expected

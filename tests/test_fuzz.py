@@ -16,7 +16,6 @@ import sys
 import time
 import tracemalloc
 import uuid
-from pathlib import Path
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -27,17 +26,18 @@ from alertdist.avro import codec
 from alertdist.avro.container import MAGIC
 from alertdist.kafka.clients import admin_client, consumer
 from alertdist.nights.state import end_offsets
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from alertdist.publish.publisher import HEADER_REASON, HEADER_SOURCE, REJECT_KINDS, publish
 from alertdist.publish.sources import SourcePacket, simulated_packets
-from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from bench import fuzz_cases as fc
 from tests.conftest import ARCHIVE_2018, REPO, SHARED_DATA
 
 NIGHT = dt.date(2023, 10, 12)
 SECONDS_PER_CALL = 2.0  # a real packet decodes in ~1 ms; anything near this is a near-hang
 PEAK_BYTES = 48 * 1024 * 1024  # tracemalloc peak allowed per call on packets of < 200 KB
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                      HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 @functools.cache
@@ -76,14 +76,19 @@ def mutants(draw) -> fc.Mutant:
     if kind == "flip":
         return fc.flip_bits(packet, draw(st.lists(st.integers(0, len(packet) * 8 - 1), min_size=1, max_size=8)))
     if kind == "splice":
-        return fc.splice(packet, draw(st.integers(0, len(packet))), draw(st.binary(max_size=64)),
-                         draw(st.integers(0, 64)))
+        return fc.splice(
+            packet, draw(st.integers(0, len(packet))), draw(st.binary(max_size=64)), draw(st.integers(0, 64))
+        )
     if kind == "header":
-        return fc.crafted_header_length(packet, draw(st.sampled_from(["schema-length", "block-size", "block-count"])),
-                                        draw(st.sampled_from(fc.CRAFTED_LENGTHS)))
+        return fc.crafted_header_length(
+            packet,
+            draw(st.sampled_from(["schema-length", "block-size", "block-count"])),
+            draw(st.sampled_from(fc.CRAFTED_LENGTHS)),
+        )
     if kind == "body":
-        return fc.crafted_body_length(packet, draw(st.sampled_from(sorted(fc.BODY_LENGTHS))),
-                                      draw(st.sampled_from(fc.CRAFTED_LENGTHS)))
+        return fc.crafted_body_length(
+            packet, draw(st.sampled_from(sorted(fc.BODY_LENGTHS))), draw(st.sampled_from(fc.CRAFTED_LENGTHS))
+        )
     if kind == "schema":
         return fc.wrong_schema(packet, draw(st.sampled_from(sorted(fc.WRONG_SCHEMAS))))
     if kind == "random":
@@ -174,9 +179,11 @@ def test_a_recursive_schema_with_deeply_nested_data_is_refused_not_a_crash():
     """A crash would take the publisher down on every restart while the file stays in the drop folder."""
     shallow = fc.recursive_schema_packet(10)
     assert _outcome(codec.decode, shallow)[0] in ("ok", "refused")
-    script = ("import sys; from alertdist.avro import codec; from bench.fuzz_cases import recursive_schema_packet\n"
-              "try:\n    codec.peek(recursive_schema_packet(100_000))\nexcept codec.AlertPacketError as e:\n"
-              "    print('refused:', e)\n")
+    script = (
+        "import sys; from alertdist.avro import codec; from bench.fuzz_cases import recursive_schema_packet\n"
+        "try:\n    codec.peek(recursive_schema_packet(100_000))\nexcept codec.AlertPacketError as e:\n"
+        "    print('refused:', e)\n"
+    )
     run = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, f"the decoding process died with {run.returncode}: {run.stderr[-500:]}"
     assert run.stdout.startswith("refused:")
@@ -210,8 +217,12 @@ def _night_packets() -> tuple[bytes, ...]:
 
 
 # no shrinking: each example is a whole night through Kafka, and shrinking a failure would take many minutes
-@settings(max_examples=4, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=4,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(plan=st.lists(st.tuples(st.integers(0, 11), st.booleans(), st.integers(0, 2**32)), min_size=8, max_size=30))
 def test_the_publisher_sets_aside_every_bad_packet_with_a_reason_and_counts_reconcile(kafka_bootstrap, plan):
     import random
@@ -230,14 +241,23 @@ def test_the_publisher_sets_aside_every_bad_packet_with_a_reason_and_counts_reco
             name = f"{i:03d}-good.avro"
         items.append(SourcePacket(name, packet, None))
 
-    result = publish(items, bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT, max_packet_bytes=300_000,
-                     flush_timeout_s=60, full_check=True)
+    result = publish(
+        items,
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        night=NIGHT,
+        max_packet_bytes=300_000,
+        flush_timeout_s=60,
+        full_check=True,
+    )
 
     assert result.read == len(items) == result.delivered_total + result.rejected_total
     assert result.closed and result.failed == 0
     programme_topics = list(naming.programme_topics(NIGHT).values())
-    rejected = {dict(m.headers())[HEADER_SOURCE].decode(): m
-                for m in _read_topics(kafka_bootstrap, [naming.rejected_topic(NIGHT)])}
+    rejected = {
+        dict(m.headers())[HEADER_SOURCE].decode(): m
+        for m in _read_topics(kafka_bootstrap, [naming.rejected_topic(NIGHT)])
+    }
     assert len(rejected) == result.rejected_total
     assert expected_refused <= set(rejected)
     for name, msg in rejected.items():
@@ -258,6 +278,11 @@ def test_with_full_check_a_packet_broken_after_its_candidate_is_set_aside_too(ka
     good = _night_packets()[0]
     broken = fc.crafted_body_length(good, "prv_candidates-count", 1 << 60)
     assert _outcome(codec.peek, broken.packet)[0] == "ok" and _outcome(codec.decode, broken.packet)[0] == "refused"
-    result = publish([SourcePacket("good.avro", good, None), SourcePacket("broken.avro", broken.packet, None)],
-                     bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT, full_check=True)
+    result = publish(
+        [SourcePacket("good.avro", good, None), SourcePacket("broken.avro", broken.packet, None)],
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        night=NIGHT,
+        full_check=True,
+    )
     assert result.read == 2 and result.delivered_total == 1 and result.rejected == {"malformed": 1}

@@ -46,8 +46,14 @@ def night_on_a_clean_clone(tmp_path_factory):
     env.update(ALERTDIST_KAFKA_PORT=str(_free_port(10000)), ALERTDIST_PREFECT_PORT=str(_free_port()))
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     try:
-        done = subprocess.run(["make", "night", "NIGHT_ARGS=--alerts 200 --partitions 2 --night 20231012"],
-                              cwd=clone, env=env, capture_output=True, text=True, timeout=1500)
+        done = subprocess.run(
+            ["make", "night", "NIGHT_ARGS=--alerts 200 --partitions 2 --night 20231012"],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
         yield clone, env, done
     finally:
         subprocess.run(["make", "stop"], cwd=clone, env=env, capture_output=True, timeout=120)
@@ -63,8 +69,9 @@ def test_make_night_on_a_clean_clone_archives_the_night_and_prints_the_ui(night_
     assert tarballs == ["ztf_caltech_20231012.tar.gz", "ztf_partnership_20231012.tar.gz", "ztf_public_20231012.tar.gz"]
     assert (archive / "MD5SUMS").is_file() and (archive / "manifests" / "ztf_20231012.json").is_file()
     assert "200 alerts published, 200 archived" in done.stdout
-    assert re.search(rf"Prefect UI: http://127\.0\.0\.1:{env['ALERTDIST_PREFECT_PORT']}/runs/flow-run/[0-9a-f-]{{36}}",
-                     done.stdout)
+    assert re.search(
+        rf"Prefect UI: http://127\.0\.0\.1:{env['ALERTDIST_PREFECT_PORT']}/runs/flow-run/[0-9a-f-]{{36}}", done.stdout
+    )
 
 
 def test_the_prefect_ui_shows_the_night_and_its_summary(night_on_a_clean_clone):
@@ -78,9 +85,17 @@ def test_the_prefect_ui_shows_the_night_and_its_summary(night_on_a_clean_clone):
     base = run_url.split("/runs/")[0]
     OUTPUT.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(run_url, wait_until="networkidle", timeout=60_000)

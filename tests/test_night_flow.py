@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
-
 from alertdist.nights.report import reconcile
 
 
@@ -34,19 +32,28 @@ def _subflow_names(flow_run_id) -> set[str]:
     async def read():
         async with get_client() as client:
             runs = await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+            )
             return {(r.name, r.state.type.value) for r in runs}
 
     return asyncio.run(read())
 
 
-def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(kafka_bootstrap, prefect_server, unique,
-                                                                     tmp_path):
+def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(
+    kafka_bootstrap, prefect_server, unique, tmp_path
+):
     from alertdist.flows.night import night
 
     survey = f"n{unique}"
-    state = night(night="20231012", source="simulate:300:7", survey=survey, dest=str(tmp_path / "archive"),
-                  partitions=3, bootstrap_servers=kafka_bootstrap, return_state=True)
+    state = night(
+        night="20231012",
+        source="simulate:300:7",
+        survey=survey,
+        dest=str(tmp_path / "archive"),
+        partitions=3,
+        bootstrap_servers=kafka_bootstrap,
+        return_state=True,
+    )
     assert state.is_completed(), state.message
     result = state.result()
     assert result["published"] == 300 and result["archived"] == 300 and result["duplicates"] == 0
@@ -63,7 +70,9 @@ def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(kafka_boot
     assert sum(row["published"] for name, row in rows.items() if name[0].isdigit()) == 300
     assert sum(row["archived"] for name, row in rows.items() if name[0].isdigit()) == 300
     for name, passed in result["filters"].items():  # per-programme passes add up to the filter's total
-        per_programme = [int(row[f"{name} passed / errors"].split(" / ")[0]) for p, row in rows.items() if p[0].isdigit()]
+        per_programme = [
+            int(row[f"{name} passed / errors"].split(" / ")[0]) for p, row in rows.items() if p[0].isdigit()
+        ]
         assert sum(per_programme) == passed, name
     lag = _artifact(f"night-filters-{key}")
     assert {row["filter"]: row["final lag"] for row in lag.data} == dict.fromkeys(result["filters"], 0)
@@ -74,8 +83,11 @@ def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(kafka_boot
     assert plot.type == "markdown" and "data:image/png;base64," in plot.data and "300 alerts" in plot.data
     throughput = _artifact(f"night-throughput-{key}")
     assert any("p99" in row["measure"] for row in throughput.data)
-    assert _events(f"alertdist.night.{survey}.20231012") >= {"alertdist.night.opened", "alertdist.night.closed",
-                                                            "alertdist.night.archived"}
+    assert _events(f"alertdist.night.{survey}.20231012") >= {
+        "alertdist.night.opened",
+        "alertdist.night.closed",
+        "alertdist.night.archived",
+    }
 
 
 def _events(resource_id: str, wait_s: float = 30.0) -> set[str]:
@@ -87,8 +99,14 @@ def _events(resource_id: str, wait_s: float = 30.0) -> set[str]:
 
     deadline = time.monotonic() + wait_s
     while True:
-        body = {"filter": {"event": {"prefix": ["alertdist.night"]},
-                           "resource": {"id": [resource_id]}, "any_resource": None}, "limit": 50}
+        body = {
+            "filter": {
+                "event": {"prefix": ["alertdist.night"]},
+                "resource": {"id": [resource_id]},
+                "any_resource": None,
+            },
+            "limit": 50,
+        }
         found = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=10).json()
         names = {e["event"] for e in found["events"]}
         if len(names) >= 3 or time.monotonic() > deadline:
@@ -99,9 +117,16 @@ def _events(resource_id: str, wait_s: float = 30.0) -> set[str]:
 def test_a_broken_stage_fails_the_night_with_a_clear_message(kafka_bootstrap, prefect_server, unique, tmp_path):
     from alertdist.flows.night import night
 
-    state = night(night="20231013", source="simulate:50:3", survey=f"b{unique}", dest=str(tmp_path / "archive"),
-                  partitions=2, filters=["bright_transients", "no_such_filter"], bootstrap_servers=kafka_bootstrap,
-                  return_state=True)
+    state = night(
+        night="20231013",
+        source="simulate:50:3",
+        survey=f"b{unique}",
+        dest=str(tmp_path / "archive"),
+        partitions=2,
+        filters=["bright_transients", "no_such_filter"],
+        bootstrap_servers=kafka_bootstrap,
+        return_state=True,
+    )
     assert state.is_failed()
     assert "no_such_filter" in state.message or "no_such_filter" in str(state.result(raise_on_failure=False))
 
@@ -109,12 +134,15 @@ def test_a_broken_stage_fails_the_night_with_a_clear_message(kafka_bootstrap, pr
 def test_reconciliation_names_what_is_missing():
     published = {"read": 10, "delivered": {"1": 6, "2": 3}, "rejected": {"malformed": 1}, "closed": True}
     filters = {"f": [{"copy": 0, "read": 9, "passed": 2, "rejected": 7, "errors": 0, "malformed": 0, "lag": 0}]}
-    archived = {1: {"read": 6, "written": 6, "duplicates": 0, "rejected": 0},
-                2: {"read": 3, "written": 2, "duplicates": 0, "rejected": 0}}
+    archived = {
+        1: {"read": 6, "written": 6, "duplicates": 0, "rejected": 0},
+        2: {"read": 3, "written": 2, "duplicates": 0, "rejected": 0},
+    }
     assert reconcile(published, filters, {1: archived[1], 2: {**archived[2], "written": 3}}) == []
     problems = reconcile(published, filters, archived)
     assert problems == ["programme 2: archiver read 3 but wrote 2 + dropped 0 duplicates + 0 rejected"]
     lagging = {"f": [{**filters["f"][0], "lag": 4}]}
-    assert "filter f did not consume the whole night (lag 4)" in reconcile(published, lagging, {**archived, 2: {
-        **archived[2], "written": 3}})
+    assert "filter f did not consume the whole night (lag 4)" in reconcile(
+        published, lagging, {**archived, 2: {**archived[2], "written": 3}}
+    )
     assert any("no archive" in p for p in reconcile(published, filters, {1: archived[1]}))

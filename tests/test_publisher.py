@@ -19,10 +19,17 @@ from confluent_kafka import TopicPartition
 from alertdist.avro import codec
 from alertdist.kafka.clients import admin_client, consumer
 from alertdist.nights.state import end_offsets, read_night_state
-from alertdist.publish.publisher import HEADER_CANDID, HEADER_PRODUCED_MS, HEADER_PUBLISHED_MS, HEADER_REASON, HEADER_SOURCE
-from alertdist.publish.publisher import PublishError, publish
-from alertdist.publish.sources import NIGHT_DONE, SourcePacket, simulated_packets
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.publish.publisher import (
+    HEADER_CANDID,
+    HEADER_PRODUCED_MS,
+    HEADER_PUBLISHED_MS,
+    HEADER_REASON,
+    HEADER_SOURCE,
+    PublishError,
+    publish,
+)
+from alertdist.publish.sources import NIGHT_DONE, SourcePacket, simulated_packets
 from tests.conftest import REPO
 
 NIGHT = dt.date(2023, 10, 12)
@@ -45,8 +52,16 @@ def _consume_all(bootstrap, topics, timeout=30.0):
             msg = c.poll(0.5)
             if msg is None or msg.error():
                 continue
-            messages.append({"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
-                             "key": msg.key(), "value": msg.value(), "headers": dict(msg.headers() or [])})
+            messages.append(
+                {
+                    "topic": msg.topic(),
+                    "partition": msg.partition(),
+                    "offset": msg.offset(),
+                    "key": msg.key(),
+                    "value": msg.value(),
+                    "headers": dict(msg.headers() or []),
+                }
+            )
         assert len(messages) == sum(wanted.values()), "could not read every message back"
         return messages
     finally:
@@ -61,8 +76,9 @@ def _assert_closed_at_end_offsets(bootstrap, naming, topics, read):
     return state
 
 
-def test_real_packets_arrive_byte_identical_in_their_programme_topic(kafka_bootstrap, unique, real_packet_files,
-                                                                    archive_2018_members):
+def test_real_packets_arrive_byte_identical_in_their_programme_topic(
+    kafka_bootstrap, unique, real_packet_files, archive_2018_members
+):
     naming = TopicNaming(survey=f"r{unique}")
     topics = _night_topics(kafka_bootstrap, naming)
     items = [SourcePacket(p.name, p.read_bytes(), None) for p in real_packet_files]
@@ -94,8 +110,9 @@ def test_a_simulated_night_is_routed_by_programme_and_keeps_each_object_in_order
     assert result.rejected == {} and result.failed == 0 and result.missing == 0
     assert result.latency_ms["p99"] >= result.latency_ms["p50"] >= 0
     messages = _consume_all(kafka_bootstrap, topics)
-    assert [m["value"] for m in sorted(messages, key=lambda m: codec.peek(m["value"]).candid)] == \
-        [i.packet for i in sorted(items, key=lambda i: codec.peek(i.packet).candid)]
+    assert [m["value"] for m in sorted(messages, key=lambda m: codec.peek(m["value"]).candid)] == [
+        i.packet for i in sorted(items, key=lambda i: codec.peek(i.packet).candid)
+    ]
     where = defaultdict(set)
     for m in messages:
         info = infos[int(m["headers"][HEADER_CANDID])]
@@ -110,15 +127,21 @@ def test_a_simulated_night_is_routed_by_programme_and_keeps_each_object_in_order
     repeated = [k for k, candids in sent.items() if len(candids) > 1]
     assert repeated, "the simulated night should revisit some objects"
     for obj, topic in repeated:
-        own = sorted((m for m in messages if m["key"] == obj.encode() and m["topic"] == topic), key=lambda m: m["offset"])
+        own = sorted(
+            (m for m in messages if m["key"] == obj.encode() and m["topic"] == topic), key=lambda m: m["offset"]
+        )
         assert [int(m["headers"][HEADER_CANDID]) for m in own] == sent[obj, topic]
     state = _assert_closed_at_end_offsets(kafka_bootstrap, naming, topics, read=300)
     assert state.total_messages() == 300
 
 
 def _other_record_packet() -> bytes:
-    schema = {"type": "record", "name": "weather", "namespace": "palomar",
-              "fields": [{"name": "humidity", "type": "float"}]}
+    schema = {
+        "type": "record",
+        "name": "weather",
+        "namespace": "palomar",
+        "fields": [{"name": "humidity", "type": "float"}],
+    }
     out = io.BytesIO()
     fastavro.writer(out, fastavro.parse_schema(schema), [{"humidity": 0.4}])
     return out.getvalue()
@@ -148,8 +171,7 @@ def test_bad_packets_are_set_aside_with_a_reason_and_the_good_ones_around_them_p
     for i, (name, (data, _)) in enumerate(bad.items()):
         stream.insert(3 + 5 * i, SourcePacket(name, data, None))
 
-    result = publish(stream, bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT,
-                     max_packet_bytes=150_000)
+    result = publish(stream, bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT, max_packet_bytes=150_000)
 
     assert result.read == 47 and result.delivered_total == 40 and result.closed
     assert result.rejected == dict(Counter(kind for _, kind in bad.values()))
@@ -177,8 +199,14 @@ def test_missing_topics_and_closed_nights_fail_loudly_before_anything_is_sent(ka
 
 
 def _cli(*args, env):
-    return subprocess.Popen([sys.executable, "-m", "alertdist.cli.main", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "alertdist.cli.main", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _write_atomically(folder, item):
@@ -223,7 +251,9 @@ def test_killing_the_publisher_mid_night_loses_no_packet_from_the_drop_folder(ka
     candids = Counter(int(m["headers"][HEADER_CANDID]) for m in messages)
     assert set(candids) == {codec.peek(i.packet).candid for i in items}  # every packet is in Kafka
     duplicates = sum(candids.values()) - len(items)
-    print(f"\nkilled with {left_after_kill} files left; {duplicates} duplicate(s) from acknowledgements lost in the kill")
+    print(
+        f"\nkilled with {left_after_kill} files left; {duplicates} duplicate(s) from acknowledgements lost in the kill"
+    )
     assert duplicates <= 300 - left_after_kill  # at most what was in flight when it died
     assert list(drop.glob("*.avro")) == [] and (drop / f"{NIGHT_DONE}.{NIGHT:%Y%m%d}").exists()
     state = read_night_state(kafka_bootstrap, naming, NIGHT)
@@ -256,8 +286,9 @@ def test_the_publish_flow_publishes_closes_and_leaves_artifacts(kafka_bootstrap,
     from alertdist.flows.publish import publish_night
 
     survey = f"f{unique}"
-    summary = publish_night(source="simulate:30", night=f"{NIGHT:%Y%m%d}", partitions=2,
-                            bootstrap_servers=kafka_bootstrap, survey=survey)
+    summary = publish_night(
+        source="simulate:30", night=f"{NIGHT:%Y%m%d}", partitions=2, bootstrap_servers=kafka_bootstrap, survey=survey
+    )
     assert summary["closed"] and summary["read"] == 30 and sum(summary["delivered"].values()) == 30
     naming = TopicNaming(survey=survey)
     assert read_night_state(kafka_bootstrap, naming, NIGHT).closed
@@ -301,26 +332,29 @@ def test_a_packet_too_big_even_for_the_rejected_topic_keeps_its_head_and_size(ka
     topics = _night_topics(kafka_bootstrap, naming, partitions=1)
     good = next(iter(simulated_packets(1, night=NIGHT, seed=4)))
     giant = good.packet + bytes(11 * 1024 * 1024)
-    result = publish([SourcePacket("giant.avro", giant, None), good], bootstrap_servers=kafka_bootstrap,
-                     naming=naming, night=NIGHT)
+    result = publish(
+        [SourcePacket("giant.avro", giant, None), good], bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT
+    )
     assert result.rejected == {"oversize": 1} and result.delivered_total == 1 and result.closed
     [kept] = [m for m in _consume_all(kafka_bootstrap, topics) if m["topic"] == naming.rejected_topic(NIGHT)]
     assert int(kept["headers"]["alertdist.original_size"]) == len(giant)
     assert giant.startswith(kept["value"]) and len(kept["value"]) > 1024 * 1024
 
 
-@pytest.mark.parametrize("site, local, expected", [
-    ("palomar", (2023, 7, 11, 16, 30), (2023, 7, 12)),  # summer dusk: still 23:30 UTC on the 11th
-    ("palomar", (2023, 7, 12, 2, 0), (2023, 7, 12)),  # the same night after midnight
-    ("palomar", (2023, 12, 11, 16, 0), (2023, 12, 12)),  # winter dusk: already the 12th in UTC
-    ("cerro-pachon", (2024, 3, 5, 19, 0), (2024, 3, 5)),  # a Chilean night keeps its evening's date
-    ("cerro-pachon", (2024, 3, 6, 4, 0), (2024, 3, 5)),
-])
+@pytest.mark.parametrize(
+    "site, local, expected",
+    [
+        ("palomar", (2023, 7, 11, 16, 30), (2023, 7, 12)),  # summer dusk: still 23:30 UTC on the 11th
+        ("palomar", (2023, 7, 12, 2, 0), (2023, 7, 12)),  # the same night after midnight
+        ("palomar", (2023, 12, 11, 16, 0), (2023, 12, 12)),  # winter dusk: already the 12th in UTC
+        ("cerro-pachon", (2024, 3, 5, 19, 0), (2024, 3, 5)),  # a Chilean night keeps its evening's date
+        ("cerro-pachon", (2024, 3, 6, 4, 0), (2024, 3, 5)),
+    ],
+)
 def test_tonight_is_the_night_starting_this_evening_or_under_way(site, local, expected):
     from zoneinfo import ZoneInfo
 
-    from alertdist.nights.dates import tonight
-    from alertdist.nights.dates import SITES
+    from alertdist.nights.dates import SITES, tonight
 
     now = dt.datetime(*local, tzinfo=ZoneInfo(SITES[site].timezone))
     assert tonight(SITES[site], now) == dt.date(*expected)
@@ -331,8 +365,10 @@ def _broken_after_candidate(packet: bytes) -> bytes:
     from alertdist.avro.container import build_container, parse_container
 
     c = parse_container(packet)
-    body = packet[c.body_start:c.body_end]
-    return build_container(packet[c.schema_start:c.schema_end], body[: len(body) // 2], c.sync_marker, c.metadata_keys)
+    body = packet[c.body_start : c.body_end]
+    return build_container(
+        packet[c.schema_start : c.schema_end], body[: len(body) // 2], c.sync_marker, c.metadata_keys
+    )
 
 
 def test_full_check_sets_aside_a_packet_broken_after_its_candidate(kafka_bootstrap, unique):
@@ -343,8 +379,13 @@ def test_full_check_sets_aside_a_packet_broken_after_its_candidate(kafka_bootstr
     codec.peek(broken)  # the cheap check cannot see it...
     with pytest.raises(codec.AlertPacketError):
         codec.decode(broken)  # ...but no consumer could read it
-    result = publish([SourcePacket("broken.avro", broken, None), good], bootstrap_servers=kafka_bootstrap,
-                     naming=naming, night=NIGHT, full_check=True)
+    result = publish(
+        [SourcePacket("broken.avro", broken, None), good],
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        night=NIGHT,
+        full_check=True,
+    )
     assert result.rejected == {"malformed": 1} and result.delivered_total == 1
     [rejected] = [m for m in _consume_all(kafka_bootstrap, topics) if m["topic"] == naming.rejected_topic(NIGHT)]
     assert rejected["value"] == broken and rejected["headers"][HEADER_SOURCE] == b"broken.avro"

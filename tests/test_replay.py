@@ -18,18 +18,18 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from alertdist.cli.main import main as cli
-from alertdist.avro import codec
-from alertdist.archive import ArchiveOptions, archive_night
-from alertdist.archive.tarball import TarballWriter, read_members
-from alertdist.nights.dates import jd_to_unix
-from alertdist.filters.live import LiveOptions, run_live
-from alertdist.kafka.clients import admin_client
-from alertdist.publish.publisher import publish
 from alertdist.access.readers import ArchiveReadError, ReadCounts, open_sources, tarball_alerts
 from alertdist.access.replay import ensure_topic, replay_into_night, replay_to_topic
-from alertdist.publish.sources import SourcePacket, simulated_alerts
+from alertdist.archive import ArchiveOptions, archive_night
+from alertdist.archive.tarball import TarballWriter, read_members
+from alertdist.avro import codec
+from alertdist.cli.main import main as cli
+from alertdist.filters.live import LiveOptions, run_live
+from alertdist.kafka.clients import admin_client
+from alertdist.nights.dates import jd_to_unix
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.publish.publisher import publish
+from alertdist.publish.sources import SourcePacket, simulated_alerts
 from tests.conftest import ARCHIVE_2018
 from tests.kafka_support import read_to_end
 
@@ -58,8 +58,15 @@ def archived_2018(kafka_bootstrap, survey_prefix, archive_2018_members, tmp_path
     """UW's real 2018 tarball replayed as its own night (publisher routing, then closed), then archived."""
     naming = TopicNaming(survey=f"{survey_prefix}uw", programmes={1: "public"})
     alerts, counts, names = open_sources([str(ARCHIVE_2018)])
-    result = replay_into_night(alerts, bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT_2018,
-                               sources=names, counts=counts, topic_settings=SMALL)
+    result = replay_into_night(
+        alerts,
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        night=NIGHT_2018,
+        sources=names,
+        counts=counts,
+        topic_settings=SMALL,
+    )
     dest = tmp_path_factory.mktemp("archive2018")
     manifest = archive_night(kafka_bootstrap, naming, NIGHT_2018, str(dest))
     return naming, result, dest, manifest
@@ -71,8 +78,12 @@ def simulated(kafka_bootstrap, survey_prefix, tmp_path_factory):
     naming = TopicNaming(survey=f"{survey_prefix}sim")
     alerts = list(simulated_alerts(240, night=NIGHT, seed=11))
     ensure_night_topics(admin_client(kafka_bootstrap), naming, NIGHT, SMALL)
-    published = publish((SourcePacket(f"{a.candid}.avro", a.packet, None) for a in alerts),
-                        bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT)
+    published = publish(
+        (SourcePacket(f"{a.candid}.avro", a.packet, None) for a in alerts),
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        night=NIGHT,
+    )
     assert published.closed and published.delivered_total == 240
     dest = tmp_path_factory.mktemp("archivesim")
     manifest = archive_night(kafka_bootstrap, naming, NIGHT, str(dest), ArchiveOptions(row_group_rows=64))
@@ -83,7 +94,8 @@ def simulated(kafka_bootstrap, survey_prefix, tmp_path_factory):
 
 
 def test_replaying_uws_2018_tarball_into_a_topic_gives_its_members_byte_for_byte(
-        kafka_bootstrap, unique, archive_2018_members):
+    kafka_bootstrap, unique, archive_2018_members
+):
     topic = f"replay_{unique}"
     assert ensure_topic(kafka_bootstrap, topic, SMALL) == "created"
     alerts, counts, names = open_sources([str(ARCHIVE_2018)])
@@ -113,7 +125,8 @@ def test_the_replayed_2018_night_is_closed_and_archives_to_the_same_members(arch
 
 
 def test_replaying_from_parquet_rebuilds_packets_that_decode_to_the_same_records(
-        kafka_bootstrap, unique, archived_2018, archive_2018_members, simulated):
+    kafka_bootstrap, unique, archived_2018, archive_2018_members, simulated
+):
     """Schema 3.0 (the real night) and 4.02 (the simulated one), each row re-encoded with its own version."""
     _, _, dest_2018, _ = archived_2018
     _, alerts, dest_sim, _ = simulated
@@ -122,8 +135,7 @@ def test_replaying_from_parquet_rebuilds_packets_that_decode_to_the_same_records
     ensure_topic(kafka_bootstrap, topic, SMALL)
     for dest, night in ((dest_2018, "20180819"), (dest_sim, "20231012")):
         stream, counts, names = open_sources([str(dest)], archived_night=night, prefer="parquet")
-        result = replay_to_topic(stream, bootstrap_servers=kafka_bootstrap, topic=topic, sources=names,
-                                 counts=counts)
+        result = replay_to_topic(stream, bootstrap_servers=kafka_bootstrap, topic=topic, sources=names, counts=counts)
         assert result.bad == 0 and names == sorted(str(p) for p in dest.glob(f"parquet/night={night}/*/*.parquet"))
     messages = read_topic(kafka_bootstrap, topic)
     assert len(messages) == len(originals) == 270
@@ -143,14 +155,16 @@ def test_replaying_from_parquet_rebuilds_packets_that_decode_to_the_same_records
 
 
 def test_a_replayed_archive_archives_again_to_the_same_tarball_checksums(
-        kafka_bootstrap, simulated, survey_prefix, tmp_path, prefect_server):
+    kafka_bootstrap, simulated, survey_prefix, tmp_path, prefect_server
+):
     """Through the Prefect flow: the archive root and the night in, the programme topics out, then archived."""
     from alertdist.flows.replay import replay_night
 
     naming, alerts, dest, manifest = simulated
     again = TopicNaming(survey=f"{survey_prefix}again")
-    outcome = replay_night(sources=[str(dest)], night="20231012", partitions=2, bootstrap_servers=kafka_bootstrap,
-                           survey=again.survey)
+    outcome = replay_night(
+        sources=[str(dest)], night="20231012", partitions=2, bootstrap_servers=kafka_bootstrap, survey=again.survey
+    )
     assert outcome["closed"] and outcome["delivered"] == outcome["read"] == 240
     second = archive_night(kafka_bootstrap, again, NIGHT, str(tmp_path), ArchiveOptions(row_group_rows=64))
     for programid, first in manifest.programmes.items():
@@ -167,16 +181,16 @@ def _tarball_of(alerts, path: Path) -> Path:
     return path
 
 
-def test_replaying_at_the_original_cadence_spaces_exposures_by_their_jd(kafka_bootstrap, unique, simulated,
-                                                                       tmp_path):
+def test_replaying_at_the_original_cadence_spaces_exposures_by_their_jd(kafka_bootstrap, unique, simulated, tmp_path):
     _, alerts, _, _ = simulated
     speed = 60.0
     tarball = _tarball_of(alerts, tmp_path / "night.tar.gz")
     topic = f"cadence_{unique}"
     ensure_topic(kafka_bootstrap, topic, SMALL)
     stream, counts, names = open_sources([str(tarball)])
-    result = replay_to_topic(stream, bootstrap_servers=kafka_bootstrap, topic=topic, sources=names, counts=counts,
-                             speed=speed)
+    result = replay_to_topic(
+        stream, bootstrap_servers=kafka_bootstrap, topic=topic, sources=names, counts=counts, speed=speed
+    )
     assert result.delivered == 240 and result.speed == speed
 
     first_sent: dict[float, int] = {}  # exposure (jd) -> earliest producer timestamp (ms)
@@ -240,12 +254,18 @@ def test_a_truncated_tarball_stops_with_the_counts_so_far(tmp_path):
 
 
 def test_offline_filter_on_the_archived_night_equals_the_live_filters_output(
-        kafka_bootstrap, simulated, tmp_path, prefect_server):
+    kafka_bootstrap, simulated, tmp_path, prefect_server
+):
     from alertdist.flows.offline_filter import offline_filter
 
     naming, _, dest, _ = simulated
-    report = run_live("bright_transients", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming,
-                      options=LiveOptions(state_poll_s=0.5, done_check_s=0.2))
+    report = run_live(
+        "bright_transients",
+        NIGHT,
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        options=LiveOptions(state_poll_s=0.5, done_check_s=0.2),
+    )
     assert report.read == 240 and report.passed > 0
     live = {}
     for topic in naming.programme_topics(NIGHT).values():
@@ -255,8 +275,13 @@ def test_offline_filter_on_the_archived_night_equals_the_live_filters_output(
     assert len(live) == report.passed
 
     for prefer_parquet, out in ((False, tmp_path / "from_tarballs.parquet"), (True, tmp_path / "from_parquet.csv")):
-        summary = offline_filter(filter_name="bright_transients", sources=[str(dest)], out=str(out),
-                                 archived_night="20231012", from_parquet=prefer_parquet)
+        summary = offline_filter(
+            filter_name="bright_transients",
+            sources=[str(dest)],
+            out=str(out),
+            archived_night="20231012",
+            from_parquet=prefer_parquet,
+        )
         assert (summary["read"], summary["passed"], summary["bad_members"]) == (240, report.passed, 0)
         if out.suffix == ".parquet":
             rows = pq.read_table(out).to_pylist()
@@ -264,8 +289,9 @@ def test_offline_filter_on_the_archived_night_equals_the_live_filters_output(
             import pyarrow.csv as pacsv
 
             rows = pacsv.read_csv(out).to_pylist()
-        offline = {r["candid"]: {k: v for k, v in r.items() if k not in ("candid", "objectId", "programid")}
-                   for r in rows}
+        offline = {
+            r["candid"]: {k: v for k, v in r.items() if k not in ("candid", "objectId", "programid")} for r in rows
+        }
         assert offline.keys() == live.keys()
         for candid, annotated in live.items():
             assert offline[candid] == pytest.approx(annotated), candid
@@ -273,8 +299,19 @@ def test_offline_filter_on_the_archived_night_equals_the_live_filters_output(
 
 def test_the_replay_command_line(kafka_bootstrap, unique, capsys):
     topic = f"cli_{unique}"
-    code = cli(["--bootstrap-servers", kafka_bootstrap, "replay", str(ARCHIVE_2018), "--topic", topic,
-                "--partitions", "2", "--quiet"])
+    code = cli(
+        [
+            "--bootstrap-servers",
+            kafka_bootstrap,
+            "replay",
+            str(ARCHIVE_2018),
+            "--topic",
+            topic,
+            "--partitions",
+            "2",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "read 30, delivered 30, bad 0" in out and "30 good, 0 bad of 30 read" in out
@@ -290,12 +327,20 @@ def test_a_nights_parquet_is_queried_with_projection_and_row_filters(simulated):
 
     _, alerts, dest, _ = simulated
     records = [codec.decode(a.packet, ["candid", "candidate"]) for a in alerts]
-    expected = sorted(r["candid"] for r in records if r["candidate"]["magpsf"] < 18
-                      and (r["candidate"]["drb"] if r["candidate"]["drb"] is not None else r["candidate"]["rb"]) > 0.9)
+    expected = sorted(
+        r["candid"]
+        for r in records
+        if r["candidate"]["magpsf"] < 18
+        and (r["candidate"]["drb"] if r["candidate"]["drb"] is not None else r["candidate"]["rb"]) > 0.9
+    )
     assert 0 < len(expected) < len(alerts)
-    table = read_table(str(dest), ["objectId", "candid", "programid", "magpsf", "drb", "rb"],
-                       (ds.field("night") == "20231012") & (ds.field("magpsf") < 18)
-                       & (pc.coalesce(ds.field("drb"), ds.field("rb")) > 0.9))
+    table = read_table(
+        str(dest),
+        ["objectId", "candid", "programid", "magpsf", "drb", "rb"],
+        (ds.field("night") == "20231012")
+        & (ds.field("magpsf") < 18)
+        & (pc.coalesce(ds.field("drb"), ds.field("rb")) > 0.9),
+    )
     assert table.column_names == ["objectId", "candid", "programid", "magpsf", "drb", "rb"]
     assert sorted(table.column("candid").to_pylist()) == expected
 
@@ -310,8 +355,7 @@ def test_a_nights_parquet_is_queried_with_projection_and_row_filters(simulated):
     assert sorted(r[1] for r in rows) == expected
 
 
-def test_a_stop_while_waiting_for_an_exposure_leaves_the_replayed_night_open(
-        kafka_bootstrap, simulated, survey_prefix):
+def test_a_stop_while_waiting_for_an_exposure_leaves_the_replayed_night_open(kafka_bootstrap, simulated, survey_prefix):
     import threading
 
     from alertdist.nights.state import read_night_state
@@ -322,8 +366,17 @@ def test_a_stop_while_waiting_for_an_exposure_leaves_the_replayed_night_open(
     stream, counts, names = open_sources([str(dest)], archived_night="20231012")
     stop = threading.Event()
     threading.Timer(2.0, stop.set).start()  # well inside the ~40 s / 5 = 8 s before the second exposure
-    result = replay_into_night(stream, bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT, sources=names,
-                               counts=counts, topic_settings=SMALL, speed=5.0, stop=stop)
+    result = replay_into_night(
+        stream,
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        night=NIGHT,
+        sources=names,
+        counts=counts,
+        topic_settings=SMALL,
+        speed=5.0,
+        stop=stop,
+    )
     assert result.stopped and not result.closed
     assert result.delivered == first_exposure < len(alerts)
     assert read_night_state(kafka_bootstrap, naming, NIGHT).state == "open"

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
-from alertdist.settings import Settings
 from alertdist.infra import kafka_local
 from alertdist.kafka.clients import admin_client, consumer, producer
-from alertdist.security import User, add_user, read_users, remove_user, scram_client_config, secure_night
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
+from alertdist.security import User, add_user, read_users, remove_user, scram_client_config, secure_night
+from alertdist.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 NIGHT = dt.date(2023, 10, 12)
@@ -49,8 +49,15 @@ def start_secure_test_cluster(folder: Path, security: str = "sasl_ssl") -> kafka
     for _ in range(3):
         ports.add(_free_port(ports))
     client, controller, secure = sorted(ports)
-    cluster = kafka_local.KafkaCluster(home=folder, brokers=1, port=client, controller_port=controller,
-                                       secure_port=secure, heap="384m", security=security)
+    cluster = kafka_local.KafkaCluster(
+        home=folder,
+        brokers=1,
+        port=client,
+        controller_port=controller,
+        secure_port=secure,
+        heap="384m",
+        security=security,
+    )
     kafka_local.start(cluster, log=lambda *_: None)
     return cluster
 
@@ -93,8 +100,10 @@ def _read(cluster, username: str, topic: str, *, group: str | None = None, passw
     """Subscribe as a SCRAM user; return (values received, error names) once the topic is read or refused."""
     errors: list[KafkaError] = []
     c = consumer(
-        cluster.secure_bootstrap_servers, group or f"{username}-reader",
-        error_cb=errors.append, **scram_client_config(username, password, ca_location=cluster.ca_location),
+        cluster.secure_bootstrap_servers,
+        group or f"{username}-reader",
+        error_cb=errors.append,
+        **scram_client_config(username, password, ca_location=cluster.ca_location),
     )
     values: list[bytes] = []
     try:
@@ -224,8 +233,11 @@ def test_a_consumer_role_cannot_write(secure_cluster, night_topics):
 
     # not idempotent: an idempotent producer is already refused its producer id (CLUSTER_AUTHORIZATION_FAILED, a
     # fatal error); this one gets as far as the produce request, to show the topic itself refuses the write
-    p = producer(secure_cluster.secure_bootstrap_servers, **{"enable.idempotence": False, "message.timeout.ms": 10000},
-                 **scram_client_config("judy", PASSWORD, ca_location=secure_cluster.ca_location))
+    p = producer(
+        secure_cluster.secure_bootstrap_servers,
+        **{"enable.idempotence": False, "message.timeout.ms": 10000},
+        **scram_client_config("judy", PASSWORD, ca_location=secure_cluster.ca_location),
+    )
     p.produce(naming.programme_topic(NIGHT, 1), value=b"forged alert", on_delivery=on_delivery)
     assert p.flush(20) == 0
     assert [e.name() for e in refusals] == ["TOPIC_AUTHORIZATION_FAILED"]
@@ -259,11 +271,21 @@ def test_role_change_drops_the_old_rights_and_removal_locks_the_user_out(secure_
 
 def test_users_cli_adds_and_lists_with_the_password_on_stdin(secure_cluster, night_topics, unique):
     naming, _ = night_topics
-    env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": secure_cluster.bootstrap_servers,
-           "ALERTDIST_SURVEY": naming.survey}
+    env = {
+        **os.environ,
+        "ALERTDIST_BOOTSTRAP_SERVERS": secure_cluster.bootstrap_servers,
+        "ALERTDIST_SURVEY": naming.survey,
+    }
     cli = [sys.executable, "-m", "alertdist.cli.main", "users"]
-    added = subprocess.run([*cli, "add", "leo", "--role", "partnership", "--password-stdin"], input=PASSWORD + "\n",
-                           capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    added = subprocess.run(
+        [*cli, "add", "leo", "--role", "partnership", "--password-stdin"],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert added.returncode == 0, added.stderr
     assert "user leo (partnership) added" in added.stdout and PASSWORD not in added.stdout + added.stderr
     listed = subprocess.run([*cli, "list"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
@@ -271,8 +293,15 @@ def test_users_cli_adds_and_lists_with_the_password_on_stdin(secure_cluster, nig
     topic2 = naming.programme_topic(NIGHT, 2)
     assert _read(secure_cluster, "leo", topic2) == ([topic2.encode()], set())
 
-    refused = subprocess.run([*cli, "add", "leo", "--role", "admin", "--password-stdin"], input=PASSWORD + "\n",
-                             capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    refused = subprocess.run(
+        [*cli, "add", "leo", "--role", "admin", "--password-stdin"],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert refused.returncode == 2 and "invalid choice: 'admin'" in refused.stderr
 
 
@@ -289,8 +318,9 @@ def test_the_topic_creation_flow_applies_the_new_nights_acls(secure_cluster, uni
     naming = TopicNaming(survey=f"f{unique}")
     nina = _user(secure_cluster, naming, "nina", "partnership")
     later = NIGHT + dt.timedelta(days=2)
-    outcome = create_night_topics(night=f"{later:%Y%m%d}", partitions=1, bootstrap_servers=secure_cluster.bootstrap_servers,
-                                  survey=naming.survey)
+    outcome = create_night_topics(
+        night=f"{later:%Y%m%d}", partitions=1, bootstrap_servers=secure_cluster.bootstrap_servers, survey=naming.survey
+    )
     assert set(outcome.values()) == {"created"}
     topics = naming.programme_topics(later)
     _produce(secure_cluster.bootstrap_servers, list(topics.values()))

@@ -10,18 +10,18 @@ import time
 import pytest
 
 from alertdist.avro import codec
+from alertdist.nights.dates import SITES, night_of_jd
 from alertdist.publish.sources import (
     NIGHT_DONE,
     DropFolder,
     SourceError,
     SourcePacket,
+    SourceSpec,
     folder_packets,
     paced,
     simulated_packets,
-    SourceSpec,
     tarball_packets,
 )
-from alertdist.nights.dates import SITES, night_of_jd
 from tests.conftest import ARCHIVE_2018
 
 

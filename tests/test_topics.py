@@ -9,8 +9,8 @@ import pytest
 from confluent_kafka.admin import ConfigResource
 
 from alertdist.kafka.clients import admin_client
-from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
 from alertdist.nights.dates import SITES, night_date, parse_night
+from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 
 
@@ -24,14 +24,14 @@ def test_palomar_nights_are_named_by_the_utc_date_which_holds_all_night(hour):
     morning = _local("palomar", 2023, 10, 12, 6, 30)
     assert night_date(evening, SITES["palomar"]) == dt.date(2023, 10, 12)
     assert night_date(morning, SITES["palomar"]) == dt.date(2023, 10, 12)
-    assert night_date(evening, SITES["palomar"]) == evening.astimezone(dt.timezone.utc).date()
+    assert night_date(evening, SITES["palomar"]) == evening.astimezone(dt.UTC).date()
 
 
 def test_chilean_nights_cross_utc_midnight_but_keep_one_local_start_date():
     site = SITES["cerro-pachon"]
     evening = _local("cerro-pachon", 2024, 3, 5, 20)  # 23:00 UTC on the 5th
     after_midnight_utc = _local("cerro-pachon", 2024, 3, 6, 4)  # 07:00 UTC on the 6th
-    assert evening.astimezone(dt.timezone.utc).date() != after_midnight_utc.astimezone(dt.timezone.utc).date()
+    assert evening.astimezone(dt.UTC).date() != after_midnight_utc.astimezone(dt.UTC).date()
     assert night_date(evening, site) == night_date(after_midnight_utc, site) == dt.date(2024, 3, 5)
 
 

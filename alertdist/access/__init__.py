@@ -5,10 +5,20 @@
 """
 
 from alertdist.access.download import (
-    ChecksumMismatchError, DownloadError, DownloadReport, DownloadedFile, download_file, download_night,
+    ChecksumMismatchError,
+    DownloadedFile,
+    DownloadError,
+    DownloadReport,
+    download_file,
+    download_night,
 )
 from alertdist.access.listing import (
-    ArchiveAccessError, ArchiveLocation, NightListing, RemoteFile, list_nights, open_location,
+    ArchiveAccessError,
+    ArchiveLocation,
+    NightListing,
+    RemoteFile,
+    list_nights,
+    open_location,
 )
 
 __all__ = [

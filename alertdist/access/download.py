@@ -21,13 +21,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alertdist.settings import DEFAULT_PROGRAMMES
 from alertdist.access.listing import ArchiveAccessError, ArchiveLocation, RemoteFile, open_location
 from alertdist.archive.tarball import MD5SUMS, md5sums_text, parse_md5sums
 from alertdist.nights.dates import parse_night
+from alertdist.nights.topics import DEFAULT_PROGRAMMES
 
-__all__ = ["ChecksumMismatchError", "DownloadError", "DownloadReport", "DownloadedFile", "download_file",
-           "download_night", "KINDS"]
+__all__ = [
+    "KINDS",
+    "ChecksumMismatchError",
+    "DownloadError",
+    "DownloadReport",
+    "DownloadedFile",
+    "download_file",
+    "download_night",
+]
 
 KINDS = ("tarball", "parquet")
 PART_SUFFIX = ".part"
@@ -105,8 +112,9 @@ def _checked(remote: RemoteFile) -> tuple[str, ...]:
     return tuple(n for n, v in (("size", remote.size), ("md5", remote.md5), ("sha256", remote.sha256)) if v is not None)
 
 
-def _fetch_into(location: ArchiveLocation, remote: RemoteFile, part: Path, hashes: _Hashes,
-                progress: Progress | None, attempts: int) -> int:
+def _fetch_into(
+    location: ArchiveLocation, remote: RemoteFile, part: Path, hashes: _Hashes, progress: Progress | None, attempts: int
+) -> int:
     """Append the rest of the file to ``part`` (already hashed into ``hashes``); returns restarts at byte 0."""
     restarts = 0
     for attempt in range(1, attempts + 1):
@@ -116,15 +124,19 @@ def _fetch_into(location: ArchiveLocation, remote: RemoteFile, part: Path, hashe
             start, chunks = location.read_from(remote.path, hashes.size, _CHUNK)
             with open(part, "r+b" if part.exists() else "wb") as out:
                 if start == 0 and hashes.size:  # the server sent the whole file, not the rest: begin again
-                    _log.info("%s: the server ignored the range request; downloading from the start",
-                              location.display(remote.path))
+                    _log.info(
+                        "%s: the server ignored the range request; downloading from the start",
+                        location.display(remote.path),
+                    )
                     out.truncate(0)
                     hashes.__init__()
                     restarts += 1
                 elif start != hashes.size:
-                    raise DownloadError(f"{location.display(remote.path)}: asked for bytes from {hashes.size}, "
-                                        f"the server sent bytes from {start}; download it without resuming "
-                                        f"(delete {part})")
+                    raise DownloadError(
+                        f"{location.display(remote.path)}: asked for bytes from {hashes.size}, "
+                        f"the server sent bytes from {start}; download it without resuming "
+                        f"(delete {part})"
+                    )
                 out.seek(hashes.size)
                 try:
                     for block in chunks:
@@ -144,15 +156,23 @@ def _fetch_into(location: ArchiveLocation, remote: RemoteFile, part: Path, hashe
             if isinstance(e, (FileNotFoundError, PermissionError)) or attempt == attempts:
                 raise DownloadError(
                     f"downloading {location.display(remote.path)} failed after {attempt} attempt(s) at byte "
-                    f"{hashes.size}: {e}; {part} is kept: run the same download again to resume") from e
-            _log.warning("%s broke off at byte %d (%s); resuming (attempt %d of %d)",
-                         location.display(remote.path), hashes.size, e, attempt + 1, attempts)
+                    f"{hashes.size}: {e}; {part} is kept: run the same download again to resume"
+                ) from e
+            _log.warning(
+                "%s broke off at byte %d (%s); resuming (attempt %d of %d)",
+                location.display(remote.path),
+                hashes.size,
+                e,
+                attempt + 1,
+                attempts,
+            )
             time.sleep(min(0.5 * attempt, 5.0))
     return restarts
 
 
-def download_file(location: ArchiveLocation, remote: RemoteFile, folder: Path, *,
-                  progress: Progress | None = None, attempts: int = 5) -> DownloadedFile:
+def download_file(
+    location: ArchiveLocation, remote: RemoteFile, folder: Path, *, progress: Progress | None = None, attempts: int = 5
+) -> DownloadedFile:
     """Download one file of the archive into ``folder`` (same relative path), resumably and verified."""
     final = Path(folder) / remote.path
     part = final.with_name(final.name + PART_SUFFIX)
@@ -160,8 +180,15 @@ def download_file(location: ArchiveLocation, remote: RemoteFile, folder: Path, *
     if final.exists():
         hashes = _hash_file(final)
         if not _problems(remote, hashes):
-            return DownloadedFile(remote.path, final, hashes.size, hashes.md5.hexdigest(), hashes.sha256.hexdigest(),
-                                  _checked(remote), already_there=True)
+            return DownloadedFile(
+                remote.path,
+                final,
+                hashes.size,
+                hashes.md5.hexdigest(),
+                hashes.sha256.hexdigest(),
+                _checked(remote),
+                already_there=True,
+            )
         _log.warning("%s exists but does not match the archive; downloading it again", final)
     restarts = 0
     for fresh in (False, True):
@@ -173,21 +200,35 @@ def download_file(location: ArchiveLocation, remote: RemoteFile, folder: Path, *
         problems = _problems(remote, hashes)
         if not problems:
             os.replace(part, final)
-            return DownloadedFile(remote.path, final, hashes.size, hashes.md5.hexdigest(),
-                                  hashes.sha256.hexdigest(), _checked(remote), resumed_from, restarts)
+            return DownloadedFile(
+                remote.path,
+                final,
+                hashes.size,
+                hashes.md5.hexdigest(),
+                hashes.sha256.hexdigest(),
+                _checked(remote),
+                resumed_from,
+                restarts,
+            )
         if resumed_from == 0 or fresh:
             break
-        _log.warning("%s resumed from an old %s does not match (%s); downloading it again from the start",
-                     location.display(remote.path), part.name, "; ".join(problems))
+        _log.warning(
+            "%s resumed from an old %s does not match (%s); downloading it again from the start",
+            location.display(remote.path),
+            part.name,
+            "; ".join(problems),
+        )
         restarts += 1
     part.unlink(missing_ok=True)
     raise ChecksumMismatchError(
         f"{location.display(remote.path)} downloaded but does not match the archive: {'; '.join(problems)}. "
-        "Nothing was kept. If it happens again the archive copy itself is damaged: tell its operators")
+        "Nothing was kept. If it happens again the archive copy itself is damaged: tell its operators"
+    )
 
 
-def _wanted(files: Iterable[RemoteFile], what: Iterable[str], programmes: Iterable[int] | None,
-            programme_names: dict[int, str]) -> list[RemoteFile]:
+def _wanted(
+    files: Iterable[RemoteFile], what: Iterable[str], programmes: Iterable[int] | None, programme_names: dict[int, str]
+) -> list[RemoteFile]:
     what = set(what)
     unknown = what - set(KINDS)
     if unknown:
@@ -207,11 +248,15 @@ def _wanted(files: Iterable[RemoteFile], what: Iterable[str], programmes: Iterab
     return chosen
 
 
-def _save_indexes(location: ArchiveLocation, folder: Path, night: str, done: list[DownloadedFile],
-                  survey: str | None) -> None:
+def _save_indexes(
+    location: ArchiveLocation, folder: Path, night: str, done: list[DownloadedFile], survey: str | None
+) -> None:
     """Keep the night's manifest and the md5 of each tarball beside them, so the folder is an archive root."""
-    names = [n for n in location.listdir("manifests") if n.endswith(f"_{night}.json")
-             and (survey is None or n.startswith(f"{survey}_"))]
+    names = [
+        n
+        for n in location.listdir("manifests")
+        if n.endswith(f"_{night}.json") and (survey is None or n.startswith(f"{survey}_"))
+    ]
     if not names:  # no folder listing (an HTTP server without index pages): the tarballs name the survey
         names = sorted({f"{f.path.split('_', 1)[0]}_{night}.json" for f in done if "/" not in f.path})
     for name in names:
@@ -239,7 +284,7 @@ def download_night(
     what: Iterable[str] = KINDS,
     *,
     programmes: Iterable[int] | None = None,
-    programme_names: dict[int, str] = DEFAULT_PROGRAMMES,
+    programme_names: dict[int, str] | None = None,
     survey: str | None = None,
     storage_options: dict | None = None,
     progress: Progress | None = None,
@@ -268,16 +313,19 @@ def download_night(
     night = f"{parse_night(night):%Y%m%d}"
     started = time.monotonic()
     location = open_location(from_url, storage_options)
-    files = _wanted(location.night_files(night, survey), what, programmes, programme_names)
+    files = _wanted(location.night_files(night, survey), what, programmes, programme_names or DEFAULT_PROGRAMMES)
     if not files:
-        raise ArchiveAccessError(f"{from_url} has no {'/'.join(what)} file for night {night}"
-                                 + (f" and programmes {sorted(programmes)}" if programmes else ""))
+        raise ArchiveAccessError(
+            f"{from_url} has no {'/'.join(what)} file for night {night}"
+            + (f" and programmes {sorted(programmes)}" if programmes else "")
+        )
     unverifiable = [f.path for f in files if not (f.md5 or f.sha256)]
     if unverifiable and require_checksum:
         raise ArchiveAccessError(
             f"{from_url} publishes no checksum (MD5SUMS or manifest) for {', '.join(unverifiable)}; "
             "a corrupt copy could not be told from a good one. Pass require_checksum=False (--allow-unverified) "
-            "to download anyway")
+            "to download anyway"
+        )
     folder = Path(to_dir)
     report = DownloadReport(night, from_url, folder)
     for remote in files:

@@ -68,8 +68,10 @@ class NightListing:
     def describe(self) -> str:
         sizes = [f.size for f in self.tarballs.values()]
         size = f", {sum(sizes) / 1e6:,.1f} MB" if sizes and None not in sizes else ""
-        return (f"{self.night}  {len(self.tarballs)} tarball(s){size}  parquet: {'yes' if self.parquet else 'no'}"
-                f"  manifest: {'yes' if self.manifests else 'no'}  ({', '.join(sorted(self.tarballs)) or '-'})")
+        return (
+            f"{self.night}  {len(self.tarballs)} tarball(s){size}  parquet: {'yes' if self.parquet else 'no'}"
+            f"  manifest: {'yes' if self.manifests else 'no'}  ({', '.join(sorted(self.tarballs)) or '-'})"
+        )
 
 
 class ArchiveLocation:
@@ -102,7 +104,7 @@ class ArchiveLocation:
         sums = self.md5sums()
         names = dict(root)
         if not any(TARBALL_NAME.match(n) for n in names):
-            names.update({n: None for n in sums})  # no index page (or an empty one): MD5SUMS names the files
+            names.update(dict.fromkeys(sums))  # no index page (or an empty one): MD5SUMS names the files
         for name, size in names.items():
             m = TARBALL_NAME.match(name)
             if m:
@@ -144,16 +146,20 @@ class ArchiveLocation:
         paths = []
         for folder in self.listdir(base):
             if folder.endswith("/"):
-                paths += [f"{base}/{folder}{name}" for name in self.listdir(f"{base}/{folder.rstrip('/')}")
-                          if name.endswith(".parquet")]
+                paths += [
+                    f"{base}/{folder}{name}"
+                    for name in self.listdir(f"{base}/{folder.rstrip('/')}")
+                    if name.endswith(".parquet")
+                ]
         return sorted(paths)
 
     def night_files(self, night: str, survey: str | None = None) -> list[RemoteFile]:
         """Every tarball and Parquet file of ``night``, with the size, md5 and sha256 the archive publishes."""
         listing = {n.night: n for n in self.nights()}.get(night)
         if listing is None:
-            raise ArchiveAccessError(f"night {night} is not in {self.url}; `alertdist archive-list {self.url}` "
-                                     "shows the nights it has")
+            raise ArchiveAccessError(
+                f"night {night} is not in {self.url}; `alertdist archive-list {self.url}` shows the nights it has"
+            )
         files: dict[str, RemoteFile] = {}
         for name, f in listing.tarballs.items():
             if survey is None or name.startswith(f"{survey}_"):
@@ -161,8 +167,9 @@ class ArchiveLocation:
         manifests = [p for p in listing.manifests if survey is None or p.startswith(f"manifests/{survey}_")]
         if not listing.manifests:  # no folder listing to find it by (an HTTP server without index pages): ask
             surveys = {TARBALL_NAME.match(n)["survey"] for n in listing.tarballs} if survey is None else {survey}
-            manifests = [p for p in (f"manifests/{s}_{night}.json" for s in sorted(surveys))
-                         if self.read_bytes(p) is not None]
+            manifests = [
+                p for p in (f"manifests/{s}_{night}.json" for s in sorted(surveys)) if self.read_bytes(p) is not None
+            ]
         for path in manifests:
             for programme in self.manifest(path).programmes.values():
                 for kind, entry in programme.files.items():
@@ -170,13 +177,16 @@ class ArchiveLocation:
                     if known is not None and known.md5 and known.md5 != entry.get("md5"):
                         raise ArchiveAccessError(
                             f"{self.url}: MD5SUMS and {path} disagree about {entry['path']} ({known.md5} vs "
-                            f"{entry.get('md5')}); the archive is being rewritten or is inconsistent, try again later")
-                    files[entry["path"]] = RemoteFile(entry["path"], entry["size"], entry.get("md5"), entry["sha256"],
-                                                       kind)
+                            f"{entry.get('md5')}); the archive is being rewritten or is inconsistent, try again later"
+                        )
+                    files[entry["path"]] = RemoteFile(
+                        entry["path"], entry["size"], entry.get("md5"), entry["sha256"], kind
+                    )
         if listing.parquet and not manifests:
             for path in self.parquet_files(night):
-                files[path] = RemoteFile(path, self.listdir(path.rsplit("/", 1)[0]).get(path.rsplit("/", 1)[1]),
-                                         kind="parquet")
+                files[path] = RemoteFile(
+                    path, self.listdir(path.rsplit("/", 1)[0]).get(path.rsplit("/", 1)[1]), kind="parquet"
+                )
         return [files[p] for p in sorted(files)]
 
 
@@ -255,8 +265,7 @@ class HttpLocation(ArchiveLocation):
         import httpx
 
         self.url = url if url.endswith("/") else f"{url}/"
-        self.client = client or httpx.Client(timeout=httpx.Timeout(_HTTP_TIMEOUT, connect=10.0),
-                                             follow_redirects=True)
+        self.client = client or httpx.Client(timeout=httpx.Timeout(_HTTP_TIMEOUT, connect=10.0), follow_redirects=True)
         self._httpx = httpx
 
     def _url(self, path: str) -> str:
@@ -283,7 +292,7 @@ class HttpLocation(ArchiveLocation):
             target = urlsplit(urljoin(self._url(folder), href))
             if target.query or target.fragment or not target.path.startswith(base):
                 continue  # sort links (?C=N), the parent folder, other sites
-            name = unquote(target.path[len(base):])
+            name = unquote(target.path[len(base) :])
             if name and "/" not in name.rstrip("/"):
                 found[name] = None  # index pages show rounded sizes at best; the manifest has exact ones
         return found

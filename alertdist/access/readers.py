@@ -22,14 +22,14 @@ import heapq
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
 from alertdist import schemas
-from alertdist.avro import codec
 from alertdist.archive.parquet import night_table_columns
+from alertdist.avro import codec
 from alertdist.publish.sources import SourceError, tarball_packets
 
 __all__ = [
@@ -59,7 +59,7 @@ _log = logging.getLogger("alertdist.readers")
 class ArchiveReadError(RuntimeError):
     """An archive source could not be read to its end; ``counts`` says how far it got."""
 
-    def __init__(self, message: str, counts: "ReadCounts | None" = None):
+    def __init__(self, message: str, counts: ReadCounts | None = None):
         super().__init__(message)
         self.counts = counts
 
@@ -127,12 +127,16 @@ def tarball_alerts(
     except SourceError as e:
         raise ArchiveReadError(
             f"{e}; the stream broke after member {last} ({counts.good} good and {counts.bad} bad members read). "
-            "The file is damaged or incomplete: download it again (alertdist download verifies checksums)", counts
+            "The file is damaged or incomplete: download it again (alertdist download verifies checksums)",
+            counts,
         ) from e
 
 
 def tarball_records(
-    location: str, fields: Iterable[str] | None = None, *, storage_options: dict | None = None,
+    location: str,
+    fields: Iterable[str] | None = None,
+    *,
+    storage_options: dict | None = None,
     counts: ReadCounts | None = None,
 ) -> Iterator[dict]:
     """Decoded alert records of a tarball (all fields, or only ``fields``: a projection is much faster)."""
@@ -168,11 +172,12 @@ def open_dataset(location: str, *, storage_options: dict | None = None) -> ds.Da
         fs, path = fsspec.core.url_to_fs(str(location), **(storage_options or {}))
         path = _dataset_location(path, fs)
         base = path.split("/night=", 1)[0] if "/night=" in path else None
-        return ds.dataset(path, filesystem=fs, format="parquet", partitioning=PARTITIONING,
-                          partition_base_dir=base)
+        return ds.dataset(path, filesystem=fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base)
     except (OSError, ValueError, pa.ArrowException) as e:
-        raise ArchiveReadError(f"opening the Parquet dataset at {location} failed: {e}; give an archive root, "
-                               "its parquet/ folder or a .parquet file") from e
+        raise ArchiveReadError(
+            f"opening the Parquet dataset at {location} failed: {e}; give an archive root, "
+            "its parquet/ folder or a .parquet file"
+        ) from e
 
 
 def read_table(
@@ -187,7 +192,7 @@ def read_table(
     return open_dataset(location, storage_options=storage_options).to_table(columns=columns, filter=filter)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _column_sources() -> dict[str, tuple[str, ...]]:
     """Parquet column name -> (top-level field[, child field]): the archive's own layout, inverted."""
     return {c.field.name: c.source for c in night_table_columns()}
@@ -199,8 +204,11 @@ def _named_types(avro: object, named: dict, namespace: str | None) -> None:
             _named_types(branch, named, namespace)
     elif isinstance(avro, dict):
         if avro.get("type") == "record":
-            full = avro["name"] if "." in avro["name"] else ".".join(
-                filter(None, [avro.get("namespace", namespace), avro["name"]]))
+            full = (
+                avro["name"]
+                if "." in avro["name"]
+                else ".".join(filter(None, [avro.get("namespace", namespace), avro["name"]]))
+            )
             named[full] = named[full.rpartition(".")[2]] = avro
             for f in avro["fields"]:
                 _named_types(f["type"], named, full.rpartition(".")[0] or None)
@@ -211,7 +219,7 @@ def _named_types(avro: object, named: dict, namespace: str | None) -> None:
 Fitter = Callable[[object], object]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _version_fitter(version: str) -> Fitter:
     """A function that cuts a rebuilt record down to exactly what schema ``version`` writes (compiled once)."""
     schema = schemas.load_schema(version)
@@ -266,8 +274,9 @@ def record_from_row(row: dict) -> dict:
     try:
         fit = _version_fitter(version)
     except (ValueError, FileNotFoundError, TypeError, KeyError) as e:
-        raise codec.AlertPacketError(f"row candid {record.get('candid')} has schemavsn {version!r}, which this "
-                                     f"project cannot encode: {e}") from e
+        raise codec.AlertPacketError(
+            f"row candid {record.get('candid')} has schemavsn {version!r}, which this project cannot encode: {e}"
+        ) from e
     return fit(record)
 
 
@@ -276,8 +285,7 @@ def _dataset_rows(dataset: ds.Dataset, filter: ds.Expression | None, batch_rows:
     columns = [n for n in dataset.schema.names if n not in _PARTITION_ONLY]
 
     def rows(fragment) -> Iterator[dict]:
-        for batch in fragment.to_batches(schema=dataset.schema, columns=columns, filter=filter,
-                                         batch_size=batch_rows):
+        for batch in fragment.to_batches(schema=dataset.schema, columns=columns, filter=filter, batch_size=batch_rows):
             yield from batch.to_pylist()
 
     for fragment in sorted(dataset.get_fragments(filter=filter), key=lambda f: f.path):
@@ -285,7 +293,10 @@ def _dataset_rows(dataset: ds.Dataset, filter: ds.Expression | None, batch_rows:
 
 
 def parquet_records(
-    location: str, filter: ds.Expression | None = None, *, storage_options: dict | None = None,
+    location: str,
+    filter: ds.Expression | None = None,
+    *,
+    storage_options: dict | None = None,
     batch_rows: int = 256,
 ) -> Iterator[dict]:
     """Alert records rebuilt from the dataset's rows, in candid order across files (streamed, batch by batch)."""
@@ -295,8 +306,12 @@ def parquet_records(
 
 
 def parquet_alerts(
-    location: str, filter: ds.Expression | None = None, *, storage_options: dict | None = None,
-    counts: ReadCounts | None = None, batch_rows: int = 256,
+    location: str,
+    filter: ds.Expression | None = None,
+    *,
+    storage_options: dict | None = None,
+    counts: ReadCounts | None = None,
+    batch_rows: int = 256,
 ) -> Iterator[ArchivedAlert]:
     """Packets rebuilt from the dataset: each row encoded with its own schema version (`codec.encode`).
 
@@ -312,8 +327,9 @@ def parquet_alerts(
             counts.add_bad(name, f"cannot rebuild the packet: {e}")
             continue
         c = record["candidate"]
-        info = codec.PacketInfo(record["schemavsn"], record["objectId"], record["candid"], c["programid"],
-                                c["jd"], c["pid"], len(packet))
+        info = codec.PacketInfo(
+            record["schemavsn"], record["objectId"], record["candid"], c["programid"], c["jd"], c["pid"], len(packet)
+        )
         counts.good += 1
         counts.bytes += len(packet)
         yield ArchivedAlert(name, packet, info)
@@ -328,7 +344,10 @@ def merge_by_candid(streams: Iterable[Iterable[ArchivedAlert]]) -> Iterator[Arch
 
 
 def alerts_from(
-    location: str, *, storage_options: dict | None = None, counts: ReadCounts | None = None,
+    location: str,
+    *,
+    storage_options: dict | None = None,
+    counts: ReadCounts | None = None,
     filter: ds.Expression | None = None,
 ) -> Iterator[ArchivedAlert]:
     """The alerts of a tarball, or rebuilt from a Parquet file or dataset; the kind is read from ``location``."""
@@ -340,7 +359,10 @@ def alerts_from(
 
 
 def open_sources(
-    specs: Iterable[str], *, archived_night: str | None = None, storage_options: dict | None = None,
+    specs: Iterable[str],
+    *,
+    archived_night: str | None = None,
+    storage_options: dict | None = None,
     prefer: str = "tarball",
 ) -> tuple[Iterator[ArchivedAlert], list[ReadCounts], list[str]]:
     """One candid-ordered stream of alerts from several sources, and each source's counts and name.
@@ -370,17 +392,21 @@ def open_sources(
         if not nights:  # not an archive root: a Parquet dataset folder, filtered to the night
             dataset = open_dataset(spec, storage_options=storage_options)
             if not any(True for _ in dataset.get_fragments(ds.field("night") == archived_night)):
-                raise ArchiveAccessError(f"{spec} is neither an archive root nor a Parquet dataset with night "
-                                         f"{archived_night}")
+                raise ArchiveAccessError(
+                    f"{spec} is neither an archive root nor a Parquet dataset with night {archived_night}"
+                )
             c = ReadCounts(f"{spec} (Parquet, night {archived_night})")
-            streams.append(parquet_alerts(spec, ds.field("night") == archived_night, storage_options=storage_options,
-                                          counts=c))
+            streams.append(
+                parquet_alerts(spec, ds.field("night") == archived_night, storage_options=storage_options, counts=c)
+            )
             counts.append(c)
             names.append(c.source)
             continue
         if archived_night not in nights:
-            raise ArchiveAccessError(f"{spec} has no night {archived_night}; it has {', '.join(nights[-5:])}"
-                                     + (f" and {len(nights) - 5} earlier" if len(nights) > 5 else ""))
+            raise ArchiveAccessError(
+                f"{spec} has no night {archived_night}; it has {', '.join(nights[-5:])}"
+                + (f" and {len(nights) - 5} earlier" if len(nights) > 5 else "")
+            )
         files = location.night_files(archived_night)
         wanted = [f for f in files if f.kind == prefer] or [f for f in files if f.kind == "tarball"]
         if not wanted:
@@ -397,11 +423,15 @@ def open_sources(
 
 
 def packets_for_batch(
-    specs: Iterable[str], *, archived_night: str | None = None, storage_options: dict | None = None,
+    specs: Iterable[str],
+    *,
+    archived_night: str | None = None,
+    storage_options: dict | None = None,
     prefer: str = "tarball",
 ) -> tuple[Iterator[tuple[str, bytes]], list[ReadCounts]]:
     """``(name, packet)`` pairs, the input `alertdist.filters.batch.run_batch` takes, from any archived source
     (see `open_sources`), and the sources' counts of good and bad members."""
-    alerts, counts, _ = open_sources(specs, archived_night=archived_night, storage_options=storage_options,
-                                     prefer=prefer)
+    alerts, counts, _ = open_sources(
+        specs, archived_night=archived_night, storage_options=storage_options, prefer=prefer
+    )
     return ((a.name, a.packet) for a in alerts), counts

@@ -24,16 +24,21 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message
 
+from alertdist.access.readers import ArchivedAlert, ReadCounts
 from alertdist.kafka.clients import admin_client
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.kafka.producer import CountingProducer
-from alertdist.publish.publisher import (
-    HEADER_CANDID, HEADER_PRODUCED_MS, HEADER_PUBLISHED_MS, PublishError, PublishProgress, publish,
-)
-from alertdist.access.readers import ArchivedAlert, ReadCounts
-from alertdist.publish.sources import SourcePacket
 from alertdist.nights.dates import SITES, Site
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, replication_for
+from alertdist.publish.publisher import (
+    HEADER_CANDID,
+    HEADER_PRODUCED_MS,
+    HEADER_PUBLISHED_MS,
+    PublishError,
+    PublishProgress,
+    publish,
+)
+from alertdist.publish.sources import SourcePacket
 from alertdist.security import open_night
 
 __all__ = [
@@ -46,10 +51,11 @@ __all__ = [
     "replay_to_topic",
 ]
 
+
 class ReplayError(KafkaOperationError):
     """The replay could not deliver every alert it read; ``result`` holds the counts so far."""
 
-    def __init__(self, message: str, result: "ReplayResult | None" = None, transient: bool = False):
+    def __init__(self, message: str, result: ReplayResult | None = None, transient: bool = False):
         super().__init__(message, transient=transient)
         self.result = result
 
@@ -97,10 +103,13 @@ class ReplayResult:
 
     def summary(self) -> str:
         pace = "as fast as possible" if not self.speed else f"at {self.speed:g}x the night's cadence"
-        return (f"replayed {', '.join(self.sources)} into {self.destination} {pace}: read {self.read}, "
-                f"delivered {self.delivered}, bad {self.bad}, rejected {self.rejected}, failed {self.failed}; "
-                f"{self.elapsed_s:.1f} s, {self.rate_alerts_s:,.0f} alerts/s, {self.rate_mb_s:,.1f} MB/s"
-                + ("; night closed" if self.closed else "") + ("; STOPPED early" if self.stopped else ""))
+        return (
+            f"replayed {', '.join(self.sources)} into {self.destination} {pace}: read {self.read}, "
+            f"delivered {self.delivered}, bad {self.bad}, rejected {self.rejected}, failed {self.failed}; "
+            f"{self.elapsed_s:.1f} s, {self.rate_alerts_s:,.0f} alerts/s, {self.rate_mb_s:,.1f} MB/s"
+            + ("; night closed" if self.closed else "")
+            + ("; STOPPED early" if self.stopped else "")
+        )
 
     def take_counts(self, counts: list[ReadCounts]) -> None:
         self.bad = sum(c.bad for c in counts)
@@ -112,7 +121,10 @@ def _now_ms() -> int:
 
 
 def paced_by_jd(
-    alerts: Iterable[ArchivedAlert], speed: float, *, stop: threading.Event | None = None,
+    alerts: Iterable[ArchivedAlert],
+    speed: float,
+    *,
+    stop: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[ArchivedAlert]:
     """Release each alert at its exposure's time in the night (``jd`` after the first) divided by ``speed``."""
@@ -167,8 +179,9 @@ def replay_to_topic(
     started = last_report = time.monotonic()
 
     def snapshot() -> ReplayProgress:
-        return ReplayProgress(result.read, out.delivered, sum(c.bad for c in counts), out.failed, len(out),
-                              time.monotonic() - started)
+        return ReplayProgress(
+            result.read, out.delivered, sum(c.bad for c in counts), out.failed, len(out), time.monotonic() - started
+        )
 
     sent = 0
     undelivered: KafkaOperationError | None = None
@@ -177,8 +190,11 @@ def replay_to_topic(
             if out.fatal is not None:
                 raise ReplayError(f"the Kafka producer failed fatally: {out.fatal.str()}", result)
             now = b"%d" % _now_ms()
-            headers = [(HEADER_PRODUCED_MS, now), (HEADER_PUBLISHED_MS, now),
-                       (HEADER_CANDID, b"%d" % alert.info.candid)]
+            headers = [
+                (HEADER_PRODUCED_MS, now),
+                (HEADER_PUBLISHED_MS, now),
+                (HEADER_CANDID, b"%d" % alert.info.candid),
+            ]
             out.produce(topic, alert.packet, alert.info.objectId.encode(), headers)
             sent += 1
             if progress is not None and time.monotonic() - last_report >= progress_every_s:
@@ -201,11 +217,13 @@ def replay_to_topic(
     if progress is not None:
         progress(snapshot())
     if undelivered is not None:
-        raise ReplayError(f"replay into {topic}: {undelivered}", result,
-                          transient=undelivered.transient) from undelivered
+        raise ReplayError(
+            f"replay into {topic}: {undelivered}", result, transient=undelivered.transient
+        ) from undelivered
     if sent != result.delivered:
-        raise ReplayError(f"replay into {topic} does not reconcile: sent {sent}, acknowledged {result.delivered}",
-                          result)
+        raise ReplayError(
+            f"replay into {topic} does not reconcile: sent {sent}, acknowledged {result.delivered}", result
+        )
     return result
 
 
@@ -241,20 +259,45 @@ def replay_into_night(
             yield None  # stopped while waiting for an exposure: the publisher must see it and leave the night open
 
     def report(p: PublishProgress) -> None:
-        progress(ReplayProgress(p.read + sum(c.bad for c in counts), p.delivered, sum(c.bad for c in counts),
-                                p.failed, p.in_flight, p.elapsed_s))
+        progress(
+            ReplayProgress(
+                p.read + sum(c.bad for c in counts),
+                p.delivered,
+                sum(c.bad for c in counts),
+                p.failed,
+                p.in_flight,
+                p.elapsed_s,
+            )
+        )
 
     try:
-        published = publish(packets(), bootstrap_servers=bootstrap_servers, naming=naming, night=night, site=site,
-                            stop=stop, check_night=check_night, reopen=reopen,
-                            progress=report if progress else None, progress_every_s=progress_every_s)
+        published = publish(
+            packets(),
+            bootstrap_servers=bootstrap_servers,
+            naming=naming,
+            night=night,
+            site=site,
+            stop=stop,
+            check_night=check_night,
+            reopen=reopen,
+            progress=report if progress else None,
+            progress_every_s=progress_every_s,
+        )
     except PublishError as e:
         raise ReplayError(f"replaying into night {night:%Y%m%d}: {e}", transient=e.transient) from e
-    result = ReplayResult(list(sources), f"night {night:%Y%m%d} of {naming.survey}", speed=speed,
-                          delivered=published.delivered_total, rejected=published.rejected_total,
-                          failed=published.failed, bytes_delivered=published.bytes_delivered,
-                          elapsed_s=published.elapsed_s, stopped=published.stopped, closed=published.closed,
-                          failures=published.failures)
+    result = ReplayResult(
+        list(sources),
+        f"night {night:%Y%m%d} of {naming.survey}",
+        speed=speed,
+        delivered=published.delivered_total,
+        rejected=published.rejected_total,
+        failed=published.failed,
+        bytes_delivered=published.bytes_delivered,
+        elapsed_s=published.elapsed_s,
+        stopped=published.stopped,
+        closed=published.closed,
+        failures=published.failures,
+    )
     result.take_counts(list(counts))
     result.read = published.read + result.bad
     return result

@@ -38,8 +38,18 @@ class GroupWriter:
 
     DECODE_THREADS = 2  # DataFusion runs without the GIL: two batches decode at once, results used in order
 
-    def __init__(self, tarball: TarballWriter, table: ParquetPartWriter, decoder: AlertDecoder, *, rows: int,
-                 max_bytes: int, batch_bytes: int, on_reject: Reject, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        tarball: TarballWriter,
+        table: ParquetPartWriter,
+        decoder: AlertDecoder,
+        *,
+        rows: int,
+        max_bytes: int,
+        batch_bytes: int,
+        on_reject: Reject,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.tarball, self.table, self.decoder = tarball, table, decoder
         self.rows, self.max_bytes, self.batch_bytes = rows, max_bytes, batch_bytes
         self.on_reject, self.stop = on_reject, stop
@@ -60,8 +70,11 @@ class GroupWriter:
         self.entries.append(entry)
         self.packets.append(packet)
         self.size += len(packet)
-        if (self.size >= self.batch_bytes or self.planned_rows + len(self.packets) >= self.rows
-                or self.planned_bytes + self.size >= self.max_bytes):
+        if (
+            self.size >= self.batch_bytes
+            or self.planned_rows + len(self.packets) >= self.rows
+            or self.planned_bytes + self.size >= self.max_bytes
+        ):
             self._batch()
 
     def close(self) -> None:
@@ -132,8 +145,10 @@ class GroupWriter:
                 except AlertPacketError as e:
                     malformed[i] = f"the record does not decode: {e}"
             if not malformed:
-                raise RuntimeError(f"decoding {len(packets)} alerts (candids {candids[0]}..{candids[-1]}) for Parquet "
-                                   f"failed though each one decodes on its own: {error}") from error
+                raise RuntimeError(
+                    f"decoding {len(packets)} alerts (candids {candids[0]}..{candids[-1]}) for Parquet "
+                    f"failed though each one decodes on its own: {error}"
+                ) from error
         rejected = [(entries[i], packets[i], reason) for i, reason in malformed.items()]
         kept = [i for i in range(len(packets)) if i not in malformed]
         entries, packets = [entries[i] for i in kept], [packets[i] for i in kept]

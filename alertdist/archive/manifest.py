@@ -35,7 +35,7 @@ class ProgrammeArchive:
     conflicting_duplicates: list[dict] = field(default_factory=list)  # first 100
 
     @classmethod
-    def from_dict(cls, body: dict) -> "ProgrammeArchive":
+    def from_dict(cls, body: dict) -> ProgrammeArchive:
         body = dict(body)
         body["partitions"] = {int(p): v for p, v in body["partitions"].items()}
         return cls(**body)
@@ -54,7 +54,9 @@ class NightManifest:
 
     def to_json(self) -> bytes:
         body = {
-            "format": self.format, "survey": self.survey, "night": self.night,
+            "format": self.format,
+            "survey": self.survey,
+            "night": self.night,
             "programmes": {str(p): asdict(a) for p, a in sorted(self.programmes.items())},
         }
         for programme in body["programmes"].values():
@@ -62,7 +64,7 @@ class NightManifest:
         return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> "NightManifest":
+    def from_json(cls, raw: bytes) -> NightManifest:
         body = json.loads(raw)
         if body.get("format") != FORMAT:
             raise ValueError(f"not an alertdist archive manifest (format {body.get('format')!r}, expected {FORMAT!r})")

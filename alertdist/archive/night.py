@@ -17,15 +17,15 @@ import json
 import shutil
 import tempfile
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from alertdist.archive.groups import GroupWriter
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
 from alertdist.archive.parquet import AlertDecoder, ParquetPartWriter, night_table_columns, parquet_path
 from alertdist.archive.storage import Destination
-from alertdist.archive.groups import GroupWriter
 from alertdist.archive.stream import OFFSET, PARTITION, Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
 from alertdist.archive.tarball import MD5SUMS, TarballWriter, md5sums_text, parse_md5sums, tarball_name
 from alertdist.archive.verify import verify_night, verify_programme
@@ -33,8 +33,18 @@ from alertdist.kafka.errors import KafkaOperationError
 from alertdist.nights.state import NightState, read_night_state
 from alertdist.nights.topics import TopicNaming
 
-__all__ = ["ArchiveOptions", "NightNotClosedError", "ProgrammeRead", "archive_night", "archive_programme",
-           "closed_state", "finish_night", "night_programmes", "read_programme", "write_programme"]
+__all__ = [
+    "ArchiveOptions",
+    "NightNotClosedError",
+    "ProgrammeRead",
+    "archive_night",
+    "archive_programme",
+    "closed_state",
+    "finish_night",
+    "night_programmes",
+    "read_programme",
+    "write_programme",
+]
 
 _PROGRESS_EVERY = 1000
 _READ_AHEAD = 2  # programmes read from Kafka at once by archive_night
@@ -73,13 +83,17 @@ def closed_state(bootstrap_servers: str, naming: TopicNaming, night: dt.date) ->
     return state
 
 
-def night_programmes(naming: TopicNaming, night: dt.date, state: NightState, wanted: Iterable[int] | None = None) -> list[int]:
+def night_programmes(
+    naming: TopicNaming, night: dt.date, state: NightState, wanted: Iterable[int] | None = None
+) -> list[int]:
     """The programmes to archive: those asked for (each must have closing offsets) or all the night has."""
     if wanted:
         missing = [p for p in wanted if naming.programme_topic(night, p) not in state.end_offsets]
         if missing:
-            raise NightNotClosedError(f"the closing record of night {night:%Y%m%d} has no offsets for programmes "
-                                      f"{missing}; programmes it has: {night_programmes(naming, night, state)}")
+            raise NightNotClosedError(
+                f"the closing record of night {night:%Y%m%d} has no offsets for programmes "
+                f"{missing}; programmes it has: {night_programmes(naming, night, state)}"
+            )
         return sorted(wanted)
     return [p for p in sorted(naming.programmes) if naming.programme_topic(night, p) in state.end_offsets]
 
@@ -98,8 +112,9 @@ def archive_programme(
 ) -> ProgrammeArchive:
     """Read one programme topic of a closed night and write its tarball and Parquet file (atomically)."""
     with tempfile.TemporaryDirectory(dir=options.work_dir, prefix="alertdist-archive-") as tmp:
-        read = read_programme(bootstrap_servers, naming, night, programid, state, Path(tmp), options,
-                              stop=stop, progress=progress)
+        read = read_programme(
+            bootstrap_servers, naming, night, programid, state, Path(tmp), options, stop=stop, progress=progress
+        )
         try:
             return write_programme(read, dest_url, options, stop=stop, progress=progress)
         finally:
@@ -118,9 +133,18 @@ class ProgrammeRead:
     topic: TopicRead
 
 
-def read_programme(bootstrap_servers: str, naming: TopicNaming, night: dt.date, programid: int,
-                   state: NightState, folder: Path, options: ArchiveOptions = ArchiveOptions(), *,
-                   stop=None, progress: Progress | None = None) -> ProgrammeRead:
+def read_programme(
+    bootstrap_servers: str,
+    naming: TopicNaming,
+    night: dt.date,
+    programid: int,
+    state: NightState,
+    folder: Path,
+    options: ArchiveOptions = ArchiveOptions(),
+    *,
+    stop=None,
+    progress: Progress | None = None,
+) -> ProgrammeRead:
     """Copy one programme topic of a closed night into a spool in ``folder`` (closed by the caller)."""
     topic = naming.programme_topic(night, programid)
     if topic not in state.end_offsets:
@@ -129,8 +153,14 @@ def read_programme(bootstrap_servers: str, naming: TopicNaming, night: dt.date, 
     due = sum(end_offsets.values())
     spool = Spool(folder, run_size=options.run_size)
     try:
-        read = spool_topic(bootstrap_servers, topic, end_offsets, spool, stop=stop,
-                           progress=progress and (lambda n: progress("read", n, due)))
+        read = spool_topic(
+            bootstrap_servers,
+            topic,
+            end_offsets,
+            spool,
+            stop=stop,
+            progress=progress and (lambda n: progress("read", n, due)),
+        )
         spool.finish()
     except BaseException:
         spool.close()
@@ -138,8 +168,14 @@ def read_programme(bootstrap_servers: str, naming: TopicNaming, night: dt.date, 
     return ProgrammeRead(programid, naming.programmes[programid], night, naming.survey, spool, read)
 
 
-def write_programme(read: ProgrammeRead, dest_url: str, options: ArchiveOptions = ArchiveOptions(), *,
-                    stop: threading.Event | None = None, progress: Progress | None = None) -> ProgrammeArchive:
+def write_programme(
+    read: ProgrammeRead,
+    dest_url: str,
+    options: ArchiveOptions = ArchiveOptions(),
+    *,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+) -> ProgrammeArchive:
     """Write a spooled programme's tarball and Parquet file (atomically) and account for every message."""
     spool, topic_read = read.spool, read.topic
     dest = Destination(dest_url, options.storage_options)
@@ -154,12 +190,21 @@ def write_programme(read: ProgrammeRead, dest_url: str, options: ArchiveOptions 
         topic_read.rejected.append(RejectedMessage(int(entry[PARTITION]), int(entry[OFFSET]), len(packet), reason))
         spool.forget(packet)
 
-    with dest.open_atomic(tar_path, background=True) as tar_out, \
-            dest.open_atomic(pq_path, background=True, md5=False) as pq_out:  # md5 goes to MD5SUMS: tarballs
+    with (
+        dest.open_atomic(tar_path, background=True) as tar_out,
+        dest.open_atomic(pq_path, background=True, md5=False) as pq_out,
+    ):  # md5 goes to MD5SUMS: tarballs
         tarball, table = TarballWriter(tar_out), ParquetPartWriter(pq_out, decoder.schema)
-        groups = GroupWriter(tarball, table, decoder, rows=options.row_group_rows,
-                             max_bytes=options.row_group_bytes, batch_bytes=options.batch_bytes,
-                             on_reject=reject, stop=stop)
+        groups = GroupWriter(
+            tarball,
+            table,
+            decoder,
+            rows=options.row_group_rows,
+            max_bytes=options.row_group_bytes,
+            batch_bytes=options.batch_bytes,
+            on_reject=reject,
+            stop=stop,
+        )
         try:
             for done, entry in enumerate(spool.unique(duplicates), 1):
                 groups.add(entry, spool.read(entry))
@@ -172,15 +217,26 @@ def write_programme(read: ProgrammeRead, dest_url: str, options: ArchiveOptions 
         table.close()
     if progress:
         progress("write", spool.count, spool.count)  # every message handled (some were duplicates or rejected)
-    counts = {"read": topic_read.read, "written": table.rows, "duplicates": duplicates.dropped,
-              "conflicting_duplicates": duplicates.conflicting_count, "rejected": len(topic_read.rejected)}
+    counts = {
+        "read": topic_read.read,
+        "written": table.rows,
+        "duplicates": duplicates.dropped,
+        "conflicting_duplicates": duplicates.conflicting_count,
+        "rejected": len(topic_read.rejected),
+    }
     if counts["read"] != counts["written"] + counts["duplicates"] + counts["rejected"] or tarball.members != table.rows:
-        raise RuntimeError(f"archiving {topic_read.topic}: counts do not add up ({counts}, {tarball.members} tar "
-                           "members); this is a bug, please report it with the manifest")
+        raise RuntimeError(
+            f"archiving {topic_read.topic}: counts do not add up ({counts}, {tarball.members} tar "
+            "members); this is a bug, please report it with the manifest"
+        )
     return ProgrammeArchive(
-        programid=read.programid, name=read.name, topic=topic_read.topic,
-        partitions={p: {"first_offset": r.first_offset, "end_offset": r.end_offset, "read": r.read}
-                    for p, r in sorted(topic_read.partitions.items())},
+        programid=read.programid,
+        name=read.name,
+        topic=topic_read.topic,
+        partitions={
+            p: {"first_offset": r.first_offset, "end_offset": r.end_offset, "read": r.read}
+            for p, r in sorted(topic_read.partitions.items())
+        },
         counts=counts,
         schema_versions=dict(sorted(spool.versions.items())),
         files={"tarball": vars(tar_out.digest(tar_path)), "parquet": vars(pq_out.digest(pq_path))},
@@ -189,8 +245,13 @@ def write_programme(read: ProgrammeRead, dest_url: str, options: ArchiveOptions 
     )
 
 
-def finish_night(naming: TopicNaming, night: dt.date, dest_url: str, programmes: list[ProgrammeArchive],
-                 storage_options: dict | None = None) -> NightManifest:
+def finish_night(
+    naming: TopicNaming,
+    night: dt.date,
+    dest_url: str,
+    programmes: list[ProgrammeArchive],
+    storage_options: dict | None = None,
+) -> NightManifest:
     """Write the night's manifest and put its tarballs' md5 into the destination's MD5SUMS (atomically)."""
     label = f"{night:%Y%m%d}"
     dest = Destination(dest_url, storage_options)
@@ -222,8 +283,9 @@ def archive_night(
     """
     state = closed_state(bootstrap_servers, naming, night)
     wanted = night_programmes(naming, night, state, programmes)
-    read_order, write_order = _schedule(wanted, {p: sum(state.end_offsets[naming.programme_topic(night, p)].values())
-                                                 for p in wanted})
+    read_order, write_order = _schedule(
+        wanted, {p: sum(state.end_offsets[naming.programme_topic(night, p)].values()) for p in wanted}
+    )
     results, checks = [], {}
     folders = {p: Path(tempfile.mkdtemp(dir=options.work_dir, prefix="alertdist-archive-")) for p in wanted}
     abandon = threading.Event()  # a failure here stops the read-ahead too
@@ -231,14 +293,25 @@ def archive_night(
 
     def read(programid: int) -> ProgrammeRead:
         report = progress and (lambda stage, done, total: progress(programid, stage, done, total))
-        return read_programme(bootstrap_servers, naming, night, programid, state, folders[programid], options,
-                              stop=reader_stop, progress=report)
+        return read_programme(
+            bootstrap_servers,
+            naming,
+            night,
+            programid,
+            state,
+            folders[programid],
+            options,
+            stop=reader_stop,
+            progress=report,
+        )
 
     # two programmes are read from Kafka into their spools at a time (reading uses about one core, writing the
     # other), and each written programme is read back while the next is written
     try:
-        with ThreadPoolExecutor(_READ_AHEAD, thread_name_prefix="read-ahead") as reader, \
-                ThreadPoolExecutor(1, thread_name_prefix="verify-programme") as verifier:
+        with (
+            ThreadPoolExecutor(_READ_AHEAD, thread_name_prefix="read-ahead") as reader,
+            ThreadPoolExecutor(1, thread_name_prefix="verify-programme") as verifier,
+        ):
             reads: dict[int, Future] = {}  # read or being read, not yet written: at most one more than read ahead
             unread = iter(read_order)
 
@@ -258,8 +331,13 @@ def archive_night(
                     del reads[programid]
                     results.append(archive)
                     if verify:
-                        checks[programid] = verifier.submit(verify_programme, Destination(
-                            dest_url, options.storage_options), archive, state, checksum="crc32")
+                        checks[programid] = verifier.submit(
+                            verify_programme,
+                            Destination(dest_url, options.storage_options),
+                            archive,
+                            state,
+                            checksum="crc32",
+                        )
             except BaseException:
                 abandon.set()
                 for pending in reads.values():

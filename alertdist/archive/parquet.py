@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from alertdist import schemas
-from alertdist.avro.container import build_container, parse_container, zigzag_varint
 from alertdist.avro.codec import decode
+from alertdist.avro.container import build_container, parse_container, zigzag_varint
 
 __all__ = [
     "AlertDecoder",
@@ -46,8 +46,14 @@ __all__ = [
 ]
 
 _PRIMITIVES = {
-    "null": pa.null(), "boolean": pa.bool_(), "int": pa.int32(), "long": pa.int64(), "float": pa.float32(),
-    "double": pa.float64(), "string": pa.string(), "bytes": pa.binary(),
+    "null": pa.null(),
+    "boolean": pa.bool_(),
+    "int": pa.int32(),
+    "long": pa.int64(),
+    "float": pa.float32(),
+    "double": pa.float64(),
+    "string": pa.string(),
+    "bytes": pa.binary(),
 }
 _CUTOUT_FIELDS = {"fileName", "stampData"}
 _SYNC = b"alertdist-batch!"  # any 16 bytes: the batch files are read once and deleted
@@ -92,8 +98,11 @@ def _arrow_type(avro_type, named: dict, namespace: str | None) -> tuple[pa.DataT
         raise SchemaMergeError(f"type {avro_type!r} is neither primitive nor a record defined before it")
     kind = avro_type["type"]
     if kind == "record":
-        full = avro_type["name"] if "." in avro_type["name"] else ".".join(
-            filter(None, [avro_type.get("namespace", namespace), avro_type["name"]]))
+        full = (
+            avro_type["name"]
+            if "." in avro_type["name"]
+            else ".".join(filter(None, [avro_type.get("namespace", namespace), avro_type["name"]]))
+        )
         inner = full.rpartition(".")[0] or None
         fields = [pa.field(f["name"], *_arrow_type(f["type"], named, inner)) for f in avro_type["fields"]]
         named[full] = named[full.rpartition(".")[2]] = pa.struct(fields)
@@ -125,8 +134,9 @@ def arrow_columns(avro_schema: dict) -> list[Column]:
         if pa.types.is_struct(arrow) and {c.name for c in arrow} == _CUTOUT_FIELDS:
             stamp, file_name = arrow.field("stampData"), arrow.field("fileName")
             columns.append(Column(pa.field(name, stamp.type, nullable or stamp.nullable), (name, "stampData")))
-            columns.append(Column(pa.field(f"{name}_fileName", file_name.type, nullable or file_name.nullable),
-                                  (name, "fileName")))
+            columns.append(
+                Column(pa.field(f"{name}_fileName", file_name.type, nullable or file_name.nullable), (name, "fileName"))
+            )
         elif pa.types.is_struct(arrow):
             for child in arrow:
                 column = child.name if child.name not in top_names else f"{name}_{child.name}"
@@ -161,8 +171,13 @@ def _merge_fields(first: list[pa.Field], second: list[pa.Field], path: str) -> l
         if other is None:
             merged.append(f.with_nullable(True))
         else:
-            merged.append(pa.field(f.name, _merge_types(f.type, other.type, f"{path}.{f.name}".lstrip(".")),
-                                   f.nullable or other.nullable))
+            merged.append(
+                pa.field(
+                    f.name,
+                    _merge_types(f.type, other.type, f"{path}.{f.name}".lstrip(".")),
+                    f.nullable or other.nullable,
+                )
+            )
     names = {f.name for f in first}
     merged += [f.with_nullable(True) for f in second if f.name not in names]
     return merged
@@ -175,8 +190,10 @@ def unify_columns(versions: Sequence[list[Column]]) -> list[Column]:
         sources = {c.field.name: c.source for c in result}
         for c in columns:
             if c.field.name in sources and sources[c.field.name] != c.source:
-                raise SchemaMergeError(f"column {c.field.name} comes from {sources[c.field.name]} in one version "
-                                       f"and from {c.source} in another")
+                raise SchemaMergeError(
+                    f"column {c.field.name} comes from {sources[c.field.name]} in one version "
+                    f"and from {c.source} in another"
+                )
         fields = _merge_fields([c.field for c in result], [c.field for c in columns], "")
         source_of = {c.field.name: c.source for c in result} | {c.field.name: c.source for c in columns}
         result = [Column(f, source_of[f.name]) for f in fields]
@@ -186,8 +203,9 @@ def unify_columns(versions: Sequence[list[Column]]) -> list[Column]:
 def night_table_columns(writer_schemas: Iterable[dict] = ()) -> list[Column]:
     """The columns of a night's table: every shipped version (newest first) plus the writer schemas seen."""
     versions = sorted(schemas.available_versions(), key=lambda v: tuple(int(x) for x in v.split(".")), reverse=True)
-    return unify_columns([arrow_columns(schemas.load_schema(v)) for v in versions]
-                         + [arrow_columns(s) for s in writer_schemas])
+    return unify_columns(
+        [arrow_columns(schemas.load_schema(v)) for v in versions] + [arrow_columns(s) for s in writer_schemas]
+    )
 
 
 # ----------------------------------------------------------------------------------------------- decoding
@@ -200,8 +218,9 @@ def _conform(array: pa.Array, target: pa.DataType) -> pa.Array:
     if pa.types.is_struct(target):
         children = dict(zip([f.name for f in array.type], array.flatten()))
         fields = list(target)
-        arrays = [_conform(children[f.name], f.type) if f.name in children else pa.nulls(len(array), f.type)
-                  for f in fields]
+        arrays = [
+            _conform(children[f.name], f.type) if f.name in children else pa.nulls(len(array), f.type) for f in fields
+        ]
         mask = array.is_null() if array.null_count else None
         return pa.StructArray.from_arrays(arrays, fields=fields, mask=mask)
     if pa.types.is_list(target) and (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
@@ -229,8 +248,9 @@ def _columns_from_arrow(table: pa.Table, columns: list[Column]) -> list[pa.Array
             record = table.column(top).combine_chunks()
             children[top] = dict(zip([f.name for f in record.type], record.flatten()))  # with the parent's nulls
         child = children[top].get(column.source[1])
-        arrays.append(pa.nulls(table.num_rows, column.field.type) if child is None
-                      else _conform(child, column.field.type))
+        arrays.append(
+            pa.nulls(table.num_rows, column.field.type) if child is None else _conform(child, column.field.type)
+        )
     return arrays
 
 
@@ -267,7 +287,7 @@ class AlertDecoder:
         self._context = None
         self._scratch: int | None = None
 
-    def copy(self) -> "AlertDecoder":
+    def copy(self) -> AlertDecoder:
         """Another decoder of the same columns, for another thread (each has its own DataFusion context)."""
         return AlertDecoder(self.columns, self.workdir, self.engine)
 
@@ -293,9 +313,9 @@ class AlertDecoder:
                 if len(schema_text) == length and packet.startswith(schema_text, container.schema_start):
                     break
             else:
-                schema_text, bodies, rows = packet[container.schema_start:container.schema_end], [], []
+                schema_text, bodies, rows = packet[container.schema_start : container.schema_end], [], []
                 groups.append((schema_text, bodies, rows))
-            bodies.append(memoryview(packet)[container.body_start:container.body_end])
+            bodies.append(memoryview(packet)[container.body_start : container.body_end])
             rows.append(i)
         tables = [self._read_batch(schema_text, bodies) for schema_text, bodies, _ in groups]
         if len(tables) == 1:
@@ -317,7 +337,7 @@ class AlertDecoder:
         parts = [header, zigzag_varint(len(bodies)) + zigzag_varint(size), *bodies, _SYNC]
         position = 0
         for start in range(0, len(parts), _WRITEV_PARTS):  # no copy of the bodies on the way
-            chunk = parts[start:start + _WRITEV_PARTS]
+            chunk = parts[start : start + _WRITEV_PARTS]
             written = os.pwritev(fd, chunk, position)
             if written != sum(map(len, chunk)):
                 raise OSError(f"short write to the decoder's scratch file: {written} bytes")
@@ -331,8 +351,9 @@ class AlertDecoder:
         batch): in memory-backed /dev/shm where there is room, else beside the spool. It is unlinked at once and
         read through /proc/self/fd, so it disappears with the descriptor, even if the process is killed."""
         if self._scratch is None:
-            fd, path = tempfile.mkstemp(prefix="alertdist-batch-", suffix=".avro",
-                                        dir=_scratch_folder(self.workdir, size))
+            fd, path = tempfile.mkstemp(
+                prefix="alertdist-batch-", suffix=".avro", dir=_scratch_folder(self.workdir, size)
+            )
             os.unlink(path)
             self._scratch = fd
             self._closer = weakref.finalize(self, os.close, fd)
@@ -375,8 +396,9 @@ class ParquetPartWriter:
         # row group is hundreds of small writes that would each wait for the other threads' turn
         self._sink = pa.BufferedOutputStream(pa.PythonFile(fileobj, mode="w"), buffer_bytes)
         self._writer = pq.ParquetWriter(
-            self._sink, schema,
-            compression={**{path: "zstd" for path in others}, **{path: "none" for path in stamps}},
+            self._sink,
+            schema,
+            compression={**dict.fromkeys(others, "zstd"), **dict.fromkeys(stamps, "none")},
             use_dictionary=[path for path, physical in leaves if physical == "BYTE_ARRAY" and path not in stamps],
             write_statistics=[f.name for f in schema if f.name not in stamps and not pa.types.is_list(f.type)],
         )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import fsspec
 from isal import isal_zlib
 
-__all__ = ["Destination", "FileDigest", "HashingWriter", "StorageError", "TEMP_PREFIX"]
+__all__ = ["TEMP_PREFIX", "Destination", "FileDigest", "HashingWriter", "StorageError"]
 
 TEMP_PREFIX = ".tmp-"
 _READ_BLOCK = 8 * 1024 * 1024
@@ -147,8 +147,13 @@ class HashingWriter:
             self.raw.flush()
 
     def digest(self, path: str) -> FileDigest:
-        return FileDigest(path, self.size, self._sha256.hexdigest(), self._md5 and self._md5.hexdigest(),
-                          f"{self._crc32 & 0xFFFFFFFF:08x}")
+        return FileDigest(
+            path,
+            self.size,
+            self._sha256.hexdigest(),
+            self._md5 and self._md5.hexdigest(),
+            f"{self._crc32 & 0xFFFFFFFF:08x}",
+        )
 
     # pyarrow's ParquetWriter checks these on a Python file object
     closed = False
@@ -197,8 +202,10 @@ class Destination:
             if folder:
                 self.fs.makedirs(folder, exist_ok=True)
         except _storage_errors() as e:
-            raise StorageError(f"cannot create folder {folder!r} for {self.display(path)}: {e}; check the destination "
-                               "URL, its credentials and that the store is reachable") from e
+            raise StorageError(
+                f"cannot create folder {folder!r} for {self.display(path)}: {e}; check the destination "
+                "URL, its credentials and that the store is reachable"
+            ) from e
         if self.local:
             temp = f"{folder}/{TEMP_PREFIX}{uuid.uuid4().hex}-{name}"
             with _wrapped(f"writing {temp}"):

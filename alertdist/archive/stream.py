@@ -30,20 +30,20 @@ import numpy as np
 from confluent_kafka import KafkaError, TopicPartition
 from isal import isal_zlib
 
-from alertdist.nights.dates import jd_to_unix
-from alertdist.avro.container import parse_container, read_length, read_long
 from alertdist.avro.codec import AlertPacketError, peek
+from alertdist.avro.container import parse_container, read_length, read_long
 from alertdist.kafka.clients import consumer
 from alertdist.kafka.errors import KafkaOperationError
+from alertdist.nights.dates import jd_to_unix
 
 __all__ = [
-    "ArchiveInterrupted",
-    "ArchiveStreamError",
     "CANDID",
     "INDEX_DTYPE",
     "MTIME",
     "OFFSET",
     "PARTITION",
+    "ArchiveInterrupted",
+    "ArchiveStreamError",
     "PartitionRead",
     "RejectedMessage",
     "Spool",
@@ -51,13 +51,22 @@ __all__ = [
     "spool_topic",
 ]
 
-INDEX_DTYPE = np.dtype([
-    ("candid", "<i8"), ("partition", "<i4"), ("offset", "<i8"), ("pos", "<i8"),
-    ("size", "<i4"), ("mtime", "<i8"), ("crc", "<u4"), ("schema", "<i4"),
-])
+INDEX_DTYPE = np.dtype(
+    [
+        ("candid", "<i8"),
+        ("partition", "<i4"),
+        ("offset", "<i8"),
+        ("pos", "<i8"),
+        ("size", "<i4"),
+        ("mtime", "<i8"),
+        ("crc", "<u4"),
+        ("schema", "<i4"),
+    ]
+)
 #: Where each field sits in an index entry, a plain tuple (``tolist()`` makes those 10x faster than records)
-CANDID, PARTITION, OFFSET, POS, SIZE, MTIME, CRC, SCHEMA = map(INDEX_DTYPE.names.index, (
-    "candid", "partition", "offset", "pos", "size", "mtime", "crc", "schema"))
+CANDID, PARTITION, OFFSET, POS, SIZE, MTIME, CRC, SCHEMA = map(
+    INDEX_DTYPE.names.index, ("candid", "partition", "offset", "pos", "size", "mtime", "crc", "schema")
+)
 _MERGE_BLOCK = 8192
 _PROGRESS_EVERY = 500
 _DOUBLE = struct.Struct("<d")
@@ -65,8 +74,12 @@ _CONSUME_BATCH = 64  # messages per consume() call: fewer calls into librdkafka,
 # Prefetch: at most 16 MB queued and 16 MB per fetch, so memory does not depend on the night. librdkafka waits
 # fetch.queue.backoff.ms (default 1 s) before fetching again once its queue was full: with 80 KB messages the
 # queue fills at every fetch, and that second cost 5x in read rate (1,000 instead of 5,000-8,000 msgs/s).
-_PREFETCH = {"queued.max.messages.kbytes": 16384, "fetch.max.bytes": 16 * 1024 * 1024,
-             "max.partition.fetch.bytes": 2 * 1024 * 1024, "fetch.queue.backoff.ms": 10}
+_PREFETCH = {
+    "queued.max.messages.kbytes": 16384,
+    "fetch.max.bytes": 16 * 1024 * 1024,
+    "max.partition.fetch.bytes": 2 * 1024 * 1024,
+    "fetch.queue.backoff.ms": 10,
+}
 
 
 class ArchiveStreamError(KafkaOperationError):
@@ -125,9 +138,12 @@ def _has_plain_prefix(text: bytes) -> bool:
         fields = json.loads(text)["fields"]
         expected = [("schemavsn", "string"), ("publisher", "string"), ("objectId", "string"), ("candid", "long")]
         candidate = fields[4]["type"]
-        return ([(f["name"], f["type"]) for f in fields[:4]] == expected and fields[4]["name"] == "candidate"
-                and candidate["type"] == "record" and (candidate["fields"][0]["name"],
-                                                       candidate["fields"][0]["type"]) == ("jd", "double"))
+        return (
+            [(f["name"], f["type"]) for f in fields[:4]] == expected
+            and fields[4]["name"] == "candidate"
+            and candidate["type"] == "record"
+            and (candidate["fields"][0]["name"], candidate["fields"][0]["type"]) == ("jd", "double")
+        )
     except (ValueError, KeyError, IndexError, TypeError):
         return False
 
@@ -137,7 +153,7 @@ def _read_prefix(packet: bytes, pos: int, end: int) -> tuple[str, int, float]:
     values = []
     for what in ("schemavsn length", "publisher length", "objectId length"):
         length, pos = read_length(packet, pos, what, end)
-        values.append(packet[pos:pos + length])
+        values.append(packet[pos : pos + length])
         pos += length
     candid, pos = read_long(packet, pos, "candid")
     if end - pos < 8:
@@ -176,13 +192,21 @@ class Spool:
             info = peek(packet)  # a new or unusual writer schema: the codec checks it
             schemavsn, candid, jd = info.schemavsn, info.candid, info.jd
             if schema is None:
-                schema = self._register(packet[container.schema_start:container.schema_end])
+                schema = self._register(packet[container.schema_start : container.schema_end])
         else:
             schemavsn, candid, jd = _read_prefix(packet, container.body_start, container.body_end)
         if self._filled == len(self._run):
             self._spill()
-        self._run[self._filled] = (candid, partition, offset, self._position, len(packet),
-                                   jd_to_unix(jd), isal_zlib.crc32(packet), schema.id)
+        self._run[self._filled] = (
+            candid,
+            partition,
+            offset,
+            self._position,
+            len(packet),
+            jd_to_unix(jd),
+            isal_zlib.crc32(packet),
+            schema.id,
+        )
         self._filled += 1
         self._out.write(packet)
         self._position += len(packet)
@@ -231,7 +255,7 @@ class Spool:
     def _sorted_entries(self) -> Iterator[tuple]:
         if not self._runs:
             for start in range(0, len(self._run), _MERGE_BLOCK):  # tolist: tuples of ints, 10x faster than tuple(e)
-                yield from self._run[start:start + _MERGE_BLOCK].tolist()
+                yield from self._run[start : start + _MERGE_BLOCK].tolist()
             return
         yield from heapq.merge(*(_iterate_run(path) for path in self._runs))
 
@@ -244,10 +268,13 @@ class Spool:
                 if entry[CRC] != kept[CRC] or entry[SIZE] != kept[SIZE] or self.read(entry) != self.read(kept):
                     duplicates.conflicting_count += 1
                     if len(duplicates.conflicting) < 100:
-                        duplicates.conflicting.append({
-                            "candid": int(entry[CANDID]), "kept": [int(kept[PARTITION]), int(kept[OFFSET])],
-                            "dropped": [int(entry[PARTITION]), int(entry[OFFSET])],
-                        })
+                        duplicates.conflicting.append(
+                            {
+                                "candid": int(entry[CANDID]),
+                                "kept": [int(kept[PARTITION]), int(kept[OFFSET])],
+                                "dropped": [int(entry[PARTITION]), int(entry[OFFSET])],
+                            }
+                        )
                 continue
             kept = entry
             yield entry
@@ -269,7 +296,7 @@ class Spool:
 def _iterate_run(path: Path) -> Iterator[tuple]:
     run = np.load(path, mmap_mode="r")
     for start in range(0, len(run), _MERGE_BLOCK):
-        yield from run[start:start + _MERGE_BLOCK].tolist()
+        yield from run[start : start + _MERGE_BLOCK].tolist()
 
 
 def spool_topic(
@@ -318,7 +345,8 @@ def spool_topic(
                     raise ArchiveStreamError(
                         f"nothing arrived from {topic} for {stall_timeout:.0f} s with partitions "
                         f"{sorted(remaining)} not yet at their closing offsets; is the cluster healthy?",
-                        transient=True)
+                        transient=True,
+                    )
                 continue
             last_arrival = time.monotonic()
             for msg in messages:

@@ -32,10 +32,10 @@ except ImportError as e:  # pragma: no cover - a packaging error, said plainly
 __all__ = [
     "MD5SUMS",
     "MEMBER_MODE",
-    "member_header",
     "TarMember",
     "TarballWriter",
     "md5sums_text",
+    "member_header",
     "parse_md5sums",
     "read_members",
     "tarball_name",
@@ -91,8 +91,17 @@ def member_header(name: str, size: int, mtime: int) -> bytes:
         return _member_header(name, size, mtime)
     size_field, mtime_field = b"%011o\0" % size, b"%011o\0" % mtime
     checksum = _TEMPLATE_SUM + sum(raw) + sum(size_field) + sum(mtime_field)
-    return b"".join((raw, bytes(100 - len(raw)), _TEMPLATE[100:124], size_field, mtime_field,
-                     b"%06o\0 " % checksum, _TEMPLATE[156:]))
+    return b"".join(
+        (
+            raw,
+            bytes(100 - len(raw)),
+            _TEMPLATE[100:124],
+            size_field,
+            mtime_field,
+            b"%06o\0 " % checksum,
+            _TEMPLATE[156:],
+        )
+    )
 
 
 def _packet_layout(data: bytes) -> tuple[int, int] | None:
@@ -109,7 +118,7 @@ def _stored_blocks(data: memoryview) -> list:
     """``data`` as non-final deflate stored blocks (the stream is byte-aligned after a full flush)."""
     parts = []
     for start in range(0, len(data), _STORED_BLOCK):
-        chunk = data[start:start + _STORED_BLOCK]
+        chunk = data[start : start + _STORED_BLOCK]
         parts += [struct.pack("<BHH", 0, len(chunk), len(chunk) ^ 0xFFFF), chunk]
     return parts
 
@@ -210,8 +219,9 @@ def read_members(fileobj, *, with_data: bool = True) -> Iterator[TarMember]:
             if not info.isfile():
                 continue
             data = tar.extractfile(info).read() if with_data else None
-            yield TarMember(info.name, info.size, info.mode, info.mtime, info.uid, info.gid,
-                            info.uname, info.gname, data)
+            yield TarMember(
+                info.name, info.size, info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname, data
+            )
 
 
 #: The checksum file at the root of an archive, named as UW names it.

@@ -31,7 +31,7 @@ try:
 except ImportError as e:  # pragma: no cover - a packaging error, said plainly
     raise ImportError("the archive verification needs python-isal: pip install isal") from e
 
-__all__ = ["CHECKSUMS", "ArchiveVerificationError", "verify_night", "verify_programme", "read_manifest"]
+__all__ = ["CHECKSUMS", "ArchiveVerificationError", "read_manifest", "verify_night", "verify_programme"]
 
 # Read in small pieces: each inflates to a few hundred KB that stay in the CPU's caches, 2x faster than 4-16 MB
 # pieces (which also fault in fresh pages every time). The limit keeps memory bounded whatever the ratio.
@@ -45,8 +45,11 @@ class ArchiveVerificationError(RuntimeError):
 
     def __init__(self, night: str, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__(f"archive of night {night} failed verification ({len(problems)} problem(s)): "
-                         + "; ".join(problems) + ". Re-run the archive for this night.")
+        super().__init__(
+            f"archive of night {night} failed verification ({len(problems)} problem(s)): "
+            + "; ".join(problems)
+            + ". Re-run the archive for this night."
+        )
 
 
 def read_manifest(dest_url: str, survey: str, night: str, storage_options: dict | None = None) -> NightManifest:
@@ -79,8 +82,10 @@ class _ReadBack:
         wanted, name = self.expected[self.checksum], self.checksum
         if (self.size, found) == (self.expected["size"], wanted):
             return []
-        return [f"{self.path}: {self.size} bytes {name} {found[:12]}..., but the manifest says "
-                f"{self.expected['size']} bytes {name} {wanted[:12]}..."]
+        return [
+            f"{self.path}: {self.size} bytes {name} {found[:12]}..., but the manifest says "
+            f"{self.expected['size']} bytes {name} {wanted[:12]}..."
+        ]
 
 
 class _TarWalk:
@@ -134,12 +139,12 @@ class _TarWalk:
         except ValueError:
             self.problem = f"{self.path}: member after {self.members} members has an unreadable header"
             return
-        if checksum != sum(header) - sum(header[148:156]) + 256 or header[156:157] not in (b"0", b"\0") \
-                or size < 0:
+        if checksum != sum(header) - sum(header[148:156]) + 256 or header[156:157] not in (b"0", b"\0") or size < 0:
             self.problem = f"{self.path}: member {name!r} has a corrupt header (checksum or type)"
         elif suffix != "avro" or not stem.isdigit() or int(stem) <= self.previous or mode != MEMBER_MODE:
-            self.problem = (f"{self.path}: member {name!r} (mode {mode:o}) out of order or not named "
-                            "<candid>.avro with mode 744")
+            self.problem = (
+                f"{self.path}: member {name!r} (mode {mode:o}) out of order or not named <candid>.avro with mode 744"
+            )
         else:
             self.previous = int(stem)
             self.members += 1
@@ -206,8 +211,9 @@ def _check_tarball(dest: Destination, archive: ProgrammeArchive, checksum: str) 
     if problem := stream.finish():
         return problems + [problem], b"", -1
     if stream.walk.members != archive.counts["written"]:
-        problems.append(f"{tar_file['path']}: {stream.walk.members} members, but {archive.counts['written']} "
-                        "alerts were written")
+        problems.append(
+            f"{tar_file['path']}: {stream.walk.members} members, but {archive.counts['written']} alerts were written"
+        )
     return problems, stream.walk.candids.digest(), stream.walk.members
 
 
@@ -239,21 +245,28 @@ def _check_accounts(archive: ProgrammeArchive, state: NightState | None) -> list
     for partition, entry in sorted(archive.partitions.items()):
         where = f"{archive.topic} partition {partition}"
         if entry["read"] != entry["end_offset"] - entry["first_offset"]:
-            problems.append(f"{where}: read {entry['read']} messages, but offsets {entry['first_offset']}.."
-                            f"{entry['end_offset']} hold {entry['end_offset'] - entry['first_offset']}")
+            problems.append(
+                f"{where}: read {entry['read']} messages, but offsets {entry['first_offset']}.."
+                f"{entry['end_offset']} hold {entry['end_offset'] - entry['first_offset']}"
+            )
         if entry["first_offset"] != 0:
             problems.append(f"{where}: offsets 0..{entry['first_offset'] - 1} were no longer in Kafka when read")
         if state is not None and state.end_offsets.get(archive.topic, {}).get(partition) != entry["end_offset"]:
-            problems.append(f"{where}: read up to {entry['end_offset']}, but the night closed at "
-                            f"{state.end_offsets.get(archive.topic, {}).get(partition)}")
+            problems.append(
+                f"{where}: read up to {entry['end_offset']}, but the night closed at "
+                f"{state.end_offsets.get(archive.topic, {}).get(partition)}"
+            )
     if state is not None and set(state.end_offsets.get(archive.topic, {})) != set(archive.partitions):
-        problems.append(f"{archive.topic}: partitions read {sorted(archive.partitions)} differ from the closing "
-                        f"record's {sorted(state.end_offsets.get(archive.topic, {}))}")
+        problems.append(
+            f"{archive.topic}: partitions read {sorted(archive.partitions)} differ from the closing "
+            f"record's {sorted(state.end_offsets.get(archive.topic, {}))}"
+        )
     return problems
 
 
-def verify_programme(dest: Destination, archive: ProgrammeArchive, state: NightState | None = None, *,
-                     checksum: str = "sha256") -> list[str]:
+def verify_programme(
+    dest: Destination, archive: ProgrammeArchive, state: NightState | None = None, *, checksum: str = "sha256"
+) -> list[str]:
     """Problems found for one programme (an empty list when all is well); ``checksum``: see the module doc."""
     with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
         tarball = pool.submit(_check_tarball, dest, archive, checksum)
@@ -261,14 +274,21 @@ def verify_programme(dest: Destination, archive: ProgrammeArchive, state: NightS
         (tar_problems, tar_candids, members), (pq_problems, pq_candids, rows) = tarball.result(), parquet.result()
     problems = _check_accounts(archive, state) + tar_problems + pq_problems
     if members == rows == archive.counts["written"] and tar_candids != pq_candids:
-        problems.append(f"{archive.files['parquet']['path']} and {archive.files['tarball']['path']} hold "
-                        "different candids")
+        problems.append(
+            f"{archive.files['parquet']['path']} and {archive.files['tarball']['path']} hold different candids"
+        )
     return problems
 
 
-def verify_night(dest_url: str, manifest: NightManifest, state: NightState | None = None,
-                 storage_options: dict | None = None, *, checked: dict[int, list[str]] | None = None,
-                 checksum: str = "sha256") -> None:
+def verify_night(
+    dest_url: str,
+    manifest: NightManifest,
+    state: NightState | None = None,
+    storage_options: dict | None = None,
+    *,
+    checked: dict[int, list[str]] | None = None,
+    checksum: str = "sha256",
+) -> None:
     """Raise ArchiveVerificationError naming every missing or mismatching piece; return quietly otherwise.
 
     ``checked``: `verify_programme` results already in hand for some programmes (the archiver checks each one
@@ -279,8 +299,11 @@ def verify_night(dest_url: str, manifest: NightManifest, state: NightState | Non
     problems: list[str] = []
     archives = list(manifest.programmes.values())
     for archive in archives:
-        problems += (checked[archive.programid] if archive.programid in checked
-                     else verify_programme(dest, archive, state, checksum=checksum))
+        problems += (
+            checked[archive.programid]
+            if archive.programid in checked
+            else verify_programme(dest, archive, state, checksum=checksum)
+        )
     if dest.exists(MD5SUMS):
         md5sums = parse_md5sums(dest.read_bytes(MD5SUMS).decode())
     else:
@@ -289,7 +312,8 @@ def verify_night(dest_url: str, manifest: NightManifest, state: NightState | Non
     for archive in archives:
         tar_file = archive.files["tarball"]
         if md5sums and md5sums.get(tar_file["path"]) != tar_file["md5"]:
-            problems.append(f"MD5SUMS has {md5sums.get(tar_file['path'])} for {tar_file['path']}, "
-                            f"the manifest {tar_file['md5']}")
+            problems.append(
+                f"MD5SUMS has {md5sums.get(tar_file['path'])} for {tar_file['path']}, the manifest {tar_file['md5']}"
+            )
     if problems:
         raise ArchiveVerificationError(manifest.night, problems)

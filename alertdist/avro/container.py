@@ -183,9 +183,11 @@ def container_header(schema_text: bytes, metadata_keys: tuple[str, ...]) -> byte
     """Everything before the sync marker: magic and the metadata map. The same for every packet of one schema and
     key order, so an encoder can build it once and reuse it."""
     values = {_METADATA_SCHEMA: schema_text, _METADATA_CODEC: b"null"}
-    if _METADATA_SCHEMA not in metadata_keys or len(set(metadata_keys)) != len(metadata_keys) or not set(
-        metadata_keys
-    ) <= set(values):
+    if (
+        _METADATA_SCHEMA not in metadata_keys
+        or len(set(metadata_keys)) != len(metadata_keys)
+        or not set(metadata_keys) <= set(values)
+    ):
         raise AlertPacketError(
             f"metadata_keys must order {_METADATA_SCHEMA!r} and optionally {_METADATA_CODEC!r}, got {metadata_keys!r}"
         )

@@ -28,9 +28,18 @@ __all__ = ["ACCEPTED", "Field", "NotFastPath", "Plan", "compile_loop", "compile_
 Plan = Callable[[tuple], "bytes | None"]
 _NONE = type(None)
 _FIXED = {"float": "f", "double": "d"}  # struct codes; '<' makes them little-endian, as Avro wants
-ACCEPTED: dict[str, tuple[type, ...]] = {  # exact types a plan takes: a subset of what alertdist.avro.record_check accepts
-    "null": (_NONE,), "int": (int,), "long": (int,), "float": (float, int), "double": (float, int),
-    "string": (str,), "bytes": (bytes, bytearray), "record": (dict,), "array": (list,),
+ACCEPTED: dict[
+    str, tuple[type, ...]
+] = {  # exact types a plan takes: a subset of what alertdist.avro.record_check accepts
+    "null": (_NONE,),
+    "int": (int,),
+    "long": (int,),
+    "float": (float, int),
+    "double": (float, int),
+    "string": (str,),
+    "bytes": (bytes, bytearray),
+    "record": (dict,),
+    "array": (list,),
 }
 
 
@@ -122,8 +131,11 @@ def compile_loop(
     scope: dict[str, object] = {}
     lines = ["def loop(all_values):", "    out = []", "    write = out.append"]
     lines.append(f"    for {_unpacked(fields)} in all_values:")
-    branches = [code for n, p in enumerate(patterns) if not isinstance(code := _plan_code(
-        record_name, fields, p, writers, scope, f"P{n}"), str)]  # a refused pattern has no branch
+    branches = [
+        code
+        for n, p in enumerate(patterns)
+        if not isinstance(code := _plan_code(record_name, fields, p, writers, scope, f"P{n}"), str)
+    ]  # a refused pattern has no branch
     for n, (mismatch, body) in enumerate(branches):
         lines.append(f"        {'if' if n == 0 else 'elif'} not ({mismatch or 'False'}):\n            write({body})")
     lines.append("        else:\n            write(None)" if branches else "        write(None)")
@@ -137,7 +149,7 @@ def _unpacked(fields: list[Field]) -> str:
 
 def _compiled(lines: list[str], what: str, scope: dict) -> dict:
     scope.update({"INT": _INT, "LONG": _LONG, "TEXT": _text, "SMALL": _SMALL})
-    exec(compile("\n".join(lines) + "\n", f"<avro plan for {what}>", "exec"), scope)  # noqa: S102 - our source
+    exec(compile("\n".join(lines) + "\n", f"<avro plan for {what}>", "exec"), scope)
     return scope
 
 

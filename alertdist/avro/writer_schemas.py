@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import fastavro
 
@@ -70,7 +70,7 @@ def shipped_schema(version: str) -> WriterSchema:
     return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_text_bytes(version: str) -> bytes:
     """A shipped version's schema text exactly as ZTF embeds it; ValueError for an unknown version."""
     return schemas.load_schema_text(version).encode("utf-8")
@@ -195,13 +195,13 @@ class WriterSchema:
         return found
 
 
-@lru_cache(maxsize=None)
+@cache
 def _known_ztf_fields() -> frozenset[str]:
     """Top-level field names of every shipped ZTF version."""
     return frozenset(f["name"] for v in schemas.available_versions() for f in schemas.load_schema(v)["fields"])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shipped_versions_by_text() -> dict[bytes, str]:
     """Shipped schema texts to their version; the JSON's own "version" is unreliable (4.02's says 4.01)."""
     return {schema_text_bytes(v): v for v in schemas.available_versions()}
@@ -220,8 +220,7 @@ def _self_reference(schema: object, named: dict, enclosing: tuple[str, ...] = ()
     kind = schema["type"]
     if kind in ("record", "error"):
         inside = (*enclosing, schema["name"])
-        return next((w for f in schema["fields"] if (w := _self_reference(f["type"], named, inside)) is not None),
-                    None)
+        return next((w for f in schema["fields"] if (w := _self_reference(f["type"], named, inside)) is not None), None)
     if kind == "array":
         return _self_reference(schema["items"], named, enclosing)
     if kind == "map":

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"alertdist {__version__}")
     parser.add_argument(
-        "--bootstrap-servers", metavar="HOST:PORT[,...]",
+        "--bootstrap-servers",
+        metavar="HOST:PORT[,...]",
         help="Kafka to talk to (default: the local broker, or $ALERTDIST_BOOTSTRAP_SERVERS)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

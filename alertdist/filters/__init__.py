@@ -109,8 +109,14 @@ _PASSED_PLAIN = Verdict(PASSED)
 class AlertFilter:
     """A filter ready to run: its name, the fields to decode, and the callable (set up once)."""
 
-    def __init__(self, name: str, function: Callable[[dict], object], fields: tuple[str, ...] | None,
-                 description: str = "", origin: str = ""):
+    def __init__(
+        self,
+        name: str,
+        function: Callable[[dict], object],
+        fields: tuple[str, ...] | None,
+        description: str = "",
+        origin: str = "",
+    ):
         if not NAME_PATTERN.fullmatch(name):
             raise FilterLookupError(
                 f"filter name {name!r} cannot be used in Kafka topic names: use letters, digits, '.', '_', '-' "
@@ -152,8 +158,12 @@ def _verdict_of(result: object) -> Verdict:
     if isinstance(result, np.bool_):
         result = bool(result)
     if result is not True and result is not False:
-        return Verdict(ERROR, reason=_short(
-            f"filter returned {type(result).__name__} {result!r:.60}; expected True/False or (bool, dict)"))
+        return Verdict(
+            ERROR,
+            reason=_short(
+                f"filter returned {type(result).__name__} {result!r:.60}; expected True/False or (bool, dict)"
+            ),
+        )
     if not result:
         return _REJECTED
     if annotations is None:

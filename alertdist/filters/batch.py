@@ -11,7 +11,7 @@ import json
 import os
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from alertdist.avro.codec import AlertPacketError, peek
 from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter, load_filter
 
-__all__ = ["BatchResult", "IDENTITY_COLUMNS", "iter_packets", "run_batch", "write_table"]
+__all__ = ["IDENTITY_COLUMNS", "BatchResult", "iter_packets", "run_batch", "write_table"]
 
 IDENTITY_COLUMNS = ("candid", "objectId", "programid")
 _IDENTITY_SCHEMA = pa.schema([("candid", pa.int64()), ("objectId", pa.string()), ("programid", pa.int32())])
@@ -142,8 +142,10 @@ def _identity(packet: bytes) -> tuple[int | None, str | None, int | None]:
 
 
 def _table(identities: list[tuple], annotations: list[dict]) -> pa.Table:
-    columns = {name: pa.array([row[i] for row in identities], type=_IDENTITY_SCHEMA.field(name).type)
-               for i, name in enumerate(IDENTITY_COLUMNS)}
+    columns = {
+        name: pa.array([row[i] for row in identities], type=_IDENTITY_SCHEMA.field(name).type)
+        for i, name in enumerate(IDENTITY_COLUMNS)
+    }
     keys = list(dict.fromkeys(key for row in annotations for key in row))
     for key in keys:
         values = [row.get(key) for row in annotations]

@@ -59,8 +59,13 @@ def bright_transients(alert: dict):
     if _known(ssdistnr) and 0 <= ssdistnr <= 12.0:
         return False
     score = c["drb"] if c.get("drb") is not None else c["rb"]
-    return True, {"score": round(score, 4), "magpsf": round(c["magpsf"], 3), "fid": c["fid"],
-                  "ndethist": c["ndethist"], "age_days": round(age_days, 3)}
+    return True, {
+        "score": round(score, 4),
+        "magpsf": round(c["magpsf"], 3),
+        "fid": c["fid"],
+        "ndethist": c["ndethist"],
+        "age_days": round(age_days, 3),
+    }
 
 
 @alert_filter(name="solar_system", fields=("objectId", "candidate"))
@@ -81,8 +86,12 @@ def solar_system(alert: dict):
         return False
     if not (_real(c, 0.5, 0.5) and _positive(c)):
         return False
-    return True, {"ssnamenr": name, "ssdistnr": round(distance, 3), "ssmagnr": round(predicted, 2),
-                  "dmag": round(c["magpsf"] - predicted, 3)}
+    return True, {
+        "ssnamenr": name,
+        "ssdistnr": round(distance, 3),
+        "ssmagnr": round(predicted, 2),
+        "dmag": round(c["magpsf"] - predicted, 3),
+    }
 
 
 @alert_filter(name="variable_stars", fields=("objectId", "candidate"))

@@ -168,16 +168,27 @@ def run_live(
         Kafka failed; ``.transient`` tells whether a retry may help. Committed work is never lost.
     """
     alert_filter = load_filter(filter_) if isinstance(filter_, str) else filter_
-    run = _LiveRun(alert_filter, night, bootstrap_servers, naming, programmes, copy_index,
-                   stop or threading.Event(), progress, options, group_id)
+    run = _LiveRun(
+        alert_filter,
+        night,
+        bootstrap_servers,
+        naming,
+        programmes,
+        copy_index,
+        stop or threading.Event(),
+        progress,
+        options,
+        group_id,
+    )
     return run.run()
 
 
 class _LiveRun:
     """One copy's state; the public surface is `run_live`."""
 
-    def __init__(self, alert_filter, night, bootstrap, naming, programmes, copy_index, stop, progress, options,
-                 group_id):
+    def __init__(
+        self, alert_filter, night, bootstrap, naming, programmes, copy_index, stop, progress, options, group_id
+    ):
         self.filter: AlertFilter = alert_filter
         self.night = night
         self.bootstrap = bootstrap
@@ -217,26 +228,39 @@ class _LiveRun:
         if not self._wait_for_topics():
             return self._finish("stopped before the night's topics existed")
         opts = self.options
-        self.consumer = consumer(self.bootstrap, self.group_id, **{
-            "group.instance.id": self.transactional_id,
-            "session.timeout.ms": opts.session_timeout_ms,
-            "partition.assignment.strategy": "roundrobin",
-            **opts.consumer_overrides,
-        })
+        self.consumer = consumer(
+            self.bootstrap,
+            self.group_id,
+            **{
+                "group.instance.id": self.transactional_id,
+                "session.timeout.ms": opts.session_timeout_ms,
+                "partition.assignment.strategy": "roundrobin",
+                **opts.consumer_overrides,
+            },
+        )
         try:
-            self.out = CountingProducer(self.bootstrap, **{
-                "transactional.id": self.transactional_id, "linger.ms": 5, "transaction.timeout.ms": 60_000,
-            })
+            self.out = CountingProducer(
+                self.bootstrap,
+                **{
+                    "transactional.id": self.transactional_id,
+                    "linger.ms": 5,
+                    "transaction.timeout.ms": 60_000,
+                },
+            )
             self.producer = self.out.producer
             self._kafka("initialising transactions", self.producer.init_transactions, opts.kafka_timeout_s)
-            self.consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                    on_lost=self._on_lost)
+            self.consumer.subscribe(
+                self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            )
             self.report.status = "running"
             while not self.stop.is_set():
                 messages = self._kafka("consuming", self.consumer.consume, opts.batch_size, 0.2)
                 flowing = self._process(messages)
-                if self.txn_open and (not flowing or self.txn_messages >= opts.batch_size
-                                      or time.monotonic() - self.txn_started >= opts.commit_interval_s):
+                if self.txn_open and (
+                    not flowing
+                    or self.txn_messages >= opts.batch_size
+                    or time.monotonic() - self.txn_started >= opts.commit_interval_s
+                ):
                     self._commit()
                 if not flowing and not self.txn_open and self._night_done():
                     return self._finish("finished")
@@ -286,11 +310,18 @@ class _LiveRun:
             elif outcome == REJECTED:
                 self.consecutive_errors = 0
             else:
-                produce(self.errors_topic, value, msg.key(), [
-                    (HEADER_FILTER, name), (HEADER_ERROR, verdict.reason.encode()),
-                    (HEADER_SOURCE_TOPIC, topic.encode()), (HEADER_SOURCE_PARTITION, str(partition).encode()),
-                    (HEADER_SOURCE_OFFSET, str(offset).encode()),
-                ])
+                produce(
+                    self.errors_topic,
+                    value,
+                    msg.key(),
+                    [
+                        (HEADER_FILTER, name),
+                        (HEADER_ERROR, verdict.reason.encode()),
+                        (HEADER_SOURCE_TOPIC, topic.encode()),
+                        (HEADER_SOURCE_PARTITION, str(partition).encode()),
+                        (HEADER_SOURCE_OFFSET, str(offset).encode()),
+                    ],
+                )
                 if outcome == ERROR:
                     self.consecutive_errors += 1
                     self.last_error = verdict.reason
@@ -317,8 +348,10 @@ class _LiveRun:
                 self.pending[where] = self.positions[where] = end
             return
         if error.fatal() or not error.retriable():
-            raise LiveRunError(f"consuming {msg.topic()}[{msg.partition()}] for filter {self.filter.name!r} "
-                               f"failed: {error.str()}", transient=is_transient(KafkaException(error)))
+            raise LiveRunError(
+                f"consuming {msg.topic()}[{msg.partition()}] for filter {self.filter.name!r} failed: {error.str()}",
+                transient=is_transient(KafkaException(error)),
+            )
 
     # -------------------------------------------------------------------------------------- transactions
 
@@ -333,15 +366,23 @@ class _LiveRun:
         timeout = self.options.kafka_timeout_s
         try:
             if offsets:  # librdkafka asks to simply call again on a retriable transaction error
-                retry_call("sending offsets to the transaction", self.producer.send_offsets_to_transaction,
-                           offsets, self.consumer.consumer_group_metadata(), timeout, attempts=5)
+                retry_call(
+                    "sending offsets to the transaction",
+                    self.producer.send_offsets_to_transaction,
+                    offsets,
+                    self.consumer.consumer_group_metadata(),
+                    timeout,
+                    attempts=5,
+                )
             retry_call("committing the transaction", self.producer.commit_transaction, timeout, attempts=5)
         except KafkaException as e:
             error = e.args[0]
             if not error.txn_requires_abort():
-                raise LiveRunError(f"committing a transaction of filter {self.filter.name!r} "
-                                   f"({self.transactional_id}) failed: {error.str()}",
-                                   transient=is_transient(e)) from e
+                raise LiveRunError(
+                    f"committing a transaction of filter {self.filter.name!r} "
+                    f"({self.transactional_id}) failed: {error.str()}",
+                    transient=is_transient(e),
+                ) from e
             self._abort(rewind)
             return False
         failed = self.out.failed - self.failed_before
@@ -382,11 +423,13 @@ class _LiveRun:
         assigned = self.consumer.assignment()
         if not assigned:
             return
-        for tp in self._kafka("reading committed offsets", self.consumer.committed, assigned,
-                              self.options.kafka_timeout_s):
+        for tp in self._kafka(
+            "reading committed offsets", self.consumer.committed, assigned, self.options.kafka_timeout_s
+        ):
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self._kafka("seeking back after a rollback", self.consumer.seek,
-                        TopicPartition(tp.topic, tp.partition, offset))
+            self._kafka(
+                "seeking back after a rollback", self.consumer.seek, TopicPartition(tp.topic, tp.partition, offset)
+            )
 
     def _settle(self) -> None:
         """Let in-flight outputs land before an abort: librdkafka can send the abort while the output partitions
@@ -451,8 +494,9 @@ class _LiveRun:
             if state is None or not state.closed:
                 return False
             missing = [t for t in self.topics if t not in state.end_offsets]
-            closing = {(t, p): end for t in self.topics if t in state.end_offsets
-                       for p, end in state.end_offsets[t].items()}
+            closing = {
+                (t, p): end for t in self.topics if t in state.end_offsets for p, end in state.end_offsets[t].items()
+            }
             closing.update(self._high_watermarks(missing))  # closed without a record of them: nothing will come
             self.closing = closing
         if now < self.next_done_check:
@@ -463,8 +507,9 @@ class _LiveRun:
 
     def _group_lag(self, ends: dict[tuple[str, int], int]) -> int:
         asked = [TopicPartition(t, p) for t, p in ends]
-        committed = self._kafka("reading the group's committed offsets", self.consumer.committed, asked,
-                                self.options.kafka_timeout_s)
+        committed = self._kafka(
+            "reading the group's committed offsets", self.consumer.committed, asked, self.options.kafka_timeout_s
+        )
         done = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
         return sum(max(0, end - done.get(where, 0)) for where, end in ends.items())
 
@@ -475,8 +520,9 @@ class _LiveRun:
         found = {}
         for topic in topics:
             for partition in metadata.topics[topic].partitions:
-                found[(topic, partition)] = watermarks(self.consumer, topic, partition,
-                                                       timeout=self.options.kafka_timeout_s)[1]
+                found[(topic, partition)] = watermarks(
+                    self.consumer, topic, partition, timeout=self.options.kafka_timeout_s
+                )[1]
         return found
 
     def _measure_lag(self) -> None:
@@ -496,7 +542,9 @@ class _LiveRun:
             error = e.args[0]
             raise LiveRunError(
                 f"{doing} for filter {self.filter.name!r} ({self.transactional_id}) on {self.bootstrap} failed: "
-                f"{error.str()}", transient=is_transient(e)) from e
+                f"{error.str()}",
+                transient=is_transient(e),
+            ) from e
 
     def _tick(self, force: bool = False) -> None:
         now = time.monotonic()

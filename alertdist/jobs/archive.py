@@ -7,7 +7,8 @@ import threading
 import time
 from dataclasses import replace
 
-from alertdist.archive import ArchiveOptions, NightManifest, archive_night as archive_pipeline
+from alertdist.archive import ArchiveOptions, NightManifest
+from alertdist.archive import archive_night as archive_pipeline
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.runtime import tune_allocators
 from alertdist.settings import Settings
@@ -15,10 +16,17 @@ from alertdist.settings import Settings
 __all__ = ["ArchiveProgress", "archive_night"]
 
 
-def archive_night(settings: Settings, night: dt.date, *, dest: str | None = None,
-                  programmes: list[int] | None = None, options: ArchiveOptions = ArchiveOptions(),
-                  verify: bool = True, progress: Progress = NoProgress(),
-                  stop: threading.Event | None = None) -> NightManifest:
+def archive_night(
+    settings: Settings,
+    night: dt.date,
+    *,
+    dest: str | None = None,
+    programmes: list[int] | None = None,
+    options: ArchiveOptions = ArchiveOptions(),
+    verify: bool = True,
+    progress: Progress = NoProgress(),
+    stop: threading.Event | None = None,
+) -> NightManifest:
     """Archive ``night`` to ``dest`` (default the settings' archive) and verify it; returns the manifest.
 
     Two programmes are read from Kafka at a time, the smallest written last and each read back while the next
@@ -29,8 +37,17 @@ def archive_night(settings: Settings, night: dt.date, *, dest: str | None = None
         options = replace(options, storage_options=settings.storage_options)
     shown = ArchiveProgress(progress, len(programmes or settings.programmes))
     try:
-        return archive_pipeline(settings.bootstrap_servers, settings.naming, night, dest or settings.archive, options,
-                                programmes=programmes, verify=verify, stop=stop, progress=shown)
+        return archive_pipeline(
+            settings.bootstrap_servers,
+            settings.naming,
+            night,
+            dest or settings.archive,
+            options,
+            programmes=programmes,
+            verify=verify,
+            stop=stop,
+            progress=shown,
+        )
     finally:
         shown.close()
 

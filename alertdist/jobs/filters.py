@@ -17,21 +17,39 @@ from alertdist.settings import Settings
 __all__ = ["FilteredArchive", "filter_archived", "run_filter"]
 
 
-def run_filter(settings: Settings, filter_name: str, night: dt.date, *, programmes: list[int] | None = None,
-               copy_index: int = 0, options: LiveOptions = LiveOptions(), progress: Progress = NoProgress(),
-               stop: threading.Event | None = None) -> LiveReport:
+def run_filter(
+    settings: Settings,
+    filter_name: str,
+    night: dt.date,
+    *,
+    programmes: list[int] | None = None,
+    copy_index: int = 0,
+    options: LiveOptions = LiveOptions(),
+    progress: Progress = NoProgress(),
+    stop: threading.Event | None = None,
+) -> LiveReport:
     """One copy of ``filter_name`` on ``night`` until the night is closed and consumed (or ``stop``)."""
     unknown = sorted(set(programmes or ()) - set(settings.programmes))
     if unknown:
         raise ValueError(f"programme(s) {unknown} unknown; this survey has {sorted(settings.programmes)}")
 
     def show(r: LiveReport) -> None:
-        progress.update(f"{r.status}: read {r.read}, passed {r.passed}, errors {r.errors + r.malformed}, group lag "
-                        f"{'?' if r.lag is None else r.lag}, {len(r.partitions)} partition(s), {r.rate:.0f} alerts/s")
+        progress.update(
+            f"{r.status}: read {r.read}, passed {r.passed}, errors {r.errors + r.malformed}, group lag "
+            f"{'?' if r.lag is None else r.lag}, {len(r.partitions)} partition(s), {r.rate:.0f} alerts/s"
+        )
 
-    report = run_live(filter_name, night, bootstrap_servers=settings.bootstrap_servers, naming=settings.naming,
-                      programmes=programmes or sorted(settings.programmes), copy_index=copy_index, stop=stop,
-                      progress=show, options=options)
+    report = run_live(
+        filter_name,
+        night,
+        bootstrap_servers=settings.bootstrap_servers,
+        naming=settings.naming,
+        programmes=programmes or sorted(settings.programmes),
+        copy_index=copy_index,
+        stop=stop,
+        progress=show,
+        options=options,
+    )
     progress.update(report.status, final=True)
     return report
 
@@ -43,9 +61,17 @@ class FilteredArchive:
     written: Path | None  # where the table went, when asked to write it
 
 
-def filter_archived(settings: Settings, filter_name: str, sources: list[str], *, archived_night: dt.date | None = None,
-                    from_parquet: bool = False, out: str | None = None, progress: Progress = NoProgress(),
-                    progress_every: int = 200) -> FilteredArchive:
+def filter_archived(
+    settings: Settings,
+    filter_name: str,
+    sources: list[str],
+    *,
+    archived_night: dt.date | None = None,
+    from_parquet: bool = False,
+    out: str | None = None,
+    progress: Progress = NoProgress(),
+    progress_every: int = 200,
+) -> FilteredArchive:
     """The same filter, the same answer as live, over packets at rest: a folder of ``.avro`` files or one packet
     as they are, anything archived (tarball, Parquet, archive root; local, s3://, https://) through the archive
     readers, which count bad members instead of stopping."""
@@ -53,9 +79,12 @@ def filter_archived(settings: Settings, filter_name: str, sources: list[str], *,
     if len(sources) == 1 and (first.suffix == ".avro" or (first.is_dir() and any(first.glob("*.avro")))):
         packets, counts = str(first), []
     else:
-        packets, counts = packets_for_batch(sources, archived_night=f"{archived_night:%Y%m%d}" if archived_night
-                                            else None, storage_options=settings.storage_options,
-                                            prefer="parquet" if from_parquet else "tarball")
+        packets, counts = packets_for_batch(
+            sources,
+            archived_night=f"{archived_night:%Y%m%d}" if archived_night else None,
+            storage_options=settings.storage_options,
+            prefer="parquet" if from_parquet else "tarball",
+        )
     started = time.monotonic()
 
     def show(r: BatchResult) -> None:

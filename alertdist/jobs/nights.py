@@ -10,11 +10,17 @@ import pyarrow.parquet as pq
 
 from alertdist.archive.verify import read_manifest
 from alertdist.nights.report import (
-    exposure_counts, exposure_plot_markdown, filter_rows, reconcile, summary_rows, throughput_rows,
+    exposure_counts,
+    exposure_plot_markdown,
+    filter_rows,
+    reconcile,
+    summary_rows,
+    throughput_rows,
 )
 from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
 from alertdist.nights.topics import TopicSettings
-from alertdist.security import OpenedNight, open_night as open_night_topics
+from alertdist.security import OpenedNight
+from alertdist.security import open_night as open_night_topics
 from alertdist.settings import Settings
 
 __all__ = ["NightSummary", "abort_night", "open_night", "summarise_night"]
@@ -33,9 +39,11 @@ def abort_night(settings: Settings, night: dt.date, reason: str) -> bool:
     if state is not None and state.closed:
         return False
     topics = list(settings.naming.programme_topics(night).values())
-    mark_night(settings.bootstrap_servers, settings.naming,
-               NightState(f"{night:%Y%m%d}", "closed", end_offsets(settings.bootstrap_servers, topics),
-                          {"aborted": reason}))
+    mark_night(
+        settings.bootstrap_servers,
+        settings.naming,
+        NightState(f"{night:%Y%m%d}", "closed", end_offsets(settings.bootstrap_servers, topics), {"aborted": reason}),
+    )
     return True
 
 
@@ -51,13 +59,17 @@ class NightSummary:
     problems: list[str]
 
 
-def summarise_night(settings: Settings, night: dt.date, published: dict, filters: dict[str, list[dict]],
-                    dest: str) -> NightSummary:
+def summarise_night(
+    settings: Settings, night: dt.date, published: dict, filters: dict[str, list[dict]], dest: str
+) -> NightSummary:
     """Published, filtered and archived counts side by side, read back from the archive's manifest and Parquet."""
     manifest = read_manifest(dest, settings.survey, f"{night:%Y%m%d}", settings.storage_options)
     per_programme = {p: a.counts for p, a in manifest.programmes.items()}
-    files = [{"programme": a.name, "file": f["path"], "bytes": f["size"], "sha256": f["sha256"],
-              "md5": f.get("md5") or ""} for a in manifest.programmes.values() for f in a.files.values()]
+    files = [
+        {"programme": a.name, "file": f["path"], "bytes": f["size"], "sha256": f["sha256"], "md5": f.get("md5") or ""}
+        for a in manifest.programmes.values()
+        for f in a.files.values()
+    ]
     counts = exposure_counts(*_exposures(dest, manifest, settings.storage_options))
     return NightSummary(
         summary=summary_rows(published, filters, per_programme, settings.programmes),

@@ -43,15 +43,32 @@ def publish_night(
 
     def show(p: PublishProgress) -> None:
         of = f"/{p.total}" if p.total else ""
-        progress.update(f"read {p.read}{of}, delivered {p.delivered}, rejected {p.rejected}, failed {p.failed}, "
-                        f"in flight {p.in_flight}, {p.rate:.0f} alerts/s, {p.elapsed_s:.0f} s",
-                        min(p.read / p.total, 1.0) if p.total else None)
+        progress.update(
+            f"read {p.read}{of}, delivered {p.delivered}, rejected {p.rejected}, failed {p.failed}, "
+            f"in flight {p.in_flight}, {p.rate:.0f} alerts/s, {p.elapsed_s:.0f} s",
+            min(p.read / p.total, 1.0) if p.total else None,
+        )
 
-    result = publish(source.open(night, stop=stop, storage_options=settings.storage_options),
-                     bootstrap_servers=settings.bootstrap_servers, naming=settings.naming, night=night,
-                     site=settings.site, stop=stop, max_packet_bytes=max_packet_bytes, check_night=check_night,
-                     full_check=full_check, close_night=close, reopen=reopen, progress=show,
-                     progress_every_s=progress_every_s, total=total)
-    progress.update(f"{result.delivered_total} delivered, {result.rejected_total} rejected; night "
-                    f"{'closed' if result.closed else 'left open'}", 1.0 if result.closed else None, final=True)
+    result = publish(
+        source.open(night, stop=stop, storage_options=settings.storage_options),
+        bootstrap_servers=settings.bootstrap_servers,
+        naming=settings.naming,
+        night=night,
+        site=settings.site,
+        stop=stop,
+        max_packet_bytes=max_packet_bytes,
+        check_night=check_night,
+        full_check=full_check,
+        close_night=close,
+        reopen=reopen,
+        progress=show,
+        progress_every_s=progress_every_s,
+        total=total,
+    )
+    progress.update(
+        f"{result.delivered_total} delivered, {result.rejected_total} rejected; night "
+        f"{'closed' if result.closed else 'left open'}",
+        1.0 if result.closed else None,
+        final=True,
+    )
     return result

@@ -47,32 +47,61 @@ class Replayed:
     topic_created: bool
 
 
-def replay(settings: Settings, request: ReplayRequest, *, progress: Progress = NoProgress(),
-           progress_every_s: float = 1.0, stop: threading.Event | None = None) -> Replayed:
+def replay(
+    settings: Settings,
+    request: ReplayRequest,
+    *,
+    progress: Progress = NoProgress(),
+    progress_every_s: float = 1.0,
+    stop: threading.Event | None = None,
+) -> Replayed:
     """Open the sources (merged in candid order) and publish them to the request's destination."""
     stop = stop or threading.Event()
     archived = request.archived_night or request.night
-    alerts, counts, names = open_sources(list(request.sources),
-                                         archived_night=f"{archived:%Y%m%d}" if archived else None,
-                                         storage_options=settings.storage_options,
-                                         prefer="parquet" if request.from_parquet else "tarball")
+    alerts, counts, names = open_sources(
+        list(request.sources),
+        archived_night=f"{archived:%Y%m%d}" if archived else None,
+        storage_options=settings.storage_options,
+        prefer="parquet" if request.from_parquet else "tarball",
+    )
 
     def show(p: ReplayProgress) -> None:
-        progress.update(f"read {p.read}, delivered {p.delivered}, bad {p.bad}, failed {p.failed}, "
-                        f"in flight {p.in_flight}, {p.rate:,.0f} alerts/s, {p.elapsed_s:.0f} s")
+        progress.update(
+            f"read {p.read}, delivered {p.delivered}, bad {p.bad}, failed {p.failed}, "
+            f"in flight {p.in_flight}, {p.rate:,.0f} alerts/s, {p.elapsed_s:.0f} s"
+        )
 
     topics = TopicSettings(partitions=request.partitions)
     created = False
     if request.topic:
         created = ensure_topic(settings.bootstrap_servers, request.topic, topics) == "created"
-        result = replay_to_topic(alerts, bootstrap_servers=settings.bootstrap_servers, topic=request.topic,
-                                 sources=names, counts=counts, speed=request.speed, stop=stop, progress=show,
-                                 progress_every_s=progress_every_s)
+        result = replay_to_topic(
+            alerts,
+            bootstrap_servers=settings.bootstrap_servers,
+            topic=request.topic,
+            sources=names,
+            counts=counts,
+            speed=request.speed,
+            stop=stop,
+            progress=show,
+            progress_every_s=progress_every_s,
+        )
     else:
-        result = replay_into_night(alerts, bootstrap_servers=settings.bootstrap_servers, naming=settings.naming,
-                                   night=request.night, sources=names, counts=counts, site=settings.site,
-                                   topic_settings=topics, speed=request.speed, stop=stop,
-                                   check_night=request.check_night, reopen=request.reopen, progress=show,
-                                   progress_every_s=progress_every_s)
+        result = replay_into_night(
+            alerts,
+            bootstrap_servers=settings.bootstrap_servers,
+            naming=settings.naming,
+            night=request.night,
+            sources=names,
+            counts=counts,
+            site=settings.site,
+            topic_settings=topics,
+            speed=request.speed,
+            stop=stop,
+            check_night=request.check_night,
+            reopen=request.reopen,
+            progress=show,
+            progress_every_s=progress_every_s,
+        )
     progress.update(result.summary(), final=True)
     return Replayed(result, counts, created)

@@ -15,19 +15,29 @@ from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
-__all__ = ["KafkaOperationError", "TRANSIENT_CODES", "is_transient", "retry_call", "retry_condition", "retry_until"]
+__all__ = ["TRANSIENT_CODES", "KafkaOperationError", "is_transient", "retry_call", "retry_condition", "retry_until"]
 
 _log = logging.getLogger("alertdist.kafka")
 T = TypeVar("T")
 
 #: Error codes that mean "not now" rather than "no", besides those librdkafka itself marks retriable.
-TRANSIENT_CODES = frozenset({
-    KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
-    KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-    KafkaError.LEADER_NOT_AVAILABLE, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.NETWORK_EXCEPTION,
-    KafkaError.BROKER_NOT_AVAILABLE, KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,  # a topic created a moment ago is not known to every broker yet
-})
+TRANSIENT_CODES = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.BROKER_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,  # a topic created a moment ago is not known to every broker yet
+    }
+)
 
 
 class KafkaOperationError(RuntimeError):

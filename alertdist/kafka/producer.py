@@ -33,9 +33,14 @@ class CountingProducer:
     (transactions).
     """
 
-    def __init__(self, bootstrap_servers: str, *,
-                 on_delivery: Callable[[object, KafkaError | None, Message], None] | None = None,
-                 describe: Callable[[object, Message], str] | None = None, **overrides) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        on_delivery: Callable[[object, KafkaError | None, Message], None] | None = None,
+        describe: Callable[[object, Message], str] | None = None,
+        **overrides,
+    ) -> None:
         self.delivered = 0
         self.bytes_delivered = 0
         self.failed = 0
@@ -51,8 +56,15 @@ class CountingProducer:
         """Messages produced and not yet acknowledged or failed."""
         return len(self.producer)
 
-    def produce(self, topic: str, value: bytes, key: bytes | None = None, headers: list | None = None,
-                context: object = None, **kwargs) -> None:
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list | None = None,
+        context: object = None,
+        **kwargs,
+    ) -> None:
         """Queue one message (waiting while the local queue is full) and serve delivery reports that are due."""
         report = self._uncontexted if context is None else partial(self._report, context)
         while True:
@@ -74,7 +86,9 @@ class CountingProducer:
         if left or self.failed:
             raise KafkaOperationError(
                 f"{self.failed} {unit}(s) refused by Kafka and {left} unacknowledged after {timeout:.0f} s; "
-                f"first failures: {self.failures[:3]}", transient=self.refused == 0)
+                f"first failures: {self.failures[:3]}",
+                transient=self.refused == 0,
+            )
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():

@@ -20,14 +20,24 @@ def watermarks(c: Consumer, topic: str, partition: int, *, timeout: float = 30.0
     """The partition's (low, high) watermarks: its earliest offset and the next one to be written."""
     where = TopicPartition(topic, partition)
     try:
-        return retry_until(f"reading the offsets of {topic}[{partition}]", c.get_watermark_offsets, where,
-                           timeout_s=timeout, timeout=timeout)
+        return retry_until(
+            f"reading the offsets of {topic}[{partition}]",
+            c.get_watermark_offsets,
+            where,
+            timeout_s=timeout,
+            timeout=timeout,
+        )
     except KafkaException as e:
         raise KafkaOperationError(f"reading the offsets of {topic}[{partition}] failed: {e.args[0].str()}") from e
 
 
-def read_to_end(c: Consumer, partitions: list[TopicPartition], *, timeout: float = 30.0,
-                last: dict[tuple[str, int], int] | None = None) -> Iterator[Message]:
+def read_to_end(
+    c: Consumer,
+    partitions: list[TopicPartition],
+    *,
+    timeout: float = 30.0,
+    last: dict[tuple[str, int], int] | None = None,
+) -> Iterator[Message]:
     """Every message of ``partitions`` (assigned to ``c`` from their offsets), until each has reported its end.
 
     ``last`` (``(topic, partition) -> offset``) ends a partition at that offset's message instead, without the
@@ -41,8 +51,10 @@ def read_to_end(c: Consumer, partitions: list[TopicPartition], *, timeout: float
     deadline = time.monotonic() + timeout
     while remaining:
         if time.monotonic() > deadline:
-            raise KafkaOperationError(f"reading {', '.join(sorted({t for t, _ in remaining}))} did not reach its "
-                                      f"end within {timeout:.0f} s", transient=True)
+            raise KafkaOperationError(
+                f"reading {', '.join(sorted({t for t, _ in remaining}))} did not reach its end within {timeout:.0f} s",
+                transient=True,
+            )
         msg = c.poll(0.5)
         if msg is None:
             continue
@@ -50,8 +62,7 @@ def read_to_end(c: Consumer, partitions: list[TopicPartition], *, timeout: float
         if msg.error():
             if msg.error().code() != KafkaError._PARTITION_EOF:
                 error = KafkaException(msg.error())
-                raise KafkaOperationError(f"reading {msg.topic()}: {msg.error().str()}",
-                                          transient=is_transient(error))
+                raise KafkaOperationError(f"reading {msg.topic()}: {msg.error().str()}", transient=is_transient(error))
             remaining.discard(where)
             continue
         if last and where in last and msg.offset() >= last[where]:

@@ -19,8 +19,8 @@ from pydantic import BeforeValidator, PlainSerializer
 __all__ = [
     "NIGHT_LABEL_LOCAL_START",
     "NIGHT_LABEL_UTC",
-    "Night",
     "SITES",
+    "Night",
     "Site",
     "jd_of",
     "jd_to_unix",
@@ -93,7 +93,7 @@ def night_date(moment: dt.datetime, site: Site) -> dt.date:
     if moment.tzinfo is None:
         raise ValueError("night_date needs an aware datetime (with tzinfo); got a naive one")
     if site.night_label == NIGHT_LABEL_UTC:
-        return moment.astimezone(dt.timezone.utc).date()
+        return moment.astimezone(dt.UTC).date()
     local = moment.astimezone(ZoneInfo(site.timezone))
     return (local - dt.timedelta(hours=12)).date()  # noon to noon: the date at the evening's start
 
@@ -114,7 +114,7 @@ def tonight(site: Site, now: dt.datetime | None = None) -> dt.date:
     midnight inside the current noon-to-noon day, which every site's night contains.
     """
     zone = ZoneInfo(site.timezone)
-    local = (now or dt.datetime.now(dt.timezone.utc)).astimezone(zone)
+    local = (now or dt.datetime.now(dt.UTC)).astimezone(zone)
     day = (local - dt.timedelta(hours=12)).date()  # the local date of the evening the night starts on
     midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0), tzinfo=zone)
     return night_date(midnight, site)
@@ -137,4 +137,4 @@ def jd_of(moment: dt.datetime) -> float:
 
 def night_of_jd(jd: float, site: Site) -> dt.date:
     """The night (per `night_date` at ``site``) an observation at Julian Date ``jd`` belongs to."""
-    return night_date(dt.datetime.fromtimestamp(unix_of_jd(jd), tz=dt.timezone.utc), site)
+    return night_date(dt.datetime.fromtimestamp(unix_of_jd(jd), tz=dt.UTC), site)

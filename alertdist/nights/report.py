@@ -38,8 +38,9 @@ def reconcile(published: dict, filters: dict[str, list[dict]], archived: dict[in
     if not published.get("closed"):
         problems.append("the night was not closed by the publisher")
     if published.get("read", 0) != sum(delivered.values()) + rejected:
-        problems.append(f"publisher read {published.get('read')} but delivered {sum(delivered.values())} "
-                        f"+ rejected {rejected}")
+        problems.append(
+            f"publisher read {published.get('read')} but delivered {sum(delivered.values())} + rejected {rejected}"
+        )
     for name, rows in filters.items():
         for row in rows:
             settled = row["passed"] + row["rejected"] + row["errors"] + row["malformed"]
@@ -55,24 +56,33 @@ def reconcile(published: dict, filters: dict[str, list[dict]], archived: dict[in
                 problems.append(f"programme {programid}: {n} alerts published but no archive written")
             continue
         if counts["read"] < n:
-            problems.append(f"programme {programid}: {n} alerts published but only {counts['read']} read back "
-                            "from Kafka by the archiver")
+            problems.append(
+                f"programme {programid}: {n} alerts published but only {counts['read']} read back "
+                "from Kafka by the archiver"
+            )
         accounted = counts["written"] + counts["duplicates"] + counts.get("rejected", 0)
         if counts["read"] != accounted:
-            problems.append(f"programme {programid}: archiver read {counts['read']} but wrote {counts['written']} "
-                            f"+ dropped {counts['duplicates']} duplicates + {counts.get('rejected', 0)} rejected")
+            problems.append(
+                f"programme {programid}: archiver read {counts['read']} but wrote {counts['written']} "
+                f"+ dropped {counts['duplicates']} duplicates + {counts.get('rejected', 0)} rejected"
+            )
     return problems
 
 
-def summary_rows(published: dict, filters: dict[str, list[dict]], archived: dict[int, dict],
-                 programmes: dict[int, str]) -> list[dict]:
+def summary_rows(
+    published: dict, filters: dict[str, list[dict]], archived: dict[int, dict], programmes: dict[int, str]
+) -> list[dict]:
     """One row per programme: published, rejected, per-filter passes and errors, archived, duplicates."""
     delivered = {int(p): n for p, n in published.get("delivered", {}).items()}
     rows = []
     for programid, name in sorted(programmes.items()):
         counts = archived.get(programid, {})
-        row = {"programme": f"{programid} {name}", "published": delivered.get(programid, 0),
-               "archived": counts.get("written", 0), "duplicates dropped": counts.get("duplicates", 0)}
+        row = {
+            "programme": f"{programid} {name}",
+            "published": delivered.get(programid, 0),
+            "archived": counts.get("written", 0),
+            "duplicates dropped": counts.get("duplicates", 0),
+        }
         for filter_name, copies in filters.items():
             per = _per_programme(copies, programid)
             row[f"{filter_name} passed / errors"] = f"{per.get('passed', 0)} / {per.get('errors', 0)}"
@@ -96,11 +106,16 @@ def filter_rows(filters: dict[str, list[dict]]) -> list[dict]:
     rows = []
     for name, copies in filters.items():
         lag = [c["lag"] for c in copies if c.get("lag") is not None]
-        rows.append({
-            "filter": name, "copies": len(copies), "read": sum(c["read"] for c in copies),
-            "passed": sum(c["passed"] for c in copies), "errors": sum(c["errors"] for c in copies),
-            "final lag": min(lag) if lag else "unknown",
-        })
+        rows.append(
+            {
+                "filter": name,
+                "copies": len(copies),
+                "read": sum(c["read"] for c in copies),
+                "passed": sum(c["passed"] for c in copies),
+                "errors": sum(c["errors"] for c in copies),
+                "final lag": min(lag) if lag else "unknown",
+            }
+        )
     return rows
 
 
@@ -150,5 +165,7 @@ def exposure_plot_markdown(counts: dict[float, dict[int, int]], programmes: dict
     plt.close(fig)
     encoded = base64.b64encode(buffer.getvalue()).decode()
     total = sum(sum(c.values()) for c in counts.values())
-    return (f"### {title}\n\n{len(counts)} exposures, {total} alerts.\n\n"
-            f"![alerts per exposure](data:image/png;base64,{encoded})\n")
+    return (
+        f"### {title}\n\n{len(counts)} exposures, {total} alerts.\n\n"
+        f"![alerts per exposure](data:image/png;base64,{encoded})\n"
+    )

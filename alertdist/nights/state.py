@@ -47,7 +47,7 @@ class NightState:
         return self.state == CLOSED
 
     @classmethod
-    def from_dict(cls, body: dict) -> "NightState":
+    def from_dict(cls, body: dict) -> NightState:
         """From its JSON record, where partitions are text."""
         offsets = {t: {int(p): o for p, o in parts.items()} for t, parts in body["end_offsets"].items()}
         return cls(**{**body, "end_offsets": offsets})
@@ -66,8 +66,9 @@ def end_offsets(bootstrap_servers: str, topics: list[str], *, timeout: float = 3
             if topic not in metadata.topics or metadata.topics[topic].error is not None:
                 raise NightStateError(f"topic {topic} does not exist; create the night's topics first")
             try:
-                result[topic] = {p: watermarks(c, topic, p, timeout=timeout)[1]
-                                 for p in sorted(metadata.topics[topic].partitions)}
+                result[topic] = {
+                    p: watermarks(c, topic, p, timeout=timeout)[1] for p in sorted(metadata.topics[topic].partitions)
+                }
             except KafkaOperationError as e:
                 raise NightStateError(str(e), transient=e.transient) from e
         return result
@@ -77,12 +78,13 @@ def end_offsets(bootstrap_servers: str, topics: list[str], *, timeout: float = 3
 
 def mark_night(bootstrap_servers: str, naming: TopicNaming, state: NightState, *, timeout: float = 30.0) -> None:
     """Write a night's state to the nights topic and wait until Kafka has acknowledged it."""
-    stamped = replace(state, updated_at=state.updated_at or dt.datetime.now(dt.timezone.utc).isoformat())
+    stamped = replace(state, updated_at=state.updated_at or dt.datetime.now(dt.UTC).isoformat())
     try:
         KeyedStateTopic(bootstrap_servers, naming.nights_topic).put(state.night, asdict(stamped), timeout=timeout)
     except KafkaOperationError as e:
-        raise NightStateError(f"marking night {state.night} {state.state} in {naming.nights_topic} failed: {e}",
-                              transient=e.transient) from e
+        raise NightStateError(
+            f"marking night {state.night} {state.state} in {naming.nights_topic} failed: {e}", transient=e.transient
+        ) from e
 
 
 def read_night_state(

@@ -96,8 +96,9 @@ def replication_for(admin: AdminClient, wanted: int | None) -> int:
     """The replication factor for new topics: ``wanted`` (None: 3), but never more than the brokers there are."""
     brokers = len(admin.list_topics(timeout=10).brokers)
     if brokers == 0:
-        raise TopicsError("the Kafka cluster reports no brokers; is it running? (`alertdist kafka status`)",
-                          transient=True)
+        raise TopicsError(
+            "the Kafka cluster reports no brokers; is it running? (`alertdist kafka status`)", transient=True
+        )
     return min(wanted or 3, brokers)
 
 
@@ -111,8 +112,11 @@ def create_topics(
     """
     existing = admin.list_topics(timeout=timeout).topics
     outcome: dict[str, str] = {}
-    new = [NewTopic(n, num_partitions=p, replication_factor=r, config=c)
-           for n, (p, r, c) in specs.items() if n not in existing]
+    new = [
+        NewTopic(n, num_partitions=p, replication_factor=r, config=c)
+        for n, (p, r, c) in specs.items()
+        if n not in existing
+    ]
     if new:
         for name, future in admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout).items():
             try:
@@ -133,11 +137,13 @@ def create_topics(
 
 def _all_led(admin: AdminClient, names: list[str], timeout: float) -> None:
     topics = admin.list_topics(timeout=timeout).topics
-    pending = [n for n in names if n not in topics or topics[n].error is not None
-               or any(p.leader < 0 for p in topics[n].partitions.values())]
+    pending = [
+        n
+        for n in names
+        if n not in topics or topics[n].error is not None or any(p.leader < 0 for p in topics[n].partitions.values())
+    ]
     if pending:
-        raise TopicsError(f"topics created but not ready after {timeout:.0f} s: {', '.join(pending)}",
-                          transient=True)
+        raise TopicsError(f"topics created but not ready after {timeout:.0f} s: {', '.join(pending)}", transient=True)
 
 
 def _drift(admin, name, spec, metadata, timeout) -> str:
@@ -166,7 +172,9 @@ def ensure_night_topics(
     """Create a night's programme topics, its rejected-packets topic and the shared nights topic."""
     replication = replication_for(admin, settings.replication_factor)
     configs = settings.configs(replication)
-    specs = {t: (settings.partitions, replication, configs) for t in naming.programme_topics(night, programmes).values()}
+    specs = dict.fromkeys(
+        naming.programme_topics(night, programmes).values(), (settings.partitions, replication, configs)
+    )
     specs[naming.rejected_topic(night)] = (1, replication, configs)
     nights_configs = {"cleanup.policy": "compact", "min.insync.replicas": configs["min.insync.replicas"]}
     specs[naming.nights_topic] = (1, replication, nights_configs)

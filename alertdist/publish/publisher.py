@@ -24,10 +24,10 @@ from alertdist.avro import codec
 from alertdist.kafka.clients import MAX_MESSAGE_BYTES
 from alertdist.kafka.errors import KafkaOperationError, retry_call
 from alertdist.kafka.producer import CountingProducer
-from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
-from alertdist.publish.sources import SourcePacket
 from alertdist.nights.dates import SITES, Site, night_of_jd
-from alertdist.nights.topics import TopicNaming, TopicsError
+from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
+from alertdist.nights.topics import TopicNaming
+from alertdist.publish.sources import SourcePacket
 
 __all__ = [
     "DEFAULT_MAX_PACKET_BYTES",
@@ -36,10 +36,10 @@ __all__ = [
     "HEADER_PUBLISHED_MS",
     "HEADER_REASON",
     "HEADER_SOURCE",
+    "REJECT_KINDS",
     "PublishError",
     "PublishProgress",
     "PublishResult",
-    "REJECT_KINDS",
     "publish",
 ]
 
@@ -63,7 +63,7 @@ _log = logging.getLogger("alertdist.publisher")
 class PublishError(KafkaOperationError):
     """Publishing could not finish with every packet accounted for; ``result`` holds the counts so far."""
 
-    def __init__(self, message: str, result: "PublishResult | None" = None, transient: bool = False):
+    def __init__(self, message: str, result: PublishResult | None = None, transient: bool = False):
         super().__init__(message, transient=transient)
         self.result = result
 
@@ -137,10 +137,12 @@ class PublishResult:
         rows = [{"outcome": f"delivered programid {p}", "packets": n} for p, n in sorted(self.delivered.items())]
         rows += [{"outcome": f"rejected {kind}", "packets": n} for kind, n in sorted(self.rejected.items())]
         rows += [{"outcome": "failed", "packets": self.failed}, {"outcome": "read", "packets": self.read}]
-        rows += [{"outcome": "elapsed (s)", "packets": round(self.elapsed_s, 1)},
-                 {"outcome": "streaming (s)", "packets": round(self.streaming_s, 1)},
-                 {"outcome": "rate (alerts/s)", "packets": round(self.rate_alerts_s, 1)},
-                 {"outcome": "rate (MB/s)", "packets": round(self.rate_mb_s, 1)}]
+        rows += [
+            {"outcome": "elapsed (s)", "packets": round(self.elapsed_s, 1)},
+            {"outcome": "streaming (s)", "packets": round(self.streaming_s, 1)},
+            {"outcome": "rate (alerts/s)", "packets": round(self.rate_alerts_s, 1)},
+            {"outcome": "rate (MB/s)", "packets": round(self.rate_mb_s, 1)},
+        ]
         rows += [{"outcome": f"latency {k} (ms)", "packets": round(v, 1)} for k, v in self.latency_ms.items()]
         return rows
 
@@ -148,8 +150,18 @@ class PublishResult:
 class _Publisher:
     """One run's state: the counting producer, the counts by outcome, and the per-packet bookkeeping."""
 
-    def __init__(self, bootstrap_servers, naming, night, site, max_packet_bytes, check_night, settle,
-                 producer_overrides, full_check=False):
+    def __init__(
+        self,
+        bootstrap_servers,
+        naming,
+        night,
+        site,
+        max_packet_bytes,
+        check_night,
+        settle,
+        producer_overrides,
+        full_check=False,
+    ):
         self.naming, self.night, self.site = naming, night, site
         self.max_packet_bytes, self.check_night, self.settle = max_packet_bytes, check_night, settle
         self.full_check = full_check
@@ -160,19 +172,26 @@ class _Publisher:
         self.rejected: Counter[str] = Counter()
         self.latencies = array("q")
         self.first_read: float | None = None
-        self.out = CountingProducer(bootstrap_servers, on_delivery=self._acknowledged,
-                                    describe=lambda context, msg: context[0].name, **(producer_overrides or {}))
+        self.out = CountingProducer(
+            bootstrap_servers,
+            on_delivery=self._acknowledged,
+            describe=lambda context, msg: context[0].name,
+            **(producer_overrides or {}),
+        )
 
     def check_topics(self) -> None:
         try:
             existing = self.out.producer.list_topics(timeout=30).topics
         except KafkaException as e:
-            raise PublishError(f"listing topics to publish night {self.result.night} failed: {e}",
-                               transient=True) from e
+            raise PublishError(
+                f"listing topics to publish night {self.result.night} failed: {e}", transient=True
+            ) from e
         missing = [t for t in [*self.topics.values(), self.rejected_topic] if t not in existing]
         if missing:
-            raise PublishError(f"topic(s) {', '.join(missing)} do not exist; create the night's topics first "
-                               f"(`alertdist topics create --night {self.result.night}`)")
+            raise PublishError(
+                f"topic(s) {', '.join(missing)} do not exist; create the night's topics first "
+                f"(`alertdist topics create --night {self.result.night}`)"
+            )
 
     def classify(self, item: SourcePacket) -> tuple[str | None, str, codec.PacketInfo | None]:
         """(topic, reason, info): a programme topic and "", or None and why the packet is set aside."""
@@ -188,13 +207,25 @@ class _Publisher:
             return None, f"malformed: unexpected {type(e).__name__} while checking: {e}", None
         topic = self.topics.get(info.programid)
         if topic is None:
-            return None, (f"unknown-programid: candid {info.candid} has programid {info.programid}, "
-                          f"not one of {sorted(self.topics)}"), info
+            return (
+                None,
+                (
+                    f"unknown-programid: candid {info.candid} has programid {info.programid}, "
+                    f"not one of {sorted(self.topics)}"
+                ),
+                info,
+            )
         if self.check_night:
             packet_night = night_of_jd(info.jd, self.site)
             if packet_night != self.night:
-                return None, (f"wrong-night: candid {info.candid} (jd {info.jd}) belongs to night "
-                              f"{packet_night:%Y%m%d}, not {self.night:%Y%m%d}"), info
+                return (
+                    None,
+                    (
+                        f"wrong-night: candid {info.candid} (jd {info.jd}) belongs to night "
+                        f"{packet_night:%Y%m%d}, not {self.night:%Y%m%d}"
+                    ),
+                    info,
+                )
         return topic, "", info
 
     def send(self, item: SourcePacket) -> None:
@@ -205,14 +236,20 @@ class _Publisher:
         produced_ms = item.produced_ms if item.produced_ms is not None else now
         topic, reason, info = self.classify(item)
         if topic is not None:
-            headers = [(HEADER_PRODUCED_MS, b"%d" % produced_ms), (HEADER_PUBLISHED_MS, b"%d" % now),
-                       (HEADER_CANDID, b"%d" % info.candid)]
+            headers = [
+                (HEADER_PRODUCED_MS, b"%d" % produced_ms),
+                (HEADER_PUBLISHED_MS, b"%d" % now),
+                (HEADER_CANDID, b"%d" % info.candid),
+            ]
             self.out.produce(topic, item.packet, info.objectId.encode(), headers, (item, info.programid, produced_ms))
             return
         kind = reason.split(":", 1)[0]
         _log.warning("rejecting %s: %s", item.name, reason)
-        headers = [(HEADER_REASON, reason.encode()), (HEADER_SOURCE, item.name.encode()),
-                   (HEADER_PRODUCED_MS, b"%d" % produced_ms)]
+        headers = [
+            (HEADER_REASON, reason.encode()),
+            (HEADER_SOURCE, item.name.encode()),
+            (HEADER_PRODUCED_MS, b"%d" % produced_ms),
+        ]
         value = item.packet
         if len(value) > DEFAULT_MAX_PACKET_BYTES:  # the rejected topic cannot hold it whole: keep its head
             headers.append((HEADER_ORIGINAL_SIZE, b"%d" % len(value)))
@@ -235,8 +272,15 @@ class _Publisher:
             self.settle(item, rejected)
 
     def snapshot(self, started: float, total: int | None) -> PublishProgress:
-        return PublishProgress(self.result.read, sum(self.delivered.values()), sum(self.rejected.values()),
-                               self.out.failed, len(self.out), time.monotonic() - started, total)
+        return PublishProgress(
+            self.result.read,
+            sum(self.delivered.values()),
+            sum(self.rejected.values()),
+            self.out.failed,
+            len(self.out),
+            time.monotonic() - started,
+            total,
+        )
 
     def finish_counts(self, started: float) -> PublishResult:
         r = self.result
@@ -289,13 +333,24 @@ def publish(
     stop = stop or threading.Event()
     started = time.monotonic()
     night_text = f"{night:%Y%m%d}"
-    run = _Publisher(bootstrap_servers, naming, night, site, max_packet_bytes, check_night,
-                     getattr(source, "settle", None), producer_overrides, full_check)
+    run = _Publisher(
+        bootstrap_servers,
+        naming,
+        night,
+        site,
+        max_packet_bytes,
+        check_night,
+        getattr(source, "settle", None),
+        producer_overrides,
+        full_check,
+    )
     run.check_topics()
     state = retry_call("reading the night's state", read_night_state, bootstrap_servers, naming, night_text)
     if state is not None and state.closed and not reopen:
-        raise PublishError(f"night {night_text} is already closed ({state.total_messages()} messages at "
-                           f"{state.updated_at}); pass reopen=True (--reopen) to publish more into it")
+        raise PublishError(
+            f"night {night_text} is already closed ({state.total_messages()} messages at "
+            f"{state.updated_at}); pass reopen=True (--reopen) to publish more into it"
+        )
     retry_call("marking the night open", mark_night, bootstrap_servers, naming, NightState(night_text, "open"))
     last_report = started
     undelivered: KafkaOperationError | None = None
@@ -327,11 +382,17 @@ def publish(
     if undelivered is not None:
         raise PublishError(
             f"night {night_text}: {undelivered}. Nothing was lost from a drop folder (unacknowledged files stay); "
-            "rerun the publisher once Kafka is healthy.", result, transient=undelivered.transient) from undelivered
+            "rerun the publisher once Kafka is healthy.",
+            result,
+            transient=undelivered.transient,
+        ) from undelivered
     if result.missing:
-        raise PublishError(f"night {night_text} does not reconcile: read {result.read} but delivered "
-                           f"{result.delivered_total} + rejected {result.rejected_total}; "
-                           f"{result.missing} packet(s) unaccounted for", result)
+        raise PublishError(
+            f"night {night_text} does not reconcile: read {result.read} but delivered "
+            f"{result.delivered_total} + rejected {result.rejected_total}; "
+            f"{result.missing} packet(s) unaccounted for",
+            result,
+        )
     if close_night and not result.stopped:
         topics = [*run.topics.values(), run.rejected_topic]
         result.end_offsets = retry_call("reading end offsets", end_offsets, bootstrap_servers, topics)

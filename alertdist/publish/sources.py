@@ -30,13 +30,13 @@ from alertdist.nights.dates import SITES, night_date, unix_of_jd
 __all__ = [
     "NIGHT_DONE",
     "DropFolder",
-    "SourcePacket",
     "SourceError",
+    "SourcePacket",
+    "SourceSpec",
     "folder_packets",
     "paced",
     "simulated_alerts",
     "simulated_packets",
-    "SourceSpec",
     "tarball_packets",
 ]
 
@@ -122,7 +122,7 @@ def simulated_alerts(n_alerts: int, *, night: dt.date, seed: int = 0, **simulate
     palomar = SITES["palomar"]
     simulator_night = night
     for candidate in (night - dt.timedelta(days=1), night):
-        evening = dt.datetime.fromtimestamp(unix_of_jd(night_window(candidate)[0]), dt.timezone.utc)
+        evening = dt.datetime.fromtimestamp(unix_of_jd(night_window(candidate)[0]), dt.UTC)
         if night_date(evening, palomar) == night:
             simulator_night = candidate
             break

@@ -57,15 +57,17 @@ def fits_image_bytes(image: np.ndarray, *, bunit: str = "DN") -> bytes:
     if image.ndim != 2:
         raise ValueError(f"cannot write a FITS stamp from an array of shape {image.shape}: need 2-D")
     ny, nx = image.shape
-    header = b"".join([
-        _card("SIMPLE", True),
-        _card("BITPIX", -32),
-        _card("NAXIS", 2),
-        _card("NAXIS1", nx),
-        _card("NAXIS2", ny),
-        _card("BUNIT", bunit),
-        b"END".ljust(_CARD),
-    ])
+    header = b"".join(
+        [
+            _card("SIMPLE", True),
+            _card("BITPIX", -32),
+            _card("NAXIS", 2),
+            _card("NAXIS1", nx),
+            _card("NAXIS2", ny),
+            _card("BUNIT", bunit),
+            b"END".ljust(_CARD),
+        ]
+    )
     data = np.ascontiguousarray(image, dtype=">f4").tobytes()
     return _pad(header, b" ") + _pad(data, b"\0")
 
@@ -90,7 +92,7 @@ def _parse_header(raw: bytes) -> tuple[dict[str, object], int]:
     """Header keywords (in order) and the offset of the data, from an uncompressed FITS file."""
     cards: dict[str, object] = {}
     for start in range(0, len(raw) - _CARD + 1, _CARD):
-        card = raw[start:start + _CARD].decode("ascii", errors="replace")
+        card = raw[start : start + _CARD].decode("ascii", errors="replace")
         key = card[:8].strip()
         if key == "END":
             return cards, start + _CARD + (-(start + _CARD) % _BLOCK)
@@ -162,13 +164,19 @@ def _triplet(rng: np.random.Generator, peak: float, kind: str) -> StampTriplet:
     for _ in range(rng.integers(0, 6)):
         static += _gaussian(rng.lognormal(4.5, 1.2), psf_sigma, *rng.uniform(0, n - 1, 2), grid)
     if rng.random() < 0.5:  # a host galaxy or the variable star itself, in both images
-        static += _gaussian(rng.lognormal(5.0, 1.0), psf_sigma * rng.uniform(1.0, 3.0),
-                            centre + rng.normal(0, 1.5), centre + rng.normal(0, 1.5), grid)
+        static += _gaussian(
+            rng.lognormal(5.0, 1.0),
+            psf_sigma * rng.uniform(1.0, 3.0),
+            centre + rng.normal(0, 1.5),
+            centre + rng.normal(0, 1.5),
+            grid,
+        )
     if kind == "psf":
         source = _gaussian(peak, psf_sigma, centre + rng.normal(0, 0.3), centre + rng.normal(0, 0.3), grid)
     elif kind == "dipole":
-        source = (_gaussian(peak, psf_sigma, centre, centre, grid)
-                  - _gaussian(peak * rng.uniform(0.6, 1.0), psf_sigma, centre + rng.uniform(1.5, 3.0), centre, grid))
+        source = _gaussian(peak, psf_sigma, centre, centre, grid) - _gaussian(
+            peak * rng.uniform(0.6, 1.0), psf_sigma, centre + rng.uniform(1.5, 3.0), centre, grid
+        )
     else:  # a cosmic ray or hot pixel: sharper than any PSF
         source = np.zeros((n, n))
         source[int(centre), int(centre)] = peak

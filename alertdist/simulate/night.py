@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -111,7 +111,7 @@ class DropCounts:
 
 
 def _ut_of(jd: float) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(days=jd - JD_UNIX_EPOCH)
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=jd - JD_UNIX_EPOCH)
 
 
 def _sun(jd: float) -> tuple[float, float]:
@@ -141,7 +141,7 @@ def night_window(night: date) -> tuple[float, float]:
     E.g. 2023-10-12 -> (2460230.59, 2460231.04): 02:12 to 12:56 UT on the 13th. Note that ZTF
     names nights (topics, archive tarballs) by the UT date, which is `night` + 1 day.
     """
-    noon = jd_of(datetime(night.year, night.month, night.day, 12, tzinfo=timezone.utc))
+    noon = jd_of(datetime(night.year, night.month, night.day, 12, tzinfo=UTC))
     return _twilight(noon, evening=True), _twilight(noon + 1.0, evening=False)
 
 
@@ -218,8 +218,13 @@ def _exposure_count(n_alerts: int, window: tuple[float, float]) -> int:
     return max(1, min(most, max(least, round(n_alerts / 200))))
 
 
-def _plan(n_alerts: int, window: tuple[float, float], weights: Mapping[int, float],
-          rnd: random.Random, nrng: np.random.Generator) -> list[_Exposure]:
+def _plan(
+    n_alerts: int,
+    window: tuple[float, float],
+    weights: Mapping[int, float],
+    rnd: random.Random,
+    nrng: np.random.Generator,
+) -> list[_Exposure]:
     """Exposures of the night: times, heavy-tailed alert counts, fields visited in 2-3 passes, programmes."""
     n_exp = _exposure_count(n_alerts, window)
     shares = nrng.lognormal(0.0, 1.0, n_exp)
@@ -239,8 +244,11 @@ def _plan(n_alerts: int, window: tuple[float, float], weights: Mapping[int, floa
     slots: list[tuple[int, int]] = []  # (field, fid) per exposure
     while len(slots) < n_exp:
         lst = _lst_deg(jds[len(slots)])
-        visible = [i + 1 for i, (ra, dec) in enumerate(grid)
-                   if -28.0 < dec < 80.0 and abs((ra - lst + 180.0) % 360.0 - 180.0) < 40.0]
+        visible = [
+            i + 1
+            for i, (ra, dec) in enumerate(grid)
+            if -28.0 < dec < 80.0 and abs((ra - lst + 180.0) % 360.0 - 180.0) < 40.0
+        ]
         fresh = [f for f in visible if f not in used] or visible
         fields = sorted(rnd.sample(fresh, min(block_size, len(fresh))))
         used.update(fields)
@@ -251,8 +259,10 @@ def _plan(n_alerts: int, window: tuple[float, float], weights: Mapping[int, floa
     last = {f: i for i, (f, _) in enumerate(slots)}
 
     programmes = _apportion(counts, weights)
-    return [_Exposure(i, jds[i], slots[i][0], slots[i][1], programmes[i], counts[i], last[slots[i][0]] == i)
-            for i in range(n_exp)]
+    return [
+        _Exposure(i, jds[i], slots[i][0], slots[i][1], programmes[i], counts[i], last[slots[i][0]] == i)
+        for i in range(n_exp)
+    ]
 
 
 def _apportion(counts: list[int], weights: Mapping[int, float]) -> list[int]:
@@ -281,7 +291,7 @@ class _Shape:
         self.top = tuple(f["name"] for f in doc["fields"])
         named = {}
         for f in doc["fields"]:
-            for t in (f["type"] if isinstance(f["type"], list) else [f["type"]]):
+            for t in f["type"] if isinstance(f["type"], list) else [f["type"]]:
                 if isinstance(t, dict):
                     named[f["name"]] = t["items"] if t.get("type") == "array" else t
         self.candidate = tuple(x["name"] for x in named["candidate"]["fields"])
@@ -292,18 +302,37 @@ class _Shape:
 class _Image:
     """One quadrant image (an epoch of a field, one rcid): the values every record made from it shares."""
 
-    __slots__ = ("jd", "fid", "pid", "diffmaglim", "zp", "nondet", "fp_base", "cand_base")
+    __slots__ = ("cand_base", "diffmaglim", "fid", "fp_base", "jd", "nondet", "pid", "zp")
 
 
 class _Object:
-    __slots__ = ("object_id", "kind", "rcid", "x", "y", "ra", "dec", "mag", "amp", "static", "ref_match",
-                 "ndethist", "ncovhist", "jdstarthist", "onset", "past_seed", "past", "tonight_prv", "tonight_fp")
+    __slots__ = (
+        "amp",
+        "dec",
+        "jdstarthist",
+        "kind",
+        "mag",
+        "ncovhist",
+        "ndethist",
+        "object_id",
+        "onset",
+        "past",
+        "past_seed",
+        "ra",
+        "rcid",
+        "ref_match",
+        "static",
+        "tonight_fp",
+        "tonight_prv",
+        "x",
+        "y",
+    )
 
 
 class _FieldState:
     """A field visited tonight: its past epochs, the images made so far and the objects that may recur."""
 
-    __slots__ = ("number", "centre", "epochs", "n_past", "images", "refs", "objects")
+    __slots__ = ("centre", "epochs", "images", "n_past", "number", "objects", "refs")
 
     def __init__(self, number: int, epochs: list[tuple[float, int, int]]):
         self.number = number
@@ -321,8 +350,15 @@ class _FieldState:
 class _Night:
     """Everything one simulated night needs; `alerts()` yields it exposure by exposure."""
 
-    def __init__(self, n_alerts: int, night: date, seed: int, weights: Mapping[int, float],
-                 templates: Path | None, schema_version: str):
+    def __init__(
+        self,
+        n_alerts: int,
+        night: date,
+        seed: int,
+        weights: Mapping[int, float],
+        templates: Path | None,
+        schema_version: str,
+    ):
         self.shape = _Shape(schema_version)
         self.full = _Shape("4.02")
         self.rnd = random.Random(f"ztf-night:{seed}:{night.isoformat()}")
@@ -416,30 +452,61 @@ class _Night:
         stamp = f"{requested:%Y%m%d}{int(((jd - 11.0 / 86400.0 + 0.5) % 1.0) * 1e6):06d}"
         name = f"ztf_{stamp}_{fs.number:06d}_z{_BANDS[fid]}_c{rcid // 4 + 1:02d}_o_q{rcid % 4 + 1}_scimrefdiffimg.fits"
         common = {
-            "jd": jd, "fid": fid, "pid": image.pid, "diffmaglim": image.diffmaglim,
-            "programpi": self.programme_pi.get(programid, "Kulkarni"), "programid": programid,
-            "nid": int(jd - NID_EPOCH_JD), "rcid": rcid, "field": fs.number,
-            "magzpsci": image.zp, "magzpsciunc": rnd.uniform(8e-6, 8e-5), "magzpscirms": rnd.uniform(0.02, 0.05),
-            "clrcoeff": _COLOUR_COEFF[fid] + rnd.gauss(0.0, 0.015), "clrcounc": rnd.uniform(1e-5, 8.5e-5),
+            "jd": jd,
+            "fid": fid,
+            "pid": image.pid,
+            "diffmaglim": image.diffmaglim,
+            "programpi": self.programme_pi.get(programid, "Kulkarni"),
+            "programid": programid,
+            "nid": int(jd - NID_EPOCH_JD),
+            "rcid": rcid,
+            "field": fs.number,
+            "magzpsci": image.zp,
+            "magzpsciunc": rnd.uniform(8e-6, 8e-5),
+            "magzpscirms": rnd.uniform(0.02, 0.05),
+            "clrcoeff": _COLOUR_COEFF[fid] + rnd.gauss(0.0, 0.015),
+            "clrcounc": rnd.uniform(1e-5, 8.5e-5),
         }
         archive = f"/ztf/archive/sci/{requested:%Y/%m%d}/{stamp[8:]}/{name}.fz"
         image.nondet = {**self.prv_null, **common, "pdiffimfilename": archive, "rbversion": RB_VERSION}
         ref = self._reference(fs, fid, rcid)
         image.fp_base = {
-            "field": fs.number, "rcid": rcid, "fid": fid, "pid": image.pid, "rfid": ref["rfid"],
-            "sciinpseeing": rnd.uniform(1.5, 3.5), "scibckgnd": _SKY_DN[fid] * rnd.uniform(0.6, 2.0),
-            "scisigpix": rnd.uniform(4.0, 12.0), "magzpsci": image.zp, "magzpsciunc": common["magzpsciunc"],
-            "magzpscirms": common["magzpscirms"], "clrcoeff": common["clrcoeff"], "clrcounc": common["clrcounc"],
-            "exptime": EXPOSURE_S, "adpctdif1": rnd.uniform(0.05, 0.15), "adpctdif2": rnd.uniform(0.05, 0.15),
-            "diffmaglim": image.diffmaglim, "programid": programid, "jd": jd,
+            "field": fs.number,
+            "rcid": rcid,
+            "fid": fid,
+            "pid": image.pid,
+            "rfid": ref["rfid"],
+            "sciinpseeing": rnd.uniform(1.5, 3.5),
+            "scibckgnd": _SKY_DN[fid] * rnd.uniform(0.6, 2.0),
+            "scisigpix": rnd.uniform(4.0, 12.0),
+            "magzpsci": image.zp,
+            "magzpsciunc": common["magzpsciunc"],
+            "magzpscirms": common["magzpscirms"],
+            "clrcoeff": common["clrcoeff"],
+            "clrcounc": common["clrcounc"],
+            "exptime": EXPOSURE_S,
+            "adpctdif1": rnd.uniform(0.05, 0.15),
+            "adpctdif2": rnd.uniform(0.05, 0.15),
+            "diffmaglim": image.diffmaglim,
+            "programid": programid,
+            "jd": jd,
         }
         image.cand_base = None
         if key >= fs.n_past:  # tonight: a candidate can come from it
             image.cand_base = {
-                **self.cand_null, **common, **ref, "pdiffimfilename": name, "exptime": EXPOSURE_S,
-                "zpclrcov": -rnd.uniform(5e-6, 8e-5), "zpmed": image.zp + rnd.gauss(-0.04, 0.02),
-                "clrmed": rnd.uniform(0.5, 1.2), "clrrms": rnd.uniform(0.2, 0.35), "nmatches": rnd.randint(200, 1600),
-                "rbversion": RB_VERSION, "drbversion": DRB_VERSION, "tooflag": 0,
+                **self.cand_null,
+                **common,
+                **ref,
+                "pdiffimfilename": name,
+                "exptime": EXPOSURE_S,
+                "zpclrcov": -rnd.uniform(5e-6, 8e-5),
+                "zpmed": image.zp + rnd.gauss(-0.04, 0.02),
+                "clrmed": rnd.uniform(0.5, 1.2),
+                "clrrms": rnd.uniform(0.2, 0.35),
+                "nmatches": rnd.randint(200, 1600),
+                "rbversion": RB_VERSION,
+                "drbversion": DRB_VERSION,
+                "tooflag": 0,
             }
         return image
 
@@ -449,8 +516,10 @@ class _Night:
             rnd = self.rnd
             start = 2458150.0 + rnd.uniform(0.0, 250.0)
             ref = fs.refs[(fid, rcid)] = {
-                "rfid": fs.number * 10**6 + 120_000 + fid * 100 + rcid, "jdstartref": round(start, 6),
-                "jdendref": round(start + rnd.uniform(5.0, 70.0), 6), "nframesref": rnd.randint(15, 30),
+                "rfid": fs.number * 10**6 + 120_000 + fid * 100 + rcid,
+                "jdstartref": round(start, 6),
+                "jdendref": round(start + rnd.uniform(5.0, 70.0), 6),
+                "nframesref": rnd.randint(15, 30),
             }
         return ref
 
@@ -465,7 +534,9 @@ class _Night:
             else:
                 first = _ut_of(first_jd)
                 year = first.year % 100
-                counter = (first.timetuple().tm_yday - 1) * NEW_OBJECTS_PER_DAY + self.rnd.randrange(NEW_OBJECTS_PER_DAY)
+                counter = (first.timetuple().tm_yday - 1) * NEW_OBJECTS_PER_DAY + self.rnd.randrange(
+                    NEW_OBJECTS_PER_DAY
+                )
             object_id = f"ZTF{year:02d}{_object_letters(counter)}"
             if object_id not in self.used_ids:
                 self.used_ids.add(object_id)
@@ -506,17 +577,26 @@ class _Night:
         obj.jdstarthist = round(onset, 7) if onset is not None else jd
         ranr, decnr = _offset(obj.ra, obj.dec, distnr, rnd)
         obj.ref_match = {
-            "distnr": distnr, "magnr": round(magnr, 3), "sigmagnr": rnd.uniform(0.01, 0.05 + max(0.0, magnr - 19) * 0.1),
-            "chinr": rnd.lognormvariate(0.0, 0.6), "sharpnr": rnd.gauss(0.0, 0.08 if star > 0.5 else 0.3),
-            "ranr": ranr, "decnr": decnr,
+            "distnr": distnr,
+            "magnr": round(magnr, 3),
+            "sigmagnr": rnd.uniform(0.01, 0.05 + max(0.0, magnr - 19) * 0.1),
+            "chinr": rnd.lognormvariate(0.0, 0.6),
+            "sharpnr": rnd.gauss(0.0, 0.08 if star > 0.5 else 0.3),
+            "ranr": ranr,
+            "decnr": decnr,
         }
         obj.static = {**obj.ref_match, **self._neighbours(obj, kind, distnr, magnr, star)}
         if kind == "asteroid":
-            ss = {"ssdistnr": float(round(rnd.uniform(0.0, 3.0))), "ssnamenr": str(int(math.exp(rnd.uniform(6.0, 13.3))))}
+            ss = {
+                "ssdistnr": float(round(rnd.uniform(0.0, 3.0))),
+                "ssnamenr": str(int(math.exp(rnd.uniform(6.0, 13.3)))),
+            }
         else:
             ss = {"ssdistnr": -999.0, "ssmagnr": -999.0, "ssnamenr": "null"}
         obj.static.update(ss)
-        obj.ndethist = int(min(1500, rnd.lognormvariate(4.3, 1.0))) + 5 if onset is not None and kind != "transient" else 0
+        obj.ndethist = (
+            int(min(1500, rnd.lognormvariate(4.3, 1.0))) + 5 if onset is not None and kind != "transient" else 0
+        )
         obj.ncovhist = 0
         obj.onset, obj.past_seed = onset, self.rnd.getrandbits(64)
         obj.past = self._past(fs, obj)
@@ -535,8 +615,17 @@ class _Night:
             if n > 1:
                 dist = rnd.uniform(max(2.0, dist if dist > 0 else 2.0), 30.0)
             if dist < 0 or (n > 1 and rnd.random() < 0.1):
-                out.update({f"objectidps{n}": -999, f"sgmag{n}": -999.0, f"srmag{n}": -999.0, f"simag{n}": -999.0,
-                            f"szmag{n}": -999.0, f"sgscore{n}": -999.0, f"distpsnr{n}": -999.0})
+                out.update(
+                    {
+                        f"objectidps{n}": -999,
+                        f"sgmag{n}": -999.0,
+                        f"srmag{n}": -999.0,
+                        f"simag{n}": -999.0,
+                        f"szmag{n}": -999.0,
+                        f"sgscore{n}": -999.0,
+                        f"distpsnr{n}": -999.0,
+                    }
+                )
                 continue
             base = magnr if n == 1 else rnd.uniform(17.0, 22.3)
             pra, pdec = _offset(obj.ra, obj.dec, dist, rnd)
@@ -583,10 +672,18 @@ class _Night:
                 sigma = max(0.02, 1.0857 / (5.0 * 10 ** (0.24 * (limit - mag))))
                 sign = "t" if rnd.random() < p_positive else "f"
                 tblid = rnd.randrange(300)
-                m = {**image.nondet, **shape, "magpsf": mag, "sigmapsf": sigma, "magap": mag + shape["magdiff"],
-                     "magapbig": mag + shape["magdiff"] + 0.02, "magfromlim": limit - mag - shape["magdiff"],
-                     "isdiffpos": sign, "tblid": tblid,
-                     "candid": image.pid * 10**6 + (15 if sign == "t" else 10) * 1000 + tblid}
+                m = {
+                    **image.nondet,
+                    **shape,
+                    "magpsf": mag,
+                    "sigmapsf": sigma,
+                    "magap": mag + shape["magdiff"],
+                    "magapbig": mag + shape["magdiff"] + 0.02,
+                    "magfromlim": limit - mag - shape["magdiff"],
+                    "isdiffpos": sign,
+                    "tblid": tblid,
+                    "candid": image.pid * 10**6 + (15 if sign == "t" else 10) * 1000 + tblid,
+                }
                 prv.append(m)
             else:
                 prv.append(image.nondet)
@@ -604,8 +701,13 @@ class _Night:
                 sign = 1.0 if measured["isdiffpos"] == "t" else -1.0
                 flux += sign * 10 ** (0.4 * (image.zp - measured["magpsf"]))
             status = "0"
-        return {**image.fp_base, **obj.ref_match, "forcediffimflux": flux, "forcediffimfluxunc": unc,
-                "procstatus": status}
+        return {
+            **image.fp_base,
+            **obj.ref_match,
+            "forcediffimflux": flux,
+            "forcediffimfluxunc": unc,
+            "procstatus": status,
+        }
 
     # -------------------------------------------------------------- detections
 
@@ -635,11 +737,23 @@ class _Night:
                 positive = rnd.random() < (0.6 if kind == "variable" else 0.7)
             shape, extra = rnd.choice(self.measure_good)
         m = {
-            **shape, "magpsf": mag, "sigmapsf": sigma, "magap": magap, "sigmagap": sigmagap,
-            "magapbig": magap + rnd.gauss(0.02, 0.05), "sigmagapbig": sigmagap * rnd.uniform(1.1, 1.4),
-            "magdiff": magap - mag, "magfromlim": limit - magap, "xpos": x, "ypos": y, "ra": ra, "dec": dec,
-            "mindtoedge": min(x, y, QUADRANT_PIX[0] - x, QUADRANT_PIX[1] - y), "isdiffpos": "t" if positive else "f",
-            "rb": round(rb * 700) / 700, "scorr": min(80.0, max(5.0, snr * rnd.uniform(0.6, 1.1))),
+            **shape,
+            "magpsf": mag,
+            "sigmapsf": sigma,
+            "magap": magap,
+            "sigmagap": sigmagap,
+            "magapbig": magap + rnd.gauss(0.02, 0.05),
+            "sigmagapbig": sigmagap * rnd.uniform(1.1, 1.4),
+            "magdiff": magap - mag,
+            "magfromlim": limit - magap,
+            "xpos": x,
+            "ypos": y,
+            "ra": ra,
+            "dec": dec,
+            "mindtoedge": min(x, y, QUADRANT_PIX[0] - x, QUADRANT_PIX[1] - y),
+            "isdiffpos": "t" if positive else "f",
+            "rb": round(rb * 700) / 700,
+            "scorr": min(80.0, max(5.0, snr * rnd.uniform(0.6, 1.1))),
         }
         return m, extra, drb
 
@@ -652,30 +766,51 @@ class _Night:
         if obj.jdstarthist is None:
             obj.jdstarthist = exposure.jd
         candidate = {
-            **image.cand_base, **obj.static, **m, **extra, "candid": candid, "tblid": tblid, "drb": drb,
-            "ndethist": obj.ndethist, "ncovhist": obj.ncovhist + visit, "jdstarthist": obj.jdstarthist,
+            **image.cand_base,
+            **obj.static,
+            **m,
+            **extra,
+            "candid": candid,
+            "tblid": tblid,
+            "drb": drb,
+            "ndethist": obj.ndethist,
+            "ncovhist": obj.ncovhist + visit,
+            "jdstarthist": obj.jdstarthist,
             "jdendhist": exposure.jd,
         }
         if obj.kind == "asteroid":
             candidate["ssmagnr"] = round(m["magpsf"] + rnd.gauss(0.0, 0.3), 1)
         past_prv, past_fp = obj.past or self._past(fs, obj)
         obj.past = None
-        prv = past_prv + [obj.tonight_prv.get(i) or self._image(fs, fs.n_past + i, obj.rcid).nondet
-                          for i in range(visit)]
+        prv = past_prv + [
+            obj.tonight_prv.get(i) or self._image(fs, fs.n_past + i, obj.rcid).nondet for i in range(visit)
+        ]
         fp = [self._tonight_forced(fs, obj, i) for i in range(visit - 1, -1, -1)] + past_fp
         if obj.kind in _PERSISTENT:
-            obj.tonight_prv[visit] = {**image.nondet, **obj.ref_match, **m,
-                                      "candid": candid, "tblid": tblid}
+            obj.tonight_prv[visit] = {**image.nondet, **obj.ref_match, **m, "candid": candid, "tblid": tblid}
             obj.tonight_fp[visit] = self._forced(obj, image, m, rnd)
         record = {
-            "schemavsn": self.shape.version, "publisher": PUBLISHER, "objectId": obj.object_id, "candid": candid,
-            "candidate": candidate, "prv_candidates": prv, "fp_hists": fp,
+            "schemavsn": self.shape.version,
+            "publisher": PUBLISHER,
+            "objectId": obj.object_id,
+            "candid": candid,
+            "candidate": candidate,
+            "prv_candidates": prv,
+            "fp_hists": fp,
             **self._cutouts(candid, image, m, obj.kind),
         }
         return SimulatedAlert(
-            packet=codec.encode(self._fit(record), self.shape.version, check=False), candid=candid, objectId=obj.object_id,
-            programid=candidate["programid"], jd=exposure.jd, pid=image.pid, exposure=exposure.index,
-            field=fs.number, rcid=obj.rcid, fid=exposure.fid, kind=obj.kind,
+            packet=codec.encode(self._fit(record), self.shape.version, check=False),
+            candid=candid,
+            objectId=obj.object_id,
+            programid=candidate["programid"],
+            jd=exposure.jd,
+            pid=image.pid,
+            exposure=exposure.index,
+            field=fs.number,
+            rcid=obj.rcid,
+            fid=exposure.fid,
+            kind=obj.kind,
         )
 
     def _tonight_forced(self, fs: _FieldState, obj: _Object, visit: int) -> dict:
@@ -696,12 +831,18 @@ class _Night:
         mtime = int(unix_of_jd(image.jd)) + rnd.randint(240, 600)  # processed minutes later
         diff = "scimref" if m["isdiffpos"] == "t" else "refmsci"
         return {
-            "cutoutScience": {"fileName": f"candid{candid}_pid{image.pid}_targ_sci.fits.gz",
-                              "stampData": set_gzip_mtime(triplet.science, mtime)},
-            "cutoutTemplate": {"fileName": f"candid{candid}_ref.fits.gz",
-                               "stampData": set_gzip_mtime(triplet.template, mtime)},
-            "cutoutDifference": {"fileName": f"candid{candid}_pid{image.pid}_targ_{diff}.fits.gz",
-                                 "stampData": set_gzip_mtime(triplet.difference, mtime)},
+            "cutoutScience": {
+                "fileName": f"candid{candid}_pid{image.pid}_targ_sci.fits.gz",
+                "stampData": set_gzip_mtime(triplet.science, mtime),
+            },
+            "cutoutTemplate": {
+                "fileName": f"candid{candid}_ref.fits.gz",
+                "stampData": set_gzip_mtime(triplet.template, mtime),
+            },
+            "cutoutDifference": {
+                "fileName": f"candid{candid}_pid{image.pid}_targ_{diff}.fits.gz",
+                "stampData": set_gzip_mtime(triplet.difference, mtime),
+            },
         }
 
     def _fit(self, record: dict) -> dict:
@@ -744,9 +885,18 @@ def _measurement_pool(nrng: np.random.Generator, *, bogus: bool) -> list[tuple[d
     dsnrms = nrng.lognormal(np.log(11.0), 1.0, n)
     ssnrms = dsnrms * nrng.uniform(1.5, 6.0, n)
     columns = {
-        "chipsf": chipsf, "sky": np.clip(nrng.normal(-0.2, 0.8, n), -5.0, 3.0), "fwhm": fwhm,
-        "classtar": classtar, "aimage": aimage, "bimage": bimage, "aimagerat": aimage / fwhm,
-        "bimagerat": bimage / fwhm, "elong": elong, "nneg": nneg, "nbad": nbad, "sumrat": sumrat,
+        "chipsf": chipsf,
+        "sky": np.clip(nrng.normal(-0.2, 0.8, n), -5.0, 3.0),
+        "fwhm": fwhm,
+        "classtar": classtar,
+        "aimage": aimage,
+        "bimage": bimage,
+        "aimagerat": aimage / fwhm,
+        "bimagerat": bimage / fwhm,
+        "elong": elong,
+        "nneg": nneg,
+        "nbad": nbad,
+        "sumrat": sumrat,
         "seeratio": np.clip(nrng.lognormal(0.0, 0.3, n), 0.5, 2.0),
     }
     shared = [dict(zip(columns, row)) for row in zip(*(c.tolist() for c in columns.values()))]
@@ -754,8 +904,9 @@ def _measurement_pool(nrng: np.random.Generator, *, bogus: bool) -> list[tuple[d
     return list(zip(shared, extra))
 
 
-def _from_templates(folder: Path, pool: list[StampTriplet],
-                    measure: list[tuple[dict, dict]]) -> tuple[list[StampTriplet], list[tuple[dict, dict]]]:
+def _from_templates(
+    folder: Path, pool: list[StampTriplet], measure: list[tuple[dict, dict]]
+) -> tuple[list[StampTriplet], list[tuple[dict, dict]]]:
     """Real packets as templates: their stamps join the pool, their shape measurements replace the simulated ones.
 
     Identity, time, position, photometry and history stay simulated, so a night stays self-consistent.
@@ -777,8 +928,15 @@ def _from_templates(folder: Path, pool: list[StampTriplet],
         if all(record.get(k) for k in ("cutoutScience", "cutoutTemplate", "cutoutDifference")):
             # Real difference peaks are unknown without decoding; spread them over the pool's range by magnitude.
             peak = 10 ** (0.4 * (c.get("magzpsci") or 26.2) - 0.4 * c["magpsf"]) / 10.0
-            real_pool.append(StampTriplet(record["cutoutScience"]["stampData"], record["cutoutTemplate"]["stampData"],
-                                          record["cutoutDifference"]["stampData"], peak, "psf"))
+            real_pool.append(
+                StampTriplet(
+                    record["cutoutScience"]["stampData"],
+                    record["cutoutTemplate"]["stampData"],
+                    record["cutoutDifference"]["stampData"],
+                    peak,
+                    "psf",
+                )
+            )
     return sorted(real_pool, key=lambda t: t.peak) or pool, real_measure or measure
 
 

@@ -33,40 +33,78 @@ non-AWS store.
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
     dest = args.dest or settings.archive
-    options = ArchiveOptions(storage_options=settings.storage_options, work_dir=args.work_dir,
-                             row_group_rows=args.row_group_rows, engine=args.engine)
+    options = ArchiveOptions(
+        storage_options=settings.storage_options,
+        work_dir=args.work_dir,
+        row_group_rows=args.row_group_rows,
+        engine=args.engine,
+    )
     stop = threading.Event()
     started = time.monotonic()
     with stop_on_signals(stop):
-        manifest = archive_night(settings, args.night, dest=dest, programmes=args.programmes, options=options,
-                                 verify=not args.no_verify, progress=ProgressLine("archive", args.quiet), stop=stop)
+        manifest = archive_night(
+            settings,
+            args.night,
+            dest=dest,
+            programmes=args.programmes,
+            options=options,
+            verify=not args.no_verify,
+            progress=ProgressLine("archive", args.quiet),
+            stop=stop,
+        )
     elapsed = time.monotonic() - started
     totals = manifest.totals()
     for programme in manifest.programmes.values():
         for kind in ("tarball", "parquet"):
             f = programme.files[kind]
             print(f"{f['path']}  {f['size']:>12,} bytes  sha256 {f['sha256']}")
-    print(f"night {manifest.night}: read {totals['read']}, written {totals['written']}, "
-          f"duplicates {totals['duplicates']}, rejected {totals['rejected']} in {elapsed:.1f} s "
-          f"({totals['read'] / max(elapsed, 1e-6):,.0f} alerts/s){'' if args.no_verify else ', verified'} -> {dest}")
+    print(
+        f"night {manifest.night}: read {totals['read']}, written {totals['written']}, "
+        f"duplicates {totals['duplicates']}, rejected {totals['rejected']} in {elapsed:.1f} s "
+        f"({totals['read'] / max(elapsed, 1e-6):,.0f} alerts/s){'' if args.no_verify else ', verified'} -> {dest}"
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("archive", help="archive a closed night to Avro tarballs, Parquet and a manifest",
-                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--night", required=True, type=argtypes.night, help="the night to archive, YYYYMMDD (it must be closed)")
-    p.add_argument("--dest", metavar="URL",
-                   help="archive root: a folder or s3://bucket/prefix (default $ALERTDIST_ARCHIVE_URL or "
-                        ".alertdist/archive)")
-    p.add_argument("--programmes", type=argtypes.programme_ids, metavar="1,2,3",
-                   help="programme ids to archive (default: every programme the night closed with)")
-    p.add_argument("--work-dir", metavar="FOLDER",
-                   help="local folder for the spool; needs free disk for one programme's night (default $TMPDIR)")
-    p.add_argument("--row-group-rows", type=int, default=10_000, metavar="N",
-                   help="Parquet row group size in alerts (also capped at 128 MB of packets; default 10000)")
-    p.add_argument("--engine", choices=["auto", "datafusion", "fastavro"], default="auto",
-                   help="Avro decoder for Parquet (default auto: DataFusion when installed)")
+    p = sub.add_parser(
+        "archive",
+        help="archive a closed night to Avro tarballs, Parquet and a manifest",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--night", required=True, type=argtypes.night, help="the night to archive, YYYYMMDD (it must be closed)"
+    )
+    p.add_argument(
+        "--dest",
+        metavar="URL",
+        help="archive root: a folder or s3://bucket/prefix (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)",
+    )
+    p.add_argument(
+        "--programmes",
+        type=argtypes.programme_ids,
+        metavar="1,2,3",
+        help="programme ids to archive (default: every programme the night closed with)",
+    )
+    p.add_argument(
+        "--work-dir",
+        metavar="FOLDER",
+        help="local folder for the spool; needs free disk for one programme's night (default $TMPDIR)",
+    )
+    p.add_argument(
+        "--row-group-rows",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="Parquet row group size in alerts (also capped at 128 MB of packets; default 10000)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["auto", "datafusion", "fastavro"],
+        default="auto",
+        help="Avro decoder for Parquet (default auto: DataFusion when installed)",
+    )
     p.add_argument("--no-verify", action="store_true", help="skip reading back and checking what was written")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_archive)

@@ -32,19 +32,34 @@ def _run(args, settings: Settings) -> int:
     line = ProgressLine(f"filter {args.filter} night {night:%Y%m%d} copy {args.copy_index}")
     stop = threading.Event()
     with stop_on_signals(stop):
-        report = run_filter(settings, args.filter, night, programmes=args.programmes, copy_index=args.copy_index,
-                            options=LiveOptions(batch_size=args.batch_size, error_threshold=args.error_threshold),
-                            progress=line, stop=stop)
-    print(f"filter {report.filter_name}, night {report.night}, copy {report.copy_index} ({report.group_id}): "
-          f"read {report.read}, passed {report.passed}, rejected {report.rejected}, errors {report.errors}, "
-          f"malformed {report.malformed}; group lag {report.lag}; {report.elapsed_s:.1f} s; {report.status}")
+        report = run_filter(
+            settings,
+            args.filter,
+            night,
+            programmes=args.programmes,
+            copy_index=args.copy_index,
+            options=LiveOptions(batch_size=args.batch_size, error_threshold=args.error_threshold),
+            progress=line,
+            stop=stop,
+        )
+    print(
+        f"filter {report.filter_name}, night {report.night}, copy {report.copy_index} ({report.group_id}): "
+        f"read {report.read}, passed {report.passed}, rejected {report.rejected}, errors {report.errors}, "
+        f"malformed {report.malformed}; group lag {report.lag}; {report.elapsed_s:.1f} s; {report.status}"
+    )
     return 0
 
 
 def _batch(args, settings: Settings) -> int:
-    done = filter_archived(settings, args.filter, args.sources, archived_night=args.archived_night,
-                           from_parquet=args.from_parquet, out=args.out,
-                           progress=ProgressLine(f"filter {args.filter} over {' '.join(args.sources)}"))
+    done = filter_archived(
+        settings,
+        args.filter,
+        args.sources,
+        archived_night=args.archived_night,
+        from_parquet=args.from_parquet,
+        out=args.out,
+        progress=ProgressLine(f"filter {args.filter} over {' '.join(args.sources)}"),
+    )
     result = done.result
     for c in done.counts:
         print(c.summary(), file=sys.stderr)
@@ -56,8 +71,10 @@ def _batch(args, settings: Settings) -> int:
         print(f"wrote {done.written}")
     else:
         _print_table(result.table)
-    print(f"filter {result.filter_name}: read {result.read}, passed {result.passed}, rejected {result.rejected}, "
-          f"errors {result.errors}, malformed {result.malformed}")
+    print(
+        f"filter {result.filter_name}: read {result.read}, passed {result.passed}, rejected {result.rejected}, "
+        f"errors {result.errors}, malformed {result.malformed}"
+    )
     return 0
 
 
@@ -82,31 +99,57 @@ def register(sub: argparse._SubParsersAction) -> None:
     listing.set_defaults(run=_list)
 
     run = actions.add_parser(
-        "run", help="run one copy of a filter on a night's stream until the night is closed and consumed",
+        "run",
+        help="run one copy of a filter on a night's stream until the night is closed and consumed",
         description="Consume the night's programme topics as the filter's consumer group (start N copies with "
-                    "--copy-index 0..N-1 to share the partitions), write each passing alert to "
-                    "<topic>_<filter> and each alert the filter fails on to <survey>_<night>_<filter>_errors, "
-                    "exactly once (Kafka transactions). Stops by itself once the night is closed and fully "
-                    "consumed by the group, or on SIGTERM/SIGINT; run it again to resume where it stopped.")
+        "--copy-index 0..N-1 to share the partitions), write each passing alert to "
+        "<topic>_<filter> and each alert the filter fails on to <survey>_<night>_<filter>_errors, "
+        "exactly once (Kafka transactions). Stops by itself once the night is closed and fully "
+        "consumed by the group, or on SIGTERM/SIGINT; run it again to resume where it stopped.",
+    )
     run.add_argument("filter", help=FILTER_HELP)
-    run.add_argument("--night", metavar="YYYYMMDD", type=argtypes.night, help="the night (default: tonight at the site)")
-    run.add_argument("--programmes", metavar="1,2", type=argtypes.programme_ids, help="programme ids this filter may see (default: all)")
-    run.add_argument("--copy-index", type=int, default=0, metavar="I",
-                     help="which copy this is, 0..N-1; a restart must reuse its index (default 0)")
+    run.add_argument(
+        "--night", metavar="YYYYMMDD", type=argtypes.night, help="the night (default: tonight at the site)"
+    )
+    run.add_argument(
+        "--programmes",
+        metavar="1,2",
+        type=argtypes.programme_ids,
+        help="programme ids this filter may see (default: all)",
+    )
+    run.add_argument(
+        "--copy-index",
+        type=int,
+        default=0,
+        metavar="I",
+        help="which copy this is, 0..N-1; a restart must reuse its index (default 0)",
+    )
     run.add_argument("--batch-size", type=int, default=500, help="alerts per transaction at most (default 500)")
-    run.add_argument("--error-threshold", type=int, default=100,
-                     help="stop after this many consecutive alerts the filter raised on (default 100)")
+    run.add_argument(
+        "--error-threshold",
+        type=int,
+        default=100,
+        help="stop after this many consecutive alerts the filter raised on (default 100)",
+    )
     run.set_defaults(run=_run)
 
     batch = actions.add_parser(
-        "batch", help="run a filter over a folder of .avro packets, one packet, or a tarball",
+        "batch",
+        help="run a filter over a folder of .avro packets, one packet, or a tarball",
         description="The same filter, the same answer as live: prints (or writes) a table of the passing "
-                    "alerts with candid, objectId, programid and the filter's annotations.")
+        "alerts with candid, objectId, programid and the filter's annotations.",
+    )
     batch.add_argument("filter", help=FILTER_HELP)
-    batch.add_argument("sources", nargs="+", metavar="SOURCE",
-                       help="a folder of <candid>.avro files, one .avro file, a .tar/.tar.gz, a .parquet file or "
-                            "dataset, or an archive root (with --archived-night); local, s3:// or https://")
-    batch.add_argument("--archived-night", metavar="YYYYMMDD", type=argtypes.night, help="with an archive root as SOURCE: the night")
+    batch.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="a folder of <candid>.avro files, one .avro file, a .tar/.tar.gz, a .parquet file or "
+        "dataset, or an archive root (with --archived-night); local, s3:// or https://",
+    )
+    batch.add_argument(
+        "--archived-night", metavar="YYYYMMDD", type=argtypes.night, help="with an archive root as SOURCE: the night"
+    )
     batch.add_argument("--from-parquet", action="store_true", help="from an archive root, read its Parquet")
     batch.add_argument("--out", metavar="FILE", help="write the table to FILE.parquet or FILE.csv")
     batch.set_defaults(run=_batch)

@@ -6,8 +6,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from alertdist.settings import Settings
 from alertdist.infra import kafka_local
+from alertdist.settings import Settings
 
 SECURITY_HELP = """\
 security (opt-in; the default embedded broker stays PLAINTEXT only, with no ACLs):
@@ -24,7 +24,9 @@ Add consumers with `alertdist users add NAME --role ROLE`.
 def local_cluster(settings: Settings, args: argparse.Namespace | None = None) -> kafka_local.KafkaCluster:
     """The local cluster the settings describe, with any --port/--brokers/--data-dir/--secure from the command line."""
     cluster = kafka_local.KafkaCluster(
-        home=settings.kafka_home, brokers=settings.kafka_brokers, port=settings.kafka_port,
+        home=settings.kafka_home,
+        brokers=settings.kafka_brokers,
+        port=settings.kafka_port,
         controller_port=settings.kafka_port + 10000,
     )
     if args is None:
@@ -94,15 +96,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("stop", _stop, "stop the nodes this project started"),
         ("status", _status, "show each node's pid and whether it answers (exit 3 if any does not)"),
     ]:
-        extra = {"epilog": SECURITY_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter} if name == "start" else {}
+        extra = (
+            {"epilog": SECURITY_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
+            if name == "start"
+            else {}
+        )
         p = add(name, func, help_, **extra)
-        p.add_argument("--brokers", type=int, help="number of nodes (default 1, or $ALERTDIST_KAFKA_BROKERS); "
-                                                   "3 gives night topics replication 3 and min.insync.replicas 2")
+        p.add_argument(
+            "--brokers",
+            type=int,
+            help="number of nodes (default 1, or $ALERTDIST_KAFKA_BROKERS); "
+            "3 gives night topics replication 3 and min.insync.replicas 2",
+        )
         p.add_argument("--port", type=int, help="client port of node 1; node i uses PORT+i-1 (default 9092)")
         p.add_argument("--data-dir", help="folder for the nodes' data and logs (default .alertdist/kafka)")
-        p.add_argument("--secure-port", type=int, metavar="PORT",
-                       help="SCRAM listener port of node 1; node i uses PORT+i-1 (default --port + 100)")
+        p.add_argument(
+            "--secure-port",
+            type=int,
+            metavar="PORT",
+            help="SCRAM listener port of node 1; node i uses PORT+i-1 (default --port + 100)",
+        )
         if name == "start":
-            p.add_argument("--secure", action="store_true",
-                           help="add a SCRAM-SHA-512 (SASL_PLAINTEXT) listener and enforce ACLs (see below)")
+            p.add_argument(
+                "--secure",
+                action="store_true",
+                help="add a SCRAM-SHA-512 (SASL_PLAINTEXT) listener and enforce ACLs (see below)",
+            )
             p.add_argument("--tls", action="store_true", help="like --secure, over TLS (SASL_SSL)")

@@ -18,34 +18,53 @@ def _run(args, settings: Settings) -> int:
     from alertdist.flows.night import night
 
     source = args.source or f"simulate:{args.alerts}:{args.seed}"
-    print(f"Running night {f'{args.night:%Y%m%d}' if args.night else 'tonight'} from {source} on Kafka {settings.bootstrap_servers}; "
-          f"progress below, details in the Prefect UI at {server.ui_url}", file=sys.stderr)
-    state = night(night=args.night, source=source, speed=args.speed, filter_parallelism=args.filter_copies,
-                  dest=args.archive or settings.archive, partitions=args.partitions,
-                  bootstrap_servers=settings.bootstrap_servers, survey=settings.survey, return_state=True)
-    run_url = f"{os.environ.get('PREFECT_API_URL', '').removesuffix('/api')}/runs/flow-run/{state.state_details.flow_run_id}"
+    print(
+        f"Running night {f'{args.night:%Y%m%d}' if args.night else 'tonight'} from {source} on Kafka {settings.bootstrap_servers}; "
+        f"progress below, details in the Prefect UI at {server.ui_url}",
+        file=sys.stderr,
+    )
+    state = night(
+        night=args.night,
+        source=source,
+        speed=args.speed,
+        filter_parallelism=args.filter_copies,
+        dest=args.archive or settings.archive,
+        partitions=args.partitions,
+        bootstrap_servers=settings.bootstrap_servers,
+        survey=settings.survey,
+        return_state=True,
+    )
+    run_url = (
+        f"{os.environ.get('PREFECT_API_URL', '').removesuffix('/api')}/runs/flow-run/{state.state_details.flow_run_id}"
+    )
     if not state.is_completed():
         print(f"\nThe night FAILED: {state.message}\nSee {run_url}", file=sys.stderr)
         return 1
     result = state.result()
-    print(f"\nNight {result['night']}: {result['published']} alerts published, {result['archived']} archived "
-          f"({result['duplicates']} duplicates dropped); filter passes: "
-          + ", ".join(f"{k} {v}" for k, v in result["filters"].items()))
+    print(
+        f"\nNight {result['night']}: {result['published']} alerts published, {result['archived']} archived "
+        f"({result['duplicates']} duplicates dropped); filter passes: "
+        + ", ".join(f"{k} {v}" for k, v in result["filters"].items())
+    )
     print(f"Archive:  {result['archive']}  (manifest {result['manifest']})")
     print(f"Prefect UI: {run_url}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("night", help="run one whole night end to end (topics, filters, publish, archive, verify)",
-                       description="Runs the `night` flow: create the night's topics, start the bundled filters, "
-                       "publish a simulated night (or --source), close it, let the filters drain, archive to "
-                       "Avro tarballs + Parquet, verify, and report in the Prefect UI.")
+    p = sub.add_parser(
+        "night",
+        help="run one whole night end to end (topics, filters, publish, archive, verify)",
+        description="Runs the `night` flow: create the night's topics, start the bundled filters, "
+        "publish a simulated night (or --source), close it, let the filters drain, archive to "
+        "Avro tarballs + Parquet, verify, and report in the Prefect UI.",
+    )
     p.add_argument("--night", type=argtypes.night, help="YYYYMMDD (default: tonight at the site)")
     p.add_argument("--alerts", type=int, default=3000, help="size of the simulated night (default 3000)")
     p.add_argument("--seed", type=int, default=1, help="simulation seed (same seed, same night)")
-    p.add_argument("--speed", type=float, help="replay the simulated cadence this many times faster "
-                   "(default: as fast as possible)")
+    p.add_argument(
+        "--speed", type=float, help="replay the simulated cadence this many times faster (default: as fast as possible)"
+    )
     p.add_argument("--source", help="instead of simulating: a drop folder, a tarball, or simulate:N[:SEED]")
     p.add_argument("--filter-copies", type=int, default=1, help="copies of each filter (consumer-group members)")
     p.add_argument("--archive", help="archive destination URL (default .alertdist/archive or $ALERTDIST_ARCHIVE_URL)")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from alertdist.settings import Settings
 from alertdist.infra import prefect_local
+from alertdist.settings import Settings
 
 
 def local_server(settings: Settings) -> prefect_local.PrefectServer:

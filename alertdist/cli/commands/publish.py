@@ -20,8 +20,11 @@ __all__ = ["register"]
 
 
 def _topic_settings(args) -> TopicSettings:
-    return TopicSettings(partitions=args.partitions, replication_factor=args.replication_factor,
-                         retention_ms=int(args.retention_days * 86400 * 1000))
+    return TopicSettings(
+        partitions=args.partitions,
+        replication_factor=args.replication_factor,
+        retention_ms=int(args.retention_days * 86400 * 1000),
+    )
 
 
 def _create_topics(args, settings: Settings) -> int:
@@ -45,16 +48,25 @@ def _publish(args, settings: Settings) -> int:
     stop = threading.Event()
     with stop_on_signals(stop):
         result = publish_night(
-            settings, night, _source(args), topics=None if args.no_create_topics else _topic_settings(args),
-            check_night=not args.any_night, full_check=args.full_check, close=not args.no_close, reopen=args.reopen,
-            max_packet_bytes=args.max_packet_bytes, progress=ProgressLine(f"publishing night {night:%Y%m%d}"),
+            settings,
+            night,
+            _source(args),
+            topics=None if args.no_create_topics else _topic_settings(args),
+            check_night=not args.any_night,
+            full_check=args.full_check,
+            close=not args.no_close,
+            reopen=args.reopen,
+            max_packet_bytes=args.max_packet_bytes,
+            progress=ProgressLine(f"publishing night {night:%Y%m%d}"),
             stop=stop,
         )
     delivered = ", ".join(f"programid {p}: {n}" for p, n in sorted(result.delivered.items())) or "none"
     rejected = ", ".join(f"{k}: {n}" for k, n in sorted(result.rejected.items())) or "none"
-    print(f"night {result.night}: read {result.read}; delivered {result.delivered_total} ({delivered}); "
-          f"rejected {result.rejected_total} ({rejected}); {result.elapsed_s:.1f} s, "
-          f"{result.rate_alerts_s:.0f} alerts/s, {result.rate_mb_s:.1f} MB/s")
+    print(
+        f"night {result.night}: read {result.read}; delivered {result.delivered_total} ({delivered}); "
+        f"rejected {result.rejected_total} ({rejected}); {result.elapsed_s:.1f} s, "
+        f"{result.rate_alerts_s:.0f} alerts/s, {result.rate_mb_s:.1f} MB/s"
+    )
     if result.latency_ms:
         print("latency produced->acknowledged (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in result.latency_ms.items()))
     if result.closed:
@@ -71,10 +83,16 @@ def _simulate(args, settings: Settings) -> int:
     folder = Path(args.to)
     line = ProgressLine(f"simulating night {night:%Y%m%d} into {folder}")
     alerts = simulated_alerts(args.alerts, night=night, seed=args.seed)
-    counts = write_drop_folder(alerts, folder, speed=args.speed,
-                               progress=lambda n, _: n % 100 == 0 and line.update(f"{n}/{args.alerts} packets"))
-    line.update(f"{counts.files} packets, {counts.exposures} exposures, {counts.bytes / 1e6:.1f} MB in "
-                f"{counts.seconds:.1f} s", final=True)
+    counts = write_drop_folder(
+        alerts,
+        folder,
+        speed=args.speed,
+        progress=lambda n, _: n % 100 == 0 and line.update(f"{n}/{args.alerts} packets"),
+    )
+    line.update(
+        f"{counts.files} packets, {counts.exposures} exposures, {counts.bytes / 1e6:.1f} MB in {counts.seconds:.1f} s",
+        final=True,
+    )
     if not args.no_done_marker:
         (folder / NIGHT_DONE).touch()
     print(folder)
@@ -83,9 +101,13 @@ def _simulate(args, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     def night_option(p):
-        p.add_argument("--night", metavar="YYYYMMDD", type=argtypes.night,
-                       help="the night (default: the one starting this evening or under way at the site, "
-                            "$ALERTDIST_SITE_TIMEZONE)")
+        p.add_argument(
+            "--night",
+            metavar="YYYYMMDD",
+            type=argtypes.night,
+            help="the night (default: the one starting this evening or under way at the site, "
+            "$ALERTDIST_SITE_TIMEZONE)",
+        )
 
     def topic_options(p):
         p.add_argument("--partitions", type=int, default=14, help="partitions per programme topic (default 14, ZTF's)")
@@ -95,20 +117,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     topics = sub.add_parser("topics", help="create a night's Kafka topics")
     actions = topics.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser(
-        "create", help="create a night's programme topics, its rejected topic and the nights topic (idempotent)",
+        "create",
+        help="create a night's programme topics, its rejected topic and the nights topic (idempotent)",
         description="Create ztf_YYYYMMDD_programidN for each programme, ztf_YYYYMMDD_rejected and the compacted "
-                    "ztf_nights. An existing topic is reported as 'exists', with any settings that drifted.")
+        "ztf_nights. An existing topic is reported as 'exists', with any settings that drifted.",
+    )
     night_option(create)
     topic_options(create)
     create.set_defaults(run=_create_topics)
 
     pub = sub.add_parser(
-        "publish", help="publish a night's alert packets to Kafka (live drop folder, folder, tarball or simulated)",
+        "publish",
+        help="publish a night's alert packets to Kafka (live drop folder, folder, tarball or simulated)",
         description="Publish each packet to its programme's topic of the night, unchanged; bad packets go to the "
-                    "night's rejected topic with their reason. With --drop-folder the folder is watched live and "
-                    f"a file is removed only after Kafka acknowledged it; the night ends when the pipeline writes "
-                    f"{NIGHT_DONE} into the folder. At the end the counts must reconcile and the night is marked "
-                    "closed with its end offsets. SIGINT/SIGTERM stop cleanly and leave the night open.")
+        "night's rejected topic with their reason. With --drop-folder the folder is watched live and "
+        f"a file is removed only after Kafka acknowledged it; the night ends when the pipeline writes "
+        f"{NIGHT_DONE} into the folder. At the end the counts must reconcile and the night is marked "
+        "closed with its end offsets. SIGINT/SIGTERM stop cleanly and leave the night open.",
+    )
     night_option(pub)
     what = pub.add_mutually_exclusive_group(required=True)
     what.add_argument("--drop-folder", metavar="DIR", help="watch DIR for *.avro packet files until NIGHT_DONE")
@@ -117,15 +143,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--simulate", type=int, metavar="N", help="a simulated night of N alerts")
     pub.add_argument("--seed", type=int, default=0, help="seed of the simulated night (default 0)")
     pub.add_argument("--speed", type=float, help="with --simulate: release exposures at SPEED x real cadence")
-    pub.add_argument("--rate", type=float, metavar="PER_MINUTE",
-                     help="with --simulate: release alerts evenly at this rate")
-    pub.add_argument("--done-folder", metavar="DIR",
-                     help="with --drop-folder: move published files here instead of deleting them")
+    pub.add_argument(
+        "--rate", type=float, metavar="PER_MINUTE", help="with --simulate: release alerts evenly at this rate"
+    )
+    pub.add_argument(
+        "--done-folder", metavar="DIR", help="with --drop-folder: move published files here instead of deleting them"
+    )
     pub.add_argument("--any-night", action="store_true", help="accept packets whose jd lies in another night")
-    pub.add_argument("--max-packet-bytes", type=int, default=DEFAULT_MAX_PACKET_BYTES,
-                     help=f"larger packets are rejected as oversize (default {DEFAULT_MAX_PACKET_BYTES})")
-    pub.add_argument("--full-check", action="store_true",
-                     help="decode every packet whole, not just through candidate (untrusted sources; ~20x the CPU)")
+    pub.add_argument(
+        "--max-packet-bytes",
+        type=int,
+        default=DEFAULT_MAX_PACKET_BYTES,
+        help=f"larger packets are rejected as oversize (default {DEFAULT_MAX_PACKET_BYTES})",
+    )
+    pub.add_argument(
+        "--full-check",
+        action="store_true",
+        help="decode every packet whole, not just through candidate (untrusted sources; ~20x the CPU)",
+    )
     pub.add_argument("--no-close", action="store_true", help="do not mark the night closed at the end")
     pub.add_argument("--reopen", action="store_true", help="publish into a night already marked closed")
     pub.add_argument("--no-create-topics", action="store_true", help="fail if the night's topics do not exist")
@@ -133,9 +168,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     pub.set_defaults(run=_publish)
 
     sim = sub.add_parser(
-        "simulate", help="write a simulated night of N alert packets into a drop folder",
+        "simulate",
+        help="write a simulated night of N alert packets into a drop folder",
         description="Write N simulated ZTF alert packets (schema 4.02, deterministic for a seed) as <candid>.avro "
-                    f"files into a folder, at real cadence times --speed or as fast as possible, then {NIGHT_DONE}.")
+        f"files into a folder, at real cadence times --speed or as fast as possible, then {NIGHT_DONE}.",
+    )
     sim.add_argument("alerts", type=int, metavar="N", help="number of alerts")
     night_option(sim)
     sim.add_argument("--to", required=True, metavar="DIR", help="the drop folder")

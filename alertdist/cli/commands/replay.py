@@ -13,8 +13,10 @@ from alertdist.settings import Settings
 
 __all__ = ["register"]
 
-SOURCE_HELP = ("a tarball (.tar.gz), a .parquet file, a Parquet dataset folder, or with --archived-night an "
-               "archive root; local, s3://... or http(s)://...")
+SOURCE_HELP = (
+    "a tarball (.tar.gz), a .parquet file, a Parquet dataset folder, or with --archived-night an "
+    "archive root; local, s3://... or http(s)://..."
+)
 
 
 def _kinds(text: str) -> tuple[str, ...]:
@@ -46,20 +48,36 @@ def _download(args, settings: Settings) -> int:
         t0 = started.setdefault(path, time.monotonic())
         rate = done / 1e6 / max(time.monotonic() - t0, 1e-6)
         size = f"{done / 1e6:,.1f}/{total / 1e6:,.1f} MB" if total else f"{done / 1e6:,.1f} MB"
-        line.update(f"{path} {size} {rate:,.1f} MB/s", done / total if total else None,
-                    final=total is not None and done >= total)
+        line.update(
+            f"{path} {size} {rate:,.1f} MB/s",
+            done / total if total else None,
+            final=total is not None and done >= total,
+        )
 
-    report = download_night(f"{args.night:%Y%m%d}", args.source, args.to, args.what, programmes=args.programmes,
-                            programme_names=dict(settings.programmes), survey=args.survey,
-                            storage_options=settings.storage_options, progress=show,
-                            require_checksum=not args.allow_unverified)
+    report = download_night(
+        f"{args.night:%Y%m%d}",
+        args.source,
+        args.to,
+        args.what,
+        programmes=args.programmes,
+        programme_names=dict(settings.programmes),
+        survey=args.survey,
+        storage_options=settings.storage_options,
+        progress=show,
+        require_checksum=not args.allow_unverified,
+    )
     for f in report.files:
-        how = "already there" if f.already_there else (f"resumed from byte {f.resumed_from:,}" if f.resumed_from
-                                                        else "downloaded")
+        how = (
+            "already there"
+            if f.already_there
+            else (f"resumed from byte {f.resumed_from:,}" if f.resumed_from else "downloaded")
+        )
         checked = ", ".join(f.checked) or "NOTHING (unverified)"
         print(f"{f.local}  {f.size:>14,} bytes  {how}; checked {checked}")
-    print(f"night {report.night}: {len(report.files)} file(s), {report.bytes_fetched / 1e6:,.1f} MB fetched in "
-          f"{report.elapsed_s:.1f} s -> {report.folder}")
+    print(
+        f"night {report.night}: {len(report.files)} file(s), {report.bytes_fetched / 1e6:,.1f} MB fetched in "
+        f"{report.elapsed_s:.1f} s -> {report.folder}"
+    )
     return 0
 
 
@@ -67,14 +85,22 @@ def _replay(args, settings: Settings) -> int:
     from alertdist.jobs.replay import ReplayRequest, replay
     from alertdist.kafka.signals import stop_on_signals
 
-    request = ReplayRequest(tuple(args.sources), topic=args.topic, night=args.night,
-                            archived_night=args.archived_night, from_parquet=args.from_parquet,
-                            speed=None if args.as_fast_as_possible else args.speed, partitions=args.partitions,
-                            check_night=not args.any_night, reopen=args.reopen)
+    request = ReplayRequest(
+        tuple(args.sources),
+        topic=args.topic,
+        night=args.night,
+        archived_night=args.archived_night,
+        from_parquet=args.from_parquet,
+        speed=None if args.as_fast_as_possible else args.speed,
+        partitions=args.partitions,
+        check_night=not args.any_night,
+        reopen=args.reopen,
+    )
     stop = threading.Event()
     with stop_on_signals(stop):
-        done = replay(settings, request, progress=ProgressLine(f"replaying into {request.destination}", args.quiet),
-                      stop=stop)
+        done = replay(
+            settings, request, progress=ProgressLine(f"replaying into {request.destination}", args.quiet), stop=stop
+        )
     if done.topic_created:
         print(f"created topic {args.topic} ({args.partitions} partitions)", file=sys.stderr)
     for c in done.counts:
@@ -87,54 +113,77 @@ def _replay(args, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     listing = sub.add_parser(
-        "archive-list", help="list the nights an archive location holds (folder, s3://, or UW-style HTTP directory)",
+        "archive-list",
+        help="list the nights an archive location holds (folder, s3://, or UW-style HTTP directory)",
         description="List the nights at an archive location: a local folder, s3://bucket/prefix, or an HTTP(S) "
-                    "directory laid out like UW's public archive (tarballs + MD5SUMS; read from its index page, "
-                    "or from MD5SUMS when the server shows none). Exit 3 if there is none.")
+        "directory laid out like UW's public archive (tarballs + MD5SUMS; read from its index page, "
+        "or from MD5SUMS when the server shows none). Exit 3 if there is none.",
+    )
     listing.add_argument("url", metavar="URL", help="e.g. https://ztf.uw.edu/alerts/public/ or s3://bucket/archive")
     listing.set_defaults(run=_archive_list)
 
     download = sub.add_parser(
-        "download", help="download a night's tarballs and/or Parquet, resumable and checksum-verified",
+        "download",
+        help="download a night's tarballs and/or Parquet, resumable and checksum-verified",
         description="Download a night's files into DIR under the same relative paths (DIR becomes an archive root "
-                    "itself). Each file is written as NAME.part, checked against MD5SUMS (md5) and the night's "
-                    "manifest (size, sha256), and only then renamed; a file that does not match is deleted. An "
-                    "interrupted download resumes where it stopped (HTTP Range, S3/local seek): run the same "
-                    "command again.")
+        "itself). Each file is written as NAME.part, checked against MD5SUMS (md5) and the night's "
+        "manifest (size, sha256), and only then renamed; a file that does not match is deleted. An "
+        "interrupted download resumes where it stopped (HTTP Range, S3/local seek): run the same "
+        "command again.",
+    )
     download.add_argument("night", metavar="NIGHT", type=argtypes.night, help="YYYYMMDD")
     download.add_argument("--from", dest="source", required=True, metavar="URL", help="the archive location")
     download.add_argument("--to", required=True, metavar="DIR", help="local folder to download into")
-    download.add_argument("--what", type=_kinds, default=("tarball", "parquet"), metavar="tarball,parquet",
-                          help="which files (default both)")
+    download.add_argument(
+        "--what",
+        type=_kinds,
+        default=("tarball", "parquet"),
+        metavar="tarball,parquet",
+        help="which files (default both)",
+    )
     download.add_argument("--programmes", type=argtypes.programme_ids, metavar="1,2", help="only these programme ids")
     download.add_argument("--survey", help="only this survey's files (when a location holds several)")
-    download.add_argument("--allow-unverified", action="store_true",
-                          help="download files the archive publishes no checksum for (default: refuse)")
+    download.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="download files the archive publishes no checksum for (default: refuse)",
+    )
     download.add_argument("--quiet", action="store_true", help="no progress bar")
     download.set_defaults(run=_download)
 
     replay = sub.add_parser(
-        "replay", help="publish an archived night into a topic, or into a night's programme topics",
+        "replay",
+        help="publish an archived night into a topic, or into a night's programme topics",
         description="Replay archived alerts into Kafka. --topic T: every alert into T (created if missing), value "
-                    "the archived packet unchanged (from Parquet: rebuilt with its schema version), key objectId. "
-                    "--night N: through the publisher into night N's programme topics, which is then closed, so it "
-                    "can be filtered and archived like a live night. Several sources are merged in candid order. "
-                    "With --speed the exposures are spaced by their jd, SPEED times faster than the real night.")
+        "the archived packet unchanged (from Parquet: rebuilt with its schema version), key objectId. "
+        "--night N: through the publisher into night N's programme topics, which is then closed, so it "
+        "can be filtered and archived like a live night. Several sources are merged in candid order. "
+        "With --speed the exposures are spaced by their jd, SPEED times faster than the real night.",
+    )
     replay.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
     where = replay.add_mutually_exclusive_group(required=True)
     where.add_argument("--topic", help="replay everything into this one topic")
-    where.add_argument("--night", metavar="YYYYMMDD", type=argtypes.night, help="replay as this night (programme topics, then closed)")
+    where.add_argument(
+        "--night", metavar="YYYYMMDD", type=argtypes.night, help="replay as this night (programme topics, then closed)"
+    )
     pace = replay.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, metavar="X", help="original cadence, X times faster (e.g. 60)")
     pace.add_argument("--as-fast-as-possible", action="store_true", help="no pacing (the default)")
-    replay.add_argument("--archived-night", metavar="YYYYMMDD", type=argtypes.night,
-                        help="with an archive root as SOURCE: which night to take (default: --night)")
-    replay.add_argument("--from-parquet", action="store_true",
-                        help="from an archive root, read the Parquet dataset instead of the tarballs")
+    replay.add_argument(
+        "--archived-night",
+        metavar="YYYYMMDD",
+        type=argtypes.night,
+        help="with an archive root as SOURCE: which night to take (default: --night)",
+    )
+    replay.add_argument(
+        "--from-parquet",
+        action="store_true",
+        help="from an archive root, read the Parquet dataset instead of the tarballs",
+    )
     replay.add_argument("--partitions", type=int, default=14, help="partitions of topics it creates (default 14)")
     replay.add_argument("--reopen", action="store_true", help="with --night: replay into a night already closed")
-    replay.add_argument("--any-night", action="store_true",
-                        help="with --night: accept alerts whose jd lies in another night")
+    replay.add_argument(
+        "--any-night", action="store_true", help="with --night: accept alerts whose jd lies in another night"
+    )
     replay.add_argument("--quiet", action="store_true", help="no progress line")
     replay.set_defaults(run=_replay)
-

@@ -6,8 +6,6 @@ import argparse
 import getpass
 import sys
 
-from alertdist.settings import Settings
-
 ROLES_HELP = """\
 roles:
   publisher, archiver   the system's services: read and write every topic of the survey, any group
@@ -43,8 +41,10 @@ def _add(args, settings):
 
     user = User(args.name, args.role)  # validates name and role before asking for a password
     applied = add_user(settings.bootstrap_servers, settings.naming, user, _password(args))
-    print(f"user {user.name} ({user.role}) added: SCRAM-SHA-512 credential set, {applied} ACL(s) applied "
-          "(new nights get theirs when their topics are created)")
+    print(
+        f"user {user.name} ({user.role}) added: SCRAM-SHA-512 credential set, {applied} ACL(s) applied "
+        "(new nights get theirs when their topics are created)"
+    )
 
 
 def _list(args, settings):
@@ -68,21 +68,35 @@ def _remove(args, settings):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    users = sub.add_parser("users", help="add, list or remove the users allowed to read the streams (SCRAM + ACLs)",
-                           description=__doc__, epilog=ROLES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    users = sub.add_parser(
+        "users",
+        help="add, list or remove the users allowed to read the streams (SCRAM + ACLs)",
+        description=__doc__,
+        epilog=ROLES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = users.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     add = actions.add_parser(
-        "add", help="create or update a user: its SCRAM-SHA-512 credential and its role's ACLs",
+        "add",
+        help="create or update a user: its SCRAM-SHA-512 credential and its role's ACLs",
         description="Create a user, or change its password or role (re-running is safe). Applies the role's ACLs "
-                    "to every night whose topics exist; each new night's are applied when its topics are created.",
-        epilog=ROLES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "to every night whose topics exist; each new night's are applied when its topics are created.",
+        epilog=ROLES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add.add_argument("name", help="user name (its consumer groups must start with it)")
-    add.add_argument("--role", required=True, choices=["publisher", "archiver", "public", "partnership", "caltech"],
-                     help="what the user may read (see below)")
-    add.add_argument("--password-stdin", action="store_true",
-                     help="read the password from the first line of stdin (else it is asked on the terminal)")
+    add.add_argument(
+        "--role",
+        required=True,
+        choices=["publisher", "archiver", "public", "partnership", "caltech"],
+        help="what the user may read (see below)",
+    )
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin (else it is asked on the terminal)",
+    )
     add.set_defaults(run=_add)
 
     listing = actions.add_parser("list", help="list registered users and their roles")
