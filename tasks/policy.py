@@ -5,25 +5,10 @@ from __future__ import annotations
 
 from prefect.cache_policies import NO_CACHE
 
-from alertdist.kafka.errors import is_transient
+from alertdist.kafka.errors import retry_condition
 from alertdist.nights.dates import parse_night
 
-__all__ = ["night_label", "retry_condition", "transient_retries"]
-
-
-def retry_condition(*also_transient: type[BaseException]):
-    """A Prefect ``retry_condition_fn``: retry transient errors, and those of the types named."""
-
-    def retry_if_transient(task, task_run, state) -> bool:
-        try:
-            state.result()  # a failed state re-raises the task's own exception
-        except also_transient:
-            return True
-        except Exception as e:
-            return is_transient(e)
-        return False
-
-    return retry_if_transient
+__all__ = ["night_label", "transient_retries"]
 
 
 def transient_retries(delays_s: list[int], *also_transient: type[BaseException]) -> dict:
