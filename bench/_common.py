@@ -5,10 +5,13 @@ Each script imports it as ``_common`` (Python puts the script's folder, bench/, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from alertdist.infra import kafka_local
@@ -33,6 +36,17 @@ def start_cluster(folder: Path, heap: str = "384m") -> kafka_local.KafkaCluster:
     return kafka_local.start_on_free_ports(folder, libs=kafka_libs(), heap=heap, log=lambda *_: None)
 
 
+@contextlib.contextmanager
+def private_broker(prefix: str, heap: str = "384m") -> Iterator[kafka_local.KafkaCluster]:
+    """A private broker in a scratch folder for the length of the block; stopped and its folder deleted after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        cluster = start_cluster(Path(folder) / "kafka", heap)
+        try:
+            yield cluster
+        finally:
+            kafka_local.stop(cluster, log=lambda *_: None)
+
+
 def cpu_seconds(pid: int | None = None) -> float:
     """CPU time (user + system, all threads) of this process, or of another one from /proc."""
     if pid is None:
@@ -40,6 +54,11 @@ def cpu_seconds(pid: int | None = None) -> float:
         return usage.ru_utime + usage.ru_stime
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def java_tool(libs: Path, tool: str, *args: str, heap: str = "512m") -> list[str]:
+    """The command line of one of Kafka's own tools (``org.apache.kafka.tools.<tool>``) on the project's jars."""
+    return ["java", f"-Xmx{heap}", "-cp", f"{libs}/*", f"org.apache.kafka.tools.{tool}", *args]
 
 
 def java_producer_performance(
@@ -53,23 +72,11 @@ def java_producer_performance(
         "max.request.size": str(10 * 1024 * 1024),
         "buffer.memory": str(512 * 1024 * 1024),
     }
-    command = [
-        "java",
-        "-Xmx1g",
-        "-cp",
-        f"{libs}/*",
-        "org.apache.kafka.tools.ProducerPerformance",
-        "--topic",
-        topic,
-        "--num-records",
-        str(n),
-        "--record-size",
-        str(size),
-        "--throughput",
-        "-1",
-        "--producer-props",
-        *[f"{k}={v}" for k, v in props.items()],
-    ]
+    settings = [f"{k}={v}" for k, v in props.items()]
+    records = ["--num-records", str(n), "--record-size", str(size), "--throughput", "-1"]
+    command = java_tool(
+        libs, "ProducerPerformance", "--topic", topic, *records, "--producer-props", *settings, heap="1g"
+    )
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     final = [line for line in done.stdout.splitlines() if "records sent" in line and "avg latency" in line]
     if done.returncode != 0 or not final:

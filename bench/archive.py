@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from _common import cpu_seconds, start_cluster
+from _common import cpu_seconds, java_tool, start_cluster
 from alertdist import simulate
 from alertdist.avro import codec
 from alertdist.avro.container import zigzag_varint
@@ -155,20 +155,8 @@ def run_archiver(
     bootstrap: str, naming: TopicNaming, dest: Path, work: Path
 ) -> tuple[float, resource.struct_rusage, str]:
     env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": bootstrap, "ALERTDIST_SURVEY": naming.survey}
-    command = [
-        sys.executable,
-        "-m",
-        "alertdist.cli.main",
-        "archive",
-        "--night",
-        f"{NIGHT:%Y%m%d}",
-        "--dest",
-        str(dest),
-        "--work-dir",
-        str(work),
-        "--quiet",
-    ]
-    elapsed, usage = run_child(command, work, env)
+    archive = ["archive", "--night", f"{NIGHT:%Y%m%d}", "--dest", str(dest), "--work-dir", str(work), "--quiet"]
+    elapsed, usage = run_child([sys.executable, "-m", "alertdist.cli.main", *archive], work, env)
     return elapsed, usage, (work / "stdout").read_text().strip().splitlines()[-1]
 
 
@@ -180,27 +168,12 @@ def consumer_performance(
     for topic in topics:
         if not messages[topic]:
             continue
-        _, usage = run_child(
-            [
-                "java",
-                "-Xmx512m",
-                "-cp",
-                f"{libs}/*",
-                "org.apache.kafka.tools.ConsumerPerformance",
-                "--bootstrap-server",
-                bootstrap,
-                "--topic",
-                topic,
-                "--messages",
-                str(messages[topic]),
-                "--timeout",
-                "60000",
-                "--hide-header",
-                "--fetch-size",
-                str(16 * 1024 * 1024),
-            ],
-            work,
+        fetch = str(16 * 1024 * 1024)
+        where = ["--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages[topic])]
+        command = java_tool(
+            libs, "ConsumerPerformance", *where, "--timeout", "60000", "--hide-header", "--fetch-size", fetch
         )
+        _, usage = run_child(command, work)
         fields = [f.strip() for f in (work / "stdout").read_text().strip().splitlines()[-1].split(",")]
         consumed, rate = int(fields[4]), float(fields[5])
         total_messages += consumed
@@ -214,10 +187,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="20000,100000", help="night sizes in alerts, comma-separated")
     parser.add_argument("--rounds", type=int, default=2, help="archiver runs per night (best rate counts)")
     parser.add_argument(
-        "--pool",
-        type=int,
-        default=0,
-        help="repeat a pool of this many simulated alerts instead of simulating each night whole",
+        "--pool", type=int, default=0, help="repeat N simulated alerts instead of simulating whole nights"
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -34,7 +34,7 @@ from pathlib import Path
 import fastavro
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from _common import kafka_libs, start_cluster
+from _common import java_tool, kafka_libs, start_cluster
 from alertdist.avro import codec
 from alertdist.filters.bundled import bright_transients
 from alertdist.filters.live import LiveOptions, run_live
@@ -144,23 +144,8 @@ def runner(bootstrap: str, naming: TopicNaming, group: str):
 
 def ceiling(libs: Path, bootstrap: str, topic: str, messages: int, group: str) -> tuple[float, float]:
     """Kafka's own consumer: (fetch.nMsg.sec, nMsg.sec including its group join)."""
-    command = [
-        "java",
-        "-Xmx512m",
-        "-cp",
-        f"{libs}/*",
-        "org.apache.kafka.tools.ConsumerPerformance",
-        "--bootstrap-server",
-        bootstrap,
-        "--topic",
-        topic,
-        "--messages",
-        str(messages),
-        "--timeout",
-        "60000",
-        "--group",
-        group,
-    ]
+    where = ["--bootstrap-server", bootstrap, "--topic", topic, "--messages", str(messages)]
+    command = java_tool(libs, "ConsumerPerformance", *where, "--timeout", "60000", "--group", group)
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     if done.returncode != 0 or len(lines) < 2:

@@ -27,11 +27,10 @@ import multiprocessing
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _common import cpu_seconds, java_producer_performance, kafka_libs, say, start_cluster
+from _common import cpu_seconds, java_producer_performance, kafka_libs, private_broker, say
 from alertdist.infra import kafka_local
 from alertdist.kafka.clients import admin_client
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
@@ -45,19 +44,23 @@ NIGHT = dt.date(2023, 10, 12)
 PARTITIONS = 14
 
 
+def _publish(source, bootstrap: str, naming: TopicNaming, compression: str):
+    return publish(
+        source,
+        bootstrap_servers=bootstrap,
+        naming=naming,
+        night=NIGHT,
+        producer_overrides={"compression.type": compression},
+    )
+
+
 def publisher_rate(bootstrap: str, packets: list[SourcePacket], survey: str, compression: str) -> tuple[float, float]:
     """MB/s and alerts/s of the publisher over one simulated night held in memory."""
     naming = TopicNaming(survey=survey)
     ensure_night_topics(
         admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=PARTITIONS, compression="producer")
     )
-    result = publish(
-        packets,
-        bootstrap_servers=bootstrap,
-        naming=naming,
-        night=NIGHT,
-        producer_overrides={"compression.type": compression},
-    )
+    result = _publish(packets, bootstrap, naming, compression)
     if result.delivered_total != len(packets):
         raise RuntimeError(f"publisher delivered {result.delivered_total} of {len(packets)}")
     return result.rate_mb_s, result.rate_alerts_s
@@ -115,13 +118,7 @@ def latency_run(
     time.sleep(1.0)  # let it fetch its first (empty) responses
     stream = paced(itertools.islice(itertools.cycle(packets), n), rate_per_minute=rate_per_minute)
     broker_before, publisher_before = cpu_seconds(broker_pid), cpu_seconds()
-    result = publish(
-        stream,
-        bootstrap_servers=bootstrap,
-        naming=naming,
-        night=NIGHT,
-        producer_overrides={"compression.type": compression},
-    )
+    result = _publish(stream, bootstrap, naming, compression)
     publisher_cpu = cpu_seconds() - publisher_before
     latencies, consumer_cpu = results.get(timeout=seconds + 150)
     broker_cpu = cpu_seconds(broker_pid) - broker_before
@@ -178,62 +175,56 @@ def main(argv: list[str] | None = None) -> int:
         f"({'mean of the real 4.01 packets' if real else 'mean of the simulated packets: ../shared/data is absent'})"
     )
 
-    with tempfile.TemporaryDirectory(prefix="bench-publish-") as folder:
-        cluster = start_cluster(Path(folder) / "kafka")
+    libs = kafka_libs()
+    with private_broker("bench-publish-") as cluster:
         bootstrap = cluster.bootstrap_servers
-        libs = kafka_libs()
         say(f"broker {bootstrap} (Kafka {kafka_local.installed_version(libs)}), compression {args.compression}")
-        try:
-            java_rates, ours, alert_rates, latency = [], [], [], {}
-            for r in range(1, args.rounds + 1 if args.only != "latency" else 1):
-                topic = f"perf_{r}"
-                create_topics(
-                    admin_client(bootstrap),
-                    {
-                        topic: (
-                            PARTITIONS,
-                            1,
-                            {"max.message.bytes": str(10 * 1024 * 1024), "compression.type": "producer"},
-                        )
-                    },
-                )
-                java_rates.append(
-                    java_producer_performance(
-                        libs, bootstrap, topic, args.alerts, record_size, args.compression, timeout=600
+        java_rates, ours, alert_rates, latency = [], [], [], {}
+        for r in range(1, args.rounds + 1 if args.only != "latency" else 1):
+            topic = f"perf_{r}"
+            create_topics(
+                admin_client(bootstrap),
+                {
+                    topic: (
+                        PARTITIONS,
+                        1,
+                        {"max.message.bytes": str(10 * 1024 * 1024), "compression.type": "producer"},
                     )
+                },
+            )
+            java_rates.append(
+                java_producer_performance(
+                    libs, bootstrap, topic, args.alerts, record_size, args.compression, timeout=600
                 )
-                say(f"round {r}: (a) ProducerPerformance {java_rates[-1]:.1f} MB/s")
-                mb_s, alerts_s = publisher_rate(bootstrap, packets, f"round{r}", args.compression)
-                ours.append(mb_s)
-                alert_rates.append(alerts_s)
-                say(
-                    f"round {r}: (b) publisher          {mb_s:.1f} MB/s ({alerts_s:,.0f} alerts/s)   ratio {mb_s / java_rates[-1]:.2f}"
-                )
-            if java_rates:
-                best_java, best_ours = max(java_rates), max(ours)
-                say(
-                    f"best: (a) {best_java:.1f} MB/s, (b) {best_ours:.1f} MB/s, ratio {best_ours / best_java:.2f} "
-                    "(target >= 0.8)"
-                )
-            if args.only == "throughput":
-                return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before)
+            )
+            say(f"round {r}: (a) ProducerPerformance {java_rates[-1]:.1f} MB/s")
+            mb_s, alerts_s = publisher_rate(bootstrap, packets, f"round{r}", args.compression)
+            ours.append(mb_s)
+            alert_rates.append(alerts_s)
             say(
-                f"latency: {args.rate:,.0f} alerts/minute for {args.latency_seconds:.0f} s, consumed live in another process..."
+                f"round {r}: (b) publisher          {mb_s:.1f} MB/s ({alerts_s:,.0f} alerts/s)   ratio {mb_s / java_rates[-1]:.2f}"
             )
-            broker_pid = int(cluster.pid_file(1).read_text().strip())
-            latency = latency_run(
-                bootstrap, packets, args.rate, args.latency_seconds, args.latency_compression, broker_pid
-            )
+        if java_rates:
+            best_java, best_ours = max(java_rates), max(ours)
             say(
-                f"  {latency['alerts']} alerts at {latency['achieved_per_minute']:,}/min: p50 {latency['p50_ms']:.0f} ms, "
-                f"p95 {latency['p95_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']} ms (target p99 < 1000)"
+                f"best: (a) {best_java:.1f} MB/s, (b) {best_ours:.1f} MB/s, ratio {best_ours / best_java:.2f} "
+                "(target >= 0.8)"
             )
-            say(
-                f"  CPU per alert (ms): {latency['cpu_ms_per_alert']}; an idle {os.cpu_count()}-core machine could "
-                f"sustain ~{latency['idle_capacity_per_minute']:,} alerts/minute through all three"
-            )
-        finally:
-            kafka_local.stop(cluster, log=lambda *_: None)
+        if args.only == "throughput":
+            return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before)
+        say(
+            f"latency: {args.rate:,.0f} alerts/minute for {args.latency_seconds:.0f} s, consumed live in another process..."
+        )
+        broker_pid = int(cluster.pid_file(1).read_text().strip())
+        latency = latency_run(bootstrap, packets, args.rate, args.latency_seconds, args.latency_compression, broker_pid)
+        say(
+            f"  {latency['alerts']} alerts at {latency['achieved_per_minute']:,}/min: p50 {latency['p50_ms']:.0f} ms, "
+            f"p95 {latency['p95_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']} ms (target p99 < 1000)"
+        )
+        say(
+            f"  CPU per alert (ms): {latency['cpu_ms_per_alert']}; an idle {os.cpu_count()}-core machine could "
+            f"sustain ~{latency['idle_capacity_per_minute']:,} alerts/minute through all three"
+        )
     return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before)
 
 

@@ -23,11 +23,10 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from _common import java_producer_performance, say, start_cluster
+from _common import java_producer_performance, private_broker, say
 from alertdist.access.readers import ReadCounts, open_sources, tarball_alerts
 from alertdist.access.replay import replay_to_topic
 from alertdist.archive.tarball import TarballWriter
@@ -67,13 +66,9 @@ def night_tarball(folder: Path, n: int, seed: int) -> Path:
 def replay_rate(bootstrap: str, tarball: Path, topic: str, n: int, compression: str) -> tuple[float, float]:
     """MB/s and alerts/s of replaying the tarball into ``topic``."""
     alerts, counts, names = open_sources([str(tarball)])
+    overrides = {"compression.type": compression}
     result = replay_to_topic(
-        alerts,
-        bootstrap_servers=bootstrap,
-        topic=topic,
-        sources=names,
-        counts=counts,
-        producer_overrides={"compression.type": compression},
+        alerts, bootstrap_servers=bootstrap, topic=topic, sources=names, counts=counts, producer_overrides=overrides
     )
     if result.delivered != n or result.bad:
         raise RuntimeError(f"replay delivered {result.delivered} of {n} ({result.bad} bad)")
@@ -122,30 +117,26 @@ def main(argv: list[str] | None = None) -> int:
         f"read + peek alone {read_mb_s:,.0f} MB/s ({read_mb_s * 1e6 / record_size:,.0f} alerts/s)"
     )
 
-    with tempfile.TemporaryDirectory(prefix="bench-replay-") as folder:
-        cluster = start_cluster(Path(folder) / "kafka")
+    libs = settings.kafka_home / "libs"
+    with private_broker("bench-replay-") as cluster:
         bootstrap = cluster.bootstrap_servers
-        libs = settings.kafka_home / "libs"
         say(f"broker {bootstrap} (Kafka {kafka_local.installed_version(libs)}), compression {args.compression}")
-        try:
-            replay_rate(bootstrap, tarball, _topic(bootstrap, "warmup"), n, args.compression)  # coordinator loaded
-            _drop(bootstrap, "warmup")
-            java, ours, alert_rates = [], [], []
-            for r in range(1, args.rounds + 1):
-                for which in ("java", "ours") if r % 2 else ("ours", "java"):
-                    topic = _topic(bootstrap, f"{which}_{r}")
-                    if which == "java":
-                        java.append(java_producer_performance(libs, bootstrap, topic, n, record_size, args.compression))
-                        say(f"round {r}: (a) ProducerPerformance {java[-1]:.1f} MB/s")
-                    else:
-                        mb_s, alerts_s = replay_rate(bootstrap, tarball, topic, n, args.compression)
-                        ours.append(mb_s)
-                        alert_rates.append(alerts_s)
-                        say(f"round {r}: (b) replay              {mb_s:.1f} MB/s ({alerts_s:,.0f} alerts/s)")
-                    _drop(bootstrap, topic)  # keep the broker's disk and page cache alike for every round
-                say(f"round {r}: ratio {ours[-1] / java[-1]:.2f}")
-        finally:
-            kafka_local.stop(cluster, log=lambda *_: None)
+        replay_rate(bootstrap, tarball, _topic(bootstrap, "warmup"), n, args.compression)  # coordinator loaded
+        _drop(bootstrap, "warmup")
+        java, ours, alert_rates = [], [], []
+        for r in range(1, args.rounds + 1):
+            for which in ("java", "ours") if r % 2 else ("ours", "java"):
+                topic = _topic(bootstrap, f"{which}_{r}")
+                if which == "java":
+                    java.append(java_producer_performance(libs, bootstrap, topic, n, record_size, args.compression))
+                    say(f"round {r}: (a) ProducerPerformance {java[-1]:.1f} MB/s")
+                else:
+                    mb_s, alerts_s = replay_rate(bootstrap, tarball, topic, n, args.compression)
+                    ours.append(mb_s)
+                    alert_rates.append(alerts_s)
+                    say(f"round {r}: (b) replay              {mb_s:.1f} MB/s ({alerts_s:,.0f} alerts/s)")
+                _drop(bootstrap, topic)  # keep the broker's disk and page cache alike for every round
+            say(f"round {r}: ratio {ours[-1] / java[-1]:.2f}")
 
     best_java, best_ours = max(java), max(ours)
     median_ratio = statistics.median(ours) / statistics.median(java)

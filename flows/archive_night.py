@@ -7,16 +7,15 @@ transient trouble.
 from __future__ import annotations
 
 from prefect import flow
-from prefect.runtime import flow_run
 
 from alertdist.archive import ArchiveOptions
 from alertdist.nights.dates import Night
 from alertdist.settings import Settings
 from alertdist.tasks.archive import archive_night as archive
-from alertdist.tasks.policy import night_label
+from alertdist.tasks.policy import run_label
 
 
-@flow(name="archive-night", flow_run_name=lambda: f"archive-{night_label(flow_run.parameters.get('night'))}")
+@flow(name="archive-night", flow_run_name=run_label("archive", "night"))
 def archive_night(
     night: Night | None = None,
     dest: str | None = None,

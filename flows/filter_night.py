@@ -7,20 +7,14 @@ errors retry; a filter that keeps raising stops with its reason.
 from __future__ import annotations
 
 from prefect import flow
-from prefect.runtime import flow_run
 
 from alertdist.nights.dates import Night
 from alertdist.settings import Settings
 from alertdist.tasks.filters import run_filter_copy, summarise_filter
-from alertdist.tasks.policy import night_label
+from alertdist.tasks.policy import run_label
 
 
-def _run_name() -> str:
-    p = flow_run.parameters
-    return f"filter-{p['filter_name']}-{night_label(p.get('night'))}-x{p.get('parallelism', 1)}"
-
-
-@flow(name="filter-night", flow_run_name=_run_name)
+@flow(name="filter-night", flow_run_name=run_label("filter", "filter_name", "night", "parallelism"))
 def filter_night(
     filter_name: str,
     night: Night | None = None,

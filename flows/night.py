@@ -12,7 +12,6 @@ import datetime as dt
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 
 from alertdist.filters import available_filters
 from alertdist.flows.archive_night import archive_night
@@ -22,7 +21,7 @@ from alertdist.flows.topics import create_night_topics
 from alertdist.nights.dates import Night
 from alertdist.settings import Settings
 from alertdist.tasks.nights import abort_night, announce, report_night
-from alertdist.tasks.policy import night_label
+from alertdist.tasks.policy import run_label
 
 
 @task(cache_policy=NO_CACHE, task_run_name="filter-{filter_name}")
@@ -37,7 +36,7 @@ def run_filter_stage(filter_name: str, night: dt.date, parallelism: int, setting
     )
 
 
-@flow(name="night", flow_run_name=lambda: f"night-{night_label(flow_run.parameters.get('night'))}")
+@flow(name="night", flow_run_name=run_label("night", "night"))
 def night(
     night: Night | None = None,
     source: str = "simulate:3000",

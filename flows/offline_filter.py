@@ -8,20 +8,14 @@ produced on that night. ``out`` is a local ``.parquet`` or ``.csv`` file, writte
 from __future__ import annotations
 
 from prefect import flow
-from prefect.runtime import flow_run
 
 from alertdist.nights.dates import Night
 from alertdist.settings import Settings
 from alertdist.tasks.filters import filter_archived
+from alertdist.tasks.policy import run_label
 
 
-def _run_name() -> str:
-    p = flow_run.parameters
-    first = str((p.get("sources") or ["?"])[0]).rstrip("/").rsplit("/", 1)[-1]
-    return f"offline-{p['filter_name']}-{p.get('archived_night') or first}"
-
-
-@flow(name="offline-filter", flow_run_name=_run_name)
+@flow(name="offline-filter", flow_run_name=run_label("offline", "filter_name", "archived_night", "sources"))
 def offline_filter(
     filter_name: str,
     sources: list[str],

@@ -7,22 +7,16 @@ path or URL, or ``simulate:N[:SEED]``. The night's topics and ACLs are ensured f
 from __future__ import annotations
 
 from prefect import flow
-from prefect.runtime import flow_run
 
 from alertdist.nights.dates import Night
 from alertdist.nights.topics import TopicSettings
 from alertdist.publish.sources import SourceSpec
 from alertdist.settings import Settings
-from alertdist.tasks.policy import night_label
+from alertdist.tasks.policy import run_label
 from alertdist.tasks.publish import publish_night as publish
 
 
-def _run_name() -> str:
-    p = flow_run.parameters
-    return f"publish-{night_label(p.get('night'))}-{str(p['source']).split(':')[0].rsplit('/', 1)[-1]}"
-
-
-@flow(name="publish-night", flow_run_name=_run_name)
+@flow(name="publish-night", flow_run_name=run_label("publish", "night", "source"))
 def publish_night(
     source: str,
     night: Night | None = None,

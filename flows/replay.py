@@ -9,21 +9,15 @@ it). ``speed`` replays at the night's cadence that many times faster; none: as f
 from __future__ import annotations
 
 from prefect import flow
-from prefect.runtime import flow_run
 
 from alertdist.jobs.replay import ReplayRequest
 from alertdist.nights.dates import Night
 from alertdist.settings import Settings
+from alertdist.tasks.policy import run_label
 from alertdist.tasks.replay import replay_sources
 
 
-def _run_name() -> str:
-    p = flow_run.parameters
-    first = str((p.get("sources") or ["?"])[0]).rstrip("/").rsplit("/", 1)[-1]
-    return f"replay-{first}-to-{p.get('topic') or p.get('night')}"
-
-
-@flow(name="replay-night", flow_run_name=_run_name)
+@flow(name="replay-night", flow_run_name=run_label("replay", "sources", "topic", "night", tonight=False))
 def replay_night(
     sources: list[str],
     topic: str | None = None,

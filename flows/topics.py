@@ -5,16 +5,15 @@ that drifted), so a retry or a second schedule does no harm."""
 from __future__ import annotations
 
 from prefect import flow
-from prefect.runtime import flow_run
 
 from alertdist.nights.dates import Night
 from alertdist.nights.topics import TopicSettings
 from alertdist.settings import Settings
 from alertdist.tasks.nights import open_night
-from alertdist.tasks.policy import night_label
+from alertdist.tasks.policy import run_label
 
 
-@flow(name="create-night-topics", flow_run_name=lambda: f"topics-{night_label(flow_run.parameters.get('night'))}")
+@flow(name="create-night-topics", flow_run_name=run_label("topics", "night"))
 def create_night_topics(
     night: Night | None = None,
     partitions: int = 14,

@@ -3,12 +3,15 @@ bug, a refusal or a verification failure; and how run names are built from param
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from alertdist.kafka.errors import retry_condition
 from alertdist.nights.dates import parse_night
 
-__all__ = ["night_label", "transient_retries"]
+__all__ = ["night_label", "run_label", "transient_retries"]
 
 
 def transient_retries(delays_s: list[int], *also_transient: type[BaseException]) -> dict:
@@ -24,3 +27,22 @@ def transient_retries(delays_s: list[int], *also_transient: type[BaseException])
 def night_label(night) -> str:
     """``YYYYMMDD`` for a run name, whether the parameter holds a date or its text; ``tonight`` when unset."""
     return f"{parse_night(night):%Y%m%d}" if night else "tonight"
+
+
+def run_label(prefix: str, *keys: str, tonight: bool = True) -> Callable[[], str]:
+    """A ``flow_run_name``: ``prefix`` and the run's parameters ``keys``, readable in the UI (a night as YYYYMMDD, an
+    unset ``night`` as ``tonight`` unless told otherwise; a path or URL by its last part, a list by its first item;
+    other unset ones left out)."""
+
+    def name() -> str:
+        parts = [prefix]
+        for key in keys:
+            value = flow_run.parameters.get(key)
+            if (key == "night" and tonight) or (key.endswith("night") and value):
+                parts.append(night_label(value))
+            elif value is not None:
+                first = value[0] if isinstance(value, list) and value else value
+                parts.append(str(first).split(":")[0].rstrip("/").rsplit("/", 1)[-1])
+        return "-".join(parts)
+
+    return name

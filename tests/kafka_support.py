@@ -10,7 +10,7 @@ from confluent_kafka.admin import OffsetSpec
 from alertdist.kafka.clients import admin_client, consumer
 from alertdist.kafka.reading import read_to_end as read_partitions
 
-__all__ = ["read_to_end", "wait_until_settled"]
+__all__ = ["committed_offsets", "read_to_end", "wait_until_settled"]
 
 
 def wait_until_settled(admin, partitions: list[TopicPartition], timeout: float = 30.0) -> None:
@@ -45,5 +45,17 @@ def read_to_end(
         if settle:
             wait_until_settled(admin_client(bootstrap), partitions)
         return list(read_partitions(c, partitions, timeout=timeout))
+    finally:
+        c.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topics: list[str], partitions: int) -> int:
+    """How many messages of ``topics`` the consumer group has committed, summed over partitions 0..partitions-1.
+
+    read_uncommitted: never waits for a transaction a killed copy left open (its restart aborts it)."""
+    c = consumer(bootstrap, group, **{"isolation.level": "read_uncommitted"})
+    try:
+        offsets = c.committed([TopicPartition(t, p) for t in topics for p in range(partitions)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in offsets)
     finally:
         c.close()

@@ -99,20 +99,8 @@ def test_killing_the_archiver_leaves_no_partial_file_and_a_rerun_completes(kafka
         "ALERTDIST_SURVEY": naming.survey,
         "ALERTDIST_HOME": str(tmp_path / "home"),
     }
-    command = [
-        sys.executable,
-        "-m",
-        "alertdist.cli.main",
-        "archive",
-        "--night",
-        f"{NIGHT:%Y%m%d}",
-        "--dest",
-        str(dest),
-        "--row-group-rows",
-        "5",
-        "--work-dir",
-        str(tmp_path),
-    ]
+    archive = ["archive", "--night", f"{NIGHT:%Y%m%d}", "--dest", str(dest), "--row-group-rows", "5"]
+    command = [sys.executable, "-m", "alertdist.cli.main", *archive, "--work-dir", str(tmp_path)]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120

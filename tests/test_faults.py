@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import TopicPartition
 from confluent_kafka.admin import ConfigResource
 
 from alertdist.archive import ArchiveOptions, archive_night, read_manifest, verify_night
@@ -30,13 +29,13 @@ from alertdist.avro import codec
 from alertdist.filters import alert_filter
 from alertdist.filters.live import group_id_for
 from alertdist.infra import kafka_local
-from alertdist.kafka.clients import admin_client, consumer
+from alertdist.kafka.clients import admin_client
 from alertdist.nights.state import read_night_state
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from alertdist.publish.publisher import PublishProgress, publish
 from alertdist.publish.sources import NIGHT_DONE, SourcePacket, paced, simulated_alerts
 from tests.conftest import REPO, start_test_cluster
-from tests.kafka_support import read_to_end
+from tests.kafka_support import committed_offsets, read_to_end
 
 NIGHT = dt.date(2023, 10, 12)
 NIGHT_TEXT = f"{NIGHT:%Y%m%d}"
@@ -186,12 +185,7 @@ def slow_even(alert):
 
 
 def _committed(bootstrap: str, group: str, topics: list[str]) -> int:
-    c = consumer(bootstrap, group, **{"isolation.level": "read_uncommitted"})
-    try:
-        offsets = c.committed([TopicPartition(t, p) for t in topics for p in range(PARTITIONS)], timeout=10)
-        return sum(max(tp.offset, 0) for tp in offsets)
-    finally:
-        c.close()
+    return committed_offsets(bootstrap, group, topics, PARTITIONS)
 
 
 def test_sigkill_of_a_filter_and_the_archiver_mid_run_then_restart_gives_exactly_once_outputs(

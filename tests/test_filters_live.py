@@ -18,23 +18,23 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import TopicPartition
 
 from alertdist.avro import codec
 from alertdist.filters import alert_filter, load_filter
 from alertdist.filters.batch import run_batch
 from alertdist.filters.bundled import bright_transients
 from alertdist.filters.live import FilterFailingError, LiveOptions, group_id_for, run_live
-from alertdist.kafka.clients import admin_client, consumer, producer
+from alertdist.kafka.clients import admin_client, producer
 from alertdist.nights.state import NightState, end_offsets, mark_night
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from alertdist.simulate.night import simulate_night
-from tests.kafka_support import read_to_end
+from tests.kafka_support import committed_offsets, read_to_end
 from tests.test_filters import EXPECTED, full_record
 
 REPO = Path(__file__).resolve().parents[1]
 NIGHT = dt.date(2023, 10, 12)
 PARTITIONS = 4
+FILTER_RUN = [str(Path(sys.executable).parent / "alertdist"), "filter", "run"]
 FAST = LiveOptions(state_poll_s=0.5, done_check_s=0.2)
 
 
@@ -228,13 +228,7 @@ def test_two_copies_split_the_partitions_and_produce_each_passing_alert_once(kaf
 
 
 def _committed(bootstrap: str, group: str, topics: list[str]) -> int:
-    # read_uncommitted: do not wait for a transaction the killed copy left open (its restart aborts it)
-    c = consumer(bootstrap, group, **{"isolation.level": "read_uncommitted"})
-    try:
-        offsets = c.committed([TopicPartition(t, p) for t in topics for p in range(PARTITIONS)], timeout=10)
-        return sum(max(tp.offset, 0) for tp in offsets)
-    finally:
-        c.close()
+    return committed_offsets(bootstrap, group, topics, PARTITIONS)
 
 
 def test_a_killed_copy_restarted_neither_skips_nor_duplicates(kafka_bootstrap, unique, night_packets, tmp_path):
@@ -249,16 +243,7 @@ def test_a_killed_copy_restarted_neither_skips_nor_duplicates(kafka_bootstrap, u
         "ALERTDIST_SURVEY": naming.survey,
         "PYTHONPATH": str(REPO),
     }
-    command = [
-        str(Path(sys.executable).parent / "alertdist"),
-        "filter",
-        "run",
-        "tests.test_filters_live:slow_bright",
-        "--night",
-        f"{NIGHT:%Y%m%d}",
-        "--batch-size",
-        "20",
-    ]
+    command = [*FILTER_RUN, "tests.test_filters_live:slow_bright", "--night", f"{NIGHT:%Y%m%d}", "--batch-size", "20"]
 
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -290,14 +275,7 @@ def test_an_open_night_keeps_the_copy_running_until_sigterm_or_the_close(kafka_b
     topics = list(naming.programme_topics(NIGHT).values())
     group = group_id_for(naming, NIGHT, "solar_system")
     env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap, "ALERTDIST_SURVEY": naming.survey}
-    command = [
-        str(Path(sys.executable).parent / "alertdist"),
-        "filter",
-        "run",
-        "solar_system",
-        "--night",
-        f"{NIGHT:%Y%m%d}",
-    ]
+    command = [*FILTER_RUN, "solar_system", "--night", f"{NIGHT:%Y%m%d}"]
 
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

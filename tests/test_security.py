@@ -277,31 +277,18 @@ def test_users_cli_adds_and_lists_with_the_password_on_stdin(secure_cluster, nig
         "ALERTDIST_SURVEY": naming.survey,
     }
     cli = [sys.executable, "-m", "alertdist.cli.main", "users"]
+    run = dict(capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     added = subprocess.run(
-        [*cli, "add", "leo", "--role", "partnership", "--password-stdin"],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
+        [*cli, "add", "leo", "--role", "partnership", "--password-stdin"], input=PASSWORD + "\n", **run
     )
     assert added.returncode == 0, added.stderr
     assert "user leo (partnership) added" in added.stdout and PASSWORD not in added.stdout + added.stderr
-    listed = subprocess.run([*cli, "list"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    listed = subprocess.run([*cli, "list"], **run)
     assert listed.returncode == 0 and listed.stdout.split()[:2] == ["leo", "partnership"]
     topic2 = naming.programme_topic(NIGHT, 2)
     assert _read(secure_cluster, "leo", topic2) == ([topic2.encode()], set())
 
-    refused = subprocess.run(
-        [*cli, "add", "leo", "--role", "admin", "--password-stdin"],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=120,
-    )
+    refused = subprocess.run([*cli, "add", "leo", "--role", "admin", "--password-stdin"], input=PASSWORD + "\n", **run)
     assert refused.returncode == 2 and "invalid choice: 'admin'" in refused.stderr
 
 

@@ -170,6 +170,11 @@ def _fetch_into(
     return restarts
 
 
+def _downloaded(remote: RemoteFile, final: Path, hashes: _Hashes, **how) -> DownloadedFile:
+    checksums = (hashes.md5.hexdigest(), hashes.sha256.hexdigest())
+    return DownloadedFile(remote.path, final, hashes.size, *checksums, _checked(remote), **how)
+
+
 def download_file(
     location: ArchiveLocation, remote: RemoteFile, folder: Path, *, progress: Progress | None = None, attempts: int = 5
 ) -> DownloadedFile:
@@ -180,15 +185,7 @@ def download_file(
     if final.exists():
         hashes = _hash_file(final)
         if not _problems(remote, hashes):
-            return DownloadedFile(
-                remote.path,
-                final,
-                hashes.size,
-                hashes.md5.hexdigest(),
-                hashes.sha256.hexdigest(),
-                _checked(remote),
-                already_there=True,
-            )
+            return _downloaded(remote, final, hashes, already_there=True)
         _log.warning("%s exists but does not match the archive; downloading it again", final)
     restarts = 0
     for fresh in (False, True):
@@ -200,16 +197,7 @@ def download_file(
         problems = _problems(remote, hashes)
         if not problems:
             os.replace(part, final)
-            return DownloadedFile(
-                remote.path,
-                final,
-                hashes.size,
-                hashes.md5.hexdigest(),
-                hashes.sha256.hexdigest(),
-                _checked(remote),
-                resumed_from,
-                restarts,
-            )
+            return _downloaded(remote, final, hashes, resumed_from=resumed_from, restarts=restarts)
         if resumed_from == 0 or fresh:
             break
         _log.warning(

@@ -259,16 +259,8 @@ def replay_into_night(
             yield None  # stopped while waiting for an exposure: the publisher must see it and leave the night open
 
     def report(p: PublishProgress) -> None:
-        progress(
-            ReplayProgress(
-                p.read + sum(c.bad for c in counts),
-                p.delivered,
-                sum(c.bad for c in counts),
-                p.failed,
-                p.in_flight,
-                p.elapsed_s,
-            )
-        )
+        bad = sum(c.bad for c in counts)
+        progress(ReplayProgress(p.read + bad, p.delivered, bad, p.failed, p.in_flight, p.elapsed_s))
 
     try:
         published = publish(
@@ -285,18 +277,16 @@ def replay_into_night(
         )
     except PublishError as e:
         raise ReplayError(f"replaying into night {night:%Y%m%d}: {e}", transient=e.transient) from e
+    outcome = {
+        k: getattr(published, k) for k in ("failed", "bytes_delivered", "elapsed_s", "stopped", "closed", "failures")
+    }
     result = ReplayResult(
         list(sources),
         f"night {night:%Y%m%d} of {naming.survey}",
         speed=speed,
         delivered=published.delivered_total,
         rejected=published.rejected_total,
-        failed=published.failed,
-        bytes_delivered=published.bytes_delivered,
-        elapsed_s=published.elapsed_s,
-        stopped=published.stopped,
-        closed=published.closed,
-        failures=published.failures,
+        **outcome,
     )
     result.take_counts(list(counts))
     result.read = published.read + result.bad

@@ -72,36 +72,29 @@ def replay(
         )
 
     topics = TopicSettings(partitions=request.partitions)
+    common = dict(
+        bootstrap_servers=settings.bootstrap_servers,
+        sources=names,
+        counts=counts,
+        speed=request.speed,
+        stop=stop,
+        progress=show,
+        progress_every_s=progress_every_s,
+    )
     created = False
     if request.topic:
         created = ensure_topic(settings.bootstrap_servers, request.topic, topics) == "created"
-        result = replay_to_topic(
-            alerts,
-            bootstrap_servers=settings.bootstrap_servers,
-            topic=request.topic,
-            sources=names,
-            counts=counts,
-            speed=request.speed,
-            stop=stop,
-            progress=show,
-            progress_every_s=progress_every_s,
-        )
+        result = replay_to_topic(alerts, topic=request.topic, **common)
     else:
         result = replay_into_night(
             alerts,
-            bootstrap_servers=settings.bootstrap_servers,
             naming=settings.naming,
             night=request.night,
-            sources=names,
-            counts=counts,
             site=settings.site,
             topic_settings=topics,
-            speed=request.speed,
-            stop=stop,
             check_night=request.check_night,
             reopen=request.reopen,
-            progress=show,
-            progress_every_s=progress_every_s,
+            **common,
         )
     progress.update(result.summary(), final=True)
     return Replayed(result, counts, created)

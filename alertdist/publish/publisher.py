@@ -147,24 +147,21 @@ class PublishResult:
         return rows
 
 
+@dataclass(frozen=True)
+class _Checks:
+    """What is checked in every packet before it is published."""
+
+    max_packet_bytes: int
+    night: bool  # its jd lies in the night published
+    full: bool  # decoded whole, not only through ``candidate``
+
+
 class _Publisher:
     """One run's state: the counting producer, the counts by outcome, and the per-packet bookkeeping."""
 
-    def __init__(
-        self,
-        bootstrap_servers,
-        naming,
-        night,
-        site,
-        max_packet_bytes,
-        check_night,
-        settle,
-        producer_overrides,
-        full_check=False,
-    ):
-        self.naming, self.night, self.site = naming, night, site
-        self.max_packet_bytes, self.check_night, self.settle = max_packet_bytes, check_night, settle
-        self.full_check = full_check
+    def __init__(self, bootstrap_servers, naming, night, site, checks: _Checks, settle, producer_overrides):
+        self.naming, self.night, self.site, self.settle = naming, night, site, settle
+        self.max_packet_bytes, self.check_night, self.full_check = checks.max_packet_bytes, checks.night, checks.full
         self.topics = naming.programme_topics(night)
         self.rejected_topic = naming.rejected_topic(night)
         self.result = PublishResult(night=f"{night:%Y%m%d}")
@@ -333,16 +330,9 @@ def publish(
     stop = stop or threading.Event()
     started = time.monotonic()
     night_text = f"{night:%Y%m%d}"
+    checks = _Checks(max_packet_bytes, check_night, full_check)
     run = _Publisher(
-        bootstrap_servers,
-        naming,
-        night,
-        site,
-        max_packet_bytes,
-        check_night,
-        getattr(source, "settle", None),
-        producer_overrides,
-        full_check,
+        bootstrap_servers, naming, night, site, checks, getattr(source, "settle", None), producer_overrides
     )
     run.check_topics()
     state = retry_call("reading the night's state", read_night_state, bootstrap_servers, naming, night_text)

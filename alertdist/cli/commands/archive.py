@@ -7,7 +7,7 @@ import threading
 import time
 
 from alertdist.archive import ArchiveOptions
-from alertdist.cli import argtypes
+from alertdist.cli import parsing
 from alertdist.cli.progress import ProgressLine
 from alertdist.jobs.archive import archive_night
 from alertdist.kafka.signals import stop_on_signals
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--night", required=True, type=argtypes.night, help="the night to archive, YYYYMMDD (it must be closed)"
+        "--night", required=True, type=parsing.night, help="the night to archive, YYYYMMDD (it must be closed)"
     )
     p.add_argument(
         "--dest",
@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--programmes",
-        type=argtypes.programme_ids,
+        type=parsing.programme_ids,
         metavar="1,2,3",
         help="programme ids to archive (default: every programme the night closed with)",
     )

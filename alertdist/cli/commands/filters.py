@@ -6,7 +6,7 @@ import argparse
 import sys
 import threading
 
-from alertdist.cli import argtypes
+from alertdist.cli import parsing
 from alertdist.cli.progress import ProgressLine
 from alertdist.filters import available_filters, load_filter
 from alertdist.filters.live import LiveOptions
@@ -28,6 +28,10 @@ def _list(args, settings: Settings) -> int:
 
 
 def _run(args, settings: Settings) -> int:
+    """Consume the night's programme topics as the filter's consumer group (start N copies with --copy-index 0..N-1 to
+    share the partitions), write each passing alert to <topic>_<filter> and each alert the filter fails on to
+    <survey>_<night>_<filter>_errors, exactly once (Kafka transactions). Stops by itself once the night is closed
+    and fully consumed by the group, or on SIGTERM/SIGINT; run it again to resume where it stopped."""
     night = args.night or settings.tonight()
     line = ProgressLine(f"filter {args.filter} night {night:%Y%m%d} copy {args.copy_index}")
     stop = threading.Event()
@@ -51,6 +55,8 @@ def _run(args, settings: Settings) -> int:
 
 
 def _batch(args, settings: Settings) -> int:
+    """The same filter, the same answer as live: prints (or writes) a table of the passing alerts with candid,
+    objectId, programid and the filter's annotations."""
     done = filter_archived(
         settings,
         args.filter,
@@ -98,46 +104,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="the bundled filters, the fields they read and what they select")
     listing.set_defaults(run=_list)
 
-    run = actions.add_parser(
-        "run",
-        help="run one copy of a filter on a night's stream until the night is closed and consumed",
-        description="Consume the night's programme topics as the filter's consumer group (start N copies with "
-        "--copy-index 0..N-1 to share the partitions), write each passing alert to "
-        "<topic>_<filter> and each alert the filter fails on to <survey>_<night>_<filter>_errors, "
-        "exactly once (Kafka transactions). Stops by itself once the night is closed and fully "
-        "consumed by the group, or on SIGTERM/SIGINT; run it again to resume where it stopped.",
+    run = parsing.command(
+        actions, "run", _run, "run one copy of a filter on a night's stream until the night is closed and consumed"
     )
     run.add_argument("filter", help=FILTER_HELP)
+    run.add_argument("--night", metavar="YYYYMMDD", type=parsing.night, help="the night (default: tonight at the site)")
     run.add_argument(
-        "--night", metavar="YYYYMMDD", type=argtypes.night, help="the night (default: tonight at the site)"
+        "--programmes", type=parsing.programme_ids, metavar="1,2", help="programme ids to read (default all)"
     )
     run.add_argument(
-        "--programmes",
-        metavar="1,2",
-        type=argtypes.programme_ids,
-        help="programme ids this filter may see (default: all)",
-    )
-    run.add_argument(
-        "--copy-index",
-        type=int,
-        default=0,
-        metavar="I",
-        help="which copy this is, 0..N-1; a restart must reuse its index (default 0)",
+        "--copy-index", type=int, default=0, metavar="I", help="this copy, 0..N-1; a restart reuses it (default 0)"
     )
     run.add_argument("--batch-size", type=int, default=500, help="alerts per transaction at most (default 500)")
     run.add_argument(
-        "--error-threshold",
-        type=int,
-        default=100,
-        help="stop after this many consecutive alerts the filter raised on (default 100)",
+        "--error-threshold", type=int, default=100, help="stop after N alerts in a row raised on (default 100)"
     )
-    run.set_defaults(run=_run)
 
-    batch = actions.add_parser(
-        "batch",
-        help="run a filter over a folder of .avro packets, one packet, or a tarball",
-        description="The same filter, the same answer as live: prints (or writes) a table of the passing "
-        "alerts with candid, objectId, programid and the filter's annotations.",
+    batch = parsing.command(
+        actions, "batch", _batch, "run a filter over a folder of .avro packets, one packet, or a tarball"
     )
     batch.add_argument("filter", help=FILTER_HELP)
     batch.add_argument(
@@ -148,8 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dataset, or an archive root (with --archived-night); local, s3:// or https://",
     )
     batch.add_argument(
-        "--archived-night", metavar="YYYYMMDD", type=argtypes.night, help="with an archive root as SOURCE: the night"
+        "--archived-night", metavar="YYYYMMDD", type=parsing.night, help="with an archive root as SOURCE: the night"
     )
     batch.add_argument("--from-parquet", action="store_true", help="from an archive root, read its Parquet")
     batch.add_argument("--out", metavar="FILE", help="write the table to FILE.parquet or FILE.csv")
-    batch.set_defaults(run=_batch)

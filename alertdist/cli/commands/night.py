@@ -6,12 +6,15 @@ import argparse
 import os
 import sys
 
-from alertdist.cli import argtypes
+from alertdist.cli import parsing
 from alertdist.cli.commands.prefect_server import local_server
 from alertdist.settings import Settings
 
 
 def _run(args, settings: Settings) -> int:
+    """Runs the `night` flow: create the night's topics, start the bundled filters, publish a simulated night (or
+    --source), close it, let the filters drain, archive to Avro tarballs + Parquet, verify, and report in the
+    Prefect UI."""
     server = local_server(settings)
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.update(server.client_env())  # Prefect's own client settings, before it is imported
@@ -52,14 +55,10 @@ def _run(args, settings: Settings) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "night",
-        help="run one whole night end to end (topics, filters, publish, archive, verify)",
-        description="Runs the `night` flow: create the night's topics, start the bundled filters, "
-        "publish a simulated night (or --source), close it, let the filters drain, archive to "
-        "Avro tarballs + Parquet, verify, and report in the Prefect UI.",
+    p = parsing.command(
+        sub, "night", _run, "run one whole night end to end (topics, filters, publish, archive, verify)"
     )
-    p.add_argument("--night", type=argtypes.night, help="YYYYMMDD (default: tonight at the site)")
+    p.add_argument("--night", type=parsing.night, help="YYYYMMDD (default: tonight at the site)")
     p.add_argument("--alerts", type=int, default=3000, help="size of the simulated night (default 3000)")
     p.add_argument("--seed", type=int, default=1, help="simulation seed (same seed, same night)")
     p.add_argument(
@@ -69,4 +68,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--filter-copies", type=int, default=1, help="copies of each filter (consumer-group members)")
     p.add_argument("--archive", help="archive destination URL (default .alertdist/archive or $ALERTDIST_ARCHIVE_URL)")
     p.add_argument("--partitions", type=int, default=14, help="partitions per programme topic (default 14)")
-    p.set_defaults(run=_run)

@@ -6,7 +6,7 @@ import argparse
 import threading
 from pathlib import Path
 
-from alertdist.cli import argtypes
+from alertdist.cli import parsing
 from alertdist.cli.progress import ProgressLine
 from alertdist.jobs.nights import open_night
 from alertdist.jobs.publish import publish_night
@@ -28,6 +28,8 @@ def _topic_settings(args) -> TopicSettings:
 
 
 def _create_topics(args, settings: Settings) -> int:
+    """Create ztf_YYYYMMDD_programidN for each programme, ztf_YYYYMMDD_rejected and the compacted ztf_nights. An
+    existing topic is reported as 'exists', with any settings that drifted."""
     for topic, what in open_night(settings, args.night or settings.tonight(), _topic_settings(args)).topics.items():
         print(f"{topic}: {what}")
     return 0
@@ -44,6 +46,11 @@ def _source(args) -> SourceSpec:
 
 
 def _publish(args, settings: Settings) -> int:
+    """Publish each packet to its programme's topic of the night, unchanged; bad packets go to the night's rejected
+    topic with their reason. With --drop-folder the folder is watched live and a file is removed only after Kafka
+    acknowledged it; the night ends when the pipeline writes NIGHT_DONE into the folder. At the end the counts must
+    reconcile and the night is marked closed with its end offsets. SIGINT/SIGTERM stop cleanly and leave the night
+    open."""
     night = args.night or settings.tonight()
     stop = threading.Event()
     with stop_on_signals(stop):
@@ -77,6 +84,8 @@ def _publish(args, settings: Settings) -> int:
 
 
 def _simulate(args, settings: Settings) -> int:
+    """Write N simulated ZTF alert packets (schema 4.02, deterministic for a seed) as <candid>.avro files into a
+    folder, at real cadence times --speed or as fast as possible, then NIGHT_DONE."""
     from alertdist.simulate.night import write_drop_folder
 
     night = args.night or settings.tonight()
@@ -104,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--night",
             metavar="YYYYMMDD",
-            type=argtypes.night,
+            type=parsing.night,
             help="the night (default: the one starting this evening or under way at the site, "
             "$ALERTDIST_SITE_TIMEZONE)",
         )
@@ -116,24 +125,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     topics = sub.add_parser("topics", help="create a night's Kafka topics")
     actions = topics.add_subparsers(dest="action", metavar="ACTION", required=True)
-    create = actions.add_parser(
-        "create",
-        help="create a night's programme topics, its rejected topic and the nights topic (idempotent)",
-        description="Create ztf_YYYYMMDD_programidN for each programme, ztf_YYYYMMDD_rejected and the compacted "
-        "ztf_nights. An existing topic is reported as 'exists', with any settings that drifted.",
-    )
+    create = parsing.command(actions, "create", _create_topics, "create a night's topics (idempotent)")
     night_option(create)
     topic_options(create)
-    create.set_defaults(run=_create_topics)
 
-    pub = sub.add_parser(
-        "publish",
-        help="publish a night's alert packets to Kafka (live drop folder, folder, tarball or simulated)",
-        description="Publish each packet to its programme's topic of the night, unchanged; bad packets go to the "
-        "night's rejected topic with their reason. With --drop-folder the folder is watched live and "
-        f"a file is removed only after Kafka acknowledged it; the night ends when the pipeline writes "
-        f"{NIGHT_DONE} into the folder. At the end the counts must reconcile and the night is marked "
-        "closed with its end offsets. SIGINT/SIGTERM stop cleanly and leave the night open.",
+    pub = parsing.command(
+        sub, "publish", _publish, "publish a night's alert packets to Kafka (drop folder, tarball...)"
     )
     night_option(pub)
     what = pub.add_mutually_exclusive_group(required=True)
@@ -165,18 +162,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     pub.add_argument("--reopen", action="store_true", help="publish into a night already marked closed")
     pub.add_argument("--no-create-topics", action="store_true", help="fail if the night's topics do not exist")
     topic_options(pub)
-    pub.set_defaults(run=_publish)
 
-    sim = sub.add_parser(
-        "simulate",
-        help="write a simulated night of N alert packets into a drop folder",
-        description="Write N simulated ZTF alert packets (schema 4.02, deterministic for a seed) as <candid>.avro "
-        f"files into a folder, at real cadence times --speed or as fast as possible, then {NIGHT_DONE}.",
-    )
+    sim = parsing.command(sub, "simulate", _simulate, "write a simulated night of N alert packets into a drop folder")
     sim.add_argument("alerts", type=int, metavar="N", help="number of alerts")
     night_option(sim)
     sim.add_argument("--to", required=True, metavar="DIR", help="the drop folder")
     sim.add_argument("--speed", type=float, help="release exposures at SPEED x real cadence (default: no waiting)")
     sim.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     sim.add_argument("--no-done-marker", action="store_true", help=f"do not write {NIGHT_DONE} at the end")
-    sim.set_defaults(run=_simulate)

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from alertdist.cli import argtypes
+from alertdist.cli import parsing
 from alertdist.cli.progress import ProgressLine
 from alertdist.settings import Settings
 
@@ -29,6 +29,9 @@ def _kinds(text: str) -> tuple[str, ...]:
 
 
 def _archive_list(args, settings: Settings) -> int:
+    """List the nights at an archive location: a local folder, s3://bucket/prefix, or an HTTP(S) directory laid out
+    like UW's public archive (tarballs + MD5SUMS; read from its index page, or from MD5SUMS when the server shows
+    none). Exit 3 if there is none."""
     from alertdist.access import list_nights
 
     nights = list_nights(args.url, settings.storage_options)
@@ -39,6 +42,10 @@ def _archive_list(args, settings: Settings) -> int:
 
 
 def _download(args, settings: Settings) -> int:
+    """Download a night's files into DIR under the same relative paths (DIR becomes an archive root itself). Each file
+    is written as NAME.part, checked against MD5SUMS (md5) and the night's manifest (size, sha256), and only then
+    renamed; a file that does not match is deleted. An interrupted download resumes where it stopped (HTTP Range,
+    S3/local seek): run the same command again."""
     from alertdist.access import download_night
 
     line = ProgressLine(f"downloading night {args.night:%Y%m%d}", args.quiet)
@@ -82,6 +89,11 @@ def _download(args, settings: Settings) -> int:
 
 
 def _replay(args, settings: Settings) -> int:
+    """Replay archived alerts into Kafka. --topic T: every alert into T (created if missing), value the archived packet
+    unchanged (from Parquet: rebuilt with its schema version), key objectId. --night N: through the publisher into
+    night N's programme topics, which is then closed, so it can be filtered and archived like a live night. Several
+    sources are merged in candid order. With --speed the exposures are spaced by their jd, SPEED times faster than
+    the real night."""
     from alertdist.jobs.replay import ReplayRequest, replay
     from alertdist.kafka.signals import stop_on_signals
 
@@ -112,26 +124,18 @@ def _replay(args, settings: Settings) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    listing = sub.add_parser(
+    listing = parsing.command(
+        sub,
         "archive-list",
-        help="list the nights an archive location holds (folder, s3://, or UW-style HTTP directory)",
-        description="List the nights at an archive location: a local folder, s3://bucket/prefix, or an HTTP(S) "
-        "directory laid out like UW's public archive (tarballs + MD5SUMS; read from its index page, "
-        "or from MD5SUMS when the server shows none). Exit 3 if there is none.",
+        _archive_list,
+        "list the nights an archive location holds (folder, s3://, or UW-style HTTP directory)",
     )
     listing.add_argument("url", metavar="URL", help="e.g. https://ztf.uw.edu/alerts/public/ or s3://bucket/archive")
-    listing.set_defaults(run=_archive_list)
 
-    download = sub.add_parser(
-        "download",
-        help="download a night's tarballs and/or Parquet, resumable and checksum-verified",
-        description="Download a night's files into DIR under the same relative paths (DIR becomes an archive root "
-        "itself). Each file is written as NAME.part, checked against MD5SUMS (md5) and the night's "
-        "manifest (size, sha256), and only then renamed; a file that does not match is deleted. An "
-        "interrupted download resumes where it stopped (HTTP Range, S3/local seek): run the same "
-        "command again.",
+    download = parsing.command(
+        sub, "download", _download, "download a night's tarballs and/or Parquet, resumable and checksum-verified"
     )
-    download.add_argument("night", metavar="NIGHT", type=argtypes.night, help="YYYYMMDD")
+    download.add_argument("night", metavar="NIGHT", type=parsing.night, help="YYYYMMDD")
     download.add_argument("--from", dest="source", required=True, metavar="URL", help="the archive location")
     download.add_argument("--to", required=True, metavar="DIR", help="local folder to download into")
     download.add_argument(
@@ -141,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="tarball,parquet",
         help="which files (default both)",
     )
-    download.add_argument("--programmes", type=argtypes.programme_ids, metavar="1,2", help="only these programme ids")
+    download.add_argument("--programmes", type=parsing.programme_ids, metavar="1,2", help="only these programme ids")
     download.add_argument("--survey", help="only this survey's files (when a location holds several)")
     download.add_argument(
         "--allow-unverified",
@@ -149,31 +153,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="download files the archive publishes no checksum for (default: refuse)",
     )
     download.add_argument("--quiet", action="store_true", help="no progress bar")
-    download.set_defaults(run=_download)
 
-    replay = sub.add_parser(
-        "replay",
-        help="publish an archived night into a topic, or into a night's programme topics",
-        description="Replay archived alerts into Kafka. --topic T: every alert into T (created if missing), value "
-        "the archived packet unchanged (from Parquet: rebuilt with its schema version), key objectId. "
-        "--night N: through the publisher into night N's programme topics, which is then closed, so it "
-        "can be filtered and archived like a live night. Several sources are merged in candid order. "
-        "With --speed the exposures are spaced by their jd, SPEED times faster than the real night.",
+    replay = parsing.command(
+        sub, "replay", _replay, "publish an archived night into a topic, or into a night's programme topics"
     )
     replay.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
     where = replay.add_mutually_exclusive_group(required=True)
     where.add_argument("--topic", help="replay everything into this one topic")
     where.add_argument(
-        "--night", metavar="YYYYMMDD", type=argtypes.night, help="replay as this night (programme topics, then closed)"
+        "--night", metavar="YYYYMMDD", type=parsing.night, help="replay as this night (programme topics, then closed)"
     )
     pace = replay.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, metavar="X", help="original cadence, X times faster (e.g. 60)")
     pace.add_argument("--as-fast-as-possible", action="store_true", help="no pacing (the default)")
     replay.add_argument(
-        "--archived-night",
-        metavar="YYYYMMDD",
-        type=argtypes.night,
-        help="with an archive root as SOURCE: which night to take (default: --night)",
+        "--archived-night", type=parsing.night, metavar="YYYYMMDD", help="of an archive root (default --night)"
     )
     replay.add_argument(
         "--from-parquet",
@@ -186,4 +180,3 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--any-night", action="store_true", help="with --night: accept alerts whose jd lies in another night"
     )
     replay.add_argument("--quiet", action="store_true", help="no progress line")
-    replay.set_defaults(run=_replay)

@@ -6,6 +6,8 @@ import argparse
 import getpass
 import sys
 
+from alertdist.cli import parsing
+
 ROLES_HELP = """\
 roles:
   publisher, archiver   the system's services: read and write every topic of the survey, any group
@@ -37,6 +39,8 @@ def _password(args) -> str:
 
 
 def _add(args, settings):
+    """Create a user, or change its password or role (re-running is safe). Applies the role's ACLs to every night whose
+    topics exist; each new night's are applied when its topics are created."""
     from alertdist.security import User, add_user
 
     user = User(args.name, args.role)  # validates name and role before asking for a password
@@ -77,11 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     actions = users.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    add = actions.add_parser(
+    add = parsing.command(
+        actions,
         "add",
-        help="create or update a user: its SCRAM-SHA-512 credential and its role's ACLs",
-        description="Create a user, or change its password or role (re-running is safe). Applies the role's ACLs "
-        "to every night whose topics exist; each new night's are applied when its topics are created.",
+        _add,
+        "create or update a user: its SCRAM-SHA-512 credential and its role's ACLs",
         epilog=ROLES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -97,7 +101,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="read the password from the first line of stdin (else it is asked on the terminal)",
     )
-    add.set_defaults(run=_add)
 
     listing = actions.add_parser("list", help="list registered users and their roles")
     listing.set_defaults(run=_list)
