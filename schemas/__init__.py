@@ -12,13 +12,15 @@ from importlib import resources
 
 __all__ = ["LATEST_VERSION", "available_versions", "load_schema", "load_schema_text"]
 
-LATEST_VERSION = "4.02"
-
 
 def available_versions() -> list[str]:
     """Every schema version shipped, oldest first."""
     folders = [p.name for p in resources.files(__name__).iterdir() if p.is_dir() and (p / "alert.avsc").is_file()]
     return sorted(folders, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+#: The newest version shipped: the one simulated packets are written in, and the superset of every field.
+LATEST_VERSION = available_versions()[-1]
 
 
 @cache

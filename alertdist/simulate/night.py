@@ -360,7 +360,7 @@ class _Night:
         schema_version: str,
     ):
         self.shape = _Shape(schema_version)
-        self.full = _Shape("4.02")
+        self.full = _Shape(schemas.LATEST_VERSION)
         self.rnd = random.Random(f"ztf-night:{seed}:{night.isoformat()}")
         nrng = np.random.default_rng([seed, night.toordinal()])
         self.window = night_window(night)

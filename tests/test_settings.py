@@ -1,0 +1,106 @@
+"""Configuration and nights at the edge: every ALERTDIST_* variable validated and named when bad, a night parsed
+strictly once (CLI argument or flow parameter), one rule for "tonight", flows named from their parameters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import pytest
+
+from alertdist.nights.dates import SITES, night_of_jd, parse_night, tonight
+from alertdist.settings import Settings, SettingsError
+
+ALERTDIST = [sys.executable, "-m", "alertdist.cli.main"]
+
+
+@pytest.mark.parametrize("text", ["20231012", "2023-10-12", " 20231012 ", dt.date(2023, 10, 12)])
+def test_a_night_is_yyyymmdd_or_iso(text):
+    assert parse_night(text) == dt.date(2023, 10, 12)
+
+
+@pytest.mark.parametrize("text", ["2023101", "202310123", "2023-1012", "2023/10/12", "12-10-2023", "20231332", ""])
+def test_anything_else_is_refused_with_the_form_expected(text):
+    with pytest.raises(ValueError, match="YYYYMMDD"):
+        parse_night(text)
+
+
+def test_a_dropped_digit_on_the_command_line_is_refused_before_anything_runs(tmp_path):
+    done = subprocess.run(
+        [*ALERTDIST, "simulate", "1", "--to", str(tmp_path / "x"), "--night", "2023101"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "2023101" in done.stderr and "YYYYMMDD" in done.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_bad_variable_is_named_with_its_value(monkeypatch):
+    monkeypatch.setenv("ALERTDIST_KAFKA_PORT", "x")
+    with pytest.raises(SettingsError, match=r"ALERTDIST_KAFKA_PORT='x'"):
+        Settings.load()
+    monkeypatch.setenv("ALERTDIST_KAFKA_PORT", "9100")
+    monkeypatch.setenv("ALERTDIST_SITE_TIMEZONE", "Mars/Olympus")
+    with pytest.raises(SettingsError, match="ALERTDIST_SITE_TIMEZONE='Mars/Olympus'"):
+        Settings.load()
+
+
+def test_the_command_line_names_the_bad_variable_too():
+    env = {"ALERTDIST_KAFKA_PORT": "x", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([*ALERTDIST, "topics", "create"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1 and "ALERTDIST_KAFKA_PORT='x'" in done.stderr
+
+
+def test_settings_derive_the_local_brokers_the_naming_and_the_site(monkeypatch):
+    monkeypatch.setenv("ALERTDIST_KAFKA_PORT", "9100")
+    monkeypatch.setenv("ALERTDIST_KAFKA_BROKERS", "3")
+    monkeypatch.setenv("ALERTDIST_SURVEY", "lsst")
+    settings = Settings.load()
+    assert settings.bootstrap_servers == "127.0.0.1:9100,127.0.0.1:9101,127.0.0.1:9102"
+    assert settings.naming.programme_topic(dt.date(2023, 10, 12), 1) == "lsst_20231012_programid1"
+    assert settings.site == SITES["palomar"] and settings.storage_options == {}
+    assert Settings.load(bootstrap_servers="kafka:9092").bootstrap_servers == "kafka:9092"  # an argument wins
+    monkeypatch.setenv("ALERTDIST_S3_ENDPOINT_URL", "http://127.0.0.1:9000")
+    assert Settings.load().storage_options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}
+
+
+@pytest.mark.parametrize(
+    ("local", "expected"),
+    [
+        ((2024, 7, 1, 16, 30), (2024, 7, 2)),  # dusk: still 1 July in UTC
+        ((2024, 7, 2, 5, 0), (2024, 7, 2)),  # before dawn
+        ((2024, 12, 1, 12, 30), (2024, 12, 2)),
+    ],
+)  # after noon: tonight's
+def test_tonight_is_one_rule_the_sites(local, expected):
+    from zoneinfo import ZoneInfo
+
+    now = dt.datetime(*local, tzinfo=ZoneInfo("America/Los_Angeles"))
+    settings = Settings.load(site_timezone="America/Los_Angeles")
+    assert settings.tonight(now) == tonight(SITES["palomar"], now) == dt.date(*expected)
+    assert night_of_jd(2460230.8, settings.site) == dt.date(2023, 10, 13)  # 07:12 UTC
+
+
+def test_a_flow_refuses_a_mistyped_night_naming_the_form(prefect_server, kafka_bootstrap, unique):
+    from alertdist.flows.topics import create_night_topics
+
+    state = create_night_topics(
+        night="2023101", bootstrap_servers=kafka_bootstrap, survey=f"s{unique}", return_state=True
+    )
+    assert state.is_failed() and "YYYYMMDD" in state.message
+
+
+def test_flow_runs_are_named_from_their_parameters(prefect_server, kafka_bootstrap, unique):
+    from prefect.client.orchestration import get_client
+
+    from alertdist.flows.topics import create_night_topics
+
+    state = create_night_topics(
+        night="2023-10-12", partitions=1, bootstrap_servers=kafka_bootstrap, survey=f"s{unique}", return_state=True
+    )
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(state.state_details.flow_run_id).name == "topics-20231012"
