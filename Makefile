@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 NIGHT_ARGS ?=
+# pytest processes for `make test` (0: one process). Each test file stays in one process (--dist loadfile), so
+# module fixtures (the 3-broker cluster, a published night) are built once; all share the one test broker.
+PYTEST_WORKERS ?= 2
 
 .PHONY: night test lint setup setup-test stop status bench clean-state
 
@@ -49,7 +52,7 @@ lint: $(VENV)/.installed-test
 	exit $$status
 
 test: setup-test lint
-	bash infra/with_test_services.sh $(BIN)/pytest $(PYTEST_ARGS)
+	bash infra/with_test_services.sh $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 stop:
 	-$(BIN)/alertdist prefect stop
