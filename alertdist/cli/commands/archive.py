@@ -33,12 +33,7 @@ non-AWS store.
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
     dest = args.dest or settings.archive
-    options = ArchiveOptions(
-        storage_options=settings.storage_options,
-        work_dir=args.work_dir,
-        row_group_rows=args.row_group_rows,
-        engine=args.engine,
-    )
+    options = ArchiveOptions(work_dir=args.work_dir, row_group_rows=args.row_group_rows, engine=args.engine)
     stop = threading.Event()
     started = time.monotonic()
     with stop_on_signals(stop):
