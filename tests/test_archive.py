@@ -30,7 +30,7 @@ from alertdist.archive import (
     verify_night,
 )
 from alertdist.archive.night import _schedule
-from alertdist.archive.parquet import AlertDecoder, arrow_schema, night_table_columns
+from alertdist.archive.parquet import AlertDecoder, arrow_schema, night_table_columns, packet_headers
 from alertdist.archive.stream import Duplicates, Spool
 from alertdist.archive.tarball import (
     MEMBER_MODE,
@@ -102,8 +102,9 @@ def test_night_table_is_the_union_of_every_version():
 def test_both_decoders_give_the_same_table_for_every_real_version(real_packets, tmp_path):
     columns = night_table_columns()
     candids = [codec.peek(p).candid for p in real_packets]
-    fast = AlertDecoder(columns, tmp_path, "datafusion").decode(real_packets, candids)
-    reference = AlertDecoder(columns, tmp_path, "fastavro").decode(real_packets, candids)
+    headers = packet_headers(real_packets)
+    fast = AlertDecoder(columns, tmp_path, "datafusion", headers).decode(real_packets, candids)
+    reference = AlertDecoder(columns, tmp_path, "fastavro", headers).decode(real_packets, candids)
     assert fast.schema.equals(reference.schema)
     assert fast.equals(reference)
     assert set(fast.column("schemavsn").to_pylist()) == {"3.0", "3.3", "4.01"}

@@ -8,9 +8,10 @@ error) cannot be read past and raises `ArchiveReadError` with the counts so far:
 (`alertdist.access.download_night`).
 
 The Parquet dataset (``parquet/night=YYYYMMDD/programid=N/*.parquet``, see `alertdist.archive.parquet`) is opened
-with `pyarrow.dataset`, so a query reads only the columns and row groups it needs. For replays its rows are
-turned back into alert records (the inverse of the archive's column layout, fitted to the row's own schema
-version) and re-encoded with `codec.encode`: they decode to the same records as the archived packets.
+with `pyarrow.dataset`, so a query reads only the columns and row groups it needs. For replays each file is read
+with its own columns, and its rows are turned back into alert records (the inverse of the archive's column
+layout, fitted to the writer schema in the row's packet header) and rebuilt with `codec.rebuild`: the packets
+as archived, byte for byte, whatever their schema version.
 
 `open_sources` puts it together for replays and offline filters: tarballs, Parquet files or datasets, or an
 archive root and a night, merged into one candid-ordered stream.
@@ -18,7 +19,9 @@ archive root and a night, merged into one candid-ordered stream.
 
 from __future__ import annotations
 
+import base64
 import heapq
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,14 +31,16 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from alertdist import schemas
-from alertdist.archive.parquet import night_table_columns
+from alertdist.archive.parquet import HEADERS_KEY, PACKET_HEADER, PACKET_SYNC, arrow_columns, writer_schema_of
 from alertdist.avro import codec
+from alertdist.avro.container import container_header
 from alertdist.publish.sources import SourceError, tarball_packets
 
 __all__ = [
     "ArchiveReadError",
     "ArchivedAlert",
     "ReadCounts",
+    "RowShape",
     "alerts_from",
     "is_tarball",
     "merge_by_candid",
@@ -46,6 +51,7 @@ __all__ = [
     "parquet_records",
     "read_table",
     "record_from_row",
+    "row_shape",
     "tarball_alerts",
     "tarball_records",
 ]
@@ -192,12 +198,6 @@ def read_table(
     return open_dataset(location, storage_options=storage_options).to_table(columns=columns, filter=filter)
 
 
-@cache
-def _column_sources() -> dict[str, tuple[str, ...]]:
-    """Parquet column name -> (top-level field[, child field]): the archive's own layout, inverted."""
-    return {c.field.name: c.source for c in night_table_columns()}
-
-
 def _named_types(avro: object, named: dict, namespace: str | None) -> None:
     if isinstance(avro, list):
         for branch in avro:
@@ -219,13 +219,24 @@ def _named_types(avro: object, named: dict, namespace: str | None) -> None:
 Fitter = Callable[[object], object]
 
 
+@dataclass(frozen=True)
+class RowShape:
+    """How rows written from one packet header become records: its writer schema's columns, and a fitter that cuts
+    a rebuilt record down to exactly that schema's fields (the night's table may hold other versions' too)."""
+
+    header: bytes
+    sources: dict[str, tuple[str, ...]]  # column name -> (top-level field[, child field])
+    fit: Fitter
+
+
 @cache
-def _version_fitter(version: str) -> Fitter:
-    """A function that cuts a rebuilt record down to exactly what schema ``version`` writes (compiled once)."""
-    schema = schemas.load_schema(version)
+def row_shape(header: bytes) -> RowShape:
+    """The `RowShape` of a packet header (compiled once per distinct header)."""
+    schema = writer_schema_of(header)
     named: dict = {}
     _named_types(schema, named, None)
-    return _compile(schema, named) or (lambda value: value)
+    sources = {c.field.name: c.source for c in arrow_columns(schema)}
+    return RowShape(header, sources, _compile(schema, named) or (lambda value: value))
 
 
 def _compile(avro: object, named: dict) -> Fitter | None:
@@ -258,38 +269,65 @@ def _is_record(avro: object, named: dict) -> bool:
     return isinstance(avro, dict) and avro.get("type") == "record"
 
 
-def record_from_row(row: dict) -> dict:
-    """The alert record of one Parquet row, shaped exactly as its schema version (``schemavsn``) writes it."""
-    sources = _column_sources()
+def record_from_row(row: dict, shape: RowShape) -> dict:
+    """The alert record of one Parquet row, shaped exactly as the writer schema of ``shape`` writes it."""
     record: dict = {}
     for name, value in row.items():
-        if name in _PARTITION_ONLY:
+        source = shape.sources.get(name)
+        if source is None:  # another version's column, a partition key or the packet framing
             continue
-        source = sources.get(name, (name,))
         if len(source) == 1:
             record[source[0]] = value
         else:
             record.setdefault(source[0], {})[source[1]] = value
-    version = record.get("schemavsn")
-    try:
-        fit = _version_fitter(version)
-    except (ValueError, FileNotFoundError, TypeError, KeyError) as e:
-        raise codec.AlertPacketError(
-            f"row candid {record.get('candid')} has schemavsn {version!r}, which this project cannot encode: {e}"
-        ) from e
-    return fit(record)
+    return shape.fit(record)
 
 
-def _dataset_rows(dataset: ds.Dataset, filter: ds.Expression | None, batch_rows: int) -> Iterator[Iterator[dict]]:
-    """One row iterator per file (each file of the archive is in candid order)."""
-    columns = [n for n in dataset.schema.names if n not in _PARTITION_ONLY]
+@dataclass(frozen=True, slots=True)
+class _RebuiltRow:
+    record: dict
+    header: bytes | None  # None: a file written before headers were kept (see `_legacy_shape`)
+    sync: bytes | None
 
-    def rows(fragment) -> Iterator[dict]:
-        for batch in fragment.to_batches(schema=dataset.schema, columns=columns, filter=filter, batch_size=batch_rows):
-            yield from batch.to_pylist()
+    def packet(self) -> bytes:
+        if self.header is None:
+            return codec.encode(self.record, self.record["schemavsn"])
+        return codec.rebuild(self.record, self.header, self.sync)
 
-    for fragment in sorted(dataset.get_fragments(filter=filter), key=lambda f: f.path):
-        yield rows(fragment)
+
+@cache
+def _legacy_shape(version: str) -> RowShape:
+    """Files written before the packet headers were kept: the shipped schema of the row's ``schemavsn``."""
+    return row_shape(container_header(schemas.load_schema_text(version).encode("utf-8"), codec.DEFAULT_METADATA_KEYS))
+
+
+def _fragment_rows(fragment, dataset: ds.Dataset, filter, batch_rows: int) -> Iterator[_RebuiltRow]:
+    """A file's rows as records, read with the file's own columns (lossless, whatever other files hold)."""
+    physical = fragment.physical_schema
+    headers = [base64.b64decode(h) for h in json.loads((physical.metadata or {}).get(HEADERS_KEY, b"[]"))]
+    shapes = [row_shape(h) for h in headers]
+    partitions = [f for f in dataset.schema if f.name in _PARTITION_ONLY and f.name not in physical.names]
+    schema = pa.schema([*physical, *partitions])
+    columns = [n for n in physical.names if n not in _PARTITION_ONLY]
+    for batch in fragment.to_batches(schema=schema, columns=columns, filter=filter, batch_size=batch_rows):
+        for row in batch.to_pylist():
+            index = row.get(PACKET_HEADER)
+            if index is None:
+                try:
+                    record = record_from_row(row, _legacy_shape(row.get("schemavsn")))
+                except (ValueError, TypeError):  # an unknown version: `codec.encode` says so when it is rebuilt
+                    record = row
+                yield _RebuiltRow(record, None, None)
+            else:
+                yield _RebuiltRow(record_from_row(row, shapes[index]), headers[index], row[PACKET_SYNC])
+
+
+def _parquet_rows(location: str, filter, storage_options: dict | None, batch_rows: int) -> Iterator[_RebuiltRow]:
+    """Every row of the dataset rebuilt, in candid order across files (each file is in candid order)."""
+    dataset = open_dataset(location, storage_options=storage_options)
+    fragments = sorted(dataset.get_fragments(filter=filter), key=lambda f: f.path)
+    streams = [_fragment_rows(f, dataset, filter, batch_rows) for f in fragments]
+    yield from heapq.merge(*streams, key=lambda r: r.record["candid"])
 
 
 def parquet_records(
@@ -300,9 +338,7 @@ def parquet_records(
     batch_rows: int = 256,
 ) -> Iterator[dict]:
     """Alert records rebuilt from the dataset's rows, in candid order across files (streamed, batch by batch)."""
-    dataset = open_dataset(location, storage_options=storage_options)
-    streams = [(record_from_row(r) for r in rows) for rows in _dataset_rows(dataset, filter, batch_rows)]
-    yield from heapq.merge(*streams, key=lambda r: r["candid"])
+    return (r.record for r in _parquet_rows(location, filter, storage_options, batch_rows))
 
 
 def parquet_alerts(
@@ -313,23 +349,22 @@ def parquet_alerts(
     counts: ReadCounts | None = None,
     batch_rows: int = 256,
 ) -> Iterator[ArchivedAlert]:
-    """Packets rebuilt from the dataset: each row encoded with its own schema version (`codec.encode`).
+    """Packets rebuilt from the dataset, byte for byte: each row with its packet's own header and sync marker
+    (`codec.rebuild`), whatever its schema version.
 
-    A row that cannot be encoded (a damaged value, an unknown version) is reported and skipped, like a bad
-    tarball member.
+    A row that cannot be rebuilt (a damaged value, a file that keeps no writer schema for an unknown version) is
+    reported and skipped, like a bad tarball member.
     """
     counts = counts if counts is not None else ReadCounts(str(location))
-    for record in parquet_records(location, filter, storage_options=storage_options, batch_rows=batch_rows):
+    for row in _parquet_rows(location, filter, storage_options, batch_rows):
+        record = row.record
         name = f"{record.get('candid')}.avro"
         try:
-            packet = codec.encode(record, record["schemavsn"])
+            packet = row.packet()
+            info = codec.peek(packet)
         except (codec.AlertPacketError, KeyError) as e:
             counts.add_bad(name, f"cannot rebuild the packet: {e}")
             continue
-        c = record["candidate"]
-        info = codec.PacketInfo(
-            record["schemavsn"], record["objectId"], record["candid"], c["programid"], c["jd"], c["pid"], len(packet)
-        )
         counts.good += 1
         counts.bytes += len(packet)
         yield ArchivedAlert(name, packet, info)
@@ -373,7 +408,7 @@ def open_sources(
     Any of them local, ``s3://`` or ``http(s)://`` (over HTTP a dataset folder cannot be listed: give an archive
     root, whose manifest names the files).
     """
-    from alertdist.access.listing import ArchiveAccessError, open_location
+    from alertdist.access.listing import ArchiveAccessError, RemoteFile, open_location
     from alertdist.nights.dates import parse_night
 
     if archived_night is not None:
@@ -382,6 +417,12 @@ def open_sources(
     for spec in specs:
         spec = str(spec)
         if is_tarball(spec) or spec.endswith(".parquet") or archived_night is None:
+            if is_tarball(spec):
+                folder, _, name = spec.rstrip("/").rpartition("/")
+                beside = open_location(folder or ".", storage_options)
+                md5 = beside.md5sums().get(name)
+                if md5:
+                    _check_before_reading(beside, RemoteFile(name, md5=md5))
             c = ReadCounts(spec)
             streams.append(alerts_from(spec, storage_options=storage_options, counts=c))
             counts.append(c)
@@ -411,6 +452,8 @@ def open_sources(
         wanted = [f for f in files if f.kind == prefer] or [f for f in files if f.kind == "tarball"]
         if not wanted:
             raise ArchiveAccessError(f"{spec} lists no file of night {archived_night}")
+        for f in wanted:
+            _check_before_reading(location, f)
         for f in wanted:  # file by file (known from the manifest): works where folders cannot be listed (HTTP)
             c = ReadCounts(location.display(f.path))
             read = tarball_alerts if f.kind == "tarball" else parquet_alerts
@@ -420,6 +463,18 @@ def open_sources(
     if not streams:
         raise ValueError("nothing to replay: give at least one tarball, Parquet file or archive location")
     return (streams[0] if len(streams) == 1 else merge_by_candid(streams)), counts, names
+
+
+def _check_before_reading(location, remote) -> None:
+    """Refuse a file whose size or checksums differ from what its archive publishes (MD5SUMS, the manifest)."""
+    from alertdist.access.download import check_archived_file
+
+    problems = check_archived_file(location, remote)
+    if problems:
+        raise ArchiveReadError(
+            f"{location.display(remote.path)} is damaged ({'; '.join(problems)}): nothing was read from it; "
+            "download it again (alertdist download verifies checksums)"
+        )
 
 
 def packets_for_batch(

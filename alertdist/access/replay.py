@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message
 
-from alertdist.access.readers import ArchivedAlert, ReadCounts
+from alertdist.access.readers import ArchivedAlert, ArchiveReadError, ReadCounts
 from alertdist.kafka.clients import admin_client
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.kafka.producer import CountingProducer
@@ -143,6 +143,22 @@ def paced_by_jd(
         yield alert
 
 
+class _Guarded:
+    """The alerts of a source until it breaks (`ArchiveReadError`): the break is kept, so the replay can settle
+    what it produced, say how much that was, and fail; with ``stop`` the break also stops the run."""
+
+    def __init__(self, alerts: Iterable[ArchivedAlert], stop: threading.Event | None = None) -> None:
+        self.alerts, self.stop, self.broken = alerts, stop, None
+
+    def __iter__(self) -> Iterator[ArchivedAlert]:
+        try:
+            yield from self.alerts
+        except ArchiveReadError as e:
+            self.broken = e
+            if self.stop is not None:
+                self.stop.set()
+
+
 def _candid_of(_context, msg: Message) -> str:
     return f"candid {dict(msg.headers() or []).get(HEADER_CANDID, b'?').decode()}"
 
@@ -185,8 +201,9 @@ def replay_to_topic(
 
     sent = 0
     undelivered: KafkaOperationError | None = None
+    source = _Guarded(stream)
     try:
-        for alert in stream:
+        for alert in source:
             if out.fatal is not None:
                 raise ReplayError(f"the Kafka producer failed fatally: {out.fatal.str()}", result)
             now = b"%d" % _now_ms()
@@ -216,6 +233,10 @@ def replay_to_topic(
     result.read = sent + result.bad
     if progress is not None:
         progress(snapshot())
+    if source.broken is not None:
+        raise ReplayError(
+            f"{source.broken}; {result.delivered} message(s) had already been produced to {topic}", result
+        ) from source.broken
     if undelivered is not None:
         raise ReplayError(
             f"replay into {topic}: {undelivered}", result, transient=undelivered.transient
@@ -252,11 +273,13 @@ def replay_into_night(
     open_night(bootstrap_servers, naming, night, topic_settings)  # a replayed night is readable by the same roles
     stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
 
+    source = _Guarded(stream, stop)
+
     def packets() -> Iterator[SourcePacket | None]:
-        for a in stream:
+        for a in source:
             yield SourcePacket(a.name, a.packet, None)  # produced "now": the replay is the pipeline
         if stop.is_set():
-            yield None  # stopped while waiting for an exposure: the publisher must see it and leave the night open
+            yield None  # stopped (or the source broke): the publisher must see it and leave the night open
 
     def report(p: PublishProgress) -> None:
         bad = sum(c.bad for c in counts)
@@ -290,4 +313,11 @@ def replay_into_night(
     )
     result.take_counts(list(counts))
     result.read = published.read + result.bad
+    if source.broken is not None:
+        topics = ", ".join(naming.programme_topics(night).values())
+        raise ReplayError(
+            f"{source.broken}; {result.delivered} message(s) had already been published into night "
+            f"{night:%Y%m%d} ({topics}), which is left open, not marked complete",
+            result,
+        ) from source.broken
     return result

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import shutil
 import tempfile
 import threading
@@ -24,7 +23,13 @@ from pathlib import Path
 
 from alertdist.archive.groups import GroupWriter
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
-from alertdist.archive.parquet import AlertDecoder, ParquetPartWriter, night_table_columns, parquet_path
+from alertdist.archive.parquet import (
+    AlertDecoder,
+    ParquetPartWriter,
+    night_table_columns,
+    parquet_path,
+    writer_schema_of,
+)
 from alertdist.archive.storage import Destination
 from alertdist.archive.stream import OFFSET, PARTITION, Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
 from alertdist.archive.tarball import MD5SUMS, TarballWriter, md5sums_text, parse_md5sums, tarball_name
@@ -180,8 +185,9 @@ def write_programme(
     spool, topic_read = read.spool, read.topic
     dest = Destination(dest_url, options.storage_options)
     tar_path, pq_path = tarball_name(read.survey, read.name, read.night), parquet_path(read.night, read.programid)
-    columns = night_table_columns(json.loads(t) for t in spool.schemas)
-    decoder = AlertDecoder(columns, spool.folder, options.engine)
+    headers = sorted(spool.headers)  # sorted: the file's header list does not depend on the order read
+    columns = night_table_columns(writer_schema_of(h) for h in headers)
+    decoder = AlertDecoder(columns, spool.folder, options.engine, headers)
     for path in (tar_path, pq_path):
         dest.remove_stale_temporaries(path)
     duplicates = Duplicates()

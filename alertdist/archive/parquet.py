@@ -10,6 +10,14 @@ One table for every version: the table schema is the union of all shipped ZTF ve
 version's order first, then what only older versions had) plus anything a packet's writer schema adds, so a
 night mixing 3.x and 4.x packets is one consistent table and fields a version lacks are null.
 
+Lossless for any writer schema: two more columns, `packet_header` (the index of the packet's header, as written,
+in the file's key-value metadata ``alertdist.packet_headers``: a JSON list of base64 texts) and `packet_sync` (its
+16-byte sync marker), so `alertdist.codec.rebuild` gives every packet back byte for byte from its row, whatever
+its version, key order or doc strings. Why this shape: a night carries one or a few distinct headers of ~25 KB
+(the writer schema is most of a packet's header), so a small int per row and each text once per file cost
+nothing; the sync marker is per packet (random in goavro's packets) and takes 16 bytes a row. The headers are
+sorted, so the same night gives the same file.
+
 Decoding goes through Apache DataFusion's Avro reader (Rust): a batch of packets of one writer schema becomes one
 Avro file of many records, decoded straight to Arrow at ~0.2 ms per alert, 6x faster than fastavro followed by
 `pa.Table.from_pylist`. The fastavro route stays as the reference (tests check both give the same table) and
@@ -18,6 +26,8 @@ as the fallback where DataFusion is not installed.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import tempfile
 import weakref
@@ -31,9 +41,12 @@ import pyarrow.parquet as pq
 
 from alertdist import schemas
 from alertdist.avro.codec import decode
-from alertdist.avro.container import build_container, parse_container, zigzag_varint
+from alertdist.avro.container import SYNC_SIZE, build_container, parse_container, parse_header, zigzag_varint
 
 __all__ = [
+    "HEADERS_KEY",
+    "PACKET_HEADER",
+    "PACKET_SYNC",
     "AlertDecoder",
     "Column",
     "ParquetPartWriter",
@@ -41,8 +54,10 @@ __all__ = [
     "arrow_columns",
     "arrow_schema",
     "night_table_columns",
+    "packet_headers",
     "parquet_path",
     "unify_columns",
+    "writer_schema_of",
 ]
 
 _PRIMITIVES = {
@@ -56,6 +71,8 @@ _PRIMITIVES = {
     "bytes": pa.binary(),
 }
 _CUTOUT_FIELDS = {"fileName", "stampData"}
+PACKET_HEADER, PACKET_SYNC = "packet_header", "packet_sync"  # where a row's packet framing is kept (see above)
+HEADERS_KEY = b"alertdist.packet_headers"
 _SYNC = b"alertdist-batch!"  # any 16 bytes: the batch files are read once and deleted
 _WRITEV_PARTS = 1024  # IOV_MAX on Linux
 
@@ -200,6 +217,21 @@ def unify_columns(versions: Sequence[list[Column]]) -> list[Column]:
     return result
 
 
+def packet_headers(packets: Iterable[bytes]) -> list[bytes]:
+    """The distinct headers (as written, up to the sync marker) of ``packets``, sorted: a file's header list."""
+    return sorted({p[: parse_container(p).header_end] for p in packets})
+
+
+def headers_metadata(headers: Sequence[bytes]) -> dict[bytes, bytes]:
+    """The key-value metadata that keeps ``headers`` in a Parquet file (read back by `alertdist.access.readers`)."""
+    return {HEADERS_KEY: json.dumps([base64.b64encode(h).decode("ascii") for h in headers]).encode("ascii")}
+
+
+def writer_schema_of(header: bytes) -> dict:
+    """The writer schema (JSON) in a packet header."""
+    return json.loads(header[slice(*parse_header(header))])
+
+
 def night_table_columns(writer_schemas: Iterable[dict] = ()) -> list[Column]:
     """The columns of a night's table: every shipped version (newest first) plus the writer schemas seen."""
     versions = sorted(schemas.available_versions(), key=lambda v: tuple(int(x) for x in v.split(".")), reverse=True)
@@ -270,9 +302,14 @@ class AlertDecoder:
     ``engine``: "datafusion" (fast, Rust), "fastavro" (reference), or "auto" (DataFusion when installed).
     """
 
-    def __init__(self, columns: list[Column], workdir: Path, engine: str = "auto") -> None:
+    def __init__(
+        self, columns: list[Column], workdir: Path, engine: str = "auto", headers: Sequence[bytes] = ()
+    ) -> None:
         self.columns = columns
-        self.schema = pa.schema([c.field for c in columns])
+        self.headers = list(headers)  # every packet's header must be one of these (`packet_headers`)
+        self._avro_schema = pa.schema([c.field for c in columns])
+        framing = [pa.field(PACKET_HEADER, pa.int32(), False), pa.field(PACKET_SYNC, pa.binary(SYNC_SIZE), False)]
+        self.schema = pa.schema([*self._avro_schema, *framing], metadata=headers_metadata(self.headers))
         self.workdir = Path(workdir)
         if engine == "auto":
             try:
@@ -289,47 +326,53 @@ class AlertDecoder:
 
     def copy(self) -> AlertDecoder:
         """Another decoder of the same columns, for another thread (each has its own DataFusion context)."""
-        return AlertDecoder(self.columns, self.workdir, self.engine)
+        return AlertDecoder(self.columns, self.workdir, self.engine, self.headers)
 
     def decode(self, packets: Sequence[bytes], candids: Sequence[int]) -> pa.Table:
         """A table of ``packets`` (rows in the same order); ``candids`` checks that no row moved."""
         if not packets:
             return self.schema.empty_table()
+        containers = [parse_container(p) for p in packets]
+        header_ids = [self._header_id(p, c.header_end) for p, c in zip(packets, containers)]
         if self.engine == "fastavro":
-            table = pa.Table.from_pylist([_row(decode(p), self.columns) for p in packets], schema=self.schema)
+            table = pa.Table.from_pylist([_row(decode(p), self.columns) for p in packets], schema=self._avro_schema)
         else:
-            table = self._decode_datafusion(packets)
+            table = self._decode_datafusion(packets, containers, header_ids)
         decoded = table.column("candid").to_numpy()
         if not np.array_equal(decoded, np.asarray(candids, dtype=np.int64)):
             raise RuntimeError("decoded rows are not in the order of the packets given; refusing to write them")
-        return table
+        framing = [
+            pa.array(header_ids, pa.int32()),
+            pa.array([c.sync_marker for c in containers], pa.binary(SYNC_SIZE)),
+        ]
+        return pa.Table.from_arrays([*table.columns, *framing], schema=self.schema)
 
-    def _decode_datafusion(self, packets: Sequence[bytes]) -> pa.Table:
-        groups: list[tuple[bytes, list[memoryview], list[int]]] = []  # (writer schema, record bodies, rows)
-        for i, packet in enumerate(packets):
-            container = parse_container(packet)
-            length = container.schema_end - container.schema_start
-            for schema_text, bodies, rows in groups:  # a night has one or a few schemas: compare, do not hash
-                if len(schema_text) == length and packet.startswith(schema_text, container.schema_start):
-                    break
-            else:
-                schema_text, bodies, rows = packet[container.schema_start : container.schema_end], [], []
-                groups.append((schema_text, bodies, rows))
+    def _header_id(self, packet: bytes, header_end: int) -> int:
+        for i, header in enumerate(self.headers):  # one or a few per night: compare in place, do not hash
+            if len(header) == header_end and packet.startswith(header):
+                return i
+        raise RuntimeError(f"a packet's header ({header_end} bytes) is not among the {len(self.headers)} given")
+
+    def _decode_datafusion(self, packets: Sequence[bytes], containers: list, header_ids: list[int]) -> pa.Table:
+        groups: dict[int, tuple[list[memoryview], list[int]]] = {}  # header id -> (record bodies, rows)
+        for i, (packet, container, header) in enumerate(zip(packets, containers, header_ids)):
+            bodies, rows = groups.setdefault(header, ([], []))
             bodies.append(memoryview(packet)[container.body_start : container.body_end])
             rows.append(i)
-        tables = [self._read_batch(schema_text, bodies) for schema_text, bodies, _ in groups]
+        tables = [self._read_batch(self.headers[h], bodies) for h, (bodies, _) in groups.items()]
         if len(tables) == 1:
             return tables[0]
-        order = np.concatenate([np.asarray(rows) for _, _, rows in groups])
+        order = np.concatenate([np.asarray(rows) for _, rows in groups.values()])
         return pa.concat_tables(tables).take(pa.array(np.argsort(order, kind="stable")))
 
-    def _read_batch(self, schema_text: bytes, bodies: list[memoryview]) -> pa.Table:
+    def _read_batch(self, packet_header: bytes, bodies: list[memoryview]) -> pa.Table:
         """Decode record bodies of one writer schema: written as one Avro file that DataFusion reads straight into
         Arrow (see `_scratch_file`)."""
         import datafusion
 
         if self._context is None:
             self._context = datafusion.SessionContext(datafusion.SessionConfig().with_target_partitions(1))
+        schema_text = packet_header[slice(*parse_header(packet_header))]
         header = build_container(schema_text, b"", _SYNC, ("avro.schema", "avro.codec"))
         header = header[: len(header) - len(_SYNC) - 2]  # drop the empty block build_container added
         size = sum(map(len, bodies))
@@ -344,7 +387,7 @@ class AlertDecoder:
             position += written
         os.ftruncate(fd, position)
         raw = self._context.read_avro(f"/proc/self/fd/{fd}", file_extension="").to_arrow_table()
-        return pa.Table.from_arrays(_columns_from_arrow(raw, self.columns), schema=self.schema)
+        return pa.Table.from_arrays(_columns_from_arrow(raw, self.columns), schema=self._avro_schema)
 
     def _scratch_file(self, size: int) -> int:
         """The decoder's batch file, made once and rewritten in place (its pages are reused, not zeroed anew each

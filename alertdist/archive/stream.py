@@ -31,7 +31,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from isal import isal_zlib
 
 from alertdist.avro.codec import AlertPacketError, peek
-from alertdist.avro.container import parse_container, read_length, read_long
+from alertdist.avro.container import parse_container, parse_header, read_length, read_long
 from alertdist.kafka.clients import consumer
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.nights.dates import jd_to_unix
@@ -126,16 +126,17 @@ class Duplicates:
 
 
 @dataclass(frozen=True)
-class _KnownSchema:
-    text: bytes
+class _KnownHeader:
+    header: bytes  # the packet's header as written: magic, metadata (writer schema), up to the sync marker
     id: int
     plain_prefix: bool  # the record starts schemavsn, publisher, objectId (strings), candid (long), candidate.jd
 
 
-def _has_plain_prefix(text: bytes) -> bool:
-    """Whether records of this writer schema start as every ZTF version's do, so `_read_prefix` can read them."""
+def _has_plain_prefix(header: bytes) -> bool:
+    """Whether records of this header's writer schema start as every ZTF version's do, so `_read_prefix` can read
+    them."""
     try:
-        fields = json.loads(text)["fields"]
+        fields = json.loads(header[slice(*parse_header(header))])["fields"]
         expected = [("schemavsn", "string"), ("publisher", "string"), ("objectId", "string"), ("candid", "long")]
         candidate = fields[4]["type"]
         return (
@@ -177,8 +178,8 @@ class Spool:
         self._filled = 0
         self._runs: list[Path] = []
         self._position = 0
-        self.schemas: dict[bytes, int] = {}  # writer schema text -> id used in the index
-        self._known: list[_KnownSchema] = []
+        self.headers: dict[bytes, int] = {}  # packet header as written -> id used in the index
+        self._known: list[_KnownHeader] = []
         self.versions: Counter[str] = Counter()  # schemavsn -> packets read (duplicates included)
         self.count = 0
         self._reader = None
@@ -187,12 +188,12 @@ class Spool:
         """Check the framing, read the sort key and append one packet; raises AlertPacketError (nothing appended)
         if it is malformed. The record itself is checked whole when it is decoded for Parquet (see night)."""
         container = parse_container(packet)
-        schema = self._schema_of(packet, container.schema_start, container.schema_end)
+        schema = self._header_of(packet, container.header_end)
         if schema is None or not schema.plain_prefix:
             info = peek(packet)  # a new or unusual writer schema: the codec checks it
             schemavsn, candid, jd = info.schemavsn, info.candid, info.jd
             if schema is None:
-                schema = self._register(packet[container.schema_start : container.schema_end])
+                schema = self._register(packet[: container.header_end])
         else:
             schemavsn, candid, jd = _read_prefix(packet, container.body_start, container.body_end)
         if self._filled == len(self._run):
@@ -213,22 +214,22 @@ class Spool:
         self.versions[schemavsn] += 1
         self.count += 1
 
-    def _schema_of(self, packet: bytes, start: int, end: int) -> _KnownSchema | None:
-        for schema in self._known:  # one or a few per night: compare in place, no copy, no hashing
-            if len(schema.text) == end - start and packet.startswith(schema.text, start):
-                return schema
+    def _header_of(self, packet: bytes, end: int) -> _KnownHeader | None:
+        for known in self._known:  # one or a few per night: compare in place, no copy, no hashing
+            if len(known.header) == end and packet.startswith(known.header):
+                return known
         return None
 
-    def _register(self, text: bytes) -> _KnownSchema:
-        schema = _KnownSchema(text, len(self._known), _has_plain_prefix(text))
-        self._known.append(schema)
-        self.schemas[text] = schema.id
-        return schema
+    def _register(self, header: bytes) -> _KnownHeader:
+        known = _KnownHeader(header, len(self._known), _has_plain_prefix(header))
+        self._known.append(known)
+        self.headers[header] = known.id
+        return known
 
     def forget(self, packet: bytes) -> None:
         """Take back the count of a packet that turned out malformed when decoded (it is rejected, not kept)."""
         container = parse_container(packet)
-        schema = self._schema_of(packet, container.schema_start, container.schema_end)
+        schema = self._header_of(packet, container.header_end)
         if schema is not None and schema.plain_prefix:
             schemavsn = _read_prefix(packet, container.body_start, container.body_end)[0]
         else:
@@ -283,9 +284,6 @@ class Spool:
         if self._reader is None:
             self._reader = open(self.path, "rb")
         return os.pread(self._reader.fileno(), int(entry[SIZE]), int(entry[POS]))
-
-    def schema_texts(self) -> dict[int, bytes]:
-        return {i: text for text, i in self.schemas.items()}
 
     def close(self) -> None:
         self._out.close()

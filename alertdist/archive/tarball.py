@@ -210,18 +210,25 @@ class TarMember:
 
 
 def read_members(fileobj, *, with_data: bool = True) -> Iterator[TarMember]:
-    """Stream the members of a .tar.gz (ours or UW's) from a binary file object, one at a time."""
+    """Stream the members of a .tar.gz (ours or UW's) from a binary file object, one at a time.
+
+    After the last member the gzip stream is read to its end, where its CRC and length are checked: a damaged
+    file raises (gzip.BadGzipFile, EOFError or tarfile.TarError) instead of ending quietly.
+    """
     from isal import igzip
 
-    with igzip.IGzipFile(fileobj=fileobj, mode="rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
-        for info in tar:
-            tar.members.clear()  # a streaming TarFile still keeps every TarInfo: 100 MB for a big night
-            if not info.isfile():
-                continue
-            data = tar.extractfile(info).read() if with_data else None
-            yield TarMember(
-                info.name, info.size, info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname, data
-            )
+    with igzip.IGzipFile(fileobj=fileobj, mode="rb") as gz:
+        with tarfile.open(fileobj=gz, mode="r|") as tar:
+            for info in tar:
+                tar.members.clear()  # a streaming TarFile still keeps every TarInfo: 100 MB for a big night
+                if not info.isfile():
+                    continue
+                data = tar.extractfile(info).read() if with_data else None
+                yield TarMember(
+                    info.name, info.size, info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname, data
+                )
+        while gz.read(1 << 20):  # to the gzip trailer
+            pass
 
 
 #: The checksum file at the root of an archive, named as UW names it.

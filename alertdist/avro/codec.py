@@ -19,8 +19,14 @@ from io import BytesIO
 import fastavro
 
 from alertdist import schemas
-from alertdist.avro.container import AlertPacketError, Container, frame_record, parse_container
-from alertdist.avro.writer_schemas import RECORD_NAME, REQUIRED_FIELDS, shipped_schema, writer_schema_at
+from alertdist.avro.container import AlertPacketError, Container, frame_record, parse_container, parse_header
+from alertdist.avro.writer_schemas import (
+    RECORD_NAME,
+    REQUIRED_FIELDS,
+    WriterSchema,
+    shipped_schema,
+    writer_schema_at,
+)
 
 __all__ = [
     "DEFAULT_METADATA_KEYS",
@@ -32,6 +38,7 @@ __all__ = [
     "decode",
     "encode",
     "peek",
+    "rebuild",
     "schema_version_of",
     "writer_schema",
 ]
@@ -58,6 +65,7 @@ class ContainerLayout:
 
     metadata_keys: tuple[str, ...]
     sync_marker: bytes
+    header_end: int  # packet[:header_end] is the header as written: `rebuild` takes it
 
 
 def decode(packet: bytes, fields: Iterable[str] | None = None) -> dict:
@@ -164,20 +172,35 @@ def encode(
     then written by fastavro. Both give the same bytes.
     """
     schema = shipped_schema(schema_version)
-    body = schema.fast_body(record, trust_values=not check)
-    if body is None:
-        problem = schema.check_record(record)
-        if problem is not None:
-            raise AlertPacketError(f"cannot encode record as ZTF alert {schema_version}: {problem}")
+    body = _body(record, schema, f"ZTF alert {schema_version}", check=check)
     if record["schemavsn"] != schema_version:
         raise AlertPacketError(
             f"cannot encode: record says schemavsn {record['schemavsn']!r} but schema_version is {schema_version!r}"
         )
-    if body is None:
-        body = _exact_body(record, schema.parsed, schema_version)
     if sync_marker is None:
         sync_marker = _derived_sync_marker(record["candid"])
     return frame_record(schema.header(tuple(metadata_keys)), body, sync_marker)
+
+
+def rebuild(record: Mapping, header: bytes, sync_marker: bytes) -> bytes:
+    """Encode a record as the packet it came from, whatever its schema: the header as written and its sync marker.
+
+    Parameters
+    ----------
+    record : mapping
+        A record of the writer schema in ``header`` (every field present, as `decode` returns it).
+    header : bytes
+        ``packet[:container_layout(packet).header_end]``: magic and metadata (writer schema text, key order).
+    sync_marker : bytes
+        The packet's 16-byte sync marker.
+
+    Raises
+    ------
+    AlertPacketError
+        If the header is not a container header or the record does not fit its writer schema.
+    """
+    schema = writer_schema_at(header, *parse_header(header))
+    return frame_record(header, _body(record, schema, f"its writer schema ({schema.version_hint})"), sync_marker)
 
 
 def writer_schema(packet: bytes) -> dict:
@@ -195,7 +218,7 @@ def schema_version_of(packet: bytes) -> str:
 def container_layout(packet: bytes) -> ContainerLayout:
     """Header metadata order and sync marker of a packet, for a byte-exact `encode(decode(p), ..., **layout)`."""
     container = parse_container(_as_bytes(packet))
-    return ContainerLayout(container.metadata_keys, container.sync_marker)
+    return ContainerLayout(container.metadata_keys, container.sync_marker, container.header_end)
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -239,14 +262,22 @@ def _field_names(fields: Iterable[str]) -> tuple[str, ...]:
     return names
 
 
-def _exact_body(record: Mapping, parsed_schema: dict, schema_version: str) -> bytes:
-    """fastavro's own writer: the route for checked records the compiled encoder turned down."""
-    body = BytesIO()
+def _body(record: Mapping, schema: WriterSchema, what: str, *, check: bool = True) -> bytes:
+    """The record's encoded body: the compiled encoder, else the record checker then fastavro's own writer."""
+    if not isinstance(record, Mapping):
+        raise AlertPacketError(f"cannot encode a {type(record).__name__} as {what}: a record is a mapping")
+    body = schema.fast_body(record, trust_values=not check)
+    if body is not None:
+        return body
+    problem = schema.check_record(record)
+    if problem is not None:
+        raise AlertPacketError(f"cannot encode record as {what}: {problem}")
+    out = BytesIO()
     try:
-        fastavro.schemaless_writer(body, parsed_schema, record)
+        fastavro.schemaless_writer(out, schema.parsed, record)
     except Exception as e:  # the check should catch everything; keep the one-exception promise anyway
-        raise AlertPacketError(f"cannot encode candid {record.get('candid')!r} as {schema_version}: {e}") from e
-    return body.getvalue()
+        raise AlertPacketError(f"cannot encode candid {record.get('candid')!r} as {what}: {e}") from e
+    return out.getvalue()
 
 
 def _derived_sync_marker(candid: int) -> bytes:

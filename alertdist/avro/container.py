@@ -19,6 +19,7 @@ __all__ = [
     "container_header",
     "frame_record",
     "parse_container",
+    "parse_header",
     "read_length",
     "read_long",
     "zigzag_varint",
@@ -45,6 +46,7 @@ class Container:
     schema_start: int
     schema_end: int
     metadata_keys: tuple[str, ...]  # in header order; reproducing a packet byte-exact needs the order
+    header_end: int  # packet[:header_end] is the header as written (magic + metadata), before the sync marker
     sync_marker: bytes
     body_start: int
     body_end: int
@@ -171,7 +173,16 @@ def parse_container(packet: bytes) -> Container:
             f"{trailing} bytes after the block's sync marker at byte {body_end + SYNC_SIZE}: "
             "a second block? a ZTF packet holds exactly one block"
         )
-    return Container(*spans[_METADATA_SCHEMA], keys, sync, body_start, body_end)
+    return Container(*spans[_METADATA_SCHEMA], keys, pos - SYNC_SIZE, sync, body_start, body_end)
+
+
+def parse_header(header: bytes) -> tuple[int, int]:
+    """(start, end) of the writer schema text in a header as `Container.header_end` cuts it; AlertPacketError if
+    ``header`` is not exactly one container header with a schema."""
+    spans, keys, pos = _read_metadata(header, len(MAGIC)) if header.startswith(MAGIC) else ({}, (), -1)
+    if pos != len(header) or _METADATA_SCHEMA not in spans:
+        raise AlertPacketError(f"{len(header)} bytes are not one Avro container header with {_METADATA_SCHEMA!r}")
+    return spans[_METADATA_SCHEMA]
 
 
 def build_container(schema_text: bytes, body: bytes, sync_marker: bytes, metadata_keys: tuple[str, ...]) -> bytes:

@@ -60,6 +60,8 @@ def writer_schema_at(buffer: bytes, start: int, end: int) -> WriterSchema:
 
 def shipped_schema(version: str) -> WriterSchema:
     """The compiled schema of a shipped ZTF version (for encoding); AlertPacketError if the version is unknown."""
+    if not isinstance(version, str):
+        raise AlertPacketError(f"cannot encode: a schema version is a string such as '4.02', not {version!r}")
     found = _shipped.get(version)
     if found is None:
         try:
@@ -203,7 +205,7 @@ def _known_ztf_fields() -> frozenset[str]:
 
 @cache
 def _shipped_versions_by_text() -> dict[bytes, str]:
-    """Shipped schema texts to their version; the JSON's own "version" is unreliable (4.02's says 4.01)."""
+    """Shipped schema texts to their version (a packet's "version" attribute is whatever its writer put there)."""
     return {schema_text_bytes(v): v for v in schemas.available_versions()}
 
 

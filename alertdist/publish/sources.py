@@ -87,17 +87,23 @@ def tarball_packets(location: str | Path, storage_options: dict | None = None) -
     """Each ``*.avro`` member of a (gzip'd) tarball, streamed: never extracted, never loaded whole.
 
     ``location`` is a path or an fsspec URL (``s3://bucket/ztf_public_20180819.tar.gz``), so a night can be
-    replayed straight from the archive. Other members (a README, folders) are skipped and logged.
+    replayed straight from the archive. Other members (a README, folders) are skipped and logged. A gzip'd
+    tarball is read to the end of its gzip stream after the last member, as only there are its CRC and length
+    checked: a damaged file raises `SourceError` (after its members have been yielded), never ends quietly.
     """
     import fsspec
+    from isal import igzip
 
     try:
         raw = fsspec.open(str(location), "rb", **(storage_options or {})).open()
     except (OSError, ValueError) as e:
         raise SourceError(f"opening tarball {location} failed: {e}") from e
+    gzipped = str(location).endswith((".gz", ".tgz"))
     try:
-        with tarfile.open(fileobj=raw, mode="r|*") as tar:
+        stream = igzip.IGzipFile(fileobj=raw, mode="rb") if gzipped else raw
+        with tarfile.open(fileobj=stream, mode="r|" if gzipped else "r|*") as tar:
             for member in tar:
+                tar.members.clear()  # a streaming TarFile still keeps every TarInfo
                 base = member.name.rsplit("/", 1)[-1]
                 if not member.isfile() or not _is_packet_file(base):
                     if member.isfile():
@@ -105,6 +111,8 @@ def tarball_packets(location: str | Path, storage_options: dict | None = None) -
                     continue
                 data = tar.extractfile(member).read()
                 yield SourcePacket(base, data, int(member.mtime * 1000) or None)
+        while gzipped and stream.read(1 << 20):  # to the gzip trailer: the CRC and length are checked there
+            pass
     except (tarfile.TarError, OSError, EOFError) as e:
         raise SourceError(f"reading tarball {location} failed: {e}") from e
     finally:
