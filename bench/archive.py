@@ -1,15 +1,23 @@
-"""Alerts/s, CPU per alert and peak memory of the end-of-night archiver, against Kafka's own ConsumerPerformance.
+"""Alerts/s, CPU per alert and peak memory of the end-of-night archiver, as a command and as a Prefect flow,
+against Kafka's own ConsumerPerformance.
 
 Two simulated nights of real-size alerts (default 20,000 and 100,000) are published to a private Kafka broker
-on free ports, then archived to a local folder by `alertdist archive` in a subprocess (tarballs + Parquet +
-manifest + read-back verification, as in production). For each run: wall time, alerts/s, the archiver's peak
-RSS and CPU time (ru_maxrss, ru_utime + ru_stime of the child from wait4) and the broker's CPU time over the run
-(from /proc). Baseline: `org.apache.kafka.tools.ConsumerPerformance` reading the same topics in the same run
-(rate, its own CPU and the broker's); the ratio archiver/ConsumerPerformance says how much of Kafka's raw read
-rate the archive keeps. Each round runs ConsumerPerformance then the archiver, so a ratio compares runs under
-the same load; each run starts once the broker is idle, and each archiver run writes to an empty folder. Best of
-`--rounds` counts for rates and ratios, the largest for memory. On a machine shared with
-other work, wall-clock rates follow the load (recorded in the JSON); CPU milliseconds per alert do not.
+on free ports, then archived to a local folder twice per round, each in a subprocess (tarballs + Parquet +
+manifest + read-back verification, as in production): by `alertdist archive`, and by the archive-at-dawn
+deployment's flow, `alertdist.flows.archive_night.archive_night`, reporting to a Prefect server the script
+starts in its scratch folder on a free port. For each run: wall time of the whole child process (start-up
+included), alerts/s, its peak RSS and CPU time (ru_maxrss, ru_utime + ru_stime of the child from wait4), and the
+broker's and the Prefect server's CPU time over the run (from /proc). Both run the same pipelined archiver; what
+the flow pays on top: importing Prefect (~1 s), registering the flow run and its task run with the server and
+their state changes, the progress artifact and its updates, the summary table artifact, run logs shipped to the
+API, and the task's input hashing; the child also exits only once those are sent. `flow_vs_cli` is the best
+flow rate over the best CLI rate (target >= 0.9).
+Baseline: `org.apache.kafka.tools.ConsumerPerformance` reading the same topics in the same run (rate, its own
+CPU and the broker's); the ratio archiver/ConsumerPerformance says how much of Kafka's raw read rate the archive
+keeps. Each round runs ConsumerPerformance, then the CLI, then the flow, so a ratio compares runs under the same
+load; each archiver run starts once the broker is idle and writes to an empty folder. Best of `--rounds` counts
+for rates and ratios, the largest for memory. On a machine shared with other work, wall-clock rates follow the
+load (recorded in the JSON); CPU milliseconds per alert do not.
 
 Each night is simulated whole (`alertdist.simulate.night.simulate_night`, ~1 ms of CPU per alert) once and cached in
 .alertdist/bench/ (a length-prefixed packet file, keyed by size, seed and the simulator's source), so re-runs
@@ -23,24 +31,26 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
 import resource
 import shutil
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from _common import cpu_seconds, java_tool, start_cluster
 from alertdist import simulate
 from alertdist.avro import codec
 from alertdist.avro.container import zigzag_varint
-from alertdist.infra import kafka_local
+from alertdist.infra import kafka_local, prefect_local
 from alertdist.kafka.clients import admin_client
 from alertdist.kafka.producer import CountingProducer
 from alertdist.nights.state import NightState, end_offsets, mark_night
@@ -151,13 +161,33 @@ def run_child(command: list[str], work: Path, env: dict | None = None) -> tuple[
     return elapsed, usage
 
 
+#: The archive-at-dawn deployment's flow, called as its worker's process calls it: parameters as text.
+FLOW_CALL = (
+    "import json; from alertdist.flows.archive_night import archive_night; "
+    "print(json.dumps(archive_night(night={night!r}, dest={dest!r}, work_dir={work!r})))"
+)
+
+
 def run_archiver(
-    bootstrap: str, naming: TopicNaming, dest: Path, work: Path
+    bootstrap: str, naming: TopicNaming, dest: Path, work: Path, prefect: prefect_local.PrefectServer | None = None
 ) -> tuple[float, resource.struct_rusage, str]:
+    """`alertdist archive`, or with ``prefect`` the `archive_night` flow reporting to that server."""
     env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": bootstrap, "ALERTDIST_SURVEY": naming.survey}
-    archive = ["archive", "--night", f"{NIGHT:%Y%m%d}", "--dest", str(dest), "--work-dir", str(work), "--quiet"]
-    elapsed, usage = run_child([sys.executable, "-m", "alertdist.cli.main", *archive], work, env)
+    night = f"{NIGHT:%Y%m%d}"
+    if prefect is None:
+        archive = ["archive", "--night", night, "--dest", str(dest), "--work-dir", str(work), "--quiet"]
+        command = ["-m", "alertdist.cli.main", *archive]
+    else:
+        env.update(prefect.client_env())
+        command = ["-c", FLOW_CALL.format(night=night, dest=str(dest), work=str(work))]
+    elapsed, usage = run_child([sys.executable, *command], work, env)
     return elapsed, usage, (work / "stdout").read_text().strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def consumer_performance(
@@ -182,6 +212,44 @@ def consumer_performance(
     return total_messages / total_seconds, cpu
 
 
+def measure(
+    run: Callable[[Path, Path], tuple[float, resource.struct_rusage, str]],
+    out: Path,
+    work: Path,
+    count: int,
+    pids: dict[str, int],
+) -> dict:
+    """One archiver run into an empty ``out``, started once the broker is idle: its rates and the CPU the broker
+    and the Prefect server spent meanwhile (per alert)."""
+    work.mkdir()
+    shutil.rmtree(out, ignore_errors=True)  # every run archives afresh
+    wait_until_idle(pids["broker"])
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    elapsed, usage, summary = run(out, work)
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "elapsed": elapsed,
+        "alerts_per_s": count / elapsed,
+        "rss": usage.ru_maxrss * 1024,
+        "cpu_ms": (usage.ru_utime + usage.ru_stime) / count * 1e3,
+        **{f"{name}_ms": (cpu_seconds(pid) - before[name]) / count * 1e3 for name, pid in pids.items()},
+        "load": os.getloadavg()[0],
+        "summary": summary,
+    }
+
+
+def best_of(runs: list[dict]) -> dict:
+    """The best rate, the largest memory and the least CPU of ``runs``."""
+    return {
+        "alerts_per_s": round(max(r["alerts_per_s"] for r in runs)),
+        "peak_rss_mib": round(max(r["rss"] for r in runs) / 2**20),
+        "cpu_ms_per_alert": round(min(r["cpu_ms"] for r in runs), 3),
+        "broker_cpu_ms_per_alert": round(min(r["broker_ms"] for r in runs), 3),
+        "prefect_server_cpu_ms_per_alert": round(min(r["prefect_ms"] for r in runs), 3),
+        "rounds_alerts_per_s": [round(r["alerts_per_s"]) for r in runs],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="20000,100000", help="night sizes in alerts, comma-separated")
@@ -203,78 +271,70 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="alertdist-bench-archive-") as tmp:
         folder = Path(tmp)
         cluster = start_cluster(folder / "kafka", heap="1g")
-        broker_pid = kafka_local.status(cluster)[0].pid
-        print(f"Kafka on {cluster.bootstrap_servers}", flush=True)
+        prefect = prefect_local.PrefectServer(home=folder / "prefect", port=free_port())
+        bootstrap = cluster.bootstrap_servers
         try:
+            prefect_local.start(prefect, log=lambda *_: None)
+            pids = {"broker": kafka_local.status(cluster)[0].pid, "prefect": int(prefect.pid_file.read_text())}
+            print(f"Kafka on {bootstrap}, Prefect server on {prefect.api_url}", flush=True)
             figures = {}
             for size in sizes:
                 naming = TopicNaming(survey=f"bench{size}")
-                state, count = publish(cluster.bootstrap_servers, naming, nights[size]())
+                state, count = publish(bootstrap, naming, nights[size]())
                 print(f"night of {count} alerts published and closed", flush=True)
                 topics = list(naming.programme_topics(NIGHT).values())
                 messages = {t: sum(state.end_offsets[t].values()) for t in topics}
                 runs = []
-                for round_ in range(args.rounds):  # each round: Kafka's consumer, then the archiver, same load
+                for round_ in range(args.rounds):  # each round: Kafka's consumer, the CLI, the flow, same load
                     work = folder / f"cp-{size}-{round_}"
                     work.mkdir()
-                    wait_until_idle(broker_pid)
-                    broker_before = cpu_seconds(broker_pid)
-                    kafka_rate, kafka_cpu = consumer_performance(
-                        cluster.bootstrap_servers, libs, topics, messages, work
-                    )
-                    kafka_broker_ms = (cpu_seconds(broker_pid) - broker_before) / count * 1e3
+                    wait_until_idle(pids["broker"])
+                    broker_before = cpu_seconds(pids["broker"])
+                    kafka_rate, kafka_cpu = consumer_performance(bootstrap, libs, topics, messages, work)
+                    kafka_broker_ms = (cpu_seconds(pids["broker"]) - broker_before) / count * 1e3
                     print(
                         f"  round {round_ + 1}: ConsumerPerformance {kafka_rate:,.0f} msgs/s, CPU "
                         f"{kafka_cpu / count * 1e3:.3f} ms/msg (+ broker {kafka_broker_ms:.3f})",
                         flush=True,
                     )
-                    work = folder / f"work-{size}-{round_}"
-                    work.mkdir()
-                    shutil.rmtree(folder / f"out-{size}", ignore_errors=True)  # every round archives afresh
-                    wait_until_idle(broker_pid)
-                    broker_before = cpu_seconds(broker_pid)
-                    elapsed, usage, summary = run_archiver(
-                        cluster.bootstrap_servers, naming, folder / f"out-{size}", work
-                    )
-                    shutil.rmtree(work, ignore_errors=True)
-                    broker_ms = (cpu_seconds(broker_pid) - broker_before) / count * 1e3
-                    cpu_ms = (usage.ru_utime + usage.ru_stime) / count * 1e3
-                    runs.append(
-                        {
-                            "alerts_per_s": count / elapsed,
-                            "rss": usage.ru_maxrss * 1024,
-                            "cpu_ms": cpu_ms,
-                            "broker_ms": broker_ms,
-                            "load": os.getloadavg()[0],
-                            "kafka_rate": kafka_rate,
-                            "kafka_cpu_ms": kafka_cpu / count * 1e3,
-                            "kafka_broker_ms": kafka_broker_ms,
-                            "ratio": count / elapsed / kafka_rate,
-                        }
-                    )
-                    print(
-                        f"  round {round_ + 1}: archive {elapsed:.1f} s, {count / elapsed:,.0f} alerts/s "
-                        f"({runs[-1]['ratio']:.2f} x ConsumerPerformance), CPU {cpu_ms:.3f} ms/alert (+ broker "
-                        f"{broker_ms:.3f}), peak RSS {usage.ru_maxrss / 1024:,.0f} MiB, load {runs[-1]['load']:.1f}"
-                        f" | {summary}",
-                        flush=True,
-                    )
-                best = max(runs, key=lambda r: r["alerts_per_s"])
+                    run = {
+                        "kafka_rate": kafka_rate,
+                        "kafka_cpu_ms": kafka_cpu / count * 1e3,
+                        "kafka_broker_ms": kafka_broker_ms,
+                    }
+                    for kind, server in (("cli", None), ("flow", prefect)):
+                        run[kind] = r = measure(
+                            functools.partial(run_archiver, bootstrap, naming, prefect=server),
+                            folder / f"out-{size}",
+                            folder / f"{kind}-{size}-{round_}",
+                            count,
+                            pids,
+                        )
+                        print(
+                            f"  round {round_ + 1}: {kind} {r['elapsed']:.1f} s, {r['alerts_per_s']:,.0f} alerts/s "
+                            f"({r['alerts_per_s'] / kafka_rate:.2f} x ConsumerPerformance), CPU {r['cpu_ms']:.3f} "
+                            f"ms/alert (+ broker {r['broker_ms']:.3f}, Prefect server {r['prefect_ms']:.3f}), peak "
+                            f"RSS {r['rss'] / 2**20:,.0f} MiB, load {r['load']:.1f} | {r['summary'][-300:]}",
+                            flush=True,
+                        )
+                    runs.append(run)
+                cli, flow = best_of([r["cli"] for r in runs]), best_of([r["flow"] for r in runs])
                 figures[size] = {
                     "alerts": count,
-                    "alerts_per_s": round(best["alerts_per_s"]),
-                    "peak_rss_mib": round(max(r["rss"] for r in runs) / 2**20),
-                    "cpu_ms_per_alert": round(min(r["cpu_ms"] for r in runs), 3),
-                    "broker_cpu_ms_per_alert": round(min(r["broker_ms"] for r in runs), 3),
+                    **cli,
                     "consumer_performance_msgs_per_s": round(max(r["kafka_rate"] for r in runs)),
                     "consumer_performance_cpu_ms_per_msg": round(min(r["kafka_cpu_ms"] for r in runs), 3),
                     "consumer_performance_broker_cpu_ms_per_msg": round(min(r["kafka_broker_ms"] for r in runs), 3),
-                    "ratio_to_consumer_performance": round(max(r["ratio"] for r in runs), 3),
-                    "rounds_alerts_per_s": [round(r["alerts_per_s"]) for r in runs],
+                    "ratio_to_consumer_performance": round(
+                        max(r["cli"]["alerts_per_s"] / r["kafka_rate"] for r in runs), 3
+                    ),
                     "rounds_consumer_performance_msgs_per_s": [round(r["kafka_rate"]) for r in runs],
-                    "rounds_load_average": [round(r["load"], 1) for r in runs],
+                    "rounds_load_average": [round(r["cli"]["load"], 1) for r in runs],
+                    "flow": flow,
+                    "flow_vs_cli": round(flow["alerts_per_s"] / cli["alerts_per_s"], 3),
                 }
         finally:
+            prefect_local.stop(prefect, log=lambda *_: None)
             kafka_local.stop(cluster, log=lambda *_: None)
     small, large = figures[sizes[0]], figures[sizes[-1]]
     result = {
@@ -283,7 +343,8 @@ def main() -> int:
         "nights": {str(k): v for k, v in figures.items()},
         "min_alerts_per_s": min(f["alerts_per_s"] for f in figures.values()),
         "rss_ratio_large_to_small": round(large["peak_rss_mib"] / small["peak_rss_mib"], 3),
-        "targets": {"alerts_per_s": 2000, "rss_ratio": 1.2},
+        "flow_vs_cli": min(f["flow_vs_cli"] for f in figures.values()),
+        "targets": {"alerts_per_s": 2000, "rss_ratio": 1.2, "flow_vs_cli": 0.9},
         "load_average_before": round(load_before, 1),
         "load_average_after": round(os.getloadavg()[0], 1),
         "night_source": f"pool of {args.pool}" if args.pool else "simulated whole, cached",
