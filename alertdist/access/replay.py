@@ -254,7 +254,7 @@ def replay_into_night(
 
     def packets() -> Iterator[SourcePacket | None]:
         for a in stream:
-            yield SourcePacket(a.name, a.packet, None)  # produced "now": the replay is the pipeline
+            yield SourcePacket(a.name, a.packet, _now_ms())  # produced "now": the replay is the pipeline
         if stop.is_set():
             yield None  # stopped while waiting for an exposure: the publisher must see it and leave the night open
 

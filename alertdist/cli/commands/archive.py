@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
 
@@ -53,6 +54,15 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
         for kind in ("tarball", "parquet"):
             f = programme.files[kind]
             print(f"{f['path']}  {f['size']:>12,} bytes  sha256 {f['sha256']}")
+    for programme in manifest.programmes.values():
+        conflicting = programme.counts.get("conflicting_duplicates", 0)
+        if conflicting:
+            shown = ", ".join(str(d["candid"]) for d in programme.conflicting_duplicates[:5])
+            print(
+                f"WARNING: {programme.name}: {conflicting} duplicate candid(s) with DIFFERENT bytes (first kept, others "
+                f"dropped): {shown}{' ...' if conflicting > 5 else ''}; see {manifest.path}",
+                file=sys.stderr,
+            )
     print(
         f"night {manifest.night}: read {totals['read']}, written {totals['written']}, "
         f"duplicates {totals['duplicates']}, rejected {totals['rejected']} in {elapsed:.1f} s "
