@@ -74,6 +74,55 @@ def test_make_night_on_a_clean_clone_archives_the_night_and_prints_the_ui(night_
     )
 
 
+def test_the_first_night_shows_no_broker_warnings(night_on_a_clean_clone):
+    """A fresh broker answers "Not coordinator" while it creates its internal topics: routine, not a warning."""
+    _, _, done = night_on_a_clean_clone
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Not coordinator" not in done.stderr and "NOT_COORDINATOR" not in done.stderr, done.stderr[-4000:]
+
+
+def test_every_python_snippet_of_the_readme_runs_as_written_after_the_main_job(night_on_a_clean_clone):
+    clone, env, done = night_on_a_clean_clone
+    assert done.returncode == 0, done.stderr[-2000:]
+    snippets = re.findall(r"^```python\n(.*?)^```$", (clone / "README.md").read_text(), re.M | re.S)
+    assert len(snippets) >= 3  # tarball records, DuckDB, pyarrow + pandas
+    for snippet in snippets:
+        ran = subprocess.run(
+            [
+                str(clone / ".venv" / "bin" / "python"),
+                "-c",
+                snippet + "\nprint('rows', len(locals().get('bright', locals().get('frame', []))))",
+            ],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert ran.returncode == 0, snippet + ran.stderr[-3000:]
+
+
+def test_make_night_again_the_same_day_runs_a_new_night_and_names_it(night_on_a_clean_clone):
+    clone, env, first = night_on_a_clean_clone
+    assert first.returncode == 0, first.stderr[-2000:]
+    ran = []
+    for _ in range(2):  # the first takes tonight (20231012 was named), the second the night before
+        again = subprocess.run(
+            ["make", "night", "NIGHT_ARGS=--alerts 30 --partitions 2"],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        night = re.search(r"^Night (\d{8}): 30 alerts published, 30 archived", again.stdout, re.M).group(1)
+        assert re.search(rf"Running night {night} \(the latest night this cluster has not run yet", again.stderr)
+        assert "night-tonight" not in again.stdout + again.stderr
+        ran.append(night)
+    assert ran[0] != ran[1] and "20231012" not in ran
+
+
 def test_the_prefect_ui_shows_the_night_and_its_summary(night_on_a_clean_clone):
     if CHROMIUM is None:
         pytest.fail("Chromium is not installed: run `make setup-test` (installs Debian's chromium) and retry")
