@@ -38,6 +38,17 @@ def _free_port(span: int = 0) -> int:
             continue
 
 
+def _make_night(clone: Path, env: dict, night_args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "night", f"NIGHT_ARGS={night_args}"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def night_on_a_clean_clone(tmp_path_factory):
     clone = tmp_path_factory.mktemp("newuser") / "alertdist"
@@ -46,14 +57,7 @@ def night_on_a_clean_clone(tmp_path_factory):
     env.update(ALERTDIST_KAFKA_PORT=str(_free_port(10000)), ALERTDIST_PREFECT_PORT=str(_free_port()))
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     try:
-        done = subprocess.run(
-            ["make", "night", "NIGHT_ARGS=--alerts 200 --partitions 2 --night 20231012"],
-            cwd=clone,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1500,
-        )
+        done = _make_night(clone, env, "--alerts 200 --partitions 2 --night 20231012", 1500)
         yield clone, env, done
     finally:
         subprocess.run(["make", "stop"], cwd=clone, env=env, capture_output=True, timeout=120)
@@ -107,14 +111,7 @@ def test_make_night_again_the_same_day_runs_a_new_night_and_names_it(night_on_a_
     assert first.returncode == 0, first.stderr[-2000:]
     ran = []
     for _ in range(2):  # the first takes tonight (20231012 was named), the second the night before
-        again = subprocess.run(
-            ["make", "night", "NIGHT_ARGS=--alerts 30 --partitions 2"],
-            cwd=clone,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        again = _make_night(clone, env, "--alerts 30 --partitions 2", 900)
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
         night = re.search(r"^Night (\d{8}): 30 alerts published, 30 archived", again.stdout, re.M).group(1)
         assert re.search(rf"Running night {night} \(the latest night this cluster has not run yet", again.stderr)

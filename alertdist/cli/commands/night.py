@@ -74,5 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", help="instead of simulating: a drop folder, a tarball, or simulate:N[:SEED]")
     p.add_argument("--filter-copies", type=int, default=1, help="copies of each filter (consumer-group members)")
-    p.add_argument("--archive", help="archive destination URL (default .alertdist/archive or $ALERTDIST_ARCHIVE_URL)")
+    parsing.archive_option(
+        p, "archive root to write the night to (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)"
+    )
     p.add_argument("--partitions", type=int, default=14, help="partitions per programme topic (default 14)")
