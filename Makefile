@@ -58,6 +58,6 @@ stop:
 	-$(BIN)/alertdist prefect stop
 	-$(BIN)/alertdist kafka stop
 
+# Both are shown even when the first is down; the exit status is non-zero when either service is down.
 status:
-	-$(BIN)/alertdist kafka status
-	-$(BIN)/alertdist prefect status
+	@status=0; $(BIN)/alertdist kafka status || status=1; $(BIN)/alertdist prefect status || status=1; exit $$status

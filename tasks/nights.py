@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from alertdist.jobs import nights
-from alertdist.nights.report import NightReconciliationError
+from alertdist.nights.report import NightReconciliationError, checksums_markdown, file_rows
 from alertdist.nights.topics import TopicSettings
 from alertdist.settings import Settings
 from alertdist.tasks.policy import transient_retries
@@ -40,11 +40,13 @@ def abort_night(settings: Settings, night: dt.date, reason: str) -> bool:
     return nights.abort_night(settings, night, reason)
 
 
-@task(cache_policy=NO_CACHE)
 def report_night(
     settings: Settings, night: dt.date, published: dict, filters: dict[str, list[dict]], archived: dict
 ) -> dict:
-    """The night's tables and plot as artifacts; fails the run, naming what is missing, if it does not balance."""
+    """The night's tables and plot as artifacts; fails the run, naming what is missing, if it does not balance.
+
+    A plain function called by the `night` flow, not a task: its artifacts then belong to the night's flow run
+    (a task's show "Flow run: None" in the UI)."""
     label = f"{night:%Y%m%d}"
     summary = nights.summarise_night(settings, night, published, filters, archived["dest"])
     key = artifact_key(settings.survey, label)
@@ -52,12 +54,14 @@ def report_night(
         ("summary", summary.summary, "every alert accounted for"),
         ("throughput", summary.throughput, "publishing throughput and latency percentiles"),
         ("filters", summary.filters, "filters and their final consumer lag"),
-        ("archive", summary.files, f"archive files in {archived['dest']}"),
+        ("archive", file_rows(summary.files), f"archive files in {archived['dest']} (full checksums: night-checksums)"),
     ):
         create_table_artifact(rows, key=f"night-{name}-{key}", description=f"Night {label}: {what}")
-    create_markdown_artifact(
-        summary.exposure_plot, key=f"night-exposures-{key}", description=f"Night {label}: alerts per exposure"
-    )
+    for name, markdown, what in (
+        ("exposures", summary.exposure_plot, "alerts per exposure"),
+        ("checksums", checksums_markdown(summary.files, f"Archive files of night {label}"), "full checksums"),
+    ):
+        create_markdown_artifact(markdown, key=f"night-{name}-{key}", description=f"Night {label}: {what}")
     if summary.problems:
         raise NightReconciliationError(f"night {label} does not balance: " + "; ".join(summary.problems))
     return {

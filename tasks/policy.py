@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 
 from alertdist.kafka.errors import retry_condition
 from alertdist.nights.dates import parse_night
+from alertdist.settings import Settings
 
 __all__ = ["night_label", "run_label", "transient_retries"]
 
@@ -25,13 +26,14 @@ def transient_retries(delays_s: list[int], *also_transient: type[BaseException])
 
 
 def night_label(night) -> str:
-    """``YYYYMMDD`` for a run name, whether the parameter holds a date or its text; ``tonight`` when unset."""
-    return f"{parse_night(night):%Y%m%d}" if night else "tonight"
+    """``YYYYMMDD`` for a run name, whether the parameter holds a date or its text; when unset, the night the
+    flow will run on (tonight at the site, `Settings.tonight`): a run is always named by its night."""
+    return f"{parse_night(night) if night else Settings.load().tonight():%Y%m%d}"
 
 
 def run_label(prefix: str, *keys: str, tonight: bool = True) -> Callable[[], str]:
     """A ``flow_run_name``: ``prefix`` and the run's parameters ``keys``, readable in the UI (a night as YYYYMMDD, an
-    unset ``night`` as ``tonight`` unless told otherwise; a path or URL by its last part, a list by its first item;
+    unset ``night`` as tonight's date unless told otherwise; a path or URL by its last part, a list by its first item;
     other unset ones left out)."""
 
     def name() -> str:

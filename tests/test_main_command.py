@@ -38,6 +38,17 @@ def _free_port(span: int = 0) -> int:
             continue
 
 
+def _make_night(clone: Path, env: dict, night_args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "night", f"NIGHT_ARGS={night_args}"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="module")
 def night_on_a_clean_clone(tmp_path_factory):
     clone = tmp_path_factory.mktemp("newuser") / "alertdist"
@@ -46,14 +57,7 @@ def night_on_a_clean_clone(tmp_path_factory):
     env.update(ALERTDIST_KAFKA_PORT=str(_free_port(10000)), ALERTDIST_PREFECT_PORT=str(_free_port()))
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     try:
-        done = subprocess.run(
-            ["make", "night", "NIGHT_ARGS=--alerts 200 --partitions 2 --night 20231012"],
-            cwd=clone,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1500,
-        )
+        done = _make_night(clone, env, "--alerts 200 --partitions 2 --night 20231012", 1500)
         yield clone, env, done
     finally:
         subprocess.run(["make", "stop"], cwd=clone, env=env, capture_output=True, timeout=120)
@@ -72,6 +76,48 @@ def test_make_night_on_a_clean_clone_archives_the_night_and_prints_the_ui(night_
     assert re.search(
         rf"Prefect UI: http://127\.0\.0\.1:{env['ALERTDIST_PREFECT_PORT']}/runs/flow-run/[0-9a-f-]{{36}}", done.stdout
     )
+
+
+def test_the_first_night_shows_no_broker_warnings(night_on_a_clean_clone):
+    """A fresh broker answers "Not coordinator" while it creates its internal topics: routine, not a warning."""
+    _, _, done = night_on_a_clean_clone
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Not coordinator" not in done.stderr and "NOT_COORDINATOR" not in done.stderr, done.stderr[-4000:]
+
+
+def test_every_python_snippet_of_the_readme_runs_as_written_after_the_main_job(night_on_a_clean_clone):
+    clone, env, done = night_on_a_clean_clone
+    assert done.returncode == 0, done.stderr[-2000:]
+    snippets = re.findall(r"^```python\n(.*?)^```$", (clone / "README.md").read_text(), re.M | re.S)
+    assert len(snippets) >= 3  # tarball records, DuckDB, pyarrow + pandas
+    for snippet in snippets:
+        ran = subprocess.run(
+            [
+                str(clone / ".venv" / "bin" / "python"),
+                "-c",
+                snippet + "\nprint('rows', len(locals().get('bright', locals().get('frame', []))))",
+            ],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert ran.returncode == 0, snippet + ran.stderr[-3000:]
+
+
+def test_make_night_again_the_same_day_runs_a_new_night_and_names_it(night_on_a_clean_clone):
+    clone, env, first = night_on_a_clean_clone
+    assert first.returncode == 0, first.stderr[-2000:]
+    ran = []
+    for _ in range(2):  # the first takes tonight (20231012 was named), the second the night before
+        again = _make_night(clone, env, "--alerts 30 --partitions 2", 900)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        night = re.search(r"^Night (\d{8}): 30 alerts published, 30 archived", again.stdout, re.M).group(1)
+        assert re.search(rf"Running night {night} \(the latest night this cluster has not run yet", again.stderr)
+        assert "night-tonight" not in again.stdout + again.stderr
+        ran.append(night)
+    assert ran[0] != ran[1] and "20231012" not in ran
 
 
 def test_the_prefect_ui_shows_the_night_and_its_summary(night_on_a_clean_clone):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 from alertdist.nights.report import reconcile
 
@@ -78,7 +79,13 @@ def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(
     assert {row["filter"]: row["final lag"] for row in lag.data} == dict.fromkeys(result["filters"], 0)
     assert {row["filter"]: row["passed"] for row in lag.data} == result["filters"]
     files = _artifact(f"night-archive-{key}")
-    assert len(files.data) == 6 and all(len(row["sha256"]) == 64 for row in files.data)
+    assert len(files.data) == 6 and all(len(row["sha256"]) == 13 and row["size"].endswith("B") for row in files.data)
+    checksums = _artifact(f"night-checksums-{key}").data  # the full ones, as sha256sum -c reads them
+    for row in files.data:
+        assert re.search(rf"^{row['sha256'][:-1]}[0-9a-f]{{52}}  {re.escape(row['file'])}$", checksums, re.M)
+    for name in ("summary", "archive", "exposures", "checksums"):  # the night's, not a task's
+        artifact = _artifact(f"night-{name}-{key}")
+        assert (artifact.flow_run_id, artifact.task_run_id) == (state.state_details.flow_run_id, None), name
     plot = _artifact(f"night-exposures-{key}")
     assert plot.type == "markdown" and "data:image/png;base64," in plot.data and "300 alerts" in plot.data
     throughput = _artifact(f"night-throughput-{key}")

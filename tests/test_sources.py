@@ -36,7 +36,7 @@ def _write(folder, name, data, mtime=None):
 def test_tarball_is_streamed_member_by_member_with_its_bytes(archive_2018_members):
     items = list(tarball_packets(ARCHIVE_2018))
     assert [(i.name, i.packet) for i in items] == [(n.rsplit("/", 1)[-1], b) for n, b in archive_2018_members]
-    assert all(i.produced_ms and i.path is None for i in items)
+    assert all(i.produced_ms is None and i.path is None for i in items)  # a member mtime is no production time
 
 
 def test_a_tarball_that_is_not_one_fails_with_its_name(tmp_path):

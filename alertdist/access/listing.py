@@ -21,12 +21,14 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from alertdist.archive.manifest import NightManifest
 from alertdist.archive.tarball import MD5SUMS, parse_md5sums
+from alertdist.publish.sources import require_location
 
 __all__ = [
     "ArchiveAccessError",
     "ArchiveLocation",
     "NightListing",
     "RemoteFile",
+    "check_sources",
     "list_nights",
     "open_location",
 ]
@@ -345,3 +347,21 @@ def open_location(url: str, storage_options: dict | None = None) -> ArchiveLocat
 def list_nights(url: str, storage_options: dict | None = None) -> list[NightListing]:
     """The nights available at an archive location (folder, ``s3://...`` or an HTTP(S) directory), oldest first."""
     return open_location(url, storage_options).nights()
+
+
+def check_sources(specs: list[str], *, archived_night: str | None, storage_options: dict | None = None) -> None:
+    """Refuse, before anything is created or read, a source that is not there, and a folder holding several
+    nights when no night is named (read whole, it would merge them silently)."""
+    for spec in map(str, specs):
+        if not spec.startswith(("http://", "https://")):  # an HTTP directory is checked by reading it
+            require_location(spec, storage_options)
+        if archived_night is not None or spec.endswith((".tar", ".tar.gz", ".tgz", ".parquet", ".avro")):
+            continue
+        location = open_location(spec, storage_options)
+        nights = {n.night for n in location.nights()}
+        nights |= {m["night"] for name in location.listdir("") if (m := NIGHT_FOLDER.match(name.rstrip("/")))}
+        if len(nights) > 1:
+            raise ArchiveAccessError(
+                f"{spec} holds {len(nights)} nights ({', '.join(sorted(nights)[:5])}"
+                f"{', ...' if len(nights) > 5 else ''}): name one with --archived-night YYYYMMDD"
+            )

@@ -277,7 +277,7 @@ def replay_into_night(
 
     def packets() -> Iterator[SourcePacket | None]:
         for a in source:
-            yield SourcePacket(a.name, a.packet, None)  # produced "now": the replay is the pipeline
+            yield SourcePacket(a.name, a.packet, _now_ms())  # produced "now": the replay is the pipeline
         if stop.is_set():
             yield None  # stopped (or the source broke): the publisher must see it and leave the night open
 

@@ -8,6 +8,7 @@ import os
 import sys
 
 from alertdist import __version__
+from alertdist.kafka.errors import is_unreachable
 from alertdist.runtime import slow_mimalloc_purge
 from alertdist.settings import Settings
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     slow_mimalloc_purge()  # before the sub-commands load pyarrow: see alertdist/runtime.py
     parser = build_parser()
     args = parser.parse_args(argv)
+    settings = None
     try:
         settings = Settings.load(bootstrap_servers=args.bootstrap_servers)
         return int(args.run(args, settings) or 0)
@@ -61,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # the last line of defence: a clear one-line error, not a traceback
         if getattr(args, "debug", False) or os.environ.get("ALERTDIST_DEBUG"):
             raise
+        if settings is not None and is_unreachable(e):
+            e = (
+                f"no Kafka broker answers at {settings.bootstrap_servers}. Start the local one with "
+                "`alertdist kafka start`, or point ALERTDIST_BOOTSTRAP_SERVERS (or --bootstrap-servers) at a running "
+                "cluster"
+            )
         print(f"alertdist {args.command}: error: {e}", file=sys.stderr)
         print("(set ALERTDIST_DEBUG=1 to see the full traceback)", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from alertdist.nights.dates import parse_night
 
-__all__ = ["command", "night", "programme_ids"]
+__all__ = ["archive_option", "command", "night", "programme_ids", "quiet_option"]
 
 
 def command(sub: argparse._SubParsersAction, name: str, run: Callable, help: str, **options) -> argparse.ArgumentParser:
@@ -18,6 +18,18 @@ def command(sub: argparse._SubParsersAction, name: str, run: Callable, help: str
     parser = sub.add_parser(name, help=help, description=inspect.cleandoc(run.__doc__ or help), **options)
     parser.set_defaults(run=run)
     return parser
+
+
+def quiet_option(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``, on every command that runs long enough to show progress."""
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def archive_option(parser: argparse.ArgumentParser, help: str, *old: str, **options) -> None:
+    """``--archive URL``: the one name for an archive location; ``old`` spellings still work, unlisted."""
+    parser.add_argument("--archive", metavar="URL", help=help, **options)
+    for spelling in old:
+        parser.add_argument(spelling, dest="archive", metavar="URL", help=argparse.SUPPRESS)
 
 
 def night(text: str) -> dt.date:

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from alertdist.access.listing import check_sources
 from alertdist.access.readers import ReadCounts, packets_for_batch
 from alertdist.filters.batch import BatchResult, run_batch, write_table
 from alertdist.filters.live import LiveOptions, LiveReport, run_live
@@ -79,9 +80,11 @@ def filter_archived(
     if len(sources) == 1 and (first.suffix == ".avro" or (first.is_dir() and any(first.glob("*.avro")))):
         packets, counts = str(first), []
     else:
+        night = f"{archived_night:%Y%m%d}" if archived_night else None
+        check_sources(sources, archived_night=night, storage_options=settings.storage_options)
         packets, counts = packets_for_batch(
             sources,
-            archived_night=f"{archived_night:%Y%m%d}" if archived_night else None,
+            archived_night=night,
             storage_options=settings.storage_options,
             prefer="parquet" if from_parquet else "tarball",
         )

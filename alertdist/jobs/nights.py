@@ -17,18 +17,31 @@ from alertdist.nights.report import (
     summary_rows,
     throughput_rows,
 )
-from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
+from alertdist.nights.state import NightState, end_offsets, known_nights, mark_night, read_night_state
 from alertdist.nights.topics import TopicSettings
 from alertdist.security import OpenedNight
 from alertdist.security import open_night as open_night_topics
 from alertdist.settings import Settings
 
-__all__ = ["NightSummary", "abort_night", "open_night", "summarise_night"]
+__all__ = ["NightSummary", "abort_night", "fresh_night", "open_night", "summarise_night"]
 
 
 def open_night(settings: Settings, night: dt.date, topic_settings: TopicSettings = TopicSettings()) -> OpenedNight:
     """The night's topics (idempotent; drift reported) and its readers' ACLs, before anything is published."""
     return open_night_topics(settings.bootstrap_servers, settings.naming, night, topic_settings)
+
+
+def fresh_night(settings: Settings) -> dt.date:
+    """Tonight if this cluster has never opened it, else the latest earlier night it has never opened.
+
+    The simulated main job (`alertdist night` without ``--night``) runs on this night, so running it again the
+    same day runs a new night instead of failing on tonight's, already closed; an earlier date, never a future
+    one, so a demo night cannot take the name of a real night still to come."""
+    known = known_nights(settings.bootstrap_servers, settings.naming)
+    night = settings.tonight()
+    while f"{night:%Y%m%d}" in known:
+        night -= dt.timedelta(days=1)
+    return night
 
 
 def abort_night(settings: Settings, night: dt.date, reason: str) -> bool:

@@ -35,6 +35,7 @@ def publish_night(
     ``topics``: the settings of the night's topics, created first if missing (None: they must exist already).
     """
     stop = stop or threading.Event()
+    source.check(settings.storage_options)
     if topics is not None:
         created = [t for t, what in open_night(settings, night, topics).topics.items() if what == "created"]
         if created:

@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 from dataclasses import dataclass
 
+from alertdist.access.listing import check_sources
 from alertdist.access.readers import open_sources
 from alertdist.access.replay import ReplayProgress, ReplayResult, ensure_topic, replay_into_night, replay_to_topic
 from alertdist.jobs.progress import NoProgress, Progress
@@ -58,9 +59,11 @@ def replay(
     """Open the sources (merged in candid order) and publish them to the request's destination."""
     stop = stop or threading.Event()
     archived = request.archived_night or request.night
+    archived = f"{archived:%Y%m%d}" if archived else None
+    check_sources(list(request.sources), archived_night=archived, storage_options=settings.storage_options)
     alerts, counts, names = open_sources(
         list(request.sources),
-        archived_night=f"{archived:%Y%m%d}" if archived else None,
+        archived_night=archived,
         storage_options=settings.storage_options,
         prefer="parquet" if request.from_parquet else "tarball",
     )

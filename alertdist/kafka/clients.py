@@ -18,9 +18,31 @@ MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 _log = logging.getLogger("alertdist.kafka")
 
+#: librdkafka lines about what a client recovers from by itself: a fresh broker answers "Not coordinator" while
+#: it creates its offsets and transaction topics, and a broker that is down is reported once, by the caller's
+#: error (`errors.is_unreachable`), not by a line per connection attempt.
+_ROUTINE = (
+    "Not coordinator",
+    "NOT_COORDINATOR",
+    "COORDINATOR_NOT_AVAILABLE",
+    "Coordinator not available",
+    "Connection refused",
+)
+
+
+class _LibrdkafkaLog:
+    """librdkafka's log lines into ``alertdist.kafka``, the routine ones (`_ROUTINE`) at DEBUG, not as warnings."""
+
+    def log(self, level: int, msg: str, *args) -> None:
+        text = msg % args if args else msg
+        _log.log(logging.DEBUG if any(r in text for r in _ROUTINE) else level, "%s", text)
+
+
+_LIBRDKAFKA_LOG = _LibrdkafkaLog()
+
 
 def _common(bootstrap_servers: str) -> dict:
-    return {"bootstrap.servers": bootstrap_servers, "logger": _log}
+    return {"bootstrap.servers": bootstrap_servers, "logger": _LIBRDKAFKA_LOG}
 
 
 def admin_client(bootstrap_servers: str, **overrides) -> AdminClient:

@@ -15,7 +15,15 @@ from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
-__all__ = ["TRANSIENT_CODES", "KafkaOperationError", "is_transient", "retry_call", "retry_condition", "retry_until"]
+__all__ = [
+    "TRANSIENT_CODES",
+    "KafkaOperationError",
+    "is_transient",
+    "is_unreachable",
+    "retry_call",
+    "retry_condition",
+    "retry_until",
+]
 
 _log = logging.getLogger("alertdist.kafka")
 T = TypeVar("T")
@@ -62,6 +70,25 @@ def is_transient(exc: BaseException | None) -> bool:
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+#: What librdkafka says when no broker answers at all (the codes, and their text where an error was re-worded).
+_UNREACHABLE_CODES = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE})
+_UNREACHABLE_TEXT = ("Broker transport failure", "All broker connections are down", "_TRANSPORT", "_ALL_BROKERS_DOWN")
+
+
+def is_unreachable(exc: BaseException | None) -> bool:
+    """Whether the failure is that no broker answered (down, wrong address), anywhere in the cause chain."""
+    for _ in range(10):
+        if exc is None:
+            return False
+        error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+        if isinstance(error, KafkaError) and error.code() in _UNREACHABLE_CODES:
+            return True
+        if any(text in str(exc) for text in _UNREACHABLE_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
     return False
 
 

@@ -12,9 +12,12 @@ from collections.abc import Iterable
 
 __all__ = [
     "NightReconciliationError",
+    "checksums_markdown",
     "exposure_counts",
     "exposure_plot_markdown",
+    "file_rows",
     "filter_rows",
+    "human_bytes",
     "reconcile",
     "summary_rows",
     "throughput_rows",
@@ -82,6 +85,7 @@ def summary_rows(
             "published": delivered.get(programid, 0),
             "archived": counts.get("written", 0),
             "duplicates dropped": counts.get("duplicates", 0),
+            "of which different bytes": counts.get("conflicting_duplicates", 0),
         }
         for filter_name, copies in filters.items():
             per = _per_programme(copies, programid)
@@ -119,6 +123,37 @@ def filter_rows(filters: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
+def human_bytes(n: int) -> str:
+    """``1.5 MB``: sizes as an operator reads them (decimal units, as the CLI prints MB/s)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def file_rows(files: list[dict], hash_chars: int = 12) -> list[dict]:
+    """The archive's files as a table narrow enough to read: sizes in kB/MB, hashes cut to ``hash_chars``; the
+    full ones stay in ``files`` (and the manifest)."""
+    return [
+        {
+            "programme": f["programme"],
+            "file": f["file"],
+            "size": human_bytes(f["bytes"]),
+            "sha256": f["sha256"][:hash_chars] + "…",
+            "md5": f["md5"][:hash_chars] + "…" if f["md5"] else "",
+        }
+        for f in files
+    ]
+
+
+def checksums_markdown(files: list[dict], title: str) -> str:
+    """Every file's full sha256 and size in bytes, as ``sha256sum -c`` reads them (the table shows them cut)."""
+    lines = "\n".join(f"{f['sha256']}  {f['file']}" for f in files)
+    sizes = "\n".join(f"{f['bytes']:>14,}  {f['file']}" for f in files)
+    return f"### {title}\n\n```\n{lines}\n```\n\nSizes in bytes:\n\n```\n{sizes}\n```\n"
+
+
 def throughput_rows(published: dict) -> list[dict]:
     rows = [
         {"measure": "publish rate (alerts/s)", "value": round(published.get("rate_alerts_s", 0.0), 1)},
@@ -138,6 +173,12 @@ def exposure_counts(jds: Iterable[float], programids: Iterable[int]) -> dict[flo
     return dict(sorted(counts.items()))
 
 
+def plot_top(totals: list[int]) -> float:
+    """The y limit of the exposure plot: a quarter above the tallest bar, so it never touches the frame (and the
+    legend, upper right, sits above the bars)."""
+    return max(max(totals, default=0) * 1.25, 1)
+
+
 def exposure_plot_markdown(counts: dict[float, dict[int, int]], programmes: dict[int, str], title: str) -> str:
     """A stacked bar chart of alerts per exposure through the night, as markdown embedding a PNG."""
     import matplotlib
@@ -155,6 +196,7 @@ def exposure_plot_markdown(counts: dict[float, dict[int, int]], programmes: dict
         heights = [counts[jd].get(programid, 0) for jd in jds]
         ax.bar(hours, heights, width=width, bottom=bottom, label=f"{programid} {name}")
         bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_ylim(0, plot_top(bottom))
     ax.set_xlabel("hours since the first exposure")
     ax.set_ylabel("alerts per exposure")
     ax.set_title(title)

@@ -99,6 +99,14 @@ def read_night_state(
     return None if latest is None else NightState.from_dict(latest)
 
 
+def known_nights(bootstrap_servers: str, naming: TopicNaming, *, timeout: float = 30.0) -> set[str]:
+    """Every night (YYYYMMDD) ever opened on this cluster, open or closed."""
+    try:
+        return set(KeyedStateTopic(bootstrap_servers, naming.nights_topic).latest(timeout=timeout))
+    except KafkaOperationError as e:
+        raise NightStateError(str(e), transient=e.transient) from e
+
+
 def wait_until_closed(
     bootstrap_servers: str,
     naming: TopicNaming,

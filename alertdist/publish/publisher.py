@@ -167,6 +167,7 @@ class _Publisher:
         self.result = PublishResult(night=f"{night:%Y%m%d}")
         self.delivered: Counter[int] = Counter()
         self.rejected: Counter[str] = Counter()
+        self.wrong_nights: Counter[dt.date] = Counter()  # the nights wrong-night packets belong to
         self.latencies = array("q")
         self.first_read: float | None = None
         self.out = CountingProducer(
@@ -215,6 +216,7 @@ class _Publisher:
         if self.check_night:
             packet_night = night_of_jd(info.jd, self.site)
             if packet_night != self.night:
+                self.wrong_nights[packet_night] += 1
                 return (
                     None,
                     (
@@ -238,7 +240,9 @@ class _Publisher:
                 (HEADER_PUBLISHED_MS, b"%d" % now),
                 (HEADER_CANDID, b"%d" % info.candid),
             ]
-            self.out.produce(topic, item.packet, info.objectId.encode(), headers, (item, info.programid, produced_ms))
+            self.out.produce(
+                topic, item.packet, info.objectId.encode(), headers, (item, info.programid, item.produced_ms)
+            )
             return
         kind = reason.split(":", 1)[0]
         _log.warning("rejecting %s: %s", item.name, reason)
@@ -264,9 +268,27 @@ class _Publisher:
         else:
             self.delivered[outcome] += 1
             self.result.bytes_delivered += len(item.packet)
-            self.latencies.append(time.time_ns() // 1_000_000 - produced_ms)
+            if produced_ms is not None:  # latency only where the production time is known
+                self.latencies.append(time.time_ns() // 1_000_000 - produced_ms)
         if self.settle is not None:
             self.settle(item, rejected)
+
+    def nothing_delivered(self) -> str | None:
+        """Why a run that read packets but delivered none must fail, and what fixes it; None if it delivered."""
+        r = self.result
+        if not r.read or r.delivered_total or r.stopped or r.missing:
+            return None
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(r.rejected.items()))
+        message = f"night {r.night}: every one of the {r.read} packet(s) read was rejected ({kinds})"
+        if self.wrong_nights:
+            nights = ", ".join(f"{n:%Y%m%d}" for n, _ in self.wrong_nights.most_common(3))
+            message += (
+                f"; their jd lies in night {nights}: use --night {self.wrong_nights.most_common(1)[0][0]:%Y%m%d} "
+                "(the source's night), or --any-night to accept them as this night"
+            )
+        else:
+            message += f"; their reasons are in the topic {self.rejected_topic}"
+        return message + f". Nothing was published to the programme topics and night {r.night} stays open."
 
     def snapshot(self, started: float, total: int | None) -> PublishProgress:
         return PublishProgress(
@@ -383,6 +405,9 @@ def publish(
             f"{result.missing} packet(s) unaccounted for",
             result,
         )
+    empty = run.nothing_delivered()
+    if empty is not None:
+        raise PublishError(empty, result)
     if close_night and not result.stopped:
         topics = [*run.topics.values(), run.rejected_topic]
         result.end_offsets = retry_call("reading end offsets", end_offsets, bootstrap_servers, topics)

@@ -35,6 +35,7 @@ __all__ = [
     "SourceSpec",
     "folder_packets",
     "paced",
+    "require_location",
     "simulated_alerts",
     "simulated_packets",
     "tarball_packets",
@@ -56,8 +57,23 @@ class SourcePacket:
 
     name: str
     packet: bytes
-    produced_ms: int | None  # when the alert pipeline produced it (ms since epoch), if known
+    produced_ms: int | None  # when the alert pipeline produced it (ms since epoch); None: unknown, no latency
     path: Path | None = None  # the drop-folder file it came from, settled after Kafka acknowledged it
+
+
+def require_location(location: str | Path, storage_options: dict | None = None, *, folder: bool = False) -> None:
+    """Refuse a source that is not there (or, with ``folder``, is not a folder) before anything is created for it:
+    a missing file must not leave a night's topics behind."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(str(location), **(storage_options or {}))
+        found = fs.isdir(path) if folder else fs.exists(path)
+    except (OSError, ValueError) as e:
+        raise SourceError(f"cannot reach {location}: {e}") from e
+    if not found:
+        what = "folder" if folder else "file or folder"
+        raise SourceError(f"{location}: no such {what}; check the path (nothing was created)")
 
 
 def _now_ms() -> int:
@@ -110,7 +126,7 @@ def tarball_packets(location: str | Path, storage_options: dict | None = None) -
                         _log.warning("tarball %s: skipping member %s (not a .avro packet)", location, member.name)
                     continue
                 data = tar.extractfile(member).read()
-                yield SourcePacket(base, data, int(member.mtime * 1000) or None)
+                yield SourcePacket(base, data, None)  # a member's mtime is when it was observed, not produced
         while gzipped and stream.read(1 << 20):  # to the gzip trailer: the CRC and length are checked there
             pass
     except (tarfile.TarError, OSError, EOFError) as e:
@@ -334,6 +350,11 @@ class SourceSpec:
         if spec.endswith((".tar", ".tar.gz", ".tgz")):
             return cls("tarball", spec)
         return cls("drop-folder", spec, done_folder=done_folder)
+
+    def check(self, storage_options: dict | None = None) -> None:
+        """Refuse a folder or tarball that is not there, before the night's topics are created for it."""
+        if self.kind != "simulate":
+            require_location(self.location, storage_options, folder=self.kind != "tarball")
 
     @property
     def total(self) -> int | None:

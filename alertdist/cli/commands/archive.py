@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
 
@@ -17,7 +18,7 @@ __all__ = ["register"]
 
 DESCRIPTION = """\
 Archive one closed night: read every programme topic up to the offsets recorded when the night closed,
-drop duplicate candids, and write to DEST (a folder, or s3://bucket/prefix):
+drop duplicate candids, and write to --archive URL (a folder, or s3://bucket/prefix):
 
   <survey>_<programme>_<YYYYMMDD>.tar.gz   one Avro packet per member, <candid>.avro (UW's layout)
   MD5SUMS                                  md5 of every tarball, as UW publishes
@@ -32,7 +33,7 @@ non-AWS store.
 
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
-    dest = args.dest or settings.archive
+    dest = args.archive or settings.archive
     options = ArchiveOptions(work_dir=args.work_dir, row_group_rows=args.row_group_rows, engine=args.engine)
     stop = threading.Event()
     started = time.monotonic()
@@ -53,6 +54,15 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
         for kind in ("tarball", "parquet"):
             f = programme.files[kind]
             print(f"{f['path']}  {f['size']:>12,} bytes  sha256 {f['sha256']}")
+    for programme in manifest.programmes.values():
+        conflicting = programme.counts.get("conflicting_duplicates", 0)
+        if conflicting:
+            shown = ", ".join(str(d["candid"]) for d in programme.conflicting_duplicates[:5])
+            print(
+                f"WARNING: {programme.name}: {conflicting} duplicate candid(s) with DIFFERENT bytes (first kept, others "
+                f"dropped): {shown}{' ...' if conflicting > 5 else ''}; see {manifest.path}",
+                file=sys.stderr,
+            )
     print(
         f"night {manifest.night}: read {totals['read']}, written {totals['written']}, "
         f"duplicates {totals['duplicates']}, rejected {totals['rejected']} in {elapsed:.1f} s "
@@ -71,10 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--night", required=True, type=parsing.night, help="the night to archive, YYYYMMDD (it must be closed)"
     )
-    p.add_argument(
+    parsing.archive_option(
+        p,
+        "archive root: a folder or s3://bucket/prefix (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)",
         "--dest",
-        metavar="URL",
-        help="archive root: a folder or s3://bucket/prefix (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)",
     )
     p.add_argument(
         "--programmes",
@@ -101,5 +111,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Avro decoder for Parquet (default auto: DataFusion when installed)",
     )
     p.add_argument("--no-verify", action="store_true", help="skip reading back and checking what was written")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    parsing.quiet_option(p)
     p.set_defaults(run=_archive)

@@ -33,7 +33,7 @@ def _run(args, settings: Settings) -> int:
     <survey>_<night>_<filter>_errors, exactly once (Kafka transactions). Stops by itself once the night is closed
     and fully consumed by the group, or on SIGTERM/SIGINT; run it again to resume where it stopped."""
     night = args.night or settings.tonight()
-    line = ProgressLine(f"filter {args.filter} night {night:%Y%m%d} copy {args.copy_index}")
+    line = ProgressLine(f"filter {args.filter} night {night:%Y%m%d} copy {args.copy_index}", args.quiet)
     stop = threading.Event()
     with stop_on_signals(stop):
         report = run_filter(
@@ -64,7 +64,7 @@ def _batch(args, settings: Settings) -> int:
         archived_night=args.archived_night,
         from_parquet=args.from_parquet,
         out=args.out,
-        progress=ProgressLine(f"filter {args.filter} over {' '.join(args.sources)}"),
+        progress=ProgressLine(f"filter {args.filter} over {' '.join(args.sources)}", args.quiet),
     )
     result = done.result
     for c in done.counts:
@@ -119,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--error-threshold", type=int, default=100, help="stop after N alerts in a row raised on (default 100)"
     )
+    parsing.quiet_option(run)
 
     batch = parsing.command(
         actions, "batch", _batch, "run a filter over a folder of .avro packets, one packet, or a tarball"
@@ -136,3 +137,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     batch.add_argument("--from-parquet", action="store_true", help="from an archive root, read its Parquet")
     batch.add_argument("--out", metavar="FILE", help="write the table to FILE.parquet or FILE.csv")
+    parsing.quiet_option(batch)

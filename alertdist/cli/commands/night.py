@@ -8,6 +8,7 @@ import sys
 
 from alertdist.cli import parsing
 from alertdist.cli.commands.prefect_server import local_server
+from alertdist.jobs.nights import fresh_night
 from alertdist.settings import Settings
 
 
@@ -21,13 +22,15 @@ def _run(args, settings: Settings) -> int:
     from alertdist.flows.night import night
 
     source = args.source or f"simulate:{args.alerts}:{args.seed}"
+    chosen = args.night or fresh_night(settings)  # named before the run, so the run is named by it
+    why = "" if args.night else " (the latest night this cluster has not run yet; --night YYYYMMDD to choose)"
     print(
-        f"Running night {f'{args.night:%Y%m%d}' if args.night else 'tonight'} from {source} on Kafka {settings.bootstrap_servers}; "
+        f"Running night {chosen:%Y%m%d}{why} from {source} on Kafka {settings.bootstrap_servers}; "
         f"progress below, details in the Prefect UI at {server.ui_url}",
         file=sys.stderr,
     )
     state = night(
-        night=args.night,
+        night=chosen,
         source=source,
         speed=args.speed,
         filter_parallelism=args.filter_copies,
@@ -58,7 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = parsing.command(
         sub, "night", _run, "run one whole night end to end (topics, filters, publish, archive, verify)"
     )
-    p.add_argument("--night", type=parsing.night, help="YYYYMMDD (default: tonight at the site)")
+    p.add_argument(
+        "--night",
+        type=parsing.night,
+        help="YYYYMMDD (default: tonight at the site, or the latest earlier night the cluster has not run yet, so "
+        "a second run the same day runs a new night)",
+    )
     p.add_argument("--alerts", type=int, default=3000, help="size of the simulated night (default 3000)")
     p.add_argument("--seed", type=int, default=1, help="simulation seed (same seed, same night)")
     p.add_argument(
@@ -66,5 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", help="instead of simulating: a drop folder, a tarball, or simulate:N[:SEED]")
     p.add_argument("--filter-copies", type=int, default=1, help="copies of each filter (consumer-group members)")
-    p.add_argument("--archive", help="archive destination URL (default .alertdist/archive or $ALERTDIST_ARCHIVE_URL)")
+    parsing.archive_option(
+        p, "archive root to write the night to (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)"
+    )
     p.add_argument("--partitions", type=int, default=14, help="partitions per programme topic (default 14)")

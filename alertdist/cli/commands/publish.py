@@ -64,7 +64,7 @@ def _publish(args, settings: Settings) -> int:
             close=not args.no_close,
             reopen=args.reopen,
             max_packet_bytes=args.max_packet_bytes,
-            progress=ProgressLine(f"publishing night {night:%Y%m%d}"),
+            progress=ProgressLine(f"publishing night {night:%Y%m%d}", args.quiet),
             stop=stop,
         )
     delivered = ", ".join(f"programid {p}: {n}" for p, n in sorted(result.delivered.items())) or "none"
@@ -90,7 +90,7 @@ def _simulate(args, settings: Settings) -> int:
 
     night = args.night or settings.tonight()
     folder = Path(args.to)
-    line = ProgressLine(f"simulating night {night:%Y%m%d} into {folder}")
+    line = ProgressLine(f"simulating night {night:%Y%m%d} into {folder}", args.quiet)
     alerts = simulated_alerts(args.alerts, night=night, seed=args.seed)
     counts = write_drop_folder(
         alerts,
@@ -162,6 +162,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pub.add_argument("--reopen", action="store_true", help="publish into a night already marked closed")
     pub.add_argument("--no-create-topics", action="store_true", help="fail if the night's topics do not exist")
     topic_options(pub)
+    parsing.quiet_option(pub)
 
     sim = parsing.command(sub, "simulate", _simulate, "write a simulated night of N alert packets into a drop folder")
     sim.add_argument("alerts", type=int, metavar="N", help="number of alerts")
@@ -170,3 +171,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--speed", type=float, help="release exposures at SPEED x real cadence (default: no waiting)")
     sim.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     sim.add_argument("--no-done-marker", action="store_true", help=f"do not write {NIGHT_DONE} at the end")
+    parsing.quiet_option(sim)

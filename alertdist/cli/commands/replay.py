@@ -63,7 +63,7 @@ def _download(args, settings: Settings) -> int:
 
     report = download_night(
         f"{args.night:%Y%m%d}",
-        args.source,
+        args.archive or settings.archive,
         args.to,
         args.what,
         programmes=args.programmes,
@@ -136,7 +136,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         sub, "download", _download, "download a night's tarballs and/or Parquet, resumable and checksum-verified"
     )
     download.add_argument("night", metavar="NIGHT", type=parsing.night, help="YYYYMMDD")
-    download.add_argument("--from", dest="source", required=True, metavar="URL", help="the archive location")
+    parsing.archive_option(
+        download, "the archive location: folder, s3:// or http(s):// (default $ALERTDIST_ARCHIVE_URL)", "--from"
+    )
     download.add_argument("--to", required=True, metavar="DIR", help="local folder to download into")
     download.add_argument(
         "--what",
@@ -152,7 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="download files the archive publishes no checksum for (default: refuse)",
     )
-    download.add_argument("--quiet", action="store_true", help="no progress bar")
+    parsing.quiet_option(download)
 
     replay = parsing.command(
         sub, "replay", _replay, "publish an archived night into a topic, or into a night's programme topics"
@@ -179,4 +181,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument(
         "--any-night", action="store_true", help="with --night: accept alerts whose jd lies in another night"
     )
-    replay.add_argument("--quiet", action="store_true", help="no progress line")
+    parsing.quiet_option(replay)
