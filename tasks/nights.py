@@ -42,17 +42,23 @@ def abort_night(settings: Settings, night: dt.date, reason: str) -> bool:
 
 @task(cache_policy=NO_CACHE)
 def report_night(
-    settings: Settings, night: dt.date, published: dict, filters: dict[str, list[dict]], archived: dict
+    settings: Settings,
+    night: dt.date,
+    published: dict,
+    filters: dict[str, list[dict]],
+    archived: dict,
+    stages: dict[str, dict] | None = None,
 ) -> dict:
     """The night's tables and plot as artifacts; fails the run, naming what is missing, if it does not balance."""
     label = f"{night:%Y%m%d}"
-    summary = nights.summarise_night(settings, night, published, filters, archived["dest"])
+    summary = nights.summarise_night(settings, night, published, filters, archived["dest"], stages)
     key = artifact_key(settings.survey, label)
     for name, rows, what in (
         ("summary", summary.summary, "every alert accounted for"),
         ("throughput", summary.throughput, "publishing throughput and latency percentiles"),
         ("filters", summary.filters, "filters and their final consumer lag"),
         ("archive", summary.files, f"archive files in {archived['dest']}"),
+        ("stages", summary.stages, "each stage's process, CPU time and peak memory"),
     ):
         create_table_artifact(rows, key=f"night-{name}-{key}", description=f"Night {label}: {what}")
     create_markdown_artifact(
@@ -68,6 +74,9 @@ def report_night(
         "archived": archived["written"],
         "duplicates": archived["duplicates"],
         "filters": {row["filter"]: row["passed"] for row in summary.filters},
+        "stages": stages or {},
+        "rate_alerts_s": published.get("rate_alerts_s", 0.0),
+        "latency_ms": published.get("latency_ms", {}),
     }
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "exposure_plot_markdown",
     "filter_rows",
     "reconcile",
+    "stage_rows",
     "summary_rows",
     "throughput_rows",
 ]
@@ -127,6 +128,21 @@ def throughput_rows(published: dict) -> list[dict]:
     for key, value in published.get("latency_ms", {}).items():
         rows.append({"measure": f"latency produced->acknowledged {key} (ms)", "value": round(value, 1)})
     return rows
+
+
+def stage_rows(stages: dict[str, dict], alerts: int) -> list[dict]:
+    """Per stage: the process it ran in, how long it ran, its CPU time (in all and per alert of the night) and its peak memory."""
+    return [
+        {
+            "stage": name,
+            "pid": usage["pid"],
+            "wall (s)": usage["wall_s"],
+            "CPU (s)": usage["cpu_s"],
+            "CPU per alert (ms)": round(1000.0 * usage["cpu_s"] / alerts, 3) if alerts else None,
+            "peak RSS (MB)": usage["peak_rss_mb"],
+        }
+        for name, usage in stages.items()
+    ]
 
 
 def exposure_counts(jds: Iterable[float], programids: Iterable[int]) -> dict[float, dict[int, int]]:
