@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from alertdist.jobs import nights
-from alertdist.nights.report import NightReconciliationError
+from alertdist.nights.report import NightReconciliationError, stage_rows
 from alertdist.nights.topics import TopicSettings
 from alertdist.settings import Settings
 from alertdist.tasks.policy import transient_retries
@@ -51,14 +51,14 @@ def report_night(
 ) -> dict:
     """The night's tables and plot as artifacts; fails the run, naming what is missing, if it does not balance."""
     label = f"{night:%Y%m%d}"
-    summary = nights.summarise_night(settings, night, published, filters, archived["dest"], stages)
+    summary = nights.summarise_night(settings, night, published, filters, archived["dest"])
     key = artifact_key(settings.survey, label)
     for name, rows, what in (
         ("summary", summary.summary, "every alert accounted for"),
         ("throughput", summary.throughput, "publishing throughput and latency percentiles"),
         ("filters", summary.filters, "filters and their final consumer lag"),
         ("archive", summary.files, f"archive files in {archived['dest']}"),
-        ("stages", summary.stages, "each stage's process, CPU time and peak memory"),
+        ("stages", stage_rows(stages or {}, published.get("read", 0)), "each stage's process, CPU time and memory"),
     ):
         create_table_artifact(rows, key=f"night-{name}-{key}", description=f"Night {label}: {what}")
     create_markdown_artifact(

@@ -14,7 +14,6 @@ from alertdist.nights.report import (
     exposure_plot_markdown,
     filter_rows,
     reconcile,
-    stage_rows,
     summary_rows,
     throughput_rows,
 )
@@ -56,18 +55,12 @@ class NightSummary:
     throughput: list[dict]
     filters: list[dict]
     files: list[dict]
-    stages: list[dict]
     exposure_plot: str
     problems: list[str]
 
 
 def summarise_night(
-    settings: Settings,
-    night: dt.date,
-    published: dict,
-    filters: dict[str, list[dict]],
-    dest: str,
-    stages: dict[str, dict] | None = None,
+    settings: Settings, night: dt.date, published: dict, filters: dict[str, list[dict]], dest: str
 ) -> NightSummary:
     """Published, filtered and archived counts side by side, read back from the archive's manifest and Parquet."""
     manifest = read_manifest(dest, settings.survey, f"{night:%Y%m%d}", settings.storage_options)
@@ -83,7 +76,6 @@ def summarise_night(
         throughput=throughput_rows(published),
         filters=filter_rows(filters),
         files=files,
-        stages=stage_rows(stages or {}, published.get("read", 0)),
         exposure_plot=exposure_plot_markdown(counts, settings.programmes, f"Alerts per exposure, night {night:%Y%m%d}"),
         problems=reconcile(published, filters, per_programme),
     )
