@@ -85,6 +85,7 @@ def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(
     assert plot.type == "markdown" and "data:image/png;base64," in plot.data and "300 alerts" in plot.data
     throughput = _artifact(f"night-throughput-{key}")
     assert any("p99" in row["measure"] for row in throughput.data)
+    assert throughput.data[0] == {"measure": "pace", "value": "as fast as the source gives them"}
     stages = result["stages"]  # each long-running stage ran in a process of its own, as in production
     running_together = [stages["publish"]["pid"]] + [stages[f"filter {name}"]["pid"] for name in result["filters"]]
     assert len(set(running_together)) == 4 and os.getpid() not in running_together

@@ -122,7 +122,8 @@ def filter_rows(filters: dict[str, list[dict]]) -> list[dict]:
 
 def throughput_rows(published: dict) -> list[dict]:
     rows = [
-        {"measure": "publish rate (alerts/s)", "value": round(published.get("rate_alerts_s", 0.0), 1)},
+        {"measure": "pace", "value": published.get("pace", "unknown")},
+        {"measure": "publish rate (alerts/s, at that pace)", "value": round(published.get("rate_alerts_s", 0.0), 1)},
         {"measure": "publish rate (MB/s)", "value": round(published.get("rate_mb_s", 0.0), 2)},
     ]
     for key, value in published.get("latency_ms", {}).items():
