@@ -11,6 +11,7 @@ import re
 import resource
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +83,35 @@ def java_producer_performance(
     if done.returncode != 0 or not final:
         raise RuntimeError(f"ProducerPerformance failed ({done.returncode}): {done.stderr[-2000:]}")
     return float(re.search(r"([\d.]+) records/sec", final[-1]).group(1)) * size / 1e6
+
+
+def consume_latencies(
+    bootstrap: str, topics: list[str], expected: int | None, timeout: float, out, idle_s: float = 20.0, **config
+) -> None:
+    """In its own process: read ``topics`` live and send back received-minus-produced milliseconds (the
+    ``alertdist.produced_ms`` header) and this process's CPU time. Stops after ``expected`` messages or, when that
+    is unknown (a filter's output), after ``idle_s`` without one once something arrived; ``config``: consumer
+    settings (``isolation.level="read_committed"`` for transactional outputs)."""
+    from confluent_kafka import TopicPartition
+
+    from alertdist.kafka.clients import consumer
+    from alertdist.publish.publisher import HEADER_PRODUCED_MS
+
+    c = consumer(bootstrap, **{"enable.partition.eof": False, "fetch.wait.max.ms": 100, **config})
+    try:
+        metadata = c.list_topics(timeout=30)
+        c.assign([TopicPartition(t, p, 0) for t in topics for p in metadata.topics[t].partitions])
+        latencies, deadline, last = [], time.monotonic() + timeout, None
+        out.put("ready")
+        while (expected is None or len(latencies) < expected) and time.monotonic() < deadline:
+            if expected is None and last is not None and time.monotonic() - last > idle_s:
+                break
+            for msg in c.consume(1000, 0.1):
+                if msg.error():
+                    continue
+                received = time.time_ns() // 1_000_000
+                latencies.append(received - int(dict(msg.headers())[HEADER_PRODUCED_MS]))
+                last = time.monotonic()
+        out.put((latencies, cpu_seconds()))
+    finally:
+        c.close()

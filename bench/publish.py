@@ -30,11 +30,11 @@ import sys
 import time
 from pathlib import Path
 
-from _common import cpu_seconds, java_producer_performance, kafka_libs, private_broker, say
+from _common import consume_latencies, cpu_seconds, java_producer_performance, kafka_libs, private_broker, say
 from alertdist.infra import kafka_local
 from alertdist.kafka.clients import admin_client
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
-from alertdist.publish.publisher import HEADER_PRODUCED_MS, publish
+from alertdist.publish.publisher import publish
 from alertdist.publish.sources import SourcePacket, paced, simulated_alerts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,29 +64,6 @@ def publisher_rate(bootstrap: str, packets: list[SourcePacket], survey: str, com
     if result.delivered_total != len(packets):
         raise RuntimeError(f"publisher delivered {result.delivered_total} of {len(packets)}")
     return result.rate_mb_s, result.rate_alerts_s
-
-
-def consume_latencies(bootstrap: str, topics: list[str], expected: int, timeout: float, out) -> None:
-    """In its own process: read ``topics`` live and send back received-minus-produced milliseconds."""
-    from confluent_kafka import TopicPartition
-
-    from alertdist.kafka.clients import consumer
-
-    c = consumer(bootstrap, **{"enable.partition.eof": False, "fetch.wait.max.ms": 100})
-    try:
-        metadata = c.list_topics(timeout=30)
-        c.assign([TopicPartition(t, p, 0) for t in topics for p in metadata.topics[t].partitions])
-        latencies, deadline = [], time.monotonic() + timeout
-        out.put("ready")
-        while len(latencies) < expected and time.monotonic() < deadline:
-            for msg in c.consume(1000, 0.1):
-                if msg.error():
-                    continue
-                received = time.time_ns() // 1_000_000
-                latencies.append(received - int(dict(msg.headers())[HEADER_PRODUCED_MS]))
-        out.put((latencies, cpu_seconds()))
-    finally:
-        c.close()
 
 
 def latency_run(

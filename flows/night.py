@@ -1,42 +1,57 @@
 """One whole night, end to end: topics, filters, publishing, closing, draining, archiving, verifying.
 
-Each stage is its own flow run in the UI (a subflow); the filters run beside the publisher from the start of
-the night and stop by themselves once it is closed and consumed. At the end the night must balance:
-published = archived + duplicates dropped, every filter consumed everything, or the run fails and says what is
-missing. Events `alertdist.night.opened/closed/archived` let automations (a notification, a page) hook in.
+Each stage is its own flow run in the UI (a subflow). The long-running ones (the publisher, each filter, the
+archiver) run as in production, each in a process of its own (Prefect's process pool): in threads of one
+process they shared one interpreter lock, and the night published at a tenth of the publisher's own speed.
+The filters run beside the publisher from the start of the night and stop by themselves once it is closed and
+consumed; if publishing fails, the night is closed anyway so that they drain and stop. At the end the night
+must balance: published = archived + duplicates dropped, every filter consumed everything, or the run fails and
+says what is missing. Events `alertdist.night.opened/closed/archived` let automations (a notification, a page)
+hook in.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ProcessPoolTaskRunner
 
 from alertdist.filters import available_filters
 from alertdist.flows.archive_night import archive_night
 from alertdist.flows.filter_night import filter_night
 from alertdist.flows.publish import publish_night
 from alertdist.flows.topics import create_night_topics
+from alertdist.jobs.usage import process_usage
 from alertdist.nights.dates import Night
 from alertdist.settings import Settings
 from alertdist.tasks.nights import abort_night, announce, report_night
 from alertdist.tasks.policy import run_label
 
-
-@task(cache_policy=NO_CACHE, task_run_name="filter-{filter_name}")
-def run_filter_stage(filter_name: str, night: dt.date, parallelism: int, settings: Settings) -> list[dict]:
-    """The filter's own flow, run from a task so that it runs beside the publisher."""
-    return filter_night(
-        filter_name=filter_name,
-        night=night,
-        parallelism=parallelism,
-        bootstrap_servers=settings.bootstrap_servers,
-        survey=settings.survey,
-    )
+#: Processes in the night's pool: the publisher and each filter at once, then the archiver. Spawned as needed;
+#: filters beyond it would start only when the publisher is done (and still consume the whole night).
+STAGE_PROCESSES = 8
 
 
-@flow(name="night", flow_run_name=run_label("night", "night"))
+STAGES = {"publish": publish_night, "filter": filter_night, "archive": archive_night}
+
+
+def run_stage(name: str, kind: str, parameters: dict) -> tuple[object, dict]:
+    """Run the ``kind`` stage's flow in this process of the pool; its result, and what it cost the process."""
+    with process_usage() as usage:
+        result = STAGES[kind](**parameters)
+    return result, usage
+
+
+# Decorated by a call, not with @task: the module's name `run_stage` must stay the plain function so that the pool
+# pickles it by reference, and its process imports this module (and the stages' flows) whole.
+stage = task(run_stage, cache_policy=NO_CACHE, task_run_name="{name}")
+
+
+@flow(
+    name="night",
+    flow_run_name=run_label("night", "night"),
+    task_runner=ProcessPoolTaskRunner(max_workers=STAGE_PROCESSES),
+)
 def night(
     night: Night | None = None,
     source: str = "simulate:3000",
@@ -52,16 +67,17 @@ def night(
     with ``filters`` (default the bundled ones) live beside the publisher."""
     settings = Settings.load(bootstrap_servers=bootstrap_servers, survey=survey, archive_url=dest)
     night = night or settings.tonight()
-    common = dict(bootstrap_servers=settings.bootstrap_servers, survey=settings.survey)
+    common = dict(night=night, bootstrap_servers=settings.bootstrap_servers, survey=settings.survey)
 
-    create_night_topics(night=night, partitions=partitions, **common)
+    create_night_topics(partitions=partitions, **common)
     announce("opened", settings, night, {"source": source})
     running = {
-        name: run_filter_stage.submit(name, night, filter_parallelism, settings)
+        name: stage.submit(f"filter-{name}", "filter", dict(filter_name=name, parallelism=filter_parallelism, **common))
         for name in (filters if filters is not None else sorted(available_filters()))
     }
+    publishing = dict(source=source, speed=speed, partitions=partitions, **common)
     try:
-        published = publish_night(source=source, night=night, speed=speed, partitions=partitions, **common)
+        published, usage = stage.submit("publish", "publish", publishing).result()
     except BaseException as e:
         get_run_logger().error("publishing failed (%s); closing the night so the filters drain and stop", e)
         abort_night(settings, night, f"publishing failed: {e}")
@@ -69,7 +85,10 @@ def night(
             future.wait()
         raise
     announce("closed", settings, night, {k: published[k] for k in ("read", "delivered", "rejected")})
-    filter_results = {name: future.result() for name, future in running.items()}
-    archived = archive_night(night=night, dest=settings.archive, **common)
+    stages = {"publish": usage}
+    filter_results = {}
+    for name, future in running.items():
+        filter_results[name], stages[f"filter {name}"] = future.result()
+    archived, stages["archive"] = stage.submit("archive", "archive", dict(dest=settings.archive, **common)).result()
     announce("archived", settings, night, {"dest": archived["dest"], "written": archived["written"]})
-    return report_night(settings, night, published, filter_results, archived)
+    return report_night(settings, night, published, filter_results, archived, stages)

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from alertdist.jobs import nights
-from alertdist.nights.report import NightReconciliationError, checksums_markdown, file_rows
+from alertdist.nights.report import NightReconciliationError, checksums_markdown, file_rows, stage_rows
 from alertdist.nights.topics import TopicSettings
 from alertdist.settings import Settings
 from alertdist.tasks.policy import transient_retries
@@ -41,7 +41,12 @@ def abort_night(settings: Settings, night: dt.date, reason: str) -> bool:
 
 
 def report_night(
-    settings: Settings, night: dt.date, published: dict, filters: dict[str, list[dict]], archived: dict
+    settings: Settings,
+    night: dt.date,
+    published: dict,
+    filters: dict[str, list[dict]],
+    archived: dict,
+    stages: dict[str, dict] | None = None,
 ) -> dict:
     """The night's tables and plot as artifacts; fails the run, naming what is missing, if it does not balance.
 
@@ -55,6 +60,7 @@ def report_night(
         ("throughput", summary.throughput, "publishing throughput and latency percentiles"),
         ("filters", summary.filters, "filters and their final consumer lag"),
         ("archive", file_rows(summary.files), f"archive files in {archived['dest']} (full checksums: night-checksums)"),
+        ("stages", stage_rows(stages or {}, published.get("read", 0)), "each stage's process, CPU time and memory"),
     ):
         create_table_artifact(rows, key=f"night-{name}-{key}", description=f"Night {label}: {what}")
     for name, markdown, what in (
@@ -72,6 +78,9 @@ def report_night(
         "archived": archived["written"],
         "duplicates": archived["duplicates"],
         "filters": {row["filter"]: row["passed"] for row in summary.filters},
+        "stages": stages or {},
+        "rate_alerts_s": published.get("rate_alerts_s", 0.0),
+        "latency_ms": published.get("latency_ms", {}),
     }
 
 

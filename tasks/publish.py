@@ -44,6 +44,7 @@ def publish_night(
         "closed": result.closed,
         **result.counts(),
         "elapsed_s": result.elapsed_s,
+        "pace": source.pace,
         "rate_alerts_s": result.rate_alerts_s,
         "rate_mb_s": result.rate_mb_s,
         "latency_ms": result.latency_ms,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import os
 import re
 
 from alertdist.nights.report import reconcile
@@ -90,6 +92,13 @@ def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(
     assert plot.type == "markdown" and "data:image/png;base64," in plot.data and "300 alerts" in plot.data
     throughput = _artifact(f"night-throughput-{key}")
     assert any("p99" in row["measure"] for row in throughput.data)
+    assert throughput.data[0] == {"measure": "pace", "value": "as fast as the source gives them"}
+    stages = result["stages"]  # each long-running stage ran in a process of its own, as in production
+    running_together = [stages["publish"]["pid"]] + [stages[f"filter {name}"]["pid"] for name in result["filters"]]
+    assert len(set(running_together)) == 4 and os.getpid() not in running_together
+    assert all(s["cpu_s"] > 0 and s["peak_rss_mb"] > 50 for s in stages.values()), stages
+    shown = _artifact(f"night-stages-{key}")
+    assert {row["stage"]: row["pid"] for row in shown.data} == {name: s["pid"] for name, s in stages.items()}
     assert _events(f"alertdist.night.{survey}.20231012") >= {
         "alertdist.night.opened",
         "alertdist.night.closed",
@@ -136,6 +145,30 @@ def test_a_broken_stage_fails_the_night_with_a_clear_message(kafka_bootstrap, pr
     )
     assert state.is_failed()
     assert "no_such_filter" in state.message or "no_such_filter" in str(state.result(raise_on_failure=False))
+
+
+def test_a_failed_publisher_closes_the_night_so_the_filters_drain_and_stop(
+    kafka_bootstrap, prefect_server, unique, tmp_path
+):
+    from alertdist.flows.night import night
+    from alertdist.nights.state import read_night_state
+    from alertdist.nights.topics import TopicNaming
+
+    survey = f"p{unique}"
+    state = night(
+        night="20231014",
+        source=str(tmp_path / "no-such-drop-folder"),
+        survey=survey,
+        dest=str(tmp_path / "archive"),
+        partitions=2,
+        filters=["solar_system"],
+        bootstrap_servers=kafka_bootstrap,
+        return_state=True,
+    )
+    assert state.is_failed() and "no-such-drop-folder" in state.message, state.message
+    closed = read_night_state(kafka_bootstrap, TopicNaming(survey=survey), dt.date(2023, 10, 14))
+    assert closed.closed and "publishing failed" in closed.counts["aborted"]
+    assert not (tmp_path / "archive").exists()  # nothing archived from a night that failed
 
 
 def test_reconciliation_names_what_is_missing():

@@ -19,6 +19,7 @@ __all__ = [
     "filter_rows",
     "human_bytes",
     "reconcile",
+    "stage_rows",
     "summary_rows",
     "throughput_rows",
 ]
@@ -156,12 +157,28 @@ def checksums_markdown(files: list[dict], title: str) -> str:
 
 def throughput_rows(published: dict) -> list[dict]:
     rows = [
-        {"measure": "publish rate (alerts/s)", "value": round(published.get("rate_alerts_s", 0.0), 1)},
+        {"measure": "pace", "value": published.get("pace", "unknown")},
+        {"measure": "publish rate (alerts/s, at that pace)", "value": round(published.get("rate_alerts_s", 0.0), 1)},
         {"measure": "publish rate (MB/s)", "value": round(published.get("rate_mb_s", 0.0), 2)},
     ]
     for key, value in published.get("latency_ms", {}).items():
         rows.append({"measure": f"latency produced->acknowledged {key} (ms)", "value": round(value, 1)})
     return rows
+
+
+def stage_rows(stages: dict[str, dict], alerts: int) -> list[dict]:
+    """Per stage: the process it ran in, how long it ran, its CPU time (in all and per alert of the night) and its peak memory."""
+    return [
+        {
+            "stage": name,
+            "pid": usage["pid"],
+            "wall (s)": usage["wall_s"],
+            "CPU (s)": usage["cpu_s"],
+            "CPU per alert (ms)": round(1000.0 * usage["cpu_s"] / alerts, 3) if alerts else None,
+            "peak RSS (MB)": usage["peak_rss_mb"],
+        }
+        for name, usage in stages.items()
+    ]
 
 
 def exposure_counts(jds: Iterable[float], programids: Iterable[int]) -> dict[float, dict[int, int]]:

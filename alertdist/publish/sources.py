@@ -357,6 +357,17 @@ class SourceSpec:
             require_location(self.location, storage_options, folder=self.kind != "tarball")
 
     @property
+    def pace(self) -> str:
+        """How fast the packets come, in words, so that a rate and latencies are read against it."""
+        if self.kind == "drop-folder":
+            return "as the alert pipeline writes them into the drop folder"
+        if self.rate_per_minute:
+            return f"evenly at {self.rate_per_minute:g} alerts/minute"
+        if self.kind == "simulate" and self.speed:
+            return f"the simulated night's own cadence {self.speed:g}x faster (an hour of night in {60 / self.speed:.3g} min)"
+        return "as fast as the source gives them"
+
+    @property
     def total(self) -> int | None:
         """How many packets the source holds, where that is known before reading it."""
         if self.kind == "simulate":
