@@ -13,6 +13,13 @@ cutouts. A filter that needs set-up (a model, a catalogue) is a small class with
         c = alert["candidate"]
         return c["magpsf"] < 16, {"mag": c["magpsf"]}
 
+A *columnar* filter (``columnar=True``) takes a batch instead: a `pyarrow.Table` with the Parquet archive's
+columns (`alertdist.archive.parquet`: candidate fields as top-level columns, ``prv_candidates`` a list of
+structs) and returns which rows pass, optionally with annotations; see `alertdist.filters.columnar`. Over years of
+archived nights it reads only the ``columns`` it declares (``"prv_candidates.jd"`` reads one leaf of the
+history), which is what makes a reanalysis fast. A columnar twin may share a per-alert filter's name: the runners
+take it when asked for the columnar path, and both write to the same outputs.
+
 Filters are found by name (`load_filter`): the bundled ones (`alertdist.filters.bundled`) or any importable
 ``module:function``. The one function both runners call, `AlertFilter.judge`, is why live and batch results
 are identical: same decode, same call, same annotation encoding.
@@ -36,8 +43,10 @@ __all__ = [
     "FilterSpec",
     "Verdict",
     "alert_filter",
+    "annotation_text",
     "available_filters",
     "load_filter",
+    "short_reason",
 ]
 
 BUNDLED_MODULE = "alertdist.filters.bundled"
@@ -62,9 +71,17 @@ class FilterSpec:
 
     name: str | None = None
     fields: tuple[str, ...] | None = None
+    columnar: bool = False
+    columns: tuple[str, ...] | None = None
 
 
-def alert_filter(name: str | None = None, *, fields: Iterable[str] | None = None):
+def alert_filter(
+    name: str | None = None,
+    *,
+    fields: Iterable[str] | None = None,
+    columnar: bool = False,
+    columns: Iterable[str] | None = None,
+):
     """Mark a function or class as an alert filter; returns it unchanged, so it stays callable in tests.
 
     Parameters
@@ -74,19 +91,29 @@ def alert_filter(name: str | None = None, *, fields: Iterable[str] | None = None
     fields : iterable of str, optional
         Top-level alert fields the filter reads (e.g. ``("objectId", "candidate")``). Default: all fields,
         which means decoding the history and the cutouts of every alert: about 20 times slower.
+    columnar : bool
+        The filter takes a `pyarrow.Table` of many alerts, not one alert (see `alertdist.filters.columnar`).
+    columns : iterable of str, optional
+        For a columnar filter, the archive columns it reads (``"magpsf"``, ``"prv_candidates.jd"``); ``candid``,
+        ``objectId`` and ``programid`` are always there. Default: every column, cutouts included.
     """
     if callable(name) and fields is None:  # used bare: @alert_filter
         return alert_filter()(name)
-    if fields is not None:
-        if isinstance(fields, str):
-            raise TypeError(f"fields must be a tuple of field names, not the string {fields!r}")
-        fields = tuple(fields)
+    fields, columns = _names("fields", fields), _names("columns", columns)
+    if columns is not None and not columnar:
+        raise TypeError("columns= is for columnar filters (columnar=True); a per-alert filter declares fields=")
 
     def mark(obj):
-        setattr(obj, _SPEC_ATTRIBUTE, FilterSpec(name, fields))
+        setattr(obj, _SPEC_ATTRIBUTE, FilterSpec(name, fields, columnar, columns))
         return obj
 
     return mark
+
+
+def _names(what: str, names: Iterable[str] | None) -> tuple[str, ...] | None:
+    if isinstance(names, str):
+        raise TypeError(f"{what} must be a tuple of names, not the string {names!r}")
+    return None if names is None else tuple(names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +134,7 @@ _PASSED_PLAIN = Verdict(PASSED)
 
 
 class AlertFilter:
-    """A filter ready to run: its name, the fields to decode, and the callable (set up once)."""
+    """A filter ready to run: its name, the fields to decode (or columns to read), and the callable (set up once)."""
 
     def __init__(
         self,
@@ -116,6 +143,9 @@ class AlertFilter:
         fields: tuple[str, ...] | None,
         description: str = "",
         origin: str = "",
+        *,
+        columnar: bool = False,
+        columns: tuple[str, ...] | None = None,
     ):
         if not NAME_PATTERN.fullmatch(name):
             raise FilterLookupError(
@@ -127,9 +157,12 @@ class AlertFilter:
         self.fields = fields
         self.description = description
         self.origin = origin
+        self.columnar = columnar
+        self.columns = columns
 
     def __repr__(self) -> str:
-        return f"AlertFilter({self.name!r}, fields={self.fields!r}, origin={self.origin!r})"
+        kind = f"columns={self.columns!r}" if self.columnar else f"fields={self.fields!r}"
+        return f"AlertFilter({self.name!r}, {kind}, origin={self.origin!r})"
 
     def judge(self, packet: bytes) -> Verdict:
         """Decode the declared fields of one packet, run the filter on them, and say what happened.
@@ -137,14 +170,16 @@ class AlertFilter:
         Never raises for a bad packet or a failing filter: both become a verdict with a reason, so one bad
         alert cannot stop a night.
         """
+        if self.columnar:
+            raise TypeError(f"filter {self.name!r} is columnar: run it on tables (alertdist.filters.columnar)")
         try:
             alert = decode(packet, self.fields)
         except AlertPacketError as e:
-            return Verdict(MALFORMED, reason=_short(f"undecodable packet: {e}"))
+            return Verdict(MALFORMED, reason=short_reason(f"undecodable packet: {e}"))
         try:
             result = self.function(alert)
         except Exception as e:  # a plug-in may raise anything; it is recorded, not propagated
-            return Verdict(ERROR, reason=_short(f"{type(e).__name__}: {e}"))
+            return Verdict(ERROR, reason=short_reason(f"{type(e).__name__}: {e}"))
         if result is True or result is False:
             return _PASSED_PLAIN if result else _REJECTED
         return _verdict_of(result)
@@ -160,7 +195,7 @@ def _verdict_of(result: object) -> Verdict:
     if result is not True and result is not False:
         return Verdict(
             ERROR,
-            reason=_short(
+            reason=short_reason(
                 f"filter returned {type(result).__name__} {result!r:.60}; expected True/False or (bool, dict)"
             ),
         )
@@ -171,10 +206,15 @@ def _verdict_of(result: object) -> Verdict:
     if not isinstance(annotations, dict):
         return Verdict(ERROR, reason=f"annotations must be a dict, got {type(annotations).__name__}")
     try:
-        text = json.dumps(annotations, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_plain)
+        text = annotation_text(annotations)
     except (TypeError, ValueError) as e:
-        return Verdict(ERROR, reason=_short(f"annotations are not JSON (no NaN/inf, plain values only): {e}"))
-    return Verdict(PASSED, annotations=text.encode())
+        return Verdict(ERROR, reason=short_reason(f"annotations are not JSON (no NaN/inf, plain values only): {e}"))
+    return Verdict(PASSED, annotations=text)
+
+
+def annotation_text(annotations: dict) -> bytes:
+    """The one JSON encoding of annotations (sorted keys, no NaN), per-alert and columnar alike."""
+    return json.dumps(annotations, sort_keys=True, separators=(",", ":"), allow_nan=False, default=_plain).encode()
 
 
 def _plain(value: object) -> object:
@@ -184,7 +224,7 @@ def _plain(value: object) -> object:
     raise TypeError(f"{type(value).__name__} {value!r:.40} is not JSON serializable")
 
 
-def _short(text: str) -> str:
+def short_reason(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
 
@@ -192,23 +232,30 @@ def _short(text: str) -> str:
 # ------------------------------------------------------------------------------------------------ lookup
 
 
-def available_filters() -> dict[str, FilterSpec]:
-    """The bundled filters by name, with what they declare."""
+def _bundled() -> list[tuple[str, str, object, FilterSpec]]:
+    """(name, attribute, object, spec) of every bundled filter, per-alert and columnar."""
     module = importlib.import_module(BUNDLED_MODULE)
-    found = {}
+    found = []
     for attribute in module.__all__:
         obj = getattr(module, attribute)
         spec = getattr(obj, _SPEC_ATTRIBUTE, None)
         if spec is not None:
-            found[spec.name or obj.__name__] = spec
+            found.append((spec.name or obj.__name__, attribute, obj, spec))
     return found
 
 
-def load_filter(name: str) -> AlertFilter:
+def available_filters(columnar: bool = False) -> dict[str, FilterSpec]:
+    """The bundled filters by name, with what they declare (the per-alert ones, or the columnar ones)."""
+    return {name: spec for name, _, _, spec in _bundled() if spec.columnar == columnar}
+
+
+def load_filter(name: str, *, columnar: bool | None = None) -> AlertFilter:
     """A ready-to-run filter: a bundled one by name, or ``package.module:function`` (or ``:Class``).
 
-    A class is instantiated without arguments and its ``setup()`` called, once per runner (each live copy
-    gets its own instance). Raises `FilterLookupError` naming what was tried and what exists.
+    ``columnar``: for a bundled name, True takes its columnar version, False (or None) its per-alert one; for
+    ``module:function``, a check that the object is of that kind. A class is instantiated without arguments and
+    its ``setup()`` called, once per runner (each live copy gets its own instance). Raises `FilterLookupError`
+    naming what was tried and what exists.
     """
     if ":" in name:
         module_name, _, attribute = name.partition(":")
@@ -221,15 +268,17 @@ def load_filter(name: str) -> AlertFilter:
             obj = getattr(obj, part, None)
             if obj is None:
                 raise FilterLookupError(f"module {module_name!r} has no {attribute!r} (looking up filter {name!r})")
-        return _prepare(obj, origin=name)
-    module = importlib.import_module(BUNDLED_MODULE)
-    for attribute in module.__all__:
-        obj = getattr(module, attribute)
-        spec = getattr(obj, _SPEC_ATTRIBUTE, None)
-        if spec is not None and (spec.name or obj.__name__) == name:
+        loaded = _prepare(obj, origin=name)
+        if columnar is not None and loaded.columnar != columnar:
+            kind = "columnar" if loaded.columnar else "per-alert"
+            raise FilterLookupError(f"filter {name!r} is {kind}; declare it with @alert_filter(columnar={columnar})")
+        return loaded
+    for found, attribute, obj, spec in _bundled():
+        if found == name and spec.columnar == bool(columnar):
             return _prepare(obj, origin=f"{BUNDLED_MODULE}:{attribute}")
+    kind = "columnar " if columnar else ""
     raise FilterLookupError(
-        f"no bundled filter named {name!r}; bundled: {', '.join(sorted(available_filters()))}; "
+        f"no bundled {kind}filter named {name!r}; bundled: {', '.join(sorted(available_filters(bool(columnar))))}; "
         "or name your own as package.module:function"
     )
 
@@ -250,4 +299,4 @@ def _prepare(obj: object, origin: str) -> AlertFilter:
         function = obj
     if not callable(function):
         raise FilterLookupError(f"{origin!r} is a {type(obj).__name__}, not a function or a class with __call__")
-    return AlertFilter(name, function, spec.fields, description, origin)
+    return AlertFilter(name, function, spec.fields, description, origin, columnar=spec.columnar, columns=spec.columns)

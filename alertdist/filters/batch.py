@@ -21,10 +21,9 @@ import pyarrow.parquet as pq
 
 from alertdist.avro.codec import AlertPacketError, peek
 from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter, load_filter
+from alertdist.filters.columnar import IDENTITY_COLUMNS, ColumnarFilterError, select
 
-__all__ = ["IDENTITY_COLUMNS", "BatchResult", "iter_packets", "run_batch", "write_table"]
-
-IDENTITY_COLUMNS = ("candid", "objectId", "programid")
+__all__ = ["IDENTITY_COLUMNS", "BatchResult", "iter_packets", "run_batch", "run_columnar", "write_table"]
 _IDENTITY_SCHEMA = pa.schema([("candid", pa.int64()), ("objectId", pa.string()), ("programid", pa.int32())])
 
 
@@ -106,6 +105,8 @@ def run_batch(
         Called every `progress_every` packets with the result so far (its table not yet built).
     """
     alert_filter = load_filter(filter_) if isinstance(filter_, str) else filter_
+    if alert_filter.columnar:
+        raise TypeError(f"filter {alert_filter.name!r} is columnar: run it with run_columnar on a table")
     result = BatchResult(alert_filter.name, pa.table({}))
     identities: list[tuple[int | None, str | None, int | None]] = []
     annotations: list[dict] = []
@@ -129,6 +130,27 @@ def run_batch(
     result.table = _table(identities, annotations)
     if progress is not None:
         progress(result)
+    return result
+
+
+def run_columnar(filter_: str | AlertFilter, table: pa.Table, *, source: str = "table") -> BatchResult:
+    """Run a columnar filter on a table of the archive's columns; the same result table as `run_batch`.
+
+    A filter that fails on the table makes every row an error (one problem naming ``source`` and the reason).
+    """
+    alert_filter = load_filter(filter_, columnar=True) if isinstance(filter_, str) else filter_
+    result = BatchResult(alert_filter.name, _table([], []), read=table.num_rows)
+    try:
+        selection = select(alert_filter, table)
+    except ColumnarFilterError as e:
+        result.errors = table.num_rows
+        result.problems.append((source, ERROR, str(e)))
+        return result
+    picked = table.select(list(IDENTITY_COLUMNS)).take(pa.array(selection.rows, pa.int64()))
+    result.passed = picked.num_rows
+    result.rejected = result.read - result.passed
+    identities = list(zip(*(picked[name].to_pylist() for name in IDENTITY_COLUMNS)))
+    result.table = _table(identities, [json.loads(text) for text in selection.annotations])
     return result
 
 
