@@ -157,8 +157,7 @@ class AlertFilter:
         self.fields = fields
         self.description = description
         self.origin = origin
-        self.columnar = columnar
-        self.columns = columns
+        self.columnar, self.columns = columnar, columns  # a columnar filter reads columns, not fields
 
     def __repr__(self) -> str:
         kind = f"columns={self.columns!r}" if self.columnar else f"fields={self.fields!r}"
