@@ -33,7 +33,9 @@ class Settings(BaseSettings):
 
     ``bootstrap_servers`` defaults to the local brokers that `alertdist kafka start` runs (the embedded default,
     from ``kafka_port`` and ``kafka_brokers``); point it at a production cluster to run the same flows there.
-    S3-compatible stores: ``s3_endpoint_url`` plus the usual ``AWS_*`` variables.
+    S3-compatible stores: ``s3_endpoint_url`` plus the usual ``AWS_*`` variables. Reanalyses over many nights run
+    on Dask: an existing cluster at ``dask_address`` (``tcp://scheduler:8786``), else a local cluster of
+    ``dask_workers`` processes (default: one per core).
     """
 
     model_config = SettingsConfigDict(env_prefix=_PREFIX, frozen=True, extra="ignore")
@@ -48,6 +50,8 @@ class Settings(BaseSettings):
     site_timezone: str = "America/Los_Angeles"
     archive_url: str = ""
     s3_endpoint_url: str = ""
+    dask_address: str = ""
+    dask_workers: int | None = None
 
     @field_validator("site_timezone")
     @classmethod

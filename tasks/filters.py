@@ -1,19 +1,31 @@
-"""Filter tasks: one copy of a live filter, its summary table, and a filter over archived packets."""
+"""Filter tasks: one copy of a live filter, its summary table, a filter over archived packets, and a reanalysis
+over many nights (one task per night's Parquet file, run where the flow's task runner puts it: Dask)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture, as_completed
 
+from alertdist.access.readers import ArchiveReadError
 from alertdist.jobs import filters
 from alertdist.settings import Settings
 from alertdist.tasks.policy import transient_retries
 from alertdist.tasks.progress import ArtifactProgress, artifact_key
 
-__all__ = ["filter_archived", "run_filter_copy", "summarise_filter"]
+__all__ = [
+    "filter_archived",
+    "filter_unit",
+    "reanalysis_units",
+    "run_filter_copy",
+    "summarise_filter",
+    "summarise_reanalysis",
+    "wait_for_units",
+]
 
 
 @task(**transient_retries([5, 30, 120]), task_run_name="{filter_name}-{night:%Y%m%d}-copy{copy_index}")
@@ -100,5 +112,54 @@ def filter_archived(
         [{"what": k, "value": str(v)} for k, v in summary.items()]
         + [{"what": f"source {c.source}", "value": f"{c.good} good, {c.bad} bad"} for c in done.counts],
         description=f"Filter {result.filter_name} over {', '.join(sources)}",
+    )
+    return summary
+
+
+@task(cache_policy=NO_CACHE)
+def reanalysis_units(
+    settings: Settings, nights: list[dt.date], archive: str | None, programmes: list[int] | None
+) -> tuple[list[filters.Unit], dict[str, str]]:
+    return filters.reanalysis_units(settings, nights, archive=archive, programmes=programmes)
+
+
+@task(
+    **transient_retries([1, 3], ArchiveReadError),
+    task_run_name="{filter_name}-{unit.night:%Y%m%d}-p{unit.programid}",
+)
+def filter_unit(settings: Settings, filter_name: str, unit: filters.Unit, out: str, columnar: bool) -> dict:
+    """A file that cannot be read is retried (a network blip reads like damage); a filter bug fails at once."""
+    return filters.filter_unit(settings, filter_name, unit, out, columnar=columnar)
+
+
+def wait_for_units(
+    futures: list[PrefectFuture], units: list[filters.Unit], progress: ArtifactProgress
+) -> tuple[list[dict], dict[str, str]]:
+    """Each unit's counts as it finishes, with progress; a unit that failed (after its retries) is kept with its
+    error, so one bad night never costs the others."""
+    unit_of = {f.task_run_id: u for f, u in zip(futures, units)}
+    rows, failures, started = [], {}, time.monotonic()
+    for done, future in enumerate(as_completed(futures), 1):
+        unit = unit_of[future.task_run_id]
+        try:
+            rows.append(future.result())
+        except Exception as e:
+            failures[f"{unit.night:%Y%m%d} p{unit.programid}"] = f"{type(e).__name__}: {e}"
+        passed = sum(r["passed"] for r in rows)
+        text = filters.reanalysis_text(done, len(futures), passed, len(failures), started)
+        progress.update(text, done / max(len(futures), 1), final=done == len(futures))
+    return rows, failures
+
+
+@task(cache_policy=NO_CACHE)
+def summarise_reanalysis(filter_name: str, out: str, rows: list[dict], failures: dict[str, str]) -> dict:
+    """Counts per night to ``out/_counts.json`` and to a table artifact, failed nights with their reason."""
+    summary = filters.summarise_reanalysis(out, rows, failures)
+    table = [{"night": night, **counts} for night, counts in summary["nights"].items()]
+    table += [{"night": where, "failed": why} for where, why in summary["failed"].items()]
+    create_table_artifact(
+        table,
+        key=artifact_key("reanalysis", filter_name),
+        description=f"Filter {filter_name}: {summary['passed']} of {summary['read']} alerts passed; in {out}",
     )
     return summary

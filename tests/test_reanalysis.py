@@ -7,18 +7,26 @@ columns a Parquet night has; the per-alert filters read the same packets through
 from __future__ import annotations
 
 import datetime as dt
+import json
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pytest
 
+from alertdist.archive import ArchiveOptions, archive_night
 from alertdist.archive.parquet import AlertDecoder, night_table_columns, packet_headers, writer_schema_of
 from alertdist.avro.codec import peek
 from alertdist.filters import ERROR, FilterLookupError, alert_filter, available_filters, load_filter
 from alertdist.filters.batch import run_batch, run_columnar
 from alertdist.filters.columnar import ColumnarFilterError, select
+from alertdist.nights.dates import parse_nights
+from alertdist.nights.topics import TopicNaming
 from alertdist.simulate.night import simulate_night
+from tests.archive_support import publish_night
 from tests.test_filters import EXPECTED
 
 NIGHT = dt.date(2023, 10, 12)
@@ -113,3 +121,138 @@ def test_a_raising_columnar_filter_makes_every_row_an_error(night):
     result = run_columnar(load_filter(f"{__name__}:explodes"), table, source="night 20231012")
     assert (result.read, result.errors, result.passed, result.table.num_rows) == (table.num_rows, table.num_rows, 0, 0)
     assert result.problems == [("night 20231012", ERROR, "RuntimeError: no model loaded")]
+
+
+# ----------------------------------------------------------------------------------- many nights, on Dask
+
+REAL_NIGHT = dt.date(2023, 10, 13)
+SIMULATED_NIGHTS = [dt.date(2023, 10, 10), dt.date(2023, 10, 11), dt.date(2023, 10, 12)]
+
+
+@pytest.fixture(scope="module")
+def archived(kafka_bootstrap, real_packets, tmp_path_factory) -> tuple[Path, dict[dt.date, list[bytes]]]:
+    """Four nights published and archived by the real archiver: three simulated (200 alerts in three programmes
+    each) and one of the 59 real packets (programme 1)."""
+    naming = TopicNaming(survey=f"re{uuid.uuid4().hex[:8]}")
+    dest = tmp_path_factory.mktemp("reanalysis-archive")
+    nights = {n: [a.packet for a in simulate_night(200, night=n, seed=i)] for i, n in enumerate(SIMULATED_NIGHTS)}
+    nights[REAL_NIGHT] = list(real_packets)
+    for night, packets in nights.items():
+        by_programme: dict[int, list[bytes]] = {}
+        for packet in packets:
+            by_programme.setdefault(peek(packet).programid, []).append(packet)
+        publish_night(kafka_bootstrap, naming, night, by_programme)
+        archive_night(kafka_bootstrap, naming, night, str(dest), ArchiveOptions(row_group_rows=64))
+    return dest, nights
+
+
+def test_nights_are_given_as_ranges_and_lists():
+    assert parse_nights(["20231030..20231102", "20231005,2023-10-30"]) == [
+        dt.date(2023, 10, 5),
+        dt.date(2023, 10, 30),
+        dt.date(2023, 10, 31),
+        dt.date(2023, 11, 1),
+        dt.date(2023, 11, 2),
+    ]
+    with pytest.raises(ValueError, match="ends before it starts"):
+        parse_nights(["20231102..20231030"])
+    with pytest.raises(ValueError, match="not a night date"):
+        parse_nights(["2023103..20231102"])
+    with pytest.raises(ValueError, match="no night given"):
+        parse_nights([","])
+
+
+def expected_passes(name: str, nights: dict[dt.date, list[bytes]]) -> set[tuple]:
+    """The per-alert filter over each night's original packets, in this process: (candid, objectId, night,
+    programid, annotations)."""
+    rows = set()
+    for night, packets in nights.items():
+        result = run_batch(name, packets)
+        for row, text in zip(result.table.to_pylist(), result.annotation_texts):
+            rows.add((row["candid"], row["objectId"], f"{night:%Y%m%d}", row["programid"], text.decode()))
+    return rows
+
+
+def passes_in(out: Path) -> set[tuple]:
+    table = ds.dataset(out, format="parquet").to_table()
+    assert table.column_names == ["candid", "objectId", "night", "programid", "annotations"]
+    rows = [tuple(r.values()) for r in table.to_pylist()]
+    assert len(rows) == len(set(rows)), "a pass written twice"
+    return set(rows)
+
+
+@pytest.mark.parametrize("name", ["bright_transients", "variable_stars"])
+def test_per_alert_columnar_and_dask_reanalyses_pass_the_same_alerts(name, archived, tmp_path, prefect_server):
+    from alertdist.flows.offline_filter import offline_filter
+
+    dest, nights = archived
+    expected = expected_passes(name, nights)
+    assert len({row[2] for row in expected}) == 4, "every night has passes"
+    for columnar in (True, False):
+        out = tmp_path / ("columnar" if columnar else "per-alert")
+        summary = offline_filter(
+            filter_name=name,
+            out=str(out),
+            nights=["20231010..20231012", "20231013"],
+            archive=str(dest),
+            columnar=columnar,
+            workers=2,
+        )
+        assert passes_in(out) == expected
+        assert summary["failed"] == {} and summary["passed"] == len(expected)
+        counts = json.loads((out / "_counts.json").read_text())
+        assert counts["nights"]["20231013"]["read"] == len(nights[REAL_NIGHT])
+        for night, packets in nights.items():
+            per_night = counts["nights"][f"{night:%Y%m%d}"]
+            assert per_night["read"] == len(packets) == per_night["passed"] + per_night["rejected"]
+            assert per_night["errors"] == 0
+        assert per_night["units"] == 1 and counts["nights"]["20231012"]["units"] == 3
+
+
+def test_a_damaged_night_is_retried_and_reported_and_the_others_land(archived, tmp_path, prefect_server):
+    from alertdist.flows.offline_filter import offline_filter
+
+    dest, nights = archived
+    copy = tmp_path / "archive"
+    shutil.copytree(dest, copy)
+    damaged = next((copy / "parquet" / "night=20231011").rglob("*.parquet"))
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a truncated copy
+    out = tmp_path / "out"
+    state = offline_filter(
+        filter_name="bright_transients",
+        out=str(out),
+        nights=["20231009..20231013"],
+        archive=str(copy),
+        columnar=True,
+        workers=2,
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "20231011" in state.message and "20231009" in state.message
+    counts = json.loads((out / "_counts.json").read_text())
+    programme = damaged.parent.name.split("=")[1]
+    assert set(counts["failed"]) == {"20231009", f"20231011 p{programme}"}
+    assert "ArchiveReadError" in counts["failed"][f"20231011 p{programme}"]
+    assert "night 20231009 is not in" in counts["failed"]["20231009"]
+    kept = {n: p for n, p in nights.items() if n != dt.date(2023, 10, 11)}
+    others = {row for row in expected_passes("bright_transients", kept)}
+    assert {row for row in passes_in(out) if row[2] != "20231011"} == others
+    for night, packets in kept.items():
+        assert counts["nights"][f"{night:%Y%m%d}"]["read"] == len(packets)
+
+
+def test_the_filter_batch_command_reanalyses_a_range_of_nights(archived, tmp_path, prefect_server, monkeypatch, capsys):
+    from prefect.settings import PREFECT_API_URL
+
+    from alertdist.cli.main import main
+
+    dest, nights = archived
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    out = tmp_path / "passes"
+    argv = ["filter", "batch", "solar_system", "--nights", "20231010..20231013", "--archive", str(dest)]
+    assert main([*argv, "--columnar", "--workers", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert passes_in(out) == expected_passes("solar_system", nights)
+    assert f"20231013: units 1, read {len(nights[REAL_NIGHT])}" in printed
+    assert main([*argv, "--out", str(tmp_path / "x.parquet")]) == 1
+    assert "give --out FOLDER" in capsys.readouterr().err

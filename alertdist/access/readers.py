@@ -29,6 +29,7 @@ from functools import cache
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from alertdist import schemas
 from alertdist.archive.parquet import HEADERS_KEY, PACKET_HEADER, PACKET_SYNC, arrow_columns, writer_schema_of
@@ -49,6 +50,7 @@ __all__ = [
     "packets_for_batch",
     "parquet_alerts",
     "parquet_records",
+    "read_columns",
     "read_table",
     "record_from_row",
     "row_shape",
@@ -196,6 +198,37 @@ def read_table(
     """Only ``columns`` of the rows matching ``filter``, e.g.
     ``read_table(url, ["objectId", "magpsf"], (ds.field("magpsf") < 18) & (ds.field("drb") > 0.9))``."""
     return open_dataset(location, storage_options=storage_options).to_table(columns=columns, filter=filter)
+
+
+def read_columns(location: str, columns: list[str] | None = None, *, storage_options: dict | None = None) -> pa.Table:
+    """One Parquet file's rows with only ``columns`` (all when None): a top-level name reads that column whole,
+    ``parent.child`` one leaf of a struct or list of structs (``prv_candidates.jd``), so a filter of the history
+    reads a small part of it. Raises `ArchiveReadError` for a damaged file or a column it does not have."""
+    import fsspec
+
+    try:
+        with fsspec.open(str(location), "rb", **(storage_options or {})) as f:
+            parquet = pq.ParquetFile(f)
+            return parquet.read(columns=None if columns is None else _leaf_paths(parquet, columns, location))
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise ArchiveReadError(
+            f"reading {location} failed: {e}; the file is damaged or incomplete: download or archive it again"
+        ) from e
+
+
+def _leaf_paths(parquet: pq.ParquetFile, columns: list[str], location: str) -> list[str]:
+    top = set(parquet.schema_arrow.names)
+    leaves = {parquet.schema.column(i).path for i in range(len(parquet.schema))}
+    paths = []
+    for name in columns:
+        parent, _, child = name.partition(".")
+        found = [name] if name in top else []
+        if child and parent in top:
+            found = [p for p in (f"{parent}.list.element.{child}", f"{parent}.list.item.{child}", name) if p in leaves]
+        if not found:
+            raise ArchiveReadError(f"{location} has no column {name!r} (top-level columns: {', '.join(sorted(top))})")
+        paths.append(found[0])
+    return paths
 
 
 def _named_types(avro: object, named: dict, namespace: str | None) -> None:

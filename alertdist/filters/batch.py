@@ -23,7 +23,16 @@ from alertdist.avro.codec import AlertPacketError, peek
 from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter, load_filter
 from alertdist.filters.columnar import IDENTITY_COLUMNS, ColumnarFilterError, select
 
-__all__ = ["IDENTITY_COLUMNS", "BatchResult", "iter_packets", "run_batch", "run_columnar", "write_table"]
+__all__ = [
+    "IDENTITY_COLUMNS",
+    "PASSES_SCHEMA",
+    "BatchResult",
+    "iter_packets",
+    "passes_table",
+    "run_batch",
+    "run_columnar",
+    "write_table",
+]
 _IDENTITY_SCHEMA = pa.schema([("candid", pa.int64()), ("objectId", pa.string()), ("programid", pa.int32())])
 
 
@@ -43,6 +52,7 @@ class BatchResult:
     errors: int = 0
     malformed: int = 0
     problems: list[tuple[str, str, str]] = field(default_factory=list)
+    annotation_texts: list[bytes] = field(default_factory=list)  # each passing row's, as the live runner sends them
 
 
 def iter_packets(source: object) -> Iterator[tuple[str, bytes]]:
@@ -117,6 +127,7 @@ def run_batch(
             result.passed += 1
             identities.append(_identity(packet))
             annotations.append(json.loads(verdict.annotations))
+            result.annotation_texts.append(verdict.annotations)
         elif verdict.outcome == REJECTED:
             result.rejected += 1
         else:
@@ -151,7 +162,29 @@ def run_columnar(filter_: str | AlertFilter, table: pa.Table, *, source: str = "
     result.rejected = result.read - result.passed
     identities = list(zip(*(picked[name].to_pylist() for name in IDENTITY_COLUMNS)))
     result.table = _table(identities, [json.loads(text) for text in selection.annotations])
+    result.annotation_texts = selection.annotations
     return result
+
+
+PASSES_SCHEMA = pa.schema(
+    [*_IDENTITY_SCHEMA.remove(2), ("night", pa.string()), ("programid", pa.int32()), ("annotations", pa.string())]
+)
+
+
+def passes_table(result: BatchResult, night: str) -> pa.Table:
+    """A reanalysis' rows for one night's file: candid, objectId, night, programid and the annotations' JSON text
+    (one column for any filter, so every night's file has the same schema)."""
+    ids = result.table
+    return pa.table(
+        [
+            ids["candid"],
+            ids["objectId"],
+            pa.array([night] * ids.num_rows, pa.string()),
+            ids["programid"],
+            pa.array([t.decode() for t in result.annotation_texts], pa.string()),
+        ],
+        schema=PASSES_SCHEMA,
+    )
 
 
 def _identity(packet: bytes) -> tuple[int | None, str | None, int | None]:

@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from alertdist.access.listing import check_sources
-from alertdist.access.readers import ReadCounts, packets_for_batch
-from alertdist.filters.batch import BatchResult, run_batch, write_table
+import pyarrow as pa
+
+from alertdist.access.listing import ArchiveAccessError, check_sources, open_location
+from alertdist.access.readers import ArchiveReadError, ReadCounts, packets_for_batch, parquet_alerts, read_columns
+from alertdist.filters import load_filter
+from alertdist.filters.batch import BatchResult, passes_table, run_batch, run_columnar, write_table
+from alertdist.filters.columnar import wanted_columns
 from alertdist.filters.live import LiveOptions, LiveReport, run_live
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.settings import Settings
 
-__all__ = ["FilteredArchive", "filter_archived", "run_filter"]
+__all__ = [
+    "COUNTS_FILE",
+    "FilteredArchive",
+    "Unit",
+    "filter_archived",
+    "filter_unit",
+    "reanalysis_text",
+    "reanalysis_units",
+    "run_filter",
+    "summarise_reanalysis",
+]
 
 
 def run_filter(
@@ -97,3 +114,105 @@ def filter_archived(
     result = run_batch(filter_name, packets, progress=show, progress_every=progress_every)
     progress.update(f"read {result.read}, passed {result.passed}", final=True)
     return FilteredArchive(result, counts, write_table(result.table, out) if out else None)
+
+
+# ------------------------------------------------------------------------------------ reanalysis over nights
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work of a reanalysis: one night's Parquet file of one programme."""
+
+    night: dt.date
+    programid: int
+    location: str
+
+
+def reanalysis_units(
+    settings: Settings, nights: list[dt.date], *, archive: str | None = None, programmes: list[int] | None = None
+) -> tuple[list[Unit], dict[str, str]]:
+    """Each night's Parquet files in the archive (default: the settings' one), and the nights without any, with
+    why: a missing night is reported, it does not stop the others."""
+    location = open_location(archive or settings.archive, settings.storage_options)
+    units, missing = [], {}
+    for night in nights:
+        label = f"{night:%Y%m%d}"
+        try:
+            files = [f for f in location.night_files(label) if f.kind == "parquet"]
+        except ArchiveAccessError as e:
+            missing[label] = str(e)
+            continue
+        if not files:
+            missing[label] = f"night {label} has no Parquet file in {location.url}"
+        for f in files:
+            programid = int(_PROGRAMID.search(f.path)[1])
+            if programmes is None or programid in programmes:
+                units.append(Unit(night, programid, location.display(f.path)))
+    return units, missing
+
+
+_PROGRAMID = re.compile(r"programid=(\d+)")
+
+
+def filter_unit(settings: Settings, filter_name: str, unit: Unit, out: str, *, columnar: bool) -> dict:
+    """Filter one night's Parquet file and write its passes to ``out`` (atomically, so a retry replaces them).
+
+    Columnar: only the filter's columns are read. Per-alert: every row is rebuilt into its packet, byte for byte,
+    and judged as live. Either way the same rows pass with the same annotations.
+    """
+    label = f"{unit.night:%Y%m%d}"
+    bad = 0
+    if columnar:
+        alert_filter = load_filter(filter_name, columnar=True)
+        table = read_columns(unit.location, wanted_columns(alert_filter), storage_options=settings.storage_options)
+        result = run_columnar(alert_filter, table, source=unit.location)
+    else:
+        counts = ReadCounts(unit.location)
+        alerts = parquet_alerts(unit.location, storage_options=settings.storage_options, counts=counts)
+        try:
+            result = run_batch(filter_name, ((a.name, a.packet) for a in alerts))
+        except pa.ArrowException as e:
+            raise ArchiveReadError(f"reading {unit.location} failed: {e}; the file is damaged or incomplete") from e
+        bad = counts.bad
+    write_table(passes_table(result, label), Path(out) / f"passes-{label}-p{unit.programid}.parquet")
+    return {
+        "night": label,
+        "programid": unit.programid,
+        "read": result.read + bad,
+        "passed": result.passed,
+        "rejected": result.rejected,
+        "errors": result.errors + result.malformed + bad,
+        "problems": [list(p) for p in result.problems[:20]],
+    }
+
+
+COUNTS_FILE = "_counts.json"  # beside the passes; a leading _ keeps it out of the Parquet dataset
+
+
+def summarise_reanalysis(out: str, rows: list[dict], failures: dict[str, str]) -> dict:
+    """Counts per night (``read == passed + rejected + errors`` for every night that finished) and the nights that
+    failed with why, written to ``out/_counts.json`` atomically; returns them."""
+    nights: dict[str, dict] = {}
+    for row in sorted(rows, key=lambda r: (r["night"], r["programid"])):
+        night = nights.setdefault(row["night"], {"units": 0, "read": 0, "passed": 0, "rejected": 0, "errors": 0})
+        night["units"] += 1
+        for key in ("read", "passed", "rejected", "errors"):
+            night[key] += row[key]
+    summary = {
+        "nights": nights,
+        "failed": dict(sorted(failures.items())),
+        "read": sum(n["read"] for n in nights.values()),
+        "passed": sum(n["passed"] for n in nights.values()),
+        "out": str(out),
+    }
+    path = Path(out) / COUNTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.tmp")
+    scratch.write_text(json.dumps(summary, indent=1))
+    os.replace(scratch, path)
+    return summary
+
+
+def reanalysis_text(done: int, total: int, passed: int, failed: int, started: float) -> str:
+    """One progress line of a reanalysis."""
+    return f"{done}/{total} night files done, {passed} passed, {failed} failed, {time.monotonic() - started:.0f} s"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -27,6 +28,7 @@ __all__ = [
     "night_date",
     "night_of_jd",
     "parse_night",
+    "parse_nights",
     "site_for_timezone",
     "tonight",
     "unix_of_jd",
@@ -82,6 +84,25 @@ def parse_night(text: str | dt.date) -> dt.date:
         return dt.date(*(int(g) for g in match.groups()))
     except ValueError as e:
         raise ValueError(f"night {text!r} is not a calendar date ({e}): expected {EXPECTED_FORM}") from e
+
+
+def parse_nights(specs: Iterable[str | dt.date]) -> list[dt.date]:
+    """The nights that ``specs`` name, sorted, each once: nights, ``FIRST..LAST`` ranges (inclusive) and
+    comma-separated lists of either, e.g. ``["20231010..20231012", "20231101,20231103"]``."""
+    nights: set[dt.date] = set()
+    for spec in specs:
+        for part in [spec] if isinstance(spec, dt.date) else str(spec).split(","):
+            if isinstance(part, str) and ".." in part:
+                first, _, last = part.partition("..")
+                first, last = parse_night(first), parse_night(last)
+                if last < first:
+                    raise ValueError(f"night range {part!r} ends before it starts")
+                nights.update(first + dt.timedelta(days=i) for i in range((last - first).days + 1))
+            elif part != "":
+                nights.add(parse_night(part))
+    if not nights:
+        raise ValueError(f"no night given: expected {EXPECTED_FORM}, a range FIRST..LAST, or a list of them")
+    return sorted(nights)
 
 
 #: A night as a typed parameter (a Prefect flow's, a settings field): parsed by `parse_night`, shown as YYYYMMDD.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 
 from alertdist.cli import parsing
+from alertdist.cli.commands.prefect_server import local_server
 from alertdist.cli.progress import ProgressLine
 from alertdist.filters import available_filters, load_filter
 from alertdist.filters.live import LiveOptions
@@ -56,7 +58,11 @@ def _run(args, settings: Settings) -> int:
 
 def _batch(args, settings: Settings) -> int:
     """The same filter, the same answer as live: prints (or writes) a table of the passing alerts with candid,
-    objectId, programid and the filter's annotations."""
+    objectId, programid and the filter's annotations. With --nights, a reanalysis of the archive on Dask."""
+    if args.nights:
+        return _reanalyse(args, settings)
+    if args.columnar or not args.sources:
+        raise ValueError("give SOURCE files, or --nights for a (columnar) reanalysis of the archive")
     done = filter_archived(
         settings,
         args.filter,
@@ -81,6 +87,28 @@ def _batch(args, settings: Settings) -> int:
         f"filter {result.filter_name}: read {result.read}, passed {result.passed}, rejected {result.rejected}, "
         f"errors {result.errors}, malformed {result.malformed}"
     )
+    return 0
+
+
+def _reanalyse(args, settings: Settings) -> int:
+    """Runs the offline-filter flow over the nights: one task per night's Parquet file on Dask (a local cluster,
+    or ALERTDIST_DASK_ADDRESS); its progress lines and the per-night counts are shown here and in the Prefect UI."""
+    if not args.out or args.out.endswith((".parquet", ".csv")):
+        raise ValueError("with --nights, give --out FOLDER for the dataset of passes")
+    server = local_server(settings)
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ.update(server.client_env())  # Prefect's own client settings, before it is imported
+    from alertdist.flows.offline_filter import offline_filter
+
+    chosen = {name: getattr(args, name) for name in ("nights", "archive", "programmes", "columnar", "workers")}
+    state = offline_filter(args.filter, args.out, **chosen, return_state=True)
+    if not state.is_completed():
+        print(f"\nThe reanalysis FAILED: {state.message}", file=sys.stderr)
+        return 1
+    summary = state.result()
+    for night, counts in summary["nights"].items():
+        print(f"{night}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"filter {args.filter}: read {summary['read']}, passed {summary['passed']}; passes in {summary['out']}")
     return 0
 
 
@@ -127,7 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     batch.add_argument("filter", help=FILTER_HELP)
     batch.add_argument(
         "sources",
-        nargs="+",
+        nargs="*",
         metavar="SOURCE",
         help="a folder of <candid>.avro files, one .avro file, a .tar/.tar.gz, a .parquet file or "
         "dataset, or an archive root (with --archived-night); local, s3:// or https://",
@@ -136,5 +164,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--archived-night", metavar="YYYYMMDD", type=parsing.night, help="with an archive root as SOURCE: the night"
     )
     batch.add_argument("--from-parquet", action="store_true", help="from an archive root, read its Parquet")
-    batch.add_argument("--out", metavar="FILE", help="write the table to FILE.parquet or FILE.csv")
+    batch.add_argument(
+        "--out", metavar="FILE", help="write the table to FILE.parquet or FILE.csv (with --nights: a FOLDER)"
+    )
+    batch.add_argument(
+        "--nights",
+        nargs="+",
+        metavar="NIGHTS",
+        help="reanalyse these nights of the archive on Dask: YYYYMMDD, FIRST..LAST, or comma lists",
+    )
+    batch.add_argument("--archive", metavar="URL", help="with --nights: the archive root (default: the settings')")
+    batch.add_argument(
+        "--programmes", type=parsing.programme_ids, metavar="1,2", help="with --nights: programme ids (default all)"
+    )
+    batch.add_argument(
+        "--columnar", action="store_true", help="with --nights: the filter's columnar version, on the columns it reads"
+    )
+    batch.add_argument(
+        "--workers", type=int, metavar="N", help="with --nights: local Dask workers (default: ALERTDIST_DASK_WORKERS)"
+    )
     parsing.quiet_option(batch)
