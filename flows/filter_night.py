@@ -22,11 +22,15 @@ def filter_night(
     parallelism: int = 1,
     bootstrap_servers: str | None = None,
     survey: str | None = None,
+    columnar: bool = False,
 ) -> list[dict]:
-    """Run `parallelism` copies of ``filter_name`` on ``night`` (YYYYMMDD; default tonight) until it is consumed."""
+    """Run `parallelism` copies of ``filter_name`` (its columnar version if asked) on ``night`` (YYYYMMDD; default
+    tonight) until it is consumed."""
     settings = Settings.load(bootstrap_servers=bootstrap_servers, survey=survey)
     night = night or settings.tonight()
-    futures = [run_filter_copy.submit(settings, filter_name, night, i, programmes) for i in range(parallelism)]
+    futures = [
+        run_filter_copy.submit(settings, filter_name, night, i, programmes, columnar) for i in range(parallelism)
+    ]
     outcomes = [f.result(raise_on_failure=False) for f in futures]
     summarise_filter(settings, filter_name, night, [o for o in outcomes if isinstance(o, dict)])
     failures = [o for o in outcomes if isinstance(o, BaseException)]

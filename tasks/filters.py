@@ -30,7 +30,12 @@ __all__ = [
 
 @task(**transient_retries([5, 30, 120]), task_run_name="{filter_name}-{night:%Y%m%d}-copy{copy_index}")
 def run_filter_copy(
-    settings: Settings, filter_name: str, night: dt.date, copy_index: int, programmes: list[int] | None
+    settings: Settings,
+    filter_name: str,
+    night: dt.date,
+    copy_index: int,
+    programmes: list[int] | None,
+    columnar: bool = False,
 ) -> dict:
     """Copy ``copy_index`` always takes the same transactional id: a retried copy fences its predecessor and
     resumes from the group's committed offsets, so retries neither skip nor duplicate an output."""
@@ -40,7 +45,13 @@ def run_filter_copy(
         every_s=30.0,
     )
     r = filters.run_filter(
-        settings, filter_name, night, programmes=programmes, copy_index=copy_index, progress=progress
+        settings,
+        filter_name,
+        night,
+        programmes=programmes,
+        copy_index=copy_index,
+        progress=progress,
+        columnar=columnar,
     )
     return {
         "copy": r.copy_index,

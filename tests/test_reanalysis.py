@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import shutil
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from alertdist.filters.columnar import ColumnarFilterError, select
 from alertdist.nights.dates import parse_nights
 from alertdist.nights.topics import TopicNaming
 from alertdist.simulate.night import simulate_night
+from tests import test_filters_live as live_support
 from tests.archive_support import publish_night
 from tests.test_filters import EXPECTED
 
@@ -256,3 +258,71 @@ def test_the_filter_batch_command_reanalyses_a_range_of_nights(archived, tmp_pat
     assert f"20231013: units 1, read {len(nights[REAL_NIGHT])}" in printed
     assert main([*argv, "--out", str(tmp_path / "x.parquet")]) == 1
     assert "give --out FOLDER" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------- live
+
+
+def live_outputs(bootstrap: str, naming: TopicNaming, name: str) -> tuple[list, list]:
+    """What a live filter wrote: (partition, key, value, annotations) of each output, and (value, source
+    partition, source offset) of each errors-topic message, sorted."""
+    outputs = sorted(
+        (m.partition(), m.key(), m.value(), dict(m.headers())["alertdist.annotations"])
+        for m in live_support.outputs_of(bootstrap, naming, name)
+    )
+    errors = sorted(
+        (m.value(), *(dict(m.headers())[f"alertdist.source_{k}"] for k in ("partition", "offset")))
+        for m in live_support.read_topic(bootstrap, naming.filter_errors_topic(live_support.NIGHT, name))
+    )
+    return outputs, errors
+
+
+@pytest.mark.parametrize("name", ["bright_transients", "solar_system"])
+def test_the_columnar_filter_live_writes_what_the_per_alert_one_writes(name, kafka_bootstrap, real_packets):
+    packets = real_packets + [a.packet for a in simulate_night(300, night=live_support.NIGHT, seed=7)]
+    bad = [(1, b"not an alert"), (2, real_packets[0][:500])]
+    seen = {}
+    for columnar in (False, True):
+        naming = TopicNaming(survey=f"lc{uuid.uuid4().hex[:8]}")
+        live_support.publish_night(kafka_bootstrap, naming, packets, extra=bad)
+        report = live_support.run_live(
+            name,
+            live_support.NIGHT,
+            bootstrap_servers=kafka_bootstrap,
+            naming=naming,
+            options=live_support.FAST,
+            columnar=columnar,
+        )
+        assert report.status == "finished" and report.lag == 0
+        assert (report.read, report.malformed, report.errors) == (len(packets) + 2, 2, 0)
+        seen[columnar] = (report.passed, *live_outputs(kafka_bootstrap, naming, name))
+    assert seen[True] == seen[False]
+    passed, outputs, errors = seen[True]
+    assert passed == len(outputs) > 0 and len(errors) == 2
+
+
+@alert_filter(name="explodes_live", columnar=True, columns=("magpsf",))
+def explodes_live(table):
+    raise RuntimeError("no model loaded")
+
+
+def test_a_columnar_filter_failing_on_a_batch_sends_its_alerts_to_the_errors_topic(kafka_bootstrap, real_packets):
+    naming = TopicNaming(survey=f"lx{uuid.uuid4().hex[:8]}")
+    live_support.publish_night(kafka_bootstrap, naming, real_packets)
+    report = live_support.run_live(
+        f"{__name__}:explodes_live",
+        live_support.NIGHT,
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        options=replace(live_support.FAST, error_threshold=10_000),
+    )
+    assert (report.status, report.read, report.errors, report.passed) == ("finished", 59, 59, 0)
+    outputs, errors = live_outputs(kafka_bootstrap, naming, "explodes_live")
+    assert outputs == [] and sorted(e[0] for e in errors) == sorted(real_packets)
+    reasons = {
+        dict(m.headers())["alertdist.error"]
+        for m in live_support.read_topic(
+            kafka_bootstrap, naming.filter_errors_topic(live_support.NIGHT, "explodes_live")
+        )
+    }
+    assert reasons == {b"RuntimeError: no model loaded"}

@@ -248,11 +248,11 @@ def available_filters(columnar: bool = False) -> dict[str, FilterSpec]:
     return {name: spec for name, _, _, spec in _bundled() if spec.columnar == columnar}
 
 
-def load_filter(name: str, *, columnar: bool | None = None) -> AlertFilter:
+def load_filter(name: str, *, columnar: bool = False) -> AlertFilter:
     """A ready-to-run filter: a bundled one by name, or ``package.module:function`` (or ``:Class``).
 
-    ``columnar``: for a bundled name, True takes its columnar version, False (or None) its per-alert one; for
-    ``module:function``, a check that the object is of that kind. A class is instantiated without arguments and
+    ``columnar``: for a bundled name, True takes its columnar version, else its per-alert one; a
+    ``module:function`` is what it is, but asking for a columnar one and finding a per-alert one is an error. A class is instantiated without arguments and
     its ``setup()`` called, once per runner (each live copy gets its own instance). Raises `FilterLookupError`
     naming what was tried and what exists.
     """
@@ -268,16 +268,15 @@ def load_filter(name: str, *, columnar: bool | None = None) -> AlertFilter:
             if obj is None:
                 raise FilterLookupError(f"module {module_name!r} has no {attribute!r} (looking up filter {name!r})")
         loaded = _prepare(obj, origin=name)
-        if columnar is not None and loaded.columnar != columnar:
-            kind = "columnar" if loaded.columnar else "per-alert"
-            raise FilterLookupError(f"filter {name!r} is {kind}; declare it with @alert_filter(columnar={columnar})")
+        if columnar and not loaded.columnar:
+            raise FilterLookupError(f"filter {name!r} is per-alert; declare it with @alert_filter(columnar=True)")
         return loaded
     for found, attribute, obj, spec in _bundled():
-        if found == name and spec.columnar == bool(columnar):
+        if found == name and spec.columnar == columnar:
             return _prepare(obj, origin=f"{BUNDLED_MODULE}:{attribute}")
     kind = "columnar " if columnar else ""
     raise FilterLookupError(
-        f"no bundled {kind}filter named {name!r}; bundled: {', '.join(sorted(available_filters(bool(columnar))))}; "
+        f"no bundled {kind}filter named {name!r}; bundled: {', '.join(sorted(available_filters(columnar)))}; "
         "or name your own as package.module:function"
     )
 

@@ -24,14 +24,19 @@ an error with that reason, as they do for a per-alert filter that raises.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from alertdist.filters import AlertFilter, annotation_text, short_reason
+from alertdist.archive.parquet import AlertDecoder, night_table_columns, packet_headers, writer_schema_of
+from alertdist.avro.codec import AlertPacketError, peek
+from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter, Verdict, annotation_text, short_reason
 
-__all__ = ["IDENTITY_COLUMNS", "ColumnarFilterError", "Selection", "select", "wanted_columns"]
+__all__ = ["IDENTITY_COLUMNS", "ColumnarFilterError", "PacketBatches", "Selection", "select", "wanted_columns"]
 
 IDENTITY_COLUMNS = ("candid", "objectId", "programid")
 
@@ -115,3 +120,74 @@ def _annotations(annotations: object, rows: np.ndarray, n_rows: int) -> list[byt
         ]
     except (TypeError, ValueError) as e:
         raise ColumnarFilterError(short_reason(f"annotations are not JSON (no NaN/inf, plain values only): {e}")) from e
+
+
+class PacketBatches:
+    """Verdicts for a batch of packets from a columnar filter: the packets decoded straight to Arrow by the
+    archiver's own decoder (`alertdist.archive.parquet.AlertDecoder`, DataFusion's Rust Avro reader), so the filter
+    sees exactly the columns it sees over Parquet. One decoder per set of writer schemas met (one or two a night).
+    """
+
+    def __init__(self, alert_filter: AlertFilter, workdir: Path | None = None) -> None:
+        self.filter = alert_filter
+        self.workdir = Path(workdir or tempfile.gettempdir())
+        self._decoders: dict[tuple[bytes, ...], AlertDecoder] = {}
+
+    def judge(self, packets: Sequence[bytes]) -> list[Verdict]:
+        """One verdict per packet, in order, as `AlertFilter.judge` gives them one by one."""
+        verdicts: list[Verdict | None] = [None] * len(packets)
+        good, candids = [], []
+        for i, packet in enumerate(packets):
+            try:
+                candids.append(peek(packet).candid)
+                good.append(i)
+            except AlertPacketError as e:
+                verdicts[i] = Verdict(MALFORMED, reason=short_reason(f"undecodable packet: {e}"))
+        if not good:
+            return verdicts
+        table, good = self._table(packets, good, candids, verdicts)
+        try:
+            selection = select(self.filter, table)
+        except ColumnarFilterError as e:
+            failed = Verdict(ERROR, reason=str(e))
+            for i in good:
+                verdicts[i] = failed
+            return verdicts
+        passed = dict(zip(selection.rows.tolist(), selection.annotations))
+        for row, i in enumerate(good):
+            text = passed.get(row)
+            verdicts[i] = _REJECTED if text is None else Verdict(PASSED, annotations=text)
+        return verdicts
+
+    def _table(self, packets, good: list[int], candids: list[int], verdicts: list) -> tuple[pa.Table, list[int]]:
+        """The good packets' table; when the batch does not decode, packet by packet, the bad ones malformed."""
+        try:
+            return self._decode([packets[i] for i in good], candids), good
+        except Exception:  # DataFusion, Arrow and the decoder's own checks: find the packets at fault below
+            pass
+        tables, kept = [], []
+        for i, candid in zip(good, candids):
+            try:
+                tables.append(self._decode([packets[i]], [candid]))
+                kept.append(i)
+            except Exception as e:
+                verdicts[i] = Verdict(MALFORMED, reason=short_reason(f"undecodable packet: {type(e).__name__}: {e}"))
+        if not tables:
+            return pa.table({name: pa.array([], pa.null()) for name in IDENTITY_COLUMNS}), kept
+        return pa.concat_tables(tables, promote_options="permissive"), kept
+
+    def _decode(self, packets: list[bytes], candids: list[int]) -> pa.Table:
+        headers = tuple(packet_headers(packets))
+        decoder = self._decoders.get(headers)
+        if decoder is None:
+            columns = night_table_columns(writer_schema_of(h) for h in headers)
+            decoder = self._decoders[headers] = AlertDecoder(columns, self.workdir, headers=headers)
+        return decoder.decode(packets, candids)
+
+    def close(self) -> None:
+        for decoder in self._decoders.values():
+            decoder.close()
+        self._decoders.clear()
+
+
+_REJECTED = Verdict(REJECTED)

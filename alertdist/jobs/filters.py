@@ -45,8 +45,10 @@ def run_filter(
     options: LiveOptions = LiveOptions(),
     progress: Progress = NoProgress(),
     stop: threading.Event | None = None,
+    columnar: bool = False,
 ) -> LiveReport:
-    """One copy of ``filter_name`` on ``night`` until the night is closed and consumed (or ``stop``)."""
+    """One copy of ``filter_name`` (its columnar version if asked) on ``night`` until the night is closed and
+    consumed (or ``stop``)."""
     unknown = sorted(set(programmes or ()) - set(settings.programmes))
     if unknown:
         raise ValueError(f"programme(s) {unknown} unknown; this survey has {sorted(settings.programmes)}")
@@ -67,6 +69,7 @@ def run_filter(
         stop=stop,
         progress=show,
         options=options,
+        columnar=columnar,
     )
     progress.update(report.status, final=True)
     return report
@@ -157,20 +160,20 @@ _PROGRAMID = re.compile(r"programid=(\d+)")
 def filter_unit(settings: Settings, filter_name: str, unit: Unit, out: str, *, columnar: bool) -> dict:
     """Filter one night's Parquet file and write its passes to ``out`` (atomically, so a retry replaces them).
 
-    Columnar: only the filter's columns are read. Per-alert: every row is rebuilt into its packet, byte for byte,
+    Columnar (asked for, or a ``module:function`` declared so): only the filter's columns are read. Per-alert: every row is rebuilt into its packet, byte for byte,
     and judged as live. Either way the same rows pass with the same annotations.
     """
     label = f"{unit.night:%Y%m%d}"
     bad = 0
-    if columnar:
-        alert_filter = load_filter(filter_name, columnar=True)
+    alert_filter = load_filter(filter_name, columnar=columnar)
+    if alert_filter.columnar:
         table = read_columns(unit.location, wanted_columns(alert_filter), storage_options=settings.storage_options)
         result = run_columnar(alert_filter, table, source=unit.location)
     else:
         counts = ReadCounts(unit.location)
         alerts = parquet_alerts(unit.location, storage_options=settings.storage_options, counts=counts)
         try:
-            result = run_batch(filter_name, ((a.name, a.packet) for a in alerts))
+            result = run_batch(alert_filter, ((a.name, a.packet) for a in alerts))
         except pa.ArrowException as e:
             raise ArchiveReadError(f"reading {unit.location} failed: {e}; the file is damaged or incomplete") from e
         bad = counts.bad

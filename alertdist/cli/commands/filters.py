@@ -47,6 +47,7 @@ def _run(args, settings: Settings) -> int:
             options=LiveOptions(batch_size=args.batch_size, error_threshold=args.error_threshold),
             progress=line,
             stop=stop,
+            columnar=args.columnar,
         )
     print(
         f"filter {report.filter_name}, night {report.night}, copy {report.copy_index} ({report.group_id}): "
@@ -146,6 +147,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--batch-size", type=int, default=500, help="alerts per transaction at most (default 500)")
     run.add_argument(
         "--error-threshold", type=int, default=100, help="stop after N alerts in a row raised on (default 100)"
+    )
+    run.add_argument(
+        "--columnar", action="store_true", help="the filter's columnar version, on each batch decoded to Arrow"
     )
     parsing.quiet_option(run)
 
