@@ -9,13 +9,14 @@ import contextlib
 import os
 import re
 import resource
+import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from alertdist.infra import kafka_local
+from alertdist.infra import kafka_local, prefect_local
 from alertdist.settings import Settings
 
 #: The producer settings ProducerPerformance runs with, the publisher's and replay's own.
@@ -46,6 +47,22 @@ def private_broker(prefix: str, heap: str = "384m") -> Iterator[kafka_local.Kafk
             yield cluster
         finally:
             kafka_local.stop(cluster, log=lambda *_: None)
+
+
+@contextlib.contextmanager
+def private_prefect_server(prefix: str) -> Iterator[prefect_local.PrefectServer]:
+    """A private Prefect server (SQLite in a scratch folder, a free port) for the block, its client settings in
+    the environment (before Prefect is imported: processes started inside, Dask workers too, inherit them)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder, socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        server = prefect_local.PrefectServer(Path(folder), probe.getsockname()[1])
+        probe.close()
+        prefect_local.start(server, log=lambda *_: None)
+        os.environ.update(server.client_env())
+        try:
+            yield server
+        finally:
+            prefect_local.stop(server, log=lambda *_: None)
 
 
 def cpu_seconds(pid: int | None = None) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from prefect.settings import PREFECT_API_URL
 from prefect_dask import DaskTaskRunner
 
 from alertdist.settings import Settings
@@ -11,7 +12,16 @@ __all__ = ["dask_runner"]
 
 def dask_runner(settings: Settings, workers: int | None = None) -> DaskTaskRunner:
     """The cluster at ``settings.dask_address``, or a local one of ``workers`` (else ``settings.dask_workers``, else
-    one per core) single-threaded processes: a filter holds the GIL, so threads would not add up."""
+    one per core) single-threaded processes: a filter holds the GIL, so threads would not add up.
+
+    The workers report their task runs to the Prefect server: without one (Prefect's ephemeral mode) each worker
+    process would start its own and time out, so that is refused here with what to do.
+    """
+    if not PREFECT_API_URL.value():
+        raise RuntimeError(
+            "a reanalysis on Dask needs a Prefect server its workers can reach: start one (`alertdist prefect start`) "
+            "and set PREFECT_API_URL (the command prints it)"
+        )
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
     return DaskTaskRunner(

@@ -300,12 +300,20 @@ class AlertDecoder:
     """Decode batches of packets into tables of the night's columns, in the order given.
 
     ``engine``: "datafusion" (fast, Rust), "fastavro" (reference), or "auto" (DataFusion when installed).
+    ``fields``: the top-level Avro fields to decode (default all; ``candid`` always); the columns of the others
+    come out null. A reader of a few columns (a live columnar filter) then never builds the cutouts in Arrow.
     """
 
     def __init__(
-        self, columns: list[Column], workdir: Path, engine: str = "auto", headers: Sequence[bytes] = ()
+        self,
+        columns: list[Column],
+        workdir: Path,
+        engine: str = "auto",
+        headers: Sequence[bytes] = (),
+        fields: Iterable[str] | None = None,
     ) -> None:
         self.columns = columns
+        self.fields = None if fields is None else {"candid", *fields}
         self.headers = list(headers)  # every packet's header must be one of these (`packet_headers`)
         self._avro_schema = pa.schema([c.field for c in columns])
         framing = [pa.field(PACKET_HEADER, pa.int32(), False), pa.field(PACKET_SYNC, pa.binary(SYNC_SIZE), False)]
@@ -326,7 +334,7 @@ class AlertDecoder:
 
     def copy(self) -> AlertDecoder:
         """Another decoder of the same columns, for another thread (each has its own DataFusion context)."""
-        return AlertDecoder(self.columns, self.workdir, self.engine, self.headers)
+        return AlertDecoder(self.columns, self.workdir, self.engine, self.headers, self.fields)
 
     def decode(self, packets: Sequence[bytes], candids: Sequence[int]) -> pa.Table:
         """A table of ``packets`` (rows in the same order); ``candids`` checks that no row moved."""
@@ -335,7 +343,10 @@ class AlertDecoder:
         containers = [parse_container(p) for p in packets]
         header_ids = [self._header_id(p, c.header_end) for p, c in zip(packets, containers)]
         if self.engine == "fastavro":
-            table = pa.Table.from_pylist([_row(decode(p), self.columns) for p in packets], schema=self._avro_schema)
+            fields = None if self.fields is None else tuple(self.fields)
+            table = pa.Table.from_pylist(
+                [_row(decode(p, fields), self.columns) for p in packets], schema=self._avro_schema
+            )
         else:
             table = self._decode_datafusion(packets, containers, header_ids)
         decoded = table.column("candid").to_numpy()
@@ -386,7 +397,11 @@ class AlertDecoder:
                 raise OSError(f"short write to the decoder's scratch file: {written} bytes")
             position += written
         os.ftruncate(fd, position)
-        raw = self._context.read_avro(f"/proc/self/fd/{fd}", file_extension="").to_arrow_table()
+        frame = self._context.read_avro(f"/proc/self/fd/{fd}", file_extension="")
+        if self.fields is not None:
+            wanted = [name for name in frame.schema().names if name in self.fields]
+            frame = frame.select(*[f'"{name}"' for name in wanted])  # quoted: a bare name would be lower-cased
+        raw = frame.to_arrow_table()
         return pa.Table.from_arrays(_columns_from_arrow(raw, self.columns), schema=self._avro_schema)
 
     def _scratch_file(self, size: int) -> int:

@@ -181,7 +181,8 @@ class PacketBatches:
         decoder = self._decoders.get(headers)
         if decoder is None:
             columns = night_table_columns(writer_schema_of(h) for h in headers)
-            decoder = self._decoders[headers] = AlertDecoder(columns, self.workdir, headers=headers)
+            fields = _avro_fields(columns, wanted_columns(self.filter))
+            decoder = self._decoders[headers] = AlertDecoder(columns, self.workdir, headers=headers, fields=fields)
         return decoder.decode(packets, candids)
 
     def close(self) -> None:
@@ -191,3 +192,11 @@ class PacketBatches:
 
 
 _REJECTED = Verdict(REJECTED)
+
+
+def _avro_fields(columns: list, wanted: list[str] | None) -> set[str] | None:
+    """The top-level Avro fields behind the columns a filter reads (``prv_candidates.jd``: ``prv_candidates``)."""
+    if wanted is None:
+        return None
+    names = {name.partition(".")[0] for name in wanted}
+    return {c.source[0] for c in columns if c.field.name in names}

@@ -22,9 +22,11 @@ FILTER_HELP = "a bundled filter (see `alertdist filter list`) or your own as pac
 
 
 def _list(args, settings: Settings) -> int:
+    columnar = available_filters(columnar=True)
     for name, spec in sorted(available_filters().items()):
         described = load_filter(name).description.splitlines()
-        print(f"{name:20s} reads {', '.join(spec.fields) if spec.fields else 'every field'}")
+        twin = " (and a --columnar version)" if name in columnar else ""
+        print(f"{name:20s} reads {', '.join(spec.fields) if spec.fields else 'every field'}{twin}")
         print(f"{'':20s} {described[0] if described else ''}")
     return 0
 
