@@ -21,9 +21,18 @@ import pytest
 from alertdist.archive import ArchiveOptions, archive_night
 from alertdist.archive.parquet import AlertDecoder, night_table_columns, packet_headers, writer_schema_of
 from alertdist.avro.codec import peek
-from alertdist.filters import ERROR, FilterLookupError, alert_filter, available_filters, load_filter
+from alertdist.avro.container import parse_container
+from alertdist.filters import (
+    ERROR,
+    MALFORMED,
+    PASSED,
+    FilterLookupError,
+    alert_filter,
+    available_filters,
+    load_filter,
+)
 from alertdist.filters.batch import run_batch, run_columnar
-from alertdist.filters.columnar import ColumnarFilterError, select
+from alertdist.filters.columnar import ColumnarFilterError, PacketBatches, select
 from alertdist.nights.dates import parse_nights
 from alertdist.nights.topics import TopicNaming
 from alertdist.simulate.night import simulate_night
@@ -326,3 +335,19 @@ def test_a_columnar_filter_failing_on_a_batch_sends_its_alerts_to_the_errors_top
         )
     }
     assert reasons == {b"RuntimeError: no model loaded"}
+
+
+def test_a_packet_that_does_not_decode_to_arrow_is_malformed_and_its_batch_goes_on(real_packet_files):
+    packets = [p.read_bytes() for p in real_packet_files]
+    damaged = bytearray(packets[3])
+    history = parse_container(packets[3]).body_start + 1000  # past the candidate: peek still reads it
+    damaged[history : history + 8] = b"\xff" * 8
+    assert peek(bytes(damaged)).candid == peek(packets[3]).candid
+    batch = [*packets[:3], bytes(damaged), *packets[4:]]
+    batches = PacketBatches(load_filter("bright_transients", columnar=True))
+    verdicts = batches.judge(batch)
+    per_alert = [load_filter("bright_transients").judge(p) for p in packets]
+    assert verdicts[3].outcome == MALFORMED and "Avro error" in verdicts[3].reason
+    assert verdicts[:3] + verdicts[4:] == per_alert[:3] + per_alert[4:]
+    assert any(v.outcome == PASSED for v in verdicts)
+    assert [v.outcome for v in batches.judge([bytes(damaged)] * 2)] == [MALFORMED] * 2

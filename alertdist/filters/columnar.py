@@ -146,6 +146,8 @@ class PacketBatches:
         if not good:
             return verdicts
         table, good = self._table(packets, good, candids, verdicts)
+        if not good:
+            return verdicts
         try:
             selection = select(self.filter, table)
         except ColumnarFilterError as e:
@@ -160,7 +162,8 @@ class PacketBatches:
         return verdicts
 
     def _table(self, packets, good: list[int], candids: list[int], verdicts: list) -> tuple[pa.Table, list[int]]:
-        """The good packets' table; when the batch does not decode, packet by packet, the bad ones malformed."""
+        """The good packets' table; when the batch does not decode, packet by packet, the bad ones malformed (as
+        `AlertFilter.judge` makes them), so one damaged packet never costs its batch."""
         try:
             return self._decode([packets[i] for i in good], candids), good
         except Exception:  # DataFusion, Arrow and the decoder's own checks: find the packets at fault below
@@ -172,9 +175,7 @@ class PacketBatches:
                 kept.append(i)
             except Exception as e:
                 verdicts[i] = Verdict(MALFORMED, reason=short_reason(f"undecodable packet: {type(e).__name__}: {e}"))
-        if not tables:
-            return pa.table({name: pa.array([], pa.null()) for name in IDENTITY_COLUMNS}), kept
-        return pa.concat_tables(tables, promote_options="permissive"), kept
+        return (pa.concat_tables(tables, promote_options="permissive") if tables else None), kept
 
     def _decode(self, packets: list[bytes], candids: list[int]) -> pa.Table:
         headers = tuple(packet_headers(packets))

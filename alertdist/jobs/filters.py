@@ -160,8 +160,9 @@ _PROGRAMID = re.compile(r"programid=(\d+)")
 def filter_unit(settings: Settings, filter_name: str, unit: Unit, out: str, *, columnar: bool) -> dict:
     """Filter one night's Parquet file and write its passes to ``out`` (atomically, so a retry replaces them).
 
-    Columnar (asked for, or a ``module:function`` declared so): only the filter's columns are read. Per-alert: every row is rebuilt into its packet, byte for byte,
-    and judged as live. Either way the same rows pass with the same annotations.
+    Columnar (asked for, or a ``module:function`` declared so): only the filter's columns are read. Per-alert:
+    every row is rebuilt into its packet, byte for byte, and judged as live. Either way the same rows pass with
+    the same annotations.
     """
     label = f"{unit.night:%Y%m%d}"
     bad = 0
