@@ -105,7 +105,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     listing.set_defaults(run=_list)
 
     run = parsing.command(
-        actions, "run", _run, "run one copy of a filter on a night's stream until the night is closed and consumed"
+        actions,
+        "run",
+        _run,
+        "run one copy of a filter on a night's stream until the night is closed and consumed",
+        kafka=True,
     )
     run.add_argument("filter", help=FILTER_HELP)
     run.add_argument("--night", metavar="YYYYMMDD", type=parsing.night, help="the night (default: tonight at the site)")
