@@ -30,6 +30,24 @@ def test_install_is_a_no_op_the_second_time(tmp_path):
     assert any(p.name.startswith("kafka_2.13-") for p in libs.glob("*.jar"))
 
 
+def test_a_libs_folder_fetched_for_an_older_pom_is_fetched_again(tmp_path):
+    """The marker records every artifact the pom asks for, so jars fetched before MirrorMaker 2 joined the pom (a
+    marker with the Kafka version alone) are refreshed, not taken as complete."""
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    (libs / kafka_local.MARKER).write_text(kafka_local.kafka_version() + "\n")  # the marker as it used to be
+    messages = []
+    kafka_local.install(libs, log=messages.append)
+    assert "already installed" not in messages[0]
+    assert (libs / kafka_local.MARKER).read_text().split() == [
+        kafka_local.kafka_version(),
+        *kafka_local.pom_artifacts(),
+    ]
+    assert any("connect-mirror" in a for a in kafka_local.pom_artifacts())
+    assert (libs / f"connect-mirror-{kafka_local.kafka_version()}.jar").is_file()
+    assert (libs / f"connect-mirror-client-{kafka_local.kafka_version()}.jar").is_file()
+
+
 def test_restart_keeps_the_data(tmp_path):
     from confluent_kafka import TopicPartition
 

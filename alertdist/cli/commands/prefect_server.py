@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from alertdist.cli import parsing
 from alertdist.infra import prefect_local
 from alertdist.settings import Settings
 
@@ -29,11 +30,13 @@ def _status(args, settings):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("prefect", help="start, stop or check the local Prefect server (SQLite) and its UI")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, func, help_ in [
-        ("start", _start, "start the server in the background (reused when already up); prints the UI address"),
-        ("stop", _stop, "stop the server this project started"),
-        ("status", _status, "is the server answering? (exit 3 if not)"),
-    ]:
-        actions.add_parser(name, help=help_).set_defaults(run=func)
+    parsing.actions(
+        sub,
+        "prefect",
+        "start, stop or check the local Prefect server (SQLite) and its UI",
+        [
+            ("start", _start, "start the server in the background (reused when already up); prints the UI address"),
+            ("stop", _stop, "stop the server this project started"),
+            ("status", _status, "is the server answering? (exit 3 if not)"),
+        ],
+    )
