@@ -77,3 +77,29 @@ def test_restart_keeps_the_data(tmp_path):
         assert all(n.answering for n in kafka_local.status(cluster))
     finally:
         kafka_local.stop(cluster, log=lambda *_: None)
+
+
+def test_the_launcher_runs_a_public_cluster_beside_the_producing_one(tmp_path, monkeypatch, capsys):
+    """`alertdist kafka start --two-tier`: two real clusters, their own ports, data folders and cluster ids."""
+    from alertdist.cli.main import main as cli
+    from alertdist.nights.state import cluster_id
+    from alertdist.settings import Settings
+
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / "libs").symlink_to(Settings.from_env().kafka_home / "libs", target_is_directory=True)
+    producing, public = kafka_local.free_port(), kafka_local.free_port()
+    for name, value in (("HOME", tmp_path), ("KAFKA_PORT", producing), ("PUBLIC_KAFKA_PORT", public)):
+        monkeypatch.setenv(f"ALERTDIST_{name}", str(value))
+    monkeypatch.delenv("ALERTDIST_BOOTSTRAP_SERVERS", raising=False)
+    try:
+        assert cli(["kafka", "start", "--two-tier"]) == 0
+        out = capsys.readouterr().out
+        assert f"producing: 127.0.0.1:{producing}" in out and f"public: 127.0.0.1:{public}" in out
+        assert len({cluster_id(f"127.0.0.1:{port}") for port in (producing, public)}) == 2
+        assert (tmp_path / "kafka" / "nodes").is_dir() and (tmp_path / "kafka-public" / "nodes").is_dir()
+        assert cli(["kafka", "status", "--public"]) == 0
+        assert cli(["kafka", "stop", "--public"]) == 0
+        assert cli(["kafka", "status", "--two-tier"]) == 3  # the producing one still up, the public one down
+        assert "public cluster" in capsys.readouterr().out
+    finally:
+        cli(["kafka", "stop", "--two-tier"])
