@@ -15,7 +15,14 @@ from alertdist.nights.state import NightState
 from alertdist.nights.topics import TopicsError, replication_for
 from alertdist.settings import Settings
 
-__all__ = ["close_night_downstream", "mirror_home", "mirror_spec", "start_mirror", "wait_for_mirrored_topics"]
+__all__ = [
+    "close_night_downstream",
+    "keep_mirror_running",
+    "mirror_home",
+    "mirror_spec",
+    "start_mirror",
+    "wait_for_mirrored_topics",
+]
 
 
 def mirror_home(settings: Settings) -> process.MirrorHome:
@@ -38,6 +45,25 @@ def mirror_spec(settings: Settings, night: dt.date | None = None) -> MirrorSpec:
 def start_mirror(settings: Settings, night: dt.date | None = None) -> process.MirrorStatus:
     """Start MirrorMaker 2 (reused when already running)."""
     return process.start(mirror_home(settings), mirror_spec(settings, night))
+
+
+def keep_mirror_running(
+    settings: Settings, stop: threading.Event, *, every_s: float = 30.0, progress: Progress = NoProgress()
+) -> int:
+    """Run MirrorMaker 2 until ``stop`` is set, starting it again whenever it died (exactly once: a restart
+    resumes from the offsets its last transaction committed); then stop it. Returns how often it was restarted."""
+    home, restarts = mirror_home(settings), -1
+    try:
+        while not stop.is_set():
+            if not process.status(home).running:
+                restarts += 1
+                progress.update(f"{'restarting' if restarts else 'starting'} MirrorMaker 2", final=True)
+                start_mirror(settings)
+            stop.wait(every_s)
+    finally:
+        process.stop(home)
+    progress.update(f"MirrorMaker 2 stopped ({max(restarts, 0)} restart(s))", final=True)
+    return max(restarts, 0)
 
 
 def _topics_there(bootstrap: str, topics: list[str]) -> None:

@@ -18,7 +18,15 @@ from collections.abc import Callable
 
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.mirror.syncs import OffsetSyncs, mirror_lag, read_offset_syncs
-from alertdist.nights.state import CLOSED, MIRRORED, NightState, mark_night, read_night_state, wait_until_closed
+from alertdist.nights.state import (
+    CLOSED,
+    MIRRORED,
+    NightState,
+    NightStateError,
+    end_offsets,
+    mark_night,
+    read_night_state,
+)
 from alertdist.nights.topics import TopicNaming
 
 __all__ = ["MirrorNotDone", "close_downstream"]
@@ -52,25 +60,28 @@ def close_downstream(
     poll_s: float = 1.0,
     lag: Callable[[int], None] = lambda _: None,
 ) -> NightState:
-    """Close ``night`` on ``downstream`` once every alert published on ``upstream`` has arrived there (idempotent:
-    a night already closed downstream is returned as it is). ``lag(n)`` hears the mirror's lag as it goes."""
+    """Close ``night`` on ``downstream`` once it is closed on ``upstream`` and all of it has arrived (idempotent: a
+    night already closed downstream is returned as it is). ``lag(n)`` hears the mirror's lag all night long."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    closed = wait_until_closed(upstream, naming, night, stop=stop, poll_interval=poll_s, timeout=timeout)
-    if closed is None:
-        raise MirrorNotDone(f"night {night:%Y%m%d} was not closed on the producing cluster in time")
-    ends = {t: parts for t, parts in closed.end_offsets.items() if t in naming.programme_topics(night).values()}
+    topics = list(naming.programme_topics(night).values())
     while True:
         here = read_night_state(downstream, naming, night)
         if here is not None and here.state == CLOSED:
             return here
+        closed = read_night_state(upstream, naming, night)
+        closed = closed if closed is not None and closed.closed else None
+        ends = {t: p for t, p in closed.end_offsets.items() if t in topics} if closed else _ends_now(upstream, topics)
         syncs = read_offset_syncs(upstream)
         lag(mirror_lag(ends, syncs))
         pending = _pending(ends, syncs)
-        if not pending and here is not None and here.state == MIRRORED:
+        if closed is not None and not pending and here is not None and here.state == MIRRORED:
             break
         if (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() >= deadline):
-            waiting = ", ".join(pending[:5]) or f"the closing record in {naming.nights_topic}"
-            raise MirrorNotDone(f"night {night:%Y%m%d} has not fully arrived downstream; still waiting for {waiting}")
+            waiting = "its close on the producing cluster" if closed is None else ", ".join(pending[:5])
+            raise MirrorNotDone(
+                f"night {night:%Y%m%d} has not fully arrived downstream; still waiting for "
+                f"{waiting or f'the closing record in {naming.nights_topic}'}"
+            )
         time.sleep(poll_s)
     state = NightState(
         closed.night,
@@ -80,3 +91,11 @@ def close_downstream(
         messages=ends,  # the producing cluster's offsets are contiguous from 0: its ends are the counts
     )
     return mark_night(downstream, naming, state)
+
+
+def _ends_now(upstream: str, topics: list[str]) -> dict[str, dict[int, int]]:
+    """Where the night's topics end now upstream (the night still open): the lag while it goes on."""
+    try:
+        return end_offsets(upstream, topics)
+    except NightStateError:
+        return {}  # the night's topics are not created yet
