@@ -122,3 +122,30 @@ def test_a_mirror_killed_mid_night_loses_and_repeats_nothing(settings, tmp_path)
 def _members(path: Path) -> list[tuple[str, bytes]]:
     with tarfile.open(path) as tar:
         return [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+
+
+def test_the_mirror_deployment_restarts_a_killed_mirror_and_stops_it_after_its_hours(
+    settings, prefect_server, monkeypatch
+):
+    from alertdist.flows.mirror import run_mirror
+
+    for name in ("home", "mirror_rest_port"):
+        monkeypatch.setenv(f"ALERTDIST_{name.upper()}", str(getattr(settings, name)))
+    home, restarts = mirror.mirror_home(settings), []
+    process.stop(home)
+    servers = dict(
+        bootstrap_servers=settings.bootstrap_servers, public_bootstrap_servers=settings.public_bootstrap_servers
+    )
+    run = threading.Thread(target=lambda: restarts.append(run_mirror(**servers, check_every_s=0.5, hours=60 / 3600)))
+    run.start()
+    deadline = time.monotonic() + 60
+    while not process.status(home).answering:
+        assert time.monotonic() < deadline, "the deployment did not start MirrorMaker 2"
+        time.sleep(0.2)
+    first, deadline = process.status(home).pid, time.monotonic() + 120
+    process.stop(home, kill=True)
+    while process.status(home).pid in (None, first):
+        assert time.monotonic() < deadline, "the deployment did not restart MirrorMaker 2"
+        time.sleep(0.2)
+    run.join(timeout=120)
+    assert restarts == [1] and not process.status(home).running  # stopped when its hours were over

@@ -92,6 +92,7 @@ def mirror_properties(spec: MirrorSpec) -> dict[str, str]:
         f"{TARGET}.producer.max.request.size": str(11 * 1024 * 1024),  # the largest packets the topics take
         f"{TARGET}.producer.compression.type": "lz4",  # as the topics store them: no recompression
         f"{TARGET}.producer.linger.ms": "20",
+        f"{TARGET}.producer.batch.size": str(4 * 1024 * 1024),  # the default 16 KB holds not one 80 KB alert
         f"{SOURCE}.consumer.max.partition.fetch.bytes": str(4 * 1024 * 1024),
         "dedicated.mode.enable.internal.rest": "true",
         "listeners": f"http://127.0.0.1:{spec.rest_port}",
