@@ -14,6 +14,7 @@ import pytest
 
 from alertdist.cli.main import main as cli
 from alertdist.filters.live import group_id_for
+from alertdist.infra import kafka_local
 from alertdist.jobs import mirror
 from alertdist.jobs.archive import archive_night
 from alertdist.jobs.publish import publish_night
@@ -74,41 +75,45 @@ def test_alertdist_night_two_tier_runs_a_whole_night_across_the_mirror(settings,
     assert lag is not None and lag.data == 100.0  # the mirror's lag, shown as the night went, down to none
 
 
-def test_a_mirror_killed_mid_night_loses_and_repeats_nothing(settings, tmp_path):
-    night, topics = dt.date(2023, 10, 13), TopicSettings(partitions=3)
+def _night_with_a_fault(settings, night: dt.date, fault) -> list[int]:
+    """Publish a simulated night upstream (~35 s) with the mirror kept running as the `mirror` deployment keeps it,
+    call ``fault()`` once the night is being mirrored, and close the night downstream; the mirror's restarts."""
     stop, restarts = threading.Event(), []
+    process.stop(mirror.mirror_home(settings))  # the one an earlier test left running: this keeper starts its own
     keeper = threading.Thread(
         target=lambda: restarts.append(mirror.keep_mirror_running(settings, stop, every_s=0.5)), daemon=True
     )
-    keeper.start()  # as the `mirror` deployment runs it: restarted whenever it dies
+    keeper.start()
     publisher = threading.Thread(
         target=publish_night,
-        args=(settings, night, SourceSpec.parse("simulate:3000:5", speed=30.0)),  # about 35 s
-        kwargs={"topics": topics},
+        args=(settings, night, SourceSpec.parse("simulate:3000:5", speed=30.0)),
+        kwargs={"topics": TopicSettings(partitions=3)},
         daemon=True,
     )
     publisher.start()
-    home, deadline = mirror.mirror_home(settings), time.monotonic() + 180
+    deadline = time.monotonic() + 180
     while not any(
         t.startswith(f"ztf_{night:%Y%m%d}") and up > 0
         for (t, _), (up, _) in read_offset_syncs(settings.bootstrap_servers).items()
     ):
         assert time.monotonic() < deadline, "nothing of the night was mirrored"
         time.sleep(0.2)
-    killed = process.status(home).pid
-    assert process.stop(home, kill=True)  # SIGKILL mid-night: no clean shutdown, a transaction left open
+    fault()
     publisher.join(timeout=300)
     assert not publisher.is_alive()
     try:
-        state = mirror.close_night_downstream(settings, night, timeout=300)
+        mirror.close_night_downstream(settings, night, timeout=300)
     finally:
         stop.set()
         keeper.join(timeout=60)
-    assert restarts == [1] and process.status(home).pid is None and killed
-    upstream, downstream = (
-        contents(b, settings, night) for b in (settings.bootstrap_servers, settings.public_bootstrap_servers)
-    )
-    assert downstream == upstream and state.total_messages() == 3000
+    return restarts
+
+
+def _assert_mirrored_exactly_once(settings, night: dt.date, tmp_path: Path) -> None:
+    """Downstream holds every alert of the night exactly once, and its archive equals the upstream one."""
+    upstream = contents(settings.bootstrap_servers, settings, night)
+    downstream = contents(settings.public_bootstrap_servers, settings, night)
+    assert downstream == upstream and sum(sum(c.values()) for c in downstream.values()) == 3000
     assert all(n == 1 for messages in downstream.values() for n in messages.values())  # exactly once
     up = archive_night(settings, night, dest=str(tmp_path / "up"))
     public = settings.model_copy(update={"bootstrap_servers": settings.public_bootstrap_servers})
@@ -117,6 +122,27 @@ def test_a_mirror_killed_mid_night_loses_and_repeats_nothing(settings, tmp_path)
     assert sorted((tmp_path / "up").glob("*.tar.gz"))
     for tarball in sorted((tmp_path / "up").glob("*.tar.gz")):
         assert _members(tarball) == _members(tmp_path / "down" / tarball.name), tarball.name
+
+
+def test_a_mirror_killed_mid_night_loses_and_repeats_nothing(settings, tmp_path):
+    home, night = mirror.mirror_home(settings), dt.date(2023, 10, 13)
+
+    def kill() -> None:
+        assert process.stop(home, kill=True)  # SIGKILL: no clean shutdown, a transaction left open
+
+    assert _night_with_a_fault(settings, night, kill) == [1]  # restarted once, then stopped
+    assert process.status(home).pid is None
+    _assert_mirrored_exactly_once(settings, night, tmp_path)
+
+
+def test_the_public_broker_killed_mid_night_loses_and_repeats_nothing(settings, two_clusters, tmp_path):
+    def kill_and_restart() -> None:
+        kafka_local.stop_node(two_clusters.public, 1, kill=True, log=lambda *_: None)
+        time.sleep(3)
+        kafka_local.start(two_clusters.public, log=lambda *_: None)
+
+    _night_with_a_fault(settings, dt.date(2023, 10, 14), kill_and_restart)
+    _assert_mirrored_exactly_once(settings, dt.date(2023, 10, 14), tmp_path)
 
 
 def _members(path: Path) -> list[tuple[str, bytes]]:
@@ -148,4 +174,4 @@ def test_the_mirror_deployment_restarts_a_killed_mirror_and_stops_it_after_its_h
         assert time.monotonic() < deadline, "the deployment did not restart MirrorMaker 2"
         time.sleep(0.2)
     run.join(timeout=120)
-    assert restarts == [1] and not process.status(home).running  # stopped when its hours were over
+    assert restarts and restarts[0] >= 1 and not process.status(home).running  # stopped when its hours were over

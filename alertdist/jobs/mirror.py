@@ -48,17 +48,30 @@ def start_mirror(settings: Settings, night: dt.date | None = None) -> process.Mi
 
 
 def keep_mirror_running(
-    settings: Settings, stop: threading.Event, *, every_s: float = 30.0, progress: Progress = NoProgress()
+    settings: Settings,
+    stop: threading.Event,
+    *,
+    every_s: float = 30.0,
+    progress: Progress = NoProgress(),
+    attempts: int = 3,
 ) -> int:
     """Run MirrorMaker 2 until ``stop`` is set, starting it again whenever it died (exactly once: a restart
-    resumes from the offsets its last transaction committed); then stop it. Returns how often it was restarted."""
-    home, restarts = mirror_home(settings), -1
+    resumes from the offsets its last transaction committed); then stop it. Returns how often it was restarted.
+    A start that fails (it died while starting) is tried again at the next check, up to ``attempts`` in a row."""
+    home, restarts, failures = mirror_home(settings), -1, 0
     try:
         while not stop.is_set():
             if not process.status(home).running:
                 restarts += 1
                 progress.update(f"{'restarting' if restarts else 'starting'} MirrorMaker 2", final=True)
-                start_mirror(settings)
+                try:
+                    start_mirror(settings)
+                    failures = 0
+                except process.MirrorError as e:
+                    failures += 1
+                    if failures >= attempts:
+                        raise
+                    progress.update(f"MirrorMaker 2 did not start ({failures} of {attempts}): {e}", final=True)
             stop.wait(every_s)
     finally:
         process.stop(home)
