@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from alertdist.nights.topics import TopicNaming
 
@@ -102,7 +103,7 @@ def mirror_properties(spec: MirrorSpec) -> dict[str, str]:
     return props
 
 
-def write_properties(path, props: dict[str, str]) -> None:
+def write_properties(path: Path, props: dict[str, str]) -> None:
     """Write ``props`` as a Java properties file (backslashes escaped: the topics regex has them)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"{k}={v.replace(chr(92), chr(92) * 2)}" for k, v in props.items()]
