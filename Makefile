@@ -1,7 +1,8 @@
 # The two commands a new user needs (see README):
 #   make night   - install everything, start Kafka + Prefect, run one whole simulated night end to end
 #   make test    - install everything, check the code (make lint), start a test broker, run the test suite
-# Everything lands in .venv/ and .alertdist/ inside this folder; `make stop` stops what `make night` started.
+# Everything lands in .venv/ and .alertdist/ inside this folder; `make stop` stops what `make night` started
+# (and the public cluster and MirrorMaker 2 of the two-tier mode, when running).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -64,7 +65,8 @@ test: setup-test lint
 stop:
 	-$(BIN)/alertdist worker stop
 	-$(BIN)/alertdist prefect stop
-	-$(BIN)/alertdist kafka stop
+	-$(BIN)/alertdist mirror stop
+	-$(BIN)/alertdist kafka stop --two-tier
 
 # Both are shown even when the first is down; the exit status is non-zero when either service is down.
 status:

@@ -16,6 +16,7 @@ from alertdist.settings import Settings
 #: Sub-command modules, each with `register(subparsers)`; listed in the order `--help` shows them.
 COMMAND_MODULES = [
     "alertdist.cli.commands.kafka",
+    "alertdist.cli.commands.mirror",
     "alertdist.cli.commands.prefect_server",
     "alertdist.cli.commands.night",
     "alertdist.cli.commands.publish",

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from alertdist.nights.dates import parse_night
 
-__all__ = ["archive_option", "command", "night", "programme_ids", "quiet_option"]
+__all__ = ["actions", "archive_option", "command", "night", "programme_ids", "quiet_option"]
 
 
 def command(
@@ -22,6 +22,17 @@ def command(
     """
     parser = sub.add_parser(name, help=help, description=inspect.cleandoc(run.__doc__ or help), **options)
     parser.set_defaults(run=run, needs_kafka=kafka)
+    return parser
+
+
+def actions(
+    sub: argparse._SubParsersAction, name: str, help: str, each: list[tuple[str, Callable, str]], **options
+) -> argparse.ArgumentParser:
+    """A command made of actions (``start``, ``stop``, ``status``...): ``each`` is (action, function, help)."""
+    parser = sub.add_parser(name, help=help, **options)
+    chosen = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, run, action_help in each:
+        chosen.add_parser(action, help=action_help).set_defaults(run=run)
     return parser
 
 

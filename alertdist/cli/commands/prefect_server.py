@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from alertdist.cli import parsing
 from alertdist.infra import prefect_local
 from alertdist.settings import Settings
 
@@ -53,25 +54,26 @@ def _worker_status(args, settings):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("prefect", help="start, stop or check the local Prefect server (SQLite) and its UI")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, func, help_ in [
-        ("start", _start, "start the server in the background (reused when already up); prints the UI address"),
-        ("stop", _stop, "stop the server this project started"),
-        ("status", _status, "is the server answering? (exit 3 if not)"),
-        ("deploy", _deploy, "create the 'alertdist' process work pool and every deployment in prefect.yaml"),
-    ]:
-        actions.add_parser(name, help=help_).set_defaults(run=func)
-    worker = sub.add_parser(
-        "worker",
-        help="start, stop or check the process worker that runs the deployments on their schedules",
-        description="The worker runs each scheduled flow run as a process, with the ALERTDIST_* settings "
-        "it was started with. Start it after `alertdist prefect deploy`.",
+    parsing.actions(
+        sub,
+        "prefect",
+        "start, stop or check the local Prefect server (SQLite) and its UI",
+        [
+            ("start", _start, "start the server in the background (reused when already up); prints the UI address"),
+            ("stop", _stop, "stop the server this project started"),
+            ("status", _status, "is the server answering? (exit 3 if not)"),
+            ("deploy", _deploy, "create the 'alertdist' process work pool and every deployment in prefect.yaml"),
+        ],
     )
-    actions = worker.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, func, help_ in [
-        ("start", _worker_start, "start the worker in the background on pool 'alertdist'"),
-        ("stop", _worker_stop, "stop the worker (and the flow runs it started)"),
-        ("status", _worker_status, "is the worker running? (exit 3 if not)"),
-    ]:
-        actions.add_parser(name, help=help_).set_defaults(run=func)
+    parsing.actions(
+        sub,
+        "worker",
+        "start, stop or check the process worker that runs the deployments on their schedules",
+        [
+            ("start", _worker_start, "start the worker in the background on pool 'alertdist'"),
+            ("stop", _worker_stop, "stop the worker (and the flow runs it started)"),
+            ("status", _worker_status, "is the worker running? (exit 3 if not)"),
+        ],
+        description="The worker runs each scheduled flow run as a process, with the ALERTDIST_* settings it was "
+        "started with. Start it after `alertdist prefect deploy`.",
+    )
