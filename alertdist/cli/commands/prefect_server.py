@@ -24,10 +24,14 @@ def _stop(args, settings):
     prefect_local.stop(local_server(settings))
 
 
-def _status(args, settings):
-    text = prefect_local.status(local_server(settings))
+def _shown(text: str) -> int:
+    """Print a service's status line; exit 3 when it is not up (what `make status` checks)."""
     print(text)
     return 0 if " up " in text else 3
+
+
+def _status(args, settings):
+    return _shown(prefect_local.status(local_server(settings)))
 
 
 def _deploy(args, settings):
@@ -48,9 +52,7 @@ def _worker_stop(args, settings):
 
 
 def _worker_status(args, settings):
-    text = prefect_local.worker_status(_worker(settings))
-    print(text)
-    return 0 if " up " in text else 3
+    return _shown(prefect_local.worker_status(_worker(settings)))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
