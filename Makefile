@@ -1,7 +1,8 @@
 # The two commands a new user needs (see README):
 #   make night   - install everything, start Kafka + Prefect, run one whole simulated night end to end
 #   make test    - install everything, check the code (make lint), start a test broker, run the test suite
-# Everything lands in .venv/ and .alertdist/ inside this folder; `make stop` stops what `make night` started.
+# Everything lands in .venv/ and .alertdist/ inside this folder; `make stop` stops what `make night` started
+# (and the public cluster and MirrorMaker 2 of the two-tier mode, when running).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ NIGHT_ARGS ?=
 # module fixtures (the 3-broker cluster, a published night) are built once; all share the one test broker.
 PYTEST_WORKERS ?= 2
 
-.PHONY: night test lint setup setup-test stop status bench clean-state
+.PHONY: night schedule test lint setup setup-test stop status bench clean-state
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -40,6 +41,13 @@ night: setup
 	$(BIN)/alertdist prefect start
 	$(BIN)/alertdist night $(NIGHT_ARGS)
 
+# The nights as production runs them: every deployment of prefect.yaml on its schedule, started by a process worker.
+schedule: setup
+	$(BIN)/alertdist kafka start
+	$(BIN)/alertdist prefect start
+	$(BIN)/alertdist prefect deploy
+	$(BIN)/alertdist worker start
+
 # Each check runs even when an earlier one failed, so one run shows everything to fix.
 lint: $(VENV)/.installed-test
 	@status=0; \
@@ -55,8 +63,10 @@ test: setup-test lint
 	bash infra/with_test_services.sh $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 stop:
+	-$(BIN)/alertdist worker stop
 	-$(BIN)/alertdist prefect stop
-	-$(BIN)/alertdist kafka stop
+	-$(BIN)/alertdist mirror stop
+	-$(BIN)/alertdist kafka stop --two-tier
 
 # Both are shown even when the first is down; the exit status is non-zero when either service is down.
 status:

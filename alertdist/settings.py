@@ -33,6 +33,9 @@ class Settings(BaseSettings):
 
     ``bootstrap_servers`` defaults to the local brokers that `alertdist kafka start` runs (the embedded default,
     from ``kafka_port`` and ``kafka_brokers``); point it at a production cluster to run the same flows there.
+    ``public_bootstrap_servers`` is the public (distribution) cluster of the two-tier mode, which MirrorMaker 2
+    fills from the producing one (default: the local one `alertdist kafka start --public` runs on
+    ``public_kafka_port``); ``mirror_rest_port`` is MirrorMaker's internal REST listener.
     S3-compatible stores: ``s3_endpoint_url`` plus the usual ``AWS_*`` variables. Reanalyses over many nights run
     on Dask: an existing cluster at ``dask_address`` (``tcp://scheduler:8786``), else a local cluster of
     ``dask_workers`` processes (default: one per core).
@@ -44,6 +47,9 @@ class Settings(BaseSettings):
     kafka_port: int = 9092
     kafka_brokers: int = 1
     bootstrap_servers: str = ""
+    public_kafka_port: int = 9292
+    public_bootstrap_servers: str = ""
+    mirror_rest_port: int = 8083
     prefect_port: int = 4200
     survey: str = "ztf"
     programmes: dict[int, str] = dict(DEFAULT_PROGRAMMES)
@@ -64,9 +70,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _local_brokers_by_default(self) -> Settings:
-        if not self.bootstrap_servers:
-            local = ",".join(f"127.0.0.1:{self.kafka_port + i}" for i in range(self.kafka_brokers))
-            object.__setattr__(self, "bootstrap_servers", local)
+        for name, port in (
+            ("bootstrap_servers", self.kafka_port),
+            ("public_bootstrap_servers", self.public_kafka_port),
+        ):
+            if not getattr(self, name):
+                object.__setattr__(self, name, ",".join(f"127.0.0.1:{port + i}" for i in range(self.kafka_brokers)))
         return self
 
     @classmethod

@@ -8,6 +8,11 @@ consumed; if publishing fails, the night is closed anyway so that they drain and
 must balance: published = archived + duplicates dropped, every filter consumed everything, or the run fails and
 says what is missing. Events `alertdist.night.opened/closed/archived` let automations (a notification, a page)
 hook in.
+
+Two-tier (``public_bootstrap_servers`` given): the publisher writes to the producing cluster, MirrorMaker 2 (the
+`mirror` deployment, or `alertdist mirror start`) copies the night to the public cluster, and the filters and
+the archiver read there; the night is closed there with its own offsets once all of it has arrived, and the
+mirror's lag is shown all night (the `close-downstream` task).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from alertdist.flows.topics import create_night_topics
 from alertdist.jobs.usage import process_usage
 from alertdist.nights.dates import Night
 from alertdist.settings import Settings
+from alertdist.tasks.mirror import await_mirrored_topics, close_night_downstream
 from alertdist.tasks.nights import abort_night, announce, report_night
 from alertdist.tasks.policy import run_label
 
@@ -62,17 +68,31 @@ def night(
     partitions: int = 14,
     bootstrap_servers: str | None = None,
     survey: str | None = None,
+    public_bootstrap_servers: str | None = None,
 ) -> dict:
     """Run ``night`` (YYYYMMDD; default tonight) from ``source`` (a drop folder, tarball, or simulate:N[:SEED])
-    with ``filters`` (default the bundled ones) live beside the publisher."""
-    settings = Settings.load(bootstrap_servers=bootstrap_servers, survey=survey, archive_url=dest)
+    with ``filters`` (default the bundled ones) live beside the publisher; across the mirror to
+    ``public_bootstrap_servers`` when given."""
+    settings = Settings.load(
+        bootstrap_servers=bootstrap_servers,
+        survey=survey,
+        archive_url=dest,
+        public_bootstrap_servers=public_bootstrap_servers,
+    )
     night = night or settings.tonight()
     common = dict(night=night, bootstrap_servers=settings.bootstrap_servers, survey=settings.survey)
+    readers = {**common, "bootstrap_servers": settings.public_bootstrap_servers} if public_bootstrap_servers else common
 
     create_night_topics(partitions=partitions, **common)
+    closing = None
+    if public_bootstrap_servers:
+        await_mirrored_topics(settings, night)
+        closing = close_night_downstream.submit(settings, night)
     announce("opened", settings, night, {"source": source})
     running = {
-        name: stage.submit(f"filter-{name}", "filter", dict(filter_name=name, parallelism=filter_parallelism, **common))
+        name: stage.submit(
+            f"filter-{name}", "filter", dict(filter_name=name, parallelism=filter_parallelism, **readers)
+        )
         for name in (filters if filters is not None else sorted(available_filters()))
     }
     publishing = dict(source=source, speed=speed, partitions=partitions, **common)
@@ -86,9 +106,11 @@ def night(
         raise
     announce("closed", settings, night, {k: published[k] for k in ("read", "delivered", "rejected")})
     stages = {"publish": usage}
+    mirrored = closing.result() if closing else None
     filter_results = {}
     for name, future in running.items():
         filter_results[name], stages[f"filter {name}"] = future.result()
-    archived, stages["archive"] = stage.submit("archive", "archive", dict(dest=settings.archive, **common)).result()
+    archived, stages["archive"] = stage.submit("archive", "archive", dict(dest=settings.archive, **readers)).result()
     announce("archived", settings, night, {"dest": archived["dest"], "written": archived["written"]})
-    return report_night(settings, night, published, filter_results, archived, stages)
+    result = report_night(settings, night, published, filter_results, archived, stages)
+    return {**result, "mirrored": mirrored["alerts"]} if mirrored else result

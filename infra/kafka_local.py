@@ -18,6 +18,7 @@ import argparse
 import base64
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -34,10 +35,14 @@ __all__ = [
     "KafkaCluster",
     "KafkaInfraError",
     "NodeStatus",
+    "free_port",
     "install",
     "installed_version",
+    "java_command",
     "kafka_version",
     "make_certs",
+    "pom_artifacts",
+    "process_alive",
     "recorded_security",
     "start",
     "start_on_free_ports",
@@ -151,35 +156,63 @@ class NodeStatus:
         return f"node {self.node_id}: {state} (pid {pid}, 127.0.0.1:{self.port}{secure})"
 
 
+_POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
+
+
 def kafka_version() -> str:
     """The Kafka version pinned in infra/pom.xml."""
-    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    version = ET.parse(POM).getroot().find("m:properties/m:kafka.version", ns)
+    version = ET.parse(POM).getroot().find("m:properties/m:kafka.version", _POM_NS)
     if version is None or not version.text:
         raise KafkaInfraError(f"{POM} has no <kafka.version> property")
     return version.text.strip()
 
 
-def installed_version(libs_dir: Path) -> str | None:
+def pom_artifacts() -> list[str]:
+    """Every dependency infra/pom.xml asks for, as ``group:artifact:version`` with its properties filled in."""
+    root = ET.parse(POM).getroot()
+    props = {p.tag.split("}")[-1]: (p.text or "").strip() for p in root.find("m:properties", _POM_NS)}
+
+    def text(dependency: ET.Element, name: str) -> str:
+        return re.sub(r"\$\{([^}]+)\}", lambda m: props[m.group(1)], dependency.find(f"m:{name}", _POM_NS).text.strip())
+
+    return [
+        ":".join(text(d, name) for name in ("groupId", "artifactId", "version"))
+        for d in root.findall("m:dependencies/m:dependency", _POM_NS)
+    ]
+
+
+def _marker_lines(libs_dir: Path) -> list[str]:
+    """The marker: the Kafka version, then every artifact the pom asked for when these jars were fetched."""
     marker = libs_dir / MARKER
-    return marker.read_text().strip() if marker.is_file() else None
+    return marker.read_text().split() if marker.is_file() else []
+
+
+def installed_version(libs_dir: Path) -> str | None:
+    lines = _marker_lines(libs_dir)
+    return lines[0] if lines else None
 
 
 def install(libs_dir: Path, *, log=print) -> str:
-    """Fetch the broker's jars into ``libs_dir``; a no-op when that version is already there.
+    """Fetch the jars infra/pom.xml asks for into ``libs_dir``; a no-op when the marker records exactly those.
 
-    The jars are copied into a scratch folder and moved into place only when Maven succeeded,
-    so an interrupted install never leaves a half-filled libs folder that looks finished.
+    The marker lists every artifact, not just the Kafka version, so a folder fetched before the pom gained one
+    (MirrorMaker 2's) is fetched again. The jars are copied into a scratch folder and moved into place only when
+    Maven succeeded, so an interrupted install never leaves a half-filled libs folder that looks finished.
     """
+    libs_dir = Path(libs_dir).absolute()  # mvn resolves a relative output folder against infra/
     version = kafka_version()
-    if installed_version(libs_dir) == version:
+    wanted = [version, *pom_artifacts()]
+    if _marker_lines(libs_dir) == wanted:
         log(f"Kafka {version} already installed in {libs_dir}")
         return version
     if shutil.which("mvn") is None:
         raise KafkaInfraError("Maven (mvn) is not on PATH: install Maven 3.8+ and Java 17+, then run again")
     scratch = libs_dir.with_name(libs_dir.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
-    log(f"Fetching Apache Kafka {version} from Maven Central into {libs_dir} (first time only, about 55 MB)...")
+    log(
+        f"Fetching Apache Kafka {version} and MirrorMaker 2 from Maven Central into {libs_dir} "
+        "(first time, or when infra/pom.xml changed; about 60 MB)..."
+    )
     cmd = [
         "mvn",
         "-B",
@@ -196,7 +229,7 @@ def install(libs_dir: Path, *, log=print) -> str:
             f"mvn could not fetch Kafka {version} (exit {result.returncode}); check network access to Maven "
             f"Central and run again.\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
         )
-    (scratch / MARKER).write_text(version + "\n")
+    (scratch / MARKER).write_text("\n".join(wanted) + "\n")
     shutil.rmtree(libs_dir, ignore_errors=True)
     libs_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch.rename(libs_dir)
@@ -321,11 +354,17 @@ def _check_security(cluster: KafkaCluster) -> None:
 
 
 def _java(cluster: KafkaCluster, heap: str) -> list[str]:
+    return java_command(cluster.libs_dir, heap)
+
+
+def java_command(libs_dir: Path, heap: str) -> list[str]:
+    """``java ... -cp <libs>/*``: the start of every command line that runs the installed jars (a broker, a
+    tool, MirrorMaker 2), with the project's log configuration."""
     java = shutil.which("java")
     if java is None:
         raise KafkaInfraError("java is not on PATH: install Java 17+ and run again")
-    if installed_version(cluster.libs_dir) is None:
-        raise KafkaInfraError(f"Kafka is not installed in {cluster.libs_dir}: run `alertdist kafka install` first")
+    if installed_version(libs_dir) is None:
+        raise KafkaInfraError(f"Kafka is not installed in {libs_dir}: run `alertdist kafka install` first")
     return [
         java,
         f"-Xmx{heap}",
@@ -334,7 +373,7 @@ def _java(cluster: KafkaCluster, heap: str) -> list[str]:
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={LOG_CONFIG}",
         "-cp",
-        str(cluster.libs_dir / "*"),
+        str(libs_dir / "*"),
     ]
 
 
@@ -357,7 +396,8 @@ def _format_storage(cluster: KafkaCluster, configs: dict[int, Path]) -> None:
     cluster_id = _cluster_id(cluster)
     running = {
         n: subprocess.Popen(
-            _java(cluster, "256m") + ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(c)],
+            # `=`: an id may begin with "-", which would otherwise read as an option
+            _java(cluster, "256m") + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(c)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -379,7 +419,7 @@ def _read_pid(path: Path) -> int | None:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) and _runs_config(pid, path.parent / "server.properties") else None
+    return pid if process_alive(pid) and _runs_config(pid, path.parent / "server.properties") else None
 
 
 def _runs_config(pid: int, config: Path) -> bool:
@@ -393,7 +433,8 @@ def _runs_config(pid: int, config: Path) -> bool:
     return b"kafka.Kafka" in cmdline and str(config).encode() in cmdline
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie child counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -525,6 +566,11 @@ def _free_ports(count: int) -> int:
     raise KafkaInfraError(f"no {count} free port pairs found between 10000 and {top + 10000 + count}")
 
 
+def free_port() -> int:
+    """One free loopback port below the ephemeral range (for a listener such as MirrorMaker's internal REST)."""
+    return _free_ports(1)
+
+
 def start_on_free_ports(folder: Path, *, libs: Path, brokers: int = 1, heap: str = "384m", log=print) -> KafkaCluster:
     """A fresh cluster in ``folder`` on free loopback ports, running the jars in ``libs`` (installed there first
     when missing), for tests, benchmarks and CI. If another process takes one of the ports between the choice
@@ -591,15 +637,15 @@ def stop_node(cluster: KafkaCluster, node_id: int, *, timeout: float = 30.0, kil
 
 def _wait_for_exit(cluster: KafkaCluster, pids: dict[int, int], *, timeout: float, log) -> None:
     deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids.values()) and time.monotonic() < deadline:
+    while any(process_alive(p) for p in pids.values()) and time.monotonic() < deadline:
         for pid in pids.values():
             _reap(pid)
         time.sleep(0.1)
     for node_id, pid in pids.items():
-        if _alive(pid):
+        if process_alive(pid):
             log(f"Kafka node {node_id} (pid {pid}) did not stop within {timeout:.0f} s; killing it")
             os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
+            while process_alive(pid):
                 _reap(pid)
                 time.sleep(0.1)
         cluster.pid_file(node_id).unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Kafka broker for the session, the real ZTF packets, unique names.
+"""Shared fixtures: a real Kafka broker for the session, the real ZTF packets, unique names, and two more
+clusters (producing and public) for the two-tier tests.
 
 The broker is the one `.ci/run` started (``ALERTDIST_TEST_BOOTSTRAP``) or, when that is unset, one this
 session starts itself on free ports in a temporary folder and stops at the end.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import tarfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,25 @@ def kafka_bootstrap(tmp_path_factory) -> str:
         yield cluster.bootstrap_servers
     finally:
         kafka_local.stop(cluster, log=lambda *_: None)
+
+
+@dataclass(frozen=True)
+class TwoTier:
+    """The producing cluster (where the publisher writes) and the public one (where MirrorMaker 2 copies it)."""
+
+    producing: kafka_local.KafkaCluster
+    public: kafka_local.KafkaCluster
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def two_clusters(tmp_path_factory) -> TwoTier:
+    """Two fresh real clusters on free ports (own ports, data folders and cluster ids), for one test module."""
+    folder = tmp_path_factory.mktemp("two-tier")
+    try:
+        yield TwoTier(start_test_cluster(folder / "producing"), start_test_cluster(folder / "public"), folder)
+    finally:
+        kafka_local.stop_under(folder, log=lambda *_: None)
 
 
 @pytest.fixture

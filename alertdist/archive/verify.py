@@ -244,10 +244,15 @@ def _check_accounts(archive: ProgrammeArchive, state: NightState | None) -> list
         problems.append(f"{archive.topic}: read {counts['read']} != written + duplicates + rejected ({counts})")
     for partition, entry in sorted(archive.partitions.items()):
         where = f"{archive.topic} partition {partition}"
-        if entry["read"] != entry["end_offset"] - entry["first_offset"]:
+        held = (
+            state.messages_in(archive.topic, partition, entry["first_offset"])
+            if state is not None
+            else entry["end_offset"] - entry["first_offset"]
+        )
+        if entry["read"] != held:
             problems.append(
                 f"{where}: read {entry['read']} messages, but offsets {entry['first_offset']}.."
-                f"{entry['end_offset']} hold {entry['end_offset'] - entry['first_offset']}"
+                f"{entry['end_offset']} hold {held}"
             )
         if entry["first_offset"] != 0:
             problems.append(f"{where}: offsets 0..{entry['first_offset'] - 1} were no longer in Kafka when read")

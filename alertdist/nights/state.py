@@ -3,25 +3,41 @@
 The publisher writes ``open`` at dusk and, after its last packet is acknowledged, ``closed`` with the end
 offset of every partition. Filters and the archiver stop when they have read up to those offsets: a night
 ends when the system *knows* it ended, never after a guessed quiet period.
+
+Offsets are only true on the cluster that wrote them, so each record names its cluster (``cluster``). In the
+two-tier mode MirrorMaker 2 copies the producing cluster's records to the public cluster, where they read as
+``mirrored`` (not closed) until the public cluster's own closing record, with its own offsets, replaces them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from alertdist.kafka.clients import consumer
+from alertdist.kafka.clients import admin_client, consumer
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.kafka.reading import watermarks
 from alertdist.kafka.state_topic import KeyedStateTopic
 from alertdist.nights.topics import TopicNaming
 
-__all__ = ["NightState", "NightStateError", "end_offsets", "mark_night", "read_night_state", "wait_until_closed"]
+__all__ = [
+    "CLOSED",
+    "MIRRORED",
+    "NightState",
+    "NightStateError",
+    "cluster_id",
+    "end_offsets",
+    "mark_night",
+    "read_night_state",
+    "wait_until_closed",
+]
 
 OPEN = "open"
 CLOSED = "closed"
+MIRRORED = "mirrored"  # a record copied from another cluster: its offsets do not hold here
 
 
 class NightStateError(KafkaOperationError):
@@ -34,13 +50,18 @@ class NightStateError(KafkaOperationError):
 
 @dataclass(frozen=True)
 class NightState:
-    """One night's state. ``end_offsets[topic][partition]`` is the offset *after* the night's last message."""
+    """One night's state. ``end_offsets[topic][partition]`` is the offset *after* the night's last message.
+
+    ``messages[topic][partition]``: how many messages lie before that offset, where transaction markers make
+    it more than the count (a mirrored cluster); absent, the offsets are contiguous from 0."""
 
     night: str  # YYYYMMDD
-    state: str  # "open" | "closed"
+    state: str  # "open" | "closed" | "mirrored" (read on a cluster other than the writer's)
     end_offsets: dict[str, dict[int, int]] = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
     updated_at: str = ""
+    cluster: str = ""  # the id of the cluster whose offsets these are
+    messages: dict[str, dict[int, int]] = field(default_factory=dict)
 
     @property
     def closed(self) -> bool:
@@ -49,11 +70,21 @@ class NightState:
     @classmethod
     def from_dict(cls, body: dict) -> NightState:
         """From its JSON record, where partitions are text."""
-        offsets = {t: {int(p): o for p, o in parts.items()} for t, parts in body["end_offsets"].items()}
-        return cls(**{**body, "end_offsets": offsets})
+
+        def keyed(offsets: dict) -> dict[str, dict[int, int]]:
+            return {t: {int(p): o for p, o in parts.items()} for t, parts in offsets.items()}
+
+        return cls(**{**body, "end_offsets": keyed(body["end_offsets"]), "messages": keyed(body.get("messages", {}))})
 
     def total_messages(self, topics=None) -> int:
-        return sum(sum(parts.values()) for t, parts in self.end_offsets.items() if topics is None or t in topics)
+        counts = {**self.end_offsets, **self.messages}
+        return sum(sum(parts.values()) for t, parts in counts.items() if topics is None or t in topics)
+
+    def messages_in(self, topic: str, partition: int, first_offset: int) -> int:
+        """How many messages the night holds in ``topic[partition]`` from ``first_offset`` to its end."""
+        if topic in self.messages:
+            return self.messages[topic].get(partition, 0)
+        return self.end_offsets.get(topic, {}).get(partition, 0) - first_offset
 
 
 def end_offsets(bootstrap_servers: str, topics: list[str], *, timeout: float = 30.0) -> dict[str, dict[int, int]]:
@@ -76,27 +107,49 @@ def end_offsets(bootstrap_servers: str, topics: list[str], *, timeout: float = 3
         c.close()
 
 
-def mark_night(bootstrap_servers: str, naming: TopicNaming, state: NightState, *, timeout: float = 30.0) -> None:
-    """Write a night's state to the nights topic and wait until Kafka has acknowledged it."""
-    stamped = replace(state, updated_at=state.updated_at or dt.datetime.now(dt.UTC).isoformat())
+def mark_night(bootstrap_servers: str, naming: TopicNaming, state: NightState, *, timeout: float = 30.0) -> NightState:
+    """Write a night's state to the nights topic, naming this cluster, and wait until Kafka has acknowledged it;
+    returns the state as written."""
+    stamped = replace(
+        state,
+        updated_at=state.updated_at or dt.datetime.now(dt.UTC).isoformat(),
+        cluster=state.cluster or cluster_id(bootstrap_servers, timeout=timeout),
+    )
     try:
         KeyedStateTopic(bootstrap_servers, naming.nights_topic).put(state.night, asdict(stamped), timeout=timeout)
     except KafkaOperationError as e:
         raise NightStateError(
             f"marking night {state.night} {state.state} in {naming.nights_topic} failed: {e}", transient=e.transient
         ) from e
+    return stamped
 
 
 def read_night_state(
     bootstrap_servers: str, naming: TopicNaming, night: str | dt.date, *, timeout: float = 30.0
 ) -> NightState | None:
-    """The latest state written for ``night``, or None if the night was never opened."""
+    """The latest state written for ``night``, or None if the night was never opened; a closing record written
+    on another cluster (mirrored here) reads as ``mirrored``, never ``closed``: its offsets are not this cluster's."""
     key = night if isinstance(night, str) else f"{night:%Y%m%d}"
     try:
         latest = KeyedStateTopic(bootstrap_servers, naming.nights_topic).latest(timeout=timeout).get(key)
     except KafkaOperationError as e:
         raise NightStateError(str(e), transient=e.transient) from e
-    return None if latest is None else NightState.from_dict(latest)
+    if latest is None:
+        return None
+    state = NightState.from_dict(latest)
+    if state.closed and state.cluster and state.cluster != cluster_id(bootstrap_servers, timeout=timeout):
+        return replace(state, state=MIRRORED)
+    return state
+
+
+@functools.lru_cache(maxsize=16)
+def cluster_id(bootstrap_servers: str, *, timeout: float = 30.0) -> str:
+    """The id of the cluster at ``bootstrap_servers`` (KRaft's, fixed when its storage was formatted)."""
+    admin = admin_client(bootstrap_servers)  # held until the answer is in: a collected client drops its requests
+    try:
+        return admin.describe_cluster(request_timeout=timeout).result().cluster_id
+    except Exception as e:
+        raise NightStateError(f"asking {bootstrap_servers} for its cluster id failed: {e}") from e
 
 
 def known_nights(bootstrap_servers: str, naming: TopicNaming, *, timeout: float = 30.0) -> set[str]:

@@ -7,6 +7,7 @@ A night is named by a date (`alertdist.nights.dates`); each programme of that ni
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
@@ -47,6 +48,13 @@ class TopicNaming:
 
     def programme_topics(self, night: dt.date, programmes=None) -> dict[int, str]:
         return {p: self.programme_topic(night, p) for p in (programmes or sorted(self.programmes))}
+
+    def programme_topic_pattern(self, night: dt.date | None = None) -> str:
+        """A regular expression matching exactly the programme topics of ``night`` (None: of every night), for
+        tools that select topics by pattern (MirrorMaker 2)."""
+        date = rf"{night:%Y%m%d}" if night else r"\d{8}"
+        ids = "|".join(str(p) for p in sorted(self.programmes))
+        return f"{re.escape(self.survey)}_{date}_programid({ids})"
 
     def rejected_topic(self, night: dt.date) -> str:
         return f"{self.survey}_{night:%Y%m%d}_rejected"

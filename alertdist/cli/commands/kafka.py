@@ -1,4 +1,5 @@
-"""`alertdist kafka install|start|stop|status`: the local Apache Kafka cluster."""
+"""`alertdist kafka install|start|stop|status`: the local Apache Kafka cluster (`--public`: the public one of the
+two-tier mode; `--two-tier`: both)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ Add consumers with `alertdist users add NAME --role ROLE`.
 """
 
 
-def local_cluster(settings: Settings, args: argparse.Namespace | None = None) -> kafka_local.KafkaCluster:
-    """The local cluster the settings describe, with any --port/--brokers/--data-dir/--secure from the command line."""
+def local_cluster(
+    settings: Settings, args: argparse.Namespace | None = None, *, public: bool = False
+) -> kafka_local.KafkaCluster:
+    """The local cluster the settings describe (the producing one, or the public one of the two-tier mode: its own
+    ports, data folder and cluster id), with any --port/--brokers/--data-dir/--secure from the command line."""
+    port = settings.public_kafka_port if public else settings.kafka_port
     cluster = kafka_local.KafkaCluster(
-        home=settings.kafka_home,
+        home=settings.home / "kafka-public" if public else settings.kafka_home,  # the jars stay in kafka_home
         brokers=settings.kafka_brokers,
-        port=settings.kafka_port,
-        controller_port=settings.kafka_port + 10000,
+        port=port,
+        controller_port=port + 10000,
     )
     if args is None:
         return cluster
@@ -53,31 +58,44 @@ def _with_libs(cluster: kafka_local.KafkaCluster, settings: Settings) -> kafka_l
     return cluster
 
 
+def _clusters(args, settings) -> list[tuple[str, kafka_local.KafkaCluster]]:
+    """The clusters a command acts on: producing (default), public (--public) or both (--two-tier)."""
+    if getattr(args, "two_tier", False):
+        return [("producing", local_cluster(settings)), ("public", local_cluster(settings, public=True))]
+    public = getattr(args, "public", False)
+    return [("public" if public else "producing", local_cluster(settings, args, public=public))]
+
+
 def _install(args, settings):
     kafka_local.install(settings.kafka_home / "libs")
 
 
 def _start(args, settings):
     kafka_local.install(settings.kafka_home / "libs")
-    cluster = _with_libs(local_cluster(settings, args), settings)
-    kafka_local.start(cluster)
-    print(cluster.bootstrap_servers)
-    if cluster.secured:
-        tls = f"; clients trust {cluster.ca_location}" if cluster.ca_location else ""
-        print(f"SCRAM-SHA-512 ({cluster.security}) listener: {cluster.secure_bootstrap_servers}{tls}")
+    clusters = _clusters(args, settings)
+    for name, cluster in clusters:
+        kafka_local.start(_with_libs(cluster, settings))
+        print(f"{name}: {cluster.bootstrap_servers}" if len(clusters) > 1 else cluster.bootstrap_servers)
+        if cluster.secured:
+            tls = f"; clients trust {cluster.ca_location}" if cluster.ca_location else ""
+            print(f"SCRAM-SHA-512 ({cluster.security}) listener: {cluster.secure_bootstrap_servers}{tls}")
 
 
 def _stop(args, settings):
-    kafka_local.stop(local_cluster(settings, args))
+    for _, cluster in _clusters(args, settings):
+        kafka_local.stop(cluster)
 
 
 def _status(args, settings):
-    cluster = local_cluster(settings, args)
     version = kafka_local.installed_version(settings.kafka_home / "libs")
-    print(f"Kafka {version or 'not installed'} ({settings.kafka_home / 'libs'}), security {cluster.security}")
-    nodes = kafka_local.status(cluster)
-    for node in nodes:
-        print(node)
+    print(f"Kafka {version or 'not installed'} ({settings.kafka_home / 'libs'})")
+    nodes = []
+    for name, cluster in _clusters(args, settings):
+        print(f"{name} cluster ({cluster.home}), security {cluster.security}")
+        statuses = kafka_local.status(cluster)
+        nodes += statuses
+        for node in statuses:
+            print(f"  {node}")
     return 0 if all(n.answering for n in nodes) else 3
 
 
@@ -110,6 +128,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--port", type=int, help="client port of node 1; node i uses PORT+i-1 (default 9092)")
         p.add_argument("--data-dir", help="folder for the nodes' data and logs (default .alertdist/kafka)")
+        tier = p.add_mutually_exclusive_group()
+        tier.add_argument(
+            "--public",
+            action="store_true",
+            help="the public cluster of the two-tier mode (port $ALERTDIST_PUBLIC_KAFKA_PORT, default 9292; "
+            "data in .alertdist/kafka-public)",
+        )
+        tier.add_argument(
+            "--two-tier", action="store_true", help="both clusters, producing and public, with their own settings"
+        )
         p.add_argument(
             "--secure-port",
             type=int,

@@ -8,6 +8,7 @@ import sys
 
 from alertdist.cli import parsing
 from alertdist.cli.commands.prefect_server import local_server
+from alertdist.jobs import mirror
 from alertdist.jobs.nights import fresh_night
 from alertdist.settings import Settings
 
@@ -22,6 +23,8 @@ def _run(args, settings: Settings) -> int:
     from alertdist.flows.night import night
 
     source = args.source or f"simulate:{args.alerts}:{args.seed}"
+    if args.two_tier:
+        print(f"{mirror.start_mirror(settings)}: {settings.bootstrap_servers} -> {settings.public_bootstrap_servers}")
     chosen = args.night or fresh_night(settings)  # named before the run, so the run is named by it
     why = "" if args.night else " (the latest night this cluster has not run yet; --night YYYYMMDD to choose)"
     print(
@@ -38,6 +41,7 @@ def _run(args, settings: Settings) -> int:
         partitions=args.partitions,
         bootstrap_servers=settings.bootstrap_servers,
         survey=settings.survey,
+        public_bootstrap_servers=settings.public_bootstrap_servers if args.two_tier else None,
         return_state=True,
     )
     run_url = (
@@ -52,6 +56,11 @@ def _run(args, settings: Settings) -> int:
         f"({result['duplicates']} duplicates dropped); filter passes: "
         + ", ".join(f"{k} {v}" for k, v in result["filters"].items())
     )
+    if args.two_tier:
+        print(
+            f"Two-tier: published to {settings.bootstrap_servers}, {result['mirrored']} alerts mirrored to "
+            f"{settings.public_bootstrap_servers} and the night closed there; filters and archive read there"
+        )
     print(f"Archive:  {result['archive']}  (manifest {result['manifest']})")
     print(f"Prefect UI: {run_url}")
     return 0
@@ -78,3 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p, "archive root to write the night to (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)"
     )
     p.add_argument("--partitions", type=int, default=14, help="partitions per programme topic (default 14)")
+    p.add_argument(
+        "--two-tier",
+        action="store_true",
+        help="publish to the producing cluster and read (filters, archive) from the public one, "
+        "$ALERTDIST_PUBLIC_BOOTSTRAP_SERVERS (default: `alertdist kafka start --public`), across MirrorMaker 2 "
+        "(started if not running)",
+    )

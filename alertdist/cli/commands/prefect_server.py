@@ -1,9 +1,11 @@
-"""`alertdist prefect start|stop|status`: the local Prefect server and its UI."""
+"""`alertdist prefect start|stop|status|deploy` and `alertdist worker start|stop|status`: the local Prefect
+server and its UI, the deployments of prefect.yaml, and the process worker that runs them on their schedules."""
 
 from __future__ import annotations
 
 import argparse
 
+from alertdist.cli import parsing
 from alertdist.infra import prefect_local
 from alertdist.settings import Settings
 
@@ -22,18 +24,58 @@ def _stop(args, settings):
     prefect_local.stop(local_server(settings))
 
 
-def _status(args, settings):
-    text = prefect_local.status(local_server(settings))
+def _shown(text: str) -> int:
+    """Print a service's status line; exit 3 when it is not up (what `make status` checks)."""
     print(text)
     return 0 if " up " in text else 3
 
 
+def _status(args, settings):
+    return _shown(prefect_local.status(local_server(settings)))
+
+
+def _deploy(args, settings):
+    prefect_local.deploy_all(local_server(settings))
+
+
+def _worker(settings: Settings) -> prefect_local.Worker:
+    return prefect_local.Worker(local_server(settings))
+
+
+def _worker_start(args, settings):
+    prefect_local.start_worker(_worker(settings))
+    print(f"Scheduled runs now start on their own; watch them at {local_server(settings).ui_url}/runs")
+
+
+def _worker_stop(args, settings):
+    prefect_local.stop_worker(_worker(settings))
+
+
+def _worker_status(args, settings):
+    return _shown(prefect_local.worker_status(_worker(settings)))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("prefect", help="start, stop or check the local Prefect server (SQLite) and its UI")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, func, help_ in [
-        ("start", _start, "start the server in the background (reused when already up); prints the UI address"),
-        ("stop", _stop, "stop the server this project started"),
-        ("status", _status, "is the server answering? (exit 3 if not)"),
-    ]:
-        actions.add_parser(name, help=help_).set_defaults(run=func)
+    parsing.actions(
+        sub,
+        "prefect",
+        "start, stop or check the local Prefect server (SQLite) and its UI",
+        [
+            ("start", _start, "start the server in the background (reused when already up); prints the UI address"),
+            ("stop", _stop, "stop the server this project started"),
+            ("status", _status, "is the server answering? (exit 3 if not)"),
+            ("deploy", _deploy, "create the 'alertdist' process work pool and every deployment in prefect.yaml"),
+        ],
+    )
+    parsing.actions(
+        sub,
+        "worker",
+        "start, stop or check the process worker that runs the deployments on their schedules",
+        [
+            ("start", _worker_start, "start the worker in the background on pool 'alertdist'"),
+            ("stop", _worker_stop, "stop the worker (and the flow runs it started)"),
+            ("status", _worker_status, "is the worker running? (exit 3 if not)"),
+        ],
+        description="The worker runs each scheduled flow run as a process, with the ALERTDIST_* settings it was "
+        "started with. Start it after `alertdist prefect deploy`.",
+    )

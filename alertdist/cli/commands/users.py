@@ -88,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "create or update a user: its SCRAM-SHA-512 credential and its role's ACLs",
         epilog=ROLES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        kafka=True,
     )
     add.add_argument("name", help="user name (its consumer groups must start with it)")
     add.add_argument(

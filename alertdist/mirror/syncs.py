@@ -1,0 +1,59 @@
+"""MirrorMaker 2's offset syncs: which downstream offset each upstream offset became, and the mirror's lag.
+
+MirrorMaker writes them to ``mm2-offset-syncs.<target>.internal`` on the source cluster, keyed by the upstream
+topic and partition (Kafka's Struct encoding: an int16-prefixed UTF-8 topic, an int32 partition; the value two
+int64: upstream offset, downstream offset). It writes one every ``offset.lag.max`` records and, after each
+transaction commits, one for the last record it wrote: so once a partition's last upstream record has a sync,
+that record, and every one before it, is committed downstream.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from confluent_kafka import TopicPartition
+
+from alertdist.kafka.clients import consumer
+from alertdist.kafka.reading import read_to_end
+from alertdist.mirror.config import offset_syncs_topic
+
+__all__ = ["OffsetSyncs", "mirror_lag", "read_offset_syncs"]
+
+#: (topic, partition) -> (upstream offset, downstream offset) of its latest sync.
+OffsetSyncs = dict[tuple[str, int], tuple[int, int]]
+
+
+def _parse(key: bytes, value: bytes) -> tuple[tuple[str, int], tuple[int, int]]:
+    (length,) = struct.unpack_from(">h", key)
+    topic = key[2 : 2 + length].decode()
+    (partition,) = struct.unpack_from(">i", key, 2 + length)
+    return (topic, partition), struct.unpack(">qq", value)
+
+
+def read_offset_syncs(source_bootstrap: str, *, timeout: float = 30.0) -> OffsetSyncs:
+    """The latest offset sync of every mirrored partition (empty before MirrorMaker wrote any)."""
+    c = consumer(source_bootstrap)
+    try:
+        topic = offset_syncs_topic()
+        metadata = c.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return {}
+        syncs: OffsetSyncs = {}
+        partitions = [TopicPartition(topic, p, 0) for p in metadata.partitions]
+        for msg in read_to_end(c, partitions, timeout=timeout):
+            if msg.key() and msg.value():
+                where, offsets = _parse(msg.key(), msg.value())
+                syncs[where] = offsets
+        return syncs
+    finally:
+        c.close()
+
+
+def mirror_lag(upstream_ends: dict[str, dict[int, int]], syncs: OffsetSyncs) -> int:
+    """Upstream records not yet known to be mirrored: an upper bound while it runs (syncs trail by up to
+    ``offset.lag.max`` records per partition), exact once each partition's last record is synced."""
+    return sum(
+        end - (syncs[(topic, p)][0] + 1 if (topic, p) in syncs else 0)
+        for topic, parts in upstream_ends.items()
+        for p, end in parts.items()
+    )

@@ -1,0 +1,117 @@
+"""Two-tier distribution: a real MirrorMaker 2 (dedicated mode, exactly-once source support) copies the
+producing cluster's night to the public cluster, names and bytes unchanged, and the night closes downstream."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+
+import pytest
+
+from alertdist.cli.main import main as cli
+from alertdist.jobs import mirror
+from alertdist.jobs.publish import publish_night
+from alertdist.kafka.clients import admin_client, producer
+from alertdist.mirror import process
+from alertdist.mirror.config import MirrorSpec, mirror_properties, mirrored_topics
+from alertdist.nights.state import CLOSED, MIRRORED, NightState, mark_night, read_night_state
+from alertdist.nights.topics import TopicSettings
+from alertdist.publish.sources import SourceSpec
+from tests.mirror_support import contents, running_mirror, two_tier_settings
+
+NIGHT = dt.date(2023, 10, 12)
+TOPICS = TopicSettings(partitions=3)
+
+
+@pytest.fixture(scope="module")
+def settings(two_clusters, tmp_path_factory):
+    return two_tier_settings(two_clusters, tmp_path_factory.mktemp("mirror-home"))
+
+
+@pytest.fixture(scope="module")
+def mirrored_night(settings):
+    """A simulated night published upstream (plus one rejected packet), mirrored, and closed downstream."""
+    with running_mirror(settings):
+        published = publish_night(settings, NIGHT, SourceSpec.parse("simulate:600:3"), topics=TOPICS)
+        bad = producer(settings.bootstrap_servers)
+        bad.produce(settings.naming.rejected_topic(NIGHT), b"not an alert")
+        assert bad.flush(30) == 0
+        mirror.wait_for_mirrored_topics(settings, NIGHT)
+        state = mirror.close_night_downstream(settings, NIGHT, timeout=120)
+        yield published, state
+
+
+def test_the_properties_mirror_only_programme_topics_and_nights_under_their_own_names(settings):
+    pattern = mirrored_topics(settings.naming)
+    for topic in [*settings.naming.programme_topics(NIGHT).values(), settings.naming.nights_topic]:
+        assert re.fullmatch(pattern, topic)
+    assert not re.fullmatch(pattern, settings.naming.rejected_topic(NIGHT))
+    assert not re.fullmatch(pattern, settings.naming.filter_output_topic("ztf_20231012_programid1", "bright"))
+    props = mirror_properties(MirrorSpec("up:1", "down:2", pattern, 8083))
+    assert props["replication.policy.class"].endswith("IdentityReplicationPolicy")
+    assert props["public.exactly.once.source.support"] == "enabled"
+    assert props["dedicated.mode.enable.internal.rest"] == "true"
+    assert props["sync.topic.configs.enabled"] == "true"
+
+
+def test_alerts_arrive_downstream_byte_identical_exactly_once(settings, mirrored_night):
+    published, _ = mirrored_night
+    upstream = contents(settings.bootstrap_servers, settings, NIGHT)
+    downstream = contents(settings.public_bootstrap_servers, settings, NIGHT)
+    assert sum(published.delivered.values()) == 600
+    assert sum(sum(c.values()) for c in downstream.values()) == 600
+    for topic, messages in upstream.items():
+        assert downstream[topic] == messages  # same partition, key, bytes and headers, each exactly once
+        assert max(messages.values(), default=1) == 1
+
+
+def test_topic_names_and_settings_follow_and_rejected_stays_home(settings, mirrored_night):
+    down = admin_client(settings.public_bootstrap_servers)
+    topics = down.list_topics(timeout=10).topics
+    for topic in settings.naming.programme_topics(NIGHT).values():
+        assert len(topics[topic].partitions) == TOPICS.partitions
+    assert settings.naming.rejected_topic(NIGHT) not in topics
+    assert (
+        settings.naming.rejected_topic(NIGHT) in admin_client(settings.bootstrap_servers).list_topics(timeout=10).topics
+    )
+    from confluent_kafka.admin import ConfigResource
+
+    resource = ConfigResource(ConfigResource.Type.TOPIC, settings.naming.programme_topic(NIGHT, 1))
+    config = down.describe_configs([resource])[resource].result()
+    assert config["compression.type"].value == TOPICS.compression
+    assert config["retention.ms"].value == str(TOPICS.retention_ms)
+
+
+def test_the_night_closes_downstream_with_downstream_offsets(settings, mirrored_night):
+    published, state = mirrored_night
+    upstream = read_night_state(settings.bootstrap_servers, settings.naming, NIGHT)
+    assert upstream.state == CLOSED and state.state == CLOSED
+    assert state.cluster != upstream.cluster
+    assert state.total_messages() == upstream.total_messages() == 600
+    # transaction markers: the downstream offsets run past the counts, so the upstream ones would be wrong there
+    assert sum(sum(p.values()) for p in state.end_offsets.values()) > 600
+    assert read_night_state(settings.public_bootstrap_servers, settings.naming, NIGHT) == state
+
+
+def test_a_closing_record_mirrored_from_upstream_never_reads_as_closed_downstream(settings, mirrored_night):
+    other = "20231013"
+    mark_night(settings.bootstrap_servers, settings.naming, NightState(other, CLOSED, {"t": {0: 5}}))
+    deadline = time.monotonic() + 60
+    while (seen := read_night_state(settings.public_bootstrap_servers, settings.naming, other)) is None:
+        assert time.monotonic() < deadline, "the nights topic is not mirrored"
+        time.sleep(0.5)
+    assert seen.state == MIRRORED and not seen.closed and seen.end_offsets == {"t": {0: 5}}
+    assert read_night_state(settings.bootstrap_servers, settings.naming, other).closed
+
+
+def test_the_cli_starts_reports_and_stops_the_mirror(settings, mirrored_night, monkeypatch, capsys):
+    """Last in this module: it stops the module's mirror."""
+    for name in ("home", "bootstrap_servers", "public_bootstrap_servers", "mirror_rest_port"):
+        monkeypatch.setenv(f"ALERTDIST_{name.upper()}", str(getattr(settings, name)))
+    assert cli(["mirror", "start"]) == 0  # already running: reused
+    assert cli(["mirror", "status"]) == 0
+    assert f"up (pid {process.status(mirror.mirror_home(settings)).pid}" in capsys.readouterr().out
+    assert cli(["mirror", "stop"]) == 0
+    assert cli(["mirror", "status"]) == 3
+    assert "MirrorMaker 2: down" in capsys.readouterr().out
