@@ -13,6 +13,7 @@ from alertdist.access.readers import ReadCounts, packets_for_batch
 from alertdist.filters.batch import BatchResult, run_batch, write_table
 from alertdist.filters.live import LiveOptions, LiveReport, run_live
 from alertdist.jobs.progress import NoProgress, Progress
+from alertdist.security import filter_service
 from alertdist.settings import Settings
 
 __all__ = ["FilteredArchive", "filter_archived", "run_filter"]
@@ -43,7 +44,7 @@ def run_filter(
     report = run_live(
         filter_name,
         night,
-        bootstrap_servers=settings.bootstrap_servers,
+        bootstrap_servers=settings.kafka(filter_service(filter_name)),
         naming=settings.naming,
         programmes=programmes or sorted(settings.programmes),
         copy_index=copy_index,
