@@ -93,7 +93,9 @@ ROLES: dict[str, Role] = {
         "filter", service=True, description="reads its night's programme topics, writes only its own outputs and errors"
     ),
     "archiver": Role("archiver", service=True, description="reads each night's programme topics; writes nothing"),
-    "replay": Role("replay", service=True, description="writes the programme topics of a night and the nights topic"),
+    "replay": Role(
+        "replay", service=True, description="writes a night's programme and rejected topics and the nights topic"
+    ),
     "public": Role("public", (1,), description="reads programme 1 (public) topics"),
     "partnership": Role("partnership", (1, 2), description="reads programme 1 and 2 topics"),
     "caltech": Role("caltech", (1, 2, 3), description="reads programme 1, 2 and 3 topics"),
@@ -197,10 +199,8 @@ def night_acls(naming: TopicNaming, night: dt.date, user: User) -> list[AclBindi
     def each(names, *operations, pattern=ResourcePatternType.LITERAL, resource=ResourceType.TOPIC):
         return [_allow(resource, n, pattern, p, op) for n in names for op in operations]
 
-    if role == "publisher":
+    if role in ("publisher", "replay"):  # a replayed night goes through the publisher, rejections included
         return each([*topics, naming.rejected_topic(night)], AclOperation.WRITE)
-    if role == "replay":
-        return each(topics, AclOperation.WRITE)
     if role == "archiver":
         return each(topics, AclOperation.READ)
     if role == "filter":

@@ -19,7 +19,7 @@ from alertdist.kafka.clients import Brokers, scram_client_config
 from alertdist.nights.dates import Site, site_for_timezone, tonight
 from alertdist.nights.topics import DEFAULT_PROGRAMMES, TopicNaming
 
-__all__ = ["PROJECT_ROOT", "KafkaLogin", "Settings", "SettingsError"]
+__all__ = ["PROJECT_ROOT", "KafkaLogin", "Settings", "SettingsError", "login_variable"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _PREFIX = "ALERTDIST_"
@@ -27,6 +27,11 @@ _PREFIX = "ALERTDIST_"
 
 class SettingsError(ValueError):
     """A setting has a value the system cannot use; the message names the variable."""
+
+
+def login_variable(service: str, part: str = "password") -> str:
+    """The environment variable holding a service's Kafka password (or ``user``)."""
+    return f"{_PREFIX}KAFKA_LOGINS__{service.upper()}__{part.upper()}"
 
 
 class KafkaLogin(BaseModel):
@@ -109,8 +114,8 @@ class Settings(BaseSettings):
         login = self.kafka_logins.get(service)
         if login is None:
             raise SettingsError(
-                f"no Kafka login for the {service} service: set {_PREFIX}KAFKA_LOGINS__{service.upper()}__PASSWORD "
-                f"(and __USER unless its user is named {service})"
+                f"no Kafka login for the {service} service: set {login_variable(service)} "
+                f"(and {login_variable(service, 'user')} unless its user is named {service})"
             )
         return Brokers(
             self.bootstrap_servers,

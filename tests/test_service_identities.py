@@ -8,6 +8,9 @@ client below is built the services' way, from `Settings.kafka(service)`.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import pytest
 from confluent_kafka import KafkaException
@@ -16,8 +19,8 @@ from confluent_kafka.admin import NewTopic
 from alertdist.infra import kafka_local
 from alertdist.kafka.clients import Brokers, admin_client, producer
 from alertdist.nights.topics import TopicNaming, TopicSettings
-from alertdist.security import add_user, filter_service, open_night, service_user, set_password
-from alertdist.settings import Settings
+from alertdist.security import SecurityError, add_user, filter_service, open_night, service_user, set_password
+from alertdist.settings import Settings, login_variable
 from tests.kafka_support import read_as
 
 NIGHT = dt.date(2023, 10, 12)
@@ -121,12 +124,26 @@ def test_the_archiver_reads_but_cannot_write_anything(night):
         _write(kafka, [topic])  # not even a producer id: it has no IDEMPOTENT_WRITE
 
 
-def test_a_password_changes_without_a_restart(night, cluster):
-    admin = Brokers(cluster.bootstrap_servers, cluster.admin_config)
+def test_users_passwd_changes_a_password_without_a_restart(night, cluster):
     topic = night.naming.programme_topic(NIGHT, 1)
     group = f"alertdist-archive-{topic}"
     pid = kafka_local.status(cluster)[0].pid
-    set_password(admin, "archiver", "a brand new password")
+    env = {
+        **os.environ,
+        "ALERTDIST_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+        "ALERTDIST_KAFKA_CA": str(cluster.ca_location),
+        login_variable("admin"): cluster.password("admin"),
+    }
+    changed = subprocess.run(
+        [sys.executable, "-m", "alertdist.cli.main", "users", "passwd", "archiver", "--password-stdin"],
+        input="a brand new password\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert "a brand new password" not in changed.stdout + changed.stderr
     renewed = Settings.load(
         bootstrap_servers=night.bootstrap_servers,
         survey=night.survey,
@@ -137,3 +154,9 @@ def test_a_password_changes_without_a_restart(night, cluster):
     old_values, old_errors = read_as(night.kafka("archiver"), topic, group)
     assert old_values == [] and "_AUTHENTICATION" in old_errors
     assert kafka_local.status(cluster)[0].pid == pid  # the same broker process throughout
+
+
+def test_passwd_refuses_an_unknown_user(cluster):
+    admin = Brokers(cluster.bootstrap_servers, cluster.admin_config)
+    with pytest.raises(SecurityError, match="no credential to change"):
+        set_password(admin, "nobody-here", "long enough password")

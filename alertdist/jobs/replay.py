@@ -95,7 +95,7 @@ def replay(
             naming=settings.naming,
             night=request.night,
             site=settings.site,
-            topic_settings=topics,
+            topic_settings=None if settings.secured else topics,  # secured: the admin opens nights
             check_night=request.check_night,
             reopen=request.reopen,
             **common,

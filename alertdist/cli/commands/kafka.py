@@ -18,7 +18,20 @@ A secured cluster remembers it: later `start`s keep its mode, and starting it op
 The PLAINTEXT listener stays on 127.0.0.1 for the system's own services; its principal (User:ANONYMOUS)
 is a super user, so in production it must be reachable from loopback or a private network only.
 Add consumers with `alertdist users add NAME --role ROLE`.
+
+  --secure-only       the local secure deployment: 3 nodes in <data-dir>/secure on --port + 200, with no
+                      PLAINTEXT listener at all (clients and brokers: SCRAM-SHA-512 over TLS; controllers:
+                      SASL/PLAIN over TLS); its super user is admin, password in <data-dir>/secure/secrets/
+                      (`alertdist night --secure` starts and uses it)
 """
+
+
+def secure_cluster(settings: Settings) -> kafka_local.KafkaCluster:
+    """The local secure deployment: 3 nodes, no PLAINTEXT listener, beside (not instead of) the open cluster."""
+    port = settings.kafka_port + 200
+    return kafka_local.KafkaCluster(
+        home=settings.kafka_home / "secure", brokers=3, port=port, controller_port=port + 10000, security="secure_only"
+    )
 
 
 def local_cluster(settings: Settings, args: argparse.Namespace | None = None) -> kafka_local.KafkaCluster:
@@ -29,6 +42,8 @@ def local_cluster(settings: Settings, args: argparse.Namespace | None = None) ->
         port=settings.kafka_port,
         controller_port=settings.kafka_port + 10000,
     )
+    if getattr(args, "secure_only", False):
+        return secure_cluster(settings)
     if args is None:
         return cluster
     if getattr(args, "brokers", None):
@@ -44,7 +59,7 @@ def local_cluster(settings: Settings, args: argparse.Namespace | None = None) ->
     return replace(cluster, security=wanted or kafka_local.recorded_security(cluster) or "none")
 
 
-def _with_libs(cluster: kafka_local.KafkaCluster, settings: Settings) -> kafka_local.KafkaCluster:
+def with_libs(cluster: kafka_local.KafkaCluster, settings: Settings) -> kafka_local.KafkaCluster:
     libs = settings.kafka_home / "libs"
     if cluster.libs_dir != libs:
         cluster.home.mkdir(parents=True, exist_ok=True)
@@ -59,7 +74,7 @@ def _install(args, settings):
 
 def _start(args, settings):
     kafka_local.install(settings.kafka_home / "libs")
-    cluster = _with_libs(local_cluster(settings, args), settings)
+    cluster = with_libs(local_cluster(settings, args), settings)
     kafka_local.start(cluster)
     print(cluster.bootstrap_servers)
     if cluster.secured:
@@ -110,6 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--port", type=int, help="client port of node 1; node i uses PORT+i-1 (default 9092)")
         p.add_argument("--data-dir", help="folder for the nodes' data and logs (default .alertdist/kafka)")
+        p.add_argument("--secure-only", action="store_true", help="the local secure deployment (see below)")
         p.add_argument(
             "--secure-port",
             type=int,
