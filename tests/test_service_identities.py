@@ -11,6 +11,8 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException
@@ -19,7 +21,7 @@ from confluent_kafka.admin import NewTopic
 from alertdist.infra import kafka_local
 from alertdist.kafka.clients import Brokers, admin_client, producer
 from alertdist.nights.topics import TopicNaming, TopicSettings
-from alertdist.security import SecurityError, add_user, filter_service, open_night, service_user, set_password
+from alertdist.security import SecurityError, User, add_user, filter_service, open_night, service_user, set_password
 from alertdist.settings import Settings, login_variable
 from tests.kafka_support import read_as
 
@@ -160,3 +162,29 @@ def test_passwd_refuses_an_unknown_user(cluster):
     admin = Brokers(cluster.bootstrap_servers, cluster.admin_config)
     with pytest.raises(SecurityError, match="no credential to change"):
         set_password(admin, "nobody-here", "long enough password")
+
+
+def test_the_readmes_consumer_configuration_reads_as_a_public_user(night, cluster):
+    """The README's confluent-kafka example, run as written but for the address, CA and password."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("A public user's consumer", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    admin = Brokers(cluster.bootstrap_servers, cluster.admin_config)
+    add_user(admin, night.naming, User("alice", "public"), PASSWORD)
+    topic = night.naming.programme_topic(NIGHT, 1)
+    code = (
+        example.replace("kafka.example.org:9093", cluster.bootstrap_servers.split(",")[0])
+        .replace('"ca.pem"', repr(str(cluster.ca_location)))
+        .replace('"..."', repr(PASSWORD))
+        .replace("ztf_20231012_programid1", topic)
+    )
+    scope: dict = {}
+    exec(code, scope)
+    consumer = scope["consumer"]
+    try:
+        deadline = time.monotonic() + 30
+        msg = None
+        while msg is None and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+        assert msg is not None and msg.error() is None and msg.value() == topic.encode()
+    finally:
+        consumer.close()
