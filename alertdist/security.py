@@ -67,8 +67,8 @@ __all__ = [
 SCRAM_ITERATIONS = 8192  # Kafka accepts 4096..16384 for SHA-512
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: the super users: ANONYMOUS on a PLAINTEXT listener, and on a cluster with none (`kafka_local`'s "secure-only"
-#: mode) the admin and the brokers themselves; a SCRAM user of one of these names would be one too
-_RESERVED_NAMES = {"ANONYMOUS", "admin", "broker"}
+#: mode) the admin, the brokers and the controllers; a SCRAM user of one of these names would be one too
+_RESERVED_NAMES = {"ANONYMOUS", "admin", "broker", "controller"}
 
 
 class SecurityError(KafkaOperationError):
@@ -306,7 +306,7 @@ def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: 
 
     The record is written first, so a failure later leaves an intent that re-running (safe: every step is
     an upsert) completes. Returns the number of ACLs applied. ``bootstrap_servers`` must reach the cluster as a
-    super user (the loopback PLAINTEXT listener).
+    super user (the admin's login, `Settings.kafka(ADMIN)`, or the loopback PLAINTEXT listener).
     """
     _check_password(user.name, password)
     admin = admin_client(bootstrap_servers)

@@ -188,3 +188,18 @@ def test_the_readmes_consumer_configuration_reads_as_a_public_user(night, cluste
         assert msg is not None and msg.error() is None and msg.value() == topic.encode()
     finally:
         consumer.close()
+
+
+@pytest.mark.parametrize("name", ["admin", "broker", "controller", "ANONYMOUS"])
+def test_no_user_may_take_a_super_users_name(name):
+    """A SCRAM user named like a super user would be one: `users add` refuses the names before anything runs."""
+    with pytest.raises(SecurityError, match="not allowed"):
+        User(name, "public")
+
+
+def test_a_filters_user_names_its_filter_and_only_a_filters_does():
+    assert service_user(filter_service("bright")) == User("filter_bright", "filter", filter="bright")
+    with pytest.raises(SecurityError, match="names its filter"):
+        User("f", "filter")
+    with pytest.raises(SecurityError, match="names its filter"):
+        User("p", "publisher", filter="bright")
