@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -167,7 +168,8 @@ def test_passwd_refuses_an_unknown_user(cluster):
 def test_the_readmes_consumer_configuration_reads_as_a_public_user(night, cluster):
     """The README's confluent-kafka example, run as written but for the address, CA and password."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    example = readme.split("A public user's consumer", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    block = readme.split("A public user's consumer", 1)[1].split("\n\n", 1)[1].split("\n\nand the same with kcat")[0]
+    example = textwrap.dedent(block)
     admin = Brokers(cluster.bootstrap_servers, cluster.admin_config)
     add_user(admin, night.naming, User("alice", "public"), PASSWORD)
     topic = night.naming.programme_topic(NIGHT, 1)
