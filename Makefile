@@ -13,7 +13,7 @@ NIGHT_ARGS ?=
 # module fixtures (the 3-broker cluster, a published night) are built once; all share the one test broker.
 PYTEST_WORKERS ?= 2
 
-.PHONY: night night-secure test lint setup setup-test stop status bench clean-state
+.PHONY: night night-secure schedule test lint setup setup-test stop status bench clean-state
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -46,6 +46,13 @@ night: setup
 night-secure: setup
 	$(BIN)/alertdist night --secure $(NIGHT_ARGS)
 
+# The nights as production runs them: every deployment of prefect.yaml on its schedule, started by a process worker.
+schedule: setup
+	$(BIN)/alertdist kafka start
+	$(BIN)/alertdist prefect start
+	$(BIN)/alertdist prefect deploy
+	$(BIN)/alertdist worker start
+
 # Each check runs even when an earlier one failed, so one run shows everything to fix.
 lint: $(VENV)/.installed-test
 	@status=0; \
@@ -61,6 +68,7 @@ test: setup-test lint
 	bash infra/with_test_services.sh $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 stop:
+	-$(BIN)/alertdist worker stop
 	-$(BIN)/alertdist prefect stop
 	-$(BIN)/alertdist kafka stop
 	-$(BIN)/alertdist prefect stop --secure

@@ -20,7 +20,21 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PrefectInfraError", "PrefectServer", "start", "status", "stop"]
+__all__ = [
+    "PrefectInfraError",
+    "PrefectServer",
+    "Worker",
+    "deploy_all",
+    "start",
+    "start_worker",
+    "status",
+    "stop",
+    "stop_worker",
+    "worker_status",
+]
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+WORK_POOL = "alertdist"  # the pool every deployment in prefect.yaml names
 
 
 class PrefectInfraError(RuntimeError):
@@ -102,13 +116,52 @@ def _healthy(server: PrefectServer, timeout: float = 2.0) -> bool:
         return False
 
 
-def _pid(server: PrefectServer) -> int | None:
+def _live_pid(pid_file: Path) -> int | None:
     try:
-        pid = int(server.pid_file.read_text().strip())
+        pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
         return pid
     except (OSError, ValueError):
         return None
+
+
+def _pid(server: PrefectServer) -> int | None:
+    return _live_pid(server.pid_file)
+
+
+def _prefect_command() -> str:
+    return str(Path(sys.executable).with_name("prefect"))
+
+
+def _spawn_detached(cmd: list[str], log_file: Path, pid_file: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start ``cmd`` in a session of its own (it outlives the command that started it), logging to ``log_file``."""
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc
+
+
+def _stop_session(pid_file: Path, what: str, timeout: float, log) -> None:
+    """SIGTERM the session recorded in ``pid_file`` (the process and its children), SIGKILL after ``timeout``."""
+    pid = _live_pid(pid_file)
+    if pid is None:
+        log(f"{what} is not running (no live pid recorded)")
+        pid_file.unlink(missing_ok=True)
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _live_pid(pid_file):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.2)
+    if _live_pid(pid_file):
+        os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    log(f"{what} stopped")
 
 
 def start(server: PrefectServer, *, timeout: float = 120.0, log=print) -> str:
@@ -125,17 +178,8 @@ def start(server: PrefectServer, *, timeout: float = 120.0, log=print) -> str:
     server.home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **server.server_env()}
     env.pop("PREFECT_API_URL", None)  # the server itself must not point at another one
-    prefect = Path(sys.executable).with_name("prefect")
-    with open(server.log_file, "ab") as out:
-        proc = subprocess.Popen(
-            [str(prefect), "server", "start", "--host", server.host, "--port", str(server.port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-    server.pid_file.write_text(f"{proc.pid}\n")
+    cmd = [_prefect_command(), "server", "start", "--host", server.host, "--port", str(server.port)]
+    proc = _spawn_detached(cmd, server.log_file, server.pid_file, env)
     log(f"Prefect server starting (pid {proc.pid}, log {server.log_file})")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -150,23 +194,7 @@ def start(server: PrefectServer, *, timeout: float = 120.0, log=print) -> str:
 
 
 def stop(server: PrefectServer, *, timeout: float = 30.0, log=print) -> None:
-    pid = _pid(server)
-    if pid is None:
-        log("Prefect server is not running (no live pid recorded)")
-        server.pid_file.unlink(missing_ok=True)
-        return
-    os.killpg(pid, signal.SIGTERM)  # the server runs its API and services as children of its session
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid(server):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    if _pid(server):
-        os.killpg(pid, signal.SIGKILL)
-    server.pid_file.unlink(missing_ok=True)
-    log("Prefect server stopped")
+    _stop_session(server.pid_file, "Prefect server", timeout, log)  # the API and its services are its children
 
 
 def status(server: PrefectServer) -> str:
@@ -174,3 +202,76 @@ def status(server: PrefectServer) -> str:
     if _healthy(server):
         return f"Prefect server up at {server.ui_url} (pid {pid or 'not ours'})"
     return f"Prefect server down{f' (pid {pid} not answering)' if pid else ''}"
+
+
+def deploy_all(server: PrefectServer, *, repo: Path = PROJECT_ROOT, log=print) -> None:
+    """Create the ``alertdist`` process work pool (or keep it) and every deployment of ``prefect.yaml``."""
+    env = {**os.environ, **server.client_env()}
+    steps = [
+        (
+            "creating work pool",
+            [_prefect_command(), "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
+        ),
+        ("prefect deploy --all", [_prefect_command(), "--no-prompt", "deploy", "--all"]),
+    ]
+    for what, cmd in steps:
+        log(f"{what} on {server.api_url}...")
+        done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise PrefectInfraError(
+                f"{what} failed (exit {done.returncode}); is the server up (`alertdist prefect status`)?\n"
+                f"{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )
+    log(f"deployments of {repo / 'prefect.yaml'} created on work pool {WORK_POOL!r}")
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A Prefect process worker on the ``alertdist`` pool: it starts each scheduled flow run as a process."""
+
+    server: PrefectServer
+    poll_seconds: float = 10.0  # how often it asks the server for runs that are due
+
+    @property
+    def pid_file(self) -> Path:
+        return self.server.home / "worker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.server.home / "worker.log"
+
+
+def start_worker(worker: Worker, *, env: dict[str, str] | None = None, log=print) -> int:
+    """Start the worker in the background unless one is already running; returns its pid.
+
+    Flow runs inherit the worker's environment (``env``, default this process's), so the ``ALERTDIST_*``
+    settings the worker starts with are the ones every scheduled run uses.
+    """
+    running = _live_pid(worker.pid_file)
+    if running:
+        log(f"Prefect worker already running (pid {running}, log {worker.log_file})")
+        return running
+    if not _healthy(worker.server):
+        raise PrefectInfraError(
+            f"no Prefect server answers at {worker.server.api_url}: run `alertdist prefect start` first"
+        )
+    worker.server.home.mkdir(parents=True, exist_ok=True)
+    full_env = {
+        **(os.environ if env is None else env),
+        **worker.server.client_env(),
+        "PREFECT_WORKER_QUERY_SECONDS": str(worker.poll_seconds),
+    }
+    cmd = [_prefect_command(), "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+    proc = _spawn_detached(cmd, worker.log_file, worker.pid_file, full_env)
+    log(f"Prefect worker started on pool {WORK_POOL!r} (pid {proc.pid}, log {worker.log_file})")
+    return proc.pid
+
+
+def stop_worker(worker: Worker, *, timeout: float = 60.0, log=print) -> None:
+    """Stop the worker; flow runs it started are its children and are signalled too (Prefect marks them)."""
+    _stop_session(worker.pid_file, "Prefect worker", timeout, log)
+
+
+def worker_status(worker: Worker) -> str:
+    pid = _live_pid(worker.pid_file)
+    return f"Prefect worker up on pool {WORK_POOL!r} (pid {pid})" if pid else "Prefect worker down"

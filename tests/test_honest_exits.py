@@ -19,6 +19,7 @@ import pytest
 from alertdist.archive import archive_night
 from alertdist.cli.main import main as cli
 from alertdist.kafka.clients import admin_client
+from alertdist.kafka.reachable import any_broker_listening
 from alertdist.nights.state import read_night_state
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from alertdist.publish.publisher import publish
@@ -106,7 +107,14 @@ def _closed_port() -> int:
 
 
 @pytest.mark.parametrize(
-    "args", [["topics", "create", "--night", "20231012"], ["publish", "--night", "20231012", "--simulate", "5"]]
+    "args",
+    [
+        ["topics", "create", "--night", "20231012"],
+        ["publish", "--night", "20231012", "--simulate", "5"],
+        ["archive", "--night", "20231012"],
+        ["replay", "x.tar.gz", "--topic", "t"],
+        ["filter", "run", "bright_transients", "--night", "20231012"],
+    ],
 )
 def test_a_broker_that_is_down_is_named_with_what_to_do(args, capsys):
     address = f"127.0.0.1:{_closed_port()}"
@@ -161,3 +169,11 @@ def test_the_night_summary_shows_duplicates_with_different_bytes_readable_sizes_
         files, "t"
     )
     assert plot_top([3, 40, 12]) >= 40 * 1.2  # headroom above the tallest bar
+
+
+def test_the_broker_check_needs_only_one_listening_address(kafka_bootstrap):
+    closed = f"127.0.0.1:{_closed_port()}"
+    assert any_broker_listening(f"{closed},{kafka_bootstrap}")
+    assert any_broker_listening(f"PLAINTEXT://{kafka_bootstrap}")
+    assert not any_broker_listening(closed)
+    assert not any_broker_listening("not-an-address")

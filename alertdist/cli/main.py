@@ -9,6 +9,7 @@ import sys
 
 from alertdist import __version__
 from alertdist.kafka.errors import is_unreachable
+from alertdist.kafka.reachable import any_broker_listening
 from alertdist.runtime import slow_mimalloc_purge
 from alertdist.settings import Settings
 
@@ -49,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _no_broker(settings: Settings) -> str:
+    return (
+        f"no Kafka broker answers at {settings.bootstrap_servers}. Start the local one with "
+        "`alertdist kafka start`, or point ALERTDIST_BOOTSTRAP_SERVERS (or --bootstrap-servers) at a running cluster"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     slow_mimalloc_purge()  # before the sub-commands load pyarrow: see alertdist/runtime.py
     parser = build_parser()
@@ -56,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = None
     try:
         settings = Settings.load(bootstrap_servers=args.bootstrap_servers)
+        if getattr(args, "needs_kafka", False) and not any_broker_listening(settings.bootstrap_servers):
+            raise ConnectionError(_no_broker(settings))
         return int(args.run(args, settings) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -64,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "debug", False) or os.environ.get("ALERTDIST_DEBUG"):
             raise
         if settings is not None and is_unreachable(e):
-            e = (
-                f"no Kafka broker answers at {settings.bootstrap_servers}. Start the local one with "
-                "`alertdist kafka start`, or point ALERTDIST_BOOTSTRAP_SERVERS (or --bootstrap-servers) at a running "
-                "cluster"
-            )
+            e = _no_broker(settings)
         print(f"alertdist {args.command}: error: {e}", file=sys.stderr)
         print("(set ALERTDIST_DEBUG=1 to see the full traceback)", file=sys.stderr)
         return 1

@@ -13,10 +13,15 @@ from alertdist.nights.dates import parse_night
 __all__ = ["archive_option", "command", "night", "programme_ids", "quiet_option"]
 
 
-def command(sub: argparse._SubParsersAction, name: str, run: Callable, help: str, **options) -> argparse.ArgumentParser:
-    """The sub-command ``name`` running ``run(args, settings)``; ``--help`` shows ``run``'s docstring."""
+def command(
+    sub: argparse._SubParsersAction, name: str, run: Callable, help: str, *, kafka: bool = False, **options
+) -> argparse.ArgumentParser:
+    """The sub-command ``name`` running ``run(args, settings)``; ``--help`` shows ``run``'s docstring.
+
+    ``kafka``: the command cannot start without a broker, so it first checks that one is listening.
+    """
     parser = sub.add_parser(name, help=help, description=inspect.cleandoc(run.__doc__ or help), **options)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, needs_kafka=kafka)
     return parser
 
 

@@ -112,4 +112,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-verify", action="store_true", help="skip reading back and checking what was written")
     parsing.quiet_option(p)
-    p.set_defaults(run=_archive)
+    p.set_defaults(run=_archive, needs_kafka=True)

@@ -28,9 +28,10 @@ def _list(args, settings: Settings) -> int:
 
 
 def _run(args, settings: Settings) -> int:
-    """Consume the night's programme topics as the filter's consumer group (start N copies with --copy-index 0..N-1 to
-    share the partitions), write each passing alert to <topic>_<filter> and each alert the filter fails on to
-    <survey>_<night>_<filter>_errors, exactly once (Kafka transactions). Stops by itself once the night is closed
+    """Consume the night's programme topics as the consumer group <survey>_filter_<filter>_<night> (start N copies
+    with --copy-index 0..N-1 to share the partitions; copy I has transactional id <group>-I), write each passing
+    alert to <topic>_<filter> and each alert the filter fails on to <survey>_<night>_<filter>_errors, exactly once
+    (Kafka transactions). Stops by itself once the night is closed
     and fully consumed by the group, or on SIGTERM/SIGINT; run it again to resume where it stopped."""
     night = args.night or settings.tonight()
     line = ProgressLine(f"filter {args.filter} night {night:%Y%m%d} copy {args.copy_index}", args.quiet)
@@ -105,7 +106,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     listing.set_defaults(run=_list)
 
     run = parsing.command(
-        actions, "run", _run, "run one copy of a filter on a night's stream until the night is closed and consumed"
+        actions,
+        "run",
+        _run,
+        "run one copy of a filter on a night's stream until the night is closed and consumed",
+        kafka=True,
     )
     run.add_argument("filter", help=FILTER_HELP)
     run.add_argument("--night", metavar="YYYYMMDD", type=parsing.night, help="the night (default: tonight at the site)")

@@ -1,4 +1,5 @@
-"""`alertdist prefect start|stop|status`: the local Prefect server and its UI."""
+"""`alertdist prefect start|stop|status|deploy` and `alertdist worker start|stop|status`: the local Prefect
+server and its UI, the deployments of prefect.yaml, and the process worker that runs them on their schedules."""
 
 from __future__ import annotations
 
@@ -35,6 +36,29 @@ def _status(args, settings):
     return 0 if " up " in text else 3
 
 
+def _deploy(args, settings):
+    prefect_local.deploy_all(local_server(settings))
+
+
+def _worker(settings: Settings) -> prefect_local.Worker:
+    return prefect_local.Worker(local_server(settings))
+
+
+def _worker_start(args, settings):
+    prefect_local.start_worker(_worker(settings))
+    print(f"Scheduled runs now start on their own; watch them at {local_server(settings).ui_url}/runs")
+
+
+def _worker_stop(args, settings):
+    prefect_local.stop_worker(_worker(settings))
+
+
+def _worker_status(args, settings):
+    text = prefect_local.worker_status(_worker(settings))
+    print(text)
+    return 0 if " up " in text else 3
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("prefect", help="start, stop or check the local Prefect server (SQLite) and its UI")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -42,7 +66,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("start", _start, "start the server in the background (reused when already up); prints the UI address"),
         ("stop", _stop, "stop the server this project started"),
         ("status", _status, "is the server answering? (exit 3 if not)"),
+        ("deploy", _deploy, "create the 'alertdist' process work pool and every deployment in prefect.yaml"),
     ]:
         action = actions.add_parser(name, help=help_)
-        action.add_argument("--secure", action="store_true", help="the secure deployment's server (basic auth)")
+        if name != "deploy":
+            action.add_argument("--secure", action="store_true", help="the secure deployment's server (basic auth)")
         action.set_defaults(run=func)
+    worker = sub.add_parser(
+        "worker",
+        help="start, stop or check the process worker that runs the deployments on their schedules",
+        description="The worker runs each scheduled flow run as a process, with the ALERTDIST_* settings "
+        "it was started with. Start it after `alertdist prefect deploy`.",
+    )
+    actions = worker.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, func, help_ in [
+        ("start", _worker_start, "start the worker in the background on pool 'alertdist'"),
+        ("stop", _worker_stop, "stop the worker (and the flow runs it started)"),
+        ("status", _worker_status, "is the worker running? (exit 3 if not)"),
+    ]:
+        actions.add_parser(name, help=help_).set_defaults(run=func)

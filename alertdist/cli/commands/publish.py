@@ -125,12 +125,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     topics = sub.add_parser("topics", help="create a night's Kafka topics")
     actions = topics.add_subparsers(dest="action", metavar="ACTION", required=True)
-    create = parsing.command(actions, "create", _create_topics, "create a night's topics (idempotent)")
+    create = parsing.command(actions, "create", _create_topics, "create a night's topics (idempotent)", kafka=True)
     night_option(create)
     topic_options(create)
 
     pub = parsing.command(
-        sub, "publish", _publish, "publish a night's alert packets to Kafka (drop folder, tarball...)"
+        sub, "publish", _publish, "publish a night's alert packets to Kafka (drop folder, tarball...)", kafka=True
     )
     night_option(pub)
     what = pub.add_mutually_exclusive_group(required=True)

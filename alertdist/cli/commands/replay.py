@@ -157,7 +157,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parsing.quiet_option(download)
 
     replay = parsing.command(
-        sub, "replay", _replay, "publish an archived night into a topic, or into a night's programme topics"
+        sub,
+        "replay",
+        _replay,
+        "publish an archived night into a topic, or into a night's programme topics",
+        kafka=True,
     )
     replay.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
     where = replay.add_mutually_exclusive_group(required=True)

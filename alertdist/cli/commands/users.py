@@ -101,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "create or update a user: its SCRAM-SHA-512 credential and its role's ACLs",
         epilog=ROLES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        kafka=True,
     )
     add.add_argument("name", help="user name (its consumer groups must start with it)")
     add.add_argument(
@@ -113,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     stdin_help = "read the password from the first line of stdin (else it is asked on the terminal)"
     add.add_argument("--password-stdin", action="store_true", help=stdin_help)
 
-    passwd = parsing.command(actions, "passwd", _passwd, "change a user's password (no broker restart)")
+    passwd = parsing.command(actions, "passwd", _passwd, "change a user's password (no broker restart)", kafka=True)
     passwd.add_argument("name")
     passwd.add_argument("--password-stdin", action="store_true", help=stdin_help)
 
