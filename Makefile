@@ -1,6 +1,8 @@
 # The two commands a new user needs (see README):
 #   make night   - install everything, start Kafka + Prefect, run one whole simulated night end to end
 #   make test    - install everything, check the code (make lint), start a test broker, run the test suite
+#   make night-secure - the same night on the local secure deployment (no PLAINTEXT listener, a SCRAM user per
+#                  service, the Prefect server behind basic auth)
 # Everything lands in .venv/ and .alertdist/ inside this folder; `make stop` stops what `make night` started
 # (and the public cluster and MirrorMaker 2 of the two-tier mode, when running).
 
@@ -12,7 +14,7 @@ NIGHT_ARGS ?=
 # module fixtures (the 3-broker cluster, a published night) are built once; all share the one test broker.
 PYTEST_WORKERS ?= 2
 
-.PHONY: night schedule test lint setup setup-test stop status bench clean-state
+.PHONY: night night-secure schedule test lint setup setup-test stop status bench clean-state
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -41,6 +43,10 @@ night: setup
 	$(BIN)/alertdist prefect start
 	$(BIN)/alertdist night $(NIGHT_ARGS)
 
+# Starts (or reuses) the secure 3-node cluster and its own Prefect server itself: see `alertdist night --help`.
+night-secure: setup
+	$(BIN)/alertdist night --secure $(NIGHT_ARGS)
+
 # The nights as production runs them: every deployment of prefect.yaml on its schedule, started by a process worker.
 schedule: setup
 	$(BIN)/alertdist kafka start
@@ -65,8 +71,10 @@ test: setup-test lint
 stop:
 	-$(BIN)/alertdist worker stop
 	-$(BIN)/alertdist prefect stop
+	-$(BIN)/alertdist prefect stop --secure
 	-$(BIN)/alertdist mirror stop
 	-$(BIN)/alertdist kafka stop --two-tier
+	-$(BIN)/alertdist kafka stop --secure-only
 
 # Both are shown even when the first is down; the exit status is non-zero when either service is down.
 status:

@@ -1,8 +1,9 @@
 """Who may read what: users, their roles, their SCRAM credentials, and the ACLs Kafka enforces for them.
 
 ZTF data has owners: programme 1 is public, 2 belongs to the partnership, 3 to Caltech. A user has one role.
-Service roles (`publisher`, `archiver`) read and write every topic of the survey through one PREFIXED ACL.
-Consumer roles read their programmes' topics of each night, and the filter outputs derived from them, and may
+Service roles (`publisher`, `filter`, `archiver`, `replay`) each get only their part of a night (`night_acls`):
+the publisher cannot create or delete topics or read any programme, a filter writes only its own outputs, the
+archiver writes nothing; the admin, a super user of the cluster, creates topics, ACLs and users. Consumer roles read their programmes' topics of each night, and the filter outputs derived from them, and may
 use only consumer groups whose id starts with their user name.
 
 Why ACLs per night: topics are named ``<survey>_<YYYYMMDD>_programid<N>``, the date before the programme, so no
@@ -15,8 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
@@ -33,12 +33,16 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from alertdist.kafka.clients import admin_client
+from alertdist.kafka.clients import UNASSIGNED_GROUP, admin_client, scram_client_config
 from alertdist.kafka.errors import KafkaOperationError, retry_until
 from alertdist.kafka.state_topic import KeyedStateTopic
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics, replication_for
 
 __all__ = [
+    "ADMIN",
+    "ARCHIVER",
+    "PUBLISHER",
+    "REPLAY",
     "ROLES",
     "OpenedNight",
     "Role",
@@ -46,6 +50,7 @@ __all__ = [
     "User",
     "add_user",
     "apply_night_acls",
+    "filter_service",
     "night_acls",
     "nights_with_topics",
     "open_night",
@@ -53,13 +58,17 @@ __all__ = [
     "remove_user",
     "scram_client_config",
     "secure_night",
+    "service_user",
+    "set_password",
     "user_acls",
     "users_topic",
 ]
 
 SCRAM_ITERATIONS = 8192  # Kafka accepts 4096..16384 for SHA-512
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_RESERVED_NAMES = {"ANONYMOUS"}  # the PLAINTEXT super user; a SCRAM user of that name would be one too
+#: the super users: ANONYMOUS on a PLAINTEXT listener, and on a cluster with none (`kafka_local`'s "secure-only"
+#: mode) the admin, the brokers and the controllers; a SCRAM user of one of these names would be one too
+_RESERVED_NAMES = {"ANONYMOUS", "admin", "broker", "controller"}
 
 
 class SecurityError(KafkaOperationError):
@@ -68,7 +77,7 @@ class SecurityError(KafkaOperationError):
 
 @dataclass(frozen=True)
 class Role:
-    """What a role may do: services read and write everything; consumers read their programmes only."""
+    """What a role may do: a service its own part of the night; a consumer reads its programmes only."""
 
     name: str
     programmes: tuple[int, ...] = ()
@@ -77,21 +86,46 @@ class Role:
 
 
 ROLES: dict[str, Role] = {
-    "publisher": Role("publisher", service=True, description="writes and reads every topic of the survey"),
-    "archiver": Role("archiver", service=True, description="reads and writes every topic of the survey"),
+    "publisher": Role(
+        "publisher", service=True, description="writes each night's programme and rejected topics and the nights topic"
+    ),
+    "filter": Role(
+        "filter", service=True, description="reads its night's programme topics, writes only its own outputs and errors"
+    ),
+    "archiver": Role("archiver", service=True, description="reads each night's programme topics; writes nothing"),
+    "replay": Role(
+        "replay", service=True, description="writes a night's programme and rejected topics and the nights topic"
+    ),
     "public": Role("public", (1,), description="reads programme 1 (public) topics"),
     "partnership": Role("partnership", (1, 2), description="reads programme 1 and 2 topics"),
     "caltech": Role("caltech", (1, 2, 3), description="reads programme 1, 2 and 3 topics"),
 }
 
+#: The services' own logins (the keys of `Settings.kafka_logins`; each is also its user's default name). The admin
+#: is a super user of the cluster (`alertdist kafka start --secure-only`), so it needs no ACL and no role.
+ADMIN, PUBLISHER, ARCHIVER, REPLAY = "admin", "publisher", "archiver", "replay"
+
+
+def filter_service(filter_name: str) -> str:
+    """The login (and default user name) of one filter's live runs."""
+    return f"filter_{filter_name}"
+
+
+def service_user(service: str) -> User:
+    """The user a service logs in as: named after the service, with the service's role."""
+    if service.startswith("filter_"):
+        return User(service, "filter", filter=service.removeprefix("filter_"))
+    return User(service, service)
+
 
 @dataclass(frozen=True)
 class User:
-    """A registered user: its name (its Kafka principal is ``User:<name>``) and its role."""
+    """A registered user: its name (its Kafka principal is ``User:<name>``), its role and, for a filter, which."""
 
     name: str
     role: str
     created_at: str = ""
+    filter: str = ""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name) or self.name in _RESERVED_NAMES:
@@ -101,6 +135,8 @@ class User:
             )
         if self.role not in ROLES:
             raise SecurityError(f"role {self.role!r} is not one of {', '.join(ROLES)}")
+        if (self.role == "filter") != bool(self.filter):
+            raise SecurityError(f"user {self.name}: a filter's user names its filter (--filter), no other role does")
 
     @property
     def principal(self) -> str:
@@ -110,19 +146,6 @@ class User:
 def users_topic(naming: TopicNaming) -> str:
     """The compacted topic holding each user's role (never a password)."""
     return f"{naming.survey}_users"
-
-
-def scram_client_config(username: str, password: str, *, ca_location: str | Path | None = None) -> dict:
-    """librdkafka settings for a SCRAM-SHA-512 client; with ``ca_location`` (the CA's PEM) over TLS."""
-    config = {
-        "security.protocol": "SASL_SSL" if ca_location else "SASL_PLAINTEXT",
-        "sasl.mechanisms": "SCRAM-SHA-512",
-        "sasl.username": username,
-        "sasl.password": password,
-    }
-    if ca_location:
-        config["ssl.ca.location"] = str(ca_location)
-    return config
 
 
 # ------------------------------------------------------------------------------------------------ the ACLs
@@ -135,45 +158,73 @@ def _allow(
 
 
 def user_acls(naming: TopicNaming, user: User) -> list[AclBinding]:
-    """The night-independent ACLs of a user: its consumer groups, or for a service everything of the survey."""
-    role = ROLES[user.role]
-    p = user.principal
-    if role.service:
-        return [
-            _allow(ResourceType.TOPIC, f"{naming.survey}_", ResourcePatternType.PREFIXED, p, AclOperation.ALL),
-            _allow(ResourceType.GROUP, "*", ResourcePatternType.LITERAL, p, AclOperation.ALL),
-            _allow(ResourceType.TRANSACTIONAL_ID, "*", ResourcePatternType.LITERAL, p, AclOperation.ALL),
-            _allow(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, p, AclOperation.IDEMPOTENT_WRITE),
+    """The night-independent ACLs of a user: the nights topic for the services, its consumer groups for a reader.
+
+    Every service reads the nights topic by assignment, with no group of its own; librdkafka looks up the
+    coordinator of its placeholder group all the same, and stalls without DESCRIBE on it (which cannot commit)."""
+    p, role = user.principal, user.role
+    nights = naming.nights_topic
+
+    def allow(resource, name, operation, pattern=ResourcePatternType.LITERAL):
+        return _allow(resource, name, pattern, p, operation)
+
+    if not ROLES[role].service:
+        # READ on a group implies DESCRIBE; the prefix keeps users from joining (and disturbing) others' groups
+        return [allow(ResourceType.GROUP, user.name, AclOperation.READ, ResourcePatternType.PREFIXED)]
+    bindings = [
+        allow(ResourceType.TOPIC, nights, AclOperation.READ),
+        allow(ResourceType.GROUP, UNASSIGNED_GROUP, AclOperation.DESCRIBE),
+    ]
+    if role in ("publisher", "replay"):  # they open and close nights; idempotent producers
+        bindings += [
+            allow(ResourceType.TOPIC, nights, AclOperation.WRITE),
+            allow(ResourceType.BROKER, "kafka-cluster", AclOperation.IDEMPOTENT_WRITE),
         ]
-    # READ on a group implies DESCRIBE; the prefix keeps users from joining (and disturbing) others' groups
-    return [_allow(ResourceType.GROUP, user.name, ResourcePatternType.PREFIXED, p, AclOperation.READ)]
+    if role == "archiver":  # it reads each topic in a group of its own (`archive.stream.spool_topic`)
+        archive_groups = f"alertdist-archive-{naming.survey}_"
+        bindings.append(allow(ResourceType.GROUP, archive_groups, AclOperation.READ, ResourcePatternType.PREFIXED))
+    return bindings
 
 
 def night_acls(naming: TopicNaming, night: dt.date, user: User) -> list[AclBinding]:
-    """READ on the night's programme topics of the user's role and on the filter outputs derived from them.
+    """What ``user`` may do with the topics of ``night``, whose names hold the date (so no prefix spans nights).
 
-    A LITERAL ACL on ``<topic>`` plus a PREFIXED one on ``<topic>_`` (filter outputs are ``<topic>_<filter>``),
-    rather than one PREFIXED ``<topic>``, which would also match ``..._programid1`` + ``0``.
+    A reader: READ on its programmes' topics, by a LITERAL ACL on ``<topic>`` plus a PREFIXED one on ``<topic>_``
+    (filter outputs are ``<topic>_<filter>``), rather than one PREFIXED ``<topic>``, which would also match
+    ``..._programid1`` + ``0``. A service: exactly its part of the night (see `ROLES`).
     """
-    role = ROLES[user.role]
-    bindings = []
-    for programid in role.programmes:
-        if programid not in naming.programmes:
-            continue
-        topic = naming.programme_topic(night, programid)
-        bindings.append(
-            _allow(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, user.principal, AclOperation.READ)
-        )
-        bindings.append(
-            _allow(
-                ResourceType.TOPIC,
-                naming.filter_output_topic(topic, ""),
-                ResourcePatternType.PREFIXED,
-                user.principal,
-                AclOperation.READ,
-            )
-        )
-    return bindings
+    p, role = user.principal, user.role
+    topics = list(naming.programme_topics(night).values())
+
+    def each(names, *operations, pattern=ResourcePatternType.LITERAL, resource=ResourceType.TOPIC):
+        return [_allow(resource, n, pattern, p, op) for n in names for op in operations]
+
+    if role in ("publisher", "replay"):  # a replayed night goes through the publisher, rejections included
+        return each([*topics, naming.rejected_topic(night)], AclOperation.WRITE)
+    if role == "archiver":
+        return each(topics, AclOperation.READ)
+    if role == "filter":
+        group = naming.filter_group(night, user.filter)
+        outputs = [naming.filter_output_topic(t, user.filter) for t in topics]
+        own = [*outputs, naming.filter_errors_topic(night, user.filter)]
+        return [
+            *each(topics, AclOperation.READ),
+            *each(own, AclOperation.CREATE, AclOperation.WRITE, AclOperation.DESCRIBE_CONFIGS),
+            *each([group], AclOperation.READ, resource=ResourceType.GROUP),
+            # its copies' transactional ids are ``<group>-<copy>``; the night's digits end the prefix
+            *each(
+                [group],
+                AclOperation.WRITE,
+                resource=ResourceType.TRANSACTIONAL_ID,
+                pattern=ResourcePatternType.PREFIXED,
+            ),
+        ]
+    readable = [naming.programme_topic(night, i) for i in ROLES[role].programmes if i in naming.programmes]
+    outputs = [naming.filter_output_topic(t, "") for t in readable]
+    return [
+        *each(readable, AclOperation.READ),
+        *each(outputs, AclOperation.READ, pattern=ResourcePatternType.PREFIXED),
+    ]
 
 
 def _create_acls(admin: AdminClient, bindings: list[AclBinding], what: str, timeout: float) -> int:
@@ -198,9 +249,9 @@ def _create_acls(admin: AdminClient, bindings: list[AclBinding], what: str, time
 def apply_night_acls(
     admin: AdminClient, naming: TopicNaming, night: dt.date, users: list[User], *, timeout: float = 30.0
 ) -> int:
-    """Grant every consumer user READ on its programmes' topics of ``night``; returns the ACLs applied.
+    """Grant every registered user its rights on the topics of ``night`` (`night_acls`); returns the ACLs applied.
 
-    Idempotent: Kafka keeps an ACL once however often it is created. Service users need nothing per night.
+    Idempotent: Kafka keeps an ACL once however often it is created.
     """
     bindings = [b for user in users for b in night_acls(naming, night, user)]
     return _create_acls(admin, bindings, f"for night {night:%Y%m%d}", timeout)
@@ -255,34 +306,56 @@ def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: 
 
     The record is written first, so a failure later leaves an intent that re-running (safe: every step is
     an upsert) completes. Returns the number of ACLs applied. ``bootstrap_servers`` must reach the cluster as a
-    super user (the loopback PLAINTEXT listener).
+    super user (the admin's login, `Settings.kafka(ADMIN)`, or the loopback PLAINTEXT listener).
     """
-    if len(password) < 12:
-        raise SecurityError(f"the password for {user.name} is too short: use at least 12 characters")
+    _check_password(user.name, password)
     admin = admin_client(bootstrap_servers)
     _ensure_users_topic(admin, naming)
     before = {u.name: u for u in read_users(bootstrap_servers, naming, timeout=timeout)}.get(user.name)
     if before is not None and before.role != user.role:
         _delete_acls(admin, user.name, timeout)  # a changed role must not keep the old role's rights
     since = user.created_at or (before.created_at if before else dt.datetime.now(dt.UTC).isoformat())
-    stamped = User(user.name, user.role, since)
+    stamped = replace(user, created_at=since)
     _record_user(bootstrap_servers, naming, user.name, stamped, timeout)
-    credential = UserScramCredentialUpsertion(
-        user.name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS), password.encode()
-    )
-    try:
-        admin.alter_user_scram_credentials([credential], request_timeout=timeout)[user.name].result()
-    except KafkaException as e:
-        raise SecurityError(
-            f"setting the SCRAM-SHA-512 credential of {user.name} failed: {e.args[0].str()}; "
-            "run `alertdist users add` again"
-        ) from e
+    _set_credential(admin, user.name, password, timeout, "run `alertdist users add` again")
     bindings = user_acls(naming, stamped)
     for night in nights_with_topics(admin, naming, timeout=timeout):
         bindings += night_acls(naming, night, stamped)
     applied = _create_acls(admin, bindings, f"for user {user.name}", timeout)
     _wait_until_enforced(admin, user.name, bindings, timeout)
     return applied
+
+
+def _check_password(name: str, password: str) -> None:
+    if len(password) < 12:
+        raise SecurityError(f"the password for {name} is too short: use at least 12 characters")
+
+
+def _set_credential(admin: AdminClient, name: str, password: str, timeout: float, retry: str) -> None:
+    credential = UserScramCredentialUpsertion(
+        name, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS), password.encode()
+    )
+    try:
+        admin.alter_user_scram_credentials([credential], request_timeout=timeout)[name].result()
+    except KafkaException as e:
+        raise SecurityError(f"setting the SCRAM-SHA-512 credential of {name} failed: {e.args[0].str()}; {retry}") from e
+
+
+def set_password(bootstrap_servers: str, name: str, password: str, *, timeout: float = 30.0) -> None:
+    """Replace the SCRAM-SHA-512 password of user ``name`` (a service's, a reader's or the admin's own).
+
+    The brokers take the new credential from the cluster's metadata as they run: no restart, and connections
+    already open stay up; every new login needs the new password. Its role and ACLs are untouched.
+    """
+    _check_password(name, password)
+    admin = admin_client(bootstrap_servers)
+    try:
+        admin.describe_user_scram_credentials([name], request_timeout=timeout)[name].result()
+    except KafkaException as e:
+        if e.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
+            raise SecurityError(f"user {name} has no credential to change: add it with `alertdist users add`") from e
+        raise SecurityError(f"reading the credential of {name} failed: {e.args[0].str()}") from e
+    _set_credential(admin, name, password, timeout, "run `alertdist users passwd` again")
 
 
 def _wait_until_enforced(admin: AdminClient, name: str, bindings: list[AclBinding], timeout: float) -> None:

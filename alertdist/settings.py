@@ -12,13 +12,14 @@ from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import ValidationError, field_validator, model_validator
+from pydantic import BaseModel, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from alertdist.kafka.clients import Brokers, scram_client_config
 from alertdist.nights.dates import Site, site_for_timezone, tonight
 from alertdist.nights.topics import DEFAULT_PROGRAMMES, TopicNaming
 
-__all__ = ["PROJECT_ROOT", "Settings", "SettingsError"]
+__all__ = ["PROJECT_ROOT", "KafkaLogin", "Settings", "SettingsError", "login_variable"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _PREFIX = "ALERTDIST_"
@@ -26,6 +27,20 @@ _PREFIX = "ALERTDIST_"
 
 class SettingsError(ValueError):
     """A setting has a value the system cannot use; the message names the variable."""
+
+
+def login_variable(service: str, part: str = "password") -> str:
+    """The environment variable holding a service's Kafka password (or ``user``)."""
+    return f"{_PREFIX}KAFKA_LOGINS__{service.upper()}__{part.upper()}"
+
+
+class KafkaLogin(BaseModel):
+    """One service's SCRAM-SHA-512 login; ``user`` defaults to the service's own name."""
+
+    model_config = {"frozen": True}
+
+    user: str = ""
+    password: SecretStr
 
 
 class Settings(BaseSettings):
@@ -39,9 +54,13 @@ class Settings(BaseSettings):
     S3-compatible stores: ``s3_endpoint_url`` plus the usual ``AWS_*`` variables. Reanalyses over many nights run
     on Dask: an existing cluster at ``dask_address`` (``tcp://scheduler:8786``), else a local cluster of
     ``dask_workers`` processes (default: one per core).
+
+    A secured cluster: ``kafka_logins`` holds each service's login (``ALERTDIST_KAFKA_LOGINS__PUBLISHER__PASSWORD``,
+    ``..._USER``; or the whole map as JSON in ``ALERTDIST_KAFKA_LOGINS``) and ``kafka_ca`` the CA to trust (TLS).
+    Passwords are `SecretStr`: a repr, a log line or a flow parameter shows ``**********``.
     """
 
-    model_config = SettingsConfigDict(env_prefix=_PREFIX, frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=_PREFIX, env_nested_delimiter="__", frozen=True, extra="ignore")
 
     home: Path = PROJECT_ROOT / ".alertdist"
     kafka_port: int = 9092
@@ -58,6 +77,8 @@ class Settings(BaseSettings):
     s3_endpoint_url: str = ""
     dask_address: str = ""
     dask_workers: int | None = None
+    kafka_logins: dict[str, KafkaLogin] = {}
+    kafka_ca: Path | None = None
 
     @field_validator("site_timezone")
     @classmethod
@@ -90,6 +111,29 @@ class Settings(BaseSettings):
                 for err in e.errors()
             ]
             raise SettingsError("invalid setting: " + "; ".join(problems)) from None
+
+    @property
+    def secured(self) -> bool:
+        """Whether the services log in (SCRAM) rather than use an open listener."""
+        return bool(self.kafka_logins)
+
+    def kafka(self, service: str) -> Brokers:
+        """The bootstrap servers as ``service`` (admin, publisher, archiver, replay, filter_<name>) logs in to them.
+
+        On an open cluster (no logins configured) every service connects as it is; on a secured one a service
+        without a login is an error naming the variable to set, never a silent fallback to another identity."""
+        if not self.secured:
+            return Brokers(self.bootstrap_servers)
+        login = self.kafka_logins.get(service)
+        if login is None:
+            raise SettingsError(
+                f"no Kafka login for the {service} service: set {login_variable(service)} "
+                f"(and {login_variable(service, 'user')} unless its user is named {service})"
+            )
+        return Brokers(
+            self.bootstrap_servers,
+            scram_client_config(login.user or service, login.password, ca_location=self.kafka_ca),
+        )
 
     @property
     def kafka_home(self) -> Path:

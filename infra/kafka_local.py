@@ -10,6 +10,12 @@ node then adds a SCRAM-SHA-512 listener (``SASL``, plain or over TLS with certif
 outside consumers, and the standard authorizer denies whatever no ACL allows. The loopback PLAINTEXT listener
 stays for the system's own services and the brokers themselves: its principal, ``User:ANONYMOUS``, is a super
 user, so in production that listener must be bound to loopback or a private network only.
+
+``security="secure_only"`` (``alertdist kafka start --secure-only``) has no PLAINTEXT listener at all: clients
+and the brokers among themselves use the SCRAM-SHA-512 listener over TLS on the client port (the brokers as the
+``broker`` user), the controllers a TLS listener with SASL/PLAIN (KRaft cannot serve SCRAM to its controllers:
+the credentials live in the metadata log they replicate). ``admin`` and ``broker`` are super users, their SCRAM
+credentials written into the storage at format time; every password is generated once into ``home/secrets``.
 """
 
 from __future__ import annotations
@@ -59,8 +65,11 @@ MAKE_CERTS = INFRA_DIR / "make_certs.sh"
 MARKER = ".installed"
 
 #: ``none``: PLAINTEXT only, no authorizer (the simple embedded default). ``sasl``: adds a SASL_PLAINTEXT
-#: SCRAM-SHA-512 listener and ACLs. ``sasl_ssl``: the same listener over TLS.
-SECURITY_MODES = ("none", "sasl", "sasl_ssl")
+#: SCRAM-SHA-512 listener and ACLs. ``sasl_ssl``: the same listener over TLS. ``secure_only``: no PLAINTEXT
+#: listener, everyone on TLS (see the module's docstring).
+SECURITY_MODES = ("none", "sasl", "sasl_ssl", "secure_only")
+#: The super users of a ``secure_only`` cluster: the operator's admin, the brokers, the controllers.
+SUPER_USERS = ("admin", "broker", "controller")
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 SECURE_LISTENER = "SASL"
 
@@ -98,13 +107,34 @@ class KafkaCluster:
         return self.security != "none"
 
     @property
+    def secure_only(self) -> bool:
+        return self.security == "secure_only"
+
+    @property
     def certs_dir(self) -> Path:
         return self.home / "certs"
 
     @property
     def ca_location(self) -> Path | None:
         """The CA certificate (PEM) SASL_SSL clients must trust; None unless the cluster uses TLS."""
-        return self.certs_dir / "ca.pem" if self.security == "sasl_ssl" else None
+        return self.certs_dir / "ca.pem" if self.security in ("sasl_ssl", "secure_only") else None
+
+    def password(self, user: str) -> str:
+        """The generated password of a super user of a ``secure_only`` cluster (``SUPER_USERS``)."""
+        return (self.home / "secrets" / f"{user}.password").read_text().strip()
+
+    @property
+    def admin_config(self) -> dict[str, str]:
+        """librdkafka settings to reach the cluster as its super user (nothing to add but on ``secure_only``)."""
+        if not self.secure_only:
+            return {}
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": SCRAM_MECHANISM,
+            "sasl.username": "admin",
+            "sasl.password": self.password("admin"),
+            "ssl.ca.location": str(self.ca_location),
+        }
 
     @property
     def secure_bootstrap_servers(self) -> str:
@@ -114,6 +144,8 @@ class KafkaCluster:
         return ",".join(f"127.0.0.1:{self.secure_client_port(i)}" for i in self.node_ids())
 
     def secure_client_port(self, node_id: int) -> int:
+        if self.secure_only:
+            return self.client_port(node_id)  # the only client listener
         return (self.secure_port or self.port + 100) + node_id - 1
 
     @property
@@ -267,7 +299,9 @@ def _server_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
     if cluster.brokers >= 3:
         # a floor for topics created without it (filter outputs, internal ones): acks=all then means two copies
         props["min.insync.replicas"] = "2"
-    if cluster.secured:
+    if cluster.secure_only:
+        props.update(_secure_only_properties(cluster, node_id))
+    elif cluster.secured:
         props.update(_security_properties(cluster, node_id))
     props.update(cluster.extra_properties)
     return props
@@ -308,6 +342,52 @@ def _security_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
             }
         )
     return props
+
+
+def _secure_only_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
+    """No PLAINTEXT anywhere: SCRAM over TLS for clients and brokers, PLAIN over TLS for the controllers."""
+    port = cluster.client_port(node_id)
+    ctrl = cluster.controller_port + node_id - 1
+    keystore = (cluster.certs_dir / "keystore.password").read_text().strip()
+    scram, name = SCRAM_MECHANISM, SECURE_LISTENER.lower()
+    controller = cluster.password("controller")
+    return {
+        "listeners": f"{SECURE_LISTENER}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctrl}",
+        "advertised.listeners": f"{SECURE_LISTENER}://127.0.0.1:{port}",
+        "listener.security.protocol.map": f"{SECURE_LISTENER}:SASL_SSL,CONTROLLER:SASL_SSL",
+        "inter.broker.listener.name": SECURE_LISTENER,
+        "sasl.enabled.mechanisms": scram,
+        "sasl.mechanism.inter.broker.protocol": scram,
+        f"listener.name.{name}.sasl.enabled.mechanisms": scram,
+        f"listener.name.{name}.{scram.lower()}.sasl.jaas.config": "org.apache.kafka.common.security.scram."
+        f'ScramLoginModule required username="broker" password="{cluster.password("broker")}";',
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule "
+        f'required username="controller" password="{controller}" user_controller="{controller}";',
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": str(cluster.certs_dir / "broker.p12"),
+        "ssl.keystore.password": keystore,
+        "ssl.key.password": keystore,
+        "ssl.truststore.type": "PKCS12",
+        "ssl.truststore.location": str(cluster.certs_dir / "truststore.p12"),
+        "ssl.truststore.password": keystore,
+        "ssl.client.auth": "none",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": ";".join(f"User:{u}" for u in SUPER_USERS),
+    }
+
+
+def _make_passwords(cluster: KafkaCluster) -> None:
+    """Generate each super user's password once (kept, like the keystore's, in a 0600 file)."""
+    folder = cluster.home / "secrets"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for user in SUPER_USERS:
+        path = folder / f"{user}.password"
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(base64.urlsafe_b64encode(os.urandom(24)).decode() + "\n")
 
 
 def make_certs(cluster: KafkaCluster, *, names: tuple[str, ...] = ("localhost", "127.0.0.1"), log=print) -> Path:
@@ -394,10 +474,15 @@ def _format_storage(cluster: KafkaCluster, configs: dict[int, Path]) -> None:
     if not pending:
         return  # formatted before: restarting keeps the data
     cluster_id = _cluster_id(cluster)
+    scram = []  # a secure_only cluster's brokers and admin must log in before any credential could be created
+    if cluster.secure_only:
+        for user in ("admin", "broker"):
+            scram += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={cluster.password(user)}]"]
     running = {
         n: subprocess.Popen(
             # `=`: an id may begin with "-", which would otherwise read as an option
-            _java(cluster, "256m") + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(c)],
+            _java(cluster, "256m")
+            + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(c), *scram],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -454,14 +539,16 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _answering(bootstrap: str, timeout: float = 3.0) -> int:
-    """How many brokers the cluster reports, or 0 when it does not answer."""
+def _answering(bootstrap: str, timeout: float = 3.0, config: dict[str, str] | None = None) -> int:
+    """How many brokers the cluster reports, or 0 when it does not answer (``config``: how to log in)."""
     from confluent_kafka.admin import AdminClient
 
     ports = [int(hp.rsplit(":", 1)[1]) for hp in bootstrap.split(",")]
     if not any(_port_open(p) for p in ports):
         return 0
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "log_level": 0})
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "log_level": 0, **(config or {})}
+    )
     try:
         return len(admin.list_topics(timeout=timeout).brokers)
     except Exception:
@@ -475,15 +562,17 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
     harmless; a node that died (or was killed) is started again on its own data.
     """
     _check_security(cluster)
-    if cluster.security == "sasl_ssl":
+    if cluster.security in ("sasl_ssl", "secure_only"):
         make_certs(cluster, log=log)
+    if cluster.secure_only:
+        _make_passwords(cluster)
     to_start: dict[int, Path] = {}
     for node_id in cluster.node_ids():
         if _read_pid(cluster.pid_file(node_id)):
             log(f"Kafka node {node_id} already running (pid {_read_pid(cluster.pid_file(node_id))})")
             continue
         ports = [cluster.client_port(node_id), cluster.controller_port + node_id - 1]
-        if cluster.secured:
+        if cluster.secured and not cluster.secure_only:
             ports.append(cluster.secure_client_port(node_id))
         taken = [p for p in ports if _port_open(p)]
         if taken:
@@ -513,7 +602,7 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _answering(cluster.bootstrap_servers) >= cluster.brokers:
+        if _answering(cluster.bootstrap_servers, config=cluster.admin_config) >= cluster.brokers:
             log(f"Kafka answering at {cluster.bootstrap_servers}")
             return cluster.bootstrap_servers
         dead = [
@@ -571,7 +660,9 @@ def free_port() -> int:
     return _free_ports(1)
 
 
-def start_on_free_ports(folder: Path, *, libs: Path, brokers: int = 1, heap: str = "384m", log=print) -> KafkaCluster:
+def start_on_free_ports(
+    folder: Path, *, libs: Path, brokers: int = 1, heap: str = "384m", security: str = "none", log=print
+) -> KafkaCluster:
     """A fresh cluster in ``folder`` on free loopback ports, running the jars in ``libs`` (installed there first
     when missing), for tests, benchmarks and CI. If another process takes one of the ports between the choice
     and the broker's bind, it is retried twice on new ports, in ``folder/retry-N``; ``stop_under(folder)``
@@ -583,7 +674,9 @@ def start_on_free_ports(folder: Path, *, libs: Path, brokers: int = 1, heap: str
         home.mkdir(parents=True, exist_ok=True)
         (home / "libs").symlink_to(libs, target_is_directory=True)
         port = _free_ports(brokers)
-        cluster = KafkaCluster(home=home, brokers=brokers, port=port, controller_port=port + 10000, heap=heap)
+        cluster = KafkaCluster(
+            home=home, brokers=brokers, port=port, controller_port=port + 10000, heap=heap, security=security
+        )
         try:
             start(cluster, log=log)
             return cluster
@@ -664,7 +757,7 @@ def status(cluster: KafkaCluster) -> list[NodeStatus]:
     for node_id in cluster.node_ids():
         pid = _read_pid(cluster.pid_file(node_id))
         port = cluster.client_port(node_id)
-        answering = pid is not None and _answering(f"127.0.0.1:{port}", timeout=2.0) > 0
+        answering = pid is not None and _answering(f"127.0.0.1:{port}", timeout=2.0, config=cluster.admin_config) > 0
         secure = cluster.secure_client_port(node_id) if cluster.secured else None
         result.append(NodeStatus(node_id, pid, pid is not None, answering, port, secure))
     return result

@@ -1,12 +1,16 @@
 """A local Prefect server (SQLite, the embedded default) run in the background, with its UI.
 
 Like the Kafka nodes, it is started detached with a pid file, so the command that started it can return
-while operators keep using the UI, and `stop` ends exactly what `start` began.
+while operators keep using the UI, and `stop` ends exactly what `start` began. With ``auth=True`` (a secure
+deployment) its API and UI ask for HTTP basic auth (Prefect's ``server.api.auth_string``): the user ``admin`` and a
+password generated once into ``home/auth`` (0600); `client_env` hands it to the flows and workers.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -42,6 +46,7 @@ class PrefectServer:
     home: Path  # PREFECT_HOME: the SQLite database and server settings live here
     port: int = 4200
     host: str = "127.0.0.1"
+    auth: bool = False
 
     @property
     def api_url(self) -> str:
@@ -59,14 +64,53 @@ class PrefectServer:
     def log_file(self) -> Path:
         return self.home / "server.log"
 
+    @property
+    def auth_file(self) -> Path:
+        return self.home / "auth"
+
+    def auth_string(self) -> str | None:
+        """``admin:<password>`` for a server with ``auth``, generated on first use; None without auth."""
+        if not self.auth:
+            return None
+        if not self.auth_file.is_file():
+            self.home.mkdir(parents=True, exist_ok=True)
+            self.auth_file.touch(mode=0o600)
+            self.auth_file.write_text(f"admin:{secrets.token_urlsafe(18)}\n")
+        return self.auth_file.read_text().strip()
+
     def client_env(self) -> dict[str, str]:
         """Environment for processes that talk to this server (flows, workers, `prefect deploy`)."""
-        return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
+        env = {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home)}
+        if self.auth:
+            env["PREFECT_API_AUTH_STRING"] = self.auth_string()
+        return env
+
+    def server_env(self) -> dict[str, str]:
+        """Environment of the server process itself."""
+        env = {
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_API_URL": self.api_url,
+        }
+        if self.auth:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self.auth_string()
+        return env
+
+    def authorization(self) -> dict[str, str]:
+        """The HTTP header a request to this server's API needs (none without auth)."""
+        if not self.auth:
+            return {}
+        return {"Authorization": "Basic " + base64.b64encode(self.auth_string().encode()).decode()}
 
 
 def _healthy(server: PrefectServer, timeout: float = 2.0) -> bool:
+    """Whether the server answers, and answers us: with auth, an authorised request, not only the open health check."""
+    path = "/flow_runs/count" if server.auth else "/health"
+    request = urllib.request.Request(
+        f"{server.api_url}{path}", headers=server.authorization(), method="POST" if server.auth else "GET"
+    )
     try:
-        with urllib.request.urlopen(f"{server.api_url}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status == 200
     except OSError:
         return False
@@ -132,12 +176,7 @@ def start(server: PrefectServer, *, timeout: float = 120.0, log=print) -> str:
                 "stop it or set ALERTDIST_PREFECT_PORT"
             )
     server.home.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(server.home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": server.api_url,
-    }
+    env = {**os.environ, **server.server_env()}
     env.pop("PREFECT_API_URL", None)  # the server itself must not point at another one
     cmd = [_prefect_command(), "server", "start", "--host", server.host, "--port", str(server.port)]
     proc = _spawn_detached(cmd, server.log_file, server.pid_file, env)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, IsolationLevel, KafkaError, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from alertdist.kafka.clients import admin_client, consumer
 from alertdist.kafka.reading import read_to_end as read_partitions
 
-__all__ = ["committed_offsets", "read_to_end", "wait_until_settled"]
+__all__ = ["committed_offsets", "read_as", "read_to_end", "wait_until_settled"]
 
 
 def wait_until_settled(admin, partitions: list[TopicPartition], timeout: float = 30.0) -> None:
@@ -59,3 +59,40 @@ def committed_offsets(bootstrap: str, group: str, topics: list[str], partitions:
         return sum(max(tp.offset, 0) for tp in offsets)
     finally:
         c.close()
+
+
+def read_as(bootstrap: str, topic: str, group: str | None, *, timeout: float = 20.0) -> tuple[list[bytes], set[str]]:
+    """Subscribe to ``topic`` in ``group`` (None: assign its partitions, no group) as whoever ``bootstrap`` logs in
+    as (a `Brokers`); return (values received, names of the errors) once every assigned partition reached its end,
+    or at the first error (a refusal). Without a group, librdkafka still looks up the coordinator of its default
+    group id, which a user with no group rights sees refused as well."""
+    errors: list[KafkaError] = []
+    c = consumer(bootstrap, group, error_cb=errors.append)
+    values: list[bytes] = []
+    try:
+        if group is None:
+            partitions = c.list_topics(topic, timeout=timeout).topics[topic].partitions
+            c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        else:
+            c.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        eof = set()
+        while time.monotonic() < deadline:
+            msg = c.poll(0.2)
+            if errors and group is not None:  # without a group the refusal to read comes as a message error
+                break
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    eof.add(msg.partition())
+                    assignment = {tp.partition for tp in c.assignment()}
+                    if assignment and eof >= assignment:
+                        break
+                    continue
+                errors.append(msg.error())
+                break
+            values.append(msg.value())
+    finally:
+        c.close()
+    return values, {e.name() for e in errors}

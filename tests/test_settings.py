@@ -104,3 +104,26 @@ def test_flow_runs_are_named_from_their_parameters(prefect_server, kafka_bootstr
     assert state.is_completed(), state.message
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(state.state_details.flow_run_id).name == "topics-20231012"
+
+
+def test_service_logins_come_from_the_environment_and_never_print(monkeypatch):
+    monkeypatch.setenv("ALERTDIST_KAFKA_LOGINS__PUBLISHER__PASSWORD", "publisher secret 123")
+    monkeypatch.setenv("ALERTDIST_KAFKA_LOGINS__FILTER_BRIGHT__USER", "bright-bot")
+    monkeypatch.setenv("ALERTDIST_KAFKA_LOGINS__FILTER_BRIGHT__PASSWORD", "bright secret 456")
+    monkeypatch.setenv("ALERTDIST_KAFKA_CA", "/etc/kafka/ca.pem")
+    settings = Settings.load()
+    publisher, bright = settings.kafka("publisher"), settings.kafka("filter_bright")
+    assert publisher.login["sasl.username"] == "publisher" and bright.login["sasl.username"] == "bright-bot"
+    assert (
+        publisher.login["security.protocol"] == "SASL_SSL" and publisher.login["ssl.ca.location"] == "/etc/kafka/ca.pem"
+    )
+    assert publisher.login["sasl.password"].get_secret_value() == "publisher secret 123"
+    for shown in (repr(settings), str(settings), repr(publisher), str(publisher), repr(bright.login)):
+        assert "secret" not in shown
+    with pytest.raises(SettingsError, match="ALERTDIST_KAFKA_LOGINS__ARCHIVER__PASSWORD"):
+        settings.kafka("archiver")
+
+
+def test_an_open_cluster_needs_no_login():
+    settings = Settings.load(bootstrap_servers="127.0.0.1:1")
+    assert not settings.secured and settings.kafka("archiver").login == {} and settings.kafka("admin") == "127.0.0.1:1"

@@ -257,7 +257,7 @@ def replay_into_night(
     sources: list[str],
     counts: list[ReadCounts] = (),
     site: Site = SITES["palomar"],
-    topic_settings: TopicSettings = TopicSettings(),
+    topic_settings: TopicSettings | None = TopicSettings(),
     speed: float | None = None,
     stop: threading.Event | None = None,
     check_night: bool = True,
@@ -267,10 +267,12 @@ def replay_into_night(
 ) -> ReplayResult:
     """Publish the alerts as ``night`` through the publisher (programme routing, rejection), then close the night.
 
-    The night's topics are created if needed. A night already closed is refused unless ``reopen``.
+    The night's topics are created if needed (with ``topic_settings`` None they must exist: on a secured cluster
+    replay may not create topics). A night already closed is refused unless ``reopen``.
     """
     stop = stop or threading.Event()
-    open_night(bootstrap_servers, naming, night, topic_settings)  # a replayed night is readable by the same roles
+    if topic_settings is not None:
+        open_night(bootstrap_servers, naming, night, topic_settings)  # a replayed night is readable by the same roles
     stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
 
     source = _Guarded(stream, stop)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from alertdist.nights.dates import parse_night
 
-__all__ = ["actions", "archive_option", "command", "night", "programme_ids", "quiet_option"]
+__all__ = ["action_parser", "actions", "archive_option", "command", "night", "programme_ids", "quiet_option"]
 
 
 def command(
@@ -34,6 +34,12 @@ def actions(
     for action, run, action_help in each:
         chosen.add_parser(action, help=action_help).set_defaults(run=run)
     return parser
+
+
+def action_parser(parser: argparse.ArgumentParser, action: str) -> argparse.ArgumentParser:
+    """The parser of one action of a command made by `actions`, to give it options of its own."""
+    chosen = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return chosen.choices[action]
 
 
 def quiet_option(parser: argparse.ArgumentParser) -> None:

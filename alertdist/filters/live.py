@@ -124,8 +124,8 @@ class LiveReport:
 
 
 def group_id_for(naming: TopicNaming, night: dt.date, filter_name: str) -> str:
-    """The consumer group of a filter for a night (scoped to the night so a backfill never rebalances tonight)."""
-    return f"{naming.survey}_filter_{filter_name}_{night:%Y%m%d}"
+    """The consumer group of a filter for a night (`TopicNaming.filter_group`)."""
+    return naming.filter_group(night, filter_name)
 
 
 def transactional_id_for(group_id: str, copy_index: int) -> str:

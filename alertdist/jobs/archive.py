@@ -11,6 +11,7 @@ from alertdist.archive import ArchiveOptions, NightManifest
 from alertdist.archive import archive_night as archive_pipeline
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.runtime import tune_allocators
+from alertdist.security import ARCHIVER
 from alertdist.settings import Settings
 
 __all__ = ["ArchiveProgress", "archive_night"]
@@ -38,7 +39,7 @@ def archive_night(
     shown = ArchiveProgress(progress, len(programmes or settings.programmes))
     try:
         return archive_pipeline(
-            settings.bootstrap_servers,
+            settings.kafka(ARCHIVER),
             settings.naming,
             night,
             dest or settings.archive,

@@ -20,6 +20,7 @@ from alertdist.filters.batch import BatchResult, passes_table, run_batch, run_co
 from alertdist.filters.columnar import wanted_columns
 from alertdist.filters.live import LiveOptions, LiveReport, run_live
 from alertdist.jobs.progress import NoProgress, Progress
+from alertdist.security import filter_service
 from alertdist.settings import Settings
 
 __all__ = [
@@ -62,7 +63,7 @@ def run_filter(
     report = run_live(
         filter_name,
         night,
-        bootstrap_servers=settings.bootstrap_servers,
+        bootstrap_servers=settings.kafka(filter_service(filter_name)),
         naming=settings.naming,
         programmes=programmes or sorted(settings.programmes),
         copy_index=copy_index,

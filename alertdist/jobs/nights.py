@@ -19,7 +19,7 @@ from alertdist.nights.report import (
 )
 from alertdist.nights.state import NightState, end_offsets, known_nights, mark_night, read_night_state
 from alertdist.nights.topics import TopicSettings
-from alertdist.security import OpenedNight
+from alertdist.security import ADMIN, OpenedNight
 from alertdist.security import open_night as open_night_topics
 from alertdist.settings import Settings
 
@@ -28,7 +28,7 @@ __all__ = ["NightSummary", "abort_night", "fresh_night", "open_night", "summaris
 
 def open_night(settings: Settings, night: dt.date, topic_settings: TopicSettings = TopicSettings()) -> OpenedNight:
     """The night's topics (idempotent; drift reported) and its readers' ACLs, before anything is published."""
-    return open_night_topics(settings.bootstrap_servers, settings.naming, night, topic_settings)
+    return open_night_topics(settings.kafka(ADMIN), settings.naming, night, topic_settings)
 
 
 def fresh_night(settings: Settings) -> dt.date:
@@ -37,7 +37,7 @@ def fresh_night(settings: Settings) -> dt.date:
     The simulated main job (`alertdist night` without ``--night``) runs on this night, so running it again the
     same day runs a new night instead of failing on tonight's, already closed; an earlier date, never a future
     one, so a demo night cannot take the name of a real night still to come."""
-    known = known_nights(settings.bootstrap_servers, settings.naming)
+    known = known_nights(settings.kafka(ADMIN), settings.naming)
     night = settings.tonight()
     while f"{night:%Y%m%d}" in known:
         night -= dt.timedelta(days=1)
@@ -48,14 +48,13 @@ def abort_night(settings: Settings, night: dt.date, reason: str) -> bool:
     """Close a night whose publishing failed, so the filters drain what arrived and stop instead of waiting.
 
     Returns whether it closed the night (False: it was closed already)."""
-    state = read_night_state(settings.bootstrap_servers, settings.naming, night)
+    kafka = settings.kafka(ADMIN)  # the publisher that should have closed it may be what failed
+    state = read_night_state(kafka, settings.naming, night)
     if state is not None and state.closed:
         return False
     topics = list(settings.naming.programme_topics(night).values())
     mark_night(
-        settings.bootstrap_servers,
-        settings.naming,
-        NightState(f"{night:%Y%m%d}", "closed", end_offsets(settings.bootstrap_servers, topics), {"aborted": reason}),
+        kafka, settings.naming, NightState(f"{night:%Y%m%d}", "closed", end_offsets(kafka, topics), {"aborted": reason})
     )
     return True
 

@@ -10,6 +10,7 @@ from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.nights.topics import TopicSettings
 from alertdist.publish.publisher import DEFAULT_MAX_PACKET_BYTES, PublishProgress, PublishResult, publish
 from alertdist.publish.sources import SourceSpec
+from alertdist.security import PUBLISHER
 from alertdist.settings import Settings
 
 __all__ = ["publish_night"]
@@ -32,11 +33,12 @@ def publish_night(
 ) -> PublishResult:
     """Publish every packet of ``source`` into ``night`` and (unless ``close`` is False or it is stopped) close it.
 
-    ``topics``: the settings of the night's topics, created first if missing (None: they must exist already).
+    ``topics``: the settings of the night's topics, created first if missing (None: they must exist already). On
+    a secured cluster they must exist: the publisher may not create topics or ACLs, the admin does at dusk.
     """
     stop = stop or threading.Event()
     source.check(settings.storage_options)
-    if topics is not None:
+    if topics is not None and not settings.secured:
         created = [t for t, what in open_night(settings, night, topics).topics.items() if what == "created"]
         if created:
             progress.update(f"created topics {', '.join(created)}", final=True)
@@ -52,7 +54,7 @@ def publish_night(
 
     result = publish(
         source.open(night, stop=stop, storage_options=settings.storage_options),
-        bootstrap_servers=settings.bootstrap_servers,
+        bootstrap_servers=settings.kafka(PUBLISHER),
         naming=settings.naming,
         night=night,
         site=settings.site,

@@ -11,6 +11,7 @@ from alertdist.access.readers import open_sources
 from alertdist.access.replay import ReplayProgress, ReplayResult, ensure_topic, replay_into_night, replay_to_topic
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.nights.topics import TopicSettings
+from alertdist.security import REPLAY
 from alertdist.settings import Settings
 
 __all__ = ["ReplayRequest", "Replayed", "replay"]
@@ -76,7 +77,7 @@ def replay(
 
     topics = TopicSettings(partitions=request.partitions)
     common = dict(
-        bootstrap_servers=settings.bootstrap_servers,
+        bootstrap_servers=settings.kafka(REPLAY),
         sources=names,
         counts=counts,
         speed=request.speed,
@@ -86,7 +87,7 @@ def replay(
     )
     created = False
     if request.topic:
-        created = ensure_topic(settings.bootstrap_servers, request.topic, topics) == "created"
+        created = ensure_topic(settings.kafka(REPLAY), request.topic, topics) == "created"
         result = replay_to_topic(alerts, topic=request.topic, **common)
     else:
         result = replay_into_night(
@@ -94,7 +95,7 @@ def replay(
             naming=settings.naming,
             night=request.night,
             site=settings.site,
-            topic_settings=topics,
+            topic_settings=None if settings.secured else topics,  # secured: the admin opens nights
             check_night=request.check_night,
             reopen=request.reopen,
             **common,

@@ -67,6 +67,10 @@ class TopicNaming:
     def filter_output_topic(self, source_topic: str, filter_name: str) -> str:
         return f"{source_topic}_{filter_name}"
 
+    def filter_group(self, night: dt.date, filter_name: str) -> str:
+        """A filter's consumer group for a night (scoped to the night so a backfill never rebalances tonight)."""
+        return f"{self.survey}_filter_{filter_name}_{night:%Y%m%d}"
+
     def filter_errors_topic(self, night: dt.date, filter_name: str) -> str:
         return f"{self.survey}_{night:%Y%m%d}_{filter_name}_errors"
 

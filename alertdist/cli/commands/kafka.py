@@ -19,7 +19,24 @@ A secured cluster remembers it: later `start`s keep its mode, and starting it op
 The PLAINTEXT listener stays on 127.0.0.1 for the system's own services; its principal (User:ANONYMOUS)
 is a super user, so in production it must be reachable from loopback or a private network only.
 Add consumers with `alertdist users add NAME --role ROLE`.
+
+  --secure-only       the local secure deployment: 3 nodes in <data-dir>/secure on --port + 300, with no
+                      PLAINTEXT listener at all (clients and brokers: SCRAM-SHA-512 over TLS; controllers:
+                      SASL/PLAIN over TLS); its super user is admin, password in <data-dir>/secure/secrets/
+                      (`alertdist night --secure` starts and uses it)
 """
+
+
+#: The local secure deployment listens this far above ALERTDIST_KAFKA_PORT (the two-tier public cluster: 9292).
+SECURE_PORT_OFFSET = 300
+
+
+def secure_cluster(settings: Settings) -> kafka_local.KafkaCluster:
+    """The local secure deployment: 3 nodes, no PLAINTEXT listener, beside (not instead of) the open clusters."""
+    port = settings.kafka_port + SECURE_PORT_OFFSET
+    return kafka_local.KafkaCluster(
+        home=settings.kafka_home / "secure", brokers=3, port=port, controller_port=port + 10000, security="secure_only"
+    )
 
 
 def local_cluster(
@@ -34,6 +51,8 @@ def local_cluster(
         port=port,
         controller_port=port + 10000,
     )
+    if getattr(args, "secure_only", False):
+        return secure_cluster(settings)
     if args is None:
         return cluster
     if getattr(args, "brokers", None):
@@ -49,7 +68,7 @@ def local_cluster(
     return replace(cluster, security=wanted or kafka_local.recorded_security(cluster) or "none")
 
 
-def _with_libs(cluster: kafka_local.KafkaCluster, settings: Settings) -> kafka_local.KafkaCluster:
+def with_libs(cluster: kafka_local.KafkaCluster, settings: Settings) -> kafka_local.KafkaCluster:
     libs = settings.kafka_home / "libs"
     if cluster.libs_dir != libs:
         cluster.home.mkdir(parents=True, exist_ok=True)
@@ -74,7 +93,7 @@ def _start(args, settings):
     kafka_local.install(settings.kafka_home / "libs")
     clusters = _clusters(args, settings)
     for name, cluster in clusters:
-        kafka_local.start(_with_libs(cluster, settings))
+        kafka_local.start(with_libs(cluster, settings))
         print(f"{name}: {cluster.bootstrap_servers}" if len(clusters) > 1 else cluster.bootstrap_servers)
         if cluster.secured:
             tls = f"; clients trust {cluster.ca_location}" if cluster.ca_location else ""
@@ -138,6 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         tier.add_argument(
             "--two-tier", action="store_true", help="both clusters, producing and public, with their own settings"
         )
+        p.add_argument("--secure-only", action="store_true", help="the local secure deployment (see below)")
         p.add_argument(
             "--secure-port",
             type=int,

@@ -7,17 +7,48 @@ import os
 import sys
 
 from alertdist.cli import parsing
+from alertdist.cli.commands.kafka import secure_cluster, with_libs
 from alertdist.cli.commands.prefect_server import local_server
+from alertdist.infra import kafka_local, prefect_local
 from alertdist.jobs import mirror
 from alertdist.jobs.nights import fresh_night
-from alertdist.settings import Settings
+from alertdist.jobs.secure import register_services
+from alertdist.security import ADMIN
+from alertdist.settings import Settings, login_variable
+
+
+def _secure(settings: Settings) -> Settings:
+    """Start (or reuse) the local secure deployment, register the services, and hand them their logins.
+
+    The logins go into this process's environment, which the night's stage processes inherit: the flows read them
+    from `Settings`, so no password is ever a flow parameter. (One machine runs every stage here, so every stage
+    could see every login; deployments on separate workers get only their own.)"""
+    cluster = with_libs(secure_cluster(settings), settings)
+    kafka_local.install(settings.kafka_home / "libs")
+    kafka_local.start(cluster, log=lambda text: print(text, file=sys.stderr))
+    os.environ.update(
+        {
+            "ALERTDIST_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+            "ALERTDIST_KAFKA_CA": str(cluster.ca_location),
+            login_variable(ADMIN): cluster.password("admin"),
+        }
+    )
+    os.environ.update(register_services(Settings.load(), cluster.home / "secrets"))
+    secured = Settings.load()
+    server = local_server(secured, secure=True)
+    prefect_local.start(server, log=lambda text: print(text, file=sys.stderr))
+    os.environ.update(server.client_env())
+    return secured
 
 
 def _run(args, settings: Settings) -> int:
     """Runs the `night` flow: create the night's topics, start the bundled filters, publish a simulated night (or
     --source), close it, let the filters drain, archive to Avro tarballs + Parquet, verify, and report in the
-    Prefect UI."""
-    server = local_server(settings)
+    Prefect UI. With --secure: on the local secure deployment (no PLAINTEXT listener; each service its own SCRAM
+    user; the Prefect server behind basic auth)."""
+    if args.secure:
+        settings = _secure(settings)
+    server = local_server(settings, secure=args.secure)
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.update(server.client_env())  # Prefect's own client settings, before it is imported
     from alertdist.flows.night import night
@@ -87,10 +118,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         p, "archive root to write the night to (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)"
     )
     p.add_argument("--partitions", type=int, default=14, help="partitions per programme topic (default 14)")
-    p.add_argument(
+    deployment = p.add_mutually_exclusive_group()  # the secure deployment is one cluster: no mirror yet
+    deployment.add_argument(
         "--two-tier",
         action="store_true",
         help="publish to the producing cluster and read (filters, archive) from the public one, "
         "$ALERTDIST_PUBLIC_BOOTSTRAP_SERVERS (default: `alertdist kafka start --public`), across MirrorMaker 2 "
         "(started if not running)",
+    )
+    deployment.add_argument(
+        "--secure",
+        action="store_true",
+        help="on the local secure deployment (`alertdist kafka start --secure-only`, started if needed): every "
+        "service logs in as its own SCRAM user over TLS, and the Prefect server asks for basic auth",
     )

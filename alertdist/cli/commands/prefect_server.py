@@ -10,18 +10,25 @@ from alertdist.infra import prefect_local
 from alertdist.settings import Settings
 
 
-def local_server(settings: Settings) -> prefect_local.PrefectServer:
+def local_server(settings: Settings, *, secure: bool = False) -> prefect_local.PrefectServer:
+    """The local Prefect server; ``secure``: the secure deployment's own, behind basic auth, on the next port."""
+    if secure:
+        return prefect_local.PrefectServer(
+            home=settings.prefect_home / "secure", port=settings.prefect_port + 1, auth=True
+        )
     return prefect_local.PrefectServer(home=settings.prefect_home, port=settings.prefect_port)
 
 
 def _start(args, settings):
-    server = local_server(settings)
+    server = local_server(settings, secure=args.secure)
     prefect_local.start(server)
     print(f"export PREFECT_API_URL={server.api_url}   # so `prefect` commands and flows use this server")
+    if server.auth:
+        print(f"# and PREFECT_API_AUTH_STRING from {server.auth_file} (the UI asks for it: user admin)")
 
 
 def _stop(args, settings):
-    prefect_local.stop(local_server(settings))
+    prefect_local.stop(local_server(settings, secure=args.secure))
 
 
 def _shown(text: str) -> int:
@@ -31,7 +38,7 @@ def _shown(text: str) -> int:
 
 
 def _status(args, settings):
-    return _shown(prefect_local.status(local_server(settings)))
+    return _shown(prefect_local.status(local_server(settings, secure=args.secure)))
 
 
 def _deploy(args, settings):
@@ -56,7 +63,7 @@ def _worker_status(args, settings):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parsing.actions(
+    server = parsing.actions(
         sub,
         "prefect",
         "start, stop or check the local Prefect server (SQLite) and its UI",
@@ -67,6 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             ("deploy", _deploy, "create the 'alertdist' process work pool and every deployment in prefect.yaml"),
         ],
     )
+    for name in ("start", "stop", "status"):
+        parsing.action_parser(server, name).add_argument(
+            "--secure", action="store_true", help="the secure deployment's server (basic auth)"
+        )
     parsing.actions(
         sub,
         "worker",

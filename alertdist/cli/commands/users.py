@@ -1,4 +1,4 @@
-"""`alertdist users add|list|remove`: who may read which programmes, enforced by Kafka's ACLs."""
+"""`alertdist users add|list|passwd|remove`: who may read which programmes, enforced by Kafka's ACLs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from alertdist.cli import parsing
 
 ROLES_HELP = """\
 roles:
-  publisher, archiver   the system's services: read and write every topic of the survey, any group
+  publisher             the publisher service: writes each night's programme and rejected topics, the nights topic
+  filter                one filter's live runs (--filter NAME): reads the night, writes only its own outputs
+  archiver              the archiver service: reads each night's programme topics, writes nothing
+  replay                replay into a night: writes its programme topics and the nights topic
   public                reads programme 1 topics (and filter outputs derived from them)
   partnership           reads programme 1 and 2 topics
   caltech               reads programme 1, 2 and 3 topics
@@ -19,7 +22,8 @@ A consumer may use only consumer groups whose id starts with its user name (e.g.
 The user connects to the cluster's SCRAM-SHA-512 listener (see `alertdist kafka start --secure`) with
   security.protocol=SASL_PLAINTEXT (or SASL_SSL with ssl.ca.location=<data-dir>/certs/ca.pem)
   sasl.mechanism(s)=SCRAM-SHA-512, sasl.username=NAME, sasl.password=...
-These commands themselves talk to the cluster as its super user, through the loopback PLAINTEXT listener.
+These commands themselves talk to the cluster as its admin: the loopback PLAINTEXT listener's super user, or on
+a cluster with none the admin login (ALERTDIST_KAFKA_LOGINS__ADMIN__PASSWORD, ALERTDIST_KAFKA_CA).
 """
 
 
@@ -41,10 +45,10 @@ def _password(args) -> str:
 def _add(args, settings):
     """Create a user, or change its password or role (re-running is safe). Applies the role's ACLs to every night whose
     topics exist; each new night's are applied when its topics are created."""
-    from alertdist.security import User, add_user
+    from alertdist.security import ADMIN, User, add_user
 
-    user = User(args.name, args.role)  # validates name and role before asking for a password
-    applied = add_user(settings.bootstrap_servers, settings.naming, user, _password(args))
+    user = User(args.name, args.role, filter=args.filter or "")  # validated before asking for a password
+    applied = add_user(settings.kafka(ADMIN), settings.naming, user, _password(args))
     print(
         f"user {user.name} ({user.role}) added: SCRAM-SHA-512 credential set, {applied} ACL(s) applied "
         "(new nights get theirs when their topics are created)"
@@ -52,9 +56,9 @@ def _add(args, settings):
 
 
 def _list(args, settings):
-    from alertdist.security import ROLES, read_users
+    from alertdist.security import ADMIN, ROLES, read_users
 
-    users = read_users(settings.bootstrap_servers, settings.naming)
+    users = read_users(settings.kafka(ADMIN), settings.naming)
     if not users:
         print("no users registered (add one with `alertdist users add NAME --role ROLE`)")
         return
@@ -65,10 +69,19 @@ def _list(args, settings):
 
 
 def _remove(args, settings):
-    from alertdist.security import remove_user
+    from alertdist.security import ADMIN, remove_user
 
-    deleted = remove_user(settings.bootstrap_servers, settings.naming, args.name)
+    deleted = remove_user(settings.kafka(ADMIN), settings.naming, args.name)
     print(f"user {args.name} removed: credential deleted, {deleted} ACL(s) deleted")
+
+
+def _passwd(args, settings):
+    """A new password for a user (a service's, a reader's or the admin's): the brokers take it at once, no restart;
+    every login after it needs the new one (update the service's ALERTDIST_KAFKA_LOGINS__<SERVICE>__PASSWORD)."""
+    from alertdist.security import ADMIN, set_password
+
+    set_password(settings.kafka(ADMIN), args.name, _password(args))
+    print(f"password of {args.name} changed (no broker restart; connections already open stay up)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,14 +107,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument(
         "--role",
         required=True,
-        choices=["publisher", "archiver", "public", "partnership", "caltech"],
+        choices=["publisher", "filter", "archiver", "replay", "public", "partnership", "caltech"],
         help="what the user may read (see below)",
     )
-    add.add_argument(
-        "--password-stdin",
-        action="store_true",
-        help="read the password from the first line of stdin (else it is asked on the terminal)",
-    )
+    add.add_argument("--filter", metavar="NAME", help="with --role filter: the filter whose runs log in as this user")
+    stdin_help = "read the password from the first line of stdin (else it is asked on the terminal)"
+    add.add_argument("--password-stdin", action="store_true", help=stdin_help)
+
+    passwd = parsing.command(actions, "passwd", _passwd, "change a user's password (no broker restart)", kafka=True)
+    passwd.add_argument("name")
+    passwd.add_argument("--password-stdin", action="store_true", help=stdin_help)
 
     listing = actions.add_parser("list", help="list registered users and their roles")
     listing.set_defaults(run=_list)
