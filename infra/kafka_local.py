@@ -42,6 +42,7 @@ __all__ = [
     "KafkaInfraError",
     "NodeStatus",
     "free_port",
+    "free_ports",
     "install",
     "installed_version",
     "java_command",
@@ -642,7 +643,7 @@ def _is_free(port: int) -> bool:
             return False
 
 
-def _free_ports(count: int) -> int:
+def free_ports(count: int) -> int:
     """A port p with p..p+count-1 and p+10000.. (client and controller listeners) free, all below the ephemeral
     range: a port from that range can be handed to some client socket (the brokers' own connections included)
     between this check and the broker's bind, which made a 3-broker start fail with "Address already in use"."""
@@ -657,7 +658,7 @@ def _free_ports(count: int) -> int:
 
 def free_port() -> int:
     """One free loopback port below the ephemeral range (for a listener such as MirrorMaker's internal REST)."""
-    return _free_ports(1)
+    return free_ports(1)
 
 
 def start_on_free_ports(
@@ -673,7 +674,7 @@ def start_on_free_ports(
         home = folder if attempt == 0 else folder / f"retry-{attempt}"
         home.mkdir(parents=True, exist_ok=True)
         (home / "libs").symlink_to(libs, target_is_directory=True)
-        port = _free_ports(brokers)
+        port = free_ports(brokers)
         cluster = KafkaCluster(
             home=home, brokers=brokers, port=port, controller_port=port + 10000, heap=heap, security=security
         )

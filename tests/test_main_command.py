@@ -11,31 +11,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from alertdist.infra import kafka_local
+
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "test-output"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _free_port(span: int = 0) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if span and port + span >= 65535:
-            continue
-        try:
-            if span:
-                with socket.socket() as s2:
-                    s2.bind(("127.0.0.1", port + span))
-            return port
-        except OSError:
-            continue
 
 
 def _make_night(clone: Path, env: dict, night_args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -54,7 +39,7 @@ def night_on_a_clean_clone(tmp_path_factory):
     clone = tmp_path_factory.mktemp("newuser") / "alertdist"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERTDIST_", "PREFECT_", "VIRTUAL_ENV"))}
-    env.update(ALERTDIST_KAFKA_PORT=str(_free_port(10000)), ALERTDIST_PREFECT_PORT=str(_free_port()))
+    env.update(ALERTDIST_KAFKA_PORT=str(kafka_local.free_ports(1)), ALERTDIST_PREFECT_PORT=str(kafka_local.free_port()))
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     try:
         done = _make_night(clone, env, "--alerts 200 --partitions 2 --night 20231012", 1500)

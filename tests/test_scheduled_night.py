@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from alertdist.archive.verify import read_manifest
+from alertdist.infra import kafka_local
 from alertdist.nights.report import reconcile
 from alertdist.nights.state import read_night_state
 from alertdist.publish.sources import simulated_alerts
@@ -22,12 +22,6 @@ from alertdist.simulate.night import write_drop_folder
 
 ALERTS = 300
 FILTERS = {"bright-transients": "bright_transients", "solar-system": "solar_system", "variable-stars": "variable_stars"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(env: dict, *args: str, timeout: float = 600) -> str:
@@ -103,7 +97,7 @@ class _Scheduler:
 
 def test_a_worker_runs_the_nightly_deployments_into_a_night_that_reconciles(kafka_bootstrap, unique, tmp_path):
     survey = f"w{unique}"
-    port = _free_port()
+    port = kafka_local.free_port()
     env = {
         **os.environ,
         "ALERTDIST_HOME": str(tmp_path / "home"),

@@ -22,7 +22,6 @@ import pytest
 from alertdist.cli.commands.kafka import SECURE_PORT_OFFSET
 from alertdist.infra import kafka_local, prefect_local
 from alertdist.settings import Settings
-from tests.test_main_command import _free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ALERTS = 300
@@ -36,7 +35,7 @@ def secure_night(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERTDIST_", "PREFECT_"))}
     # the secure cluster listens on ALERTDIST_KAFKA_PORT + SECURE_PORT_OFFSET.. (controllers + 10000), its Prefect server on
     # ALERTDIST_PREFECT_PORT + 1: both beside the open ones, which this test never starts
-    secure_port, prefect_port = _free_port(10000), _free_port()
+    secure_port, prefect_port = kafka_local.free_ports(3), kafka_local.free_port()
     env.update(
         ALERTDIST_HOME=str(home),
         ALERTDIST_KAFKA_PORT=str(secure_port - SECURE_PORT_OFFSET),
