@@ -125,10 +125,6 @@ def _live_pid(pid_file: Path) -> int | None:
         return None
 
 
-def _pid(server: PrefectServer) -> int | None:
-    return _live_pid(server.pid_file)
-
-
 def _prefect_command() -> str:
     return str(Path(sys.executable).with_name("prefect"))
 
@@ -198,7 +194,7 @@ def stop(server: PrefectServer, *, timeout: float = 30.0, log=print) -> None:
 
 
 def status(server: PrefectServer) -> str:
-    pid = _pid(server)
+    pid = _live_pid(server.pid_file)
     if _healthy(server):
         return f"Prefect server up at {server.ui_url} (pid {pid or 'not ours'})"
     return f"Prefect server down{f' (pid {pid} not answering)' if pid else ''}"
