@@ -440,7 +440,9 @@ def _java(cluster: KafkaCluster, heap: str) -> list[str]:
 
 def java_command(libs_dir: Path, heap: str) -> list[str]:
     """``java ... -cp <libs>/*``: the start of every command line that runs the installed jars (a broker, a
-    tool, MirrorMaker 2), with the project's log configuration."""
+    tool, MirrorMaker 2), with the project's log configuration. Out of memory, the JVM exits: an OutOfMemoryError
+    in a MirrorMaker task otherwise kills that task for good while the process idles on, copying nothing, where
+    an exit is seen and restarted (the mirror deployment; exactly once, from the last committed transaction)."""
     java = shutil.which("java")
     if java is None:
         raise KafkaInfraError("java is not on PATH: install Java 17+ and run again")
@@ -451,6 +453,7 @@ def java_command(libs_dir: Path, heap: str) -> list[str]:
         f"-Xmx{heap}",
         f"-Xms{heap}",
         "-XX:+UseG1GC",
+        "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={LOG_CONFIG}",
         "-cp",

@@ -2,18 +2,19 @@
 
 Topic names stay as they are (``IdentityReplicationPolicy``), so consumers of the public cluster use the same
 names as the producing one. Only the programme topics and the nights topic are mirrored: a night's rejected
-packets stay home. Exactly-once source support (KIP-618) is enabled: each batch MirrorMaker writes is a
-transaction committed with its source offsets, so a killed and restarted mirror neither loses nor repeats an
-alert. It costs a transaction per batch (a commit marker in each partition it wrote, so downstream offsets are
-no longer contiguous, and read_committed readers see a batch only once it commits) and, in dedicated mode, the
-internal Connect REST listener (KIP-710) through which the tasks' transactional producers are fenced.
+packets stay home. Exactly-once source support (KIP-618) is enabled: what MirrorMaker writes in each half second
+is a transaction committed with its source offsets, so a killed and restarted mirror neither loses nor repeats
+an alert. It costs a transaction every 0.5 s per task (a commit marker in each partition it wrote, so downstream
+offsets are no longer contiguous, and read_committed readers see a record only once its transaction commits: up
+to 0.5 s later), about 40 % of the mirror's throughput on two cores (bench/README.md), and, in dedicated mode,
+the internal Connect REST listener (KIP-710) through which the tasks' transactional producers are fenced.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from alertdist.nights.topics import TopicNaming
@@ -56,7 +57,8 @@ def offset_syncs_topic() -> str:
 @dataclass(frozen=True)
 class MirrorSpec:
     """One mirror: from ``source`` to ``target`` (bootstrap servers), the ``topics`` regex, the internal REST
-    port, and the replication factor of the topics it creates (the target's size, up to 3)."""
+    port, and the replication factor of the topics it creates (the target's size, up to 3); ``overrides`` are
+    properties set last (tuning experiments: `bench/mirror.py --set`)."""
 
     source: str
     target: str
@@ -65,6 +67,7 @@ class MirrorSpec:
     replication: int = 1
     tasks: int = 2
     exactly_once: bool = True
+    overrides: dict[str, str] = field(default_factory=dict)
 
 
 def mirror_properties(spec: MirrorSpec) -> dict[str, str]:
@@ -93,14 +96,18 @@ def mirror_properties(spec: MirrorSpec) -> dict[str, str]:
         f"{TARGET}.producer.max.request.size": str(11 * 1024 * 1024),  # the largest packets the topics take
         f"{TARGET}.producer.compression.type": "lz4",  # as the topics store them: no recompression
         f"{TARGET}.producer.linger.ms": "20",
-        f"{TARGET}.producer.batch.size": str(4 * 1024 * 1024),  # the default 16 KB holds not one 80 KB alert
+        f"{TARGET}.producer.batch.size": str(1024 * 1024),  # the default 16 KB holds not one 80 KB alert
+        f"{TARGET}.producer.buffer.memory": str(64 * 1024 * 1024),  # 14 partitions of 1 MB batches, per task
         f"{SOURCE}.consumer.max.partition.fetch.bytes": str(4 * 1024 * 1024),
         "dedicated.mode.enable.internal.rest": "true",
         "listeners": f"http://127.0.0.1:{spec.rest_port}",
     }
     if spec.exactly_once:
         props[f"{TARGET}.exactly.once.source.support"] = "enabled"  # a worker setting: per target cluster
-    return props
+        # a transaction every half second rather than one per poll of up to 500 records (~40 MB)
+        props[f"{flow}.transaction.boundary"] = "interval"  # a connector setting: per replication flow
+        props[f"{flow}.transaction.boundary.interval.ms"] = "500"
+    return {**props, **spec.overrides}
 
 
 def write_properties(path: Path, props: dict[str, str]) -> None:

@@ -32,7 +32,7 @@ class MirrorHome:
 
     folder: Path
     libs: Path
-    heap: str = "512m"
+    heap: str = "1g"
 
     def path(self, what: str) -> Path:
         """Its ``properties``, ``pid`` or ``log`` file."""
