@@ -17,6 +17,9 @@ mirror's lag is shown all night (the `close-downstream` task).
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ProcessPoolTaskRunner
@@ -39,10 +42,16 @@ STAGE_PROCESSES = 8
 
 
 STAGES = {"publish": publish_night, "filter": filter_night, "archive": archive_night}
+#: Each stage's CPU priority (nice value). The stream to the world comes first: when the cores are saturated the
+#: publisher keeps the camera's pace and the filters fall behind and catch up (their outputs are exactly-once
+#: whenever they come); below saturation, as at ZTF's rates, every stage gets all the CPU it asks for anyway.
+NICENESS = {"publish": 0, "filter": 10, "archive": 0}
 
 
 def run_stage(name: str, kind: str, parameters: dict) -> tuple[object, dict]:
     """Run the ``kind`` stage's flow in this process of the pool; its result, and what it cost the process."""
+    with contextlib.suppress(PermissionError):  # only a privileged process may raise its priority again
+        os.setpriority(os.PRIO_PROCESS, 0, NICENESS[kind])
     with process_usage() as usage:
         result = STAGES[kind](**parameters)
     return result, usage
