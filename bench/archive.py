@@ -14,8 +14,10 @@ API, and the task's input hashing; the child also exits only once those are sent
 flow rate over the best CLI rate (target >= 0.9).
 Baseline: `org.apache.kafka.tools.ConsumerPerformance` reading the same topics in the same run (rate, its own
 CPU and the broker's); the ratio archiver/ConsumerPerformance says how much of Kafka's raw read rate the archive
-keeps. Each round runs ConsumerPerformance, then the CLI, then the flow, so a ratio compares runs under the same
-load; each archiver run starts once the broker is idle and writes to an empty folder. Best of `--rounds` counts
+keeps. Each round runs ConsumerPerformance, then the CLI and the flow (in turn first: the second run of a round
+would otherwise always inherit the first's page-cache and disk state), so a ratio compares runs under the same
+load; each archiver run starts once the previous run's files are synced to disk and the broker is idle, and
+writes to an empty folder. Best of `--rounds` counts
 for rates and ratios, the largest for memory. On a machine shared with other work, wall-clock rates follow the
 load (recorded in the JSON); CPU milliseconds per alert do not.
 
@@ -223,6 +225,7 @@ def measure(
     and the Prefect server spent meanwhile (per alert)."""
     work.mkdir()
     shutil.rmtree(out, ignore_errors=True)  # every run archives afresh
+    os.sync()  # the previous run's written files go to disk now, not during this run
     wait_until_idle(pids["broker"])
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     elapsed, usage, summary = run(out, work)
@@ -302,7 +305,8 @@ def main() -> int:
                         "kafka_cpu_ms": kafka_cpu / count * 1e3,
                         "kafka_broker_ms": kafka_broker_ms,
                     }
-                    for kind, server in (("cli", None), ("flow", prefect)):
+                    kinds = [("cli", None), ("flow", prefect)]
+                    for kind, server in kinds if round_ % 2 == 0 else kinds[::-1]:  # neither always goes second
                         run[kind] = r = measure(
                             functools.partial(run_archiver, bootstrap, naming, prefect=server),
                             folder / f"out-{size}",
