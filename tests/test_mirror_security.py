@@ -182,3 +182,26 @@ def test_the_mirror_rights_are_its_two_roles_and_nothing_cluster_wide(settings):
     upstream = acls[False]
     programme = set(settings.naming.programme_topics(NIGHT).values())
     assert {a.operation for a in upstream if a.name in programme} == {AclOperation.READ, AclOperation.DESCRIBE_CONFIGS}
+
+
+def test_the_cli_adds_readers_to_the_public_cluster_only(settings, monkeypatch, capsys):
+    import io
+
+    from alertdist.cli.main import main as cli
+    from alertdist.settings import login_variable
+
+    env = {
+        "ALERTDIST_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "ALERTDIST_PUBLIC_BOOTSTRAP_SERVERS": settings.public_bootstrap_servers,
+        "ALERTDIST_PUBLIC_KAFKA_CA": str(settings.public_kafka_ca),
+        login_variable(ADMIN, public=True): settings.public_kafka_logins[ADMIN].password.get_secret_value(),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("sys.stdin", io.StringIO("bob-reads-partnership-data\n"))
+    assert cli(["users", "add", "bob", "--role", "partnership", "--public", "--password-stdin"]) == 0
+    assert cli(["users", "list", "--public"]) == 0
+    listed = capsys.readouterr().out
+    assert "bob" in listed and "partnership" in listed and f"{MIRROR} " in listed
+    admin = admin_client(settings.kafka(ADMIN))
+    assert "bob" not in admin.describe_user_scram_credentials(request_timeout=30).result()
