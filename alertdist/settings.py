@@ -135,6 +135,12 @@ class Settings(BaseSettings):
             self.public_bootstrap_servers, self.public_kafka_logins, self.public_kafka_ca, service, public=True
         )
 
+    def downstream(self) -> Settings:
+        """These settings as the readers of the two-tier mode (filters, archiver) use them: the public cluster as
+        their cluster, with its own logins and CA."""
+        update = {"bootstrap_servers": self.public_bootstrap_servers, "kafka_logins": self.public_kafka_logins}
+        return self.model_copy(update={**update, "kafka_ca": self.public_kafka_ca})
+
     @property
     def kafka_home(self) -> Path:
         return self.home / "kafka"

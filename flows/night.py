@@ -82,7 +82,11 @@ def night(
     )
     night = night or settings.tonight()
     common = dict(night=night, bootstrap_servers=settings.bootstrap_servers, survey=settings.survey)
-    readers = {**common, "bootstrap_servers": settings.public_bootstrap_servers} if public_bootstrap_servers else common
+    readers = (
+        {**common, "public_bootstrap_servers": settings.public_bootstrap_servers}
+        if public_bootstrap_servers
+        else common
+    )
 
     if public_bootstrap_servers:  # the mirror may create the night's topics there the moment they exist upstream
         secure_night_downstream(settings, night)

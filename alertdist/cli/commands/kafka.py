@@ -31,11 +31,13 @@ Add consumers with `alertdist users add NAME --role ROLE`.
 SECURE_PORT_OFFSET = 300
 
 
-def secure_cluster(settings: Settings) -> kafka_local.KafkaCluster:
-    """The local secure deployment: 3 nodes, no PLAINTEXT listener, beside (not instead of) the open clusters."""
-    port = settings.kafka_port + SECURE_PORT_OFFSET
+def secure_cluster(settings: Settings, *, public: bool = False) -> kafka_local.KafkaCluster:
+    """The local secure deployment: 3 nodes, no PLAINTEXT listener, beside (not instead of) the open clusters; with
+    ``public``, the public cluster of a secured two-tier pair (its own ports, data, CA and users)."""
+    port = (settings.public_kafka_port if public else settings.kafka_port) + SECURE_PORT_OFFSET
+    home = settings.home / "kafka-public" if public else settings.kafka_home
     return kafka_local.KafkaCluster(
-        home=settings.kafka_home / "secure", brokers=3, port=port, controller_port=port + 10000, security="secure_only"
+        home=home / "secure", brokers=3, port=port, controller_port=port + 10000, security="secure_only"
     )
 
 
