@@ -205,3 +205,15 @@ def test_the_cli_adds_readers_to_the_public_cluster_only(settings, monkeypatch, 
     assert "bob" in listed and "partnership" in listed and f"{MIRROR} " in listed
     admin = admin_client(settings.kafka(ADMIN))
     assert "bob" not in admin.describe_user_scram_credentials(request_timeout=30).result()
+
+
+def test_kafka_two_tier_secure_only_names_a_secured_pair(tmp_path, monkeypatch, capsys):
+    """`alertdist kafka start|stop|status --two-tier --secure-only` act on both secured clusters (here: status,
+    with neither running)."""
+    from alertdist.cli.main import main as cli
+
+    monkeypatch.setenv("ALERTDIST_HOME", str(tmp_path))
+    assert cli(["kafka", "status", "--two-tier", "--secure-only"]) == 3
+    out = capsys.readouterr().out
+    assert f"producing cluster ({tmp_path / 'kafka' / 'secure'}), security secure_only" in out
+    assert f"public cluster ({tmp_path / 'kafka-public' / 'secure'}), security secure_only" in out
