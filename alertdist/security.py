@@ -4,7 +4,8 @@ ZTF data has owners: programme 1 is public, 2 belongs to the partnership, 3 to C
 Service roles (`publisher`, `filter`, `archiver`, `replay`) each get only their part of a night (`night_acls`):
 the publisher cannot create or delete topics or read any programme, a filter writes only its own outputs, the
 archiver writes nothing; the admin, a super user of the cluster, creates topics, ACLs and users. Consumer roles read their programmes' topics of each night, and the filter outputs derived from them, and may
-use only consumer groups whose id starts with their user name.
+use only consumer groups whose id starts with their user name. In the two-tier mode MirrorMaker 2's login has a
+role on each cluster (`mirror_source` upstream, `mirror_target` downstream: `_mirror_acls`).
 
 Why ACLs per night: topics are named ``<survey>_<YYYYMMDD>_programid<N>``, the date before the programme, so no
 prefix covers one programme across nights. The users and their roles are therefore kept in the compacted
@@ -206,7 +207,7 @@ def user_acls(naming: TopicNaming, user: User) -> list[AclBinding]:
         # READ on a group implies DESCRIBE; the prefix keeps users from joining (and disturbing) others' groups
         return [allow(ResourceType.GROUP, user.name, AclOperation.READ, ResourcePatternType.PREFIXED)]
     if role in MIRROR_ROLES:
-        return _mirror_acls(naming, user, [nights])
+        return _mirror_acls(user, [nights], standing=True)
     bindings = [
         allow(ResourceType.TOPIC, nights, AclOperation.READ),
         allow(ResourceType.GROUP, UNASSIGNED_GROUP, AclOperation.DESCRIBE),
@@ -238,7 +239,7 @@ def night_acls(naming: TopicNaming, night: dt.date, user: User) -> list[AclBindi
     if role in ("publisher", "replay"):  # a replayed night goes through the publisher, rejections included
         return each([*topics, naming.rejected_topic(night)], AclOperation.WRITE)
     if role in MIRROR_ROLES:
-        return _mirror_acls(naming, user, topics)
+        return _mirror_acls(user, topics, standing=False)
     if role == "archiver":
         return each(topics, AclOperation.READ)
     if role == "filter":
@@ -265,12 +266,12 @@ def night_acls(naming: TopicNaming, night: dt.date, user: User) -> list[AclBindi
     ]
 
 
-def _mirror_acls(naming: TopicNaming, user: User, mirrored: list[str]) -> list[AclBinding]:
+def _mirror_acls(user: User, mirrored: list[str], *, standing: bool) -> list[AclBinding]:
     """MirrorMaker 2's rights on the ``mirrored`` topics (the nights topic, or a night's programme topics) and,
-    beside the nights topic, on its own topics, group and transactional ids. Exactly what it used against real
+    with ``standing`` (its night-independent rights), on its own topics, group and transactional ids. Exactly what it used against real
     brokers (their authorizer's log at DEBUG); its one denial, CREATE ``heartbeats`` on the public cluster, is of
     no consequence: heartbeats are off (`mirror.config`). WRITE implies IDEMPOTENT_WRITE: no cluster right."""
-    names, standing = MirrorNames(), naming.nights_topic in mirrored
+    names = MirrorNames()
     op = AclOperation
 
     def each(topics, *operations, **where):

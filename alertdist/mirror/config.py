@@ -64,8 +64,9 @@ def offset_syncs_topic() -> str:
 
 @dataclass(frozen=True)
 class MirrorSpec:
-    """One mirror: from ``source`` to ``target`` (bootstrap servers), the ``topics`` regex, the internal REST
-    port, and the replication factor of the topics it creates (the target's size, up to 3)."""
+    """One mirror: from ``source`` to ``target`` (bootstrap servers; a `Brokers` carrying the mirror's login on a
+    secured cluster), the ``topics`` regex, the internal REST port, and the replication factor of the topics it
+    creates (the target's size, up to 3)."""
 
     source: str
     target: str
