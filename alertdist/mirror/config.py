@@ -79,7 +79,7 @@ class MirrorSpec:
 
 def mirror_properties(spec: MirrorSpec, secrets: Path | None = None) -> dict[str, str]:
     """The properties file of ``connect-mirror-maker`` (dedicated mode) for ``spec``; ``secrets`` is where
-    `write_secrets` keeps the passwords of a secured spec."""
+    `process.start` writes (0600) the passwords of a secured spec (`mirror_secrets`)."""
     flow = f"{SOURCE}->{TARGET}"
     replicas = str(spec.replication)
     props = {
