@@ -9,53 +9,25 @@ downstream, and no password may be found in what it leaves behind.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from alertdist.cli.commands.kafka import SECURE_PORT_OFFSET
-from alertdist.infra import kafka_local, prefect_local
-from alertdist.mirror import process
-from alertdist.settings import Settings
-
-REPO = Path(__file__).resolve().parents[1]
-ALERTS = 300
+from alertdist.infra import kafka_local
+from tests.test_secure_night import ALERTS, secure_night_run
 
 
 @pytest.fixture(scope="module")
 def two_tier_night(tmp_path_factory):
     home = tmp_path_factory.mktemp("secure-two-tier-night")
-    (home / "kafka").mkdir()
-    (home / "kafka" / "libs").symlink_to(Settings.from_env().kafka_home / "libs", target_is_directory=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERTDIST_", "PREFECT_"))}
-    producing, public, prefect_port = kafka_local.free_ports(3), kafka_local.free_ports(3), kafka_local.free_port()
-    env.update(
-        ALERTDIST_HOME=str(home),
-        ALERTDIST_KAFKA_PORT=str(producing - SECURE_PORT_OFFSET),
+    public = kafka_local.free_ports(3)  # the public cluster: ALERTDIST_PUBLIC_KAFKA_PORT + SECURE_PORT_OFFSET..
+    with secure_night_run(
+        home,
+        "--two-tier",
         ALERTDIST_PUBLIC_KAFKA_PORT=str(public - SECURE_PORT_OFFSET),
-        ALERTDIST_PREFECT_PORT=str(prefect_port - 1),
         ALERTDIST_MIRROR_REST_PORT=str(kafka_local.free_port()),
-    )
-    server = prefect_local.PrefectServer(home / "prefect" / "secure", prefect_port, auth=True)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "alertdist.cli.main", "night", "--two-tier", "--secure", "--alerts", str(ALERTS)]
-            + ["--partitions", "2", "--night", "20231012"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1500,
-        )
+    ) as (_, done):
         yield home, done
-    finally:
-        process.stop(process.MirrorHome(home / "mirror", home / "kafka" / "libs"))
-        prefect_local.stop(server, log=lambda *_: None)
-        for secure in (home / "kafka" / "secure", home / "kafka-public" / "secure"):
-            kafka_local.stop_under(secure, log=lambda *_: None)
 
 
 def test_the_secured_two_tier_night_runs_end_to_end_and_balances(two_tier_night):
