@@ -4,7 +4,8 @@ ZTF data has owners: programme 1 is public, 2 belongs to the partnership, 3 to C
 Service roles (`publisher`, `filter`, `archiver`, `replay`) each get only their part of a night (`night_acls`):
 the publisher cannot create or delete topics or read any programme, a filter writes only its own outputs, the
 archiver writes nothing; the admin, a super user of the cluster, creates topics, ACLs and users. Consumer roles read their programmes' topics of each night, and the filter outputs derived from them, and may
-use only consumer groups whose id starts with their user name.
+use only consumer groups whose id starts with their user name. In the two-tier mode MirrorMaker 2's login has a
+role on each cluster (`mirror_source` upstream, `mirror_target` downstream: `_mirror_acls`).
 
 Why ACLs per night: topics are named ``<survey>_<YYYYMMDD>_programid<N>``, the date before the programme, so no
 prefix covers one programme across nights. The users and their roles are therefore kept in the compacted
@@ -36,11 +37,20 @@ from confluent_kafka.admin import (
 from alertdist.kafka.clients import UNASSIGNED_GROUP, admin_client, scram_client_config
 from alertdist.kafka.errors import KafkaOperationError, retry_until
 from alertdist.kafka.state_topic import KeyedStateTopic
-from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics, replication_for
+from alertdist.nights.topics import (
+    MirrorNames,
+    TopicNaming,
+    TopicSettings,
+    create_topics,
+    ensure_night_topics,
+    replication_for,
+)
 
 __all__ = [
     "ADMIN",
     "ARCHIVER",
+    "MIRROR",
+    "MIRROR_ROLES",
     "PUBLISHER",
     "REPLAY",
     "ROLES",
@@ -96,6 +106,19 @@ ROLES: dict[str, Role] = {
     "replay": Role(
         "replay", service=True, description="writes a night's programme and rejected topics and the nights topic"
     ),
+    # the mirror's login has one role on each cluster of the two-tier mode (`MIRROR_ROLES`)
+    "mirror_source": Role(
+        "mirror_source",
+        service=True,
+        description="MirrorMaker 2 on the producing cluster: reads the programme topics and the nights topic, "
+        "keeps its offset syncs",
+    ),
+    "mirror_target": Role(
+        "mirror_target",
+        service=True,
+        description="MirrorMaker 2 on the public cluster: creates and writes the mirrored topics, runs its Connect "
+        "worker (topics, group, transactional ids)",
+    ),
     "public": Role("public", (1,), description="reads programme 1 (public) topics"),
     "partnership": Role("partnership", (1, 2), description="reads programme 1 and 2 topics"),
     "caltech": Role("caltech", (1, 2, 3), description="reads programme 1, 2 and 3 topics"),
@@ -103,7 +126,9 @@ ROLES: dict[str, Role] = {
 
 #: The services' own logins (the keys of `Settings.kafka_logins`; each is also its user's default name). The admin
 #: is a super user of the cluster (`alertdist kafka start --secure-only`), so it needs no ACL and no role.
-ADMIN, PUBLISHER, ARCHIVER, REPLAY = "admin", "publisher", "archiver", "replay"
+ADMIN, PUBLISHER, ARCHIVER, REPLAY, MIRROR = "admin", "publisher", "archiver", "replay", "mirror"
+#: The mirror's role on the producing cluster and on the public one.
+MIRROR_ROLES = ("mirror_source", "mirror_target")
 
 
 def filter_service(filter_name: str) -> str:
@@ -157,6 +182,16 @@ def _allow(
     return AclBinding(resource, name, pattern, principal, "*", operation, AclPermissionType.ALLOW)
 
 
+def _grants(
+    principal: str,
+    names: list[str],
+    *operations: AclOperation,
+    pattern: ResourcePatternType = ResourcePatternType.LITERAL,
+    resource: ResourceType = ResourceType.TOPIC,
+) -> list[AclBinding]:
+    return [_allow(resource, n, pattern, principal, op) for n in names for op in operations]
+
+
 def user_acls(naming: TopicNaming, user: User) -> list[AclBinding]:
     """The night-independent ACLs of a user: the nights topic for the services, its consumer groups for a reader.
 
@@ -171,6 +206,8 @@ def user_acls(naming: TopicNaming, user: User) -> list[AclBinding]:
     if not ROLES[role].service:
         # READ on a group implies DESCRIBE; the prefix keeps users from joining (and disturbing) others' groups
         return [allow(ResourceType.GROUP, user.name, AclOperation.READ, ResourcePatternType.PREFIXED)]
+    if role in MIRROR_ROLES:
+        return _mirror_acls(user, [nights], standing=True)
     bindings = [
         allow(ResourceType.TOPIC, nights, AclOperation.READ),
         allow(ResourceType.GROUP, UNASSIGNED_GROUP, AclOperation.DESCRIBE),
@@ -196,11 +233,13 @@ def night_acls(naming: TopicNaming, night: dt.date, user: User) -> list[AclBindi
     p, role = user.principal, user.role
     topics = list(naming.programme_topics(night).values())
 
-    def each(names, *operations, pattern=ResourcePatternType.LITERAL, resource=ResourceType.TOPIC):
-        return [_allow(resource, n, pattern, p, op) for n in names for op in operations]
+    def each(names, *operations, **where):
+        return _grants(p, names, *operations, **where)
 
     if role in ("publisher", "replay"):  # a replayed night goes through the publisher, rejections included
         return each([*topics, naming.rejected_topic(night)], AclOperation.WRITE)
+    if role in MIRROR_ROLES:
+        return _mirror_acls(user, topics, standing=False)
     if role == "archiver":
         return each(topics, AclOperation.READ)
     if role == "filter":
@@ -225,6 +264,31 @@ def night_acls(naming: TopicNaming, night: dt.date, user: User) -> list[AclBindi
         *each(readable, AclOperation.READ),
         *each(outputs, AclOperation.READ, pattern=ResourcePatternType.PREFIXED),
     ]
+
+
+def _mirror_acls(user: User, mirrored: list[str], *, standing: bool) -> list[AclBinding]:
+    """MirrorMaker 2's rights on the ``mirrored`` topics (the nights topic, or a night's programme topics) and,
+    with ``standing`` (its night-independent rights), on its own topics, group and transactional ids. Exactly what it used against real
+    brokers (their authorizer's log at DEBUG); its one denial, CREATE ``heartbeats`` on the public cluster, is of
+    no consequence: heartbeats are off (`mirror.config`). WRITE implies IDEMPOTENT_WRITE: no cluster right."""
+    names = MirrorNames()
+    op = AclOperation
+
+    def each(topics, *operations, **where):
+        return _grants(user.principal, topics, *operations, **where)
+
+    if user.role == "mirror_source":  # read the topics and their settings; write its offset syncs
+        own = each([names.offset_syncs_topic], op.CREATE, op.WRITE) if standing else []
+        return [*each(mirrored, op.READ, op.DESCRIBE_CONFIGS), *own]
+    txn = ResourceType.TRANSACTIONAL_ID
+    own = [  # the Connect worker: its topics, its group, its tasks' and its leader's transactional ids
+        *each(names.connect_topics, op.CREATE, op.WRITE, op.READ, op.DESCRIBE_CONFIGS),
+        *each([names.connect_group], op.READ, resource=ResourceType.GROUP),
+        *each([names.connect_group], op.WRITE, resource=txn, pattern=ResourcePatternType.PREFIXED),
+        *each([names.leader_transactional_id], op.WRITE, resource=txn),
+    ]
+    created = each(mirrored, op.CREATE, op.WRITE, op.ALTER_CONFIGS, op.DESCRIBE_CONFIGS)  # with the source's settings
+    return [*created, *(own if standing else [])]
 
 
 def _create_acls(admin: AdminClient, bindings: list[AclBinding], what: str, timeout: float) -> int:

@@ -29,9 +29,10 @@ class SettingsError(ValueError):
     """A setting has a value the system cannot use; the message names the variable."""
 
 
-def login_variable(service: str, part: str = "password") -> str:
-    """The environment variable holding a service's Kafka password (or ``user``)."""
-    return f"{_PREFIX}KAFKA_LOGINS__{service.upper()}__{part.upper()}"
+def login_variable(service: str, part: str = "password", *, public: bool = False) -> str:
+    """The environment variable holding a service's Kafka password (or ``user``) on the producing cluster (or, with
+    ``public``, on the public cluster of the two-tier mode)."""
+    return f"{_PREFIX}{'PUBLIC_' if public else ''}KAFKA_LOGINS__{service.upper()}__{part.upper()}"
 
 
 class KafkaLogin(BaseModel):
@@ -57,7 +58,8 @@ class Settings(BaseSettings):
 
     A secured cluster: ``kafka_logins`` holds each service's login (``ALERTDIST_KAFKA_LOGINS__PUBLISHER__PASSWORD``,
     ``..._USER``; or the whole map as JSON in ``ALERTDIST_KAFKA_LOGINS``) and ``kafka_ca`` the CA to trust (TLS).
-    Passwords are `SecretStr`: a repr, a log line or a flow parameter shows ``**********``.
+    Passwords are `SecretStr`: a repr, a log line or a flow parameter shows ``**********``. The public cluster of
+    the two-tier mode has its own users: ``public_kafka_logins`` and ``public_kafka_ca`` (`public_kafka`).
     """
 
     model_config = SettingsConfigDict(env_prefix=_PREFIX, env_nested_delimiter="__", frozen=True, extra="ignore")
@@ -79,6 +81,8 @@ class Settings(BaseSettings):
     dask_workers: int | None = None
     kafka_logins: dict[str, KafkaLogin] = {}
     kafka_ca: Path | None = None
+    public_kafka_logins: dict[str, KafkaLogin] = {}
+    public_kafka_ca: Path | None = None
 
     @field_validator("site_timezone")
     @classmethod
@@ -118,22 +122,24 @@ class Settings(BaseSettings):
         return bool(self.kafka_logins)
 
     def kafka(self, service: str) -> Brokers:
-        """The bootstrap servers as ``service`` (admin, publisher, archiver, replay, filter_<name>) logs in to them.
+        """The bootstrap servers as ``service`` (admin, publisher, archiver, replay, filter_<name>, mirror) logs in to
+        them.
 
         On an open cluster (no logins configured) every service connects as it is; on a secured one a service
         without a login is an error naming the variable to set, never a silent fallback to another identity."""
-        if not self.secured:
-            return Brokers(self.bootstrap_servers)
-        login = self.kafka_logins.get(service)
-        if login is None:
-            raise SettingsError(
-                f"no Kafka login for the {service} service: set {login_variable(service)} "
-                f"(and {login_variable(service, 'user')} unless its user is named {service})"
-            )
-        return Brokers(
-            self.bootstrap_servers,
-            scram_client_config(login.user or service, login.password, ca_location=self.kafka_ca),
+        return _login(self.bootstrap_servers, self.kafka_logins, self.kafka_ca, service, public=False)
+
+    def public_kafka(self, service: str) -> Brokers:
+        """The public cluster's bootstrap servers as ``service`` logs in to them (its own logins, as `kafka`)."""
+        return _login(
+            self.public_bootstrap_servers, self.public_kafka_logins, self.public_kafka_ca, service, public=True
         )
+
+    def downstream(self) -> Settings:
+        """These settings as the readers of the two-tier mode (filters, archiver) use them: the public cluster as
+        their cluster, with its own logins and CA."""
+        update = {"bootstrap_servers": self.public_bootstrap_servers, "kafka_logins": self.public_kafka_logins}
+        return self.model_copy(update={**update, "kafka_ca": self.public_kafka_ca})
 
     @property
     def kafka_home(self) -> Path:
@@ -170,3 +176,15 @@ class Settings(BaseSettings):
     def from_env(cls) -> Settings:
         """The environment's settings (`load` without overrides)."""
         return cls.load()
+
+
+def _login(servers: str, logins: dict[str, KafkaLogin], ca: Path | None, service: str, *, public: bool) -> Brokers:
+    if not logins:
+        return Brokers(servers)
+    login = logins.get(service)
+    if login is None:
+        raise SettingsError(
+            f"no Kafka login for the {service} service: set {login_variable(service, public=public)} "
+            f"(and {login_variable(service, 'user', public=public)} unless its user is named {service})"
+        )
+    return Brokers(servers, scram_client_config(login.user or service, login.password, ca_location=ca))

@@ -22,10 +22,17 @@ def archive_night(
     programmes: list[int] | None = None,
     bootstrap_servers: str | None = None,
     survey: str | None = None,
+    public_bootstrap_servers: str | None = None,
     work_dir: str | None = None,
     row_group_rows: int = 10_000,
 ) -> dict:
     """Archive ``night`` (YYYYMMDD; default the night now ending at the site) to ``dest`` (default the settings')."""
-    settings = Settings.load(bootstrap_servers=bootstrap_servers, survey=survey, archive_url=dest)
+    settings = Settings.load(
+        bootstrap_servers=bootstrap_servers,
+        survey=survey,
+        public_bootstrap_servers=public_bootstrap_servers,
+        archive_url=dest,
+    )
+    settings = settings.downstream() if public_bootstrap_servers else settings  # the two-tier mode's readers
     options = ArchiveOptions(work_dir=work_dir, row_group_rows=row_group_rows)
     return archive(settings, night or settings.tonight(), settings.archive, programmes, options)

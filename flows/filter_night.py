@@ -22,11 +22,15 @@ def filter_night(
     parallelism: int = 1,
     bootstrap_servers: str | None = None,
     survey: str | None = None,
+    public_bootstrap_servers: str | None = None,
     columnar: bool = False,
 ) -> list[dict]:
     """Run `parallelism` copies of ``filter_name`` (its columnar version if asked) on ``night`` (YYYYMMDD; default
     tonight) until it is consumed."""
-    settings = Settings.load(bootstrap_servers=bootstrap_servers, survey=survey)
+    settings = Settings.load(
+        bootstrap_servers=bootstrap_servers, survey=survey, public_bootstrap_servers=public_bootstrap_servers
+    )
+    settings = settings.downstream() if public_bootstrap_servers else settings  # the two-tier mode's readers
     night = night or settings.tonight()
     futures = [
         run_filter_copy.submit(settings, filter_name, night, i, programmes, columnar) for i in range(parallelism)

@@ -12,7 +12,8 @@ hook in.
 Two-tier (``public_bootstrap_servers`` given): the publisher writes to the producing cluster, MirrorMaker 2 (the
 `mirror` deployment, or `alertdist mirror start`) copies the night to the public cluster, and the filters and
 the archiver read there; the night is closed there with its own offsets once all of it has arrived, and the
-mirror's lag is shown all night (the `close-downstream` task).
+mirror's lag is shown all night (the `close-downstream` task). The night's ACLs are applied on the public
+cluster first, for the users registered there (the mirror, the readers, the filters, the archiver).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from alertdist.flows.topics import create_night_topics
 from alertdist.jobs.usage import process_usage
 from alertdist.nights.dates import Night
 from alertdist.settings import Settings
-from alertdist.tasks.mirror import await_mirrored_topics, close_night_downstream
+from alertdist.tasks.mirror import await_mirrored_topics, close_night_downstream, secure_night_downstream
 from alertdist.tasks.nights import abort_night, announce, report_night
 from alertdist.tasks.policy import run_label
 
@@ -90,8 +91,14 @@ def night(
     )
     night = night or settings.tonight()
     common = dict(night=night, bootstrap_servers=settings.bootstrap_servers, survey=settings.survey)
-    readers = {**common, "bootstrap_servers": settings.public_bootstrap_servers} if public_bootstrap_servers else common
+    readers = (
+        {**common, "public_bootstrap_servers": settings.public_bootstrap_servers}
+        if public_bootstrap_servers
+        else common
+    )
 
+    if public_bootstrap_servers:  # the mirror may create the night's topics there the moment they exist upstream
+        secure_night_downstream(settings, night)
     create_night_topics(partitions=partitions, **common)
     closing = None
     if public_bootstrap_servers:

@@ -15,7 +15,7 @@ from alertdist.settings import Settings
 from alertdist.tasks.policy import transient_retries
 from alertdist.tasks.progress import ArtifactProgress, artifact_key
 
-__all__ = ["await_mirrored_topics", "close_night_downstream", "keep_mirror_running"]
+__all__ = ["await_mirrored_topics", "close_night_downstream", "keep_mirror_running", "secure_night_downstream"]
 
 
 @task(**transient_retries([10, 60, 300]), task_run_name="mirror")
@@ -32,6 +32,12 @@ def keep_mirror_running(settings: Settings, every_s: float, hours: float | None)
             return mirror.keep_mirror_running(settings, stop, every_s=every_s, progress=progress)
     finally:
         timer.cancel()
+
+
+@task(**transient_retries([5, 30]))
+def secure_night_downstream(settings: Settings, night: dt.date) -> int:
+    """The night's ACLs on the public cluster (the mirror's and the readers'), before its topics exist upstream."""
+    return mirror.secure_night_downstream(settings, night)
 
 
 @task(**transient_retries([5, 30]))

@@ -9,6 +9,7 @@ behind: the Prefect database, the logs, the artifacts, the command's output, the
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -21,15 +22,18 @@ import pytest
 
 from alertdist.cli.commands.kafka import SECURE_PORT_OFFSET
 from alertdist.infra import kafka_local, prefect_local
+from alertdist.mirror import process
 from alertdist.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 ALERTS = 300
 
 
-@pytest.fixture(scope="module")
-def secure_night(tmp_path_factory):
-    home = tmp_path_factory.mktemp("secure-home")
+@contextlib.contextmanager
+def secure_night_run(home: Path, *options: str, **env_extra: str):
+    """`alertdist night --secure *options` in a subprocess with ALERTDIST_HOME ``home`` (the jars linked), on free
+    ports; yields (the Prefect server, the finished command). Stops the server, the secured clusters and any
+    MirrorMaker 2 it started."""
     (home / "kafka").mkdir()
     (home / "kafka" / "libs").symlink_to(Settings.from_env().kafka_home / "libs", target_is_directory=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERTDIST_", "PREFECT_"))}
@@ -40,22 +44,34 @@ def secure_night(tmp_path_factory):
         ALERTDIST_HOME=str(home),
         ALERTDIST_KAFKA_PORT=str(secure_port - SECURE_PORT_OFFSET),
         ALERTDIST_PREFECT_PORT=str(prefect_port - 1),
+        **env_extra,
     )
     server = prefect_local.PrefectServer(home / "prefect" / "secure", prefect_port, auth=True)
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "alertdist.cli.main", "night", "--secure", "--alerts", str(ALERTS)]
-            + ["--partitions", "2", "--night", "20231012"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=1200,
+        yield (
+            server,
+            subprocess.run(
+                [sys.executable, "-m", "alertdist.cli.main", "night", "--secure", "--alerts", str(ALERTS), *options]
+                + ["--partitions", "2", "--night", "20231012"],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=1500,
+            ),
         )
-        yield home, server, done
     finally:
+        process.stop(process.MirrorHome(home / "mirror", home / "kafka" / "libs"))
         prefect_local.stop(server, log=lambda *_: None)
-        kafka_local.stop_under(home / "kafka" / "secure", log=lambda *_: None)
+        for secure in (home / "kafka" / "secure", home / "kafka-public" / "secure"):
+            kafka_local.stop_under(secure, log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def secure_night(tmp_path_factory):
+    home = tmp_path_factory.mktemp("secure-home")
+    with secure_night_run(home) as (server, done):
+        yield home, server, done
 
 
 def _api(server: prefect_local.PrefectServer, path: str, body: dict | None = None, *, auth: bool = True):

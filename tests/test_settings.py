@@ -127,3 +127,24 @@ def test_service_logins_come_from_the_environment_and_never_print(monkeypatch):
 def test_an_open_cluster_needs_no_login():
     settings = Settings.load(bootstrap_servers="127.0.0.1:1")
     assert not settings.secured and settings.kafka("archiver").login == {} and settings.kafka("admin") == "127.0.0.1:1"
+
+
+def test_the_public_cluster_has_its_own_logins_and_ca(monkeypatch):
+    """Two-tier: each cluster its own users; the readers' stages see the public cluster as theirs (`downstream`)."""
+    monkeypatch.setenv("ALERTDIST_PUBLIC_BOOTSTRAP_SERVERS", "127.0.0.1:2")
+    monkeypatch.setenv("ALERTDIST_KAFKA_LOGINS__MIRROR__PASSWORD", "mirror upstream 123")
+    monkeypatch.setenv("ALERTDIST_PUBLIC_KAFKA_LOGINS__MIRROR__PASSWORD", "mirror downstream 456")
+    monkeypatch.setenv("ALERTDIST_PUBLIC_KAFKA_LOGINS__ARCHIVER__PASSWORD", "archiver downstream 789")
+    monkeypatch.setenv("ALERTDIST_PUBLIC_KAFKA_CA", "/etc/kafka/public-ca.pem")
+    settings = Settings.load(bootstrap_servers="127.0.0.1:1")
+    down = settings.public_kafka("mirror")
+    assert down == "127.0.0.1:2" and down.login["sasl.password"].get_secret_value() == "mirror downstream 456"
+    assert down.login["ssl.ca.location"] == "/etc/kafka/public-ca.pem"
+    assert settings.kafka("mirror").login["sasl.password"].get_secret_value() == "mirror upstream 123"
+    with pytest.raises(SettingsError, match="ALERTDIST_KAFKA_LOGINS__ARCHIVER__PASSWORD"):
+        settings.kafka("archiver")  # the archiver has no login upstream
+    readers = settings.downstream()
+    assert readers.kafka("archiver") == "127.0.0.1:2"
+    assert readers.kafka("archiver").login["sasl.password"].get_secret_value() == "archiver downstream 789"
+    with pytest.raises(SettingsError, match="ALERTDIST_PUBLIC_KAFKA_LOGINS__PUBLISHER__PASSWORD"):
+        settings.public_kafka("publisher")

@@ -13,6 +13,7 @@ from alertdist.mirror import closing, process
 from alertdist.mirror.config import MirrorSpec, mirrored_topics
 from alertdist.nights.state import NightState
 from alertdist.nights.topics import TopicsError, replication_for
+from alertdist.security import ADMIN, MIRROR, secure_night
 from alertdist.settings import Settings
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "keep_mirror_running",
     "mirror_home",
     "mirror_spec",
+    "secure_night_downstream",
     "start_mirror",
     "wait_for_mirrored_topics",
 ]
@@ -32,13 +34,14 @@ def mirror_home(settings: Settings) -> process.MirrorHome:
 
 def mirror_spec(settings: Settings, night: dt.date | None = None) -> MirrorSpec:
     """The mirror the settings describe: producing -> public, every night's programme topics (or ``night``'s)
-    and the nights topic, the internal REST on ``mirror_rest_port``, replication as the public cluster allows."""
+    and the nights topic, the internal REST on ``mirror_rest_port``, replication as the public cluster allows; on
+    secured clusters it logs in to each as the mirror."""
     return MirrorSpec(
-        source=settings.bootstrap_servers,
-        target=settings.public_bootstrap_servers,
+        source=settings.kafka(MIRROR),
+        target=settings.public_kafka(MIRROR),
         topics=mirrored_topics(settings.naming, night),
         rest_port=settings.mirror_rest_port,
-        replication=replication_for(admin_client(settings.public_bootstrap_servers), None),
+        replication=replication_for(admin_client(settings.public_kafka(ADMIN)), None),
     )
 
 
@@ -93,12 +96,19 @@ def wait_for_mirrored_topics(settings: Settings, night: dt.date, *, timeout: flo
     retry_until(
         "waiting for the night's topics on the public cluster",
         _topics_there,
-        settings.public_bootstrap_servers,
+        settings.public_kafka(ADMIN),
         topics,
         timeout_s=timeout,
         delay_s=1.0,
     )
     return topics
+
+
+def secure_night_downstream(settings: Settings, night: dt.date) -> int:
+    """Apply the night's ACLs on the public cluster for the users registered there (its readers, filters, archiver
+    and the mirror), before the night's topics exist upstream: MirrorMaker creates them downstream within seconds,
+    and needs its rights on them by then. Returns the ACLs applied (0 on an open public cluster)."""
+    return secure_night(settings.public_kafka(ADMIN), settings.naming, night)
 
 
 def close_night_downstream(
@@ -115,8 +125,8 @@ def close_night_downstream(
         progress.update(f"mirror lag {n} alerts (night {night:%Y%m%d})")
 
     state = closing.close_downstream(
-        settings.bootstrap_servers,
-        settings.public_bootstrap_servers,
+        settings.kafka(ADMIN),
+        settings.public_kafka(ADMIN),
         settings.naming,
         night,
         stop=stop,

@@ -19,6 +19,7 @@ __all__ = [
     "Brokers",
     "admin_client",
     "consumer",
+    "opened_secret",
     "producer",
     "scram_client_config",
 ]
@@ -91,12 +92,13 @@ def scram_client_config(username: str, password, *, ca_location=None) -> dict:
     return config
 
 
-def _opened(value):
+def opened_secret(value):
+    """A login value as a client needs it: a ``SecretStr`` opened, anything else as it is."""
     return value.get_secret_value() if hasattr(value, "get_secret_value") else value
 
 
 def _common(bootstrap_servers: str) -> dict:
-    login = {k: _opened(v) for k, v in getattr(bootstrap_servers, "login", {}).items()}
+    login = {k: opened_secret(v) for k, v in getattr(bootstrap_servers, "login", {}).items()}
     return {"bootstrap.servers": str(bootstrap_servers), "logger": _LIBRDKAFKA_LOG, **login}
 
 

@@ -8,6 +8,13 @@ an alert. It costs a transaction every 0.5 s per task (a commit marker in each p
 offsets are no longer contiguous, and read_committed readers see a record only once its transaction commits: up
 to 0.5 s later), about 40 % of the mirror's throughput on two cores (bench/README.md), and, in dedicated mode,
 the internal Connect REST listener (KIP-710) through which the tasks' transactional producers are fenced.
+
+On secured clusters (``MirrorSpec.source``/``target`` are `Brokers` carrying the mirror's SCRAM login) each side
+gets its ``<alias>.security.protocol``, SASL and PEM truststore settings. The passwords are not in the properties
+file: it names them through Kafka's ``FileConfigProvider`` (``${file:<secrets>:<alias>.password}``) and they sit
+in a separate 0600 secrets file. Why a provider rather than a 0600 properties file: MirrorMaker stores each
+connector's configuration in Connect's config topic on the public cluster, and a provider's placeholder is what
+gets stored there, not the password (resolved only inside the worker); the properties file stays readable.
 """
 
 from __future__ import annotations
@@ -17,13 +24,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alertdist.nights.topics import TopicNaming
+from alertdist.kafka.clients import opened_secret
+from alertdist.nights.topics import MIRROR_SOURCE, MIRROR_TARGET, MirrorNames, TopicNaming
 
 __all__ = [
     "SOURCE",
     "TARGET",
     "MirrorSpec",
     "mirror_properties",
+    "mirror_secrets",
     "mirrored_topics",
     "offset_syncs_topic",
     "write_properties",
@@ -40,7 +49,7 @@ _INTERNAL_TOPICS = (
 )
 
 #: The clusters' aliases in the properties file (and in MirrorMaker's internal topic names).
-SOURCE, TARGET = "producing", "public"
+SOURCE, TARGET = MIRROR_SOURCE, MIRROR_TARGET
 
 
 def mirrored_topics(naming: TopicNaming, night: dt.date | None = None) -> str:
@@ -51,14 +60,15 @@ def mirrored_topics(naming: TopicNaming, night: dt.date | None = None) -> str:
 
 def offset_syncs_topic() -> str:
     """Where MirrorMaker records upstream -> downstream offsets (on the source cluster, its default)."""
-    return f"mm2-offset-syncs.{TARGET}.internal"
+    return MirrorNames().offset_syncs_topic
 
 
 @dataclass(frozen=True)
 class MirrorSpec:
-    """One mirror: from ``source`` to ``target`` (bootstrap servers), the ``topics`` regex, the internal REST
-    port, and the replication factor of the topics it creates (the target's size, up to 3); ``overrides`` are
-    properties set last (tuning experiments: `bench/mirror.py --set`)."""
+    """One mirror: from ``source`` to ``target`` (bootstrap servers; a `Brokers` carrying the mirror's login on a
+    secured cluster), the ``topics`` regex, the internal REST port, and the replication factor of the topics it
+    creates (the target's size, up to 3); ``overrides`` are properties set last (tuning
+    experiments: `bench/mirror.py --set`)."""
 
     source: str
     target: str
@@ -70,8 +80,9 @@ class MirrorSpec:
     overrides: dict[str, str] = field(default_factory=dict)
 
 
-def mirror_properties(spec: MirrorSpec) -> dict[str, str]:
-    """The properties file of ``connect-mirror-maker`` (dedicated mode) for ``spec``."""
+def mirror_properties(spec: MirrorSpec, secrets: Path | None = None) -> dict[str, str]:
+    """The properties file of ``connect-mirror-maker`` (dedicated mode) for ``spec``; ``secrets`` is where
+    `process.start` writes (0600) the passwords of a secured spec (`mirror_secrets`)."""
     flow = f"{SOURCE}->{TARGET}"
     replicas = str(spec.replication)
     props = {
@@ -107,11 +118,53 @@ def mirror_properties(spec: MirrorSpec) -> dict[str, str]:
         # a transaction every half second rather than one per poll of up to 500 records (~40 MB)
         props[f"{flow}.transaction.boundary"] = "interval"  # a connector setting: per replication flow
         props[f"{flow}.transaction.boundary.interval.ms"] = "500"
+    for alias, servers in ((SOURCE, spec.source), (TARGET, spec.target)):
+        props.update(_login(alias, servers, secrets))
+    if any(k.endswith(".sasl.jaas.config") for k in props):
+        props.update({"config.providers": "file", "config.providers.file.class": _FILE_PROVIDER})
     return {**props, **spec.overrides}
 
 
-def write_properties(path: Path, props: dict[str, str]) -> None:
-    """Write ``props`` as a Java properties file (backslashes escaped: the topics regex has them)."""
+_FILE_PROVIDER = "org.apache.kafka.common.config.provider.FileConfigProvider"
+
+
+def _login(alias: str, servers: str, secrets: Path | None) -> dict[str, str]:
+    """The Java client settings of the ``alias`` side from the librdkafka login ``servers`` carries (a `Brokers`),
+    its password named through the file provider."""
+    login = getattr(servers, "login", {})
+    if not login:
+        return {}
+    if secrets is None:
+        raise ValueError(f"the {alias} cluster needs a login: mirror_properties needs the secrets file's path")
+    props = {
+        f"{alias}.security.protocol": login["security.protocol"],
+        f"{alias}.sasl.mechanism": login["sasl.mechanisms"],
+        f"{alias}.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{login["sasl.username"]}" password="${{file:{secrets}:{alias}.password}}";',
+    }
+    if login.get("ssl.ca.location"):
+        props[f"{alias}.ssl.truststore.type"] = "PEM"
+        props[f"{alias}.ssl.truststore.location"] = str(login["ssl.ca.location"])
+    return props
+
+
+def mirror_secrets(spec: MirrorSpec) -> dict[str, str]:
+    """The passwords `mirror_properties` names: ``<alias>.password`` of each side that logs in."""
+    return {
+        f"{alias}.password": opened_secret(servers.login["sasl.password"])
+        for alias, servers in ((SOURCE, spec.source), (TARGET, spec.target))
+        if getattr(servers, "login", {})
+    }
+
+
+def write_properties(path: Path, props: dict[str, str], *, mode: int = 0o644) -> None:
+    """Write ``props`` as a Java properties file (backslashes escaped: the topics regex has them), created with
+    ``mode`` before anything is written into it (0600 for the secrets)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"{k}={v.replace(chr(92), chr(92) * 2)}" for k, v in props.items()]
-    path.write_text("\n".join(lines) + "\n")
+    scratch = path.with_suffix(".partial")
+    scratch.unlink(missing_ok=True)
+    scratch.touch(mode=mode)
+    scratch.chmod(mode)  # touch's mode passes through the umask
+    scratch.write_text("\n".join(lines) + "\n")
+    scratch.replace(path)

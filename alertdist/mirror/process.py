@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alertdist.infra.kafka_local import java_command, process_alive
-from alertdist.mirror.config import MirrorSpec, mirror_properties, write_properties
+from alertdist.mirror.config import MirrorSpec, mirror_properties, mirror_secrets, write_properties
 
 __all__ = ["MAIN_CLASS", "MirrorError", "MirrorHome", "MirrorStatus", "start", "status", "stop"]
 
@@ -35,7 +35,7 @@ class MirrorHome:
     heap: str = "1g"
 
     def path(self, what: str) -> Path:
-        """Its ``properties``, ``pid`` or ``log`` file."""
+        """Its ``properties``, ``secrets`` (0600: the passwords the properties name), ``pid`` or ``log`` file."""
         return self.folder / f"mm2.{what}"
 
 
@@ -90,7 +90,10 @@ def start(home: MirrorHome, spec: MirrorSpec, *, timeout: float = 90.0) -> Mirro
     internal REST listener answers."""
     if _pid(home) is not None:
         return status(home)
-    write_properties(home.path("properties"), mirror_properties(spec))
+    secrets = mirror_secrets(spec)
+    if secrets:
+        write_properties(home.path("secrets"), secrets, mode=0o600)
+    write_properties(home.path("properties"), mirror_properties(spec, home.path("secrets")))
     command = [*java_command(home.libs, home.heap), MAIN_CLASS, str(home.path("properties"))]
     with open(home.path("log"), "ab") as out:
         proc = subprocess.Popen(

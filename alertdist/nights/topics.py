@@ -18,6 +18,9 @@ from alertdist.kafka.errors import KafkaOperationError, retry_until
 
 __all__ = [
     "DEFAULT_PROGRAMMES",
+    "MIRROR_SOURCE",
+    "MIRROR_TARGET",
+    "MirrorNames",
     "TopicNaming",
     "TopicSettings",
     "TopicsError",
@@ -28,6 +31,24 @@ __all__ = [
 
 #: ZTF's programmes: id -> the name used in archive file names.
 DEFAULT_PROGRAMMES: dict[int, str] = {1: "public", 2: "partnership", 3: "caltech"}
+
+
+#: MirrorMaker 2's aliases of the two clusters of the two-tier mode: its properties file names them, and its own
+#: topics, Connect group and transactional ids are named after them (`MirrorNames`).
+MIRROR_SOURCE, MIRROR_TARGET = "producing", "public"
+
+
+@dataclass(frozen=True)
+class MirrorNames:
+    """What MirrorMaker 2 (dedicated mode) names after the aliases: the offset syncs on the producing cluster;
+    Connect's offsets, configs and status topics, its group and its tasks' transactional ids on the public one."""
+
+    offset_syncs_topic: str = f"mm2-offset-syncs.{MIRROR_TARGET}.internal"
+    connect_topics: tuple[str, ...] = tuple(
+        f"mm2-{t}.{MIRROR_SOURCE}.internal" for t in ("offsets", "configs", "status")
+    )
+    connect_group: str = f"{MIRROR_SOURCE}-mm2"  # also the prefix of its tasks' transactional ids
+    leader_transactional_id: str = f"connect-cluster-{MIRROR_SOURCE}-mm2"  # the leader's, for the config topic
 
 
 class TopicsError(KafkaOperationError):

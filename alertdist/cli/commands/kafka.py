@@ -23,7 +23,8 @@ Add consumers with `alertdist users add NAME --role ROLE`.
   --secure-only       the local secure deployment: 3 nodes in <data-dir>/secure on --port + 300, with no
                       PLAINTEXT listener at all (clients and brokers: SCRAM-SHA-512 over TLS; controllers:
                       SASL/PLAIN over TLS); its super user is admin, password in <data-dir>/secure/secrets/
-                      (`alertdist night --secure` starts and uses it)
+                      (`alertdist night --secure` starts and uses it); with --two-tier a secured pair, the
+                      public one on $ALERTDIST_PUBLIC_KAFKA_PORT + 300 with its own CA, admin and users
 """
 
 
@@ -31,11 +32,13 @@ Add consumers with `alertdist users add NAME --role ROLE`.
 SECURE_PORT_OFFSET = 300
 
 
-def secure_cluster(settings: Settings) -> kafka_local.KafkaCluster:
-    """The local secure deployment: 3 nodes, no PLAINTEXT listener, beside (not instead of) the open clusters."""
-    port = settings.kafka_port + SECURE_PORT_OFFSET
+def secure_cluster(settings: Settings, *, public: bool = False) -> kafka_local.KafkaCluster:
+    """The local secure deployment: 3 nodes, no PLAINTEXT listener, beside (not instead of) the open clusters; with
+    ``public``, the public cluster of a secured two-tier pair (its own ports, data, CA and users)."""
+    port = (settings.public_kafka_port if public else settings.kafka_port) + SECURE_PORT_OFFSET
+    home = settings.home / "kafka-public" if public else settings.kafka_home
     return kafka_local.KafkaCluster(
-        home=settings.kafka_home / "secure", brokers=3, port=port, controller_port=port + 10000, security="secure_only"
+        home=home / "secure", brokers=3, port=port, controller_port=port + 10000, security="secure_only"
     )
 
 
@@ -52,7 +55,7 @@ def local_cluster(
         controller_port=port + 10000,
     )
     if getattr(args, "secure_only", False):
-        return secure_cluster(settings)
+        return secure_cluster(settings, public=public)
     if args is None:
         return cluster
     if getattr(args, "brokers", None):
@@ -80,7 +83,8 @@ def with_libs(cluster: kafka_local.KafkaCluster, settings: Settings) -> kafka_lo
 def _clusters(args, settings) -> list[tuple[str, kafka_local.KafkaCluster]]:
     """The clusters a command acts on: producing (default), public (--public) or both (--two-tier)."""
     if getattr(args, "two_tier", False):
-        return [("producing", local_cluster(settings)), ("public", local_cluster(settings, public=True))]
+        only = args if getattr(args, "secure_only", False) else None  # a secured pair, or the open ones
+        return [("producing", local_cluster(settings, only)), ("public", local_cluster(settings, only, public=True))]
     public = getattr(args, "public", False)
     return [("public" if public else "producing", local_cluster(settings, args, public=public))]
 

@@ -12,28 +12,34 @@ from alertdist.cli.commands.prefect_server import local_server
 from alertdist.infra import kafka_local, prefect_local
 from alertdist.jobs import mirror
 from alertdist.jobs.nights import fresh_night
-from alertdist.jobs.secure import register_services
+from alertdist.jobs.secure import register_services, register_two_tier_services
 from alertdist.security import ADMIN
 from alertdist.settings import Settings, login_variable
 
 
-def _secure(settings: Settings) -> Settings:
-    """Start (or reuse) the local secure deployment, register the services, and hand them their logins.
+def _secure(settings: Settings, *, two_tier: bool = False) -> Settings:
+    """Start (or reuse) the local secure deployment, register the services, and hand them their logins; with
+    ``two_tier`` a secured pair: the public cluster beside it, each cluster with only its own users.
 
     The logins go into this process's environment, which the night's stage processes inherit: the flows read them
     from `Settings`, so no password is ever a flow parameter. (One machine runs every stage here, so every stage
     could see every login; deployments on separate workers get only their own.)"""
-    cluster = with_libs(secure_cluster(settings), settings)
     kafka_local.install(settings.kafka_home / "libs")
-    kafka_local.start(cluster, log=lambda text: print(text, file=sys.stderr))
-    os.environ.update(
-        {
-            "ALERTDIST_BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
-            "ALERTDIST_KAFKA_CA": str(cluster.ca_location),
-            login_variable(ADMIN): cluster.password("admin"),
-        }
-    )
-    os.environ.update(register_services(Settings.load(), cluster.home / "secrets"))
+    clusters = [
+        with_libs(secure_cluster(settings, public=public), settings) for public in (False, True)[: 1 + two_tier]
+    ]
+    for public, cluster in enumerate(clusters):
+        kafka_local.start(cluster, log=lambda text: print(text, file=sys.stderr))
+        tier = "PUBLIC_" if public else ""
+        os.environ.update(
+            {
+                f"ALERTDIST_{tier}BOOTSTRAP_SERVERS": cluster.bootstrap_servers,
+                f"ALERTDIST_{tier}KAFKA_CA": str(cluster.ca_location),
+                login_variable(ADMIN, public=bool(public)): cluster.password("admin"),
+            }
+        )
+    register = register_two_tier_services if two_tier else register_services
+    os.environ.update(register(Settings.load(), clusters[0].home / "secrets"))
     secured = Settings.load()
     server = local_server(secured, secure=True)
     prefect_local.start(server, log=lambda text: print(text, file=sys.stderr))
@@ -47,7 +53,7 @@ def _run(args, settings: Settings) -> int:
     Prefect UI. With --secure: on the local secure deployment (no PLAINTEXT listener; each service its own SCRAM
     user; the Prefect server behind basic auth)."""
     if args.secure:
-        settings = _secure(settings)
+        settings = _secure(settings, two_tier=args.two_tier)
     server = local_server(settings, secure=args.secure)
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.update(server.client_env())  # Prefect's own client settings, before it is imported
@@ -118,17 +124,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         p, "archive root to write the night to (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)"
     )
     p.add_argument("--partitions", type=int, default=14, help="partitions per programme topic (default 14)")
-    deployment = p.add_mutually_exclusive_group()  # the secure deployment is one cluster: no mirror yet
-    deployment.add_argument(
+    p.add_argument(
         "--two-tier",
         action="store_true",
         help="publish to the producing cluster and read (filters, archive) from the public one, "
         "$ALERTDIST_PUBLIC_BOOTSTRAP_SERVERS (default: `alertdist kafka start --public`), across MirrorMaker 2 "
         "(started if not running)",
     )
-    deployment.add_argument(
+    p.add_argument(
         "--secure",
         action="store_true",
         help="on the local secure deployment (`alertdist kafka start --secure-only`, started if needed): every "
-        "service logs in as its own SCRAM user over TLS, and the Prefect server asks for basic auth",
+        "service logs in as its own SCRAM user over TLS, and the Prefect server asks for basic auth; with --two-tier a "
+        "secured pair (the public one on $ALERTDIST_PUBLIC_KAFKA_PORT + 300), each cluster with only its own users",
     )

@@ -17,7 +17,12 @@ roles:
   public                reads programme 1 topics (and filter outputs derived from them)
   partnership           reads programme 1 and 2 topics
   caltech               reads programme 1, 2 and 3 topics
+  mirror_source         MirrorMaker 2 on the producing cluster: reads what it mirrors, writes its offset syncs
+  mirror_target         MirrorMaker 2 on the public cluster: creates and writes the mirrored topics, its Connect topics
 A consumer may use only consumer groups whose id starts with its user name (e.g. alice-mygroup).
+Two-tier mode: readers, filters and the archiver live on the public cluster (--public, as its admin:
+ALERTDIST_PUBLIC_KAFKA_LOGINS__ADMIN__PASSWORD, ALERTDIST_PUBLIC_KAFKA_CA); the producing cluster has only the
+publisher and the mirror.
 
 The user connects to the cluster's SCRAM-SHA-512 listener (see `alertdist kafka start --secure`) with
   security.protocol=SASL_PLAINTEXT (or SASL_SSL with ssl.ca.location=<data-dir>/certs/ca.pem)
@@ -25,6 +30,13 @@ The user connects to the cluster's SCRAM-SHA-512 listener (see `alertdist kafka 
 These commands themselves talk to the cluster as its admin: the loopback PLAINTEXT listener's super user, or on
 a cluster with none the admin login (ALERTDIST_KAFKA_LOGINS__ADMIN__PASSWORD, ALERTDIST_KAFKA_CA).
 """
+
+
+def _admin(args, settings) -> str:
+    """The cluster the command acts on, as its admin: the producing one, or with --public the public one."""
+    from alertdist.security import ADMIN
+
+    return settings.public_kafka(ADMIN) if args.public else settings.kafka(ADMIN)
 
 
 def _password(args) -> str:
@@ -45,10 +57,10 @@ def _password(args) -> str:
 def _add(args, settings):
     """Create a user, or change its password or role (re-running is safe). Applies the role's ACLs to every night whose
     topics exist; each new night's are applied when its topics are created."""
-    from alertdist.security import ADMIN, User, add_user
+    from alertdist.security import User, add_user
 
     user = User(args.name, args.role, filter=args.filter or "")  # validated before asking for a password
-    applied = add_user(settings.kafka(ADMIN), settings.naming, user, _password(args))
+    applied = add_user(_admin(args, settings), settings.naming, user, _password(args))
     print(
         f"user {user.name} ({user.role}) added: SCRAM-SHA-512 credential set, {applied} ACL(s) applied "
         "(new nights get theirs when their topics are created)"
@@ -56,9 +68,9 @@ def _add(args, settings):
 
 
 def _list(args, settings):
-    from alertdist.security import ADMIN, ROLES, read_users
+    from alertdist.security import ROLES, read_users
 
-    users = read_users(settings.kafka(ADMIN), settings.naming)
+    users = read_users(_admin(args, settings), settings.naming)
     if not users:
         print("no users registered (add one with `alertdist users add NAME --role ROLE`)")
         return
@@ -69,18 +81,18 @@ def _list(args, settings):
 
 
 def _remove(args, settings):
-    from alertdist.security import ADMIN, remove_user
+    from alertdist.security import remove_user
 
-    deleted = remove_user(settings.kafka(ADMIN), settings.naming, args.name)
+    deleted = remove_user(_admin(args, settings), settings.naming, args.name)
     print(f"user {args.name} removed: credential deleted, {deleted} ACL(s) deleted")
 
 
 def _passwd(args, settings):
     """A new password for a user (a service's, a reader's or the admin's): the brokers take it at once, no restart;
     every login after it needs the new one (update the service's ALERTDIST_KAFKA_LOGINS__<SERVICE>__PASSWORD)."""
-    from alertdist.security import ADMIN, set_password
+    from alertdist.security import set_password
 
-    set_password(settings.kafka(ADMIN), args.name, _password(args))
+    set_password(_admin(args, settings), args.name, _password(args))
     print(f"password of {args.name} changed (no broker restart; connections already open stay up)")
 
 
@@ -107,7 +119,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument(
         "--role",
         required=True,
-        choices=["publisher", "filter", "archiver", "replay", "public", "partnership", "caltech"],
+        choices=[
+            "publisher",
+            "filter",
+            "archiver",
+            "replay",
+            "public",
+            "partnership",
+            "caltech",
+            "mirror_source",
+            "mirror_target",
+        ],
         help="what the user may read (see below)",
     )
     add.add_argument("--filter", metavar="NAME", help="with --role filter: the filter whose runs log in as this user")
@@ -124,3 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     remove = actions.add_parser("remove", help="delete a user's credential, ACLs and record")
     remove.add_argument("name")
     remove.set_defaults(run=_remove)
+    for each in (add, passwd, listing, remove):
+        each.add_argument(
+            "--public", action="store_true", help="on the public cluster of the two-tier mode (its own users)"
+        )
