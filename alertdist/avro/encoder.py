@@ -106,6 +106,16 @@ def _values_getter(fields: list[Field]) -> Callable[[dict], tuple]:
     return itemgetter(*names) if len(names) > 1 else (lambda record, only=names[0]: (record[only],))
 
 
+def _array_values(items: object, name: str, size: int, get_values: Callable[[dict], tuple]) -> list[tuple]:
+    """Each item's field values, in order; NotFastPath unless ``items`` is a list of plain dicts with exactly the
+    ``size`` fields of record ``name`` (one check for the whole array, at C level)."""
+    if type(items) is not list:
+        raise NotFastPath(f"not a list of {name}")
+    if items and ({dict} != set(map(type, items)) or {size} != set(map(len, items))):
+        raise NotFastPath(f"not plain dicts with exactly the {size} fields of {name}")
+    return list(map(get_values, items))
+
+
 def _plan_cache(name: str, fields: list[Field], writers: dict, *, guarded: bool) -> tuple[dict, Callable]:
     plans: dict[tuple[type, ...], Plan] = {}
 
@@ -132,13 +142,9 @@ def _strict_writers(name: str, fields: list[Field], writers: dict) -> tuple[_Wri
 
     def write_array(items: object) -> bytes:
         """All items at once: the per-item steps run as C-level maps, not a Python loop."""
-        if type(items) is not list:
-            raise NotFastPath(f"not a list of {name}")
-        if not items:
+        values = _array_values(items, name, size, get_values)
+        if not values:
             return b"\x00"
-        if {dict} != set(map(type, items)) or {size} != set(map(len, items)):
-            raise NotFastPath(f"not plain dicts with exactly the {size} fields of {name}")
-        values = list(map(get_values, items))
         patterns = list(map(tuple, map(map, repeat(type), values)))
         chosen = list(map(plans.get, patterns))
         if None in chosen:
@@ -186,13 +192,9 @@ def _trusting_writers(name: str, fields: list[Field], writers: dict) -> tuple[_W
 
     def write_array(items: object) -> bytes:
         nonlocal loop
-        if type(items) is not list:
-            raise NotFastPath(f"not a list of {name}")
-        if not items:
+        values = _array_values(items, name, size, get_values)
+        if not values:
             return b"\x00"
-        if {dict} != set(map(type, items)) or {size} != set(map(len, items)):
-            raise NotFastPath(f"not plain dicts with exactly the {size} fields of {name}")
-        values = list(map(get_values, items))
         if loop is None and learned:
             loop = compile_loop(name, fields, learned, writers)
         bodies = loop(values) if loop is not None else [None] * len(values)
