@@ -9,7 +9,6 @@ import contextlib
 import os
 import re
 import resource
-import socket
 import subprocess
 import tempfile
 import time
@@ -53,10 +52,8 @@ def private_broker(prefix: str, heap: str = "384m") -> Iterator[kafka_local.Kafk
 def private_prefect_server(prefix: str) -> Iterator[prefect_local.PrefectServer]:
     """A private Prefect server (SQLite in a scratch folder, a free port) for the block, its client settings in
     the environment (before Prefect is imported: processes started inside, Dask workers too, inherit them)."""
-    with tempfile.TemporaryDirectory(prefix=prefix) as folder, socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        server = prefect_local.PrefectServer(Path(folder), probe.getsockname()[1])
-        probe.close()
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        server = prefect_local.PrefectServer(Path(folder), kafka_local.free_port())
         prefect_local.start(server, log=lambda *_: None)
         os.environ.update(server.client_env())
         try:

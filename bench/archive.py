@@ -40,7 +40,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -188,12 +187,6 @@ def run_archiver(
     return elapsed, usage, (work / "stdout").read_text().strip().splitlines()[-1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def consumer_performance(
     bootstrap: str, libs: Path, topics: list[str], messages: dict[str, int], work: Path
 ) -> tuple[float, float]:
@@ -276,7 +269,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="alertdist-bench-archive-") as tmp:
         folder = Path(tmp)
         cluster = start_cluster(folder / "kafka", heap="1g")
-        prefect = prefect_local.PrefectServer(home=folder / "prefect", port=free_port())
+        prefect = prefect_local.PrefectServer(home=folder / "prefect", port=kafka_local.free_port())
         bootstrap = cluster.bootstrap_servers
         try:
             prefect_local.start(prefect, log=lambda *_: None)

@@ -35,10 +35,10 @@ from confluent_kafka import KafkaException, TopicPartition
 from _common import consume_latencies, java_producer_performance, java_tool, kafka_libs, private_broker, say
 from alertdist.infra.kafka_local import free_port
 from alertdist.kafka.clients import admin_client, consumer
-from alertdist.kafka.reading import watermarks
 from alertdist.mirror import process
 from alertdist.mirror.config import MirrorSpec, mirrored_topics
-from alertdist.mirror.syncs import read_offset_syncs
+from alertdist.mirror.syncs import mirror_lag, read_offset_syncs
+from alertdist.nights.state import end_offsets
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from alertdist.publish.publisher import publish
 from alertdist.publish.sources import SourcePacket, paced, simulated_alerts
@@ -59,7 +59,8 @@ def consumer_rate(libs: Path, bootstrap: str, topic: str, n: int, size: int) -> 
 
 
 def _arrived(down, topic: str) -> int:
-    """Records (and commit markers) written downstream to ``topic`` so far; 0 while it does not exist there."""
+    """Records (and commit markers) written downstream to ``topic`` so far; 0 while it does not exist there. Asked
+    of one consumer kept open (`nights.state.end_offsets` opens one per call, too much every 20 ms)."""
     found = down.list_topics(topic, timeout=2).topics.get(topic)
     if found is None or found.error is not None or len(found.partitions) < PARTITIONS:
         return 0
@@ -94,16 +95,11 @@ def mirror_rate(downstream: str, topic: str, n: int, size: int, timeout: float =
 
 def wait_synced(upstream: str, topic: str, timeout: float = 300) -> None:
     """Until the offset syncs show every partition's last upstream record committed downstream (not timed)."""
-    source = consumer(upstream)
-    ends = {p: watermarks(source, topic, p)[1] for p in range(PARTITIONS)}
-    source.close()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        syncs = read_offset_syncs(upstream)
-        if all(not end or syncs.get((topic, p), (-1,))[0] == end - 1 for p, end in ends.items()):
-            return
+    ends, deadline = end_offsets(upstream, [topic]), time.monotonic() + timeout
+    while mirror_lag(ends, read_offset_syncs(upstream)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the mirror did not commit all of {topic} downstream within {timeout:.0f} s")
         time.sleep(0.5)
-    raise RuntimeError(f"the mirror did not commit all of {topic} downstream within {timeout:.0f} s")
 
 
 def latency_run(upstream: str, downstream: str, packets: list[SourcePacket], rate: float, seconds: float) -> dict:

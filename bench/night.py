@@ -27,7 +27,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,18 +35,12 @@ import time
 from pathlib import Path
 
 from _common import consume_latencies, private_broker, say
-from alertdist.infra import prefect_local
+from alertdist.infra import kafka_local, prefect_local
 from alertdist.publish.sources import simulated_alerts
 from alertdist.simulate.night import write_drop_folder
 
 FILTERS = ["bright_transients", "solar_system", "variable_stars"]
 NIGHT_A, NIGHT_B = dt.date(2023, 10, 12), dt.date(2023, 10, 13)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _percentiles(values: list[float]) -> dict:
@@ -213,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-night-") as tmp, private_broker("bench-night-kafka-") as cluster:
         scratch = Path(tmp)
-        server = prefect_local.PrefectServer(home=scratch / "prefect", port=_free_port())
+        server = prefect_local.PrefectServer(home=scratch / "prefect", port=kafka_local.free_port())
         prefect_local.start(server, log=lambda *_: None)
         os.environ.update(server.client_env())  # before Prefect is imported
         try:

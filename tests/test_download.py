@@ -25,6 +25,7 @@ from alertdist.access.readers import open_sources
 from alertdist.archive import ArchiveOptions, archive_night
 from alertdist.archive.tarball import read_members
 from alertdist.cli.main import main as cli
+from alertdist.infra import kafka_local
 from alertdist.kafka.clients import admin_client
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from alertdist.publish.publisher import publish
@@ -168,9 +169,7 @@ def s3(archive_root):
     boto3 = pytest.importorskip("boto3")
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = kafka_local.free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

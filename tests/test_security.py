@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,15 +28,6 @@ NIGHT = dt.date(2023, 10, 12)
 PASSWORD = "correct horse battery staple"
 
 
-def _free_port(exclude: set[int] = frozenset()) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in exclude:
-            return port
-
-
 def start_secure_test_cluster(folder: Path, security: str = "sasl_ssl") -> kafka_local.KafkaCluster:
     """One secured node on free ports in ``folder``, using the project's installed jars."""
     libs = Settings.from_env().kafka_home / "libs"
@@ -45,8 +35,8 @@ def start_secure_test_cluster(folder: Path, security: str = "sasl_ssl") -> kafka
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "libs").symlink_to(libs, target_is_directory=True)
     ports: set[int] = set()
-    for _ in range(3):
-        ports.add(_free_port(ports))
+    while len(ports) < 3:
+        ports.add(kafka_local.free_port())
     client, controller, secure = sorted(ports)
     cluster = kafka_local.KafkaCluster(
         home=folder,

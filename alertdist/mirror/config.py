@@ -25,16 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alertdist.kafka.clients import opened_secret
-from alertdist.nights.topics import MIRROR_SOURCE, MIRROR_TARGET, MirrorNames, TopicNaming
+from alertdist.nights.topics import MIRROR_SOURCE, MIRROR_TARGET, TopicNaming
 
 __all__ = [
-    "SOURCE",
-    "TARGET",
     "MirrorSpec",
     "mirror_properties",
     "mirror_secrets",
     "mirrored_topics",
-    "offset_syncs_topic",
     "write_properties",
 ]
 
@@ -48,19 +45,11 @@ _INTERNAL_TOPICS = (
     "config.storage",
 )
 
-#: The clusters' aliases in the properties file (and in MirrorMaker's internal topic names).
-SOURCE, TARGET = MIRROR_SOURCE, MIRROR_TARGET
-
 
 def mirrored_topics(naming: TopicNaming, night: dt.date | None = None) -> str:
     """The regular expression of the mirrored topics: the programme topics of ``night`` (None: of every night, for
     the long-running mirror) and the nights topic; never the rejected topic."""
     return f"{naming.programme_topic_pattern(night)}|{re.escape(naming.nights_topic)}"
-
-
-def offset_syncs_topic() -> str:
-    """Where MirrorMaker records upstream -> downstream offsets (on the source cluster, its default)."""
-    return MirrorNames().offset_syncs_topic
 
 
 @dataclass(frozen=True)
@@ -83,14 +72,14 @@ class MirrorSpec:
 def mirror_properties(spec: MirrorSpec, secrets: Path | None = None) -> dict[str, str]:
     """The properties file of ``connect-mirror-maker`` (dedicated mode) for ``spec``; ``secrets`` is where
     `process.start` writes (0600) the passwords of a secured spec (`mirror_secrets`)."""
-    flow = f"{SOURCE}->{TARGET}"
+    flow = f"{MIRROR_SOURCE}->{MIRROR_TARGET}"
     replicas = str(spec.replication)
     props = {
-        "clusters": f"{SOURCE},{TARGET}",
-        f"{SOURCE}.bootstrap.servers": spec.source,
-        f"{TARGET}.bootstrap.servers": spec.target,
+        "clusters": f"{MIRROR_SOURCE},{MIRROR_TARGET}",
+        f"{MIRROR_SOURCE}.bootstrap.servers": spec.source,
+        f"{MIRROR_TARGET}.bootstrap.servers": spec.target,
         f"{flow}.enabled": "true",
-        f"{TARGET}->{SOURCE}.enabled": "false",
+        f"{MIRROR_TARGET}->{MIRROR_SOURCE}.enabled": "false",
         f"{flow}.topics": spec.topics,
         "replication.policy.class": "org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
         "sync.topic.configs.enabled": "true",
@@ -104,20 +93,20 @@ def mirror_properties(spec: MirrorSpec, secrets: Path | None = None) -> dict[str
         "offset.lag.max": "100",
         "replication.factor": replicas,
         **{f"{name}.replication.factor": replicas for name in _INTERNAL_TOPICS},
-        f"{TARGET}.producer.max.request.size": str(11 * 1024 * 1024),  # the largest packets the topics take
-        f"{TARGET}.producer.compression.type": "lz4",  # as the topics store them: no recompression
-        f"{TARGET}.producer.linger.ms": "20",
-        f"{TARGET}.producer.batch.size": str(1024 * 1024),  # the default 16 KB holds not one 80 KB alert
-        f"{TARGET}.producer.buffer.memory": str(64 * 1024 * 1024),  # 14 partitions of 1 MB batches, per task
-        f"{SOURCE}.consumer.max.partition.fetch.bytes": str(4 * 1024 * 1024),
+        f"{MIRROR_TARGET}.producer.max.request.size": str(11 * 1024 * 1024),  # the largest packets the topics take
+        f"{MIRROR_TARGET}.producer.compression.type": "lz4",  # as the topics store them: no recompression
+        f"{MIRROR_TARGET}.producer.linger.ms": "20",
+        f"{MIRROR_TARGET}.producer.batch.size": str(1024 * 1024),  # the default 16 KB holds not one 80 KB alert
+        f"{MIRROR_TARGET}.producer.buffer.memory": str(64 * 1024 * 1024),  # 14 partitions of 1 MB batches, per task
+        f"{MIRROR_SOURCE}.consumer.max.partition.fetch.bytes": str(4 * 1024 * 1024),
         "dedicated.mode.enable.internal.rest": "true",
         "listeners": f"http://127.0.0.1:{spec.rest_port}",
     }
     if spec.exactly_once:
-        props[f"{TARGET}.exactly.once.source.support"] = "enabled"  # a worker setting: per target cluster
+        props[f"{MIRROR_TARGET}.exactly.once.source.support"] = "enabled"  # a worker setting: per target cluster
         # A transaction per poll (Connect's default boundary). `<flow>.transaction.boundary=interval` (every 0.5 s)
         # was measured: more throughput, but a p99 of 2.5 s to a read_committed reader at 40,000 alerts/min.
-    for alias, servers in ((SOURCE, spec.source), (TARGET, spec.target)):
+    for alias, servers in ((MIRROR_SOURCE, spec.source), (MIRROR_TARGET, spec.target)):
         props.update(_login(alias, servers, secrets))
     if any(k.endswith(".sasl.jaas.config") for k in props):
         props.update({"config.providers": "file", "config.providers.file.class": _FILE_PROVIDER})
@@ -151,7 +140,7 @@ def mirror_secrets(spec: MirrorSpec) -> dict[str, str]:
     """The passwords `mirror_properties` names: ``<alias>.password`` of each side that logs in."""
     return {
         f"{alias}.password": opened_secret(servers.login["sasl.password"])
-        for alias, servers in ((SOURCE, spec.source), (TARGET, spec.target))
+        for alias, servers in ((MIRROR_SOURCE, spec.source), (MIRROR_TARGET, spec.target))
         if getattr(servers, "login", {})
     }
 

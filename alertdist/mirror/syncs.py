@@ -15,7 +15,7 @@ from confluent_kafka import TopicPartition
 
 from alertdist.kafka.clients import consumer
 from alertdist.kafka.reading import read_to_end
-from alertdist.mirror.config import offset_syncs_topic
+from alertdist.nights.topics import MirrorNames
 
 __all__ = ["OffsetSyncs", "mirror_lag", "read_offset_syncs"]
 
@@ -34,7 +34,7 @@ def read_offset_syncs(source_bootstrap: str, *, timeout: float = 30.0) -> Offset
     """The latest offset sync of every mirrored partition (empty before MirrorMaker wrote any)."""
     c = consumer(source_bootstrap)
     try:
-        topic = offset_syncs_topic()
+        topic = MirrorNames().offset_syncs_topic
         metadata = c.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None:
             return {}

@@ -62,10 +62,9 @@ def _worker_status(args, settings):
     return _shown(prefect_local.worker_status(_worker(settings)))
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    server = parsing.actions(
-        sub,
-        "prefect",
+#: Each command: its help, its actions (action, function, help) and its description.
+_COMMANDS = {
+    "prefect": (
         "start, stop or check the local Prefect server (SQLite) and its UI",
         [
             ("start", _start, "start the server in the background (reused when already up); prints the UI address"),
@@ -73,20 +72,27 @@ def register(sub: argparse._SubParsersAction) -> None:
             ("status", _status, "is the server answering? (exit 3 if not)"),
             ("deploy", _deploy, "create the 'alertdist' process work pool and every deployment in prefect.yaml"),
         ],
-    )
-    for name in ("start", "stop", "status"):
-        parsing.action_parser(server, name).add_argument(
-            "--secure", action="store_true", help="the secure deployment's server (basic auth)"
-        )
-    parsing.actions(
-        sub,
-        "worker",
+        None,
+    ),
+    "worker": (
         "start, stop or check the process worker that runs the deployments on their schedules",
         [
             ("start", _worker_start, "start the worker in the background on pool 'alertdist'"),
             ("stop", _worker_stop, "stop the worker (and the flow runs it started)"),
             ("status", _worker_status, "is the worker running? (exit 3 if not)"),
         ],
-        description="The worker runs each scheduled flow run as a process, with the ALERTDIST_* settings it was "
-        "started with. Start it after `alertdist prefect deploy`.",
-    )
+        "The worker runs each scheduled flow run as a process, with the ALERTDIST_* settings it was started with. "
+        "Start it after `alertdist prefect deploy`.",
+    ),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parsers = {
+        name: parsing.actions(sub, name, help, each, description=description)
+        for name, (help, each, description) in _COMMANDS.items()
+    }
+    for name in ("start", "stop", "status"):
+        parsing.action_parser(parsers["prefect"], name).add_argument(
+            "--secure", action="store_true", help="the secure deployment's server (basic auth)"
+        )
