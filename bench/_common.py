@@ -100,12 +100,20 @@ def java_producer_performance(
 
 
 def consume_latencies(
-    bootstrap: str, topics: list[str], expected: int | None, timeout: float, out, idle_s: float = 20.0, **config
+    bootstrap: str,
+    topics: list[str],
+    expected: int | None,
+    timeout: float,
+    out,
+    idle_s: float = 20.0,
+    with_produced: bool = False,
+    **config,
 ) -> None:
     """In its own process: read ``topics`` live and send back received-minus-produced milliseconds (the
-    ``alertdist.produced_ms`` header) and this process's CPU time. Stops after ``expected`` messages or, when that
-    is unknown (a filter's output), after ``idle_s`` without one once something arrived; ``config``: consumer
-    settings (``isolation.level="read_committed"`` for transactional outputs)."""
+    ``alertdist.produced_ms`` header; ``with_produced``: ``(produced_ms, latency_ms)`` pairs, to tell a warm-up
+    from the measured part) and this process's CPU time. Stops after ``expected`` messages or, when that is unknown
+    (a filter's output), after ``idle_s`` without one once something arrived; ``config``: consumer settings
+    (``isolation.level="read_committed"`` for transactional outputs)."""
     from confluent_kafka import TopicPartition
 
     from alertdist.kafka.clients import consumer
@@ -124,7 +132,8 @@ def consume_latencies(
                 if msg.error():
                     continue
                 received = time.time_ns() // 1_000_000
-                latencies.append(received - int(dict(msg.headers())[HEADER_PRODUCED_MS]))
+                produced = int(dict(msg.headers())[HEADER_PRODUCED_MS])
+                latencies.append((produced, received - produced) if with_produced else received - produced)
                 last = time.monotonic()
         out.put((latencies, cpu_seconds()))
     finally:
