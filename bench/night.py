@@ -128,23 +128,32 @@ def _stages_up(bootstrap: str, naming, night: dt.date, partitions: int, timeout:
     raise RuntimeError(f"the night's stages did not start within {timeout:.0f} s")
 
 
-def _pipeline(
-    packets: list[bytes], folder: Path, rate_per_minute: float, warm: int, n: int, ready, timing: dict
-) -> None:
-    """Play the alert pipeline: once ``ready()`` returns (the stages are up), ``warm`` + ``n`` packet files written
-    evenly at ``rate_per_minute`` (complete files only, renamed into place), then NIGHT_DONE; ``timing`` gets the
-    time (ms since the epoch) before the first measured file was written and how long the measured ones took."""
-    ready()
-    interval, start = 60.0 / rate_per_minute, time.monotonic()
-    for i, packet in zip(range(warm + n), itertools.cycle(packets)):
-        delay = start + i * interval - time.monotonic()
+def _write_evenly(packets, folder: Path, first: int, count: int, interval: float) -> None:
+    """Files ``first`` .. ``first + count - 1`` (complete files only, renamed into place), one every ``interval`` s."""
+    start = time.monotonic()
+    for i, packet in zip(range(first, first + count), itertools.islice(itertools.cycle(packets), first, None)):
+        delay = start + (i - first) * interval - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        if i == warm:
-            timing["measured_from_ms"], timing["started"] = time.time_ns() // 1_000_000, time.monotonic()
         partial = folder / f".{i}.avro.tmp"
         partial.write_bytes(packet)
         os.replace(partial, folder / f"{i}.avro")
+
+
+def _pipeline(
+    packets: list[bytes], folder: Path, rate_per_minute: float, warm: int, n: int, ready, timing: dict
+) -> None:
+    """Play the alert pipeline: once ``ready()`` returns (the stages are up), ``warm`` and then ``n`` packet files
+    written evenly at ``rate_per_minute``, then NIGHT_DONE. ``timing`` gets the split (ms since the epoch): every
+    warm-up file's time is before it, every measured one's after (file times come from a clock that may lag up to
+    a few ms, hence the 10 ms pause between the two), and how long the measured files took."""
+    ready()
+    interval = 60.0 / rate_per_minute
+    _write_evenly(packets, folder, 0, warm, interval)
+    time.sleep(0.01)
+    timing["measured_from_ms"] = time.time_ns() // 1_000_000 - 5
+    timing["started"] = time.monotonic()
+    _write_evenly(packets, folder, warm, n, interval)
     (folder / "NIGHT_DONE").touch()
     timing["seconds"] = time.monotonic() - timing["started"]
 
