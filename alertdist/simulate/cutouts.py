@@ -6,7 +6,8 @@ real FITS (rather than random bytes) also lets a consumer's thumbnail or cutout 
 
 ZTF's stamps are a bare primary HDU (SIMPLE, BITPIX=-32, NAXIS=2, NAXIS1/2=63, BUNIT='DN', END), big-endian
 data padded to 2880-byte blocks, gzip'd at level 9 with the Unix OS byte. We write the same cards, in the
-standard's fixed format (ZTF's own SIMPLE card is free-format; both read back the same here).
+standard's fixed format (ZTF's own SIMPLE card is free-format; both read back the same here), and gzip them with
+ISA-L (same sizes within 0.2 %, ~8x faster; the compression level is not visible to a reader).
 """
 
 from __future__ import annotations
