@@ -450,7 +450,7 @@ class _Night:
         image.diffmaglim = _LIMIT[fid] + rnd.gauss(0.0, 0.35)
         image.zp = _ZEROPOINT[fid] + rnd.gauss(0.0, 0.05)
         image.fp_noise = 10 ** (0.4 * (image.zp - image.diffmaglim)) / 5.0  # forced photometry's 1-sigma flux
-        stamp, folder = fs.epoch_paths.get(key) or self._epoch_paths(fs, key)
+        stamp, folder = fs.epoch_paths.get(key) or self._make_epoch_paths(fs, key)
         name = f"ztf_{stamp}_{fs.number:06d}_z{_BANDS[fid]}_c{rcid // 4 + 1:02d}_o_q{rcid % 4 + 1}_scimrefdiffimg.fits"
         common = {
             "jd": jd,
@@ -512,7 +512,7 @@ class _Night:
         return image
 
     @staticmethod
-    def _epoch_paths(fs: _FieldState, key: int) -> tuple[str, str]:
+    def _make_epoch_paths(fs: _FieldState, key: int) -> tuple[str, str]:
         """The epoch's image name stamp (when it was requested) and its archive folder: the same for all 64 rcids."""
         jd = fs.epochs[key][0]
         requested = _ut_of(jd - 11.0 / 86400.0)
