@@ -83,6 +83,30 @@ def test_topic_names_and_settings_follow_and_rejected_stays_home(settings, mirro
     assert config["retention.ms"].value == str(TOPICS.retention_ms)
 
 
+def test_a_setting_changed_upstream_follows_downstream_while_mirroring(settings, mirrored_night):
+    """The periodic config sync works. (Kafka 4.1.1's MirrorMaker logs "Could not alter configuration of topic"
+    after every sync, successful ones included, with no exception: KAFKA-20017, fixed in Kafka 4.3.0.)"""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    topic = settings.naming.programme_topic(NIGHT, 2)
+    wanted = str(7 * 10**11)
+    change = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        topic,
+        incremental_configs=[ConfigEntry("retention.bytes", wanted, incremental_operation=AlterConfigOpType.SET)],
+    )
+    up = admin_client(settings.bootstrap_servers)
+    up.incremental_alter_configs([change])[change].result()
+    down, resource = admin_client(settings.public_bootstrap_servers), ConfigResource(ConfigResource.Type.TOPIC, topic)
+    deadline, seen = time.monotonic() + 60, None
+    while time.monotonic() < deadline:
+        seen = down.describe_configs([resource])[resource].result()["retention.bytes"].value
+        if seen == wanted:
+            break
+        time.sleep(1)
+    assert seen == wanted
+
+
 def test_the_night_closes_downstream_with_downstream_offsets(settings, mirrored_night):
     published, state = mirrored_night
     upstream = read_night_state(settings.bootstrap_servers, settings.naming, NIGHT)
