@@ -4,6 +4,7 @@ producing cluster's night to the public cluster, names and bytes unchanged, and 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 
@@ -16,7 +17,7 @@ from alertdist.kafka.clients import admin_client, producer
 from alertdist.mirror import process
 from alertdist.mirror.config import MirrorSpec, mirror_properties, mirrored_topics
 from alertdist.nights.state import CLOSED, MIRRORED, NightState, mark_night, read_night_state
-from alertdist.nights.topics import TopicSettings
+from alertdist.nights.topics import MirrorNames, TopicSettings
 from alertdist.publish.sources import SourceSpec
 from tests.mirror_support import contents, running_mirror, two_tier_settings
 
@@ -135,7 +136,33 @@ def test_the_cli_starts_reports_and_stops_the_mirror(settings, mirrored_night, m
         monkeypatch.setenv(f"ALERTDIST_{name.upper()}", str(getattr(settings, name)))
     assert cli(["mirror", "start"]) == 0  # already running: reused
     assert cli(["mirror", "status"]) == 0
-    assert f"up (pid {process.status(mirror.mirror_home(settings)).pid}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"up (pid {process.status(mirror.mirror_home(settings)).pid}" in out
+    assert "connector MirrorSourceConnector: RUNNING" in out
+    assert "task MirrorSourceConnector-0: RUNNING" in out
+    # a task failing as Connect reports it (status topic, newest generation); an older generation's is a task
+    # since replaced, not shown
+    units = mirror.mirror_units_now(settings)
+    newest = max(u.generation for u in units if u.kind == "task")
+    failure = {
+        "state": "FAILED",
+        "trace": "org.apache.kafka.common.errors.SaslAuthenticationException: bad login\n\tat x",
+    }
+    status_topic = MirrorNames().connect_topics[2]
+    writer = producer(settings.public_bootstrap_servers, partitioner="murmur2_random")  # as Connect (Java) keys
+    for key, generation in (
+        (b"status-task-MirrorSourceConnector-1", newest),
+        (b"status-task-MirrorSourceConnector-7", newest - 1),
+    ):
+        writer.produce(status_topic, json.dumps({**failure, "generation": generation}).encode(), key)
+    assert writer.flush(30) == 0
+    assert cli(["mirror", "status"]) == 3
+    out = capsys.readouterr().out
+    assert (
+        "task MirrorSourceConnector-1: FAILED: org.apache.kafka.common.errors.SaslAuthenticationException: bad login"
+        in out
+    )
+    assert "MirrorSourceConnector-7" not in out and "1 failed" in out
     assert cli(["mirror", "stop"]) == 0
     assert cli(["mirror", "status"]) == 3
     assert "MirrorMaker 2: down" in capsys.readouterr().out

@@ -6,11 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+from confluent_kafka import KafkaException
+
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.kafka.clients import admin_client
-from alertdist.kafka.errors import retry_until
+from alertdist.kafka.errors import KafkaOperationError, retry_until
 from alertdist.mirror import closing, process
 from alertdist.mirror.config import MirrorSpec, mirrored_topics
+from alertdist.mirror.connect_status import FAILED, MirrorUnit, mirror_units
 from alertdist.nights.state import NightState
 from alertdist.nights.topics import TopicsError, replication_for
 from alertdist.security import ADMIN, MIRROR, secure_night
@@ -21,6 +24,7 @@ __all__ = [
     "keep_mirror_running",
     "mirror_home",
     "mirror_spec",
+    "mirror_units_now",
     "secure_night_downstream",
     "start_mirror",
     "wait_for_mirrored_topics",
@@ -45,6 +49,11 @@ def mirror_spec(settings: Settings, night: dt.date | None = None) -> MirrorSpec:
     )
 
 
+def mirror_units_now(settings: Settings) -> list[MirrorUnit]:
+    """MirrorMaker's connectors and current tasks as they last reported (Connect's status topic, public cluster)."""
+    return mirror_units(settings.public_kafka(ADMIN))
+
+
 def start_mirror(settings: Settings, night: dt.date | None = None) -> process.MirrorStatus:
     """Start MirrorMaker 2 (reused when already running)."""
     return process.start(mirror_home(settings), mirror_spec(settings, night))
@@ -60,11 +69,14 @@ def keep_mirror_running(
 ) -> int:
     """Run MirrorMaker 2 until ``stop`` is set, starting it again whenever it died (exactly once: a restart
     resumes from the offsets its last transaction committed); then stop it. Returns how often it was restarted.
-    A start that fails (it died while starting) is tried again at the next check, up to ``attempts`` in a row."""
+    A start that fails (it died while starting) is tried again at the next check, up to ``attempts`` in a row.
+    A connector or task that reports FAILED (it copies nothing while the process lives on) is shown each check."""
     home, restarts, failures = mirror_home(settings), -1, 0
     try:
         while not stop.is_set():
-            if not process.status(home).running:
+            if process.status(home).running:
+                _show_failed_units(settings, progress)
+            else:
                 restarts += 1
                 progress.update(f"{'restarting' if restarts else 'starting'} MirrorMaker 2", final=True)
                 try:
@@ -80,6 +92,16 @@ def keep_mirror_running(
         process.stop(home)
     progress.update(f"MirrorMaker 2 stopped ({max(restarts, 0)} restart(s))", final=True)
     return max(restarts, 0)
+
+
+def _show_failed_units(settings: Settings, progress: Progress) -> None:
+    try:
+        failed = [u for u in mirror_units_now(settings) if u.state == FAILED]
+    except (KafkaException, KafkaOperationError) as e:  # the public cluster is away: the mirror keeps running
+        progress.update(f"could not read MirrorMaker's task states: {e}", final=True)
+        return
+    if failed:
+        progress.update("; ".join(map(str, failed)), final=True)
 
 
 def _topics_there(bootstrap: str, topics: list[str]) -> None:

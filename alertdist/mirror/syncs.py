@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from confluent_kafka import TopicPartition
-
-from alertdist.kafka.clients import consumer
-from alertdist.kafka.reading import read_to_end
+from alertdist.kafka.reading import latest_by_key
 from alertdist.nights.topics import MirrorNames
 
 __all__ = ["OffsetSyncs", "mirror_lag", "read_offset_syncs"]
@@ -32,21 +29,8 @@ def _parse(key: bytes, value: bytes) -> tuple[tuple[str, int], tuple[int, int]]:
 
 def read_offset_syncs(source_bootstrap: str, *, timeout: float = 30.0) -> OffsetSyncs:
     """The latest offset sync of every mirrored partition (empty before MirrorMaker wrote any)."""
-    c = consumer(source_bootstrap)
-    try:
-        topic = MirrorNames().offset_syncs_topic
-        metadata = c.list_topics(topic, timeout=timeout).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return {}
-        syncs: OffsetSyncs = {}
-        partitions = [TopicPartition(topic, p, 0) for p in metadata.partitions]
-        for msg in read_to_end(c, partitions, timeout=timeout):
-            if msg.key() and msg.value():
-                where, offsets = _parse(msg.key(), msg.value())
-                syncs[where] = offsets
-        return syncs
-    finally:
-        c.close()
+    latest = latest_by_key(source_bootstrap, MirrorNames().offset_syncs_topic, timeout=timeout)
+    return dict(_parse(key, value) for key, value in latest.items() if key and value)
 
 
 def mirror_lag(upstream_ends: dict[str, dict[int, int]], syncs: OffsetSyncs) -> int:

@@ -7,6 +7,7 @@ import argparse
 from alertdist.cli import parsing
 from alertdist.jobs import mirror
 from alertdist.mirror import process
+from alertdist.mirror.connect_status import FAILED
 
 
 def _start(args, settings):
@@ -22,7 +23,15 @@ def _stop(args, settings):
 def _status(args, settings):
     status = process.status(mirror.mirror_home(settings))
     print(status)
-    return 0 if status.answering else 3
+    if not status.running:
+        return 3
+    units = mirror.mirror_units_now(settings)
+    for unit in units:
+        print(f"  {unit}")
+    failed = [u for u in units if u.state == FAILED]
+    if failed:
+        print(f"{len(failed)} failed: the full trace is in {mirror.mirror_home(settings).path('log')}; restart it")
+    return 0 if status.answering and not failed else 3
 
 
 DESCRIPTION = """\
@@ -37,6 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     each = [
         ("start", _start, "write the properties file and start MirrorMaker 2 (reused when already running)"),
         ("stop", _stop, "stop it (SIGTERM: its tasks commit what they wrote)"),
-        ("status", _status, "its pid and whether its internal REST listener answers (exit 3 if not)"),
+        ("status", _status, "its pid, its REST listener, each connector's and task's state (exit 3: down or failed)"),
     ]
     parsing.actions(sub, "mirror", f"start, stop or check {what}", each, description=DESCRIPTION)
