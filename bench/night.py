@@ -14,8 +14,8 @@ Same run:
       three filters live. Latency from the file's time (the `alertdist.produced_ms` header) to visible for a
       plain consumer, and to each filter's committed output (a read_committed consumer), each in its own
       process. The percentiles are of the --seconds after the warm-up (a night lasts hours: its first seconds,
-      when the broker writes to the night's fresh partitions for the first time, are a sliver of it); the
-      warm-up's own are reported beside them.
+      while a freshly started broker's JIT compiles the paths of transactions and read_committed fetches, are a
+      sliver of it); the warm-up's own are reported beside them.
 
 Run from the repository root: .venv/bin/python bench/night.py [--alerts 5000] [--rate 40000] [--seconds 60]
 [--warmup 10]
@@ -38,8 +38,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import consume_latencies, private_broker, say
-from alertdist.infra import kafka_local, prefect_local
+from _common import consume_latencies, private_broker, private_prefect_server, say
 from alertdist.publish.sources import simulated_alerts
 from alertdist.simulate.night import write_drop_folder
 
@@ -161,7 +160,7 @@ def _pipeline(
 def paced(bootstrap: str, scratch: Path, rate_per_minute: float, seconds: float, warmup: float) -> dict:
     """(b): latency to a plain consumer and to each filter's committed output at a steady pace."""
     from alertdist.kafka.clients import admin_client
-    from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
+    from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
 
     naming = TopicNaming(survey="paced")
     packets = [a.packet for a in simulated_alerts(2000, night=NIGHT_B, seed=9)]
@@ -169,16 +168,9 @@ def paced(bootstrap: str, scratch: Path, rate_per_minute: float, seconds: float,
     inputs = list(naming.programme_topics(NIGHT_B).values())
     outputs = [naming.filter_output_topic(t, f) for t in inputs for f in FILTERS]
     # every topic exists before the readers assign themselves to it (the filters create their outputs later)
-    ensure_night_topics(admin_client(bootstrap), naming, NIGHT_B, TopicSettings())
-    admin = admin_client(bootstrap)
-    from confluent_kafka.admin import NewTopic
-
-    for future in admin.create_topics([NewTopic(t, 14, 1) for t in outputs]).values():
-        try:
-            future.result()
-        except Exception as e:  # an output topic the filters made first is fine
-            if "TOPIC_ALREADY_EXISTS" not in str(e):
-                raise
+    admin, layout = admin_client(bootstrap), TopicSettings()
+    ensure_night_topics(admin, naming, NIGHT_B, layout)
+    create_topics(admin, {t: (layout.partitions, 1, {}) for t in outputs})
     context = multiprocessing.get_context("spawn")
     queues, readers = [], []
     for topics, expected, config in (
@@ -199,9 +191,7 @@ def paced(bootstrap: str, scratch: Path, rate_per_minute: float, seconds: float,
     folder = scratch / "drop-b"
     folder.mkdir()
     timing: dict = {}
-    metadata = admin.list_topics(timeout=30)
-    partitions = sum(len(metadata.topics[t].partitions) for t in inputs)
-    ready = functools.partial(_stages_up, bootstrap, naming, NIGHT_B, partitions)
+    ready = functools.partial(_stages_up, bootstrap, naming, NIGHT_B, layout.partitions * len(inputs))
     pipeline = threading.Thread(target=_pipeline, args=(packets, folder, rate_per_minute, warm, n, ready, timing))
     pipeline.start()
     result = _night(bootstrap, folder, NIGHT_B, scratch / "archive-b", "paced")
@@ -239,19 +229,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=10, help="paced seconds before the measured ones (b)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="bench-night-") as tmp, private_broker("bench-night-kafka-") as cluster:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-night-") as tmp,
+        private_broker("bench-night-kafka-") as cluster,
+        private_prefect_server("bench-night-prefect-") as server,  # before Prefect is imported
+    ):
         scratch = Path(tmp)
-        server = prefect_local.PrefectServer(home=scratch / "prefect", port=kafka_local.free_port())
-        prefect_local.start(server, log=lambda *_: None)
-        os.environ.update(server.client_env())  # before Prefect is imported
-        try:
-            say(f"broker {cluster.bootstrap_servers}, Prefect {server.ui_url}; load {load_before}")
-            a = full_speed(cluster.bootstrap_servers, scratch, args.alerts)
-            say(f"(a) full speed: {json.dumps(a)}")
-            b = paced(cluster.bootstrap_servers, scratch, args.rate, args.seconds, args.warmup)
-            say(f"(b) paced: {json.dumps(b)}")
-        finally:
-            prefect_local.stop(server, log=lambda *_: None)
+        say(f"broker {cluster.bootstrap_servers}, Prefect {server.ui_url}; load {load_before}")
+        a = full_speed(cluster.bootstrap_servers, scratch, args.alerts)
+        say(f"(a) full speed: {json.dumps(a)}")
+        b = paced(cluster.bootstrap_servers, scratch, args.rate, args.seconds, args.warmup)
+        say(f"(b) paced: {json.dumps(b)}")
     line = {
         "published_alerts_s": a["publish_alerts_s"],
         "publisher_alone_alerts_s": a["publisher_alone_alerts_s"],

@@ -13,7 +13,7 @@ from alertdist.kafka.clients import admin_client
 from alertdist.kafka.errors import KafkaOperationError, retry_until
 from alertdist.mirror import closing, process
 from alertdist.mirror.config import MirrorSpec, mirrored_topics
-from alertdist.mirror.connect_status import FAILED, MirrorUnit, mirror_units
+from alertdist.mirror.connect_status import MirrorUnit, mirror_units
 from alertdist.nights.state import NightState
 from alertdist.nights.topics import TopicsError, replication_for
 from alertdist.security import ADMIN, MIRROR, secure_night
@@ -96,7 +96,7 @@ def keep_mirror_running(
 
 def _show_failed_units(settings: Settings, progress: Progress) -> None:
     try:
-        failed = [u for u in mirror_units_now(settings) if u.state == FAILED]
+        failed = [u for u in mirror_units_now(settings) if u.failed]
     except (KafkaException, KafkaOperationError) as e:  # the public cluster is away: the mirror keeps running
         progress.update(f"could not read MirrorMaker's task states: {e}", final=True)
         return

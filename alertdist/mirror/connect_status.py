@@ -16,10 +16,7 @@ from dataclasses import dataclass
 from alertdist.kafka.reading import latest_by_key
 from alertdist.nights.topics import MirrorNames
 
-__all__ = ["FAILED", "MirrorUnit", "mirror_units"]
-
-FAILED = "FAILED"
-_PREFIXES = {b"status-connector-": "connector", b"status-task-": "task"}
+__all__ = ["MirrorUnit", "mirror_units"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +28,10 @@ class MirrorUnit:
     state: str
     trace: str | None
     generation: int
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "FAILED"
 
     @property
     def connector(self) -> str:
@@ -45,11 +46,11 @@ def mirror_units(public_bootstrap: str, *, timeout: float = 30.0) -> list[Mirror
     """Each connector and its current tasks, sorted by name (empty before MirrorMaker first ran)."""
     units = []
     for key, value in latest_by_key(public_bootstrap, MirrorNames().connect_topics[2], timeout=timeout).items():
-        kind = next((k for prefix, k in _PREFIXES.items() if key.startswith(prefix)), None)
-        if kind is None or value is None:
+        parts = key.decode().split("-", 2)  # status-connector-<name>, status-task-<name>-<n>
+        if len(parts) < 3 or parts[0] != "status" or parts[1] not in ("connector", "task") or value is None:
             continue  # topic-usage records, deleted connectors
+        _, kind, name = parts
         status = json.loads(value)
-        name = key.split(b"-", 2)[2].decode()
         units.append(MirrorUnit(kind, name, status["state"], status.get("trace"), int(status.get("generation", 0))))
     newest: dict[str, int] = {}
     for u in units:

@@ -7,7 +7,6 @@ import argparse
 from alertdist.cli import parsing
 from alertdist.jobs import mirror
 from alertdist.mirror import process
-from alertdist.mirror.connect_status import FAILED
 
 
 def _start(args, settings):
@@ -28,7 +27,7 @@ def _status(args, settings):
     units = mirror.mirror_units_now(settings)
     for unit in units:
         print(f"  {unit}")
-    failed = [u for u in units if u.state == FAILED]
+    failed = [u for u in units if u.failed]
     if failed:
         print(f"{len(failed)} failed: the full trace is in {mirror.mirror_home(settings).path('log')}; restart it")
     return 0 if status.answering and not failed else 3
