@@ -288,7 +288,8 @@ class _LiveRun:
             raise
         finally:
             self.report.elapsed_s = time.monotonic() - self.started
-            self.consumer.close()  # the revoke callback finds nothing open: committed or aborted above
+            self._give_back_partitions()
+            self.consumer.close()
             if self.batches is not None:
                 self.batches.close()
 
@@ -455,6 +456,19 @@ class _LiveRun:
         """Let in-flight outputs land before an abort: librdkafka can send the abort while the output partitions
         are still being added to the transaction, which the broker answers with a fatal INVALID_TXN_STATE."""
         self._kafka("flushing before an abort", self.producer.flush, self.options.kafka_timeout_s)
+
+    def _give_back_partitions(self) -> None:
+        """Unsubscribe and serve the revoke in a poll, as any rebalance, before ``close``: left to ``close``, the
+        revoke callback can hang it for good (librdkafka asks its already terminating group thread for the
+        rebalance protocol and waits: librdkafka#4041, seen in this runner), and the night would never end. The
+        callback finds nothing open (committed or aborted before); what a poll here returns is not processed."""
+        deadline = time.monotonic() + 10.0
+        try:
+            self.consumer.unsubscribe()
+            while self.consumer.assignment() and time.monotonic() < deadline:
+                self.consumer.consume(100, 0.1)
+        except KafkaException:
+            pass  # close() copes with what is left
 
     def _abort_quietly(self) -> None:
         if self.txn_open and self.producer is not None:
