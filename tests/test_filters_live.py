@@ -176,6 +176,52 @@ def test_closed_and_consumed_night_is_a_no_op_on_rerun(kafka_bootstrap, unique, 
     assert len(outputs_of(kafka_bootstrap, naming, "solar_system")) == first.passed
 
 
+def _copies_that_end_while_joining(bootstrap: str, survey: str, copies: int, rounds_done) -> None:
+    """Run in a child process: a close that hangs freezes its whole process (the GIL held), so only a parent
+    can see it. Counts its rounds in ``rounds_done``."""
+    naming = TopicNaming(survey=survey)
+
+    def copy(i, reports):
+        reports[i] = run_live(
+            "solar_system", NIGHT, bootstrap_servers=bootstrap, naming=naming, options=FAST, copy_index=i
+        )
+
+    while True:
+        reports = [None] * copies
+        threads = [threading.Thread(target=copy, args=(i, reports)) for i in range(copies)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(r is not None and r.status == "finished" and r.read == 0 for r in reports), reports
+        rounds_done.value += 1
+
+
+def test_copies_that_find_the_night_done_while_still_joining_always_close(kafka_bootstrap, unique, night_packets):
+    """Copies started on a consumed night see it done before their group has assigned them anything, and close
+    mid-join. Closed so, one round in eight froze for good (librdkafka#4041) in a stress run; a copy now lets
+    the rebalance end before it closes."""
+    import multiprocessing
+
+    naming = TopicNaming(survey=f"j{unique}")
+    publish_night(kafka_bootstrap, naming, night_packets)
+    assert run_live("solar_system", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming, options=FAST).lag == 0
+    spawn = multiprocessing.get_context("spawn")
+    rounds_done = spawn.Value("i", 0)
+    child = spawn.Process(target=_copies_that_end_while_joining, args=(kafka_bootstrap, naming.survey, 4, rounds_done))
+    child.start()
+    try:
+        seen, progressed = 0, time.monotonic()
+        while rounds_done.value < 25:
+            assert child.is_alive(), f"the copies failed in round {rounds_done.value + 1} (exit {child.exitcode})"
+            if rounds_done.value > seen:
+                seen, progressed = rounds_done.value, time.monotonic()
+            assert time.monotonic() - progressed < 60, f"round {seen + 1}: a copy's close hung, its process froze"
+            time.sleep(0.2)
+    finally:
+        child.kill()
+
+
 # ----------------------------------------------------------------------------------- copies and restarts
 
 

@@ -56,7 +56,7 @@ class _Scheduler:
 
         return self._run(go)
 
-    def wait(self, run_ids: list, timeout: float = 900.0) -> dict:
+    def wait(self, run_ids: list, timeout: float = 420.0) -> dict:
         """The runs once all have ended, or as soon as one has failed."""
 
         async def go(client):
@@ -82,6 +82,21 @@ class _Scheduler:
             raise AssertionError(f"the worker did not start run {run_id} within {timeout:.0f} s")
 
         self._run(go)
+
+    def log_tail(self, run_id, lines: int = 40) -> str:
+        """The run's last log lines (its tasks' included: each filter copy logs its progress), for a failure."""
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+        from prefect.client.schemas.sorting import LogSort
+
+        async def go(client):
+            found = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                sort=LogSort.TIMESTAMP_DESC,
+                limit=lines,
+            )
+            return "\n".join(f"{log.timestamp:%H:%M:%S} {log.name}: {log.message}" for log in reversed(found))
+
+        return self._run(go)
 
     def artifact_rows(self, key: str) -> list[dict]:
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -130,7 +145,9 @@ def test_a_worker_runs_the_nightly_deployments_into_a_night_that_reconciles(kafk
         finished = scheduler.wait(list(night_runs.values()))
         for name, run_id in night_runs.items():
             run = finished[run_id]
-            assert run.state.is_completed(), f"{name}: {run.state.type} {run.state.message}"
+            assert run.state.is_completed(), (
+                f"{name}: {run.state.type} {run.state.message}; its log ends:\n{scheduler.log_tail(run_id)}"
+            )
             assert run.work_pool_name == "alertdist" and run.infrastructure_pid, name
         pids = {finished[i].infrastructure_pid for i in night_runs.values()}
         assert len(pids) == len(night_runs), "each run is a process of its own"

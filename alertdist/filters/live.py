@@ -228,6 +228,7 @@ class _LiveRun:
         self.next_done_check = 0.0
         self.next_progress = 0.0
         self.consumer = None
+        self.settled = False  # the group gave this copy its partitions after its last revoke (or its join)
         self.out: CountingProducer | None = None
         self.producer = None  # the transactional producer under `out`
 
@@ -288,8 +289,7 @@ class _LiveRun:
             raise
         finally:
             self.report.elapsed_s = time.monotonic() - self.started
-            self._give_back_partitions()
-            self.consumer.close()
+            self._close_consumer()
             if self.batches is not None:
                 self.batches.close()
 
@@ -457,18 +457,21 @@ class _LiveRun:
         are still being added to the transaction, which the broker answers with a fatal INVALID_TXN_STATE."""
         self._kafka("flushing before an abort", self.producer.flush, self.options.kafka_timeout_s)
 
-    def _give_back_partitions(self) -> None:
-        """Unsubscribe and serve the revoke in a poll, as any rebalance, before ``close``: left to ``close``, the
-        revoke callback can hang it for good (librdkafka asks its already terminating group thread for the
-        rebalance protocol and waits: librdkafka#4041, seen in this runner), and the night would never end. The
-        callback finds nothing open (committed or aborted before); what a poll here returns is not processed."""
-        deadline = time.monotonic() + 10.0
+    def _close_consumer(self) -> None:
+        """Close in a settled group generation: closing mid-rebalance (a copy that finds its night done while
+        it is still joining, or that a rebalance caught at its end) leaves a rebalance event that close() serves
+        after the group's thread ended, and its assign waits for good with the GIL held, freezing the process
+        (librdkafka#4041; one run in eight of a rerun copy hung in a stress test). So the rebalance is served
+        to its end first, in polls whose alerts are not processed; nothing is open by then, nothing is lost.
+        Not unsubscribing first: a static member closing sends no LeaveGroup, so the copies still running are
+        not sent into a rebalance of their own at the end of every night."""
+        deadline = time.monotonic() + self.options.session_timeout_ms / 1000 + 5.0
         try:
-            self.consumer.unsubscribe()
-            while self.consumer.assignment() and time.monotonic() < deadline:
-                self.consumer.consume(100, 0.1)
+            while not self.settled and time.monotonic() < deadline:
+                self.consumer.consume(self.options.batch_size, 0.1)
         except KafkaException:
-            pass  # close() copes with what is left
+            pass  # the group is gone (the broker is): close() has no rebalance left to serve
+        self.consumer.close()
 
     def _abort_quietly(self) -> None:
         if self.txn_open and self.producer is not None:
@@ -483,14 +486,17 @@ class _LiveRun:
 
     def _on_assign(self, _consumer, partitions) -> None:
         self.report.partitions.update((tp.topic, tp.partition) for tp in partitions)
+        self.settled = True
 
     def _on_revoke(self, _consumer, partitions) -> None:
+        self.settled = False
         if self.txn_open:
             self._commit(rewind=False)  # still the owner here: hand over exactly where the work stopped
         for tp in partitions:
             self.positions.pop((tp.topic, tp.partition), None)
 
     def _on_lost(self, _consumer, partitions) -> None:
+        self.settled = False
         if self.txn_open:  # no longer the owner: the next one redoes this batch
             self._abort(rewind=False)
         for tp in partitions:
