@@ -23,7 +23,7 @@ MAIN_CLASS = "org.apache.kafka.connect.mirror.MirrorMaker"
 
 
 class MirrorError(RuntimeError):
-    """MirrorMaker 2 could not be started or stopped, or its tasks keep failing; the message says where its log is."""
+    """MirrorMaker 2 could not be started or stopped; the message says where its log is."""
 
 
 @dataclass(frozen=True)
