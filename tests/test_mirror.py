@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import threading
 import time
 
 import pytest
@@ -131,64 +130,6 @@ def test_a_closing_record_mirrored_from_upstream_never_reads_as_closed_downstrea
     assert read_night_state(settings.bootstrap_servers, settings.naming, other).closed
 
 
-def _newest_task_generation(settings) -> int:
-    return max(u.generation for u in mirror.mirror_units_now(settings) if u.kind == "task")
-
-
-def _report_failed(settings, task: str, generation: int) -> None:
-    """A task failing as Connect reports it: its status record, keyed with Java's partitioner, on the public
-    cluster."""
-    failure = {
-        "state": "FAILED",
-        "trace": "org.apache.kafka.common.errors.SaslAuthenticationException: bad login\n\tat x",
-        "generation": generation,
-    }
-    writer = producer(settings.public_bootstrap_servers, partitioner="murmur2_random")
-    writer.produce(MirrorNames().connect_topics[2], json.dumps(failure).encode(), f"status-task-{task}".encode())
-    assert writer.flush(30) == 0
-
-
-def test_the_keeper_restarts_the_mirror_once_for_a_task_that_failed(settings, mirrored_night):
-    """MirrorMaker 2 in dedicated mode leaves a FAILED task failed while its process lives on; the keeper (the
-    `mirror` deployment's loop) restarts the process for it, once: the new task's RUNNING replaces the report."""
-    home = mirror.mirror_home(settings)
-    assert process.status(home).running  # the module's mirror: the keeper takes it over
-    first = process.status(home).pid
-    stop, restarts = threading.Event(), []
-    keeper = threading.Thread(
-        target=lambda: restarts.append(mirror.keep_mirror_running(settings, stop, every_s=0.5)), daemon=True
-    )
-    keeper.start()
-    try:
-        time.sleep(3)  # checks of a healthy mirror: nothing to do
-        assert process.status(home).pid == first
-        _report_failed(settings, "MirrorSourceConnector-0", _newest_task_generation(settings))
-        deadline = time.monotonic() + 120
-        while process.status(home).pid in (None, first) or not process.status(home).answering:
-            assert time.monotonic() < deadline, "the keeper did not restart MirrorMaker 2 for its failed task"
-            time.sleep(0.2)
-        second = process.status(home).pid
-
-        def task():
-            return next(u for u in mirror.mirror_units_now(settings) if u.name == "MirrorSourceConnector-0")
-
-        while task().failed:
-            assert time.monotonic() < deadline, "the restarted task never reported"
-            time.sleep(0.5)
-        assert task().state == "RUNNING"
-        time.sleep(3)  # more checks: the failure was answered, once
-        assert process.status(home).pid == second
-    finally:
-        stop.set()
-        keeper.join(timeout=60)
-        mirror.start_mirror(settings)  # the module's mirror, which the keeper stopped with itself
-        deadline = time.monotonic() + 120
-        while any(u.state != "RUNNING" for u in mirror.mirror_units_now(settings)):
-            assert time.monotonic() < deadline, "the module's mirror did not come back"
-            time.sleep(0.5)
-    assert restarts == [1]
-
-
 def test_the_cli_starts_reports_and_stops_the_mirror(settings, mirrored_night, monkeypatch, capsys):
     """Last in this module: it stops the module's mirror."""
     for name in ("home", "bootstrap_servers", "public_bootstrap_servers", "mirror_rest_port"):
@@ -201,9 +142,20 @@ def test_the_cli_starts_reports_and_stops_the_mirror(settings, mirrored_night, m
     assert "task MirrorSourceConnector-0: RUNNING" in out
     # a task failing as Connect reports it (status topic, newest generation); an older generation's is a task
     # since replaced, not shown
-    newest = _newest_task_generation(settings)
-    _report_failed(settings, "MirrorSourceConnector-1", newest)
-    _report_failed(settings, "MirrorSourceConnector-7", newest - 1)
+    units = mirror.mirror_units_now(settings)
+    newest = max(u.generation for u in units if u.kind == "task")
+    failure = {
+        "state": "FAILED",
+        "trace": "org.apache.kafka.common.errors.SaslAuthenticationException: bad login\n\tat x",
+    }
+    status_topic = MirrorNames().connect_topics[2]
+    writer = producer(settings.public_bootstrap_servers, partitioner="murmur2_random")  # as Connect (Java) keys
+    for key, generation in (
+        (b"status-task-MirrorSourceConnector-1", newest),
+        (b"status-task-MirrorSourceConnector-7", newest - 1),
+    ):
+        writer.produce(status_topic, json.dumps({**failure, "generation": generation}).encode(), key)
+    assert writer.flush(30) == 0
     assert cli(["mirror", "status"]) == 3
     out = capsys.readouterr().out
     assert (

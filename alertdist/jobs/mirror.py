@@ -69,61 +69,39 @@ def keep_mirror_running(
 ) -> int:
     """Run MirrorMaker 2 until ``stop`` is set, starting it again whenever it died (exactly once: a restart
     resumes from the offsets its last transaction committed); then stop it. Returns how often it was restarted.
-
-    A connector or task that reports FAILED copies nothing while the process lives on, and MirrorMaker 2 in
-    dedicated mode never restarts it: the process is restarted for it, once per failure reported (a FAILED
-    record older than the process it is about, left until the new task reports, is not acted on again). A start
-    that fails, or a failure reported again after each restart, is tried again up to ``attempts`` in a row;
-    then `process.MirrorError` says what failed."""
-    home, restarts, failed_starts, failure_restarts = mirror_home(settings), 0, 0, 0
-    launched = False  # this keeper started it or found it running: starting it again is a restart
-    answered: dict[str, int] = {}  # unit -> offset of the last FAILED record that is not this process's news
+    A start that fails (it died while starting) is tried again at the next check, up to ``attempts`` in a row.
+    A connector or task that reports FAILED (it copies nothing while the process lives on) is shown each check."""
+    home, restarts, failures = mirror_home(settings), -1, 0
     try:
         while not stop.is_set():
-            if not process.status(home).running:
-                progress.update(f"{'restarting' if launched else 'starting'} MirrorMaker 2", final=True)
-                restarts += 1 if launched else 0
-                launched = True
-                before = _failed_units(settings, progress)  # reports of earlier processes, read before this one
+            if process.status(home).running:
+                _show_failed_units(settings, progress)
+            else:
+                restarts += 1
+                progress.update(f"{'restarting' if restarts else 'starting'} MirrorMaker 2", final=True)
                 try:
                     start_mirror(settings)
-                    failed_starts = 0
-                    answered.update((u.name, u.offset) for u in before)
+                    failures = 0
                 except process.MirrorError as e:
-                    failed_starts += 1
-                    if failed_starts >= attempts:
+                    failures += 1
+                    if failures >= attempts:
                         raise
-                    progress.update(f"MirrorMaker 2 did not start ({failed_starts} of {attempts}): {e}", final=True)
-            else:
-                launched = True
-                failed = _failed_units(settings, progress)
-                news = [u for u in failed if u.offset > answered.get(u.name, -1)]
-                failure_restarts = 0 if not failed else failure_restarts
-                if news:
-                    failure_restarts += 1
-                    reported = "; ".join(map(str, news))
-                    if failure_restarts > attempts:
-                        raise process.MirrorError(
-                            f"MirrorMaker 2 failed again after {attempts} restarts: {reported}. Fix the cause (its "
-                            f"log: {home.path('log')}), then start the mirror again (`alertdist mirror start`)"
-                        )
-                    progress.update(f"{reported}: restarting MirrorMaker 2 for it", final=True)
-                    process.stop(home)
-                    continue  # started again at once
+                    progress.update(f"MirrorMaker 2 did not start ({failures} of {attempts}): {e}", final=True)
             stop.wait(every_s)
     finally:
         process.stop(home)
-    progress.update(f"MirrorMaker 2 stopped ({restarts} restart(s))", final=True)
-    return restarts
+    progress.update(f"MirrorMaker 2 stopped ({max(restarts, 0)} restart(s))", final=True)
+    return max(restarts, 0)
 
 
-def _failed_units(settings: Settings, progress: Progress) -> list[MirrorUnit]:
-    """The FAILED connectors and tasks; none when the public cluster is away (said, and the mirror keeps running)."""
+def _show_failed_units(settings: Settings, progress: Progress) -> None:
     try:
-        return [u for u in mirror_units_now(settings) if u.failed]
-    except (KafkaException, KafkaOperationError) as e:
+        failed = [u for u in mirror_units_now(settings) if u.failed]
+    except (KafkaException, KafkaOperationError) as e:  # the public cluster is away: the mirror keeps running
         progress.update(f"could not read MirrorMaker's task states: {e}", final=True)
-        return []
+        return
+    if failed:
+        progress.update("; ".join(map(str, failed)), final=True)
 
 
 def _topics_there(bootstrap: str, topics: list[str]) -> None:

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from alertdist.kafka.clients import consumer
 from alertdist.kafka.errors import KafkaOperationError, is_transient, retry_until
 
-__all__ = ["latest_by_key", "latest_records_by_key", "read_to_end", "watermarks"]
+__all__ = ["latest_by_key", "read_to_end", "watermarks"]
 
 
 def watermarks(c: Consumer, topic: str, partition: int, *, timeout: float = 30.0) -> tuple[int, int]:
@@ -71,21 +71,15 @@ def read_to_end(
         yield msg
 
 
-def latest_records_by_key(bootstrap_servers: str, topic: str, *, timeout: float = 30.0) -> dict[bytes, Message]:
-    """Each key's last record in ``topic`` (its value None: a tombstone), as the topic reads once compacted: the
-    state that MirrorMaker and Connect keep in their internal topics. Empty when the topic does not exist (yet).
-    A key always lands in one partition, so a later record of a key has a higher offset."""
+def latest_by_key(bootstrap_servers: str, topic: str, *, timeout: float = 30.0) -> dict[bytes, bytes | None]:
+    """Each key's last value in ``topic`` (None: a tombstone), as the topic reads once compacted: the state that
+    MirrorMaker and Connect keep in their internal topics. Empty when the topic does not exist (yet)."""
     c = consumer(bootstrap_servers)
     try:
         metadata = c.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None:
             return {}
         partitions = [TopicPartition(topic, p, 0) for p in metadata.partitions]
-        return {m.key(): m for m in read_to_end(c, partitions, timeout=timeout) if m.key() is not None}
+        return {m.key(): m.value() for m in read_to_end(c, partitions, timeout=timeout) if m.key() is not None}
     finally:
         c.close()
-
-
-def latest_by_key(bootstrap_servers: str, topic: str, *, timeout: float = 30.0) -> dict[bytes, bytes | None]:
-    """Each key's last value in ``topic`` (None: a tombstone): `latest_records_by_key`'s values."""
-    return {k: m.value() for k, m in latest_records_by_key(bootstrap_servers, topic, timeout=timeout).items()}

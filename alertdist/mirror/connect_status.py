@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from alertdist.kafka.reading import latest_records_by_key
+from alertdist.kafka.reading import latest_by_key
 from alertdist.nights.topics import MirrorNames
 
 __all__ = ["MirrorUnit", "mirror_units"]
@@ -28,7 +28,6 @@ class MirrorUnit:
     state: str
     trace: str | None
     generation: int
-    offset: int = -1  # of its record in the status topic: a later report of the same unit has a higher one
 
     @property
     def failed(self) -> bool:
@@ -46,16 +45,13 @@ class MirrorUnit:
 def mirror_units(public_bootstrap: str, *, timeout: float = 30.0) -> list[MirrorUnit]:
     """Each connector and its current tasks, sorted by name (empty before MirrorMaker first ran)."""
     units = []
-    for key, record in latest_records_by_key(
-        public_bootstrap, MirrorNames().connect_topics[2], timeout=timeout
-    ).items():
+    for key, value in latest_by_key(public_bootstrap, MirrorNames().connect_topics[2], timeout=timeout).items():
         parts = key.decode().split("-", 2)  # status-connector-<name>, status-task-<name>-<n>
-        if len(parts) < 3 or parts[0] != "status" or parts[1] not in ("connector", "task") or record.value() is None:
+        if len(parts) < 3 or parts[0] != "status" or parts[1] not in ("connector", "task") or value is None:
             continue  # topic-usage records, deleted connectors
         _, kind, name = parts
-        status = json.loads(record.value())
-        generation = int(status.get("generation", 0))
-        units.append(MirrorUnit(kind, name, status["state"], status.get("trace"), generation, record.offset()))
+        status = json.loads(value)
+        units.append(MirrorUnit(kind, name, status["state"], status.get("trace"), int(status.get("generation", 0))))
     newest: dict[str, int] = {}
     for u in units:
         if u.kind == "task":
