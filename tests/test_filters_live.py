@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -201,8 +202,6 @@ def test_copies_that_find_the_night_done_while_still_joining_always_close(kafka_
     """Copies started on a consumed night see it done before their group has assigned them anything, and close
     mid-join. Closed so, one round in eight froze for good (librdkafka#4041) in a stress run; a copy now lets
     the rebalance end before it closes."""
-    import multiprocessing
-
     naming = TopicNaming(survey=f"j{unique}")
     publish_night(kafka_bootstrap, naming, night_packets)
     assert run_live("solar_system", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming, options=FAST).lag == 0
