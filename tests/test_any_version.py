@@ -224,7 +224,7 @@ def test_damage_found_at_the_end_fails_the_replay_says_what_was_produced_and_lea
     settings = Settings(bootstrap_servers=kafka_bootstrap)
     topic = f"replay-{uuid.uuid4().hex[:8]}"
     with pytest.raises(ReplayError, match=rf"CRC.*message\(s\) had already been produced to {topic}"):
-        replay(settings, ReplayRequest((str(path),), topic=topic))
+        replay(settings, ReplayRequest((str(path),), topic=topic, allow_unverified=True))
     naming = TopicNaming(survey=f"d{uuid.uuid4().hex[:6]}", programmes={1: "public"})
     alerts, counts, names = open_sources([str(path)])
     with pytest.raises(ReplayError, match="left open, not marked complete") as failure:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alertdist.access.listing import ArchiveAccessError, ArchiveLocation, RemoteFile, open_location
+from alertdist.access.names import landing
 from alertdist.archive.tarball import MD5SUMS, md5sums_text, parse_md5sums
 from alertdist.nights.dates import parse_night
 from alertdist.nights.topics import DEFAULT_PROGRAMMES
@@ -189,8 +190,10 @@ def _downloaded(remote: RemoteFile, final: Path, hashes: _Hashes, **how) -> Down
 def download_file(
     location: ArchiveLocation, remote: RemoteFile, folder: Path, *, progress: Progress | None = None, attempts: int = 5
 ) -> DownloadedFile:
-    """Download one file of the archive into ``folder`` (same relative path), resumably and verified."""
-    final = Path(folder) / remote.path
+    """Download one file of the archive into ``folder`` (same relative path), resumably and verified.
+
+    Raises `ArchiveNameError` (before anything is fetched or written) for a name the archive never writes."""
+    final = landing(folder, remote.path)
     part = final.with_name(final.name + PART_SUFFIX)
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
@@ -207,7 +210,7 @@ def download_file(
         restarts += _fetch_into(location, remote, part, hashes, progress, attempts)
         problems = _problems(remote, hashes)
         if not problems:
-            os.replace(part, final)
+            _rename_durably(part, final)
             return _downloaded(remote, final, hashes, resumed_from=resumed_from, restarts=restarts)
         if resumed_from == 0 or fresh:
             break
@@ -261,8 +264,8 @@ def _save_indexes(
     for name in names:
         raw = location.read_bytes(f"manifests/{name}")
         if raw is not None:
-            _write_atomic(folder / "manifests" / name, raw)
-    sums_path = folder / MD5SUMS
+            _write_atomic(landing(folder, f"manifests/{name}", night=night, kind="manifest"), raw)
+    sums_path = landing(folder, MD5SUMS)
     sums = parse_md5sums(sums_path.read_text()) if sums_path.exists() else {}
     sums.update({f.path: f.md5 for f in done if "/" not in f.path})
     if sums:
@@ -272,8 +275,22 @@ def _save_indexes(
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(f".{path.name}.tmp")
-    scratch.write_bytes(data)
-    os.replace(scratch, path)
+    with open(scratch, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    _rename_durably(scratch, path)
+
+
+def _rename_durably(written: Path, final: Path) -> None:
+    """Move a file already synced to disk into its final name, and sync its folder so the new name survives a
+    crash too (a rename lives in the folder's own data)."""
+    os.replace(written, final)
+    folder = os.open(final.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def download_night(

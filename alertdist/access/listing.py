@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
+from alertdist.access.names import MANIFEST_NAME, NIGHT_FOLDER, TARBALL_NAME, archive_name, inside_url
 from alertdist.archive.manifest import NightManifest
 from alertdist.archive.tarball import MD5SUMS, parse_md5sums
 from alertdist.publish.sources import require_location
@@ -33,10 +34,8 @@ __all__ = [
     "open_location",
 ]
 
-TARBALL_NAME = re.compile(r"^(?P<survey>[A-Za-z0-9]+)_(?P<programme>[A-Za-z0-9]+)_(?P<night>\d{8})\.tar\.gz$")
-MANIFEST_NAME = re.compile(r"^(?P<survey>[A-Za-z0-9]+)_(?P<night>\d{8})\.json$")
-NIGHT_FOLDER = re.compile(r"^night=(?P<night>\d{8})$")
 _HTTP_TIMEOUT = 30.0
+_MAX_REDIRECTS = 5
 
 
 class ArchiveAccessError(RuntimeError):
@@ -105,21 +104,21 @@ class ArchiveLocation:
         root = self.listdir("")
         sums = self.md5sums()
         names = dict(root)
-        if not any(TARBALL_NAME.match(n) for n in names):
+        if not any(TARBALL_NAME.fullmatch(n) for n in names):
             names.update(dict.fromkeys(sums))  # no index page (or an empty one): MD5SUMS names the files
         for name, size in names.items():
-            m = TARBALL_NAME.match(name)
+            m = TARBALL_NAME.fullmatch(name)
             if m:
                 night = found.setdefault(m["night"], NightListing(m["night"]))
                 night.tarballs[name] = RemoteFile(name, size, sums.get(name))
         if "parquet/" in root:
             for name in self.listdir("parquet"):
-                m = NIGHT_FOLDER.match(name.rstrip("/"))
+                m = NIGHT_FOLDER.fullmatch(name.rstrip("/"))
                 if m:
                     found.setdefault(m["night"], NightListing(m["night"])).parquet = True
         if "manifests/" in root:
             for name in self.listdir("manifests"):
-                m = MANIFEST_NAME.match(name)
+                m = MANIFEST_NAME.fullmatch(name)
                 if m:
                     found.setdefault(m["night"], NightListing(m["night"])).manifests.append(f"manifests/{name}")
         return [found[n] for n in sorted(found)]
@@ -149,9 +148,9 @@ class ArchiveLocation:
         for folder in self.listdir(base):
             if folder.endswith("/"):
                 paths += [
-                    f"{base}/{folder}{name}"
+                    archive_name(f"{base}/{folder}{name}", night=night, kind="parquet").path
                     for name in self.listdir(f"{base}/{folder.rstrip('/')}")
-                    if name.endswith(".parquet")
+                    if name.endswith(".parquet") and not name.startswith(".")  # not a writer's temporary
                 ]
         return sorted(paths)
 
@@ -168,13 +167,14 @@ class ArchiveLocation:
                 files[f.path] = f
         manifests = [p for p in listing.manifests if survey is None or p.startswith(f"manifests/{survey}_")]
         if not listing.manifests:  # no folder listing to find it by (an HTTP server without index pages): ask
-            surveys = {TARBALL_NAME.match(n)["survey"] for n in listing.tarballs} if survey is None else {survey}
+            surveys = {TARBALL_NAME.fullmatch(n)["survey"] for n in listing.tarballs} if survey is None else {survey}
             manifests = [
                 p for p in (f"manifests/{s}_{night}.json" for s in sorted(surveys)) if self.read_bytes(p) is not None
             ]
         for path in manifests:
             for programme in self.manifest(path).programmes.values():
                 for kind, entry in programme.files.items():
+                    archive_name(entry["path"], night=night, kind=kind)  # never a place of the archive's choosing
                     known = files.get(entry["path"])
                     if known is not None and known.md5 and known.md5 != entry.get("md5"):
                         raise ArchiveAccessError(
@@ -208,6 +208,9 @@ class FsspecLocation(ArchiveLocation):
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}".rstrip("/") if path else self.root
 
+    def _file(self, path: str) -> str:
+        return self._full(archive_name(path).path)
+
     def listdir(self, path: str = "") -> dict[str, int | None]:
         self.fs.invalidate_cache()
         try:
@@ -229,7 +232,7 @@ class FsspecLocation(ArchiveLocation):
 
     def read_bytes(self, path: str) -> bytes | None:
         try:
-            return self.fs.cat_file(self._full(path))
+            return self.fs.cat_file(self._file(path))
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -237,7 +240,7 @@ class FsspecLocation(ArchiveLocation):
 
     def read_from(self, path: str, offset: int, chunk_size: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
         try:
-            handle = self.fs.open(self._full(path), "rb", block_size=8 * chunk_size)
+            handle = self.fs.open(self._file(path), "rb", block_size=8 * chunk_size)
             handle.seek(offset)
         except OSError as e:
             raise ArchiveAccessError(f"opening {self.display(path)} at byte {offset} failed: {e}") from e
@@ -267,15 +270,36 @@ class HttpLocation(ArchiveLocation):
         import httpx
 
         self.url = url if url.endswith("/") else f"{url}/"
-        self.client = client or httpx.Client(timeout=httpx.Timeout(_HTTP_TIMEOUT, connect=10.0), follow_redirects=True)
+        self.client = client or httpx.Client(timeout=httpx.Timeout(_HTTP_TIMEOUT, connect=10.0))
         self._httpx = httpx
 
     def _url(self, path: str) -> str:
-        return urljoin(self.url, quote(path, safe="/"))
+        url = urljoin(self.url, quote(path, safe="/"))
+        if not inside_url(self.url, url):
+            raise ArchiveAccessError(f"{path!r} would be fetched from {url}, outside the archive {self.url}: refused")
+        return url
+
+    def _send(self, url: str, headers: dict | None = None, *, stream: bool = False):
+        """GET ``url``, following a redirect only while it stays under the archive's URL (`inside_url`)."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            response = self.client.send(
+                self.client.build_request("GET", url, headers=headers), stream=stream, follow_redirects=False
+            )
+            if not response.is_redirect:
+                return response
+            target = urljoin(url, response.headers["location"])
+            response.close()
+            if not inside_url(self.url, target):
+                raise ArchiveAccessError(
+                    f"GET {url} was redirected to {target}, outside the archive {self.url}: refused, nothing was "
+                    "read from there. Give the archive's final URL, or tell its operators"
+                )
+            url = target
+        raise ArchiveAccessError(f"GET {url}: more than {_MAX_REDIRECTS} redirects; give the archive's final URL")
 
     def _get(self, path: str):
         try:
-            return self.client.get(self._url(path))
+            return self._send(self._url(path))
         except self._httpx.HTTPError as e:
             raise ArchiveAccessError(f"GET {self._url(path)} failed: {e}; is the server up and the URL right?") from e
 
@@ -300,7 +324,7 @@ class HttpLocation(ArchiveLocation):
         return found
 
     def read_bytes(self, path: str) -> bytes | None:
-        response = self._get(path)
+        response = self._get(archive_name(path).path)
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -310,9 +334,8 @@ class HttpLocation(ArchiveLocation):
     def read_from(self, path: str, offset: int, chunk_size: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
         # identity: Range offsets count the file's own bytes, never a transfer encoding's
         headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
-        request = self.client.build_request("GET", self._url(path), headers=headers)
         try:
-            response = self.client.send(request, stream=True)
+            response = self._send(self._url(archive_name(path).path), headers, stream=True)
         except self._httpx.HTTPError as e:
             raise ConnectionError(f"GET {self._url(path)} from byte {offset} failed: {e}") from e
         if response.status_code == 416:  # nothing after `offset`: what we have is the whole file (or more)
@@ -359,7 +382,7 @@ def check_sources(specs: list[str], *, archived_night: str | None, storage_optio
             continue
         location = open_location(spec, storage_options)
         nights = {n.night for n in location.nights()}
-        nights |= {m["night"] for name in location.listdir("") if (m := NIGHT_FOLDER.match(name.rstrip("/")))}
+        nights |= {m["night"] for name in location.listdir("") if (m := NIGHT_FOLDER.fullmatch(name.rstrip("/")))}
         if len(nights) > 1:
             raise ArchiveAccessError(
                 f"{spec} holds {len(nights)} nights ({', '.join(sorted(nights)[:5])}"

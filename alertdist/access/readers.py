@@ -432,8 +432,14 @@ def open_sources(
     archived_night: str | None = None,
     storage_options: dict | None = None,
     prefer: str = "tarball",
+    require_checksum: bool = False,
 ) -> tuple[Iterator[ArchivedAlert], list[ReadCounts], list[str]]:
     """One candid-ordered stream of alerts from several sources, and each source's counts and name.
+
+    A file with a published checksum (an ``MD5SUMS`` line beside a tarball, the manifest of an archive root) is
+    read once into a private spool while it is verified, and its packets come from that spool
+    (`alertdist.access.verified`); with ``require_checksum`` a source without one is refused before anything is
+    read.
 
     A spec is a tarball, a ``.parquet`` file, or a folder/URL: with ``archived_night`` an archive root whose
     tarballs of that night are used (byte-identical; ``prefer="parquet"`` takes its Parquet files instead, if it
@@ -441,29 +447,35 @@ def open_sources(
     Any of them local, ``s3://`` or ``http(s)://`` (over HTTP a dataset folder cannot be listed: give an archive
     root, whose manifest names the files).
     """
-    from alertdist.access.listing import ArchiveAccessError, RemoteFile, open_location
+    from alertdist.access.listing import ArchiveAccessError, open_location
+    from alertdist.access.verified import Spool, refuse_unverified
     from alertdist.nights.dates import parse_night
 
     if archived_night is not None:
         archived_night = f"{parse_night(archived_night):%Y%m%d}"
     streams, counts, names = [], [], []
+    spool = Spool()
     for spec in specs:
         spec = str(spec)
         if is_tarball(spec) or spec.endswith(".parquet") or archived_night is None:
+            read_from = spec
+            md5 = None
             if is_tarball(spec):
                 folder, _, name = spec.rstrip("/").rpartition("/")
-                beside = open_location(folder or ".", storage_options)
-                md5 = beside.md5sums().get(name)
-                if md5:
-                    _check_before_reading(beside, RemoteFile(name, md5=md5))
+                md5 = open_location(folder or ".", storage_options).md5sums().get(name)
+            if md5:
+                read_from = str(spool.named(spec, md5, storage_options))
+            else:
+                refuse_unverified(spec, not require_checksum)
             c = ReadCounts(spec)
-            streams.append(alerts_from(spec, storage_options=storage_options, counts=c))
+            streams.append(alerts_from(read_from, storage_options=storage_options, counts=c))
             counts.append(c)
             names.append(spec)
             continue
         location = open_location(spec, storage_options)
         nights = [n.night for n in location.nights()]
         if not nights:  # not an archive root: a Parquet dataset folder, filtered to the night
+            refuse_unverified(spec, not require_checksum)
             dataset = open_dataset(spec, storage_options=storage_options)
             if not any(True for _ in dataset.get_fragments(ds.field("night") == archived_night)):
                 raise ArchiveAccessError(
@@ -486,28 +498,17 @@ def open_sources(
         if not wanted:
             raise ArchiveAccessError(f"{spec} lists no file of night {archived_night}")
         for f in wanted:
-            _check_before_reading(location, f)
+            if not (f.md5 or f.sha256):
+                refuse_unverified(location.display(f.path), not require_checksum)
         for f in wanted:  # file by file (known from the manifest): works where folders cannot be listed (HTTP)
             c = ReadCounts(location.display(f.path))
             read = tarball_alerts if f.kind == "tarball" else parquet_alerts
-            streams.append(read(c.source, storage_options=storage_options, counts=c))
+            streams.append(read(str(spool.archived(location, f)), counts=c))  # verified, read once
             counts.append(c)
             names.append(c.source)
     if not streams:
         raise ValueError("nothing to replay: give at least one tarball, Parquet file or archive location")
-    return (streams[0] if len(streams) == 1 else merge_by_candid(streams)), counts, names
-
-
-def _check_before_reading(location, remote) -> None:
-    """Refuse a file whose size or checksums differ from what its archive publishes (MD5SUMS, the manifest)."""
-    from alertdist.access.download import check_archived_file
-
-    problems = check_archived_file(location, remote)
-    if problems:
-        raise ArchiveReadError(
-            f"{location.display(remote.path)} is damaged ({'; '.join(problems)}): nothing was read from it; "
-            "download it again (alertdist download verifies checksums)"
-        )
+    return spool.holding(streams[0] if len(streams) == 1 else merge_by_candid(streams)), counts, names
 
 
 def packets_for_batch(

@@ -30,6 +30,7 @@ class ReplayRequest:
     partitions: int = 14
     check_night: bool = True
     reopen: bool = False
+    allow_unverified: bool = False  # replay sources that have no checksum (MD5SUMS, manifest) to verify them by
 
     def __post_init__(self) -> None:
         if bool(self.topic) == (self.night is not None):
@@ -67,6 +68,7 @@ def replay(
         archived_night=archived,
         storage_options=settings.storage_options,
         prefer="parquet" if request.from_parquet else "tarball",
+        require_checksum=not request.allow_unverified,
     )
 
     def show(p: ReplayProgress) -> None:

@@ -93,7 +93,8 @@ def _replay(args, settings: Settings) -> int:
     unchanged (from Parquet: rebuilt with its schema version), key objectId. --night N: through the publisher into
     night N's programme topics, which is then closed, so it can be filtered and archived like a live night. Several
     sources are merged in candid order. With --speed the exposures are spaced by their jd, SPEED times faster than
-    the real night."""
+    the real night. Each file is read once into a private spool and checked against its MD5SUMS line or manifest
+    entry before anything is produced; a source with neither is refused unless --allow-unverified."""
     from alertdist.jobs.replay import ReplayRequest, replay
     from alertdist.kafka.signals import stop_on_signals
 
@@ -107,6 +108,7 @@ def _replay(args, settings: Settings) -> int:
         partitions=args.partitions,
         check_night=not args.any_night,
         reopen=args.reopen,
+        allow_unverified=args.allow_unverified,
     )
     stop = threading.Event()
     with stop_on_signals(stop):
@@ -184,5 +186,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--reopen", action="store_true", help="with --night: replay into a night already closed")
     replay.add_argument(
         "--any-night", action="store_true", help="with --night: accept alerts whose jd lies in another night"
+    )
+    replay.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="replay sources with no checksum to verify them by (no MD5SUMS line, no manifest; default: refuse)",
     )
     parsing.quiet_option(replay)
