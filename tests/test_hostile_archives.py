@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 import threading
 import uuid
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from alertdist.access import download_night
+from alertdist.access import ArchiveAccessError, download_night
+from alertdist.access.listing import check_sources
 from alertdist.access.names import ArchiveNameError, archive_name, inside_url, landing
-from alertdist.access.readers import open_sources
+from alertdist.access.readers import ArchiveReadError, open_sources
 from alertdist.archive.manifest import FORMAT
 from alertdist.archive.tarball import read_members
 from alertdist.cli.main import main as cli
@@ -174,15 +176,25 @@ class _Handler(SimpleHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        if self.path in server.second and server.requests.count(self.path) > 1:
-            body = server.second[self.path]
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+        local = Path(self.translate_path(self.path))
+        if not local.is_file():
+            super().do_GET()  # folders (index pages) and 404s
             return
-        super().do_GET()
+        data = local.read_bytes()
+        if self.path in server.second and server.requests.count(self.path) > 1:
+            data = server.second[self.path]
+        start, end = 0, len(data)
+        wanted = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+        if wanted:  # fsspec's HTTP files read by ranges
+            start, end = int(wanted[1]), min(int(wanted[2]) + 1 if wanted[2] else end, end)
+        self.send_response(206 if wanted else 200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("Accept-Ranges", "bytes")
+        if wanted:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        self.end_headers()
+        self.wfile.write(data[start:end])
 
 
 class _Server(ThreadingHTTPServer):
@@ -326,3 +338,34 @@ def test_a_replay_without_a_checksum_is_refused_unless_allowed(kafka_bootstrap, 
     again = f"verified_{uuid.uuid4().hex[:8]}"
     assert cli(["--bootstrap-servers", kafka_bootstrap, "replay", str(tarball), "--topic", again, "--quiet"]) == 0
     assert len(read_to_end(kafka_bootstrap, [again], timeout=60)) == 30
+
+
+# ------------------------------------------------------------------------------------ clear errors, no guessing
+
+
+def test_a_damaged_file_of_an_archive_root_produces_nothing(tmp_path):
+    payload = ARCHIVE_2018.read_bytes()
+    archive = tmp_path / "archive"
+    _write(archive / "manifests" / f"ztf_{NIGHT}.json", _manifest(TARBALL, payload))
+    _write(archive / TARBALL, payload[:-1] + bytes([payload[-1] ^ 1]))
+    with pytest.raises(ArchiveReadError, match=r"is damaged \(md5 .*sha256"):
+        open_sources([str(archive)], archived_night=NIGHT)
+
+
+@pytest.mark.parametrize("over", ["folder", "http"])
+def test_a_listed_file_that_is_missing_is_not_found_not_damaged(over, tmp_path, serve):
+    archive = tmp_path / "archive"
+    _write(archive / "manifests" / f"ztf_{NIGHT}.json", _manifest(TARBALL, b"never written"))
+    url = str(archive) if over == "folder" else serve(archive).url
+    with pytest.raises(ArchiveAccessError, match=f"{TARBALL}: not found") as failure:
+        open_sources([url], archived_night=NIGHT)
+    assert "damaged" not in str(failure.value).replace("not damaged", "")
+    with pytest.raises(ArchiveAccessError, match=f"{TARBALL}: not found"):
+        download_night(NIGHT, url, tmp_path / "out")
+
+
+def test_a_file_that_is_not_an_archive_says_what_a_source_can_be(tmp_path):
+    text = _write(tmp_path / "passwd", b"root:x:0:0:root:/root:/bin/bash\n")
+    for night in (None, NIGHT):
+        with pytest.raises(ArchiveAccessError, match="neither an archive root .* a tarball .* nor a Parquet file"):
+            check_sources([str(text)], archived_night=night)

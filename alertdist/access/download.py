@@ -52,7 +52,12 @@ class DownloadError(RuntimeError):
 
 
 class ChecksumMismatchError(DownloadError):
-    """The downloaded bytes are not the archive's: nothing was kept under the final name."""
+    """The downloaded bytes are not the archive's: nothing was kept under the final name. ``problems`` says what
+    differed (size, md5, sha256)."""
+
+    def __init__(self, message: str, problems: list[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,8 @@ def download_file(
     part.unlink(missing_ok=True)
     raise ChecksumMismatchError(
         f"{location.display(remote.path)} downloaded but does not match the archive: {'; '.join(problems)}. "
-        "Nothing was kept. If it happens again the archive copy itself is damaged: tell its operators"
+        "Nothing was kept. If it happens again the archive copy itself is damaged: tell its operators",
+        problems,
     )
 
 

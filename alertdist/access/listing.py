@@ -42,6 +42,13 @@ class ArchiveAccessError(RuntimeError):
     """An archive location could not be listed or read; the message names the URL and what to check."""
 
 
+def _not_found(where: str) -> str:
+    return (
+        f"{where}: not found (the archive lists it, but it is not there; not damaged, missing): nothing was read "
+        "from it. Check the archive with `alertdist archive-list`, or tell its operators"
+    )
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One file of a night, ``path`` relative to the archive root; checksums where the archive publishes them."""
@@ -208,6 +215,12 @@ class FsspecLocation(ArchiveLocation):
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}".rstrip("/") if path else self.root
 
+    def is_folder(self) -> bool:
+        try:
+            return self.fs.isdir(self.root)
+        except OSError as e:
+            raise ArchiveAccessError(f"cannot reach {self.url}: {e}; check the path or URL and credentials") from e
+
     def _file(self, path: str) -> str:
         return self._full(archive_name(path).path)
 
@@ -242,6 +255,8 @@ class FsspecLocation(ArchiveLocation):
         try:
             handle = self.fs.open(self._file(path), "rb", block_size=8 * chunk_size)
             handle.seek(offset)
+        except FileNotFoundError as e:
+            raise ArchiveAccessError(_not_found(self.display(path))) from e
         except OSError as e:
             raise ArchiveAccessError(f"opening {self.display(path)} at byte {offset} failed: {e}") from e
 
@@ -341,6 +356,9 @@ class HttpLocation(ArchiveLocation):
         if response.status_code == 416:  # nothing after `offset`: what we have is the whole file (or more)
             response.close()
             return offset, iter(())
+        if response.status_code == 404:
+            response.close()
+            raise ArchiveAccessError(_not_found(self.display(path)))
         if response.status_code not in (200, 206):
             response.close()
             raise ArchiveAccessError(f"GET {self._url(path)} answered {response.status_code}")
@@ -376,9 +394,18 @@ def check_sources(specs: list[str], *, archived_night: str | None, storage_optio
     """Refuse, before anything is created or read, a source that is not there, and a folder holding several
     nights when no night is named (read whole, it would merge them silently)."""
     for spec in map(str, specs):
-        if not spec.startswith(("http://", "https://")):  # an HTTP directory is checked by reading it
+        if spec.endswith((".tar", ".tar.gz", ".tgz", ".parquet", ".avro")):
+            if not spec.startswith(("http://", "https://")):  # an HTTP file is checked by reading it
+                require_location(spec, storage_options)
+            continue
+        if not spec.startswith(("http://", "https://")):
             require_location(spec, storage_options)
-        if archived_night is not None or spec.endswith((".tar", ".tar.gz", ".tgz", ".parquet", ".avro")):
+            if not FsspecLocation(spec, storage_options).is_folder():  # /etc/passwd
+                raise ArchiveAccessError(
+                    f"{spec} is neither an archive root or Parquet dataset (a folder), a tarball (.tar.gz) nor a "
+                    "Parquet file (.parquet): give one of those"
+                )
+        if archived_night is not None:
             continue
         location = open_location(spec, storage_options)
         nights = {n.night for n in location.nights()}

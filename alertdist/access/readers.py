@@ -133,6 +133,8 @@ def tarball_alerts(
             counts.bytes += len(item.packet)
             yield ArchivedAlert(item.name, item.packet, info)
     except SourceError as e:
+        if isinstance(e.__cause__, FileNotFoundError):  # missing, not damaged
+            raise ArchiveReadError(f"{location}: not found; check the path or URL", counts) from e
         raise ArchiveReadError(
             f"{e}; the stream broke after member {last} ({counts.good} good and {counts.bad} bad members read). "
             "The file is damaged or incomplete: download it again (alertdist download verifies checksums)",

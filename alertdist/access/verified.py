@@ -60,7 +60,11 @@ class Spool:
         try:
             return download_file(location, remote, self.folder / str(self._count)).local
         except ChecksumMismatchError as e:
-            raise ArchiveReadError(f"{location.display(remote.path)} is damaged: {e}") from e
+            raise ArchiveReadError(
+                f"{location.display(remote.path)} is damaged ({'; '.join(e.problems)}): nothing was produced from it; "
+                "download it again (alertdist download verifies checksums), and if it happens again tell the "
+                "archive's operators"
+            ) from e
 
     def named(self, spec: str, md5: str, storage_options: dict | None = None) -> Path:
         """A file the user named (its md5 from the ``MD5SUMS`` beside it), read once into the spool while hashed."""
@@ -82,7 +86,7 @@ class Spool:
         if digest.hexdigest() != md5:
             local.unlink()
             raise ArchiveReadError(
-                f"{spec} is damaged: md5 {digest.hexdigest()} instead of {md5} (its MD5SUMS): nothing was read "
+                f"{spec} is damaged (md5 {digest.hexdigest()} instead of {md5}, its MD5SUMS): nothing was produced "
                 "from it; download it again (alertdist download verifies checksums)"
             )
         return local
