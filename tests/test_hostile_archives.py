@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import tarfile
 import threading
@@ -369,3 +370,30 @@ def test_a_file_that_is_not_an_archive_says_what_a_source_can_be(tmp_path):
     for night in (None, NIGHT):
         with pytest.raises(ArchiveAccessError, match="neither an archive root .* a tarball .* nor a Parquet file"):
             check_sources([str(text)], archived_night=night)
+
+
+def test_a_download_is_synced_and_so_is_its_folder_after_the_rename(tmp_path, monkeypatch):
+    """A crash right after a download must not lose the file or its new name (the name lives in the folder)."""
+    payload = ARCHIVE_2018.read_bytes()
+    archive = tmp_path / "archive"
+    _write(archive / "manifests" / f"ztf_{NIGHT}.json", _manifest(TARBALL, payload))
+    _write(archive / TARBALL, payload)
+    out = tmp_path / "out"
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def watched_fsync(fd: int) -> None:
+        events.append(("fsync", os.path.realpath(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def watched_replace(src, dst) -> None:
+        events.append(("replace", os.path.realpath(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", watched_fsync)
+    monkeypatch.setattr(os, "replace", watched_replace)
+    download_night(NIGHT, str(archive), out, ["tarball"])
+    for final in (out / TARBALL, out / "manifests" / f"ztf_{NIGHT}.json", out / "MD5SUMS"):
+        renamed = events.index(("replace", str(final.resolve())))
+        assert ("fsync", str(final.parent.resolve())) in events[renamed + 1 :], final
+        assert any(kind == "fsync" and path.startswith(str(final.parent.resolve())) for kind, path in events[:renamed])

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
+from alertdist.access.errors import ArchiveAccessError
 from alertdist.access.names import MANIFEST_NAME, NIGHT_FOLDER, TARBALL_NAME, archive_name, inside_url
 from alertdist.archive.manifest import NightManifest
 from alertdist.archive.tarball import MD5SUMS, parse_md5sums
@@ -36,10 +37,6 @@ __all__ = [
 
 _HTTP_TIMEOUT = 30.0
 _MAX_REDIRECTS = 5
-
-
-class ArchiveAccessError(RuntimeError):
-    """An archive location could not be listed or read; the message names the URL and what to check."""
 
 
 def _not_found(where: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from alertdist.access.errors import ArchiveAccessError
 from alertdist.archive.manifest import manifest_path
 from alertdist.archive.parquet import parquet_path
 from alertdist.archive.tarball import MD5SUMS, tarball_name
@@ -41,7 +42,7 @@ _PARQUET = re.compile(r"parquet/night=(?P<night>[0-9]{8})/programid=(?P<programi
 _PARQUET_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.parquet")  # part-0.parquet, or other writers' parts
 
 
-class ArchiveNameError(ValueError):
+class ArchiveNameError(ArchiveAccessError, ValueError):
     """An archive listed a file under a name the archiver never writes (or of another night): refused."""
 
 
