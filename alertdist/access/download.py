@@ -33,7 +33,6 @@ __all__ = [
     "DownloadError",
     "DownloadReport",
     "DownloadedFile",
-    "check_archived_file",
     "download_file",
     "download_night",
 ]
@@ -113,16 +112,6 @@ def _problems(remote: RemoteFile, hashes: _Hashes) -> list[str]:
     if remote.sha256 and hashes.sha256.hexdigest() != remote.sha256:
         problems.append(f"sha256 {hashes.sha256.hexdigest()} instead of {remote.sha256}")
     return problems
-
-
-def check_archived_file(location: ArchiveLocation, remote: RemoteFile) -> list[str]:
-    """What is wrong with a file in place (size, md5, sha256 against the archive's values), read once; [] if
-    nothing. A replay calls it before it produces anything, so a damaged file publishes nothing."""
-    hashes = _Hashes()
-    _, chunks = location.read_from(remote.path, 0, 8 * _CHUNK)
-    for block in chunks:
-        hashes.update(block)
-    return _problems(remote, hashes)
 
 
 def _checked(remote: RemoteFile) -> tuple[str, ...]:
