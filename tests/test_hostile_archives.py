@@ -310,6 +310,25 @@ def test_what_is_produced_is_what_was_verified_read_once(how, tmp_path, serve):
     assert names == [f"{server.url}{TARBALL}"]
 
 
+def test_a_named_tarball_url_is_not_read_from_another_host(tmp_path, serve):
+    server, payload, _ = _changing_archive(tmp_path, serve)
+    elsewhere = serve(_write(tmp_path / "elsewhere" / TARBALL, payload).parent)
+    server.redirect[f"/{TARBALL}"] = f"{elsewhere.url}{TARBALL}"
+    with pytest.raises(ArchiveAccessError, match="outside the archive .*: refused"):
+        open_sources([f"{server.url}{TARBALL}"])
+    assert elsewhere.requests == []
+
+
+def test_a_replay_into_kafka_produces_the_bytes_it_verified(kafka_bootstrap, tmp_path, serve):
+    server, payload, _ = _changing_archive(tmp_path, serve)
+    topic = f"verified_once_{uuid.uuid4().hex[:8]}"
+    command = ["--bootstrap-servers", kafka_bootstrap, "replay", server.url, "--archived-night", NIGHT]
+    assert cli([*command, "--topic", topic, "--quiet"]) == 0
+    produced = sorted(m.value() for m in read_to_end(kafka_bootstrap, [topic], timeout=60))
+    assert produced == sorted(m.data for m in read_members(io.BytesIO(payload)))
+    assert server.requests.count(f"/{TARBALL}") == 1
+
+
 def test_a_spool_is_removed_when_the_stream_is_done(tmp_path, serve, monkeypatch):
     import tempfile
 

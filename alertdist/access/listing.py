@@ -20,7 +20,7 @@ from html.parser import HTMLParser
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from alertdist.access.errors import ArchiveAccessError
-from alertdist.access.names import MANIFEST_NAME, NIGHT_FOLDER, TARBALL_NAME, archive_name, inside_url
+from alertdist.access.names import MANIFEST_NAME, NIGHT_FOLDER, TARBALL_NAME, archive_name, checked, inside_url
 from alertdist.archive.manifest import NightManifest
 from alertdist.archive.tarball import MD5SUMS, parse_md5sums
 from alertdist.publish.sources import require_location
@@ -92,9 +92,12 @@ class ArchiveLocation:
         """A small file's bytes, or None if it does not exist."""
         raise NotImplementedError
 
-    def read_from(self, path: str, offset: int, chunk_size: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
+    def read_from(
+        self, path: str, offset: int, chunk_size: int = 1 << 20, *, user_named: bool = False
+    ) -> tuple[int, Iterator[bytes]]:
         """(start, chunks) of a file from ``offset``: ``start`` is where the bytes really begin (0 if the
-        server ignored the range). Raises `ArchiveAccessError` if the file cannot be opened."""
+        server ignored the range). Raises `ArchiveAccessError` if the file cannot be opened. ``path`` is a name the
+        archive writes, or with ``user_named`` a plain file name the user gave (`names.checked`)."""
         raise NotImplementedError
 
     def display(self, path: str) -> str:
@@ -218,8 +221,8 @@ class FsspecLocation(ArchiveLocation):
         except OSError as e:
             raise ArchiveAccessError(f"cannot reach {self.url}: {e}; check the path or URL and credentials") from e
 
-    def _file(self, path: str) -> str:
-        return self._full(archive_name(path).path)
+    def _file(self, path: str, user_named: bool = False) -> str:
+        return self._full(checked(path, user_named=user_named))
 
     def listdir(self, path: str = "") -> dict[str, int | None]:
         self.fs.invalidate_cache()
@@ -248,9 +251,11 @@ class FsspecLocation(ArchiveLocation):
         except OSError as e:
             raise ArchiveAccessError(f"reading {self.display(path)} failed: {e}") from e
 
-    def read_from(self, path: str, offset: int, chunk_size: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
+    def read_from(
+        self, path: str, offset: int, chunk_size: int = 1 << 20, *, user_named: bool = False
+    ) -> tuple[int, Iterator[bytes]]:
         try:
-            handle = self.fs.open(self._file(path), "rb", block_size=8 * chunk_size)
+            handle = self.fs.open(self._file(path, user_named), "rb", block_size=8 * chunk_size)
             handle.seek(offset)
         except FileNotFoundError as e:
             raise ArchiveAccessError(_not_found(self.display(path))) from e
@@ -328,7 +333,7 @@ class HttpLocation(ArchiveLocation):
         found = {}
         for href in parser.hrefs:
             target = urlsplit(urljoin(self._url(folder), href))
-            if target.query or target.fragment or not target.path.startswith(base):
+            if target.query or target.fragment or not inside_url(self._url(folder), target.geturl()):
                 continue  # sort links (?C=N), the parent folder, other sites
             name = unquote(target.path[len(base) :])
             if name and "/" not in name.rstrip("/"):
@@ -343,11 +348,13 @@ class HttpLocation(ArchiveLocation):
             raise ArchiveAccessError(f"GET {self._url(path)} answered {response.status_code}")
         return response.content
 
-    def read_from(self, path: str, offset: int, chunk_size: int = 1 << 20) -> tuple[int, Iterator[bytes]]:
+    def read_from(
+        self, path: str, offset: int, chunk_size: int = 1 << 20, *, user_named: bool = False
+    ) -> tuple[int, Iterator[bytes]]:
         # identity: Range offsets count the file's own bytes, never a transfer encoding's
         headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
         try:
-            response = self._send(self._url(archive_name(path).path), headers, stream=True)
+            response = self._send(self._url(checked(path, user_named=user_named)), headers, stream=True)
         except self._httpx.HTTPError as e:
             raise ConnectionError(f"GET {self._url(path)} from byte {offset} failed: {e}") from e
         if response.status_code == 416:  # nothing after `offset`: what we have is the whole file (or more)

@@ -29,6 +29,7 @@ __all__ = [
     "ArchiveName",
     "ArchiveNameError",
     "archive_name",
+    "checked",
     "inside_url",
     "landing",
 ]
@@ -93,6 +94,14 @@ def archive_name(path: object, *, night: str | None = None, kind: str | None = N
             "fetched or written for it. The archive is inconsistent: tell its operators"
         )
     return name
+
+
+def checked(path: str, *, user_named: bool = False) -> str:
+    """``path`` as it may be read from an archive location: a name the archive writes (`archive_name`), or with
+    ``user_named`` a file the user named beside it (one plain file name: it cannot leave the folder either)."""
+    if user_named and isinstance(path, str) and path not in ("", ".", "..") and "/" not in path and "\\" not in path:
+        return path
+    return archive_name(path).path
 
 
 def landing(folder: str | Path, path: str, *, night: str | None = None, kind: str | None = None) -> Path:

@@ -464,9 +464,10 @@ def open_sources(
             md5 = None
             if is_tarball(spec):
                 folder, _, name = spec.rstrip("/").rpartition("/")
-                md5 = open_location(folder or ".", storage_options).md5sums().get(name)
+                beside = open_location(folder or ".", storage_options)
+                md5 = beside.md5sums().get(name)
             if md5:
-                read_from = str(spool.named(spec, md5, storage_options))
+                read_from = str(spool.named(beside, name, md5))
             else:
                 refuse_unverified(spec, not require_checksum)
             c = ReadCounts(spec)

@@ -66,22 +66,21 @@ class Spool:
                 "archive's operators"
             ) from e
 
-    def named(self, spec: str, md5: str, storage_options: dict | None = None) -> Path:
-        """A file the user named (its md5 from the ``MD5SUMS`` beside it), read once into the spool while hashed."""
-        import fsspec
-
+    def named(self, beside: ArchiveLocation, name: str, md5: str) -> Path:
+        """A file the user named in the folder ``beside`` (its md5 from the ``MD5SUMS`` there), read once into the
+        spool while hashed (through the location: over HTTP no redirect leaves the folder's URL)."""
         self._count += 1
-        local = self.folder / str(self._count) / spec.rstrip("/").rsplit("/", 1)[-1]
+        local = self.folder / str(self._count) / name
         local.parent.mkdir()
         digest = hashlib.md5()
+        spec = beside.display(name)
         try:
-            with fsspec.open(spec, "rb", **(storage_options or {})) as src, open(local, "wb") as out:
-                while block := src.read(_CHUNK):
+            _, chunks = beside.read_from(name, 0, _CHUNK, user_named=True)
+            with open(local, "wb") as out:
+                for block in chunks:
                     digest.update(block)
                     out.write(block)
-        except FileNotFoundError as e:
-            raise ArchiveAccessError(f"{spec}: not found; check the path or URL (nothing was produced)") from e
-        except OSError as e:
+        except (OSError, ConnectionError) as e:
             raise ArchiveAccessError(f"reading {spec} failed: {e}; nothing was produced") from e
         if digest.hexdigest() != md5:
             local.unlink()
