@@ -416,3 +416,16 @@ def test_a_download_is_synced_and_so_is_its_folder_after_the_rename(tmp_path, mo
         renamed = events.index(("replace", str(final.resolve())))
         assert ("fsync", str(final.parent.resolve())) in events[renamed + 1 :], final
         assert any(kind == "fsync" and path.startswith(str(final.parent.resolve())) for kind, path in events[:renamed])
+
+
+@pytest.mark.parametrize("field,value", [("size", "1e99"), ("size", -1), ("sha256", "../../x"), ("md5", 5)])
+def test_a_manifest_entry_of_the_wrong_form_is_refused_before_fetching(field, value, tmp_path):
+    payload = ARCHIVE_2018.read_bytes()
+    archive = tmp_path / "archive"
+    body = json.loads(_manifest(TARBALL, payload))
+    body["programmes"]["1"]["files"]["tarball"][field] = value
+    _write(archive / "manifests" / f"ztf_{NIGHT}.json", json.dumps(body).encode())
+    _write(archive / TARBALL, payload)
+    with pytest.raises(ArchiveAccessError, match=f"has no valid {field}; the manifest is damaged or hostile"):
+        download_night(NIGHT, str(archive), tmp_path / "out")
+    assert not (tmp_path / "out").exists()

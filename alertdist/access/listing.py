@@ -181,7 +181,7 @@ class ArchiveLocation:
         for path in manifests:
             for programme in self.manifest(path).programmes.values():
                 for kind, entry in programme.files.items():
-                    archive_name(entry["path"], night=night, kind=kind)  # never a place of the archive's choosing
+                    _check_entry(entry, path, night, kind)
                     known = files.get(entry["path"])
                     if known is not None and known.md5 and known.md5 != entry.get("md5"):
                         raise ArchiveAccessError(
@@ -197,6 +197,32 @@ class ArchiveLocation:
                     path, self.listdir(path.rsplit("/", 1)[0]).get(path.rsplit("/", 1)[1]), kind="parquet"
                 )
         return [files[p] for p in sorted(files)]
+
+
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def _check_entry(entry: object, manifest: str, night: str, kind: str) -> None:
+    """A manifest's file entry, checked before anything is fetched for it: a name the archive writes, never a
+    place of the archive's choosing (`archive_name`), a size and checksums of the right form."""
+    if not isinstance(entry, dict):
+        raise ArchiveAccessError(f"{manifest}: the {kind} entry is not an object; the manifest is damaged")
+    archive_name(entry.get("path"), night=night, kind=kind)
+    size, md5, sha256 = entry.get("size"), entry.get("md5"), entry.get("sha256")
+    wrong = [
+        what
+        for what, ok in (
+            ("size", type(size) is int and size >= 0),
+            ("md5", md5 is None or (isinstance(md5, str) and len(md5) == 32 and _HEX.fullmatch(md5))),
+            ("sha256", isinstance(sha256, str) and len(sha256) == 64 and _HEX.fullmatch(sha256)),
+        )
+        if not ok
+    ]
+    if wrong:
+        raise ArchiveAccessError(
+            f"{manifest}: the entry for {entry['path']} has no valid {', '.join(wrong)}; the manifest is damaged or "
+            "hostile: nothing was fetched for it. Tell the archive's operators"
+        )
 
 
 class FsspecLocation(ArchiveLocation):
