@@ -28,8 +28,10 @@ def replay_night(
     partitions: int = 14,
     bootstrap_servers: str | None = None,
     survey: str | None = None,
+    allow_unverified: bool = False,
 ) -> dict:
-    """Replay ``sources`` into ``topic``, or as ``night`` (YYYYMMDD) which is then closed."""
+    """Replay ``sources`` into ``topic``, or as ``night`` (YYYYMMDD) which is then closed; a source with no checksum
+    (MD5SUMS line, manifest entry) only with ``allow_unverified``."""
     request = ReplayRequest(
         tuple(sources),
         topic=topic,
@@ -38,5 +40,6 @@ def replay_night(
         from_parquet=from_parquet,
         speed=speed,
         partitions=partitions,
+        allow_unverified=allow_unverified,
     )
     return replay_sources(Settings.load(bootstrap_servers=bootstrap_servers, survey=survey), request)
