@@ -118,6 +118,8 @@ def test_a_url_stays_under_the_archive_url():
         "http://127.0.0.1:8000/x",
         "http://127.0.0.1:8000/alerts/../x",
         "http://127.0.0.1:8000/alertsx/y",
+        "http://127.0.0.1:80x/alerts/y",
+        "http://user@127.0.0.1:8000/alerts/y",
     ):
         assert not inside_url(base, other), other
 

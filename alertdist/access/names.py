@@ -122,7 +122,10 @@ def inside_url(base: str, url: str) -> bool:
     """Whether ``url`` is under the archive's URL ``base``: the same scheme, host and port, and under its path
     (no ``..`` segment), so neither a listed name nor a redirect can take a download somewhere else."""
     b, u = urlsplit(base), urlsplit(url)
-    if (b.scheme.lower(), b.hostname, b.port) != (u.scheme.lower(), u.hostname, u.port):
+    try:
+        if (b.scheme.lower(), b.hostname, b.port) != (u.scheme.lower(), u.hostname, u.port):
+            return False
+    except ValueError:  # a port that is not a number
         return False
     if b.username != u.username or b.password != u.password:
         return False
