@@ -436,3 +436,13 @@ def test_filter_night_flow_runs_copies_and_summarizes(kafka_bootstrap, unique, p
     assert sum(r["read"] for r in rows) == len(published) and sum(r["passed"] for r in rows) == expected
     assert all(r["status"] == "finished" and r["lag"] == 0 for r in rows)
     assert len(outputs_of(kafka_bootstrap, naming, "variable_stars")) == expected
+    # each finished copy's progress artifact reads 100 % in the UI (it stayed at 0 %: a live night has no total)
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from alertdist.tasks.progress import artifact_key
+
+    keys = [artifact_key("filter", naming.survey, f"{NIGHT:%Y%m%d}", "variable_stars", copy) for copy in (0, 1)]
+    with get_client(sync_client=True) as client:
+        shown = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    assert sorted((a.key, a.type, a.data) for a in shown) == [(key, "progress", 100.0) for key in keys]
