@@ -84,7 +84,8 @@ def plan_clean(settings: Settings, keep: int = 1) -> CleanPlan:
 def apply_clean(settings: Settings, plan: CleanPlan) -> None:
     """Delete the plan's topics and files, and the dropped tarballs' lines of the archive's MD5SUMS."""
     if plan.topics:
-        futures = admin_client(settings.kafka("admin")).delete_topics(plan.topics, operation_timeout=60)
+        admin = admin_client(settings.kafka("admin"))  # kept alive until every deletion is answered
+        futures = admin.delete_topics(plan.topics, operation_timeout=60)
         for topic, future in futures.items():
             try:
                 future.result()
