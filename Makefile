@@ -76,6 +76,10 @@ stop:
 	-$(BIN)/alertdist kafka stop --two-tier
 	-$(BIN)/alertdist kafka stop --secure-only
 
+# Frees old nights: their Kafka topics and local archive files, all but the newest night (asks first).
+clean-state: setup
+	$(BIN)/alertdist clean
+
 # Both are shown even when the first is down; the exit status is non-zero when either service is down.
 status:
 	@status=0; $(BIN)/alertdist kafka status || status=1; $(BIN)/alertdist prefect status || status=1; exit $$status

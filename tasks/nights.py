@@ -10,7 +10,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from alertdist.jobs import nights
-from alertdist.nights.report import NightReconciliationError, checksums_markdown, file_rows, stage_rows
+from alertdist.nights.report import (
+    NightReconciliationError,
+    by_measure,
+    checksums_markdown,
+    file_rows,
+    stage_rows,
+)
 from alertdist.nights.topics import TopicSettings
 from alertdist.settings import Settings
 from alertdist.tasks.policy import transient_retries
@@ -56,7 +62,7 @@ def report_night(
     summary = nights.summarise_night(settings, night, published, filters, archived["dest"])
     key = artifact_key(settings.survey, label)
     for name, rows, what in (
-        ("summary", summary.summary, "every alert accounted for"),
+        ("summary", by_measure(summary.summary), "every alert accounted for"),
         ("throughput", summary.throughput, "publishing throughput and latency percentiles"),
         ("filters", summary.filters, "filters and their final consumer lag"),
         ("archive", file_rows(summary.files), f"archive files in {archived['dest']} (full checksums: night-checksums)"),

@@ -1,6 +1,7 @@
 """Any ZTF packet, lossless in every format; archives checked whenever they are read (real broker, real data).
 
-The packets of unshipped schema versions are made here from the real 4.01 ones in ../shared/data: a writer schema
+The packets of unshipped schema versions are made here from 4.01 ones (ZTF's own from ../shared/data when it is
+there, else the project's simulated 4.01 packets): a writer schema
 with a new optional field in `candidate` and in `prv_candidates`, another doc string, another version number, the
 other header key order and goavro-style random sync markers. Each goes through the publisher, the archiver
 (tarball and Parquet), both replays and the batch filter, and must come back byte for byte.
@@ -43,7 +44,6 @@ from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_top
 from alertdist.publish.publisher import publish
 from alertdist.publish.sources import SourceError, SourcePacket, simulated_alerts, tarball_packets
 from alertdist.settings import Settings
-from tests.conftest import ARCHIVE_2018, SHARED_DATA
 from tests.kafka_support import read_to_end
 
 NIGHT = dt.date(2023, 10, 12)  # the real 4.01 packets' night
@@ -65,7 +65,7 @@ def _variant_schema(version: str) -> dict:
 
 
 def make_variants(real: list[bytes]) -> list[bytes]:
-    """The real 4.01 packets rewritten with two unshipped writer schemas, key orders and random sync markers."""
+    """The 4.01 packets rewritten with two unshipped writer schemas, key orders and random sync markers."""
     out = []
     for i, packet in enumerate(real):
         version = "4.99" if i % 2 else "5.0"
@@ -84,11 +84,9 @@ def make_variants(real: list[bytes]) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def real_401() -> list[bytes]:
-    files = sorted((SHARED_DATA / "ztf-alerts" / "20231012").glob("*.avro"))
-    if not files:
-        pytest.skip(f"real ZTF data not found at {SHARED_DATA}")
-    return [f.read_bytes() for f in files]
+def real_401(packets) -> list[bytes]:
+    """The 4.01 packets, in candid order: ZTF's 24 of night 20231012, or the project's own."""
+    return sorted((p for p in packets if codec.peek(p).schemavsn == "4.01"), key=lambda p: codec.peek(p).candid)
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +109,8 @@ def _versions_in(node) -> list[str]:
 
 
 @pytest.mark.parametrize("engine", ["datafusion", "fastavro"])
-def test_parquet_gives_every_real_and_unshipped_packet_back_byte_for_byte(engine, real_packets, variants, tmp_path):
-    packets = sorted(real_packets + variants, key=lambda p: codec.peek(p).candid)
+def test_parquet_gives_every_real_and_unshipped_packet_back_byte_for_byte(engine, packets, variants, tmp_path):
+    packets = sorted(packets + variants, key=lambda p: codec.peek(p).candid)
     headers = packet_headers(packets)
     decoder = AlertDecoder(night_table_columns(writer_schema_of(h) for h in headers), tmp_path, engine, headers)
     table = decoder.decode(packets, [codec.peek(p).candid for p in packets])
@@ -185,8 +183,8 @@ def test_duckdb_and_pyarrow_read_every_night_of_the_archive(archived, variants):
 # ------------------------------------------------------------------------------------ damaged archives
 
 
-def _damaged(tmp_path, how: str):
-    whole = ARCHIVE_2018.read_bytes()
+def _damaged(tarball, tmp_path, how: str):
+    whole = tarball.read_bytes()
     if how == "flipped":
         data = bytearray(whole)
         data[-6] ^= 0x01  # in the gzip trailer's CRC: every member still reads
@@ -198,17 +196,17 @@ def _damaged(tmp_path, how: str):
 
 
 @pytest.mark.parametrize("how", ["flipped", "truncated"])
-def test_every_tarball_reader_checks_the_gzip_crc_and_length(tmp_path, how):
-    path = _damaged(tmp_path, how)
+def test_every_tarball_reader_checks_the_gzip_crc_and_length(uw_tarball, tmp_path, how):
+    path = _damaged(uw_tarball, tmp_path, how)
     with pytest.raises(SourceError, match=str(path)):
         list(tarball_packets(path))
     with pytest.raises((gzip.BadGzipFile, EOFError)), open(path, "rb") as f:
         list(read_members(f))
 
 
-def test_a_replay_checks_md5sums_first_and_publishes_nothing(kafka_bootstrap, tmp_path):
-    path = _damaged(tmp_path, "flipped")
-    (tmp_path / "MD5SUMS").write_text(f"{hashlib.md5(ARCHIVE_2018.read_bytes()).hexdigest()}  {path.name}\n")
+def test_a_replay_checks_md5sums_first_and_publishes_nothing(kafka_bootstrap, uw_tarball, tmp_path):
+    path = _damaged(uw_tarball, tmp_path, "flipped")
+    (tmp_path / "MD5SUMS").write_text(f"{hashlib.md5(uw_tarball.read_bytes()).hexdigest()}  {path.name}\n")
     topic = f"replay-{uuid.uuid4().hex[:8]}"
     with pytest.raises(ArchiveReadError, match="is damaged .*md5"):
         replay(Settings(bootstrap_servers=kafka_bootstrap), ReplayRequest((str(path),), topic=topic))
@@ -218,9 +216,9 @@ def test_a_replay_checks_md5sums_first_and_publishes_nothing(kafka_bootstrap, tm
 
 
 def test_damage_found_at_the_end_fails_the_replay_says_what_was_produced_and_leaves_the_night_open(
-    kafka_bootstrap, tmp_path
+    kafka_bootstrap, uw_tarball, tmp_path
 ):
-    path = _damaged(tmp_path, "flipped")  # no MD5SUMS beside it: found only at the gzip trailer
+    path = _damaged(uw_tarball, tmp_path, "flipped")  # no MD5SUMS beside it: found only at the gzip trailer
     settings = Settings(bootstrap_servers=kafka_bootstrap)
     topic = f"replay-{uuid.uuid4().hex[:8]}"
     with pytest.raises(ReplayError, match=rf"CRC.*message\(s\) had already been produced to {topic}"):
@@ -241,7 +239,7 @@ def test_damage_found_at_the_end_fails_the_replay_says_what_was_produced_and_lea
     assert read_night_state(kafka_bootstrap, naming, dt.date(2018, 8, 19)).state == "open"
 
 
-def test_filter_batch_over_a_damaged_tarball_fails_naming_it(tmp_path, capsys):
-    path = _damaged(tmp_path, "flipped")
+def test_filter_batch_over_a_damaged_tarball_fails_naming_it(uw_tarball, tmp_path, capsys):
+    path = _damaged(uw_tarball, tmp_path, "flipped")
     assert cli(["filter", "batch", "bright_transients", str(path)]) != 0
     assert str(path) in capsys.readouterr().err

@@ -30,7 +30,6 @@ from alertdist.kafka.clients import admin_client
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from alertdist.publish.publisher import publish
 from alertdist.publish.sources import SourcePacket, simulated_alerts
-from tests.conftest import ARCHIVE_2018
 
 NIGHT = dt.date(2023, 10, 12)
 UW_NAME = "ztf_public_20180819.tar.gz"
@@ -46,10 +45,10 @@ def _md5(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def archive_root(kafka_bootstrap, tmp_path_factory) -> tuple[Path, str]:
+def archive_root(kafka_bootstrap, uw_tarball, tmp_path_factory) -> tuple[Path, str]:
     """An archive folder with two nights: 20180819 as UW has it, 20231012 as our archiver writes it."""
     root = tmp_path_factory.mktemp("served")
-    shutil.copy(ARCHIVE_2018, root / UW_NAME)
+    shutil.copy(uw_tarball, root / UW_NAME)
     (root / "MD5SUMS").write_text(f"{_md5(root / UW_NAME)}  {UW_NAME}\n")
     naming = TopicNaming(survey=f"d{uuid.uuid4().hex[:6]}")
     ensure_night_topics(admin_client(kafka_bootstrap), naming, NIGHT, TopicSettings(partitions=2))
@@ -212,7 +211,7 @@ def test_the_same_nights_are_listed_from_a_folder_http_with_and_without_index_pa
     assert all(f.md5 for n in bare for f in n.tarballs.values())
 
 
-def test_download_from_http_verifies_every_file_and_makes_an_archive_root(archive_root, http, tmp_path):
+def test_download_from_http_verifies_every_file_and_makes_an_archive_root(archive_root, http, uw_tarball, tmp_path):
     root, survey = archive_root
     report = download_night("20231012", http.url, tmp_path)
     served = _files(root)
@@ -230,7 +229,7 @@ def test_download_from_http_verifies_every_file_and_makes_an_archive_root(archiv
 
     uw = download_night("20180819", http.url, tmp_path, what=["tarball"])
     assert [f.checked for f in uw.files] == [("md5",)]  # UW publishes md5 only
-    assert (tmp_path / UW_NAME).read_bytes() == ARCHIVE_2018.read_bytes()
+    assert (tmp_path / UW_NAME).read_bytes() == uw_tarball.read_bytes()
     sums = (tmp_path / "MD5SUMS").read_text()
     assert UW_NAME in sums and f"{survey}_public_20231012.tar.gz" in sums
 
@@ -347,7 +346,7 @@ def test_the_archive_list_and_download_commands(archive_root, http, tmp_path, ca
     ).read_bytes()
 
 
-def test_remote_tarballs_and_parquet_are_read_as_streams(archive_root, http, s3):
+def test_remote_tarballs_and_parquet_are_read_as_streams(archive_root, http, s3, uw_tarball):
     """What a replay or an offline filter reads from a URL: the same alerts as from the local files."""
     root, survey = archive_root
     local, _, _ = open_sources([str(root)], archived_night="20231012")
@@ -370,4 +369,4 @@ def test_remote_tarballs_and_parquet_are_read_as_streams(archive_root, http, s3)
     parquet, counts, _ = open_sources([url], archived_night="20231012", storage_options=options, prefer="parquet")
     assert {a.info.candid: a.packet for a in parquet} == expected  # simulated packets re-encode byte for byte
     uw, _, _ = open_sources([f"{http.url}{UW_NAME}"])
-    assert sorted(a.packet for a in uw) == sorted(m.data for m in read_members(open(ARCHIVE_2018, "rb")))
+    assert sorted(a.packet for a in uw) == sorted(m.data for m in read_members(open(uw_tarball, "rb")))

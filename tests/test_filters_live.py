@@ -40,9 +40,9 @@ FAST = LiveOptions(state_poll_s=0.5, done_check_s=0.2)
 
 
 @pytest.fixture(scope="module")
-def night_packets(real_packets) -> list[bytes]:
-    """59 real packets (all programme 1) and a simulated night of 300 across three programmes."""
-    return real_packets + [a.packet for a in simulate_night(300, night=NIGHT, seed=7)]
+def night_packets(packets) -> list[bytes]:
+    """The packets of several versions (ZTF's 59 real ones in CI) and a simulated night of 300 in three programmes."""
+    return packets + [a.packet for a in simulate_night(300, night=NIGHT, seed=7)]
 
 
 _records: dict[bytes, dict] = {}
@@ -168,9 +168,9 @@ def test_bundled_filter_live_outputs_exactly_the_passing_packets_and_equals_batc
     assert batch_rows == live_rows
 
 
-def test_closed_and_consumed_night_is_a_no_op_on_rerun(kafka_bootstrap, unique, real_packets):
+def test_closed_and_consumed_night_is_a_no_op_on_rerun(kafka_bootstrap, unique, packets):
     naming = TopicNaming(survey=f"r{unique}")
-    publish_night(kafka_bootstrap, naming, real_packets)
+    publish_night(kafka_bootstrap, naming, packets)
     first = run_live("solar_system", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming, options=FAST)
     again = run_live("solar_system", NIGHT, bootstrap_servers=kafka_bootstrap, naming=naming, options=FAST)
     assert first.passed > 0 and again.read == 0 and again.status == "finished" and again.lag == 0
@@ -313,9 +313,9 @@ def test_a_killed_copy_restarted_neither_skips_nor_duplicates(kafka_bootstrap, u
     assert _committed(kafka_bootstrap, group, topics) == len(published)
 
 
-def test_an_open_night_keeps_the_copy_running_until_sigterm_or_the_close(kafka_bootstrap, unique, real_packets):
+def test_an_open_night_keeps_the_copy_running_until_sigterm_or_the_close(kafka_bootstrap, unique, packets):
     naming = TopicNaming(survey=f"o{unique}")
-    published = publish_night(kafka_bootstrap, naming, real_packets, close=False)
+    published = publish_night(kafka_bootstrap, naming, packets, close=False)
     mark_night(kafka_bootstrap, naming, NightState(f"{NIGHT:%Y%m%d}", "open"))
     topics = list(naming.programme_topics(NIGHT).values())
     group = group_id_for(naming, NIGHT, "solar_system")
@@ -419,11 +419,11 @@ def test_a_filter_failing_on_every_alert_is_stopped_with_a_clear_message(kafka_b
 # --------------------------------------------------------------------------------------------------- flow
 
 
-def test_filter_night_flow_runs_copies_and_summarizes(kafka_bootstrap, unique, real_packets, prefect_server):
+def test_filter_night_flow_runs_copies_and_summarizes(kafka_bootstrap, unique, packets, prefect_server):
     from alertdist.flows.filter_night import filter_night
 
     naming = TopicNaming(survey=f"p{unique}")
-    published = publish_night(kafka_bootstrap, naming, real_packets)
+    published = publish_night(kafka_bootstrap, naming, packets)
     rows = filter_night(
         filter_name="variable_stars",
         night=f"{NIGHT:%Y%m%d}",
@@ -436,3 +436,13 @@ def test_filter_night_flow_runs_copies_and_summarizes(kafka_bootstrap, unique, r
     assert sum(r["read"] for r in rows) == len(published) and sum(r["passed"] for r in rows) == expected
     assert all(r["status"] == "finished" and r["lag"] == 0 for r in rows)
     assert len(outputs_of(kafka_bootstrap, naming, "variable_stars")) == expected
+    # each finished copy's progress artifact reads 100 % in the UI (it stayed at 0 %: a live night has no total)
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from alertdist.tasks.progress import artifact_key
+
+    keys = [artifact_key("filter", naming.survey, f"{NIGHT:%Y%m%d}", "variable_stars", copy) for copy in (0, 1)]
+    with get_client(sync_client=True) as client:
+        shown = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    assert sorted((a.key, a.type, a.data) for a in shown) == [(key, "progress", 100.0) for key in keys]

@@ -30,7 +30,6 @@ from alertdist.nights.dates import jd_to_unix
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from alertdist.publish.publisher import publish
 from alertdist.publish.sources import SourcePacket, simulated_alerts
-from tests.conftest import ARCHIVE_2018
 from tests.kafka_support import read_to_end
 
 NIGHT_2018 = dt.date(2018, 8, 19)
@@ -54,10 +53,10 @@ def survey_prefix() -> str:
 
 
 @pytest.fixture(scope="module")
-def archived_2018(kafka_bootstrap, survey_prefix, archive_2018_members, tmp_path_factory):
-    """UW's real 2018 tarball replayed as its own night (publisher routing, then closed), then archived."""
+def archived_2018(kafka_bootstrap, survey_prefix, uw_tarball, tmp_path_factory):
+    """UW's 2018 tarball (or its made twin) replayed as its own night (publisher routing, then closed), archived."""
     naming = TopicNaming(survey=f"{survey_prefix}uw", programmes={1: "public"})
-    alerts, counts, names = open_sources([str(ARCHIVE_2018)])
+    alerts, counts, names = open_sources([str(uw_tarball)])
     result = replay_into_night(
         alerts,
         bootstrap_servers=kafka_bootstrap,
@@ -94,19 +93,19 @@ def simulated(kafka_bootstrap, survey_prefix, tmp_path_factory):
 
 
 def test_replaying_uws_2018_tarball_into_a_topic_gives_its_members_byte_for_byte(
-    kafka_bootstrap, unique, archive_2018_members
+    kafka_bootstrap, unique, uw_tarball, uw_tarball_members
 ):
     topic = f"replay_{unique}"
     assert ensure_topic(kafka_bootstrap, topic, SMALL) == "created"
-    alerts, counts, names = open_sources([str(ARCHIVE_2018)])
+    alerts, counts, names = open_sources([str(uw_tarball)])
     result = replay_to_topic(alerts, bootstrap_servers=kafka_bootstrap, topic=topic, sources=names, counts=counts)
     assert (result.read, result.delivered, result.bad, result.failed) == (30, 30, 0, 0)
-    assert result.rate_alerts_s > 0 and result.bytes_delivered == sum(len(b) for _, b in archive_2018_members)
+    assert result.rate_alerts_s > 0 and result.bytes_delivered == sum(len(b) for _, b in uw_tarball_members)
 
     messages = read_topic(kafka_bootstrap, topic)
-    assert len(messages) == len(archive_2018_members) == 30
-    assert sorted(m.value() for m in messages) == sorted(b for _, b in archive_2018_members)
-    members = dict(archive_2018_members)
+    assert len(messages) == len(uw_tarball_members) == 30
+    assert sorted(m.value() for m in messages) == sorted(b for _, b in uw_tarball_members)
+    members = dict(uw_tarball_members)
     for m in messages:
         headers = dict(m.headers())
         candid = int(headers["alertdist.candid"])
@@ -115,22 +114,22 @@ def test_replaying_uws_2018_tarball_into_a_topic_gives_its_members_byte_for_byte
         assert int(headers["alertdist.published_ms"]) >= int(headers["alertdist.produced_ms"]) > 0
 
 
-def test_the_replayed_2018_night_is_closed_and_archives_to_the_same_members(archived_2018, archive_2018_members):
+def test_the_replayed_2018_night_is_closed_and_archives_to_the_same_members(archived_2018, uw_tarball_members):
     naming, result, dest, manifest = archived_2018
     assert result.closed and (result.read, result.delivered, result.rejected, result.bad) == (30, 30, 0, 0)
     ours = tar_members(dest / f"{naming.survey}_public_20180819.tar.gz")
-    assert ours == dict(archive_2018_members)
+    assert ours == dict(uw_tarball_members)
     assert list(ours) == sorted(ours, key=lambda n: int(n.removesuffix(".avro")))  # candid order
     assert manifest.programmes[1].counts["written"] == 30
 
 
 def test_replaying_from_parquet_rebuilds_packets_that_decode_to_the_same_records(
-    kafka_bootstrap, unique, archived_2018, archive_2018_members, simulated
+    kafka_bootstrap, unique, archived_2018, uw_tarball_members, simulated
 ):
     """Schema 3.0 (the real night) and 4.02 (the simulated one), each row re-encoded with its own version."""
     _, _, dest_2018, _ = archived_2018
     _, alerts, dest_sim, _ = simulated
-    originals = {codec.peek(b).candid: b for _, b in archive_2018_members} | {a.candid: a.packet for a in alerts}
+    originals = {codec.peek(b).candid: b for _, b in uw_tarball_members} | {a.candid: a.packet for a in alerts}
     topic = f"fromparquet_{unique}"
     ensure_topic(kafka_bootstrap, topic, SMALL)
     for dest, night in ((dest_2018, "20180819"), (dest_sim, "20231012")):
@@ -210,8 +209,8 @@ def test_replaying_at_the_original_cadence_spaces_exposures_by_their_jd(kafka_bo
     assert abs((first_sent[jds[-1]] - first_sent[jds[0]]) / 1000.0 - span) < 0.25
 
 
-def test_a_corrupt_member_is_reported_by_name_and_skipped(kafka_bootstrap, unique, archive_2018_members, tmp_path):
-    good = archive_2018_members[:4]
+def test_a_corrupt_member_is_reported_by_name_and_skipped(kafka_bootstrap, unique, uw_tarball_members, tmp_path):
+    good = uw_tarball_members[:4]
     truncated = ("900000000000000001.avro", good[0][1][:5000])
     garbage = ("900000000000000002.avro", b"this is not an Avro packet" * 100)
     path = tmp_path / "damaged.tar.gz"
@@ -237,8 +236,8 @@ def test_a_corrupt_member_is_reported_by_name_and_skipped(kafka_bootstrap, uniqu
     assert sorted(m.value() for m in read_topic(kafka_bootstrap, topic)) == sorted(b for _, b in good)
 
 
-def test_a_truncated_tarball_stops_with_the_counts_so_far(tmp_path):
-    whole = ARCHIVE_2018.read_bytes()
+def test_a_truncated_tarball_stops_with_the_counts_so_far(uw_tarball, tmp_path):
+    whole = uw_tarball.read_bytes()
     cut = tmp_path / "cut.tar.gz"
     cut.write_bytes(whole[: len(whole) // 2])
     counts = ReadCounts(str(cut))
@@ -297,14 +296,14 @@ def test_offline_filter_on_the_archived_night_equals_the_live_filters_output(
             assert offline[candid] == pytest.approx(annotated), candid
 
 
-def test_the_replay_command_line(kafka_bootstrap, unique, capsys):
+def test_the_replay_command_line(kafka_bootstrap, unique, uw_tarball, capsys):
     topic = f"cli_{unique}"
     code = cli(
         [
             "--bootstrap-servers",
             kafka_bootstrap,
             "replay",
-            str(ARCHIVE_2018),
+            str(uw_tarball),
             "--topic",
             topic,
             "--partitions",
@@ -313,8 +312,8 @@ def test_the_replay_command_line(kafka_bootstrap, unique, capsys):
             "--quiet",
         ]
     )
-    out = capsys.readouterr().out
-    assert code == 0, out
+    out, err = capsys.readouterr()
+    assert code == 0, out + err  # --quiet hides progress, never the error
     assert "read 30, delivered 30, bad 0" in out and "30 good, 0 bad of 30 read" in out
     assert len(read_topic(kafka_bootstrap, topic)) == 30
 

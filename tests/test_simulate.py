@@ -19,10 +19,10 @@ from alertdist import schemas
 from alertdist.avro import codec
 from alertdist.simulate.cutouts import STAMP_SIZE, encode_stamp, read_stamp, read_stamp_header, set_gzip_mtime
 from alertdist.simulate.night import DEFAULT_PROGRAMME_WEIGHTS, night_window, simulate_night, write_drop_folder
+from tests.conftest import SHARED_DATA as DATA
+from tests.conftest import require_real_data
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_DIRS = [DATA / "ztf-alerts" / "20231012", DATA / "ztf-alerts" / "20200202"]
-_MISSING = f"real ZTF packets not found at {DATA}: this comparison needs ../shared/data (see its README)"
 NIGHT = date(2023, 10, 12)
 N_NIGHT = 900
 NID_EPOCH_JD = 2457754.5
@@ -37,9 +37,8 @@ def night():
 
 @pytest.fixture(scope="module")
 def real_candidates():
-    paths = [p for d in REAL_DIRS for p in sorted(d.glob("*.avro"))] if DATA.is_dir() else []
-    if not paths:
-        pytest.skip(_MISSING)
+    require_real_data("compares the simulator's value ranges with ZTF's own packets")
+    paths = [p for d in REAL_DIRS for p in sorted(d.glob("*.avro"))]
     return [codec.decode(p.read_bytes())["candidate"] for p in paths]
 
 
@@ -123,9 +122,8 @@ def test_the_pid_and_candid_rules_are_ztfs_own():
     """The rules the simulator writes by, checked on every real detection (candidate and history)."""
     from alertdist.simulate.night import _pid
 
-    paths = [p for d in REAL_DIRS for p in sorted(d.glob("*.avro"))] if DATA.is_dir() else []
-    if not paths:
-        pytest.skip(_MISSING)
+    require_real_data("checks the simulator's rules on ZTF's own detections")
+    paths = [p for d in REAL_DIRS for p in sorted(d.glob("*.avro"))]
     rows = []
     for path in paths:
         record = codec.decode(path.read_bytes())
@@ -316,22 +314,20 @@ def test_stamp_round_trip_and_mtime():
 
 
 def test_reader_reads_real_ztf_stamps():
-    paths = sorted(REAL_DIRS[0].glob("*.avro")) if DATA.is_dir() else []
-    if not paths:
-        pytest.skip(_MISSING)
+    require_real_data("reads the stamps ZTF itself wrote")
+    paths = sorted(REAL_DIRS[0].glob("*.avro"))
     record = codec.decode(paths[0].read_bytes())
     for key in ("cutoutScience", "cutoutTemplate", "cutoutDifference"):
         assert read_stamp(record[key]["stampData"]).shape == (63, 63)
         assert read_stamp_header(record[key]["stampData"])["BUNIT"] == "DN"
 
 
-def test_templates_lend_their_stamps_and_shapes():
-    if not DATA.is_dir():
-        pytest.skip(_MISSING)
-    real = [codec.decode(p.read_bytes()) for p in sorted(REAL_DIRS[0].glob("*.avro"))]
+def test_templates_lend_their_stamps_and_shapes(packet_files):
+    folder = packet_files[-1].parent  # ZTF's 4.01 packets of 20231012, or the made ones of the latest schema
+    real = [codec.decode(p.read_bytes()) for p in sorted(folder.glob("*.avro"))]
     real_stamps = {r["cutoutDifference"]["stampData"][10:] for r in real}
     real_fwhm = {r["candidate"]["fwhm"] for r in real}
-    alerts = list(simulate_night(30, night=NIGHT, seed=2, templates=REAL_DIRS[0]))
+    alerts = list(simulate_night(30, night=NIGHT, seed=2, templates=folder))
     records = [codec.decode(a.packet) for a in alerts]
     assert all(r["cutoutDifference"]["stampData"][10:] in real_stamps for r in records if r["candidate"]["rb"] > 0.6)
     assert any(r["candidate"]["fwhm"] in real_fwhm for r in records)

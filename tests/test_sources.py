@@ -22,7 +22,6 @@ from alertdist.publish.sources import (
     simulated_packets,
     tarball_packets,
 )
-from tests.conftest import ARCHIVE_2018
 
 
 def _write(folder, name, data, mtime=None):
@@ -33,9 +32,9 @@ def _write(folder, name, data, mtime=None):
     return path
 
 
-def test_tarball_is_streamed_member_by_member_with_its_bytes(archive_2018_members):
-    items = list(tarball_packets(ARCHIVE_2018))
-    assert [(i.name, i.packet) for i in items] == [(n.rsplit("/", 1)[-1], b) for n, b in archive_2018_members]
+def test_tarball_is_streamed_member_by_member_with_its_bytes(uw_tarball, uw_tarball_members):
+    items = list(tarball_packets(uw_tarball))
+    assert [(i.name, i.packet) for i in items] == [(n.rsplit("/", 1)[-1], b) for n, b in uw_tarball_members]
     assert all(i.produced_ms is None and i.path is None for i in items)  # a member mtime is no production time
 
 

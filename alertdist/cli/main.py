@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -24,6 +25,7 @@ COMMAND_MODULES = [
     "alertdist.cli.commands.archive",
     "alertdist.cli.commands.replay",
     "alertdist.cli.commands.users",
+    "alertdist.cli.commands.clean",
 ]
 
 DESCRIPTION = """\
@@ -45,10 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT[,...]",
         help="Kafka to talk to (default: the local broker, or $ALERTDIST_BOOTSTRAP_SERVERS)",
     )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show the INFO logs of the libraries underneath (Dask, Prefect...)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
+
+
+#: Libraries whose INFO logs are their own business (a local Dask cluster prints ~30 lines starting and stopping).
+THIRD_PARTY_LOGGERS = ("distributed", "dask", "bokeh", "tornado")
+
+
+def quiet_third_party() -> None:
+    """Keep the libraries' INFO logs out of the terminal: their warnings and errors still show. Dask's worker
+    processes read their log levels from the environment they inherit."""
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 def _no_broker(settings: Settings) -> str:
@@ -62,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     slow_mimalloc_purge()  # before the sub-commands load pyarrow: see alertdist/runtime.py
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.verbose:
+        quiet_third_party()
     settings = None
     try:
         settings = Settings.load(bootstrap_servers=args.bootstrap_servers)

@@ -1,5 +1,9 @@
 """What every command's parser shares: a sub-command whose description is its function's docstring, a night,
-and a list of programme ids, refused with the form expected."""
+and a list of programme ids, refused with the form expected; and the one vocabulary of the command line.
+
+`VOCABULARY` is the one table of option names (README, "One vocabulary"): each concept has one option, and the
+spellings it replaced still parse for a release, hidden from --help. Commands add these options through
+`term_option` (and `archive_option`, `format_option`), never by spelling them out."""
 
 from __future__ import annotations
 
@@ -7,10 +11,62 @@ import argparse
 import datetime as dt
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from alertdist.nights.dates import parse_night
 
-__all__ = ["action_parser", "actions", "archive_option", "command", "night", "programme_ids", "quiet_option"]
+__all__ = [
+    "VOCABULARY",
+    "Term",
+    "action_parser",
+    "actions",
+    "archive_option",
+    "command",
+    "format_option",
+    "night",
+    "programme_ids",
+    "quiet_option",
+    "term_option",
+]
+
+
+@dataclass(frozen=True)
+class Term:
+    """One concept of the command line: its option, the metavar it shows, what it means, the old spellings."""
+
+    option: str
+    metavar: str
+    meaning: str
+    old: tuple[str, ...] = ()
+
+
+VOCABULARY: dict[str, Term] = {
+    "night": Term("--night", "YYYYMMDD", "the night in Kafka a command publishes, filters, archives or replays into"),
+    "archived night": Term("--archived-night", "YYYYMMDD", "the night a command reads from an archive"),
+    "archived nights": Term(
+        "--archived-nights", "NIGHTS", "several archived nights: YYYYMMDD, FIRST..LAST or comma lists", ("--nights",)
+    ),
+    "archive": Term(
+        "--archive", "URL", "the archive location: a folder, s3://bucket/prefix or http(s)://", ("--from", "--dest")
+    ),
+    "format": Term(
+        "--format", "tarball|parquet", "which of the archive's formats to read or fetch", ("--what", "--from-parquet")
+    ),
+    "programmes": Term(
+        "--programids", "1,2", "programme ids (ZTF's programid: 1 public, 2 partnership, 3 Caltech)", ("--programmes",)
+    ),
+}
+
+
+def term_option(parser, concept: str, help: str, **options) -> argparse.Action:
+    """The option of `concept` (a `VOCABULARY` key) with ``help``; its old spellings parse too, unlisted."""
+    term = VOCABULARY[concept]
+    options.setdefault("metavar", term.metavar)
+    action = parser.add_argument(term.option, help=help, **options)
+    hidden = {k: v for k, v in options.items() if k not in ("required", "dest")}
+    for spelling in term.old:
+        parser.add_argument(spelling, dest=action.dest, help=argparse.SUPPRESS, **hidden)
+    return action
 
 
 def command(
@@ -52,6 +108,41 @@ def archive_option(parser: argparse.ArgumentParser, help: str, *old: str, **opti
     parser.add_argument("--archive", metavar="URL", help=help, **options)
     for spelling in old:
         parser.add_argument(spelling, dest="archive", metavar="URL", help=argparse.SUPPRESS)
+
+
+def _kinds() -> tuple[str, ...]:
+    from alertdist.access.download import KINDS  # the archive's formats: one list, the downloader's
+
+    return tuple(KINDS)
+
+
+def _one_format(text: str) -> bool:
+    """`--format tarball|parquet` of a reader, as the ``from_parquet`` flag its command reads."""
+    if text not in _kinds():
+        raise argparse.ArgumentTypeError(f"--format takes tarball or parquet (got {text!r})")
+    return text == "parquet"
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    kinds = tuple(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))
+    if not kinds or any(k not in _kinds() for k in kinds):
+        raise argparse.ArgumentTypeError(f"--format takes tarball and/or parquet, comma-separated (got {text!r})")
+    return kinds
+
+
+def format_option(parser: argparse.ArgumentParser, help: str, *, several: bool = False) -> None:
+    """``--format``: ``tarball|parquet`` into ``args.from_parquet`` (readers), or with ``several`` a comma list
+    into ``args.what`` (downloads, default both). The old ``--from-parquet`` flag and ``--what`` list still parse."""
+    if several:
+        parser.add_argument(
+            "--format", dest="what", type=_formats, default=("tarball", "parquet"), metavar="tarball,parquet", help=help
+        )
+        parser.add_argument("--what", dest="what", type=_formats, help=argparse.SUPPRESS)
+    else:
+        parser.add_argument(
+            "--format", dest="from_parquet", type=_one_format, default=False, metavar="tarball|parquet", help=help
+        )
+        parser.add_argument("--from-parquet", dest="from_parquet", action="store_true", help=argparse.SUPPRESS)
 
 
 def night(text: str) -> dt.date:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 
@@ -22,10 +23,16 @@ class ProgressLine:
         if fraction is not None:
             text = f"[{'#' * int(min(max(fraction, 0.0), 1.0) * 20):<20}] {text}"
         if self.tty and (final or now - self.last >= 0.2):
-            sys.stderr.write(f"\r{self.label}: {text}\033[K" + ("\n" if final else ""))
+            sys.stderr.write(f"\r{_fit(f'{self.label}: {text}')}\033[K" + ("\n" if final else ""))
         elif not self.tty and (final or now - self.last >= 10):
             sys.stderr.write(f"{self.label}: {text}\n")
         else:
             return
         self.last = now
         sys.stderr.flush()
+
+
+def _fit(line: str) -> str:
+    """The line cut to the terminal's width: a longer one wraps, and `\r` then rewrites only its last row."""
+    width = shutil.get_terminal_size().columns - 1
+    return line if len(line) <= width else line[: max(width - 1, 0)] + "…"

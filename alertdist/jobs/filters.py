@@ -72,7 +72,7 @@ def run_filter(
         options=options,
         columnar=columnar,
     )
-    progress.update(report.status, final=True)
+    progress.update(report.status, 1.0 if report.status == "finished" else None, final=True)  # done: 100 %
     return report
 
 
@@ -116,7 +116,7 @@ def filter_archived(
         progress.update(f"read {r.read}, passed {r.passed}, errors {r.errors + r.malformed}, {rate:.0f} alerts/s")
 
     result = run_batch(filter_name, packets, progress=show, progress_every=progress_every)
-    progress.update(f"read {result.read}, passed {result.passed}", final=True)
+    progress.update(f"read {result.read}, passed {result.passed}", 1.0, final=True)  # every packet judged: 100 %
     return FilteredArchive(result, counts, write_table(result.table, out) if out else None)
 
 

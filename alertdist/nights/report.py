@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "NightReconciliationError",
+    "by_measure",
     "checksums_markdown",
     "exposure_counts",
     "exposure_plot_markdown",
@@ -95,6 +96,14 @@ def summary_rows(
     total_rejected = sum(published.get("rejected", {}).values())
     rows.append({"programme": "rejected (all)", "published": total_rejected})
     return rows
+
+
+def by_measure(rows: list[dict], first: str = "programme") -> list[dict]:
+    """`summary_rows` turned on its side: one row per measure, one column per programme. A column per filter grew
+    the table past a 1,600 px page with three filters; a row per filter keeps it narrow whatever their number."""
+    columns = [str(row[first]) for row in rows]
+    measures = list(dict.fromkeys(key for row in rows for key in row if key != first))
+    return [{"": m, **{c: row.get(m, "") for c, row in zip(columns, rows)}} for m in measures]
 
 
 def _per_programme(copies: list[dict], programid: int) -> dict:

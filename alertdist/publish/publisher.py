@@ -361,7 +361,7 @@ def publish(
     if state is not None and state.closed and not reopen:
         raise PublishError(
             f"night {night_text} is already closed ({state.total_messages()} messages at "
-            f"{state.updated_at}); pass reopen=True (--reopen) to publish more into it"
+            f"{state.updated_at}); to publish more into it, run the command again with --reopen"
         )
     retry_call("marking the night open", mark_night, bootstrap_servers, naming, NightState(night_text, "open"))
     last_report = started

@@ -86,11 +86,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "archive root: a folder or s3://bucket/prefix (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)",
         "--dest",
     )
-    p.add_argument(
-        "--programmes",
+    parsing.term_option(
+        p,
+        "programmes",
+        "programme ids to archive (default: every programme the night closed with)",
+        dest="programmes",
         type=parsing.programme_ids,
-        metavar="1,2,3",
-        help="programme ids to archive (default: every programme the night closed with)",
     )
     p.add_argument(
         "--work-dir",

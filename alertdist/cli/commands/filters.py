@@ -62,11 +62,11 @@ def _run(args, settings: Settings) -> int:
 
 def _batch(args, settings: Settings) -> int:
     """The same filter, the same answer as live: prints (or writes) a table of the passing alerts with candid,
-    objectId, programid and the filter's annotations. With --nights, a reanalysis of the archive on Dask."""
+    objectId, programid and the filter's annotations. With --archived-nights, a reanalysis of the archive on Dask."""
     if args.nights:
         return _reanalyse(args, settings)
     if args.columnar or not args.sources:
-        raise ValueError("give SOURCE files, or --nights for a (columnar) reanalysis of the archive")
+        raise ValueError("give SOURCE files, or --archived-nights for a (columnar) reanalysis of the archive")
     done = filter_archived(
         settings,
         args.filter,
@@ -98,7 +98,7 @@ def _reanalyse(args, settings: Settings) -> int:
     """Runs the offline-filter flow over the nights: one task per night's Parquet file on Dask (a local cluster,
     or ALERTDIST_DASK_ADDRESS); its progress lines and the per-night counts are shown here and in the Prefect UI."""
     if not args.out or args.out.endswith((".parquet", ".csv")):
-        raise ValueError("with --nights, give --out FOLDER for the dataset of passes")
+        raise ValueError("with --archived-nights, give --out FOLDER for the dataset of passes")
     server = local_server(settings)
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.update(server.client_env())  # Prefect's own client settings, before it is imported
@@ -145,8 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("filter", help=FILTER_HELP)
     run.add_argument("--night", metavar="YYYYMMDD", type=parsing.night, help="the night (default: tonight at the site)")
-    run.add_argument(
-        "--programmes", type=parsing.programme_ids, metavar="1,2", help="programme ids to read (default all)"
+    parsing.term_option(
+        run, "programmes", "programme ids to read (default all)", dest="programmes", type=parsing.programme_ids
     )
     run.add_argument(
         "--copy-index", type=int, default=0, metavar="I", help="this copy, 0..N-1; a restart reuses it (default 0)"
@@ -174,24 +174,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     batch.add_argument(
         "--archived-night", metavar="YYYYMMDD", type=parsing.night, help="with an archive root as SOURCE: the night"
     )
-    batch.add_argument("--from-parquet", action="store_true", help="from an archive root, read its Parquet")
+    parsing.format_option(batch, "from an archive root, read its tarballs (default) or its Parquet")
     batch.add_argument(
-        "--out", metavar="FILE", help="write the table to FILE.parquet or FILE.csv (with --nights: a FOLDER)"
+        "--out", metavar="FILE", help="write the table to FILE.parquet or FILE.csv (with --archived-nights: a FOLDER)"
     )
-    batch.add_argument(
-        "--nights",
+    parsing.term_option(
+        batch,
+        "archived nights",
+        "reanalyse these nights of the archive on Dask: YYYYMMDD, FIRST..LAST, or comma lists",
+        dest="nights",
         nargs="+",
-        metavar="NIGHTS",
-        help="reanalyse these nights of the archive on Dask: YYYYMMDD, FIRST..LAST, or comma lists",
     )
-    batch.add_argument("--archive", metavar="URL", help="with --nights: the archive root (default: the settings')")
-    batch.add_argument(
-        "--programmes", type=parsing.programme_ids, metavar="1,2", help="with --nights: programme ids (default all)"
+    parsing.archive_option(batch, "with --archived-nights: the archive root (default $ALERTDIST_ARCHIVE_URL)")
+    parsing.term_option(
+        batch,
+        "programmes",
+        "with --archived-nights: programme ids (default all)",
+        dest="programmes",
+        type=parsing.programme_ids,
     )
     batch.add_argument(
-        "--columnar", action="store_true", help="with --nights: the filter's columnar version, on the columns it reads"
+        "--columnar",
+        action="store_true",
+        help="with --archived-nights: the filter's columnar version, on the columns it reads",
     )
     batch.add_argument(
-        "--workers", type=int, metavar="N", help="with --nights: local Dask workers (default: ALERTDIST_DASK_WORKERS)"
+        "--workers",
+        type=int,
+        metavar="N",
+        help="with --archived-nights: local Dask workers (default: ALERTDIST_DASK_WORKERS)",
     )
     parsing.quiet_option(batch)

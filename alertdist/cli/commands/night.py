@@ -69,6 +69,7 @@ def _run(args, settings: Settings) -> int:
         f"progress below, details in the Prefect UI at {server.ui_url}",
         file=sys.stderr,
     )
+    print("Starting the stages (topics, filters, publisher, archiver; a process each, ~20 s)...", file=sys.stderr)
     state = night(
         night=chosen,
         source=source,

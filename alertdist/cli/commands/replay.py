@@ -19,25 +19,17 @@ SOURCE_HELP = (
 )
 
 
-def _kinds(text: str) -> tuple[str, ...]:
-    from alertdist.access.download import KINDS
-
-    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
-    if not kinds or set(kinds) - set(KINDS):
-        raise argparse.ArgumentTypeError(f"--what takes {' and/or '.join(KINDS)}, comma-separated (got {text!r})")
-    return kinds
-
-
 def _archive_list(args, settings: Settings) -> int:
     """List the nights at an archive location: a local folder, s3://bucket/prefix, or an HTTP(S) directory laid out
     like UW's public archive (tarballs + MD5SUMS; read from its index page, or from MD5SUMS when the server shows
     none). Exit 3 if there is none."""
     from alertdist.access import list_nights
 
-    nights = list_nights(args.url, settings.storage_options)
+    url = args.url or args.archive or settings.archive
+    nights = list_nights(url, settings.storage_options)
     for night in nights:
         print(night.describe())
-    print(f"{len(nights)} night(s) at {args.url}", file=sys.stderr)
+    print(f"{len(nights)} night(s) at {url}", file=sys.stderr)
     return 0 if nights else 3
 
 
@@ -48,6 +40,9 @@ def _download(args, settings: Settings) -> int:
     S3/local seek): run the same command again."""
     from alertdist.access import download_night
 
+    if (args.night is None) == (args.archived_night is None):
+        raise ValueError("name the night to download once: --archived-night YYYYMMDD")
+    args.night = args.night or args.archived_night
     line = ProgressLine(f"downloading night {args.night:%Y%m%d}", args.quiet)
     started: dict[str, float] = {}
 
@@ -132,24 +127,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         _archive_list,
         "list the nights an archive location holds (folder, s3://, or UW-style HTTP directory)",
     )
-    listing.add_argument("url", metavar="URL", help="e.g. https://ztf.uw.edu/alerts/public/ or s3://bucket/archive")
+    listing.add_argument(
+        "url", nargs="?", metavar="URL", help="e.g. https://ztf.uw.edu/alerts/public/ or s3://bucket/archive"
+    )
+    parsing.archive_option(
+        listing, "the archive location, as URL (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)"
+    )
 
     download = parsing.command(
         sub, "download", _download, "download a night's tarballs and/or Parquet, resumable and checksum-verified"
     )
-    download.add_argument("night", metavar="NIGHT", type=parsing.night, help="YYYYMMDD")
+    download.add_argument("night", nargs="?", metavar="NIGHT", type=parsing.night, help=argparse.SUPPRESS)
+    parsing.term_option(download, "archived night", "the night to download", type=parsing.night)
     parsing.archive_option(
         download, "the archive location: folder, s3:// or http(s):// (default $ALERTDIST_ARCHIVE_URL)", "--from"
     )
     download.add_argument("--to", required=True, metavar="DIR", help="local folder to download into")
-    download.add_argument(
-        "--what",
-        type=_kinds,
-        default=("tarball", "parquet"),
-        metavar="tarball,parquet",
-        help="which files (default both)",
+    parsing.format_option(download, "which files (default both)", several=True)
+    parsing.term_option(
+        download, "programmes", "only these programme ids", dest="programmes", type=parsing.programme_ids
     )
-    download.add_argument("--programmes", type=parsing.programme_ids, metavar="1,2", help="only these programme ids")
     download.add_argument("--survey", help="only this survey's files (when a location holds several)")
     download.add_argument(
         "--allow-unverified",
@@ -177,11 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument(
         "--archived-night", type=parsing.night, metavar="YYYYMMDD", help="of an archive root (default --night)"
     )
-    replay.add_argument(
-        "--from-parquet",
-        action="store_true",
-        help="from an archive root, read the Parquet dataset instead of the tarballs",
-    )
+    parsing.format_option(replay, "from an archive root, read its tarballs (default) or its Parquet dataset")
     replay.add_argument("--partitions", type=int, default=14, help="partitions of topics it creates (default 14)")
     replay.add_argument("--reopen", action="store_true", help="with --night: replay into a night already closed")
     replay.add_argument(
