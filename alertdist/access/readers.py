@@ -124,6 +124,9 @@ def tarball_alerts(
     try:
         for item in tarball_packets(location, storage_options):
             last = item.name
+            if item.problem is not None:  # not a packet file, or too big to read: set aside unread
+                counts.add_bad(item.name, item.problem)
+                continue
             try:
                 info = codec.peek(item.packet)
             except codec.AlertPacketError as e:
