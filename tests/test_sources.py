@@ -258,3 +258,21 @@ def test_a_file_name_that_is_not_utf8_is_escaped_for_headers_and_logs(tmp_path):
         item.name.encode()
     assert safe_text(item.name) == "\\udcff\\udcfe.avro" and safe_text("a\nb") == "a\\nb"
     assert safe_text("ZTF23abc.avro") == "ZTF23abc.avro"
+
+
+def test_a_socket_or_an_unreadable_file_is_set_aside_not_a_reason_to_stop(tmp_path):
+    import socket
+
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock.avro"))
+    locked = _write(tmp_path, "locked.avro", b"secret")
+    locked.chmod(0)
+    (tmp_path / NIGHT_DONE).touch()
+    try:
+        items = {i.name: i for i in DropFolder(tmp_path) if i is not None}
+    finally:
+        server.close()
+        locked.chmod(0o600)
+    assert items["sock.avro"].problem.startswith("not-a-packet: sock.avro is not a regular file")
+    if os.geteuid() != 0:  # root reads any file
+        assert items["locked.avro"].problem.startswith("not-a-packet: locked.avro cannot be read")

@@ -155,22 +155,30 @@ def _inside(path: str, root: str) -> bool:
 def read_packet_file(path: Path, root: Path, max_bytes: int) -> SourcePacket | None:
     """The packet in the file ``path`` of the folder ``root``, read without trusting the file.
 
-    Never follows a symbolic link out of ``root``, never opens a FIFO or device for reading (it could block or
-    never end), never reads more than ``max_bytes`` + 1 bytes (a larger file is set aside as oversize with its
-    head). What is refused comes back with its ``problem``; None if the file has gone since it was listed.
+    Never follows a symbolic link out of ``root``, never opens a FIFO, socket or device (it could block or never
+    end), never reads more than ``max_bytes`` + 1 bytes (a larger file is set aside as oversize with its head), and
+    a file it may not read is set aside, not retried forever. What is refused comes back with its ``problem``;
+    None if the file has gone since it was listed.
     """
     name = path.name
     try:
         link = os.lstat(path)
-        target = path
+        target, found = path, link
         if stat.S_ISLNK(link.st_mode):
             target = Path(os.path.realpath(path))
             if not _inside(str(target), os.path.realpath(root)):
                 problem = f"outside-folder: {name} is a symbolic link leading outside {root}; not followed"
                 return SourcePacket(name, b"", link.st_mtime_ns // 1_000_000, path, problem=problem)
+            found = os.stat(target)
+        if not stat.S_ISREG(found.st_mode):
+            problem = f"not-a-packet: {name} is not a regular file (mode {stat.filemode(found.st_mode)})"
+            return SourcePacket(name, b"", found.st_mtime_ns // 1_000_000, path, problem=problem)
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None  # removed (or its link broken) since the folder was listed
+    except PermissionError as e:
+        problem = f"not-a-packet: {name} cannot be read ({e.strerror}); check its owner and mode"
+        return SourcePacket(name, b"", None, path, problem=problem)
     except OSError as e:
         if e.errno == errno.ELOOP:  # replaced by a link between the check and the open
             problem = f"outside-folder: {name} became a symbolic link while being read; not followed"
