@@ -95,3 +95,16 @@ def test_the_batch_filter_reads_no_tar_member_whole_past_the_packet_limit(good, 
     assert (result.read, result.passed, result.malformed) == (3, 1, 2)
     reasons = {name: reason for name, _, reason in result.problems}
     assert reasons["big.avro"].startswith("oversize: ") and reasons["README"].startswith("not-a-packet: ")
+
+
+def test_reading_an_archived_tarball_counts_an_implausible_member_as_bad(good, tmp_path):
+    from alertdist.access.readers import ReadCounts, tarball_alerts
+
+    tarball = tmp_path / "night.tar"
+    with tarfile.open(tarball, "w") as tar:
+        for name, data in [("1.avro", good[0]), ("2.avro", mutated(good[1], jd=math.nan)), ("3.avro", good[2])]:
+            (tmp_path / name).write_bytes(data)
+            tar.add(tmp_path / name, arcname=name)
+    counts = ReadCounts(str(tarball))
+    assert [a.name for a in tarball_alerts(str(tarball), counts=counts)] == ["1.avro", "3.avro"]
+    assert (counts.good, counts.bad) == (2, 1) and counts.bad_members[0][1].startswith("implausible: candidate.jd")

@@ -276,3 +276,16 @@ def test_a_socket_or_an_unreadable_file_is_set_aside_not_a_reason_to_stop(tmp_pa
     assert items["sock.avro"].problem.startswith("not-a-packet: sock.avro is not a regular file")
     if os.geteuid() != 0:  # root reads any file
         assert items["locked.avro"].problem.startswith("not-a-packet: locked.avro cannot be read")
+
+
+def test_a_rejected_folder_that_is_a_link_out_is_not_followed(tmp_path):
+    drop, elsewhere = tmp_path / "drop", tmp_path / "elsewhere"
+    drop.mkdir()
+    elsewhere.mkdir()
+    os.symlink(elsewhere, drop / "rejected")
+    _write(drop, "bad.avro", b"junk")
+    (drop / NIGHT_DONE).touch()
+    folder = DropFolder(drop)
+    [item] = [i for i in folder if i is not None]
+    folder.settle(item, rejected=True)
+    assert folder.settle_errors == 1 and (drop / "bad.avro").exists() and list(elsewhere.iterdir()) == []

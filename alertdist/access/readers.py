@@ -132,6 +132,10 @@ def tarball_alerts(
             except codec.AlertPacketError as e:
                 counts.add_bad(item.name, f"not a valid alert packet: {e}")
                 continue
+            problem = codec.info_problem(info)  # NaN jd, negative candid, ...: no stage could compute with it
+            if problem is not None:
+                counts.add_bad(item.name, f"implausible: {problem}")
+                continue
             counts.good += 1
             counts.bytes += len(item.packet)
             yield ArchivedAlert(item.name, item.packet, info)

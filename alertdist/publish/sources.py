@@ -438,6 +438,8 @@ class DropFolder:
             return
         try:
             if rejected:
+                if self.rejected_folder.is_symlink():  # never move a file out of the folder through a link
+                    raise OSError(f"{self.rejected_folder} is a symbolic link; make it a plain folder")
                 self.rejected_folder.mkdir(exist_ok=True)
                 os.replace(item.path, self.rejected_folder / item.name)
             elif self.done_folder is not None:
