@@ -486,3 +486,26 @@ def test_a_tarball_of_no_packets_fails_and_leaves_the_night_open(kafka_bootstrap
     with pytest.raises(SourceError, match="no member"):
         publish(SourceSpec.parse(str(empty)).open(NIGHT), bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT)
     assert read_night_state(kafka_bootstrap, naming, NIGHT).state == "open"
+
+
+def test_the_publish_command_sets_aside_a_nan_jd_packet_and_closes_the_night(kafka_bootstrap, unique, tmp_path):
+    """The reproduction of issue 23: `alertdist publish` exited 1 on a NaN jd and every file after it stayed."""
+    from tests.test_plausible import mutated
+
+    naming = TopicNaming(survey=f"q{unique}")
+    _night_topics(kafka_bootstrap, naming, partitions=1)
+    env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap, "ALERTDIST_SURVEY": naming.survey}
+    good = list(simulated_packets(6, night=NIGHT, seed=35))
+    _write_atomically(tmp_path, SourcePacket("0000-nan.avro", mutated(good[0].packet, jd=float("nan")), None))
+    for item in good[1:]:
+        _write_atomically(tmp_path, item)
+    (tmp_path / NIGHT_DONE).touch()
+    command = _cli(
+        "publish", "--night", f"{NIGHT:%Y%m%d}", "--drop-folder", str(tmp_path), "--no-create-topics", env=env
+    )
+    out, err = command.communicate(timeout=120)
+    assert command.returncode == 0, err
+    assert "delivered 5" in out and "implausible: 1" in out and "closed" in out
+    assert list(tmp_path.glob("*.avro")) == [] and [p.name for p in (tmp_path / "rejected").iterdir()] == [
+        "0000-nan.avro"
+    ]
