@@ -289,3 +289,28 @@ def test_a_rejected_folder_that_is_a_link_out_is_not_followed(tmp_path):
     [item] = [i for i in folder if i is not None]
     folder.settle(item, rejected=True)
     assert folder.settle_errors == 1 and (drop / "bad.avro").exists() and list(elsewhere.iterdir()) == []
+
+
+def test_a_compressed_bomb_in_a_tar_header_stops_the_read_with_a_clear_error_in_bounded_memory(tmp_path):
+    import tarfile
+    import tracemalloc
+
+    from isal import igzip
+
+    bomb = tmp_path / "header-bomb.tar.gz"
+    with (
+        open(bomb, "wb") as raw,
+        igzip.IGzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz,
+        tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        info = tarfile.TarInfo("1.avro")
+        info.pax_headers = {"comment": "x" * (8 * 1024 * 1024)}  # one 8 MB PAX record, a few KB zipped
+        tar.addfile(info, None)
+    tracemalloc.start()
+    try:
+        with pytest.raises(SourceError, match="extended tar header of .* bytes"):
+            list(tarball_packets(bomb))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * 1024 * 1024, f"{peak / 1e6:.0f} MB held for an 8 MB header"

@@ -61,6 +61,10 @@ DEFAULT_MAX_PACKET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 #: What is kept of something set aside without being read whole (a file too big, a member that is no packet).
 HEAD_BYTES = 1024 * 1024
 
+#: The largest tar extended header (PAX record, GNU long name) read: tarfile reads one whole, so a compressed
+#: header of gigabytes would be a memory bomb before any member is seen.
+MAX_TAR_HEADER_BYTES = 1024 * 1024
+
 _log = logging.getLogger("alertdist.sources")
 
 
@@ -241,7 +245,7 @@ def tarball_packets(
     gzipped = str(location).endswith((".gz", ".tgz"))
     try:
         stream = igzip.IGzipFile(fileobj=raw, mode="rb") if gzipped else raw
-        with tarfile.open(fileobj=stream, mode="r|" if gzipped else "r|*") as tar:
+        with tarfile.open(fileobj=stream, mode="r|" if gzipped else "r|*", tarinfo=_BoundedTarInfo) as tar:
             for member in tar:
                 tar.members.clear()  # a streaming TarFile still keeps every TarInfo
                 if member.isdir():
@@ -253,6 +257,19 @@ def tarball_packets(
         raise SourceError(f"reading tarball {location} failed: {e}") from e
     finally:
         raw.close()
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header that refuses an extended header (PAX, GNU long name) larger than `MAX_TAR_HEADER_BYTES`."""
+
+    def _proc_member(self, tarfile_):
+        extended = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE)
+        if self.type in extended and self.size > MAX_TAR_HEADER_BYTES:
+            raise tarfile.SubsequentHeaderError(
+                f"an extended tar header of {self.size} bytes (more than {MAX_TAR_HEADER_BYTES}) at byte "
+                f"{self.offset}: not a tarball of alert packets"
+            )
+        return super()._proc_member(tarfile_)
 
 
 def _member_packet(tar: tarfile.TarFile, member: tarfile.TarInfo, max_bytes: int) -> SourcePacket:
