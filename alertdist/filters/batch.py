@@ -112,7 +112,7 @@ def _from_path(path: Path, max_bytes: int = DEFAULT_MAX_PACKET_BYTES) -> Iterato
         except SourceError as e:
             raise ValueError(f"reading the tarball {path} failed: {e}; is it complete?") from e
     elif path.is_file():
-        item = read_packet_file(path, path.parent, max_bytes)
+        item = read_packet_file(path, Path(os.path.realpath(path)).parent, max_bytes)  # the file the user named
         if item is not None:
             yield path.name, item.packet, item.problem
     else:
