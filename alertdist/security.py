@@ -510,8 +510,9 @@ def _set_credential(admin: AdminClient, name: str, password: str, timeout: float
 def set_password(bootstrap_servers: str, name: str, password: str, *, timeout: float = 30.0) -> None:
     """Replace the SCRAM-SHA-512 password of user ``name`` (a service's, a reader's or the admin's own).
 
-    The brokers take the new credential from the cluster's metadata as they run: no restart, and connections
-    already open stay up; every new login needs the new password. Its role and ACLs are untouched.
+    The brokers take the new credential from the cluster's metadata as they run: no restart; every new login
+    needs the new password, and sessions already open must log in again within ``connections.max.reauth.ms``
+    (a minute, `kafka_local.REAUTH_MS`). Its role and ACLs are untouched.
     """
     _check_password(name, password)
     admin = admin_client(bootstrap_servers)

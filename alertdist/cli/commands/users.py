@@ -80,7 +80,10 @@ def _list(args, settings):
     width = max(len(u.name) for u in users)
     for user in users:
         role = ROLES[user.role]
-        print(f"{user.name:<{width}}  {user.role:<11}  {role.description}  (since {user.created_at[:19]})")
+        scope = (
+            f" [filter {user.filter}, programmes {','.join(map(str, user.programmes)) or 'all'}]" if user.filter else ""
+        )
+        print(f"{user.name:<{width}}  {user.role:<11}  {role.description}{scope}  (since {user.created_at[:19]})")
 
 
 def _remove(args, settings):
@@ -96,7 +99,9 @@ def _passwd(args, settings):
     from alertdist.security import set_password
 
     set_password(_admin(args, settings), args.name, _password(args))
-    print(f"password of {args.name} changed (no broker restart; connections already open stay up)")
+    print(
+        f"password of {args.name} changed (no broker restart; sessions already open must log in again within a minute)"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
