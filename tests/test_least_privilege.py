@@ -207,12 +207,13 @@ def test_secured_brokers_reauthenticate_sessions_every_minute(tmp_path):
     assert props["connections.max.reauth.ms"] == str(kafka_local.REAUTH_MS) == "60000"
 
 
-def test_a_changed_password_cuts_off_a_session_already_open(cluster, naming):
-    """Without re-authentication a consumer that logged in before the change reads on for as long as it stays up."""
-    name = _add(cluster, naming, User("dave", "public"))
+def _session_after(cluster, naming, name: str, change) -> tuple[list[bytes], set[str]]:
+    """Open a session as ``name`` and read the topic's first message; then ``change`` the user, produce another
+    message as the admin, and poll for a few re-authentication periods: (values read after, error names)."""
     topic = naming.programme_topic(NIGHT, 1)
     errors: list[KafkaError] = []
     c = consumer(_as(cluster, name), None, error_cb=errors.append)
+    after: list[bytes] = []
     try:
         c.assign([TopicPartition(topic, 0, 0)])
         first = None
@@ -221,13 +222,38 @@ def test_a_changed_password_cuts_off_a_session_already_open(cluster, naming):
             msg = c.poll(0.2)
             first = msg if msg is not None and msg.error() is None else None
         assert first is not None and first.value() == topic.encode() and not errors
-        set_password(_admin(cluster), name, "a brand new password")
+        change()
         deadline = time.monotonic() + 6 * REAUTH_MS / 1000
-        while not any(e.code() == KafkaError._AUTHENTICATION for e in errors) and time.monotonic() < deadline:
+        while not errors and time.monotonic() < deadline:
             c.poll(0.2)
-        assert KafkaError._AUTHENTICATION in {e.code() for e in errors}, errors
+        p = producer(_admin(cluster))
+        p.produce(topic, value=b"after the change")
+        assert p.flush(30) == 0
+        deadline = time.monotonic() + 2 * REAUTH_MS / 1000
+        while time.monotonic() < deadline:
+            msg = c.poll(0.2)
+            if msg is not None and msg.error() is None:
+                after.append(msg.value())
+            elif msg is not None:
+                errors.append(msg.error())
     finally:
         c.close()
+    return after, {e.name() for e in errors}
+
+
+def test_a_changed_password_cuts_off_a_session_already_open(cluster, naming):
+    """Without re-authentication a consumer that logged in before the change reads on for as long as it stays up."""
+    name = _add(cluster, naming, User("dave", "public"))
+    after, errors = _session_after(
+        cluster, naming, name, lambda: set_password(_admin(cluster), name, "a new password!")
+    )
+    assert after == [] and "_AUTHENTICATION" in errors
+
+
+def test_a_removed_users_open_session_reads_nothing_more(cluster, naming):
+    name = _add(cluster, naming, User("frank", "public"))
+    after, errors = _session_after(cluster, naming, name, lambda: remove_user(_admin(cluster), naming, name))
+    assert after == [] and errors & {"_AUTHENTICATION", "TOPIC_AUTHORIZATION_FAILED"}
 
 
 def test_a_removed_user_is_locked_out(cluster, naming):
