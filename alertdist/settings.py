@@ -8,6 +8,7 @@ configuration live once: the topic naming, the site, and "tonight".
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from functools import cached_property
 from pathlib import Path
@@ -154,6 +155,14 @@ class Settings(BaseSettings):
         """These settings with no Kafka login: what work that never talks to Kafka (a reanalysis's Dask tasks, in
         processes of their own) is given, so no password travels there."""
         return self.model_copy(update={"kafka_logins": {}, "public_kafka_logins": {}})
+
+    def private_home(self) -> Path:
+        """`home`, created if missing and made the owner's only (0700): Kafka's data, the archive, Prefect's
+        database and the generated passwords live below it."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.home.stat().st_uid == os.getuid():  # someone else's folder: theirs to protect
+            self.home.chmod(0o700)
+        return self.home
 
     @property
     def kafka_home(self) -> Path:

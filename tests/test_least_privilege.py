@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -335,6 +336,19 @@ def test_the_clusters_data_logs_and_secrets_are_private(cluster):
     """0700 folders, 0600 files: the broker runs with umask 077, and everything written here is written so."""
     assert (cluster.node_dir(1) / "data" / "meta.properties").is_file()
     assert _private_modes(cluster.home, skip=("libs",)) == []
+
+
+def test_the_command_line_keeps_its_home_private(tmp_path):
+    fresh, shared = tmp_path / "fresh", tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    for home in (fresh, shared):
+        env = {**os.environ, "ALERTDIST_HOME": str(home), "ALERTDIST_PREFECT_PORT": str(kafka_local.free_port())}
+        done = subprocess.run(
+            [sys.executable, "-m", "alertdist.cli.main", "prefect", "status"], env=env, capture_output=True, timeout=120
+        )
+        assert done.returncode == 3, done.stderr  # down: but the home was made private first
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
 
 
 def test_the_local_prefect_server_refuses_unauthenticated_requests_and_keeps_its_state_private(tmp_path):
