@@ -159,9 +159,12 @@ class Settings(BaseSettings):
     def private_home(self) -> Path:
         """`home`, created if missing and made the owner's only (0700): Kafka's data, the archive, Prefect's
         database and the generated passwords live below it."""
-        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.home.stat().st_uid == os.getuid():  # someone else's folder: theirs to protect
-            self.home.chmod(0o700)
+        try:
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.home.stat().st_uid == os.getuid():  # someone else's folder: theirs to protect
+                self.home.chmod(0o700)
+        except OSError:
+            pass  # a home that cannot be created (a read-only install) holds nothing: what writes there says so
         return self.home
 
     @property
