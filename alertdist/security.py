@@ -4,7 +4,8 @@ ZTF data has owners: programme 1 is public, 2 belongs to the partnership, 3 to C
 Service roles (`publisher`, `filter`, `archiver`, `replay`) each get only their part of a night (`night_acls`):
 the publisher cannot create or delete topics or read any programme, a filter writes only its own outputs, the
 archiver writes nothing; the admin, a super user of the cluster, creates topics, ACLs and users. Consumer roles read their programmes' topics of each night, and the filter outputs derived from them, and may
-use only consumer groups whose id starts with their user name. In the two-tier mode MirrorMaker 2's login has a
+use only consumer groups whose id starts with their user name and a dot (``alice.mygroup``: `user_namespace`; user
+names cannot contain a dot, so ``ann`` never reaches ``anna``'s groups). In the two-tier mode MirrorMaker 2's login has a
 role on each cluster (`mirror_source` upstream, `mirror_target` downstream: `_mirror_acls`).
 
 Why ACLs per night: topics are named ``<survey>_<YYYYMMDD>_programid<N>``, the date before the programme, so no
@@ -38,12 +39,15 @@ from alertdist.kafka.clients import UNASSIGNED_GROUP, admin_client, scram_client
 from alertdist.kafka.errors import KafkaOperationError, retry_until
 from alertdist.kafka.state_topic import KeyedStateTopic
 from alertdist.nights.topics import (
+    NAMESPACE_SEPARATOR,
     MirrorNames,
     TopicNaming,
     TopicSettings,
     create_topics,
     ensure_night_topics,
+    filter_login,
     replication_for,
+    user_namespace,
 )
 
 __all__ = [
@@ -60,6 +64,7 @@ __all__ = [
     "User",
     "add_user",
     "apply_night_acls",
+    "check_user_name",
     "filter_service",
     "night_acls",
     "nights_with_topics",
@@ -75,10 +80,20 @@ __all__ = [
 ]
 
 SCRAM_ITERATIONS = 8192  # Kafka accepts 4096..16384 for SHA-512
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: matched whole (`re.fullmatch`: ``"alice\n"`` fails); no `NAMESPACE_SEPARATOR`, which ends a name in group ids
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+assert not _NAME.fullmatch(f"a{NAMESPACE_SEPARATOR}b")
 #: the super users: ANONYMOUS on a PLAINTEXT listener, and on a cluster with none (`kafka_local`'s "secure-only"
 #: mode) the admin, the brokers and the controllers; a SCRAM user of one of these names would be one too
 _RESERVED_NAMES = {"ANONYMOUS", "admin", "broker", "controller"}
+#: what the system itself names groups, transactional ids and topics after: no user name may be a prefix of one
+_SYSTEM_NAMES = (
+    "alertdist",
+    MirrorNames().connect_group,
+    MirrorNames().leader_transactional_id,
+    MirrorNames().offset_syncs_topic,
+    *MirrorNames().connect_topics,
+)
 
 
 class SecurityError(KafkaOperationError):
@@ -132,14 +147,18 @@ MIRROR_ROLES = ("mirror_source", "mirror_target")
 
 
 def filter_service(filter_name: str) -> str:
-    """The login (and default user name) of one filter's live runs."""
-    return f"filter_{filter_name}"
+    """The login (and default user name) of one filter's live runs (`topics.filter_login`)."""
+    return filter_login(filter_name)
 
 
-def service_user(service: str) -> User:
-    """The user a service logs in as: named after the service, with the service's role."""
-    if service.startswith("filter_"):
-        return User(service, "filter", filter=service.removeprefix("filter_"))
+_FILTER_PREFIX = filter_login("")
+
+
+def service_user(service: str, programmes: tuple[int, ...] = ()) -> User:
+    """The user a service logs in as: named after the service, with the service's role (a filter's reading only
+    ``programmes``, default every one)."""
+    if service.startswith(_FILTER_PREFIX):
+        return User(service, "filter", filter=service.removeprefix(_FILTER_PREFIX), programmes=programmes)
     return User(service, service)
 
 
@@ -151,21 +170,58 @@ class User:
     role: str
     created_at: str = ""
     filter: str = ""
+    #: a filter's: the programmes its deployment reads (its ``programmes`` parameter); empty: every programme
+    programmes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name) or self.name in _RESERVED_NAMES:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or self.name in _RESERVED_NAMES:
             raise SecurityError(
-                f"user name {self.name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', starting with "
-                f"a letter or digit (and not {', '.join(sorted(_RESERVED_NAMES))})"
+                f"user name {self.name!r} is not allowed: use 1-64 letters, digits, '_' or '-', starting with "
+                f"a letter or digit (no '{NAMESPACE_SEPARATOR}': it ends the name in the user's group ids; and not "
+                f"{', '.join(sorted(_RESERVED_NAMES))})"
             )
         if self.role not in ROLES:
             raise SecurityError(f"role {self.role!r} is not one of {', '.join(ROLES)}")
         if (self.role == "filter") != bool(self.filter):
             raise SecurityError(f"user {self.name}: a filter's user names its filter (--filter), no other role does")
+        _check_not_a_prefix(self.name, _SYSTEM_NAMES)
+        if self.name.startswith(_FILTER_PREFIX) and self.name != filter_login(self.filter):
+            raise SecurityError(
+                f"user name {self.name!r} is not allowed: {_FILTER_PREFIX}<name> is the login of filter <name>'s "
+                f"runs (role filter, --filter <name>), whose consumer groups are in its namespace"
+            )
+        object.__setattr__(self, "programmes", tuple(sorted({int(p) for p in self.programmes})))
+        if self.programmes and self.role != "filter":
+            raise SecurityError(f"user {self.name}: only a filter's user names its programmes (--programmes)")
 
     @property
     def principal(self) -> str:
         return f"User:{self.name}"
+
+
+def _check_not_a_prefix(name: str, names) -> None:
+    system = next((s for s in names if s.startswith(name) or name.startswith(s)), None)
+    if system is not None:
+        raise SecurityError(
+            f"user name {name!r} is not allowed: the system names its own topics, groups or transactional ids "
+            f"{system!r}...; choose a name that neither starts such a name nor starts with it"
+        )
+
+
+def check_user_name(naming: TopicNaming, user: User) -> None:
+    """Refuse a name that is a prefix of the survey's (``z``, ``ztf``), whose rights could reach its topics, and
+    programmes the survey does not have."""
+    _check_not_a_prefix(user.name, [naming.survey])
+    unknown = sorted(set(user.programmes) - set(naming.programmes))
+    if unknown:
+        raise SecurityError(
+            f"user {user.name}: programme(s) {unknown} unknown; this survey has {sorted(naming.programmes)}"
+        )
+
+
+def _readable(naming: TopicNaming, programmes: tuple[int, ...]) -> list[int]:
+    """The survey's programmes among ``programmes`` (none named: every one)."""
+    return [p for p in sorted(naming.programmes) if not programmes or p in programmes]
 
 
 def users_topic(naming: TopicNaming) -> str:
@@ -204,8 +260,8 @@ def user_acls(naming: TopicNaming, user: User) -> list[AclBinding]:
         return _allow(resource, name, pattern, p, operation)
 
     if not ROLES[role].service:
-        # READ on a group implies DESCRIBE; the prefix keeps users from joining (and disturbing) others' groups
-        return [allow(ResourceType.GROUP, user.name, AclOperation.READ, ResourcePatternType.PREFIXED)]
+        # READ on a group implies DESCRIBE; the namespace keeps users from joining (and disturbing) others' groups
+        return [allow(ResourceType.GROUP, user_namespace(user.name), AclOperation.READ, ResourcePatternType.PREFIXED)]
     if role in MIRROR_ROLES:
         return _mirror_acls(user, [nights], standing=True)
     bindings = [
@@ -242,7 +298,8 @@ def night_acls(naming: TopicNaming, night: dt.date, user: User) -> list[AclBindi
         return _mirror_acls(user, topics, standing=False)
     if role == "archiver":
         return each(topics, AclOperation.READ)
-    if role == "filter":
+    if role == "filter":  # only its deployment's programmes
+        topics = list(naming.programme_topics(night, _readable(naming, user.programmes)).values())
         group = naming.filter_group(night, user.filter)
         outputs = [naming.filter_output_topic(t, user.filter) for t in topics]
         own = [*outputs, naming.filter_errors_topic(night, user.filter)]
@@ -250,9 +307,9 @@ def night_acls(naming: TopicNaming, night: dt.date, user: User) -> list[AclBindi
             *each(topics, AclOperation.READ),
             *each(own, AclOperation.CREATE, AclOperation.WRITE, AclOperation.DESCRIBE_CONFIGS),
             *each([group], AclOperation.READ, resource=ResourceType.GROUP),
-            # its copies' transactional ids are ``<group>-<copy>``; the night's digits end the prefix
+            # its copies' transactional ids are ``<group>-<copy>`` (`filters.live.transactional_id_for`)
             *each(
-                [group],
+                [f"{group}-"],
                 AclOperation.WRITE,
                 resource=ResourceType.TRANSACTIONAL_ID,
                 pattern=ResourcePatternType.PREFIXED,
@@ -359,7 +416,16 @@ def read_users(bootstrap_servers: str, naming: TopicNaming, *, timeout: float = 
         records = KeyedStateTopic(bootstrap_servers, users_topic(naming)).latest(timeout=timeout)
     except KafkaOperationError as e:
         raise SecurityError(f"reading users: {e}", transient=e.transient) from e
-    return sorted((User(**body) for body in records.values()), key=lambda u: u.name)
+    users = []
+    for name, body in records.items():
+        try:
+            users.append(User(**body))
+        except (SecurityError, TypeError, ValueError) as e:
+            raise SecurityError(
+                f"the record of user {name!r} in {users_topic(naming)} is not valid ({e}): remove it with "
+                f"`alertdist users remove {name}` and add the user again under an allowed name"
+            ) from e
+    return sorted(users, key=lambda u: u.name)
 
 
 # ------------------------------------------------------------------------------------------ adding users
@@ -372,12 +438,11 @@ def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: 
     an upsert) completes. Returns the number of ACLs applied. ``bootstrap_servers`` must reach the cluster as a
     super user (the admin's login, `Settings.kafka(ADMIN)`, or the loopback PLAINTEXT listener).
     """
+    check_user_name(naming, user)
     _check_password(user.name, password)
     admin = admin_client(bootstrap_servers)
     _ensure_users_topic(admin, naming)
     before = {u.name: u for u in read_users(bootstrap_servers, naming, timeout=timeout)}.get(user.name)
-    if before is not None and before.role != user.role:
-        _delete_acls(admin, user.name, timeout)  # a changed role must not keep the old role's rights
     since = user.created_at or (before.created_at if before else dt.datetime.now(dt.UTC).isoformat())
     stamped = replace(user, created_at=since)
     _record_user(bootstrap_servers, naming, user.name, stamped, timeout)
@@ -386,8 +451,45 @@ def add_user(bootstrap_servers: str, naming: TopicNaming, user: User, password: 
     for night in nights_with_topics(admin, naming, timeout=timeout):
         bindings += night_acls(naming, night, stamped)
     applied = _create_acls(admin, bindings, f"for user {user.name}", timeout)
+    # a changed role, filter or programmes must not keep the old rights: whatever else names it goes
+    _delete_unwanted_acls(admin, user.name, bindings, timeout)
     _wait_until_enforced(admin, user.name, bindings, timeout)
     return applied
+
+
+def _delete_unwanted_acls(admin: AdminClient, name: str, wanted: list[AclBinding], timeout: float) -> int:
+    keep = {_key(b) for b in wanted}
+    try:
+        present = admin.describe_acls(_principal_filter(name), request_timeout=timeout).result()
+    except KafkaException as e:
+        raise SecurityError(f"reading the ACLs of {name} failed: {e.args[0].str()}; add the user again") from e
+    unwanted = [_exactly(b) for b in present if _key(b) not in keep]
+    if not unwanted:
+        return 0
+    try:
+        futures = admin.delete_acls(unwanted, request_timeout=timeout)
+        return sum(len(f.result()) for f in futures.values())
+    except KafkaException as e:
+        raise SecurityError(f"deleting the old ACLs of {name} failed: {e.args[0].str()}; add the user again") from e
+
+
+def _principal_filter(name: str) -> AclBindingFilter:
+    """Every ACL naming ``User:<name>``."""
+    return AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None, AclOperation.ANY, AclPermissionType.ANY
+    )
+
+
+def _exactly(binding: AclBinding) -> AclBindingFilter:
+    return AclBindingFilter(
+        binding.restype,
+        binding.name,
+        binding.resource_pattern_type,
+        binding.principal,
+        binding.host,
+        binding.operation,
+        binding.permission_type,
+    )
 
 
 def _check_password(name: str, password: str) -> None:
@@ -408,8 +510,9 @@ def _set_credential(admin: AdminClient, name: str, password: str, timeout: float
 def set_password(bootstrap_servers: str, name: str, password: str, *, timeout: float = 30.0) -> None:
     """Replace the SCRAM-SHA-512 password of user ``name`` (a service's, a reader's or the admin's own).
 
-    The brokers take the new credential from the cluster's metadata as they run: no restart, and connections
-    already open stay up; every new login needs the new password. Its role and ACLs are untouched.
+    The brokers take the new credential from the cluster's metadata as they run: no restart; every new login
+    needs the new password, and sessions already open must log in again within ``connections.max.reauth.ms``
+    (a minute, `kafka_local.REAUTH_MS`). Its role and ACLs are untouched.
     """
     _check_password(name, password)
     admin = admin_client(bootstrap_servers)
@@ -438,12 +541,9 @@ def _wait_until_enforced(admin: AdminClient, name: str, bindings: list[AclBindin
 
 def _enforced(admin: AdminClient, name: str, wanted: set[tuple], timeout: float) -> None:
     """Return if a broker serves the credential and every wanted ACL of ``name``; raise (transient) if not yet."""
-    mine = AclBindingFilter(
-        ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None, AclOperation.ANY, AclPermissionType.ANY
-    )
     try:
         admin.describe_user_scram_credentials([name], request_timeout=timeout)[name].result()
-        if wanted <= {_key(b) for b in admin.describe_acls(mine, request_timeout=timeout).result()}:
+        if wanted == {_key(b) for b in admin.describe_acls(_principal_filter(name), request_timeout=timeout).result()}:
             return
     except KafkaException as e:
         if e.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
@@ -481,9 +581,7 @@ def remove_user(bootstrap_servers: str, naming: TopicNaming, name: str, *, timeo
 
 
 def _delete_acls(admin: AdminClient, name: str, timeout: float) -> int:
-    everything = AclBindingFilter(
-        ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{name}", None, AclOperation.ANY, AclPermissionType.ANY
-    )
+    everything = _principal_filter(name)
     try:
         return len(admin.delete_acls([everything], request_timeout=timeout)[everything].result())
     except KafkaException as e:

@@ -8,10 +8,13 @@ configuration live once: the topic naming, the site, and "tonight".
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
 from functools import cached_property
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pydantic_settings
 from pydantic import BaseModel, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -38,7 +41,7 @@ def login_variable(service: str, part: str = "password", *, public: bool = False
 class KafkaLogin(BaseModel):
     """One service's SCRAM-SHA-512 login; ``user`` defaults to the service's own name."""
 
-    model_config = {"frozen": True}
+    model_config = {"frozen": True, "hide_input_in_errors": True}
 
     user: str = ""
     password: SecretStr
@@ -62,7 +65,10 @@ class Settings(BaseSettings):
     the two-tier mode has its own users: ``public_kafka_logins`` and ``public_kafka_ca`` (`public_kafka`).
     """
 
-    model_config = SettingsConfigDict(env_prefix=_PREFIX, env_nested_delimiter="__", frozen=True, extra="ignore")
+    # a validation error never shows what it was given: a mistyped login variable's value is a password
+    model_config = SettingsConfigDict(
+        env_prefix=_PREFIX, env_nested_delimiter="__", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     home: Path = PROJECT_ROOT / ".alertdist"
     kafka_port: int = 9092
@@ -89,8 +95,8 @@ class Settings(BaseSettings):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"{value!r} is not an IANA time zone such as America/Los_Angeles") from e
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not an IANA time zone such as America/Los_Angeles") from None
         return value
 
     @model_validator(mode="after")
@@ -106,15 +112,19 @@ class Settings(BaseSettings):
     @classmethod
     def load(cls, **overrides) -> Settings:
         """The environment's settings with ``overrides`` (None values ignored); a bad value raises `SettingsError`
-        naming its variable."""
+        naming its variable, never its value (which may be a password)."""
         try:
             return cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as e:
             problems = [
-                f"{_PREFIX}{'_'.join(str(p) for p in err['loc']).upper()}={err.get('input')!r}: {err['msg']}"
-                for err in e.errors()
+                f"{_PREFIX}{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                for err in e.errors(include_input=False, include_url=False, include_context=False)
             ]
             raise SettingsError("invalid setting: " + "; ".join(problems)) from None
+        except pydantic_settings.SettingsError as e:  # a variable that is not the JSON its field needs
+            field = re.search(r'field "(\w+)"', str(e))
+            variable = f"{_PREFIX}{field.group(1).upper()}" if field else "an ALERTDIST_* variable"
+            raise SettingsError(f"invalid setting: {variable} is not valid JSON for its type") from None
 
     @property
     def secured(self) -> bool:
@@ -140,6 +150,22 @@ class Settings(BaseSettings):
         their cluster, with its own logins and CA."""
         update = {"bootstrap_servers": self.public_bootstrap_servers, "kafka_logins": self.public_kafka_logins}
         return self.model_copy(update={**update, "kafka_ca": self.public_kafka_ca})
+
+    def without_logins(self) -> Settings:
+        """These settings with no Kafka login: what work that never talks to Kafka (a reanalysis's Dask tasks, in
+        processes of their own) is given, so no password travels there."""
+        return self.model_copy(update={"kafka_logins": {}, "public_kafka_logins": {}})
+
+    def private_home(self) -> Path:
+        """`home`, created if missing and made the owner's only (0700): Kafka's data, the archive, Prefect's
+        database and the generated passwords live below it."""
+        try:
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if self.home.stat().st_uid == os.getuid():  # someone else's folder: theirs to protect
+                self.home.chmod(0o700)
+        except OSError:
+            pass  # a home that cannot be created (a read-only install) holds nothing: what writes there says so
+        return self.home
 
     @property
     def kafka_home(self) -> Path:

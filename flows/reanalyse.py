@@ -24,7 +24,8 @@ def reanalyse(
     settings: Settings, filter_name: str, units: list[Unit], out: str, columnar: bool, missing: dict[str, str]
 ) -> dict:
     progress = ArtifactProgress(artifact_key("reanalysis", filter_name, "progress"), f"Filter {filter_name}")
-    futures = [filter_unit.submit(settings, filter_name, unit, out, columnar) for unit in units]
+    shipped = settings.without_logins()  # the Dask workers read archives: they get no Kafka password
+    futures = [filter_unit.submit(shipped, filter_name, unit, out, columnar) for unit in units]
     rows, failures = wait_for_units(futures, units, progress)
     summary = summarise_reanalysis(filter_name, out, rows, {**missing, **failures})
     if summary["failed"]:

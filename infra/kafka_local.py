@@ -73,6 +73,15 @@ SECURITY_MODES = ("none", "sasl", "sasl_ssl", "secure_only")
 SUPER_USERS = ("admin", "broker", "controller")
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 SECURE_LISTENER = "SASL"
+#: How long a SASL session lasts before its client must log in again (KIP-368). Without it a connection opened
+#: before a user was removed or its password changed keeps working for as long as it stays open. One minute bounds
+#: that window; a re-login is one SCRAM exchange per connection per minute, which costs nothing measurable.
+REAUTH_MS = 60_000
+_REAUTHENTICATION = {"connections.max.reauth.ms": str(REAUTH_MS)}
+#: The umask of every process started here: what it creates (data, logs, databases) is its owner's only.
+PRIVATE_UMASK = 0o077
+#: Each mode's strength: data started in one mode never starts again in a weaker one (`_check_security`).
+_STRENGTH = {"none": 0, "sasl": 1, "sasl_ssl": 2, "secure_only": 3}
 
 
 class KafkaInfraError(RuntimeError):
@@ -330,6 +339,7 @@ def _security_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "false",
         "super.users": "User:ANONYMOUS",
+        **_REAUTHENTICATION,
     }
     if cluster.security == "sasl_ssl":
         password = (cluster.certs_dir / "keystore.password").read_text().strip()
@@ -377,18 +387,17 @@ def _secure_only_properties(cluster: KafkaCluster, node_id: int) -> dict[str, st
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "false",
         "super.users": ";".join(f"User:{u}" for u in SUPER_USERS),
+        **_REAUTHENTICATION,
     }
 
 
 def _make_passwords(cluster: KafkaCluster) -> None:
     """Generate each super user's password once (kept, like the keystore's, in a 0600 file)."""
     folder = cluster.home / "secrets"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for user in SUPER_USERS:
         path = folder / f"{user}.password"
         if not path.exists():
-            path.touch(mode=0o600)
-            path.write_text(base64.urlsafe_b64encode(os.urandom(24)).decode() + "\n")
+            _write_private(path, base64.urlsafe_b64encode(os.urandom(24)).decode() + "\n")
 
 
 def make_certs(cluster: KafkaCluster, *, names: tuple[str, ...] = ("localhost", "127.0.0.1"), log=print) -> Path:
@@ -404,11 +413,8 @@ def make_certs(cluster: KafkaCluster, *, names: tuple[str, ...] = ("localhost", 
 
 
 def _write_properties(path: Path, props: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(".partial")
-    scratch.touch(mode=0o600)  # may hold the keystore password
-    scratch.chmod(0o600)
-    scratch.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    _write_private(scratch, "".join(f"{k}={v}\n" for k, v in props.items()))  # may hold passwords
     scratch.replace(path)
 
 
@@ -423,15 +429,26 @@ def recorded_security(cluster: KafkaCluster) -> str | None:
 
 
 def _check_security(cluster: KafkaCluster) -> None:
-    """Refuse to reopen a secured cluster without its ACLs: that would expose every programme to anyone."""
+    """Refuse to reopen a secured cluster in a weaker mode: without its ACLs that would expose every programme to
+    anyone; without TLS, passwords and data on the wire; with a PLAINTEXT listener, a super user anyone local can be.
+
+    Data formatted before the mode was recorded counts as secured unless it says otherwise: its mode is unknown."""
     recorded = recorded_security(cluster)
-    if recorded not in (None, "none") and not cluster.secured:
-        raise KafkaInfraError(
-            f"the cluster in {cluster.home} was started with security {recorded!r}; starting it with none would "
-            f"let anyone read every programme. Start it with --security {recorded} (or use a fresh --data-dir)"
+    if recorded is None and any(
+        (cluster.node_dir(n) / "data" / "meta.properties").is_file() for n in cluster.node_ids()
+    ):
+        recorded = "sasl"  # formatted, mode unknown (the record was removed): at least not open
+    if recorded is not None and _STRENGTH.get(recorded, max(_STRENGTH.values())) > _STRENGTH[cluster.security]:
+        what = (
+            "let anyone read every programme"
+            if not cluster.secured
+            else "weaken how it is reached (TLS, or no PLAINTEXT super-user listener)"
         )
-    _security_file(cluster).parent.mkdir(parents=True, exist_ok=True)
-    _security_file(cluster).write_text(cluster.security + "\n")
+        raise KafkaInfraError(
+            f"the cluster in {cluster.home} was started with security {recorded!r}; starting it with "
+            f"{cluster.security!r} would {what}. Start it with --security {recorded} (or use a fresh --data-dir)"
+        )
+    _write_private(_security_file(cluster), cluster.security + "\n")
 
 
 def _java(cluster: KafkaCluster, heap: str) -> list[str]:
@@ -467,8 +484,7 @@ def _cluster_id(cluster: KafkaCluster) -> str:
     if path.is_file():
         return path.read_text().strip()
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(cluster_id + "\n")
+    _write_private(path, cluster_id + "\n")
     return cluster_id
 
 
@@ -482,24 +498,48 @@ def _format_storage(cluster: KafkaCluster, configs: dict[int, Path]) -> None:
     if cluster.secure_only:
         for user in ("admin", "broker"):
             scram += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={cluster.password(user)}]"]
-    running = {
-        n: subprocess.Popen(
-            # `=`: an id may begin with "-", which would otherwise read as an option
-            _java(cluster, "256m")
-            + ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(c), *scram],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+    running = {}
+    for n, c in pending.items():
+        # `=`: an id may begin with "-", which would otherwise read as an option. The tool and its arguments (the
+        # passwords) go in a 0600 argument file (`java @file`): a command line is readable by every local user
+        arguments = _argument_file(
+            c.with_name("format.args"),
+            ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(c), *scram],
         )
-        for n, c in pending.items()
-    }
+        running[n] = (
+            arguments,
+            subprocess.Popen(
+                [*_java(cluster, "256m"), f"@{arguments}"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                umask=PRIVATE_UMASK,
+            ),
+        )
     failures = []
-    for node_id, proc in running.items():
+    for node_id, (arguments, proc) in running.items():
         output, _ = proc.communicate()
+        arguments.unlink(missing_ok=True)
         if proc.returncode != 0:
             failures.append(f"node {node_id} in {cluster.node_dir(node_id)}:\n{output[-2000:]}")
     if failures:
         raise KafkaInfraError("formatting storage failed for " + "\n".join(failures))
+
+
+def _argument_file(path: Path, arguments: list[str]) -> Path:
+    """A java launcher argument file (0600) holding ``arguments``, each quoted (backslashes and quotes escaped)."""
+    quoted = ['"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in arguments]
+    _write_private(path, "\n".join(quoted) + "\n")
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only from the first byte."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(text)
 
 
 def _read_pid(path: Path) -> int | None:
@@ -565,6 +605,7 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
     Returns the bootstrap servers (PLAINTEXT). Nodes already running are reused, so calling it twice is
     harmless; a node that died (or was killed) is started again on its own data.
     """
+    _make_private(cluster.home)
     _check_security(cluster)
     if cluster.security in ("sasl_ssl", "secure_only"):
         make_certs(cluster, log=log)
@@ -590,15 +631,17 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
     _format_storage(cluster, to_start)
     started: dict[int, subprocess.Popen] = {}
     for node_id, config in to_start.items():
-        with open(cluster.log_file(node_id), "ab") as out:
+        log_fd = os.open(cluster.log_file(node_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(log_fd, "ab") as out:
             proc = started[node_id] = subprocess.Popen(
                 _java(cluster, cluster.heap) + ["kafka.Kafka", str(config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the command that started it; stopped by `stop`
+                umask=PRIVATE_UMASK,  # its data, logs and snapshots: the owner's only
             )
-        cluster.pid_file(node_id).write_text(f"{proc.pid}\n")
+        _write_private(cluster.pid_file(node_id), f"{proc.pid}\n")
         secure = f", {cluster.security} 127.0.0.1:{cluster.secure_client_port(node_id)}" if cluster.secured else ""
         log(
             f"Kafka node {node_id} starting (pid {proc.pid}, 127.0.0.1:{cluster.client_port(node_id)}{secure}, "
@@ -627,6 +670,13 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
     raise KafkaInfraError(
         f"Kafka did not answer at {cluster.bootstrap_servers} within {timeout:.0f} s; see {cluster.log_file(1)}"
     )
+
+
+def _make_private(home: Path) -> None:
+    """The cluster's folder and its nodes' are the owner's only (0700): data, logs and secrets live below."""
+    for folder in (home, home / "nodes"):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.chmod(0o700)
 
 
 def _ephemeral_ports_start() -> int:

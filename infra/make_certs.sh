@@ -28,6 +28,7 @@ if [[ -f "$out/broker.p12" && $force -eq 0 ]]; then
   exit 0
 fi
 
+umask 077  # every key, store and password file private from the start; ca.pem is handed out by copying it
 mkdir -p "$out"
 chmod 700 "$out"
 scratch="$(mktemp -d "$out/.partial.XXXXXX")"
@@ -40,9 +41,8 @@ for n in "${names[@]}"; do
 done
 san="${san%,}"
 
-password="$(openssl rand -hex 24)"
-umask 077
-printf '%s\n' "$password" > keystore.password
+# the password goes to the tools in a file, never as an argument: any local user can read a command line (ps)
+openssl rand -hex 24 > keystore.password
 
 openssl req -x509 -newkey rsa:3072 -sha256 -days 3650 -nodes -keyout ca.key -out ca.pem \
   -subj "/CN=alertdist local CA" -addext "basicConstraints=critical,CA:TRUE" \
@@ -56,14 +56,13 @@ openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
 openssl verify -CAfile ca.pem broker.pem >/dev/null
 
 openssl pkcs12 -export -name broker -in broker.pem -inkey broker.key -certfile ca.pem \
-  -passout "pass:$password" -out broker.p12
+  -passout file:keystore.password -out broker.p12
 keytool -importcert -noprompt -alias alertdist-ca -file ca.pem -storetype PKCS12 \
-  -keystore truststore.p12 -storepass "$password" >/dev/null 2>&1
-keytool -list -storetype PKCS12 -keystore broker.p12 -storepass "$password" >/dev/null
+  -keystore truststore.p12 -storepass:file keystore.password >/dev/null 2>&1
+keytool -list -storetype PKCS12 -keystore broker.p12 -storepass:file keystore.password >/dev/null
 
 rm -f broker.csr broker.ext ca.srl
-chmod 600 ./*
-chmod 644 ca.pem  # the CA certificate is public: every client needs it
+chmod 600 ./*  # ca.pem too: public, but under the home everything is private (clients get a copy)
 # move into place only when everything above succeeded; broker.p12 last, as it marks "done"
 for f in ca.key ca.pem broker.key broker.pem truststore.p12 keystore.password broker.p12; do
   mv -f "$f" "$out/$f"

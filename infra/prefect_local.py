@@ -1,9 +1,12 @@
 """A local Prefect server (SQLite, the embedded default) run in the background, with its UI.
 
 Like the Kafka nodes, it is started detached with a pid file, so the command that started it can return
-while operators keep using the UI, and `stop` ends exactly what `start` began. With ``auth=True`` (a secure
-deployment) its API and UI ask for HTTP basic auth (Prefect's ``server.api.auth_string``): the user ``admin`` and a
-password generated once into ``home/auth`` (0600); `client_env` hands it to the flows and workers.
+while operators keep using the UI, and `stop` ends exactly what `start` began. Its API and UI ask for HTTP basic
+auth by default (Prefect's ``server.api.auth_string``; ``auth=False`` turns it off, for a throwaway server): the
+user ``admin`` and a password generated once into ``home/auth`` (0600); `client_env` hands it to the flows,
+the workers and ``prefect deploy``. Without it anyone who reaches the port could register a deployment that the
+process worker runs with the operator's environment. The server and the worker run with umask 077: the database,
+logs and everything else under ``home`` are the owner's only.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class PrefectServer:
     home: Path  # PREFECT_HOME: the SQLite database and server settings live here
     port: int = 4200
     host: str = "127.0.0.1"
-    auth: bool = False
+    auth: bool = True
 
     @property
     def api_url(self) -> str:
@@ -73,9 +76,10 @@ class PrefectServer:
         if not self.auth:
             return None
         if not self.auth_file.is_file():
-            self.home.mkdir(parents=True, exist_ok=True)
-            self.auth_file.touch(mode=0o600)
-            self.auth_file.write_text(f"admin:{secrets.token_urlsafe(18)}\n")
+            _private_home(self.home)
+            fd = os.open(self.auth_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"admin:{secrets.token_urlsafe(18)}\n")
         return self.auth_file.read_text().strip()
 
     def client_env(self) -> dict[str, str]:
@@ -129,13 +133,31 @@ def _prefect_command() -> str:
     return str(Path(sys.executable).with_name("prefect"))
 
 
+#: The umask of the server and the worker (and so of the flow runs it starts): what they create is private.
+PRIVATE_UMASK = 0o077
+
+
+def _private_home(home: Path) -> None:
+    """``home`` (the database, logs, the credential) the owner's only."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)
+
+
 def _spawn_detached(cmd: list[str], log_file: Path, pid_file: Path, env: dict[str, str]) -> subprocess.Popen:
     """Start ``cmd`` in a session of its own (it outlives the command that started it), logging to ``log_file``."""
-    with open(log_file, "ab") as out:
+    with os.fdopen(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
-    pid_file.write_text(f"{proc.pid}\n")
+    fd = os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{proc.pid}\n")
     return proc
 
 
@@ -171,7 +193,7 @@ def start(server: PrefectServer, *, timeout: float = 120.0, log=print) -> str:
                 f"port {server.port} is taken by something that is not a healthy Prefect server; "
                 "stop it or set ALERTDIST_PREFECT_PORT"
             )
-    server.home.mkdir(parents=True, exist_ok=True)
+    _private_home(server.home)
     env = {**os.environ, **server.server_env()}
     env.pop("PREFECT_API_URL", None)  # the server itself must not point at another one
     cmd = [_prefect_command(), "server", "start", "--host", server.host, "--port", str(server.port)]
@@ -251,7 +273,7 @@ def start_worker(worker: Worker, *, env: dict[str, str] | None = None, log=print
         raise PrefectInfraError(
             f"no Prefect server answers at {worker.server.api_url}: run `alertdist prefect start` first"
         )
-    worker.server.home.mkdir(parents=True, exist_ok=True)
+    _private_home(worker.server.home)
     full_env = {
         **(os.environ if env is None else env),
         **worker.server.client_env(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from distributed.security import Security
 from prefect.settings import PREFECT_API_URL
 from prefect_dask import DaskTaskRunner
 
@@ -16,6 +17,10 @@ def dask_runner(settings: Settings, workers: int | None = None) -> DaskTaskRunne
 
     The workers report their task runs to the Prefect server: without one (Prefect's ephemeral mode) each worker
     process would start its own and time out, so that is refused here with what to do.
+
+    The local cluster speaks only mutual TLS with a throwaway CA of its own (`Security.temporary`): its scheduler
+    listens on a port any local user could reach, and a Dask scheduler runs whatever its clients submit. An
+    existing cluster's security is its operator's (``tls://`` address and certificates in Dask's configuration).
     """
     if not PREFECT_API_URL.value():
         raise RuntimeError(
@@ -30,5 +35,6 @@ def dask_runner(settings: Settings, workers: int | None = None) -> DaskTaskRunne
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,
+            "security": Security.temporary(),  # also makes the scheduler's and workers' addresses tls://
         }
     )

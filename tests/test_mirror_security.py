@@ -128,12 +128,12 @@ def test_the_publisher_writes_and_the_mirror_carries_the_night_to_the_readers(se
     assert sum(published.delivered.values()) + sum(published.rejected.values()) == 200
     assert state.closed and state.total_messages() == sum(published.delivered.values())
     topic = settings.naming.programme_topic(NIGHT, 1)
-    values, errors = read_as(settings.public_kafka(READER), topic, f"{READER}-night")
+    values, errors = read_as(settings.public_kafka(READER), topic, f"{READER}.night")
     assert errors == set() and len(values) == published.delivered[1] > 0
     upstream = read_to_end(settings.kafka(ADMIN), [topic], settle=True)
     assert sorted(values) == sorted(m.value() for m in upstream)
     # and the reader still reads only its programme downstream
-    refused = read_as(settings.public_kafka(READER), settings.naming.programme_topic(NIGHT, 2), f"{READER}-2")
+    refused = read_as(settings.public_kafka(READER), settings.naming.programme_topic(NIGHT, 2), f"{READER}.2")
     assert refused == ([], {"TOPIC_AUTHORIZATION_FAILED"})
 
 

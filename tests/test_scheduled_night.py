@@ -34,18 +34,18 @@ def _cli(env: dict, *args: str, timeout: float = 600) -> str:
 class _Scheduler:
     """Creates deployment runs on the project's own server, as a schedule does, and waits for them."""
 
-    def __init__(self, api_url: str):
-        self.api_url = api_url
+    def __init__(self, api_url: str, auth_string: str):
+        self.api_url, self.auth_string = api_url, auth_string  # the server's basic auth login (`prefect start`)
 
     def _run(self, coro_fn):
         from prefect.client.orchestration import get_client
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
         async def go():
             async with get_client() as client:
                 return await coro_fn(client)
 
-        with temporary_settings({PREFECT_API_URL: self.api_url}):
+        with temporary_settings({PREFECT_API_URL: self.api_url, PREFECT_API_AUTH_STRING: self.auth_string}):
             return asyncio.run(go())
 
     def trigger(self, deployment: str, parameters: dict | None = None):
@@ -130,7 +130,8 @@ def test_a_worker_runs_the_nightly_deployments_into_a_night_that_reconciles(kafk
     try:
         _cli(env, "prefect", "deploy")
         assert "worker up" in _cli(env, "worker", "start") + _cli(env, "worker", "status")
-        scheduler = _Scheduler(f"http://127.0.0.1:{port}/api")
+        auth = (tmp_path / "home" / "prefect" / "auth").read_text().strip()
+        scheduler = _Scheduler(f"http://127.0.0.1:{port}/api", auth)
 
         dusk = scheduler.trigger("topics-at-dusk")
         assert scheduler.wait([dusk])[dusk].state.is_completed()

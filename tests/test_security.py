@@ -88,7 +88,7 @@ def _user(cluster, naming, name: str, role: str) -> str:
 def _read(cluster, username: str, topic: str, *, group: str | None = None, password: str = PASSWORD):
     """Subscribe as a SCRAM user; return (values received, error names) once the topic is read or refused."""
     login = scram_client_config(username, password, ca_location=cluster.ca_location)
-    return read_as(Brokers(cluster.secure_bootstrap_servers, login), topic, group or f"{username}-reader")
+    return read_as(Brokers(cluster.secure_bootstrap_servers, login), topic, group or f"{username}.reader")
 
 
 def test_public_reads_programme_1_but_is_refused_programme_2_and_receives_nothing(secure_cluster, night_topics):

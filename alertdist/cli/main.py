@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = None
     try:
         settings = Settings.load(bootstrap_servers=args.bootstrap_servers)
+        settings.private_home()  # everything the commands keep under it is private (issue 23)
         if getattr(args, "needs_kafka", False) and not any_broker_listening(settings.bootstrap_servers):
             raise ConnectionError(_no_broker(settings))
         return int(args.run(args, settings) or 0)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from alertdist.kafka.clients import consumer
+from alertdist.kafka.errors import KafkaOperationError, is_transient
 from alertdist.kafka.producer import CountingProducer
 from alertdist.kafka.reading import read_to_end, watermarks
 
@@ -38,7 +39,7 @@ class KeyedStateTopic:
     def latest(self, *, timeout: float = 30.0) -> dict[str, Any]:
         """The last value of every key still set; {} if the topic does not exist.
 
-        Raises `KafkaOperationError` if the topic cannot be read to its end within ``timeout``.
+        Raises `KafkaOperationError` if the topic cannot be read to its end within ``timeout`` or is refused.
         """
         # the end of each partition is its high watermark, known before reading: stop at the record before it
         # instead of waiting for the end-of-partition event, whose fetch idles fetch.wait.max.ms at the broker
@@ -46,7 +47,12 @@ class KeyedStateTopic:
         try:
             metadata = c.list_topics(self.topic, timeout=timeout).topics[self.topic]
             if metadata.error is not None:
-                return {}
+                if metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    return {}  # never written: nothing is set; any other error (a refusal) is not "empty"
+                raise KafkaOperationError(
+                    f"reading {self.topic} failed: {metadata.error.str()}; check the login's rights on it",
+                    transient=is_transient(KafkaException(metadata.error)),
+                )
             assignment, last = [], {}
             for partition in sorted(metadata.partitions):
                 low, high = watermarks(c, self.topic, partition, timeout=timeout)

@@ -20,13 +20,16 @@ __all__ = [
     "DEFAULT_PROGRAMMES",
     "MIRROR_SOURCE",
     "MIRROR_TARGET",
+    "NAMESPACE_SEPARATOR",
     "MirrorNames",
     "TopicNaming",
     "TopicSettings",
     "TopicsError",
     "create_topics",
     "ensure_night_topics",
+    "filter_login",
     "replication_for",
+    "user_namespace",
 ]
 
 #: ZTF's programmes: id -> the name used in archive file names.
@@ -49,6 +52,21 @@ class MirrorNames:
     )
     connect_group: str = f"{MIRROR_SOURCE}-mm2"  # also the prefix of its tasks' transactional ids
     leader_transactional_id: str = f"connect-cluster-{MIRROR_SOURCE}-mm2"  # the leader's, for the config topic
+
+
+#: Ends a user's name at the start of its consumer group ids and transactional ids; user names cannot contain it,
+#: so no user's namespace (a PREFIXED ACL on ``<name>.``) covers another's: ``ann.`` is not a prefix of ``anna.x``.
+NAMESPACE_SEPARATOR = "."
+
+
+def user_namespace(user: str) -> str:
+    """The prefix of every consumer group and transactional id that ``user`` may use."""
+    return f"{user}{NAMESPACE_SEPARATOR}"
+
+
+def filter_login(filter_name: str) -> str:
+    """The login (and default user name) of one filter's live runs."""
+    return f"filter_{filter_name}"
 
 
 class TopicsError(KafkaOperationError):
@@ -89,8 +107,9 @@ class TopicNaming:
         return f"{source_topic}_{filter_name}"
 
     def filter_group(self, night: dt.date, filter_name: str) -> str:
-        """A filter's consumer group for a night (scoped to the night so a backfill never rebalances tonight)."""
-        return f"{self.survey}_filter_{filter_name}_{night:%Y%m%d}"
+        """A filter's consumer group for a night (scoped to the night so a backfill never rebalances tonight), in its
+        login's namespace, where no other user's rights reach."""
+        return f"{user_namespace(filter_login(filter_name))}{self.survey}_{night:%Y%m%d}"
 
     def filter_errors_topic(self, night: dt.date, filter_name: str) -> str:
         return f"{self.survey}_{night:%Y%m%d}_{filter_name}_errors"

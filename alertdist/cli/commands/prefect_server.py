@@ -11,12 +11,12 @@ from alertdist.settings import Settings
 
 
 def local_server(settings: Settings, *, secure: bool = False) -> prefect_local.PrefectServer:
-    """The local Prefect server; ``secure``: the secure deployment's own, behind basic auth, on the next port."""
+    """The local Prefect server, behind basic auth; ``secure``: the secure deployment's own, on the next port."""
     if secure:
         return prefect_local.PrefectServer(
             home=settings.prefect_home / "secure", port=settings.prefect_port + 1, auth=True
         )
-    return prefect_local.PrefectServer(home=settings.prefect_home, port=settings.prefect_port)
+    return prefect_local.PrefectServer(home=settings.prefect_home, port=settings.prefect_port, auth=True)
 
 
 def _start(args, settings):
@@ -24,7 +24,9 @@ def _start(args, settings):
     prefect_local.start(server)
     print(f"export PREFECT_API_URL={server.api_url}   # so `prefect` commands and flows use this server")
     if server.auth:
-        print(f"# and PREFECT_API_AUTH_STRING from {server.auth_file} (the UI asks for it: user admin)")
+        print(
+            f'export PREFECT_API_AUTH_STRING="$(cat {server.auth_file})"   # its login (the UI asks for it: user admin)'
+        )
 
 
 def _stop(args, settings):

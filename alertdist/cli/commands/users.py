@@ -19,7 +19,9 @@ roles:
   caltech               reads programme 1, 2 and 3 topics
   mirror_source         MirrorMaker 2 on the producing cluster: reads what it mirrors, writes its offset syncs
   mirror_target         MirrorMaker 2 on the public cluster: creates and writes the mirrored topics, its Connect topics
-A consumer may use only consumer groups whose id starts with its user name (e.g. alice-mygroup).
+A consumer may use only consumer groups whose id starts with its user name and a dot (e.g. alice.mygroup);
+user names cannot contain a dot, nor begin the survey's, alertdist's or MirrorMaker's own names.
+A filter's user reads only the programmes of its deployment (--programmes, default every programme).
 Two-tier mode: readers, filters and the archiver live on the public cluster (--public, as its admin:
 ALERTDIST_PUBLIC_KAFKA_LOGINS__ADMIN__PASSWORD, ALERTDIST_PUBLIC_KAFKA_CA); the producing cluster has only the
 publisher and the mirror.
@@ -59,7 +61,8 @@ def _add(args, settings):
     topics exist; each new night's are applied when its topics are created."""
     from alertdist.security import User, add_user
 
-    user = User(args.name, args.role, filter=args.filter or "")  # validated before asking for a password
+    programmes = tuple(args.programmes or ())
+    user = User(args.name, args.role, filter=args.filter or "", programmes=programmes)  # checked before the password
     applied = add_user(_admin(args, settings), settings.naming, user, _password(args))
     print(
         f"user {user.name} ({user.role}) added: SCRAM-SHA-512 credential set, {applied} ACL(s) applied "
@@ -77,7 +80,10 @@ def _list(args, settings):
     width = max(len(u.name) for u in users)
     for user in users:
         role = ROLES[user.role]
-        print(f"{user.name:<{width}}  {user.role:<11}  {role.description}  (since {user.created_at[:19]})")
+        scope = (
+            f" [filter {user.filter}, programmes {','.join(map(str, user.programmes)) or 'all'}]" if user.filter else ""
+        )
+        print(f"{user.name:<{width}}  {user.role:<11}  {role.description}{scope}  (since {user.created_at[:19]})")
 
 
 def _remove(args, settings):
@@ -93,7 +99,9 @@ def _passwd(args, settings):
     from alertdist.security import set_password
 
     set_password(_admin(args, settings), args.name, _password(args))
-    print(f"password of {args.name} changed (no broker restart; connections already open stay up)")
+    print(
+        f"password of {args.name} changed (no broker restart; sessions already open must log in again within a minute)"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -115,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         kafka=True,
     )
-    add.add_argument("name", help="user name (its consumer groups must start with it)")
+    add.add_argument("name", help="user name (its consumer groups must start with it and a dot)")
     add.add_argument(
         "--role",
         required=True,
@@ -133,6 +141,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what the user may read (see below)",
     )
     add.add_argument("--filter", metavar="NAME", help="with --role filter: the filter whose runs log in as this user")
+    add.add_argument(
+        "--programmes",
+        type=parsing.programme_ids,
+        metavar="1,2",
+        help="with --role filter: the programmes its deployment reads (its `programmes` parameter; default: all)",
+    )
     stdin_help = "read the password from the first line of stdin (else it is asked on the terminal)"
     add.add_argument("--password-stdin", action="store_true", help=stdin_help)
 
