@@ -192,7 +192,7 @@ class User:
             )
         object.__setattr__(self, "programmes", tuple(sorted({int(p) for p in self.programmes})))
         if self.programmes and self.role != "filter":
-            raise SecurityError(f"user {self.name}: only a filter's user names its programmes (--programmes)")
+            raise SecurityError(f"user {self.name}: only a filter's user names its programmes (--programids)")
 
     @property
     def principal(self) -> str:

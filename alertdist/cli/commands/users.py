@@ -21,7 +21,7 @@ roles:
   mirror_target         MirrorMaker 2 on the public cluster: creates and writes the mirrored topics, its Connect topics
 A consumer may use only consumer groups whose id starts with its user name and a dot (e.g. alice.mygroup);
 user names cannot contain a dot, nor begin the survey's, alertdist's or MirrorMaker's own names.
-A filter's user reads only the programmes of its deployment (--programmes, default every programme).
+A filter's user reads only the programmes of its deployment (--programids, default every programme).
 Two-tier mode: readers, filters and the archiver live on the public cluster (--public, as its admin:
 ALERTDIST_PUBLIC_KAFKA_LOGINS__ADMIN__PASSWORD, ALERTDIST_PUBLIC_KAFKA_CA); the producing cluster has only the
 publisher and the mirror.
@@ -141,11 +141,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="what the user may read (see below)",
     )
     add.add_argument("--filter", metavar="NAME", help="with --role filter: the filter whose runs log in as this user")
-    add.add_argument(
-        "--programmes",
+    parsing.term_option(
+        add,
+        "programmes",
+        "with --role filter: the programmes its deployment reads (its `programmes` parameter; default: all)",
+        dest="programmes",
         type=parsing.programme_ids,
-        metavar="1,2",
-        help="with --role filter: the programmes its deployment reads (its `programmes` parameter; default: all)",
     )
     stdin_help = "read the password from the first line of stdin (else it is asked on the terminal)"
     add.add_argument("--password-stdin", action="store_true", help=stdin_help)
