@@ -38,6 +38,7 @@ import numpy as np
 from alertdist.avro.codec import AlertPacketError, decode
 
 __all__ = [
+    "MAX_ANNOTATION_BYTES",
     "AlertFilter",
     "FilterLookupError",
     "FilterSpec",
@@ -46,6 +47,7 @@ __all__ = [
     "annotation_text",
     "available_filters",
     "load_filter",
+    "passed_verdict",
     "short_reason",
 ]
 
@@ -54,6 +56,8 @@ BUNDLED_MODULE = "alertdist.filters.bundled"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _SPEC_ATTRIBUTE = "__alert_filter__"
 _MAX_REASON = 300  # error reasons go into Kafka headers: keep them readable, not a whole traceback
+#: Annotations travel in a Kafka header of every passing alert: larger ones make that alert an ERROR, with why.
+MAX_ANNOTATION_BYTES = 64 * 1024
 
 PASSED = "passed"
 REJECTED = "rejected"
@@ -208,7 +212,28 @@ def _verdict_of(result: object) -> Verdict:
         text = annotation_text(annotations)
     except (TypeError, ValueError) as e:
         return Verdict(ERROR, reason=short_reason(f"annotations are not JSON (no NaN/inf, plain values only): {e}"))
-    return Verdict(PASSED, annotations=text)
+    return passed_verdict(text)
+
+
+def passed_verdict(annotations: bytes, *, checked: bool = True) -> Verdict:
+    """The verdict of a passing alert with these annotations (JSON text), or ERROR if they exceed
+    `MAX_ANNOTATION_BYTES`. ``checked=False``: the text comes from untrusted code (a confined plug-in's process)
+    and must also prove to be one JSON object."""
+    if len(annotations) > MAX_ANNOTATION_BYTES:
+        return Verdict(
+            ERROR,
+            reason=f"annotations are {len(annotations)} bytes, over the cap of {MAX_ANNOTATION_BYTES} bytes an alert: "
+            "send a smaller summary (scores, a class), not data",
+        )
+    if annotations == b"{}":
+        return _PASSED_PLAIN
+    if not checked:
+        try:
+            if not isinstance(json.loads(annotations), dict):
+                raise ValueError("not an object")
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError included
+            return Verdict(ERROR, reason=short_reason(f"annotations are not a JSON object: {e}"))
+    return Verdict(PASSED, annotations=annotations)
 
 
 def annotation_text(annotations: dict) -> bytes:

@@ -1,0 +1,154 @@
+"""Filter plug-ins are untrusted code (issue 23): a live copy judges in a confined child process, with a deadline.
+
+The plug-ins are in `tests.hostile_plugins`; each test runs a real live copy on a real broker (the session's) over
+a simulated night, and reads what it wrote back from Kafka.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from alertdist.avro import codec
+from alertdist.filters import ERROR, MAX_ANNOTATION_BYTES, PASSED, load_filter
+from alertdist.filters.live import FilterFailingError, LiveOptions, run_live
+from alertdist.nights.topics import TopicNaming
+from alertdist.simulate.night import simulate_night
+from tests.hostile_plugins import HANG_ON
+from tests.test_filters_live import NIGHT, outputs_of, publish_night, read_topic
+
+QUICK = dict(state_poll_s=0.5, done_check_s=0.2)
+
+
+@pytest.fixture(scope="module")
+def packets() -> list[bytes]:
+    return [a.packet for a in simulate_night(300, night=NIGHT, seed=7)]
+
+
+def run_in_thread(timeout: float, **kwargs):
+    """`run_live` with a time limit: a copy still running after ``timeout`` s fails the test (it hangs)."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["report"] = run_live(**kwargs)
+        except BaseException as e:  # handed to the test
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the copy was still running after {timeout} s: the plug-in holds it"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["report"]
+
+
+def candid(msg) -> int:
+    return int(dict(msg.headers())["alertdist.candid"])
+
+
+def test_a_hanging_plugin_gets_error_verdicts_within_its_deadline_and_the_copy_goes_on(kafka_bootstrap, packets):
+    naming = TopicNaming(survey=f"h{uuid.uuid4().hex[:10]}")
+    published = publish_night(kafka_bootstrap, naming, packets)
+    assert HANG_ON in published
+    options = LiveOptions(batch_size=50, batch_deadline_s=2.0, **QUICK)
+    report = run_in_thread(
+        120,
+        filter_="tests.hostile_plugins:hangs_on_one",
+        night=NIGHT,
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        options=options,
+    )
+    assert report.status == "finished" and report.lag == 0
+    assert report.read == len(published) == report.passed + report.errors
+    assert 1 <= report.errors <= options.batch_size  # only the batch the plug-in hung in
+
+    errors = read_topic(kafka_bootstrap, naming.filter_errors_topic(NIGHT, "hangs_on_one"))
+    failed = {int(codec.peek(m.value()).candid): dict(m.headers())["alertdist.error"].decode() for m in errors}
+    assert HANG_ON in failed and len(failed) == report.errors
+    assert "within its deadline (2 s a batch)" in failed[HANG_ON] and "restarted" in failed[HANG_ON]
+    passed = {candid(m) for m in outputs_of(kafka_bootstrap, naming, "hangs_on_one")}
+    assert passed == set(published) - set(failed)  # every other alert judged, after the restart too
+
+
+def test_a_plugin_that_hangs_on_every_batch_stops_its_copy_with_why(kafka_bootstrap, packets):
+    naming = TopicNaming(survey=f"a{uuid.uuid4().hex[:10]}")
+    publish_night(kafka_bootstrap, naming, packets[:20])
+    options = LiveOptions(batch_size=5, batch_deadline_s=1.0, failed_batches=2, **QUICK)
+    with pytest.raises(FilterFailingError, match=r"failed 2 batches in a row \(the filter gave no verdict within"):
+        run_in_thread(
+            90,
+            filter_="tests.hostile_plugins:always_hangs",
+            night=NIGHT,
+            bootstrap_servers=kafka_bootstrap,
+            naming=naming,
+            options=options,
+        )
+
+
+def test_annotations_over_the_cap_make_an_error_verdict_with_the_reason(kafka_bootstrap, packets):
+    inline = load_filter("tests.hostile_plugins:big_notes")
+    odd = next(p for p in packets if codec.peek(p).candid % 2)
+    even = next(p for p in packets if not codec.peek(p).candid % 2)
+    verdict = inline.judge(odd)
+    assert verdict.outcome == ERROR and f"over the cap of {MAX_ANNOTATION_BYTES} bytes" in verdict.reason
+    assert inline.judge(even).outcome == PASSED
+
+    naming = TopicNaming(survey=f"b{uuid.uuid4().hex[:10]}")
+    published = publish_night(kafka_bootstrap, naming, packets[:40])
+    report = run_in_thread(
+        90,
+        filter_="tests.hostile_plugins:big_notes",
+        night=NIGHT,
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        options=LiveOptions(**QUICK),
+    )
+    odds = {c for c in published if c % 2}
+    assert report.status == "finished" and report.errors == len(odds) and report.passed == len(published) - len(odds)
+    assert {candid(m) for m in outputs_of(kafka_bootstrap, naming, "big_notes")} == set(published) - odds
+
+
+def test_the_plugin_finds_no_password_no_port_and_no_home(kafka_bootstrap, packets, monkeypatch):
+    """The spy plug-in (its report comes back in its first alert's annotations) in a copy whose own process
+    holds a password in its environment and has a world-readable secret file on disk."""
+    secret = f"not-for-plugins-{uuid.uuid4().hex}"
+    monkeypatch.setenv("ALERTDIST_KAFKA_LOGINS__ADMIN__PASSWORD", secret)
+    home = Path(tempfile.mkdtemp(prefix="alertdist-spy-home-"))
+    try:
+        home.chmod(0o755)
+        (home / "admin.password").write_text(secret)
+        (home / "admin.password").chmod(0o644)
+        naming = TopicNaming(survey=f"s{uuid.uuid4().hex[:10]}")
+        publish_night(kafka_bootstrap, naming, packets[:3])
+        report = run_in_thread(
+            150,
+            filter_="tests.hostile_plugins:spy",
+            night=NIGHT,
+            bootstrap_servers=kafka_bootstrap,
+            naming=naming,
+            options=LiveOptions(batch_deadline_s=25.0, **QUICK),
+        )
+    finally:
+        (home / "admin.password").unlink()
+        home.rmdir()
+    assert report.status == "finished" and report.passed >= 1
+    [first, *_] = outputs_of(kafka_bootstrap, naming, "spy")
+    text = json.loads(dict(first.headers())["alertdist.annotations"])["report"]
+    spied = json.loads(text)
+    assert secret not in text and not [k for k in spied["env"] if k.startswith(("ALERTDIST", "PREFECT"))]
+    assert spied["open_ports"] == []  # not the broker's, not anything's
+    assert set(spied["kafka"].values()) == {"refused"}
+    assert not [path for path, _ in spied["found"] if path.startswith(str(home))]
+    if os.geteuid() == 0:
+        assert spied["uid"] != 0
+    assert dt.date(2023, 10, 12) == NIGHT
