@@ -60,7 +60,7 @@ class Spy:
 spy = alert_filter(name="spy", fields=("candid",))(Spy)
 
 
-def spy_report(budget_s: float = 5.0) -> dict:
+def spy_report(budget_s: float = 3.0) -> dict:
     """Everything a hostile plug-in can find and do from where it runs."""
     report: dict = {"uid": os.getuid(), "env": dict(os.environ), "found": [], "denied": [], "readable": 0}
     found = report["found"]
@@ -124,7 +124,7 @@ def kafka_attempts(ports: list[int], found: list) -> dict[str, str]:
                     "sasl.username": service,
                     "sasl.password": password,
                     "enable.ssl.certificate.verification": False,
-                    "message.timeout.ms": 2000,
+                    "message.timeout.ms": 1500,
                 }
             )
             result = attempts[f"{service} #{i}"] = ["refused", producer]
@@ -133,7 +133,7 @@ def kafka_attempts(ports: list[int], found: list) -> dict[str, str]:
                 b"forged",
                 on_delivery=lambda err, msg, result=result: err is None and result.__setitem__(0, "WRITTEN"),
             )
-    until = time.monotonic() + 3.0
+    until = time.monotonic() + 2.0
     for result in attempts.values():
         result.pop().flush(max(until - time.monotonic(), 0))
     return {who: result[0] for who, result in attempts.items()}

@@ -25,6 +25,7 @@ from tests.hostile_plugins import HANG_ON
 from tests.test_filters_live import NIGHT, outputs_of, publish_night, read_topic
 
 QUICK = dict(state_poll_s=0.5, done_check_s=0.2)
+HOSTILE_ALERTS = 2000
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +153,114 @@ def test_the_plugin_finds_no_password_no_port_and_no_home(kafka_bootstrap, packe
     if os.geteuid() == 0:
         assert spied["uid"] != 0
     assert dt.date(2023, 10, 12) == NIGHT
+
+
+# ------------------------------------------------------------------------------ on the secure deployment
+
+
+def _environments_of(home: Path) -> dict[int, tuple[str, str]]:
+    """(command line, environment) of every process started for the night in ``home`` (its ALERTDIST_HOME)."""
+    marker = f"ALERTDIST_HOME={home}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found[int(entry.name)] = (cmdline, environ.decode(errors="replace"))
+    return found
+
+
+@pytest.fixture(scope="module")
+def hostile_night(tmp_path_factory):
+    """`alertdist night --secure` with a bundled filter and the spy (`tests.hostile_plugins.spy`, started as
+    `spy`); while it runs, the environment of every process it started is sampled. Returns what the test reads:
+    the command, the spy's outputs and bright_transients' (read as the admin), the sampled environments, the
+    services' passwords, the Prefect server."""
+    from alertdist.cli.commands.kafka import secure_cluster
+    from alertdist.kafka.clients import Brokers, scram_client_config
+    from alertdist.nights.topics import TopicNaming
+    from alertdist.settings import Settings
+    from tests.test_secure_night import secure_night_run
+
+    home = tmp_path_factory.mktemp("hostile-home")
+    env: dict = {}
+    sampled: dict[int, tuple[str, str]] = {}
+    done_sampling = threading.Event()
+
+    def sample():
+        while not done_sampling.wait(0.5):
+            sampled.update(_environments_of(home))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    # enough alerts for three batches (500 at most each) the spy hangs in, whenever it starts: its copy then stops
+    options = [
+        "--alerts",
+        str(HOSTILE_ALERTS),
+        "--filter",
+        "bright_transients",
+        "--filter",
+        "spy=tests.hostile_plugins:spy",
+    ]
+    options += ["--filter-deadline", "30"]
+    with secure_night_run(home, *options, used_env=env) as (server, done):
+        done_sampling.set()
+        sampler.join()
+        settings = Settings(home=home, kafka_port=int(env["ALERTDIST_KAFKA_PORT"]))
+        cluster = secure_cluster(settings)
+        admin = Brokers(
+            cluster.bootstrap_servers,
+            scram_client_config("admin", cluster.password("admin"), ca_location=cluster.ca_location),
+        )
+        naming = TopicNaming(survey="ztf")
+        outputs = {name: outputs_of(admin, naming, name) for name in ("spy", "bright_transients")}
+        passwords = [p.read_text().strip() for p in (home / "kafka" / "secure" / "secrets").glob("*.password")]
+        passwords.append(server.auth_string().split(":", 1)[1])
+        yield home, server, done, outputs, sampled, passwords
+
+
+def test_a_hostile_plugin_on_the_secure_night_finds_nothing_and_the_night_is_archived(hostile_night):
+    from tests.test_secure_night import _api
+
+    home, server, done, outputs, _, passwords = hostile_night
+    # the night was archived whole, and the run says the spy failed
+    manifest = json.loads((home / "archive" / "manifests" / "ztf_20231012.json").read_text())
+    assert sum(p["counts"]["written"] for p in manifest["programmes"].values()) == HOSTILE_ALERTS
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-4000:]
+    assert f"night 20231012 was archived ({HOSTILE_ALERTS} alerts in" in done.stderr
+    assert "filter(s) failed: spy: FilterFailingError" in done.stderr
+    [failed] = _api(
+        server, "/artifacts/filter", {"artifacts": {"key": {"any_": ["night-failed-filters-ztf-20231012"]}}}
+    )
+    assert "**spy**" in failed["data"] and "FilterFailingError" in failed["data"]
+    [report] = _api(server, "/artifacts/filter", {"artifacts": {"key": {"any_": ["night-filters-ztf-20231012"]}}})
+    assert {row["filter"] for row in json.loads(report["data"])} == {"bright_transients", "spy"}
+
+    # what the spy found: its report came back in the annotations of the alerts it passed
+    assert outputs["spy"], "the spy judged no alert at all"
+    for msg in outputs["spy"]:
+        text = json.loads(dict(msg.headers())["alertdist.annotations"])["report"]
+        spied = json.loads(text)
+        assert [p for p in passwords if p in text] == []
+        assert not [k for k in spied["env"] if k.startswith(("ALERTDIST", "PREFECT"))]
+        assert not [path for path, _ in spied["found"] if path.startswith(str(home))]
+        assert spied["open_ports"] == [] and set(spied["kafka"].values()) == {"refused"}
+        assert spied["uid"] != 0
+    # nothing the spy did reached another filter's output
+    assert outputs["bright_transients"]
+    assert {dict(m.headers())["alertdist.filter"] for m in outputs["bright_transients"]} == {b"bright_transients"}
+
+
+def test_no_process_of_the_secure_night_but_the_operators_has_another_services_password(hostile_night):
+    _, _, _, _, sampled, passwords = hostile_night
+    started = {pid: (cmd, environ) for pid, (cmd, environ) in sampled.items() if "alertdist.cli.main" not in cmd}
+    assert any("multiprocessing" in cmd for cmd, _ in started.values()), "no stage process was seen"
+    assert any("prefect" in cmd for cmd, _ in started.values()), "the Prefect server was not seen"
+    kafka = passwords[:-1]  # the Prefect server's own password is every Prefect client's (its API's login)
+    leaks = [(cmd[:80], i) for cmd, environ in started.values() for i, p in enumerate(kafka) if p in environ]
+    assert leaks == []

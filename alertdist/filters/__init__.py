@@ -47,6 +47,7 @@ __all__ = [
     "annotation_text",
     "available_filters",
     "load_filter",
+    "named_filter",
     "passed_verdict",
     "short_reason",
 ]
@@ -266,6 +267,18 @@ def _bundled() -> list[tuple[str, str, object, FilterSpec]]:
         if spec is not None:
             found.append((spec.name or obj.__name__, attribute, obj, spec))
     return found
+
+
+def named_filter(text: str) -> tuple[str | None, str]:
+    """``NAME=package.module:function`` -> (NAME, the plug-in); a bundled name -> (it, it); a bare plug-in ->
+    (None, it): its name is what it declares. An operator names a plug-in to bind it to its login
+    (``filter_NAME``): a plug-in that declares another name is refused, it cannot take another filter's login."""
+    name, sep, spec = text.partition("=")
+    if not sep:
+        return (None, text) if ":" in text else (text, text)
+    if not NAME_PATTERN.fullmatch(name) or not spec:
+        raise FilterLookupError(f"{text!r}: expected NAME=package.module:function with NAME of letters, digits, ._-")
+    return name, spec
 
 
 def available_filters(columnar: bool = False) -> dict[str, FilterSpec]:

@@ -56,7 +56,7 @@ _MAX_REASON_BYTES = 2000
 _MAX_HELLO_BYTES = 64 * 1024
 _UID_BASE, _UID_SPAN = 0x5A000000, 0x00FFFFFF  # far above any account a system hands out
 _CLONE_NEWNET, _CLONE_NEWNS = 0x40000000, 0x00020000
-_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
+_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x1000, 0x4000, 0x40000
 #: Fresh, empty, private memory file systems the child sees instead of the host's (its scratch space).
 _PRIVATE_TMPFS = ("/tmp", "/dev/shm")
 _PR_SET_PDEATHSIG = 1
@@ -64,7 +64,7 @@ _PR_SET_PDEATHSIG = 1
 _PRELOAD = (
     "numpy",
     "pyarrow",
-    "schemas",
+    "alertdist.schemas",
     "alertdist.avro.codec",
     "alertdist.avro.writer_schemas",
     "alertdist.archive.parquet",
@@ -124,8 +124,9 @@ class ConfinedFilter:
         self.last_failure = ""
         if not packets:
             return [], 0
-        if self.process is None:
-            self._start()
+        if self.process is None and self._start()["name"] != self.name:
+            self._stop()
+            raise FilterLookupError(f"filter {self.spec!r} changed its name on a restart: refused")
         self.batch += 1
         deadline = time.monotonic() + self.deadline_s
         verdicts: list[Verdict] = []
@@ -310,9 +311,11 @@ def _confine(uid: int | None, scratch: str, plugin_paths: list[str]) -> None:
         for folder in _PRIVATE_TMPFS:
             options = b"mode=1777,size=1g"
             check(libc.mount(b"tmpfs", folder.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options), f"mount {folder}")
-    read = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, "/usr", "/lib", "/lib64", "/etc"}
-    read |= {"/proc", "/sys/devices/system/cpu", "/dev/urandom", "/dev/null", *plugin_paths}
-    read |= _imported_packages()
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *plugin_paths}
+    python |= _imported_packages()
+    read = {"/usr", "/lib", "/lib64", "/etc", "/proc", "/sys/devices/system/cpu", "/dev/urandom", "/dev/null", *python}
+    if uid is not None:
+        _expose(libc, python, check)
     try:
         private = _PRIVATE_TMPFS if uid is not None else ("/dev/shm",)  # the Arrow decoder's scratch files
         landlock.restrict(sorted(read), [scratch, *private, "/dev/null"])
@@ -328,15 +331,40 @@ def _confine(uid: int | None, scratch: str, plugin_paths: list[str]) -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
 
 
+def _expose(libc, paths: set[str], check) -> None:
+    """Keep ``paths`` reachable once this process is no longer root, where a folder above them bars the way (Python
+    installed under /root, mode 0700): in this mount namespace only, that folder becomes an empty tmpfs holding
+    nothing but bind mounts of these paths (so, under /root, nothing else of root's home)."""
+    barred: dict[Path, list[Path]] = {}
+    for path in map(Path, sorted(paths)):
+        for folder in reversed(path.parents):  # from / down
+            if not os.stat(folder).st_mode & 0o001:  # no search right for others
+                barred.setdefault(folder, []).append(path)
+                break
+    for barrier, inside in barred.items():
+        kept = [p for p in inside if not any(q != p and q in p.parents for q in inside)]
+        handles = [(p, os.open(p, os.O_PATH | os.O_CLOEXEC)) for p in kept]
+        check(libc.mount(b"tmpfs", str(barrier).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=755"), "cover")
+        for path, fd in handles:
+            if os.path.isdir(f"/proc/self/fd/{fd}"):
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+            source = f"/proc/self/fd/{fd}".encode()
+            check(libc.mount(source, str(path).encode(), None, _MS_BIND | _MS_REC, None), f"expose {path}")
+            os.close(fd)
+
+
 def _imported_packages() -> set[str]:
-    """Where every top-level package imported so far lives: what its later, lazy imports will read."""
+    """Where every package imported so far lives (and each top-level module): what later, lazy imports read."""
     found = set()
-    for name in list(sys.modules):
-        top = sys.modules.get(name.partition(".")[0])
-        if top is not None:
-            found.update(getattr(top, "__path__", None) or ())
-            if getattr(top, "__file__", None) and not hasattr(top, "__path__"):
-                found.add(top.__file__)
+    for module in list(sys.modules.values()):
+        paths = getattr(module, "__path__", None)
+        if paths is not None:
+            found.update(p for p in paths if isinstance(p, str))
+        elif "." not in getattr(module, "__name__", ".") and isinstance(getattr(module, "__file__", None), str):
+            found.add(module.__file__)
     return found
 
 

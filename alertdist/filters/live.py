@@ -140,7 +140,7 @@ def transactional_id_for(group_id: str, copy_index: int) -> str:
 
 
 def run_live(
-    filter_: str | AlertFilter,
+    filter_: str | AlertFilter | ConfinedFilter,
     night: dt.date,
     *,
     bootstrap_servers: str,
@@ -160,7 +160,8 @@ def run_live(
     filter_ : str or AlertFilter
         A name for `load_filter` (bundled, or ``module:function``): its code runs confined, in a child process
         with no login, no network and no access to the home (`alertdist.filters.confined`), each batch within
-        ``options.batch_deadline_s``. Or a filter already loaded in this process (trusted, run inline).
+        ``options.batch_deadline_s``; or one started so (`ConfinedFilter`, closed at the end). Or a filter
+        already loaded in this process (trusted, run inline).
     night : str or date
         The night (``YYYYMMDD``); its programme topics are waited for if they do not exist yet.
     programmes : list of int, optional
