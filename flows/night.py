@@ -77,6 +77,15 @@ def run_stage(
     return result, usage
 
 
+class StageProcesses(ProcessPoolTaskRunner):
+    """The night's process pool, whose helper process (multiprocessing's resource tracker, started with the pool)
+    inherits no Kafka login either; the stage processes themselves start inside `logins_out_of_environment`."""
+
+    def __enter__(self):
+        with logins_out_of_environment():
+            return super().__enter__()
+
+
 # Decorated by a call, not with @task: the module's name `run_stage` must stay the plain function so that the pool
 # pickles it by reference, and its process imports this module (and the stages' flows) whole.
 stage = task(run_stage, cache_policy=NO_CACHE, task_run_name="{name}")
@@ -85,7 +94,7 @@ stage = task(run_stage, cache_policy=NO_CACHE, task_run_name="{name}")
 @flow(
     name="night",
     flow_run_name=run_label("night", "night"),
-    task_runner=ProcessPoolTaskRunner(max_workers=STAGE_PROCESSES),
+    task_runner=StageProcesses(max_workers=STAGE_PROCESSES),
 )
 def night(
     night: Night | None = None,

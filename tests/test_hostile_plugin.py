@@ -232,8 +232,9 @@ def test_a_hostile_plugin_on_the_secure_night_finds_nothing_and_the_night_is_arc
     manifest = json.loads((home / "archive" / "manifests" / "ztf_20231012.json").read_text())
     assert sum(p["counts"]["written"] for p in manifest["programmes"].values()) == HOSTILE_ALERTS
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-4000:]
-    assert f"night 20231012 was archived ({HOSTILE_ALERTS} alerts in" in done.stderr
-    assert "filter(s) failed: spy: FilterFailingError" in done.stderr
+    said = done.stderr[done.stderr.find("The night FAILED") :]
+    assert f"night 20231012 was archived ({HOSTILE_ALERTS} alerts in" in said, said
+    assert "filter(s) failed: spy: FilterFailingError" in said and "bright_transients:" not in said, said
     [failed] = _api(
         server, "/artifacts/filter", {"artifacts": {"key": {"any_": ["night-failed-filters-ztf-20231012"]}}}
     )
@@ -262,5 +263,27 @@ def test_no_process_of_the_secure_night_but_the_operators_has_another_services_p
     assert any("multiprocessing" in cmd for cmd, _ in started.values()), "no stage process was seen"
     assert any("prefect" in cmd for cmd, _ in started.values()), "the Prefect server was not seen"
     kafka = passwords[:-1]  # the Prefect server's own password is every Prefect client's (its API's login)
-    leaks = [(cmd[:80], i) for cmd, environ in started.values() for i, p in enumerate(kafka) if p in environ]
-    assert leaks == []
+    leaks = {cmd[:100] for cmd, environ in started.values() for p in kafka if p in environ}
+    assert leaks == set()
+
+
+def test_a_stage_is_handed_its_own_login_and_no_other(monkeypatch):
+    from alertdist.jobs.logins import logins_out_of_environment, stage_logins, use_logins
+    from alertdist.settings import Settings, login_variable
+
+    logins = {s: f"pw-{s}-{uuid.uuid4().hex[:6]}" for s in ("admin", "publisher", "archiver", "filter_spy")}
+    for service, password in logins.items():
+        monkeypatch.setenv(login_variable(service), password)
+    monkeypatch.setenv("alertdist_kafka_logins__replay__password", "lower-case-counts-too")
+    settings = Settings.load()
+    mine = stage_logins(settings, "filter_spy")
+    assert {k: v.get_secret_value() for k, v in mine.items()} == {login_variable("filter_spy"): logins["filter_spy"]}
+    assert "pw-" not in repr(mine)  # handed to a task: never shown
+
+    with logins_out_of_environment():
+        assert not [v for v in os.environ.values() if v.startswith("pw-") or v == "lower-case-counts-too"]
+        use_logins(mine)  # what a stage process does with what it was handed
+        assert Settings.load().kafka_logins.keys() == {"filter_spy"}
+        use_logins(stage_logins(settings, "archiver"))  # the same process, the next stage
+        assert Settings.load().kafka_logins.keys() == {"archiver"}
+    assert Settings.load().kafka_logins.keys() == {"admin", "publisher", "archiver", "filter_spy", "replay"}
