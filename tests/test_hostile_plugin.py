@@ -287,3 +287,17 @@ def test_a_stage_is_handed_its_own_login_and_no_other(monkeypatch):
         use_logins(stage_logins(settings, "archiver"))  # the same process, the next stage
         assert Settings.load().kafka_logins.keys() == {"archiver"}
     assert Settings.load().kafka_logins.keys() == {"admin", "publisher", "archiver", "filter_spy", "replay"}
+
+
+def test_batches_of_any_size_reach_the_confined_filter(packets):
+    """The shared memory a batch travels in grows with the batches (and a restart starts it anew)."""
+    from alertdist.filters.confined import ConfinedFilter
+
+    confined = ConfinedFilter("bright_transients")
+    try:
+        expected = [load_filter("bright_transients").judge(p) for p in packets]
+        for size in (1, 20, 300, 20, 300):
+            verdicts, judged = confined.judge(packets[:size])
+            assert judged == size and verdicts == expected[:size]
+    finally:
+        confined.close()

@@ -153,9 +153,9 @@ class ConfinedFilter:
         """The batch's packets, back to back, into the memory the child reads them from (no pipe copies)."""
         total = sum(map(len, packets))
         if self.shared is None or len(self.shared) < total:
+            size = max(total, 2 * (len(self.shared) if self.shared is not None else 0), 1 << 20)
             if self.shared is not None:
                 self.shared.close()
-            size = max(total, 2 * len(self.shared or b""), 1 << 20)
             os.ftruncate(self.memory, size)  # only grows: the child cannot shrink it under this mapping (sealed)
             self.shared = mmap.mmap(self.memory, size)
         at = 0
@@ -173,7 +173,7 @@ class ConfinedFilter:
         reason = self._recv(n_reason, deadline).decode("utf-8", "replace")
         outcome = _OUTCOMES[code]
         if outcome != PASSED:
-            return Verdict(outcome, reason=short_reason(reason or outcome))
+            return Verdict(outcome, reason=short_reason(reason)) if reason else Verdict(outcome)
         return passed_verdict(annotations, checked=False)
 
     # ------------------------------------------------------------------------------------------- the child
