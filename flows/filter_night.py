@@ -24,16 +24,19 @@ def filter_night(
     survey: str | None = None,
     public_bootstrap_servers: str | None = None,
     columnar: bool = False,
+    batch_deadline_s: float = 10.0,
 ) -> list[dict]:
-    """Run `parallelism` copies of ``filter_name`` (its columnar version if asked) on ``night`` (YYYYMMDD; default
-    tonight) until it is consumed."""
+    """Run `parallelism` copies of ``filter_name`` (its columnar version if asked; ``NAME=package.module:function``
+    for a plug-in under the name and login it is started with) on ``night`` (YYYYMMDD; default tonight) until it
+    is consumed; its code has ``batch_deadline_s`` to judge each batch."""
     settings = Settings.load(
         bootstrap_servers=bootstrap_servers, survey=survey, public_bootstrap_servers=public_bootstrap_servers
     )
     settings = settings.downstream() if public_bootstrap_servers else settings  # the two-tier mode's readers
     night = night or settings.tonight()
     futures = [
-        run_filter_copy.submit(settings, filter_name, night, i, programmes, columnar) for i in range(parallelism)
+        run_filter_copy.submit(settings, filter_name, night, i, programmes, columnar, batch_deadline_s)
+        for i in range(parallelism)
     ]
     outcomes = [f.result(raise_on_failure=False) for f in futures]
     summarise_filter(settings, filter_name, night, [o for o in outcomes if isinstance(o, dict)])

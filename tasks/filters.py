@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 
 from alertdist.access.readers import ArchiveReadError
+from alertdist.filters.live import LiveOptions
 from alertdist.jobs import filters
 from alertdist.settings import Settings
 from alertdist.tasks.policy import transient_retries
@@ -36,9 +37,11 @@ def run_filter_copy(
     copy_index: int,
     programmes: list[int] | None,
     columnar: bool = False,
+    batch_deadline_s: float = LiveOptions.batch_deadline_s,
 ) -> dict:
     """Copy ``copy_index`` always takes the same transactional id: a retried copy fences its predecessor and
-    resumes from the group's committed offsets, so retries neither skip nor duplicate an output."""
+    resumes from the group's committed offsets, so retries neither skip nor duplicate an output. The plug-in
+    has ``batch_deadline_s`` to judge each batch."""
     progress = ArtifactProgress(
         artifact_key("filter", settings.survey, f"{night:%Y%m%d}", filter_name, copy_index),
         f"Filter {filter_name} copy {copy_index}",
@@ -52,6 +55,7 @@ def run_filter_copy(
         copy_index=copy_index,
         progress=progress,
         columnar=columnar,
+        options=LiveOptions(batch_deadline_s=batch_deadline_s),
     )
     return {
         "copy": r.copy_index,

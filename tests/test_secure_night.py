@@ -30,10 +30,10 @@ ALERTS = 300
 
 
 @contextlib.contextmanager
-def secure_night_run(home: Path, *options: str, **env_extra: str):
+def secure_night_run(home: Path, *options: str, used_env: dict | None = None, **env_extra: str):
     """`alertdist night --secure *options` in a subprocess with ALERTDIST_HOME ``home`` (the jars linked), on free
     ports; yields (the Prefect server, the finished command). Stops the server, the secured clusters and any
-    MirrorMaker 2 it started."""
+    MirrorMaker 2 it started. ``used_env``: filled with the command's environment."""
     (home / "kafka").mkdir()
     (home / "kafka" / "libs").symlink_to(Settings.from_env().kafka_home / "libs", target_is_directory=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERTDIST_", "PREFECT_"))}
@@ -46,6 +46,8 @@ def secure_night_run(home: Path, *options: str, **env_extra: str):
         ALERTDIST_PREFECT_PORT=str(prefect_port - 1),
         **env_extra,
     )
+    if used_env is not None:
+        used_env.update(env)
     server = prefect_local.PrefectServer(home / "prefect" / "secure", prefect_port, auth=True)
     try:
         yield (

@@ -38,6 +38,7 @@ import numpy as np
 from alertdist.avro.codec import AlertPacketError, decode
 
 __all__ = [
+    "MAX_ANNOTATION_BYTES",
     "AlertFilter",
     "FilterLookupError",
     "FilterSpec",
@@ -46,6 +47,8 @@ __all__ = [
     "annotation_text",
     "available_filters",
     "load_filter",
+    "named_filter",
+    "passed_verdict",
     "short_reason",
 ]
 
@@ -54,6 +57,8 @@ BUNDLED_MODULE = "alertdist.filters.bundled"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _SPEC_ATTRIBUTE = "__alert_filter__"
 _MAX_REASON = 300  # error reasons go into Kafka headers: keep them readable, not a whole traceback
+#: Annotations travel in a Kafka header of every passing alert: larger ones make that alert an ERROR, with why.
+MAX_ANNOTATION_BYTES = 64 * 1024
 
 PASSED = "passed"
 REJECTED = "rejected"
@@ -208,7 +213,28 @@ def _verdict_of(result: object) -> Verdict:
         text = annotation_text(annotations)
     except (TypeError, ValueError) as e:
         return Verdict(ERROR, reason=short_reason(f"annotations are not JSON (no NaN/inf, plain values only): {e}"))
-    return Verdict(PASSED, annotations=text)
+    return passed_verdict(text)
+
+
+def passed_verdict(annotations: bytes, *, checked: bool = True) -> Verdict:
+    """The verdict of a passing alert with these annotations (JSON text), or ERROR if they exceed
+    `MAX_ANNOTATION_BYTES`. ``checked=False``: the text comes from untrusted code (a confined plug-in's process)
+    and must also prove to be one JSON object."""
+    if len(annotations) > MAX_ANNOTATION_BYTES:
+        return Verdict(
+            ERROR,
+            reason=f"annotations are {len(annotations)} bytes, over the cap of {MAX_ANNOTATION_BYTES} bytes an alert: "
+            "send a smaller summary (scores, a class), not data",
+        )
+    if annotations == b"{}":
+        return _PASSED_PLAIN
+    if not checked:
+        try:
+            if not isinstance(json.loads(annotations), dict):
+                raise ValueError("not an object")
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError included
+            return Verdict(ERROR, reason=short_reason(f"annotations are not a JSON object: {e}"))
+    return Verdict(PASSED, annotations=annotations)
 
 
 def annotation_text(annotations: dict) -> bytes:
@@ -241,6 +267,18 @@ def _bundled() -> list[tuple[str, str, object, FilterSpec]]:
         if spec is not None:
             found.append((spec.name or obj.__name__, attribute, obj, spec))
     return found
+
+
+def named_filter(text: str) -> tuple[str | None, str]:
+    """``NAME=package.module:function`` -> (NAME, the plug-in); a bundled name -> (it, it); a bare plug-in ->
+    (None, it): its name is what it declares. An operator names a plug-in to bind it to its login
+    (``filter_NAME``): a plug-in that declares another name is refused, it cannot take another filter's login."""
+    name, sep, spec = text.partition("=")
+    if not sep:
+        return (None, text) if ":" in text else (text, text)
+    if not NAME_PATTERN.fullmatch(name) or not spec:
+        raise FilterLookupError(f"{text!r}: expected NAME=package.module:function with NAME of letters, digits, ._-")
+    return name, spec
 
 
 def available_filters(columnar: bool = False) -> dict[str, FilterSpec]:

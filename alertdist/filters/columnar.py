@@ -34,7 +34,16 @@ import pyarrow as pa
 
 from alertdist.archive.parquet import AlertDecoder, night_table_columns, packet_headers, writer_schema_of
 from alertdist.avro.codec import AlertPacketError, peek
-from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter, Verdict, annotation_text, short_reason
+from alertdist.filters import (
+    ERROR,
+    MALFORMED,
+    REJECTED,
+    AlertFilter,
+    Verdict,
+    annotation_text,
+    passed_verdict,
+    short_reason,
+)
 
 __all__ = ["IDENTITY_COLUMNS", "ColumnarFilterError", "PacketBatches", "Selection", "select", "wanted_columns"]
 
@@ -158,7 +167,7 @@ class PacketBatches:
         passed = dict(zip(selection.rows.tolist(), selection.annotations))
         for row, i in enumerate(good):
             text = passed.get(row)
-            verdicts[i] = _REJECTED if text is None else Verdict(PASSED, annotations=text)
+            verdicts[i] = _REJECTED if text is None else passed_verdict(text)
         return verdicts
 
     def _table(self, packets, good: list[int], candids: list[int], verdicts: list) -> tuple[pa.Table, list[int]]:

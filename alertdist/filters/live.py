@@ -30,8 +30,9 @@ from dataclasses import dataclass, field, replace
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter, load_filter
+from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter
 from alertdist.filters.columnar import PacketBatches
+from alertdist.filters.confined import ConfinedFilter
 from alertdist.kafka.clients import admin_client, consumer
 from alertdist.kafka.errors import KafkaOperationError, is_transient, retry_call
 from alertdist.kafka.producer import CountingProducer
@@ -78,6 +79,9 @@ class LiveOptions:
     # latency to a read_committed reader: ~0.3 s at 40,000 alerts/min, where 500 alerts take 0.75 s to arrive)
     poll_s: float = 0.05  # how long one read waits for alerts
     error_threshold: int = 100  # consecutive filter errors (no pass, no reject in between) that stop the copy
+    batch_deadline_s: float = 10.0  # a confined plug-in's time to judge one batch; the rest of it is then ERROR
+    failed_batches: int = 3  # batches in a row past their deadline (or whose plug-in process died) that stop it
+    setup_timeout_s: float = 120.0  # a confined plug-in's time to import and set up (a model, a catalogue)
     state_poll_s: float = 2.0  # how often an idle copy asks whether the night is closed
     done_check_s: float = 0.5  # how often an idle copy of a closed night compares committed and end offsets
     session_timeout_ms: int = 10_000  # a copy that vanished loses its partitions after this
@@ -136,7 +140,7 @@ def transactional_id_for(group_id: str, copy_index: int) -> str:
 
 
 def run_live(
-    filter_: str | AlertFilter,
+    filter_: str | AlertFilter | ConfinedFilter,
     night: dt.date,
     *,
     bootstrap_servers: str,
@@ -154,7 +158,10 @@ def run_live(
     Parameters
     ----------
     filter_ : str or AlertFilter
-        A name for `load_filter` (bundled, or ``module:function``), or a loaded filter (one per copy).
+        A name for `load_filter` (bundled, or ``module:function``): its code runs confined, in a child process
+        with no login, no network and no access to the home (`alertdist.filters.confined`), each batch within
+        ``options.batch_deadline_s``; or one started so (`ConfinedFilter`, closed at the end). Or a filter
+        already loaded in this process (trusted, run inline).
     night : str or date
         The night (``YYYYMMDD``); its programme topics are waited for if they do not exist yet.
     programmes : list of int, optional
@@ -171,11 +178,21 @@ def run_live(
     Raises
     ------
     FilterFailingError
-        The filter raised on `options.error_threshold` consecutive alerts; that batch was rolled back.
+        The filter raised on `options.error_threshold` consecutive alerts, or missed its deadline (or its process
+        died) on `options.failed_batches` batches in a row; that batch was rolled back.
     LiveRunError
         Kafka failed; ``.transient`` tells whether a retry may help. Committed work is never lost.
     """
-    alert_filter = load_filter(filter_, columnar=columnar) if isinstance(filter_, str) else filter_
+    if isinstance(filter_, str):
+        alert_filter = ConfinedFilter(
+            filter_,
+            columnar=columnar,
+            copy_index=copy_index,
+            deadline_s=options.batch_deadline_s,
+            setup_s=options.setup_timeout_s,
+        )
+    else:
+        alert_filter = filter_
     run = _LiveRun(
         alert_filter,
         night,
@@ -197,8 +214,11 @@ class _LiveRun:
     def __init__(
         self, alert_filter, night, bootstrap, naming, programmes, copy_index, stop, progress, options, group_id
     ):
-        self.filter: AlertFilter = alert_filter
-        self.batches = PacketBatches(alert_filter) if alert_filter.columnar else None
+        self.filter: AlertFilter | ConfinedFilter = alert_filter
+        inline = isinstance(alert_filter, AlertFilter)
+        self.batches = PacketBatches(alert_filter) if inline and alert_filter.columnar else None
+        self.confined = None if inline else alert_filter
+        self.failed_batches = 0  # in a row: past the deadline, or the plug-in's process died
         self.night = night
         self.bootstrap = bootstrap
         self.naming = naming
@@ -292,14 +312,22 @@ class _LiveRun:
             self._close_consumer()
             if self.batches is not None:
                 self.batches.close()
+            if self.confined is not None:
+                self.confined.close()
 
     def _process(self, messages) -> bool:
         """Judge and route a batch; True if it held any alert (False: idle, only end-of-partition events)."""
         values = [msg.value() for msg in messages if msg.error() is None]
-        if self.batches is not None:
+        judged = len(values)  # the verdicts the plug-in gave; after them, ERROR for its missed deadline
+        if self.confined is not None and values:
+            given, judged = self.confined.judge(values)
+            verdicts = iter(given)
+            self._count_failed_batch(judged < len(values))
+        elif self.batches is not None:
             verdicts = iter(self.batches.judge(values))
         else:
             verdicts = map(self.filter.judge, values)
+        index = 0
         produce = self.out.produce
         counts = self.txn_counts
         pending = self.pending
@@ -319,6 +347,7 @@ class _LiveRun:
             value = msg.value()
             verdict = next(verdicts)
             outcome = verdict.outcome
+            index += 1
             counts[outcome] += 1
             self.txn_by_topic[topic, outcome] = self.txn_by_topic.get((topic, outcome), 0) + 1
             self.txn_messages += 1
@@ -343,7 +372,7 @@ class _LiveRun:
                         (HEADER_SOURCE_OFFSET, str(offset).encode()),
                     ],
                 )
-                if outcome == ERROR:
+                if outcome == ERROR and index <= judged:  # a missed deadline counts once, as a failed batch
                     self.consecutive_errors += 1
                     self.last_error = verdict.reason
                     if self.consecutive_errors >= self.options.error_threshold:
@@ -355,6 +384,17 @@ class _LiveRun:
                         )
             pending[(topic, partition)] = positions[(topic, partition)] = offset + 1
         return flowing
+
+    def _count_failed_batch(self, failed: bool) -> None:
+        """A plug-in that misses its deadline (or whose process dies) batch after batch is broken: stop the copy."""
+        self.failed_batches = self.failed_batches + 1 if failed else 0
+        if self.failed_batches >= self.options.failed_batches:
+            raise FilterFailingError(
+                f"filter {self.filter.name!r} failed {self.failed_batches} batches in a row ({self.confined.last_failure})"
+                f"; stopped it and rolled back its open batch. Fix the filter (or raise its deadline, now "
+                f"{self.options.batch_deadline_s:g} s a batch) and run it again: it resumes from the last committed "
+                f"offsets; the alerts it failed on so far are in {self.errors_topic}"
+            )
 
     def _event(self, msg) -> None:
         error = msg.error()

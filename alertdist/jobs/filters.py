@@ -15,9 +15,10 @@ import pyarrow as pa
 
 from alertdist.access.listing import ArchiveAccessError, check_sources, open_location
 from alertdist.access.readers import ArchiveReadError, ReadCounts, packets_for_batch, parquet_alerts, read_columns
-from alertdist.filters import load_filter
+from alertdist.filters import FilterLookupError, load_filter, named_filter
 from alertdist.filters.batch import BatchResult, passes_table, run_batch, run_columnar, write_table
 from alertdist.filters.columnar import wanted_columns
+from alertdist.filters.confined import ConfinedFilter
 from alertdist.filters.live import LiveOptions, LiveReport, run_live
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.security import filter_service
@@ -49,7 +50,9 @@ def run_filter(
     columnar: bool = False,
 ) -> LiveReport:
     """One copy of ``filter_name`` (its columnar version if asked) on ``night`` until the night is closed and
-    consumed (or ``stop``)."""
+    consumed (or ``stop``). ``filter_name``: a bundled filter, ``package.module:function``, or
+    ``NAME=package.module:function`` (`named_filter`); its code runs confined (`alertdist.filters.confined`) and
+    the copy logs in as ``filter_NAME``."""
     unknown = sorted(set(programmes or ()) - set(settings.programmes))
     if unknown:
         raise ValueError(f"programme(s) {unknown} unknown; this survey has {sorted(settings.programmes)}")
@@ -60,10 +63,30 @@ def run_filter(
             f"{'?' if r.lag is None else r.lag}, {len(r.partitions)} partition(s), {r.rate:.0f} alerts/s"
         )
 
+    name, spec = named_filter(filter_name)
+    confined = ConfinedFilter(
+        spec,
+        columnar=columnar,
+        copy_index=copy_index,
+        deadline_s=options.batch_deadline_s,
+        setup_s=options.setup_timeout_s,
+    )
+    if name is not None and confined.name != name:
+        confined.close()
+        raise FilterLookupError(
+            f"plug-in {spec!r} declares the name {confined.name!r}, but was started as {name!r}: it runs only "
+            f"under the name (and the login, {filter_service(name)}) it was started with; fix the name it declares "
+            "or the one it is started as"
+        )
+    try:
+        brokers = settings.kafka(filter_service(confined.name))  # the login of the name it was started as
+    except BaseException:
+        confined.close()
+        raise
     report = run_live(
-        filter_name,
+        confined,
         night,
-        bootstrap_servers=settings.kafka(filter_service(filter_name)),
+        bootstrap_servers=brokers,
         naming=settings.naming,
         programmes=programmes or sorted(settings.programmes),
         copy_index=copy_index,

@@ -28,7 +28,7 @@ from alertdist.security import (
 )
 from alertdist.settings import Settings, login_variable
 
-__all__ = ["register_services", "register_two_tier_services", "services", "two_tier_users"]
+__all__ = ["register_filters", "register_services", "register_two_tier_services", "services", "two_tier_users"]
 
 
 def _filters() -> list[str]:
@@ -72,6 +72,16 @@ def register_services(settings: Settings, secrets_dir: Path) -> dict[str, str]:
     A password is generated once per service into ``secrets_dir/<service>.password`` and reused after.
     """
     return _register(settings.kafka(ADMIN), settings, [service_user(s) for s in services()], secrets_dir, public=False)
+
+
+def register_filters(
+    settings: Settings, names: list[str], secrets_dir: Path, *, public: bool = False
+) -> dict[str, str]:
+    """`register_services` for plug-in filters started by name (``NAME=package.module:function``): each its user
+    ``filter_NAME``, registered by the admin of its cluster (the public one in the two-tier mode)."""
+    admin = settings.public_kafka(ADMIN) if public else settings.kafka(ADMIN)
+    users = [service_user(filter_service(name)) for name in names]
+    return _register(admin, settings, users, secrets_dir, public=public)
 
 
 def register_two_tier_services(settings: Settings, secrets_dir: Path) -> dict[str, str]:

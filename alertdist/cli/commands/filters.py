@@ -19,6 +19,10 @@ from alertdist.settings import Settings
 __all__ = ["register"]
 
 FILTER_HELP = "a bundled filter (see `alertdist filter list`) or your own as package.module:function"
+LIVE_FILTER_HELP = (
+    f"{FILTER_HELP} (NAME=package.module:function to run it as NAME, with the login filter_NAME); its code runs "
+    "confined, with no login, no network and no access to the home"
+)
 
 
 def _list(args, settings: Settings) -> int:
@@ -47,7 +51,9 @@ def _run(args, settings: Settings) -> int:
             night,
             programmes=args.programmes,
             copy_index=args.copy_index,
-            options=LiveOptions(batch_size=args.batch_size, error_threshold=args.error_threshold),
+            options=LiveOptions(
+                batch_size=args.batch_size, error_threshold=args.error_threshold, batch_deadline_s=args.deadline
+            ),
             progress=line,
             stop=stop,
             columnar=args.columnar,
@@ -143,7 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run one copy of a filter on a night's stream until the night is closed and consumed",
         kafka=True,
     )
-    run.add_argument("filter", help=FILTER_HELP)
+    run.add_argument("filter", help=LIVE_FILTER_HELP)
     run.add_argument("--night", metavar="YYYYMMDD", type=parsing.night, help="the night (default: tonight at the site)")
     parsing.term_option(
         run, "programmes", "programme ids to read (default all)", dest="programmes", type=parsing.programme_ids
@@ -154,6 +160,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--batch-size", type=int, default=500, help="alerts per transaction at most (default 500)")
     run.add_argument(
         "--error-threshold", type=int, default=100, help="stop after N alerts in a row raised on (default 100)"
+    )
+    run.add_argument(
+        "--deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time the filter has to judge one batch (default 10): the alerts it has not judged by then are errors "
+        "and its confined process is restarted; three such batches in a row stop the copy",
     )
     run.add_argument(
         "--columnar", action="store_true", help="the filter's columnar version, on each batch decoded to Arrow"

@@ -9,27 +9,31 @@ import sys
 from alertdist.cli import parsing
 from alertdist.cli.commands.kafka import secure_cluster, with_libs
 from alertdist.cli.commands.prefect_server import local_server
+from alertdist.filters import named_filter
 from alertdist.infra import kafka_local, prefect_local
 from alertdist.jobs import mirror
+from alertdist.jobs.logins import logins_out_of_environment
 from alertdist.jobs.nights import fresh_night
-from alertdist.jobs.secure import register_services, register_two_tier_services
+from alertdist.jobs.secure import register_filters, register_services, register_two_tier_services
 from alertdist.security import ADMIN
 from alertdist.settings import Settings, login_variable
 
 
-def _secure(settings: Settings, *, two_tier: bool = False) -> Settings:
-    """Start (or reuse) the local secure deployment, register the services, and hand them their logins; with
-    ``two_tier`` a secured pair: the public cluster beside it, each cluster with only its own users.
+def _secure(settings: Settings, *, two_tier: bool = False, plugins: list[str] = ()) -> Settings:
+    """Start (or reuse) the local secure deployment, register the services (and the ``plugins``' filters, by the
+    names they are started as), and hand them their logins; with ``two_tier`` a secured pair: the public cluster
+    beside it, each cluster with only its own users.
 
-    The logins go into this process's environment, which the night's stage processes inherit: the flows read them
-    from `Settings`, so no password is ever a flow parameter. (One machine runs every stage here, so every stage
-    could see every login; deployments on separate workers get only their own.)"""
+    The logins go into this process's environment only: every process it starts (the brokers, the Prefect server,
+    the mirror, the night's stage processes) is started without them (`alertdist.jobs.logins`), and the `night`
+    flow hands each stage its own service's login alone, never as a flow parameter."""
     kafka_local.install(settings.kafka_home / "libs")
     clusters = [
         with_libs(secure_cluster(settings, public=public), settings) for public in (False, True)[: 1 + two_tier]
     ]
     for public, cluster in enumerate(clusters):
-        kafka_local.start(cluster, log=lambda text: print(text, file=sys.stderr))
+        with logins_out_of_environment():
+            kafka_local.start(cluster, log=lambda text: print(text, file=sys.stderr))
         tier = "PUBLIC_" if public else ""
         os.environ.update(
             {
@@ -40,9 +44,12 @@ def _secure(settings: Settings, *, two_tier: bool = False) -> Settings:
         )
     register = register_two_tier_services if two_tier else register_services
     os.environ.update(register(Settings.load(), clusters[0].home / "secrets"))
+    if plugins:
+        os.environ.update(register_filters(Settings.load(), plugins, clusters[0].home / "secrets", public=two_tier))
     secured = Settings.load()
     server = local_server(secured, secure=True)
-    prefect_local.start(server, log=lambda text: print(text, file=sys.stderr))
+    with logins_out_of_environment():
+        prefect_local.start(server, log=lambda text: print(text, file=sys.stderr))
     os.environ.update(server.client_env())
     return secured
 
@@ -52,8 +59,9 @@ def _run(args, settings: Settings) -> int:
     --source), close it, let the filters drain, archive to Avro tarballs + Parquet, verify, and report in the
     Prefect UI. With --secure: on the local secure deployment (no PLAINTEXT listener; each service its own SCRAM
     user; the Prefect server behind basic auth)."""
+    plugins = [name for name, spec in map(named_filter, args.filter or ()) if name is not None and name != spec]
     if args.secure:
-        settings = _secure(settings, two_tier=args.two_tier)
+        settings = _secure(settings, two_tier=args.two_tier, plugins=plugins)
     server = local_server(settings, secure=args.secure)
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.update(server.client_env())  # Prefect's own client settings, before it is imported
@@ -61,7 +69,9 @@ def _run(args, settings: Settings) -> int:
 
     source = args.source or f"simulate:{args.alerts}:{args.seed}"
     if args.two_tier:
-        print(f"{mirror.start_mirror(settings)}: {settings.bootstrap_servers} -> {settings.public_bootstrap_servers}")
+        with logins_out_of_environment():  # its own login is in its properties file
+            started = mirror.start_mirror(settings)
+        print(f"{started}: {settings.bootstrap_servers} -> {settings.public_bootstrap_servers}")
     chosen = args.night or fresh_night(settings)  # named before the run, so the run is named by it
     why = "" if args.night else " (the latest night this cluster has not run yet; --night YYYYMMDD to choose)"
     print(
@@ -74,7 +84,9 @@ def _run(args, settings: Settings) -> int:
         night=chosen,
         source=source,
         speed=args.speed,
+        filters=args.filter,
         filter_parallelism=args.filter_copies,
+        filter_deadline_s=args.filter_deadline,
         dest=args.archive or settings.archive,
         partitions=args.partitions,
         bootstrap_servers=settings.bootstrap_servers,
@@ -121,6 +133,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", help="instead of simulating: a drop folder, a tarball, or simulate:N[:SEED]")
     p.add_argument("--filter-copies", type=int, default=1, help="copies of each filter (consumer-group members)")
+    p.add_argument(
+        "--filter",
+        action="append",
+        metavar="FILTER",
+        help="a filter to run live (repeat for more; default: every bundled one): a bundled name, or your plug-in "
+        "as NAME=package.module:function (with --secure it logs in as its own user, filter_NAME); a plug-in runs "
+        "confined (no login, no network, no access to the home) in a process of its own",
+    )
+    p.add_argument(
+        "--filter-deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time a filter has to judge one batch of alerts (default 10): the alerts it has not judged by then are "
+        "errors (in its errors topic), its process is restarted; three such batches in a row stop the filter",
+    )
     parsing.archive_option(
         p, "archive root to write the night to (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)"
     )
