@@ -32,7 +32,15 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from alertdist import schemas
-from alertdist.archive.parquet import HEADERS_KEY, PACKET_HEADER, PACKET_SYNC, arrow_columns, writer_schema_of
+from alertdist.archive.parquet import (
+    HEADERS_KEY,
+    PACKET_HEADER,
+    PACKET_SYNC,
+    SchemaMergeError,
+    arrow_columns,
+    unify_schemas,
+    writer_schema_of,
+)
 from alertdist.avro import codec
 from alertdist.avro.container import container_header
 from alertdist.publish.sources import SourceError, tarball_packets
@@ -172,7 +180,9 @@ def open_dataset(location: str, *, storage_options: dict | None = None) -> ds.Da
     """A night's (or a whole archive's) Parquet dataset, hive-partitioned by ``night`` and ``programid``.
 
     ``location``: an archive root, its ``parquet/`` folder, a ``night=...`` folder, or one ``.parquet`` file;
-    local or any fsspec URL. Nothing is read until a scan asks for columns and rows.
+    local or any fsspec URL. Every file's footer is read to make the dataset's schema (`unify_schemas`: nights of
+    any schema versions, and archives written before every column was nullable, read as one table); rows are
+    read only when a scan asks for them.
     """
     import fsspec
 
@@ -180,7 +190,14 @@ def open_dataset(location: str, *, storage_options: dict | None = None) -> ds.Da
         fs, path = fsspec.core.url_to_fs(str(location), **(storage_options or {}))
         path = _dataset_location(path, fs)
         base = path.split("/night=", 1)[0] if "/night=" in path else None
-        return ds.dataset(path, filesystem=fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base)
+        options = dict(filesystem=fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base)
+        found = ds.dataset(path, **options)
+        schema = unify_schemas([*(f.physical_schema for f in found.get_fragments()), PARTITIONING.schema])
+        return ds.dataset(found.files, schema=schema, **options)
+    except SchemaMergeError as e:
+        raise ArchiveReadError(
+            f"the Parquet files at {location} cannot be read as one table: {e}; read the nights apart"
+        ) from e
     except (OSError, ValueError, pa.ArrowException) as e:
         raise ArchiveReadError(
             f"opening the Parquet dataset at {location} failed: {e}; give an archive root, "

@@ -26,12 +26,20 @@ from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest
 from alertdist.archive.parquet import (
     AlertDecoder,
     ParquetPartWriter,
-    night_table_columns,
+    night_layout,
     parquet_path,
-    writer_schema_of,
 )
 from alertdist.archive.storage import Destination
-from alertdist.archive.stream import OFFSET, PARTITION, Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
+from alertdist.archive.stream import (
+    OFFSET,
+    PARTITION,
+    SCHEMA,
+    Duplicates,
+    RejectedMessage,
+    Spool,
+    TopicRead,
+    spool_topic,
+)
 from alertdist.archive.tarball import MD5SUMS, TarballWriter, md5sums_text, parse_md5sums, tarball_name
 from alertdist.archive.verify import verify_night, verify_programme
 from alertdist.kafka.errors import KafkaOperationError
@@ -186,8 +194,9 @@ def write_programme(
     dest = Destination(dest_url, options.storage_options)
     tar_path, pq_path = tarball_name(read.survey, read.name, read.night), parquet_path(read.night, read.programid)
     headers = sorted(spool.headers)  # sorted: the file's header list does not depend on the order read
-    columns = night_table_columns(writer_schema_of(h) for h in headers)
-    decoder = AlertDecoder(columns, spool.folder, options.engine, headers)
+    columns, refused = night_layout(headers)
+    refused_ids = {spool.headers[h]: reason for h, reason in refused.items()}  # by the index entries' SCHEMA
+    decoder = AlertDecoder(columns, spool.folder, options.engine, [h for h in headers if h not in refused])
     for path in (tar_path, pq_path):
         dest.remove_stale_temporaries(path)
     duplicates = Duplicates()
@@ -213,6 +222,9 @@ def write_programme(
         )
         try:
             for done, entry in enumerate(spool.unique(duplicates), 1):
+                if entry[SCHEMA] in refused_ids:
+                    reject(entry, spool.read(entry), refused_ids[entry[SCHEMA]])
+                    continue
                 groups.add(entry, spool.read(entry))
                 if progress and done % _PROGRESS_EVERY == 0:
                     progress("write", done, spool.count)
