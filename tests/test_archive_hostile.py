@@ -19,11 +19,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from alertdist.access.readers import parquet_alerts, read_table
-from alertdist.archive import ArchiveOptions, archive_night, verify_night
+from alertdist.archive import ArchiveOptions, NightAbortedError, archive_night, read_manifest, verify_night
 from alertdist.archive.tarball import read_members
 from alertdist.avro import codec
 from alertdist.avro.container import build_container, parse_container, read_length, read_long
+from alertdist.cli.main import main as cli
+from alertdist.jobs.nights import abort_night
+from alertdist.nights.state import read_night_state, wait_until_closed
 from alertdist.nights.topics import TopicNaming
+from alertdist.settings import Settings
 from tests.archive_support import publish_night
 from tests.conftest import ARCHIVE_2018, SHARED_DATA
 
@@ -242,3 +246,54 @@ def _reads_as_one(root, total: int, null_history_rows: int) -> pa.Table:
     assert (rows, versions) == (total, 3) and histories > null_history_rows
     assert nights == len(set(table.column("night").to_pylist()))
     return table
+
+
+# ------------------------------------------------------------------------------------------- item 6: aborted nights
+
+
+def test_an_aborted_night_is_refused_without_partial_and_marked_partial_with_it(
+    kafka_bootstrap, unique, tmp_path, real_401, monkeypatch, capsys
+):
+    """A night whose publishing failed is ended as "aborted" (readers stop on it like on "closed"); the archive
+    refuses it (API and CLI) and writes nothing, --partial archives what was published, verified, and the
+    manifest and archive-list say it is partial. Before, the abort wrote an ordinary "closed" record."""
+    naming = TopicNaming(survey=f"thabort{unique}")
+    publish_night(kafka_bootstrap, naming, NIGHT, {1: real_401[:6], 2: real_401[6:9], 3: []}, close=False)
+    settings = Settings(bootstrap_servers=kafka_bootstrap, survey=naming.survey)
+    assert abort_night(settings, NIGHT, "publishing failed: the drop folder vanished")
+    assert not abort_night(settings, NIGHT, "again")  # already ended
+    state = read_night_state(kafka_bootstrap, naming, NIGHT)
+    assert (state.state, state.ended, state.closed) == ("aborted", True, False)
+    assert wait_until_closed(kafka_bootstrap, naming, NIGHT, timeout=10) == state  # readers stop on it
+
+    dest = tmp_path / "archive"
+    with pytest.raises(NightAbortedError, match="was aborted .*publishing failed.*--partial"):
+        archive_night(kafka_bootstrap, naming, NIGHT, str(dest))
+    monkeypatch.setenv("ALERTDIST_SURVEY", naming.survey)
+    run = ["--bootstrap-servers", kafka_bootstrap, "archive", "--night", f"{NIGHT:%Y%m%d}", "--archive", str(dest)]
+    assert cli([*run, "--quiet"]) == 1
+    assert "was aborted" in capsys.readouterr().err
+    assert not dest.exists()  # nothing written
+
+    assert cli([*run, "--quiet", "--partial"]) == 0
+    assert "PARTIAL: night aborted (publishing failed: the drop folder vanished)" in capsys.readouterr().err
+    manifest = read_manifest(str(dest), naming.survey, f"{NIGHT:%Y%m%d}")
+    body = json.loads((dest / manifest.path).read_text())
+    assert (body["partial"], body["night_state"]) == (True, "aborted")
+    assert "the drop folder vanished" in body["aborted_reason"]
+    assert manifest.programmes[1].counts["written"] == 6 and manifest.programmes[2].counts["written"] == 3
+    verify_night(str(dest), manifest, state)
+
+    assert cli(["archive-list", str(dest)]) == 0
+    listed = capsys.readouterr().out
+    assert f"{NIGHT:%Y%m%d}" in listed and "PARTIAL: night aborted" in listed
+
+
+def test_a_whole_night_is_not_marked_partial(kafka_bootstrap, unique, tmp_path, real_401, capsys):
+    naming = TopicNaming(survey=f"thwhole{unique}")
+    publish_night(kafka_bootstrap, naming, NIGHT, {1: real_401[:4]})
+    manifest = archive_night(kafka_bootstrap, naming, NIGHT, str(tmp_path), partial=True)  # closed: not partial
+    body = json.loads((tmp_path / manifest.path).read_text())
+    assert (body["partial"], body["night_state"], body["aborted_reason"]) == (False, "closed", None)
+    assert cli(["archive-list", str(tmp_path)]) == 0
+    assert "PARTIAL" not in capsys.readouterr().out

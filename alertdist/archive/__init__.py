@@ -7,6 +7,7 @@ Modules, one concern each: `stream` (read the night into a candid-ordered spool)
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive
 from alertdist.archive.night import (
     ArchiveOptions,
+    NightAbortedError,
     NightNotClosedError,
     archive_night,
     archive_programme,
@@ -26,6 +27,7 @@ __all__ = [
     "ArchiveStreamError",
     "ArchiveVerificationError",
     "Destination",
+    "NightAbortedError",
     "NightManifest",
     "NightNotClosedError",
     "ProgrammeArchive",

@@ -47,6 +47,15 @@ class NightManifest:
     night: str  # YYYYMMDD
     programmes: dict[int, ProgrammeArchive]
     format: str = FORMAT
+    night_state: str = "closed"  # the closing record's state: "closed", or "aborted" (publishing failed)
+    partial: bool = False  # True: the night was aborted, the archive holds only what was published
+    aborted_reason: str | None = None
+
+    def note(self) -> str:
+        """What a listing says about the archive beside its files: "" for a whole night."""
+        if not self.partial:
+            return ""
+        return f"PARTIAL: night {self.night_state} ({self.aborted_reason or 'no reason recorded'})"
 
     @property
     def path(self) -> str:
@@ -57,6 +66,9 @@ class NightManifest:
             "format": self.format,
             "survey": self.survey,
             "night": self.night,
+            "night_state": self.night_state,
+            "partial": self.partial,
+            "aborted_reason": self.aborted_reason,
             "programmes": {str(p): asdict(a) for p, a in sorted(self.programmes.items())},
         }
         for programme in body["programmes"].values():
@@ -69,7 +81,15 @@ class NightManifest:
         if body.get("format") != FORMAT:
             raise ValueError(f"not an alertdist archive manifest (format {body.get('format')!r}, expected {FORMAT!r})")
         programmes = {int(p): ProgrammeArchive.from_dict(a) for p, a in body["programmes"].items()}
-        return cls(body["survey"], body["night"], programmes, body["format"])
+        return cls(
+            body["survey"],
+            body["night"],
+            programmes,
+            body["format"],
+            night_state=body.get("night_state", "closed"),  # manifests written before aborted nights existed
+            partial=bool(body.get("partial", False)),
+            aborted_reason=body.get("aborted_reason"),
+        )
 
     def totals(self) -> dict[str, int]:
         keys = ("read", "written", "duplicates", "rejected")

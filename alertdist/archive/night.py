@@ -18,7 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from alertdist.archive.groups import GroupWriter
@@ -48,6 +48,7 @@ from alertdist.nights.topics import TopicNaming
 
 __all__ = [
     "ArchiveOptions",
+    "NightAbortedError",
     "NightNotClosedError",
     "ProgrammeRead",
     "archive_night",
@@ -85,8 +86,22 @@ class ArchiveOptions:
     run_size: int = 100_000  # index entries sorted in memory at once (48 bytes each)
 
 
-def closed_state(bootstrap_servers: str, naming: TopicNaming, night: dt.date) -> NightState:
+class NightAbortedError(RuntimeError):
+    """The night was aborted (its publishing failed): archived, it would pass for whole. Not transient: it stays
+    aborted; archive it with ``partial=True`` (``--partial``) to keep what was published, marked as partial."""
+
+
+def closed_state(bootstrap_servers: str, naming: TopicNaming, night: dt.date, *, partial: bool = False) -> NightState:
+    """The night's closing record; an aborted night's record only with ``partial`` (else NightAbortedError)."""
     state = read_night_state(bootstrap_servers, naming, night)
+    if state is not None and state.aborted:
+        if partial:
+            return state
+        raise NightAbortedError(
+            f"night {night:%Y%m%d} of {naming.survey} was aborted ({state.counts.get('aborted', 'no reason given')}):"
+            " its archive would be partial. Publish the night again and close it, or archive what was published "
+            "with --partial (the manifest then says the archive is partial)"
+        )
     if state is None or not state.closed:
         found = "never opened" if state is None else f"is {state.state!r}"
         raise NightNotClosedError(
@@ -269,11 +284,18 @@ def finish_night(
     dest_url: str,
     programmes: list[ProgrammeArchive],
     storage_options: dict | None = None,
+    state: NightState | None = None,
 ) -> NightManifest:
-    """Write the night's manifest and put its tarballs' md5 into the destination's MD5SUMS (atomically)."""
+    """Write the night's manifest and put its tarballs' md5 into the destination's MD5SUMS (atomically).
+
+    ``state``: the closing record archived from; an aborted one makes the manifest say the archive is partial."""
     label = f"{night:%Y%m%d}"
     dest = Destination(dest_url, storage_options)
     manifest = NightManifest(naming.survey, label, {a.programid: a for a in programmes})
+    if state is not None and state.aborted:
+        manifest = replace(
+            manifest, night_state=state.state, partial=True, aborted_reason=str(state.counts.get("aborted", ""))
+        )
     dest.write_bytes(manifest_path(naming.survey, label), manifest.to_json())
     # read-modify-write: archive nights one at a time per destination (the flow does) or a line can be lost
     entries = parse_md5sums(dest.read_bytes(MD5SUMS).decode()) if dest.exists(MD5SUMS) else {}
@@ -292,14 +314,16 @@ def archive_night(
     *,
     programmes: Iterable[int] | None = None,
     verify: bool = True,
+    partial: bool = False,
     stop: threading.Event | None = None,
     progress: Callable[[int, str, int, int], None] | None = None,
 ) -> NightManifest:
     """Archive a closed night to ``dest_url`` and (by default) verify what was written; returns the manifest.
 
+    ``partial``: an aborted night too, up to where its stream stopped; its manifest says it is partial.
     ``progress(programid, stage, done, total)`` is called as the work advances.
     """
-    state = closed_state(bootstrap_servers, naming, night)
+    state = closed_state(bootstrap_servers, naming, night, partial=partial)
     wanted = night_programmes(naming, night, state, programmes)
     read_order, write_order = _schedule(
         wanted, {p: sum(state.end_offsets[naming.programme_topic(night, p)].values()) for p in wanted}
@@ -368,7 +392,7 @@ def archive_night(
         for folder in folders.values():
             shutil.rmtree(folder, ignore_errors=True)
     results.sort(key=lambda a: a.programid)
-    manifest = finish_night(naming, night, dest_url, results, options.storage_options)
+    manifest = finish_night(naming, night, dest_url, results, options.storage_options, state)
     if verify:
         verify_night(dest_url, manifest, state, options.storage_options, checked=checked)
     return manifest
