@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
 import io
 import json
 import math
@@ -19,7 +20,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from alertdist.access.readers import parquet_alerts, read_table
-from alertdist.archive import ArchiveOptions, NightAbortedError, archive_night, read_manifest, verify_night
+from alertdist.archive import (
+    ArchiveOptions,
+    ArchiveVerificationError,
+    NightAbortedError,
+    archive_night,
+    read_manifest,
+    verify_night,
+)
 from alertdist.archive.tarball import read_members
 from alertdist.avro import codec
 from alertdist.avro.container import build_container, parse_container, read_length, read_long
@@ -297,3 +305,69 @@ def test_a_whole_night_is_not_marked_partial(kafka_bootstrap, unique, tmp_path, 
     assert (body["partial"], body["night_state"], body["aborted_reason"]) == (False, "closed", None)
     assert cli(["archive-list", str(tmp_path)]) == 0
     assert "PARTIAL" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------- item 9: nothing dropped
+
+
+def test_the_bytes_of_every_reject_and_conflicting_duplicate_are_kept_and_checksummed(
+    kafka_bootstrap, unique, tmp_path, real_401
+):
+    """Rejects on reading (junk, NaN jd), on decoding (a record cut short) and for a writer schema no column holds,
+    and a duplicate whose bytes differ: each message's bytes are in the programme's rejects tarball with its
+    reason, the file is in the manifest with its checksum and verified; an identical duplicate is only counted.
+    Before, only the manifest's list of them remained."""
+    cut = parse_container(real_401[0])
+    broken = build_container(
+        real_401[0][cut.schema_start : cut.schema_end],
+        real_401[0][cut.body_start : cut.body_end - 3000],
+        cut.sync_marker,
+        cut.metadata_keys,
+    )
+    unlike = variant(real_401[1], _set_type(candidate_field, "rb", ["null", "float", "string"]))
+    other_bytes = variant(real_401[2], edit_record=lambda r: r["candidate"].update(magpsf=12.5))
+    assert codec.peek(other_bytes).candid == codec.peek(real_401[2]).candid and other_bytes != real_401[2]
+    good = real_401[2:]
+    extra = [b"junk, not a packet", with_jd(real_401[3], math.nan), broken, unlike, other_bytes, real_401[4]]
+    naming = TopicNaming(survey=f"thkeep{unique}")
+    state = publish_night(kafka_bootstrap, naming, NIGHT, {1: good + extra}, partitions=1)  # offsets = list order
+    manifest = archive_night(kafka_bootstrap, naming, NIGHT, str(tmp_path))
+    archive = manifest.programmes[1]
+    assert archive.counts == {
+        "read": len(good) + len(extra),
+        "written": len(good),
+        "duplicates": 2,
+        "conflicting_duplicates": 1,
+        "rejected": 4,
+    }
+    kept = archive.set_aside
+    path = tmp_path / kept["path"]
+    assert kept["path"] == f"rejects/20231012/programid=1/{naming.survey}_public_20231012_rejects.tar.gz"
+    data = path.read_bytes()
+    assert (kept["size"], kept["sha256"], kept["members"]) == (len(data), hashlib.sha256(data).hexdigest(), 5)
+    with tarfile.open(path) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    index = json.loads(members.pop("index.json"))
+    offset = {p: i for i, p in enumerate(good + extra)}  # one partition: the offset is the place in the list
+    expected = {extra[i]: offset[extra[i]] for i in range(5)}  # the identical duplicate (extra[5]) is not kept
+    assert members == {f"p0-o{o}.msg": p for p, o in expected.items()}
+    reasons = {e["offset"]: e["reason"] for e in index}
+    assert set(reasons) == set(expected.values()) and all(e["size"] == len(members[e["member"]]) for e in index)
+    assert "magic" in reasons[offset[extra[0]]] and "candidate.jd nan" in reasons[offset[extra[1]]]
+    assert "does not decode" in reasons[offset[broken]] and "does not fit" in reasons[offset[unlike]]
+    assert "different bytes" in reasons[offset[other_bytes]]
+    verify_night(str(tmp_path), manifest, state)
+
+    path.write_bytes(data[:-10])  # the kept messages are checked like every other file
+    with pytest.raises(ArchiveVerificationError, match="rejects.tar.gz"):
+        verify_night(str(tmp_path), manifest, state)
+    path.unlink()
+    with pytest.raises(ArchiveVerificationError, match="set aside.* is missing"):
+        verify_night(str(tmp_path), manifest, state)
+
+
+def test_a_night_without_rejects_writes_no_rejects_file(kafka_bootstrap, unique, tmp_path, real_401):
+    naming = TopicNaming(survey=f"thnone{unique}")
+    publish_night(kafka_bootstrap, naming, NIGHT, {1: real_401[:3]})
+    manifest = archive_night(kafka_bootstrap, naming, NIGHT, str(tmp_path))
+    assert manifest.programmes[1].set_aside is None and not (tmp_path / "rejects").exists()

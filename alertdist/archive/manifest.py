@@ -2,8 +2,10 @@
 
 It is the archive's own account, written beside the data (``manifests/<survey>_<YYYYMMDD>.json``), so anyone can
 check a download, and `verify` can prove that not one alert was lost or doubled: per partition the offsets read,
-per programme ``read = written + duplicates + rejected``. It holds no timestamps, so archiving the same topics
-twice gives the same manifest too.
+per programme ``read = written + duplicates + rejected``; the messages left out (rejects, duplicates with
+different bytes) are kept in a file of their own (``set_aside``, see `alertdist.archive.setaside`). It holds no
+timestamps, so archiving the same topics twice gives the same manifest too. A partial archive of an aborted
+night says so (``partial``, ``night_state``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class ProgrammeArchive:
     files: dict[str, dict]  # "tarball" / "parquet" -> {"path", "size", "sha256", "crc32", "md5" (tarball only)}
     rejected: list[dict] = field(default_factory=list)  # {"partition", "offset", "size", "reason"}
     conflicting_duplicates: list[dict] = field(default_factory=list)  # first 100
+    # the bytes of every reject and conflicting duplicate, kept beside the archive (`alertdist.archive.setaside`):
+    # {"path", "size", "sha256", "crc32", "md5": None, "members"}; None when nothing was set aside
+    set_aside: dict | None = None
 
     @classmethod
     def from_dict(cls, body: dict) -> ProgrammeArchive:

@@ -29,6 +29,7 @@ from alertdist.archive.parquet import (
     night_layout,
     parquet_path,
 )
+from alertdist.archive.setaside import rejects_path, write_set_aside
 from alertdist.archive.storage import Destination
 from alertdist.archive.stream import (
     OFFSET,
@@ -217,7 +218,9 @@ def write_programme(
     duplicates = Duplicates()
 
     def reject(entry, packet: bytes, reason: str) -> None:
-        topic_read.rejected.append(RejectedMessage(int(entry[PARTITION]), int(entry[OFFSET]), len(packet), reason))
+        partition, offset = int(entry[PARTITION]), int(entry[OFFSET])
+        topic_read.rejected.append(RejectedMessage(partition, offset, len(packet), reason))
+        spool.set_aside(packet, partition, offset, reason)
         spool.forget(packet)
 
     with (
@@ -248,6 +251,7 @@ def write_programme(
             groups.shutdown()
         tarball.close()
         table.close()
+    set_aside = write_set_aside(dest, rejects_path(read.survey, read.name, read.night, read.programid), spool)
     if progress:
         progress("write", spool.count, spool.count)  # every message handled (some were duplicates or rejected)
     counts = {
@@ -257,10 +261,15 @@ def write_programme(
         "conflicting_duplicates": duplicates.conflicting_count,
         "rejected": len(topic_read.rejected),
     }
-    if counts["read"] != counts["written"] + counts["duplicates"] + counts["rejected"] or tarball.members != table.rows:
+    kept_apart = 0 if set_aside is None else set_aside["members"]
+    if (
+        counts["read"] != counts["written"] + counts["duplicates"] + counts["rejected"]
+        or tarball.members != table.rows
+        or kept_apart != counts["rejected"] + counts["conflicting_duplicates"]
+    ):
         raise RuntimeError(
             f"archiving {topic_read.topic}: counts do not add up ({counts}, {tarball.members} tar "
-            "members); this is a bug, please report it with the manifest"
+            f"members, {kept_apart} set aside); this is a bug, please report it with the manifest"
         )
     return ProgrammeArchive(
         programid=read.programid,
@@ -275,6 +284,7 @@ def write_programme(
         files={"tarball": vars(tar_out.digest(tar_path)), "parquet": vars(pq_out.digest(pq_path))},
         rejected=[vars(r) for r in sorted(topic_read.rejected, key=lambda r: (r.partition, r.offset))],
         conflicting_duplicates=duplicates.conflicting,
+        set_aside=set_aside,
     )
 
 
