@@ -7,9 +7,11 @@ and the run goes on:
               packets, drawn from a seeded RNG so any input can be rebuilt from (seed, index)
   atheris     coverage-guided byte fuzzing (libFuzzer via atheris, when installed) seeded with the real packets,
               over the Python code of alertdist.avro.container and alertdist.avro.codec
-Every input goes through `codec.peek` and `codec.decode`. Outcomes: ok (a valid packet), refused
-(AlertPacketError, the only allowed failure), error (any other exception: a bug), slow (> 1 s), crash (the
-process died). The structured phase also checks that inputs which cannot be valid were refused (`missed`).
+Every input goes through `codec.peek`, `codec.decode` and `codec.info_problem`. Outcomes: ok (a valid packet),
+implausible (valid Avro, but a field the system computes with is unusable: set aside), refused (AlertPacketError,
+the only allowed failure), error (any other exception: a bug), slow (> 1 s), crash (the process died). The
+structured phase also checks that inputs which cannot be valid were refused, and implausible ones were not taken
+as ok (`missed`); every tenth of its inputs is a valid packet with one implausible value (NaN jd, ...).
 Then a directed check: the self-referencing schema with deeply nested data (`recursive_schema_packet`).
 
 Run from the repository root: .venv/bin/python bench/fuzz.py [--seconds 120] [--seed 1] [--out test-output/fuzz]
@@ -58,9 +60,10 @@ def _try(packet: bytes) -> tuple[str, str]:
 
     started = time.perf_counter()
     try:
-        codec.peek(packet)
+        info = codec.peek(packet)
         codec.decode(packet)
-        outcome, detail = "ok", ""
+        problem = codec.info_problem(info)
+        outcome, detail = ("implausible", problem[:60]) if problem else ("ok", "")
     except codec.AlertPacketError as e:
         outcome, detail = "refused", str(e).split(":")[0][:60]
     except Exception as e:  # a bug: only AlertPacketError may leave the codec
@@ -71,10 +74,14 @@ def _try(packet: bytes) -> tuple[str, str]:
 
 
 def structured_mutant(packets: list[bytes], seed: int, index: int):
-    from fuzz_cases import random_mutant  # bench/ is first on the path of a script run from it
+    # bench/ is first on the path of a script run from it
+    from fuzz_cases import IMPLAUSIBLE, implausible, random_mutant
 
     rng = random.Random(seed * 1_000_003 + index)
-    return random_mutant(packets[rng.randrange(len(packets))], rng)
+    packet = packets[rng.randrange(len(packets))]
+    if index % 10 == 9:
+        return implausible(packet, rng.choice(sorted(IMPLAUSIBLE)))
+    return random_mutant(packet, rng)
 
 
 def child_structured(seed: int, start: int, seconds: float, progress_path: Path) -> None:
@@ -91,7 +98,7 @@ def child_structured(seed: int, start: int, seconds: float, progress_path: Path)
         outcome, detail = _try(mutant.packet)
         counts[outcome] += 1
         counts[f"kind:{mutant.kind.split('-')[0]}"] += 1
-        if mutant.must_fail and outcome == "ok":
+        if (mutant.must_fail or mutant.implausible) and outcome == "ok":
             counts["missed"] += 1
             errors.append(f"accepted {mutant.kind} (seed {seed}, index {index})")
         if outcome in ("error", "slow"):
@@ -181,17 +188,17 @@ def run_structured(seconds: float, seed: int, out: Path) -> dict:
         totals["crash"] += 1
         print(f"  crash on input {index} ({mutant.kind}), exit {child.returncode}; continuing", flush=True)
         start = index + 1
-    tried = sum(totals[k] for k in ("ok", "refused", "error", "slow", "crash"))
+    tried = sum(totals[k] for k in ("ok", "implausible", "refused", "error", "slow", "crash"))
     print(
         f"structured: {tried} inputs in {seconds:.0f} s: "
-        + ", ".join(f"{k} {totals[k]}" for k in ("ok", "refused", "missed", "error", "slow", "crash")),
+        + ", ".join(f"{k} {totals[k]}" for k in ("ok", "implausible", "refused", "missed", "error", "slow", "crash")),
         flush=True,
     )
     kinds = {k.removeprefix("kind:"): v for k, v in sorted(totals.items()) if k.startswith("kind:")}
     print(f"  by kind: {kinds}; child peak RSS {totals['max_rss_mb']} MB", flush=True)
     return {
         "inputs": tried,
-        **{k: totals[k] for k in ("ok", "refused", "missed", "error", "slow", "crash")},
+        **{k: totals[k] for k in ("ok", "implausible", "refused", "missed", "error", "slow", "crash")},
         "by_kind": kinds,
         "max_rss_mb": totals["max_rss_mb"],
         "errors": errors[:10],

@@ -8,12 +8,17 @@ for those the only promise is "decoded, or AlertPacketError", never another exce
 The lengths are crafted at known places: in the container header (the schema's length, the block's record
 count and byte size) and inside the Avro body (a string's length, an array's item count, a bytes field's
 length, a union's branch index), found by encoding the record's leading fields with a prefix of its own schema.
+
+`implausible` mutants are valid Avro that no stage may compute with (a NaN or 1e300 jd, a negative candid, an
+objectId with a newline): they decode, and must still be set aside (``implausible``). `ODD_NAMES` are file and
+member names a source must carry through a rejection header and a log line without breaking.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import random
 from dataclasses import dataclass
 
@@ -24,6 +29,8 @@ from alertdist.avro.container import MAGIC, build_container, parse_container, zi
 
 __all__ = [
     "CRAFTED_LENGTHS",
+    "IMPLAUSIBLE",
+    "ODD_NAMES",
     "WRONG_SCHEMAS",
     "Mutant",
     "body_varint_at",
@@ -31,6 +38,7 @@ __all__ = [
     "crafted_header_length",
     "deep_schema",
     "flip_bits",
+    "implausible",
     "oversized",
     "random_mutant",
     "recursive_schema_packet",
@@ -49,6 +57,7 @@ class Mutant:
     packet: bytes
     must_fail: bool  # no valid packet can result: a full decode must refuse it
     past_candidate: bool = False  # the damage lies after `candidate`, beyond what `codec.peek` reads
+    implausible: bool = False  # it decodes, but a field the system computes with is unusable: it must be set aside
 
     @property
     def peek_must_fail(self) -> bool:
@@ -266,6 +275,61 @@ def oversized(packet: bytes, size: int) -> Mutant:
         ),
         False,
     )
+
+
+# ------------------------------------------------------------------------------- valid but implausible
+
+#: name -> (field, value): values the schema takes but nothing downstream can compute with. ``candid`` and
+#: ``objectId`` are top-level, the others in ``candidate``.
+IMPLAUSIBLE = {
+    "jd-nan": ("jd", math.nan),
+    "jd-inf": ("jd", math.inf),
+    "jd-minus-inf": ("jd", -math.inf),
+    "jd-1e300": ("jd", 1e300),
+    "jd-minus-1e300": ("jd", -1e300),
+    "jd-zero": ("jd", 0.0),
+    "jd-year-1858": ("jd", 2400000.5),
+    "jd-year-2100": ("jd", 2488069.5),
+    "candid-negative": ("candid", -5),
+    "candid-zero": ("candid", 0),
+    "candid-min": ("candid", -(1 << 63)),
+    "pid-negative": ("pid", -1),
+    "pid-zero": ("pid", 0),
+    "programid-99": ("programid", 99),
+    "programid-negative": ("programid", -1),
+    "programid-max": ("programid", (1 << 31) - 1),
+    "objectId-empty": ("objectId", ""),
+    "objectId-newline": ("objectId", "ZTF23\nabcdef"),
+    "objectId-nul": ("objectId", "ZTF23\x00bcdef"),
+    "objectId-space": ("objectId", "ZTF23 bcdef"),
+    "objectId-unicode": ("objectId", "ZTF23\u00e9bcdef"),
+    "objectId-long": ("objectId", "Z" * 4096),
+}
+
+#: File or member names (as bytes: a name need not be UTF-8) that a rejection must carry safely.
+ODD_NAMES = (
+    b"\xff\xfe.avro",
+    b"latin1-\xe9t\xe9.avro",
+    b"new\nline.avro",
+    b"tab\tand\rcr.avro",
+    b" leading-space.avro",
+    b"-rf.avro",
+    b"%s%n%x.avro",
+    b"${jndi:ldap:x}.avro",
+    b"'; DROP TABLE alerts; --.avro",
+    b"\xe2\x80\xae.ovra.avro",  # a right-to-left override
+    b"x" * 240 + b".avro",
+)
+
+
+def implausible(packet: bytes, which: str) -> Mutant:
+    """The packet with one field set to an implausible value (`IMPLAUSIBLE`), re-encoded in its own layout."""
+    field, value = IMPLAUSIBLE[which]
+    record = codec.decode(packet)
+    (record if field in ("candid", "objectId") else record["candidate"])[field] = value
+    layout = codec.container_layout(packet)
+    rebuilt = codec.rebuild(record, packet[: layout.header_end], layout.sync_marker)
+    return Mutant(f"implausible-{which}", rebuilt, False, implausible=True)
 
 
 # ----------------------------------------------------------------------------------- one random mutation

@@ -70,7 +70,11 @@ base_packets = st.integers(min_value=0).map(lambda i: _pool()[i % len(_pool())])
 @st.composite
 def mutants(draw) -> fc.Mutant:
     packet = draw(base_packets)
-    kind = draw(st.sampled_from(["truncate", "flip", "splice", "header", "body", "schema", "random", "magic"]))
+    kind = draw(
+        st.sampled_from(["truncate", "flip", "splice", "header", "body", "schema", "random", "magic", "implausible"])
+    )
+    if kind == "implausible":
+        return fc.implausible(packet, draw(st.sampled_from(sorted(fc.IMPLAUSIBLE))))
     if kind == "truncate":
         return fc.truncate(packet, draw(st.integers(0, len(packet) - 1)))
     if kind == "flip":
@@ -119,6 +123,7 @@ CALLS = {
     "decode": codec.decode,
     "peek": codec.peek,
     "projection": lambda p: codec.decode(p, ["objectId", "candid", "candidate"]),
+    "plausibility": lambda p: codec.info_problem(codec.peek(p)),  # whatever peek lets through, it judges
 }
 
 
@@ -135,6 +140,8 @@ def test_every_mutant_decodes_or_is_refused_with_a_reason_quickly_and_in_bounded
             assert outcome == "refused", f"decode accepted {mutant.kind}, which cannot be a valid packet"
         if mutant.peek_must_fail:
             assert outcome == "refused", f"{name} accepted {mutant.kind}, broken before the end of `candidate`"
+    if mutant.implausible:
+        assert codec.info_problem(codec.peek(mutant.packet)) is not None, f"{mutant.kind} passed as plausible"
 
 
 @pytest.mark.parametrize("where", ["schema-length", "block-size", "block-count"])

@@ -389,3 +389,123 @@ def test_full_check_sets_aside_a_packet_broken_after_its_candidate(kafka_bootstr
     assert result.rejected == {"malformed": 1} and result.delivered_total == 1
     [rejected] = [m for m in _consume_all(kafka_bootstrap, topics) if m["topic"] == naming.rejected_topic(NIGHT)]
     assert rejected["value"] == broken and rejected["headers"][HEADER_SOURCE] == b"broken.avro"
+
+
+# --------------------------------------------------------------------------- hostile input (issue 23, item 2)
+
+
+def test_a_drop_folder_with_nan_and_huge_jd_or_a_negative_candid_publishes_the_rest_and_closes(
+    kafka_bootstrap, unique, tmp_path
+):
+    from alertdist.publish.sources import DropFolder
+    from tests.test_plausible import mutated
+
+    naming = TopicNaming(survey=f"h{unique}")
+    topics = _night_topics(kafka_bootstrap, naming, partitions=1)
+    good = list(simulated_packets(20, night=NIGHT, seed=31))
+    hostile = {
+        "0nan.avro": mutated(good[0].packet, jd=float("nan")),
+        "0huge.avro": mutated(good[1].packet, jd=1e300),
+        "0negative.avro": mutated(good[2].packet, candid=-5),
+        "0objectid.avro": mutated(good[3].packet, objectId="ZTF\n" + "x" * 300),
+    }
+    for item in good:
+        _write_atomically(tmp_path, item)
+    for name, data in hostile.items():
+        _write_atomically(tmp_path, SourcePacket(name, data, None))
+    (tmp_path / NIGHT_DONE).touch()
+
+    result = publish(DropFolder(tmp_path), bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT)
+
+    assert result.closed and result.read == 24 and result.delivered_total == 20
+    assert result.rejected == {"implausible": 4}
+    assert list(tmp_path.glob("*.avro")) == [] and sorted(p.name for p in (tmp_path / "rejected").iterdir()) == sorted(
+        hostile
+    )
+    rejected = [m for m in _consume_all(kafka_bootstrap, topics) if m["topic"] == naming.rejected_topic(NIGHT)]
+    reasons = {m["headers"][HEADER_SOURCE].decode(): m["headers"][HEADER_REASON].decode() for m in rejected}
+    assert "candidate.jd" in reasons["0nan.avro"] and "candidate.jd" in reasons["0huge.avro"]
+    assert "candid is int -5" in reasons["0negative.avro"] and "objectId" in reasons["0objectid.avro"]
+    assert {m["value"] for m in rejected} == set(hostile.values())  # kept whole, for a look
+
+
+def test_hostile_files_in_a_drop_folder_are_set_aside_with_a_reason_and_the_night_closes(
+    kafka_bootstrap, unique, tmp_path
+):
+    from alertdist.publish.sources import DropFolder
+
+    naming = TopicNaming(survey=f"y{unique}")
+    topics = _night_topics(kafka_bootstrap, naming, partitions=1)
+    drop, outside = tmp_path / "drop", tmp_path / "outside"
+    drop.mkdir()
+    outside.mkdir()
+    good = list(simulated_packets(5, night=NIGHT, seed=32))
+    for item in good:
+        _write_atomically(drop, item)
+    stranger = next(iter(simulated_packets(1, night=NIGHT, seed=33)))
+    (outside / "stranger.avro").write_bytes(stranger.packet)  # a valid packet, but not the folder's
+    os.symlink(outside / "stranger.avro", drop / "escape.avro")
+    with open(os.path.join(os.fsencode(drop), b"\xffbad\xfe.avro"), "wb") as f:
+        f.write(b"not a packet")
+    (drop / "huge.avro").write_bytes(good[0].packet + bytes(200_000))
+    (drop / NIGHT_DONE).touch()
+
+    result = publish(
+        DropFolder(drop, max_bytes=150_000),
+        bootstrap_servers=kafka_bootstrap,
+        naming=naming,
+        night=NIGHT,
+        max_packet_bytes=150_000,
+    )
+
+    assert result.closed and result.read == 8 and result.delivered_total == 5
+    assert result.rejected == {"outside-folder": 1, "malformed": 1, "oversize": 1}
+    messages = _consume_all(kafka_bootstrap, topics)
+    assert stranger.packet not in {m["value"] for m in messages}  # nothing read through the link
+    rejected = {m["headers"][HEADER_SOURCE]: m for m in messages if m["topic"] == naming.rejected_topic(NIGHT)}
+    assert set(rejected) == {b"escape.avro", b"\\udcffbad\\udcfe.avro", b"huge.avro"}
+    assert int(rejected[b"huge.avro"]["headers"]["alertdist.original_size"]) == len(good[0].packet) + 200_000
+    assert sorted(os.listdir(os.fsencode(drop / "rejected"))) == [b"escape.avro", b"huge.avro", b"\xffbad\xfe.avro"]
+
+
+def test_a_tarball_of_no_packets_fails_and_leaves_the_night_open(kafka_bootstrap, unique, tmp_path):
+    from alertdist.publish.sources import SourceError, SourceSpec
+    from tests.test_sources import _tarball
+
+    naming = TopicNaming(survey=f"n{unique}")
+    _night_topics(kafka_bootstrap, naming, partitions=1)
+    packet = next(iter(simulated_packets(1, night=NIGHT, seed=34))).packet
+    tarball = _tarball(tmp_path / "night.tar.gz", [("README", b"hello"), ("123", packet)])
+    with pytest.raises(PublishError, match="every one of the 2 packet.*rejected.*not-a-packet") as raised:
+        publish(
+            SourceSpec.parse(str(tarball)).open(NIGHT), bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT
+        )
+    assert raised.value.result.rejected == {"not-a-packet": 2}
+    assert read_night_state(kafka_bootstrap, naming, NIGHT).state == "open"
+    empty = _tarball(tmp_path / "empty.tar.gz", [])
+    with pytest.raises(SourceError, match="no member"):
+        publish(SourceSpec.parse(str(empty)).open(NIGHT), bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT)
+    assert read_night_state(kafka_bootstrap, naming, NIGHT).state == "open"
+
+
+def test_the_publish_command_sets_aside_a_nan_jd_packet_and_closes_the_night(kafka_bootstrap, unique, tmp_path):
+    """The reproduction of issue 23: `alertdist publish` exited 1 on a NaN jd and every file after it stayed."""
+    from tests.test_plausible import mutated
+
+    naming = TopicNaming(survey=f"q{unique}")
+    _night_topics(kafka_bootstrap, naming, partitions=1)
+    env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap, "ALERTDIST_SURVEY": naming.survey}
+    good = list(simulated_packets(6, night=NIGHT, seed=35))
+    _write_atomically(tmp_path, SourcePacket("0000-nan.avro", mutated(good[0].packet, jd=float("nan")), None))
+    for item in good[1:]:
+        _write_atomically(tmp_path, item)
+    (tmp_path / NIGHT_DONE).touch()
+    command = _cli(
+        "publish", "--night", f"{NIGHT:%Y%m%d}", "--drop-folder", str(tmp_path), "--no-create-topics", env=env
+    )
+    out, err = command.communicate(timeout=120)
+    assert command.returncode == 0, err
+    assert "delivered 5" in out and "implausible: 1" in out and "closed" in out
+    assert list(tmp_path.glob("*.avro")) == [] and [p.name for p in (tmp_path / "rejected").iterdir()] == [
+        "0000-nan.avro"
+    ]

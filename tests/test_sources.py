@@ -136,3 +136,156 @@ def test_source_specs_name_their_kind(tmp_path):
     assert len(list(SourceSpec.parse("simulate:5:1").open(night))) == 5
     with pytest.raises(SourceError, match="simulate:N"):
         SourceSpec.parse("simulate:many")
+
+
+# --------------------------------------------------------------------------- hostile input (issue 23, item 2)
+
+
+def _tarball(path, members, gzipped=True):
+    """A tarball of ``members``: (name, bytes) pairs, or (name, size, None) for a member of that many zeros streamed
+    in (never held in memory here either)."""
+    import io
+    import tarfile
+
+    from isal import igzip
+
+    with open(path, "wb") as raw:
+        out = igzip.IGzipFile(fileobj=raw, mode="wb", compresslevel=1) if gzipped else raw
+        with tarfile.open(fileobj=out, mode="w|") as tar:
+            for name, *rest in members:
+                info = tarfile.TarInfo(name)
+                if rest[-1] is None:
+                    info.size = rest[0]
+                    tar.addfile(info, _Zeros(info.size))
+                else:
+                    info.size = len(rest[0])
+                    tar.addfile(info, io.BytesIO(rest[0]))
+        if gzipped:
+            out.close()
+    return path
+
+
+class _Zeros:
+    def __init__(self, size):
+        self.left = size
+
+    def read(self, n=-1):
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        return bytes(n)
+
+
+def test_a_compressed_bomb_member_is_set_aside_unread_in_bounded_memory(tmp_path, archive_2018_members):
+    import tracemalloc
+
+    name, packet = archive_2018_members[0]
+    bomb = _tarball(tmp_path / "bomb.tar.gz", [("bomb.avro", 200 * 1024 * 1024, None), (name, packet)])
+    assert bomb.stat().st_size < 2 * 1024 * 1024  # 200 MB of member in under 2 MB of file
+    tracemalloc.start()
+    try:
+        items = list(tarball_packets(bomb, max_bytes=1024 * 1024))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 * 1024 * 1024, f"{peak / 1e6:.0f} MB held while streaming a 200 MB member"
+    assert [i.name for i in items] == ["bomb.avro", name.rsplit("/", 1)[-1]]
+    assert items[0].problem.startswith("oversize: member bomb.avro is 209715200 bytes")
+    assert items[0].size == 200 * 1024 * 1024 and len(items[0].packet) <= 1024 * 1024
+    assert items[1].problem is None and items[1].packet == packet
+
+
+def test_tar_members_that_are_not_packets_are_yielded_with_their_reason(tmp_path, archive_2018_members):
+    _, packet = archive_2018_members[0]
+    tarball = _tarball(tmp_path / "t.tar.gz", [("README", b"read me"), ("123", packet), (".x.avro", packet)])
+    items = list(tarball_packets(tarball))
+    assert [(i.name, i.problem.split(":")[0]) for i in items] == [
+        ("README", "not-a-packet"),
+        ("123", "not-a-packet"),
+        (".x.avro", "not-a-packet"),
+    ]
+    assert items[0].packet == b"read me"  # small: kept whole for the rejected topic
+
+
+def test_a_tarball_with_no_member_is_an_error_not_an_empty_night(tmp_path):
+    empty = _tarball(tmp_path / "empty.tar.gz", [])
+    with pytest.raises(SourceError, match="no member"):
+        list(SourceSpec.parse(str(empty)).open(dt.date(2023, 10, 12)))
+
+
+def test_a_file_over_the_limit_is_set_aside_with_only_its_head_read(tmp_path):
+    _write(tmp_path, "1.avro", b"x" * 3_000_000)
+    _write(tmp_path, "2.avro", b"small")
+    (tmp_path / NIGHT_DONE).touch()
+    for source in (folder_packets(tmp_path, max_bytes=1_000_000), DropFolder(tmp_path, max_bytes=1_000_000)):
+        big, small = [i for i in source if i is not None]
+        assert big.problem.startswith("oversize: 1.avro is 3000000 bytes") and big.size == 3_000_000
+        assert len(big.packet) <= 1024 * 1024 and small.problem is None and small.packet == b"small"
+
+
+def test_the_drop_folder_follows_no_link_out_of_itself(tmp_path):
+    drop, outside = tmp_path / "drop", tmp_path / "outside"
+    drop.mkdir()
+    outside.mkdir()
+    secret = _write(outside, "secret.txt", b"root:x:0:0")
+    _write(drop, "inside.avro", b"in")
+    os.symlink(secret, drop / "escape.avro")
+    os.symlink("/etc/passwd", drop / "passwd.avro")
+    os.symlink(drop / "inside.avro", drop / "alias.avro")  # a link within the folder is read
+    (drop / NIGHT_DONE).touch()
+    items = {i.name: i for i in DropFolder(drop) if i is not None}
+    assert set(items) == {"inside.avro", "escape.avro", "passwd.avro", "alias.avro"}
+    for name in ("escape.avro", "passwd.avro"):
+        assert items[name].problem.startswith("outside-folder: ") and items[name].packet == b""
+    assert items["alias.avro"].packet == b"in" and items["alias.avro"].problem is None
+    assert next(i.problem for i in folder_packets(drop) if i.name == "escape.avro").startswith("outside-folder")
+    DropFolder(drop).settle(items["escape.avro"], rejected=True)  # the link is set aside, its target untouched
+    assert (drop / "rejected" / "escape.avro").is_symlink() and secret.read_bytes() == b"root:x:0:0"
+
+
+def test_a_fifo_named_like_a_packet_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "pipe.avro")
+    (tmp_path / NIGHT_DONE).touch()
+    [item] = [i for i in DropFolder(tmp_path) if i is not None]
+    assert item.problem.startswith("not-a-packet: pipe.avro is not a regular file")
+
+
+def test_a_file_name_that_is_not_utf8_is_escaped_for_headers_and_logs(tmp_path):
+    from alertdist.publish.sources import safe_text
+
+    os.close(os.open(os.path.join(os.fsencode(tmp_path), b"\xff\xfe.avro"), os.O_CREAT | os.O_WRONLY))
+    [item] = list(folder_packets(tmp_path))
+    with pytest.raises(UnicodeEncodeError):
+        item.name.encode()
+    assert safe_text(item.name) == "\\udcff\\udcfe.avro" and safe_text("a\nb") == "a\\nb"
+    assert safe_text("ZTF23abc.avro") == "ZTF23abc.avro"
+
+
+def test_a_socket_or_an_unreadable_file_is_set_aside_not_a_reason_to_stop(tmp_path):
+    import socket
+
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock.avro"))
+    locked = _write(tmp_path, "locked.avro", b"secret")
+    locked.chmod(0)
+    (tmp_path / NIGHT_DONE).touch()
+    try:
+        items = {i.name: i for i in DropFolder(tmp_path) if i is not None}
+    finally:
+        server.close()
+        locked.chmod(0o600)
+    assert items["sock.avro"].problem.startswith("not-a-packet: sock.avro is not a regular file")
+    if os.geteuid() != 0:  # root reads any file
+        assert items["locked.avro"].problem.startswith("not-a-packet: locked.avro cannot be read")
+
+
+def test_a_rejected_folder_that_is_a_link_out_is_not_followed(tmp_path):
+    drop, elsewhere = tmp_path / "drop", tmp_path / "elsewhere"
+    drop.mkdir()
+    elsewhere.mkdir()
+    os.symlink(elsewhere, drop / "rejected")
+    _write(drop, "bad.avro", b"junk")
+    (drop / NIGHT_DONE).touch()
+    folder = DropFolder(drop)
+    [item] = [i for i in folder if i is not None]
+    folder.settle(item, rejected=True)
+    assert folder.settle_errors == 1 and (drop / "bad.avro").exists() and list(elsewhere.iterdir()) == []

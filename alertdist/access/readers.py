@@ -132,10 +132,17 @@ def tarball_alerts(
     try:
         for item in tarball_packets(location, storage_options):
             last = item.name
+            if item.problem is not None:  # not a packet file, or too big to read: set aside unread
+                counts.add_bad(item.name, item.problem)
+                continue
             try:
                 info = codec.peek(item.packet)
             except codec.AlertPacketError as e:
                 counts.add_bad(item.name, f"not a valid alert packet: {e}")
+                continue
+            problem = codec.info_problem(info)  # NaN jd, negative candid, ...: no stage could compute with it
+            if problem is not None:
+                counts.add_bad(item.name, f"implausible: {problem}")
                 continue
             counts.good += 1
             counts.bytes += len(item.packet)

@@ -5,4 +5,5 @@
 - `encoder`, `plans`: the compiled encoder behind `codec.encode`.
 - `writer_schemas`: writer schemas parsed once per distinct schema text.
 - `record_check`: strict value checks before encoding.
+- `plausible`: the one check that an alert's identity (jd, candid, pid, programid, objectId) can be computed with.
 """

@@ -20,6 +20,7 @@ import fastavro
 
 from alertdist import schemas
 from alertdist.avro.container import AlertPacketError, Container, frame_record, parse_container, parse_header
+from alertdist.avro.plausible import KNOWN_PROGRAMIDS, alert_problem
 from alertdist.avro.writer_schemas import (
     RECORD_NAME,
     REQUIRED_FIELDS,
@@ -30,13 +31,16 @@ from alertdist.avro.writer_schemas import (
 
 __all__ = [
     "DEFAULT_METADATA_KEYS",
+    "KNOWN_PROGRAMIDS",
     "REQUIRED_FIELDS",
     "AlertPacketError",
     "ContainerLayout",
     "PacketInfo",
+    "alert_problem",
     "container_layout",
     "decode",
     "encode",
+    "info_problem",
     "peek",
     "rebuild",
     "schema_version_of",
@@ -129,6 +133,22 @@ def peek(packet: bytes) -> PacketInfo:
         )
     except (KeyError, TypeError) as e:
         raise AlertPacketError(f"cannot peek: the packet's candidate lacks {e} (schema {schema.version_hint})") from e
+
+
+def info_problem(info: PacketInfo, programids: Iterable[int] | None = None) -> str | None:
+    """What makes a peeked packet implausible (NaN jd, negative candid, ...: `alertdist.avro.plausible`), or None.
+
+    ``programids``: the deployment's programmes (default ZTF's 0-3). Call it wherever a packet is first looked
+    at, and set the packet aside with the answer: it is the one rule, never copy it.
+    """
+    return alert_problem(
+        objectId=info.objectId,
+        candid=info.candid,
+        programid=info.programid,
+        jd=info.jd,
+        pid=info.pid,
+        programids=KNOWN_PROGRAMIDS if programids is None else frozenset(programids),
+    )
 
 
 def encode(

@@ -3,6 +3,11 @@
 The same `AlertFilter.judge` as the live runner decides and encodes the annotations, so a night filtered live
 and the same packets filtered here give the same alerts with the same annotations. The table has one row per
 passing alert, in input order: ``candid``, ``objectId``, ``programid`` and one column per annotation key.
+
+Packets are trusted no more than the publisher trusts them: files and members are read as its sources read
+them (never past the largest packet, no link followed out of a folder), and a packet whose identity is
+implausible (`codec.info_problem`: NaN jd, negative candid, ...) is counted malformed with its reason before the
+filter sees it.
 """
 
 from __future__ import annotations
@@ -19,9 +24,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from alertdist.avro.codec import AlertPacketError, peek
-from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter, load_filter
+from alertdist.avro.codec import AlertPacketError, PacketInfo, info_problem, peek
+from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter, Verdict, load_filter, short_reason
 from alertdist.filters.columnar import IDENTITY_COLUMNS, ColumnarFilterError, select
+from alertdist.publish.sources import (
+    DEFAULT_MAX_PACKET_BYTES,
+    SourceError,
+    read_packet_file,
+    safe_text,
+    tarball_packets,
+)
 
 __all__ = [
     "IDENTITY_COLUMNS",
@@ -60,40 +72,49 @@ def iter_packets(source: object) -> Iterator[tuple[str, bytes]]:
 
     An iterable may hold packets (bytes), ``(name, packet)`` pairs, or objects with ``.packet`` and ``.candid``
     (simulated alerts). Folders are read in sorted name order; files starting with a dot (partial writes) are
-    skipped.
+    skipped. A file or member that is not a packet (too big, not ``*.avro``, a link out of the folder) comes as its
+    head at most, which no filter can decode; `run_batch` reports it with the reason.
     """
+    for name, packet, _ in _found(source):
+        yield name, packet
+
+
+def _found(source: object) -> Iterator[tuple[str, bytes, str | None]]:
+    """``(name, packet, problem)``: `iter_packets` with what the reading already found wrong (None: nothing)."""
     if isinstance(source, (str, os.PathLike)):
         yield from _from_path(Path(source))
         return
     if isinstance(source, (bytes, bytearray, memoryview)):
-        yield "#0", bytes(source)
+        yield "#0", bytes(source), None
         return
     for i, item in enumerate(source):
         if isinstance(item, (bytes, bytearray, memoryview)):
-            yield f"#{i}", bytes(item)
+            yield f"#{i}", bytes(item), None
         elif isinstance(item, tuple) and len(item) == 2:
-            yield str(item[0]), item[1]
+            yield str(item[0]), item[1], None
         elif hasattr(item, "packet"):
-            yield str(getattr(item, "candid", i)), item.packet
+            yield str(getattr(item, "candid", i)), item.packet, None
         else:
             raise TypeError(f"item {i} of the packets is a {type(item).__name__}; expected bytes or (name, bytes)")
 
 
-def _from_path(path: Path) -> Iterator[tuple[str, bytes]]:
+def _from_path(path: Path, max_bytes: int = DEFAULT_MAX_PACKET_BYTES) -> Iterator[tuple[str, bytes, str | None]]:
     if path.is_dir():
-        for file in sorted(path.rglob("*.avro")):
+        for file in sorted(path.rglob("*.avro")):  # rglob does not descend into linked folders
             if not file.name.startswith("."):
-                yield str(file.relative_to(path)), file.read_bytes()
+                item = read_packet_file(file, path, max_bytes)
+                if item is not None:
+                    yield str(file.relative_to(path)), item.packet, item.problem
     elif path.is_file() and tarfile.is_tarfile(path):
         try:
-            with tarfile.open(path) as tar:
-                for member in tar:
-                    if member.isfile() and not Path(member.name).name.startswith("."):
-                        yield member.name, tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError) as e:
+            for item in tarball_packets(path, max_bytes=max_bytes):
+                yield item.name, item.packet, item.problem
+        except SourceError as e:
             raise ValueError(f"reading the tarball {path} failed: {e}; is it complete?") from e
     elif path.is_file():
-        yield path.name, path.read_bytes()
+        item = read_packet_file(path, path.parent, max_bytes)
+        if item is not None:
+            yield path.name, item.packet, item.problem
     else:
         raise FileNotFoundError(f"no packets at {path}: expected a folder of .avro files, an .avro file or a tarball")
 
@@ -120,12 +141,14 @@ def run_batch(
     result = BatchResult(alert_filter.name, pa.table({}))
     identities: list[tuple[int | None, str | None, int | None]] = []
     annotations: list[dict] = []
-    for name, packet in iter_packets(packets):
-        verdict = alert_filter.judge(packet)
+    for name, packet, problem in _found(packets):
+        info, verdict = _checked(packet, problem)
+        if verdict is None:
+            verdict = alert_filter.judge(packet)
         result.read += 1
         if verdict.outcome == PASSED:
             result.passed += 1
-            identities.append(_identity(packet))
+            identities.append((info.candid, info.objectId, info.programid))
             annotations.append(json.loads(verdict.annotations))
             result.annotation_texts.append(verdict.annotations)
         elif verdict.outcome == REJECTED:
@@ -135,7 +158,7 @@ def run_batch(
                 result.errors += 1
             elif verdict.outcome == MALFORMED:
                 result.malformed += 1
-            result.problems.append((name, verdict.outcome, verdict.reason))
+            result.problems.append((safe_text(name), verdict.outcome, verdict.reason))
         if progress is not None and result.read % progress_every == 0:
             progress(result)
     result.table = _table(identities, annotations)
@@ -187,13 +210,18 @@ def passes_table(result: BatchResult, night: str) -> pa.Table:
     )
 
 
-def _identity(packet: bytes) -> tuple[int | None, str | None, int | None]:
-    """candid, objectId, programid of a passing alert; nulls if a filter passed a packet whose candidate is broken."""
+def _checked(packet: bytes, problem: str | None) -> tuple[PacketInfo | None, Verdict | None]:
+    """The packet's routing facts, or the malformed verdict of a packet no filter may see (and why)."""
+    if problem is not None:
+        return None, Verdict(MALFORMED, reason=problem)
     try:
         info = peek(packet)
-    except AlertPacketError:
-        return None, None, None
-    return info.candid, info.objectId, info.programid
+    except AlertPacketError as e:
+        return None, Verdict(MALFORMED, reason=short_reason(f"undecodable packet: {e}"))
+    implausible = info_problem(info)
+    if implausible is not None:
+        return None, Verdict(MALFORMED, reason=f"implausible: {implausible}")
+    return info, None
 
 
 def _table(identities: list[tuple], annotations: list[dict]) -> pa.Table:

@@ -53,7 +53,7 @@ def publish_night(
         )
 
     result = publish(
-        source.open(night, stop=stop, storage_options=settings.storage_options),
+        source.open(night, stop=stop, storage_options=settings.storage_options, max_packet_bytes=max_packet_bytes),
         bootstrap_servers=settings.kafka(PUBLISHER),
         naming=settings.naming,
         night=night,

@@ -157,5 +157,13 @@ def jd_of(moment: dt.datetime) -> float:
 
 
 def night_of_jd(jd: float, site: Site) -> dt.date:
-    """The night (per `night_date` at ``site``) an observation at Julian Date ``jd`` belongs to."""
-    return night_date(dt.datetime.fromtimestamp(unix_of_jd(jd), tz=dt.UTC), site)
+    """The night (per `night_date` at ``site``) an observation at Julian Date ``jd`` belongs to.
+
+    Raises ValueError for a jd that has no calendar date (NaN, infinite, beyond year 1-9999), never the
+    OverflowError or OSError a timestamp conversion would: callers reject the packet on ValueError.
+    """
+    try:
+        moment = dt.datetime.fromtimestamp(unix_of_jd(jd), tz=dt.UTC)
+    except (ValueError, OverflowError, OSError, TypeError) as e:
+        raise ValueError(f"jd {jd!r} is not a date ({type(e).__name__}: {e})") from e
+    return night_date(moment, site)

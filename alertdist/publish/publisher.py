@@ -27,7 +27,7 @@ from alertdist.kafka.producer import CountingProducer
 from alertdist.nights.dates import SITES, Site, night_of_jd
 from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
 from alertdist.nights.topics import TopicNaming
-from alertdist.publish.sources import SourcePacket
+from alertdist.publish.sources import DEFAULT_MAX_PACKET_BYTES, SourcePacket, safe_text
 
 __all__ = [
     "DEFAULT_MAX_PACKET_BYTES",
@@ -50,11 +50,18 @@ HEADER_REASON = "alertdist.reason"
 HEADER_SOURCE = "alertdist.source"
 HEADER_ORIGINAL_SIZE = "alertdist.original_size"
 
-#: Largest packet published: the topics' limit less room for the batch header, key and headers.
-DEFAULT_MAX_PACKET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
-
-#: Why a packet is set aside; the first word of its ``alertdist.reason`` header.
-REJECT_KINDS = ("malformed", "oversize", "unknown-programid", "wrong-night")
+#: Why a packet is set aside; the first word of its ``alertdist.reason`` header. ``implausible``: it decodes, but
+#: a field the system computes with is not usable (`codec.info_problem`); ``not-a-packet`` and
+#: ``outside-folder``: the source found something that is not a packet file (see `alertdist.publish.sources`).
+REJECT_KINDS = (
+    "malformed",
+    "oversize",
+    "implausible",
+    "unknown-programid",
+    "wrong-night",
+    "not-a-packet",
+    "outside-folder",
+)
 
 _IDLE_POLL_S = 0.05
 _log = logging.getLogger("alertdist.publisher")
@@ -193,8 +200,10 @@ class _Publisher:
 
     def classify(self, item: SourcePacket) -> tuple[str | None, str, codec.PacketInfo | None]:
         """(topic, reason, info): a programme topic and "", or None and why the packet is set aside."""
-        if len(item.packet) > self.max_packet_bytes:
-            return None, f"oversize: {len(item.packet)} bytes, over the limit of {self.max_packet_bytes}", None
+        if item.problem is not None:  # the source already knows (not a packet file, too big to read, ...)
+            return None, item.problem, None
+        if item.size > self.max_packet_bytes:
+            return None, f"oversize: {item.size} bytes, over the limit of {self.max_packet_bytes}", None
         try:
             if self.full_check:  # the whole record, history and cutouts too: ~20x peek's cost
                 codec.decode(item.packet)
@@ -203,6 +212,10 @@ class _Publisher:
             return None, f"malformed: {e}", None
         except Exception as e:  # a codec bug must not stop the night; the packet is kept with the reason
             return None, f"malformed: unexpected {type(e).__name__} while checking: {e}", None
+        # the programid is routed below, against this deployment's programmes (unknown-programid)
+        problem = codec.alert_problem(objectId=info.objectId, candid=info.candid, jd=info.jd, pid=info.pid)
+        if problem is not None:
+            return None, f"implausible: {problem}", info
         topic = self.topics.get(info.programid)
         if topic is None:
             return (
@@ -214,7 +227,7 @@ class _Publisher:
                 info,
             )
         if self.check_night:
-            packet_night = night_of_jd(info.jd, self.site)
+            packet_night = night_of_jd(info.jd, self.site)  # cannot raise: the jd is plausible
             if packet_night != self.night:
                 self.wrong_nights[packet_night] += 1
                 return (
@@ -245,16 +258,18 @@ class _Publisher:
             )
             return
         kind = reason.split(":", 1)[0]
-        _log.warning("rejecting %s: %s", item.name, reason)
+        name, reason = safe_text(item.name), safe_text(reason)  # a file name need not be UTF-8
+        _log.warning("rejecting %s: %s", name, reason)
         headers = [
             (HEADER_REASON, reason.encode()),
-            (HEADER_SOURCE, item.name.encode()),
+            (HEADER_SOURCE, name.encode()),
             (HEADER_PRODUCED_MS, b"%d" % produced_ms),
         ]
         value = item.packet
         if len(value) > DEFAULT_MAX_PACKET_BYTES:  # the rejected topic cannot hold it whole: keep its head
-            headers.append((HEADER_ORIGINAL_SIZE, b"%d" % len(value)))
             value = value[: MAX_MESSAGE_BYTES // 2]
+        if item.size != len(value):  # only its head is kept (the source read no more, or it was cut here)
+            headers.append((HEADER_ORIGINAL_SIZE, b"%d" % item.size))
         self.out.produce(self.rejected_topic, value, None, headers, (item, kind, produced_ms))
 
     def _acknowledged(self, context: tuple, err, msg) -> None:
