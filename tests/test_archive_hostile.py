@@ -137,9 +137,9 @@ def test_a_packet_with_an_unusable_jd_or_candid_is_a_reject_with_its_reason(
         "rejected": 3,
     }
     reasons = sorted(r["reason"] for r in archive.rejected)
-    assert sum("candidate.jd nan" in r for r in reasons) == 1
+    assert sum("candidate.jd is float nan" in r for r in reasons) == 1
     assert sum("candidate.jd 1e+300" in r for r in reasons) == 1
-    assert sum(f"candid -{codec.peek(real_401[2]).candid}" in r for r in reasons) == 1
+    assert sum(f"candid is int -{codec.peek(real_401[2]).candid}" in r for r in reasons) == 1
     assert sorted(r["size"] for r in archive.rejected) == sorted(len(p) for p in hostile.values())
     with open(tmp_path / archive.files["tarball"]["path"], "rb") as f:
         assert sorted(m.data for m in read_members(f)) == sorted(good)
@@ -353,7 +353,7 @@ def test_the_bytes_of_every_reject_and_conflicting_duplicate_are_kept_and_checks
     assert members == {f"p0-o{o}.msg": p for p, o in expected.items()}
     reasons = {e["offset"]: e["reason"] for e in index}
     assert set(reasons) == set(expected.values()) and all(e["size"] == len(members[e["member"]]) for e in index)
-    assert "magic" in reasons[offset[extra[0]]] and "candidate.jd nan" in reasons[offset[extra[1]]]
+    assert "magic" in reasons[offset[extra[0]]] and "candidate.jd is float nan" in reasons[offset[extra[1]]]
     assert "does not decode" in reasons[offset[broken]] and "does not fit" in reasons[offset[unlike]]
     assert "different bytes" in reasons[offset[other_bytes]]
     verify_night(str(tmp_path), manifest, state)

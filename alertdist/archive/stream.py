@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 import json
-import math
 import os
 import struct
 import threading
@@ -37,9 +36,10 @@ from isal import isal_zlib
 
 from alertdist.avro.codec import AlertPacketError, peek
 from alertdist.avro.container import parse_container, parse_header, read_length, read_long
+from alertdist.avro.plausible import alert_problem
 from alertdist.kafka.clients import consumer
 from alertdist.kafka.errors import KafkaOperationError
-from alertdist.nights.dates import jd_to_unix, unix_of_jd
+from alertdist.nights.dates import jd_to_unix
 
 __all__ = [
     "CANDID",
@@ -55,7 +55,6 @@ __all__ = [
     "SetAside",
     "Spool",
     "TopicRead",
-    "identity_problem",
     "spool_topic",
 ]
 
@@ -78,7 +77,6 @@ CANDID, PARTITION, OFFSET, POS, SIZE, MTIME, CRC, SCHEMA = map(
 _MERGE_BLOCK = 8192
 _PROGRESS_EVERY = 500
 _DOUBLE = struct.Struct("<d")
-_MTIME_LIMIT = 8**11  # a tar member's mtime field: 11 octal digits of seconds since 1970 (to the year 5138)
 _CONSUME_BATCH = 64  # messages per consume() call: fewer calls into librdkafka, ~5 MB of packets at most
 # Prefetch: at most 16 MB queued and 16 MB per fetch, so memory does not depend on the night. librdkafka waits
 # fetch.queue.backoff.ms (default 1 s) before fetching again once its queue was full: with 80 KB messages the
@@ -186,17 +184,6 @@ def _read_prefix(packet: bytes, pos: int, end: int) -> tuple[str, int, float]:
     return schemavsn, candid, _DOUBLE.unpack_from(packet, pos)[0]
 
 
-def identity_problem(candid: int, jd: float) -> str | None:
-    """What makes a packet's candid or jd unusable for the archive (a member is named ``<candid>.avro`` and dated
-    by ``jd``), or None. Checked before anything is computed from them, so one such packet is a reject, not a
-    failed programme. (To be replaced by the publisher's shared check, `alertdist.avro.plausible`, once merged.)"""
-    if candid <= 0:
-        return f"candid {candid} is not a positive integer: it cannot name a tar member"
-    if not math.isfinite(jd) or not 0 <= unix_of_jd(jd) < _MTIME_LIMIT:
-        return f"candidate.jd {jd!r} is not a finite Julian date after 1970 (a tar member's date)"
-    return None
-
-
 class Spool:
     """Packets appended to one local file, and their index sorted by (candid, partition, offset) on disk."""
 
@@ -231,7 +218,7 @@ class Spool:
                 schema = self._register(packet[: container.header_end])
         else:
             schemavsn, candid, jd = _read_prefix(packet, container.body_start, container.body_end)
-        problem = identity_problem(candid, jd)
+        problem = alert_problem(candid=candid, jd=jd)  # what names and dates a tar member: checked before use
         if problem is not None:
             raise AlertPacketError(problem)
         if self._filled == len(self._run):
