@@ -242,16 +242,14 @@ class Spool:
     def set_aside(self, packet: bytes, partition: int, offset: int, reason: str) -> None:
         """Keep the bytes of a message that is not archived (a reject, a conflicting duplicate) and why."""
         if self._aside_out is None:
-            self._aside_out = open(self._aside_path, "wb", buffering=0)
+            self._aside_out = open(self._aside_path, "w+b", buffering=0)
         self._aside_out.write(packet)
         self.aside.append(SetAside(partition, offset, self._aside_size, len(packet), reason))
         self._aside_size += len(packet)
 
     def read_aside(self, entry: SetAside) -> bytes:
-        if self._aside_out is not None:
-            self._aside_out.flush()
-        with open(self._aside_path, "rb") as f:
-            return os.pread(f.fileno(), entry.size, entry.pos)
+        """The bytes of a message set aside (unbuffered writes: what was written is there to read)."""
+        return os.pread(self._aside_out.fileno(), entry.size, entry.pos)
 
     def _header_of(self, packet: bytes, end: int) -> _KnownHeader | None:
         for known in self._known:  # one or a few per night: compare in place, no copy, no hashing
