@@ -162,7 +162,9 @@ def test_float_versus_double_and_two_type_unions_are_archived_and_an_unlike_unio
         candidate_field(schema, "fid")["type"] = ["int", "long"]
         candidate_field(schema, "magpsf")["type"] = ["null", "float", "double"]
 
-    unions = [variant(p, two_unions) for p in real_401[3:6]]
+    unions = [variant(p, two_unions) for p in real_401[3:5]]
+    other_branches = variant(real_401[5], two_unions, lambda r: r["candidate"].update(fid=2**40, magpsf=None))
+    unions.append(other_branches)  # the long branch and the null branch
     unlike = variant(real_401[6], _set_type(candidate_field, "rb", ["null", "float", "string"]))
     plain = real_401[7:]
     naming = TopicNaming(survey=f"thunion{unique}")
@@ -181,6 +183,10 @@ def test_float_versus_double_and_two_type_unions_are_archived_and_an_unlike_unio
         assert {magpsf[codec.peek(p).candid] for p in as_double} == {18.123456789}
         for p in plain:  # float32 values widened exactly
             assert magpsf[codec.peek(p).candid] == codec.decode(p)["candidate"]["magpsf"]
+        fid = dict(zip(table.column("candid").to_pylist(), table.column("fid").to_pylist()))
+        candid = codec.peek(other_branches).candid
+        assert (fid[candid], magpsf[candid]) == (2**40, None)
+        assert fid[codec.peek(unions[0]).candid] == codec.decode(unions[0])["candidate"]["fid"]
         with open(root / archive.files["tarball"]["path"], "rb") as f:
             assert sorted(m.data for m in read_members(f)) == sorted(kept)
         assert sorted(a.packet for a in parquet_alerts(str(root))) == sorted(kept)

@@ -338,6 +338,13 @@ def _conform(array: pa.Array, target: pa.DataType) -> pa.Array:
         ]
         mask = array.is_null() if array.null_count else None
         return pa.StructArray.from_arrays(arrays, fields=fields, mask=mask)
+    if pa.types.is_union(array.type) and array.type.mode == "dense":  # ["int", "long"]: each value from its branch
+        branches = [_conform(array.field(i), target) for i in range(array.type.num_fields)]
+        index_of = np.zeros(max(array.type.type_codes) + 1, dtype=np.int64)
+        index_of[list(array.type.type_codes)] = range(array.type.num_fields)
+        starts = np.cumsum([0] + [len(b) for b in branches[:-1]])
+        rows = starts[index_of[np.asarray(array.type_codes)]] + np.asarray(array.offsets)
+        return pa.concat_arrays(branches).take(pa.array(rows))
     if pa.types.is_list(target) and (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
         offsets = array.offsets
         values = array.values.slice(offsets[0].as_py(), offsets[-1].as_py() - offsets[0].as_py())
@@ -454,12 +461,7 @@ class AlertDecoder:
             bodies, rows = groups.setdefault(header, ([], []))
             bodies.append(memoryview(packet)[container.body_start : container.body_end])
             rows.append(i)
-        tables = []
-        for h, (bodies, rows) in groups.items():
-            try:
-                tables.append(self._read_batch(self.headers[h], bodies))
-            except Exception:  # a writer schema DataFusion cannot read (a union of two types): the reference route
-                tables.append(self._decode_fastavro([packets[i] for i in rows]))  # raises for a malformed packet
+        tables = [self._read_batch(self.headers[h], bodies) for h, (bodies, _) in groups.items()]
         if len(tables) == 1:
             return tables[0]
         order = np.concatenate([np.asarray(rows) for _, rows in groups.values()])
