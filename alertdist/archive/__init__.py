@@ -1,7 +1,8 @@
 """The end-of-night archive: a closed night's Kafka stream to UW-layout Avro tarballs, Parquet and a manifest.
 
 Modules, one concern each: `stream` (read the night into a candid-ordered spool), `tarball`, `parquet`,
-`manifest`, `storage` (atomic writes to a folder or S3), `verify` (read it all back), `night` (the order of work).
+`manifest`, `setaside` (the bytes of what was left out), `storage` (atomic writes to a folder or S3), `verify`
+(read it all back), `night` (the order of work).
 """
 
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive
