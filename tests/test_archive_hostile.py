@@ -377,3 +377,16 @@ def test_a_night_without_rejects_writes_no_rejects_file(kafka_bootstrap, unique,
     publish_night(kafka_bootstrap, naming, NIGHT, {1: real_401[:3]})
     manifest = archive_night(kafka_bootstrap, naming, NIGHT, str(tmp_path))
     assert manifest.programmes[1].set_aside is None and not (tmp_path / "rejects").exists()
+
+
+def test_the_dawn_task_does_not_retry_an_aborted_night():
+    """An aborted night stays aborted: the archive task's retry policy (which retries a night not closed yet)
+    takes NightAbortedError as final, so the dawn run fails at once with the hint instead of retrying."""
+    from prefect.states import Failed
+
+    from alertdist.archive import NightNotClosedError
+    from tasks.archive import archive_night as archive_task
+
+    retry = archive_task.retry_condition_fn
+    assert retry(None, None, Failed(data=NightNotClosedError("not closed yet")))
+    assert not retry(None, None, Failed(data=NightAbortedError("night 20231012 was aborted")))
