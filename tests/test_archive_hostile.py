@@ -374,9 +374,13 @@ def test_the_bytes_of_every_reject_and_conflicting_duplicate_are_kept_and_checks
 
 def test_a_night_without_rejects_writes_no_rejects_file(kafka_bootstrap, unique, tmp_path, real_401):
     naming = TopicNaming(survey=f"thnone{unique}")
-    publish_night(kafka_bootstrap, naming, NIGHT, {1: real_401[:3]})
+    publish_night(kafka_bootstrap, naming, NIGHT, {1: real_401[:3], 2: real_401[3:5]})
+    stale = tmp_path / f"rejects/20231012/programid=2/{naming.survey}_partnership_20231012_rejects.tar.gz"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an earlier run's rejects")  # not of this archive: it must not stand beside it
     manifest = archive_night(kafka_bootstrap, naming, NIGHT, str(tmp_path))
-    assert manifest.programmes[1].set_aside is None and not (tmp_path / "rejects").exists()
+    assert all(a.set_aside is None for a in manifest.programmes.values())
+    assert not [p for p in (tmp_path / "rejects").rglob("*") if p.is_file()]
 
 
 def test_the_dawn_task_does_not_retry_an_aborted_night():

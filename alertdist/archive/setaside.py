@@ -6,7 +6,8 @@ on decoding) or dropped as a duplicate with different bytes goes, byte for byte,
 ``p<partition>-o<offset>.msg`` per message (the Kafka message value as it was read), in (partition, offset)
 order, then ``index.json``, which lists every member with where it came from and why it was set aside. The
 manifest records the file's size and checksums (``set_aside``), and `verify` checks them. Written only when
-something was set aside; members have mtime 0, so the same topic gives the same bytes.
+something was set aside (else an earlier run's file is deleted); members have mtime 0, so the same topic gives
+the same bytes.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def write_set_aside(dest: Destination, path: str, spool: Spool) -> dict | None:
     none (then no file is written)."""
     dest.remove_stale_temporaries(path)
     if not spool.aside:
+        dest.remove(path)  # an earlier run's, of messages this run did not set aside: not this archive's
         return None
     entries = sorted(spool.aside, key=lambda e: (e.partition, e.offset))
     index = []

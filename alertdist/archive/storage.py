@@ -272,6 +272,14 @@ class Destination:
         except FileNotFoundError:
             return []
 
+    def remove(self, path: str) -> bool:
+        """Delete ``path`` if it exists (a file an earlier run wrote that this one has no content for)."""
+        if not self.exists(path):
+            return False
+        with _wrapped(f"deleting {self.display(path)}"):
+            self.fs.rm_file(self.full_path(path))
+        return True
+
     def remove_stale_temporaries(self, path: str) -> list[str]:
         """Delete temporaries a killed run left for ``path`` (local only; S3 never shows a partial object)."""
         if not self.local:
