@@ -25,8 +25,10 @@ def archive_night(
     public_bootstrap_servers: str | None = None,
     work_dir: str | None = None,
     row_group_rows: int = 10_000,
+    partial: bool = False,
 ) -> dict:
-    """Archive ``night`` (YYYYMMDD; default the night now ending at the site) to ``dest`` (default the settings')."""
+    """Archive ``night`` (YYYYMMDD; default the night now ending at the site) to ``dest`` (default the settings').
+    An aborted night is refused unless ``partial`` (then its manifest says the archive is partial)."""
     settings = Settings.load(
         bootstrap_servers=bootstrap_servers,
         survey=survey,
@@ -35,4 +37,4 @@ def archive_night(
     )
     settings = settings.downstream() if public_bootstrap_servers else settings  # the two-tier mode's readers
     options = ArchiveOptions(work_dir=work_dir, row_group_rows=row_group_rows)
-    return archive(settings, night or settings.tonight(), settings.archive, programmes, options)
+    return archive(settings, night or settings.tonight(), settings.archive, programmes, options, partial)

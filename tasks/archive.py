@@ -27,14 +27,26 @@ __all__ = ["archive_night"]
     task_run_name="archive-{night:%Y%m%d}",
 )
 def archive_night(
-    settings: Settings, night: dt.date, dest: str, programmes: list[int] | None, options: ArchiveOptions
+    settings: Settings,
+    night: dt.date,
+    dest: str,
+    programmes: list[int] | None,
+    options: ArchiveOptions,
+    partial: bool = False,
 ) -> dict:
     label = f"{night:%Y%m%d}"
     progress = ArtifactProgress(artifact_key("archive", settings.survey, label), f"Archiving night {label}")
     stop = threading.Event()
     with stop_on_signals(stop):
         manifest = archive.archive_night(
-            settings, night, dest=dest, programmes=programmes, options=options, progress=progress, stop=stop
+            settings,
+            night,
+            dest=dest,
+            programmes=programmes,
+            options=options,
+            partial=partial,
+            progress=progress,
+            stop=stop,
         )
     rows = [
         {
@@ -51,6 +63,7 @@ def archive_night(
     create_table_artifact(
         rows,
         key=artifact_key("archive-summary", settings.survey, label),
-        description=f"Night {label} archived to {dest} and verified",
+        description=f"Night {label} archived to {dest} and verified"
+        + (f"; {manifest.note()}" if manifest.partial else ""),
     )
-    return {"night": label, "dest": dest, "manifest": manifest.path, **manifest.totals()}
+    return {"night": label, "dest": dest, "manifest": manifest.path, "partial": manifest.partial, **manifest.totals()}

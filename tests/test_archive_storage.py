@@ -142,3 +142,27 @@ def test_the_flow_archives_and_verifies_a_night(kafka_bootstrap, night, tmp_path
     assert result["written"] == result["read"] == state.total_messages()
     assert (tmp_path / result["manifest"]).is_file()
     verify_night(str(tmp_path), read_manifest(str(tmp_path), naming.survey, f"{NIGHT:%Y%m%d}"), state)
+
+
+def test_a_local_write_syncs_the_folders_it_renamed_into_and_created(tmp_path, monkeypatch):
+    """The file's bytes and its name: after the rename the folder is fsynced, and so is the parent of each folder
+    the write created (a power cut must not lose the new name). Before, only the file itself was synced."""
+    synced_folders = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            synced_folders.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    root = tmp_path / "archive"
+    root.mkdir()
+    dest = Destination(str(root))
+    dest.write_bytes("parquet/night=20231013/programid=1/part-0.parquet", b"data")
+    folder = root / "parquet/night=20231013/programid=1"
+    assert (folder / "part-0.parquet").read_bytes() == b"data"
+    assert synced_folders == [str(folder), str(folder.parent), str(folder.parent.parent), str(root)]
+    synced_folders.clear()
+    dest.write_bytes("MD5SUMS", b"x")
+    assert synced_folders == [str(root)]

@@ -130,6 +130,16 @@ def test_a_closing_record_mirrored_from_upstream_never_reads_as_closed_downstrea
     assert read_night_state(settings.bootstrap_servers, settings.naming, other).closed
 
 
+def test_an_aborted_night_stays_aborted_downstream(settings, mirrored_night):
+    """Upstream aborted (its publishing failed): mirrored, the record reads as mirrored, and the downstream
+    record the mirror's close writes is aborted too, never closed (the archive would take it as whole)."""
+    other = dt.date(2023, 10, 14)
+    mark_night(settings.bootstrap_servers, settings.naming, NightState(f"{other:%Y%m%d}", "aborted", {}))
+    state = mirror.close_night_downstream(settings, other, timeout=120)
+    assert state.state == "aborted" and state.ended and not state.closed
+    assert read_night_state(settings.public_bootstrap_servers, settings.naming, other) == state
+
+
 def test_the_cli_starts_reports_and_stops_the_mirror(settings, mirrored_night, monkeypatch, capsys):
     """Last in this module: it stops the module's mirror."""
     for name in ("home", "bootstrap_servers", "public_bootstrap_servers", "mirror_rest_port"):

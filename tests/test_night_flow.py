@@ -168,7 +168,7 @@ def test_a_failed_publisher_closes_the_night_so_the_filters_drain_and_stop(
     )
     assert state.is_failed() and "no-such-drop-folder" in state.message, state.message
     closed = read_night_state(kafka_bootstrap, TopicNaming(survey=survey), dt.date(2023, 10, 14))
-    assert closed.closed and "publishing failed" in closed.counts["aborted"]
+    assert closed.state == "aborted" and closed.ended and "publishing failed" in closed.counts["aborted"]
     assert not (tmp_path / "archive").exists()  # nothing archived from a night that failed
 
 

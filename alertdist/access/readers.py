@@ -32,7 +32,15 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from alertdist import schemas
-from alertdist.archive.parquet import HEADERS_KEY, PACKET_HEADER, PACKET_SYNC, arrow_columns, writer_schema_of
+from alertdist.archive.parquet import (
+    HEADERS_KEY,
+    PACKET_HEADER,
+    PACKET_SYNC,
+    SchemaMergeError,
+    arrow_columns,
+    unify_schemas,
+    writer_schema_of,
+)
 from alertdist.avro import codec
 from alertdist.avro.container import container_header
 from alertdist.publish.sources import SourceError, tarball_packets
@@ -177,11 +185,21 @@ def _dataset_location(location: str, fs) -> str:
     return root
 
 
-def open_dataset(location: str, *, storage_options: dict | None = None) -> ds.Dataset:
+def open_dataset(
+    location: str,
+    *,
+    storage_options: dict | None = None,
+    filter: ds.Expression | None = None,
+    unify: bool = True,
+) -> ds.Dataset:
     """A night's (or a whole archive's) Parquet dataset, hive-partitioned by ``night`` and ``programid``.
 
     ``location``: an archive root, its ``parquet/`` folder, a ``night=...`` folder, or one ``.parquet`` file;
-    local or any fsspec URL. Nothing is read until a scan asks for columns and rows.
+    local or any fsspec URL. The footer of every file is read to make the dataset's schema (`unify_schemas`:
+    nights of any schema versions, and archives written before every column was nullable, read as one table),
+    only of the files whose ``night``/``programid`` can match ``filter`` when one is given (those are the only
+    files in the dataset then). ``unify=False``: the first file's schema, no footer read (for readers that read
+    each file with its own schema). Rows are read only when a scan asks for them.
     """
     import fsspec
 
@@ -189,7 +207,18 @@ def open_dataset(location: str, *, storage_options: dict | None = None) -> ds.Da
         fs, path = fsspec.core.url_to_fs(str(location), **(storage_options or {}))
         path = _dataset_location(path, fs)
         base = path.split("/night=", 1)[0] if "/night=" in path else None
-        return ds.dataset(path, filesystem=fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base)
+        options = dict(filesystem=fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base)
+        found = ds.dataset(path, **options)
+        if not unify:
+            return found
+        fragments = list(found.get_fragments() if filter is None else found.get_fragments(filter=filter))
+        schemas = [f.physical_schema for f in fragments] or [found.schema]  # none match: still its columns
+        schema = unify_schemas([*schemas, PARTITIONING.schema])
+        return ds.dataset([f.path for f in fragments], schema=schema, **options)
+    except SchemaMergeError as e:
+        raise ArchiveReadError(
+            f"the Parquet files at {location} cannot be read as one table: {e}; read the nights apart"
+        ) from e
     except (OSError, ValueError, pa.ArrowException) as e:
         raise ArchiveReadError(
             f"opening the Parquet dataset at {location} failed: {e}; give an archive root, "
@@ -206,7 +235,8 @@ def read_table(
 ) -> pa.Table:
     """Only ``columns`` of the rows matching ``filter``, e.g.
     ``read_table(url, ["objectId", "magpsf"], (ds.field("magpsf") < 18) & (ds.field("drb") > 0.9))``."""
-    return open_dataset(location, storage_options=storage_options).to_table(columns=columns, filter=filter)
+    dataset = open_dataset(location, storage_options=storage_options, filter=filter)
+    return dataset.to_table(columns=columns, filter=filter)
 
 
 def read_columns(location: str, columns: list[str] | None = None, *, storage_options: dict | None = None) -> pa.Table:
@@ -366,7 +396,7 @@ def _fragment_rows(fragment, dataset: ds.Dataset, filter, batch_rows: int) -> It
 
 def _parquet_rows(location: str, filter, storage_options: dict | None, batch_rows: int) -> Iterator[_RebuiltRow]:
     """Every row of the dataset rebuilt, in candid order across files (each file is in candid order)."""
-    dataset = open_dataset(location, storage_options=storage_options)
+    dataset = open_dataset(location, storage_options=storage_options, unify=False)  # each file read as it is
     fragments = sorted(dataset.get_fragments(filter=filter), key=lambda f: f.path)
     streams = [_fragment_rows(f, dataset, filter, batch_rows) for f in fragments]
     yield from heapq.merge(*streams, key=lambda r: r.record["candid"])
@@ -486,7 +516,7 @@ def open_sources(
         nights = [n.night for n in location.nights()]
         if not nights:  # not an archive root: a Parquet dataset folder, filtered to the night
             refuse_unverified(spec, not require_checksum)
-            dataset = open_dataset(spec, storage_options=storage_options)
+            dataset = open_dataset(spec, storage_options=storage_options, unify=False)
             if not any(True for _ in dataset.get_fragments(ds.field("night") == archived_night)):
                 raise ArchiveAccessError(
                     f"{spec} is neither an archive root nor a Parquet dataset with night {archived_night}"

@@ -1,12 +1,14 @@
 """The end-of-night archive: a closed night's Kafka stream to UW-layout Avro tarballs, Parquet and a manifest.
 
 Modules, one concern each: `stream` (read the night into a candid-ordered spool), `tarball`, `parquet`,
-`manifest`, `storage` (atomic writes to a folder or S3), `verify` (read it all back), `night` (the order of work).
+`manifest`, `setaside` (the bytes of what was left out), `storage` (atomic writes to a folder or S3), `verify`
+(read it all back), `night` (the order of work).
 """
 
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive
 from alertdist.archive.night import (
     ArchiveOptions,
+    NightAbortedError,
     NightNotClosedError,
     archive_night,
     archive_programme,
@@ -26,6 +28,7 @@ __all__ = [
     "ArchiveStreamError",
     "ArchiveVerificationError",
     "Destination",
+    "NightAbortedError",
     "NightManifest",
     "NightNotClosedError",
     "ProgrammeArchive",

@@ -2,8 +2,10 @@
 
 It is the archive's own account, written beside the data (``manifests/<survey>_<YYYYMMDD>.json``), so anyone can
 check a download, and `verify` can prove that not one alert was lost or doubled: per partition the offsets read,
-per programme ``read = written + duplicates + rejected``. It holds no timestamps, so archiving the same topics
-twice gives the same manifest too.
+per programme ``read = written + duplicates + rejected``; the messages left out (rejects, duplicates with
+different bytes) are kept in a file of their own (``set_aside``, see `alertdist.archive.setaside`). It holds no
+timestamps, so archiving the same topics twice gives the same manifest too. A partial archive of an aborted
+night says so (``partial``, ``night_state``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class ProgrammeArchive:
     files: dict[str, dict]  # "tarball" / "parquet" -> {"path", "size", "sha256", "crc32", "md5" (tarball only)}
     rejected: list[dict] = field(default_factory=list)  # {"partition", "offset", "size", "reason"}
     conflicting_duplicates: list[dict] = field(default_factory=list)  # first 100
+    # the bytes of every reject and conflicting duplicate, kept beside the archive (`alertdist.archive.setaside`):
+    # {"path", "size", "sha256", "crc32", "md5": None, "members"}; None when nothing was set aside
+    set_aside: dict | None = None
 
     @classmethod
     def from_dict(cls, body: dict) -> ProgrammeArchive:
@@ -47,6 +52,15 @@ class NightManifest:
     night: str  # YYYYMMDD
     programmes: dict[int, ProgrammeArchive]
     format: str = FORMAT
+    night_state: str = "closed"  # the closing record's state: "closed", or "aborted" (publishing failed)
+    partial: bool = False  # True: the night was aborted, the archive holds only what was published
+    aborted_reason: str | None = None
+
+    def note(self) -> str:
+        """What a listing says about the archive beside its files: "" for a whole night."""
+        if not self.partial:
+            return ""
+        return f"PARTIAL: night {self.night_state} ({self.aborted_reason or 'no reason recorded'})"
 
     @property
     def path(self) -> str:
@@ -57,6 +71,9 @@ class NightManifest:
             "format": self.format,
             "survey": self.survey,
             "night": self.night,
+            "night_state": self.night_state,
+            "partial": self.partial,
+            "aborted_reason": self.aborted_reason,
             "programmes": {str(p): asdict(a) for p, a in sorted(self.programmes.items())},
         }
         for programme in body["programmes"].values():
@@ -69,7 +86,15 @@ class NightManifest:
         if body.get("format") != FORMAT:
             raise ValueError(f"not an alertdist archive manifest (format {body.get('format')!r}, expected {FORMAT!r})")
         programmes = {int(p): ProgrammeArchive.from_dict(a) for p, a in body["programmes"].items()}
-        return cls(body["survey"], body["night"], programmes, body["format"])
+        return cls(
+            body["survey"],
+            body["night"],
+            programmes,
+            body["format"],
+            night_state=body.get("night_state", "closed"),  # manifests written before aborted nights existed
+            partial=bool(body.get("partial", False)),
+            aborted_reason=body.get("aborted_reason"),
+        )
 
     def totals(self) -> dict[str, int]:
         keys = ("read", "written", "duplicates", "rejected")

@@ -18,7 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from alertdist.archive.groups import GroupWriter
@@ -26,12 +26,21 @@ from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest
 from alertdist.archive.parquet import (
     AlertDecoder,
     ParquetPartWriter,
-    night_table_columns,
+    night_layout,
     parquet_path,
-    writer_schema_of,
 )
+from alertdist.archive.setaside import rejects_path, write_set_aside
 from alertdist.archive.storage import Destination
-from alertdist.archive.stream import OFFSET, PARTITION, Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
+from alertdist.archive.stream import (
+    OFFSET,
+    PARTITION,
+    SCHEMA,
+    Duplicates,
+    RejectedMessage,
+    Spool,
+    TopicRead,
+    spool_topic,
+)
 from alertdist.archive.tarball import MD5SUMS, TarballWriter, md5sums_text, parse_md5sums, tarball_name
 from alertdist.archive.verify import verify_night, verify_programme
 from alertdist.kafka.errors import KafkaOperationError
@@ -40,6 +49,7 @@ from alertdist.nights.topics import TopicNaming
 
 __all__ = [
     "ArchiveOptions",
+    "NightAbortedError",
     "NightNotClosedError",
     "ProgrammeRead",
     "archive_night",
@@ -77,8 +87,22 @@ class ArchiveOptions:
     run_size: int = 100_000  # index entries sorted in memory at once (48 bytes each)
 
 
-def closed_state(bootstrap_servers: str, naming: TopicNaming, night: dt.date) -> NightState:
+class NightAbortedError(RuntimeError):
+    """The night was aborted (its publishing failed): archived, it would pass for whole. Not transient: it stays
+    aborted; archive it with ``partial=True`` (``--partial``) to keep what was published, marked as partial."""
+
+
+def closed_state(bootstrap_servers: str, naming: TopicNaming, night: dt.date, *, partial: bool = False) -> NightState:
+    """The night's closing record; an aborted night's record only with ``partial`` (else NightAbortedError)."""
     state = read_night_state(bootstrap_servers, naming, night)
+    if state is not None and state.aborted:
+        if partial:
+            return state
+        raise NightAbortedError(
+            f"night {night:%Y%m%d} of {naming.survey} was aborted ({state.counts.get('aborted', 'no reason given')}):"
+            " its archive would be partial. Publish the night again and close it, or archive what was published "
+            "with --partial (the manifest then says the archive is partial)"
+        )
     if state is None or not state.closed:
         found = "never opened" if state is None else f"is {state.state!r}"
         raise NightNotClosedError(
@@ -186,14 +210,17 @@ def write_programme(
     dest = Destination(dest_url, options.storage_options)
     tar_path, pq_path = tarball_name(read.survey, read.name, read.night), parquet_path(read.night, read.programid)
     headers = sorted(spool.headers)  # sorted: the file's header list does not depend on the order read
-    columns = night_table_columns(writer_schema_of(h) for h in headers)
-    decoder = AlertDecoder(columns, spool.folder, options.engine, headers)
+    columns, refused = night_layout(headers)
+    refused_ids = {spool.headers[h]: reason for h, reason in refused.items()}  # by the index entries' SCHEMA
+    decoder = AlertDecoder(columns, spool.folder, options.engine, [h for h in headers if h not in refused])
     for path in (tar_path, pq_path):
         dest.remove_stale_temporaries(path)
     duplicates = Duplicates()
 
     def reject(entry, packet: bytes, reason: str) -> None:
-        topic_read.rejected.append(RejectedMessage(int(entry[PARTITION]), int(entry[OFFSET]), len(packet), reason))
+        partition, offset = int(entry[PARTITION]), int(entry[OFFSET])
+        topic_read.rejected.append(RejectedMessage(partition, offset, len(packet), reason))
+        spool.set_aside(packet, partition, offset, reason)
         spool.forget(packet)
 
     with (
@@ -213,6 +240,9 @@ def write_programme(
         )
         try:
             for done, entry in enumerate(spool.unique(duplicates), 1):
+                if entry[SCHEMA] in refused_ids:
+                    reject(entry, spool.read(entry), refused_ids[entry[SCHEMA]])
+                    continue
                 groups.add(entry, spool.read(entry))
                 if progress and done % _PROGRESS_EVERY == 0:
                     progress("write", done, spool.count)
@@ -221,6 +251,7 @@ def write_programme(
             groups.shutdown()
         tarball.close()
         table.close()
+    set_aside = write_set_aside(dest, rejects_path(read.survey, read.name, read.night, read.programid), spool)
     if progress:
         progress("write", spool.count, spool.count)  # every message handled (some were duplicates or rejected)
     counts = {
@@ -230,10 +261,15 @@ def write_programme(
         "conflicting_duplicates": duplicates.conflicting_count,
         "rejected": len(topic_read.rejected),
     }
-    if counts["read"] != counts["written"] + counts["duplicates"] + counts["rejected"] or tarball.members != table.rows:
+    kept_apart = 0 if set_aside is None else set_aside["members"]
+    if (
+        counts["read"] != counts["written"] + counts["duplicates"] + counts["rejected"]
+        or tarball.members != table.rows
+        or kept_apart != counts["rejected"] + counts["conflicting_duplicates"]
+    ):
         raise RuntimeError(
             f"archiving {topic_read.topic}: counts do not add up ({counts}, {tarball.members} tar "
-            "members); this is a bug, please report it with the manifest"
+            f"members, {kept_apart} set aside); this is a bug, please report it with the manifest"
         )
     return ProgrammeArchive(
         programid=read.programid,
@@ -248,6 +284,7 @@ def write_programme(
         files={"tarball": vars(tar_out.digest(tar_path)), "parquet": vars(pq_out.digest(pq_path))},
         rejected=[vars(r) for r in sorted(topic_read.rejected, key=lambda r: (r.partition, r.offset))],
         conflicting_duplicates=duplicates.conflicting,
+        set_aside=set_aside,
     )
 
 
@@ -257,11 +294,18 @@ def finish_night(
     dest_url: str,
     programmes: list[ProgrammeArchive],
     storage_options: dict | None = None,
+    state: NightState | None = None,
 ) -> NightManifest:
-    """Write the night's manifest and put its tarballs' md5 into the destination's MD5SUMS (atomically)."""
+    """Write the night's manifest and put its tarballs' md5 into the destination's MD5SUMS (atomically).
+
+    ``state``: the closing record archived from; an aborted one makes the manifest say the archive is partial."""
     label = f"{night:%Y%m%d}"
     dest = Destination(dest_url, storage_options)
     manifest = NightManifest(naming.survey, label, {a.programid: a for a in programmes})
+    if state is not None and state.aborted:
+        manifest = replace(
+            manifest, night_state=state.state, partial=True, aborted_reason=str(state.counts.get("aborted", ""))
+        )
     dest.write_bytes(manifest_path(naming.survey, label), manifest.to_json())
     # read-modify-write: archive nights one at a time per destination (the flow does) or a line can be lost
     entries = parse_md5sums(dest.read_bytes(MD5SUMS).decode()) if dest.exists(MD5SUMS) else {}
@@ -280,14 +324,16 @@ def archive_night(
     *,
     programmes: Iterable[int] | None = None,
     verify: bool = True,
+    partial: bool = False,
     stop: threading.Event | None = None,
     progress: Callable[[int, str, int, int], None] | None = None,
 ) -> NightManifest:
     """Archive a closed night to ``dest_url`` and (by default) verify what was written; returns the manifest.
 
+    ``partial``: an aborted night too, up to where its stream stopped; its manifest says it is partial.
     ``progress(programid, stage, done, total)`` is called as the work advances.
     """
-    state = closed_state(bootstrap_servers, naming, night)
+    state = closed_state(bootstrap_servers, naming, night, partial=partial)
     wanted = night_programmes(naming, night, state, programmes)
     read_order, write_order = _schedule(
         wanted, {p: sum(state.end_offsets[naming.programme_topic(night, p)].values()) for p in wanted}
@@ -356,7 +402,7 @@ def archive_night(
         for folder in folders.values():
             shutil.rmtree(folder, ignore_errors=True)
     results.sort(key=lambda a: a.programid)
-    manifest = finish_night(naming, night, dest_url, results, options.storage_options)
+    manifest = finish_night(naming, night, dest_url, results, options.storage_options, state)
     if verify:
         verify_night(dest_url, manifest, state, options.storage_options, checked=checked)
     return manifest

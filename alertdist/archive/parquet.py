@@ -53,10 +53,13 @@ __all__ = [
     "SchemaMergeError",
     "arrow_columns",
     "arrow_schema",
+    "night_layout",
     "night_table_columns",
+    "nullable",
     "packet_headers",
     "parquet_path",
     "unify_columns",
+    "unify_schemas",
     "writer_schema_of",
 ]
 
@@ -98,13 +101,20 @@ def parquet_path(night, programid: int) -> str:
 # ----------------------------------------------------------------------------------------- schema derivation
 
 
-def _arrow_type(avro_type, named: dict, namespace: str | None) -> tuple[pa.DataType, bool]:
-    """(Arrow type, nullable) of an Avro type; named records are registered in ``named`` as they appear."""
+def _arrow_type(avro_type, named: dict, namespace: str | None, path: str = "") -> tuple[pa.DataType, bool]:
+    """(Arrow type, nullable) of an Avro type; named records are registered in ``named`` as they appear;
+    ``path`` names the field in errors."""
     if isinstance(avro_type, list):
         branches = [b for b in avro_type if b != "null"]
-        if len(branches) != 1:
-            raise SchemaMergeError(f"union {avro_type} has no single non-null branch; cannot map it to one column")
-        arrow, _ = _arrow_type(branches[0], named, namespace)
+        if not branches:
+            raise SchemaMergeError(f"field {path}: union {avro_type} has no non-null branch")
+        arrow, _ = _arrow_type(branches[0], named, namespace, path)
+        for branch in branches[1:]:  # ["int", "long"], ["float", "double"]: one column of the wider type
+            other, _ = _arrow_type(branch, named, namespace, path)
+            wider = arrow if other == arrow else _widened(arrow, other)
+            if wider is None:
+                raise SchemaMergeError(f"field {path}: union {_shown(avro_type)} mixes {arrow} and {other}")
+            arrow = wider
         return arrow, len(branches) != len(avro_type)
     if isinstance(avro_type, str):
         if avro_type in _PRIMITIVES:
@@ -112,7 +122,7 @@ def _arrow_type(avro_type, named: dict, namespace: str | None) -> tuple[pa.DataT
         for name in (avro_type, f"{namespace}.{avro_type}"):
             if name in named:
                 return named[name], False
-        raise SchemaMergeError(f"type {avro_type!r} is neither primitive nor a record defined before it")
+        raise SchemaMergeError(f"field {path}: type {avro_type!r} is neither primitive nor a record defined before it")
     kind = avro_type["type"]
     if kind == "record":
         full = (
@@ -121,14 +131,17 @@ def _arrow_type(avro_type, named: dict, namespace: str | None) -> tuple[pa.DataT
             else ".".join(filter(None, [avro_type.get("namespace", namespace), avro_type["name"]]))
         )
         inner = full.rpartition(".")[0] or None
-        fields = [pa.field(f["name"], *_arrow_type(f["type"], named, inner)) for f in avro_type["fields"]]
+        fields = [
+            pa.field(f["name"], *_arrow_type(f["type"], named, inner, f"{path}.{f['name']}".lstrip(".")))
+            for f in avro_type["fields"]
+        ]
         named[full] = named[full.rpartition(".")[2]] = pa.struct(fields)
         return named[full], False
     if kind == "array":
-        item, nullable = _arrow_type(avro_type["items"], named, namespace)
+        item, nullable = _arrow_type(avro_type["items"], named, namespace, path)
         return pa.list_(pa.field("item", item, nullable)), False
     if kind == "map":
-        value, nullable = _arrow_type(avro_type["values"], named, namespace)
+        value, nullable = _arrow_type(avro_type["values"], named, namespace, path)
         return pa.map_(pa.string(), pa.field("value", value, nullable)), False
     if kind == "enum":
         return pa.string(), False
@@ -136,7 +149,7 @@ def _arrow_type(avro_type, named: dict, namespace: str | None) -> tuple[pa.DataT
         return pa.binary(avro_type["size"]), False
     if kind in _PRIMITIVES:
         return _PRIMITIVES[kind], False
-    raise SchemaMergeError(f"Avro type {kind!r} has no Arrow mapping here")
+    raise SchemaMergeError(f"field {path}: Avro type {kind!r} has no Arrow mapping here")
 
 
 def arrow_columns(avro_schema: dict) -> list[Column]:
@@ -146,7 +159,7 @@ def arrow_columns(avro_schema: dict) -> list[Column]:
     top_names = {f["name"] for f in avro_schema["fields"]}
     columns: list[Column] = []
     for f in avro_schema["fields"]:
-        arrow, nullable = _arrow_type(f["type"], named, namespace)
+        arrow, nullable = _arrow_type(f["type"], named, namespace, f["name"])
         name = f["name"]
         if pa.types.is_struct(arrow) and {c.name for c in arrow} == _CUTOUT_FIELDS:
             stamp, file_name = arrow.field("stampData"), arrow.field("fileName")
@@ -173,10 +186,29 @@ def _merge_types(a: pa.DataType, b: pa.DataType, path: str) -> pa.DataType:
         return a
     if pa.types.is_struct(a) and pa.types.is_struct(b):
         return pa.struct(_merge_fields(list(a), list(b), path))
-    if pa.types.is_list(a) and pa.types.is_list(b):
-        item = _merge_fields([a.value_field], [b.value_field], path)[0]
+    if pa.types.is_list(a) and pa.types.is_list(b):  # items matched whatever their name (item, element)
+        item = _merge_fields([a.value_field], [b.value_field.with_name(a.value_field.name)], path)[0]
         return pa.list_(item)
-    raise SchemaMergeError(f"field {path} is {a} in one schema version and {b} in another; cannot be one column")
+    wider = _widened(a, b)
+    if wider is None:
+        raise SchemaMergeError(f"field {path} is {a} in one schema version and {b} in another; cannot be one column")
+    return wider
+
+
+def _widened(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
+    """The type that holds every value of both without loss (int -> long, float -> double, int -> double), or
+    None. The same rule when a night's table is laid out and when an archive's files are read as one dataset."""
+    pair = {a, b}
+    if pair <= {pa.int32(), pa.int64()}:
+        return pa.int64()
+    if pair <= {pa.float32(), pa.float64()} or pair in ({pa.int32(), pa.float32()}, {pa.int32(), pa.float64()}):
+        return pa.float64()
+    return None
+
+
+def _shown(avro_type) -> str:
+    text = json.dumps(avro_type)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _merge_fields(first: list[pa.Field], second: list[pa.Field], path: str) -> list[pa.Field]:
@@ -233,11 +265,62 @@ def writer_schema_of(header: bytes) -> dict:
 
 
 def night_table_columns(writer_schemas: Iterable[dict] = ()) -> list[Column]:
-    """The columns of a night's table: every shipped version (newest first) plus the writer schemas seen."""
+    """The columns of a night's table: every shipped version (newest first) plus the writer schemas seen, every
+    column nullable (see `nullable`). Raises SchemaMergeError if a writer schema does not fit (`night_layout`
+    sets such packets aside instead)."""
+    return _nullable_columns(unify_columns(_shipped_columns() + [arrow_columns(s) for s in writer_schemas]))
+
+
+def night_layout(headers: Sequence[bytes]) -> tuple[list[Column], dict[bytes, str]]:
+    """The night's columns for packets of ``headers``, and the headers whose writer schema cannot be a row of
+    that table (a type no column can hold, a union of unlike branches) with the reason: their packets are set
+    aside, so one odd packet never fails a programme. Shipped versions first, then the headers in order."""
+    columns = unify_columns(_shipped_columns())
+    refused: dict[bytes, str] = {}
+    for header in headers:
+        try:
+            columns = unify_columns([columns, arrow_columns(writer_schema_of(header))])
+        except (SchemaMergeError, ValueError, KeyError, TypeError) as e:
+            refused[header] = f"its writer schema does not fit the night's Parquet table: {e}"
+    return _nullable_columns(columns), refused
+
+
+def _shipped_columns() -> list[list[Column]]:
     versions = sorted(schemas.available_versions(), key=lambda v: tuple(int(x) for x in v.split(".")), reverse=True)
-    return unify_columns(
-        [arrow_columns(schemas.load_schema(v)) for v in versions] + [arrow_columns(s) for s in writer_schemas]
-    )
+    return [arrow_columns(schemas.load_schema(v)) for v in versions]
+
+
+def nullable(kind: pa.DataType) -> pa.DataType:
+    """``kind`` with every nested field nullable (struct children, list items, map values).
+
+    Why every column of the archive is nullable: a field one schema version writes as required may be optional
+    in another (or absent), and nights of both must read as one dataset (`unify_schemas`): a required column in
+    one file would refuse the nulls of the next. It costs a column's definition levels, run-length encoded: a
+    few bytes per page where there are no nulls."""
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, nullable(f.type), True) for f in kind])
+    if pa.types.is_list(kind):
+        return pa.list_(pa.field(kind.value_field.name, nullable(kind.value_type), True))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(pa.field(kind.value_field.name, nullable(kind.value_type), True))
+    if pa.types.is_map(kind):
+        return pa.map_(kind.key_type, pa.field(kind.item_field.name, nullable(kind.item_type), True))
+    return kind
+
+
+def _nullable_columns(columns: list[Column]) -> list[Column]:
+    return [Column(pa.field(c.field.name, nullable(c.field.type), True), c.source) for c in columns]
+
+
+def unify_schemas(file_schemas: Iterable[pa.Schema]) -> pa.Schema:
+    """One schema for the files of an archive, whatever versions wrote them: every column of any file (the
+    first file's order first), types widened as a night's table widens them, every field nullable. Raises
+    SchemaMergeError when two files give one column unlike types."""
+    fields: list[pa.Field] | None = None
+    for schema in file_schemas:
+        own = [pa.field(f.name, f.type, f.nullable) for f in schema]  # no per-file metadata
+        fields = own if fields is None else _merge_fields(fields, own, "")
+    return pa.schema([pa.field(f.name, nullable(f.type), True) for f in fields or []])
 
 
 # ----------------------------------------------------------------------------------------------- decoding
@@ -255,6 +338,13 @@ def _conform(array: pa.Array, target: pa.DataType) -> pa.Array:
         ]
         mask = array.is_null() if array.null_count else None
         return pa.StructArray.from_arrays(arrays, fields=fields, mask=mask)
+    if pa.types.is_union(array.type) and array.type.mode == "dense":  # ["int", "long"]: each value from its branch
+        branches = [_conform(array.field(i), target) for i in range(array.type.num_fields)]
+        index_of = np.zeros(max(array.type.type_codes) + 1, dtype=np.int64)
+        index_of[list(array.type.type_codes)] = range(array.type.num_fields)
+        starts = np.cumsum([0] + [len(b) for b in branches[:-1]])
+        rows = starts[index_of[np.asarray(array.type_codes)]] + np.asarray(array.offsets)
+        return pa.concat_arrays(branches).take(pa.array(rows))
     if pa.types.is_list(target) and (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
         offsets = array.offsets
         values = array.values.slice(offsets[0].as_py(), offsets[-1].as_py() - offsets[0].as_py())
@@ -316,7 +406,7 @@ class AlertDecoder:
         self.fields = None if fields is None else {"candid", *fields}
         self.headers = list(headers)  # every packet's header must be one of these (`packet_headers`)
         self._avro_schema = pa.schema([c.field for c in columns])
-        framing = [pa.field(PACKET_HEADER, pa.int32(), False), pa.field(PACKET_SYNC, pa.binary(SYNC_SIZE), False)]
+        framing = [pa.field(PACKET_HEADER, pa.int32()), pa.field(PACKET_SYNC, pa.binary(SYNC_SIZE))]  # nullable
         self.schema = pa.schema([*self._avro_schema, *framing], metadata=headers_metadata(self.headers))
         self.workdir = Path(workdir)
         if engine == "auto":
@@ -343,10 +433,7 @@ class AlertDecoder:
         containers = [parse_container(p) for p in packets]
         header_ids = [self._header_id(p, c.header_end) for p, c in zip(packets, containers)]
         if self.engine == "fastavro":
-            fields = None if self.fields is None else tuple(self.fields)
-            table = pa.Table.from_pylist(
-                [_row(decode(p, fields), self.columns) for p in packets], schema=self._avro_schema
-            )
+            table = self._decode_fastavro(packets)
         else:
             table = self._decode_datafusion(packets, containers, header_ids)
         decoded = table.column("candid").to_numpy()
@@ -357,6 +444,10 @@ class AlertDecoder:
             pa.array([c.sync_marker for c in containers], pa.binary(SYNC_SIZE)),
         ]
         return pa.Table.from_arrays([*table.columns, *framing], schema=self.schema)
+
+    def _decode_fastavro(self, packets: Sequence[bytes]) -> pa.Table:
+        fields = None if self.fields is None else tuple(self.fields)
+        return pa.Table.from_pylist([_row(decode(p, fields), self.columns) for p in packets], schema=self._avro_schema)
 
     def _header_id(self, packet: bytes, header_end: int) -> int:
         for i, header in enumerate(self.headers):  # one or a few per night: compare in place, do not hash

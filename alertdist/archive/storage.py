@@ -1,8 +1,9 @@
 """Where the archive lands: an fsspec URL (a local folder, or ``s3://bucket/prefix`` on any S3-compatible store).
 
 Every write is atomic, so a crash never leaves a partial file under a final name and a re-run simply replaces
-a night's files: locally a file is written under a temporary name in the same folder (``.tmp-<uuid>-<name>``)
-and moved into place with ``os.replace``; on S3 the object is uploaded under its final key, which S3 makes
+a night's files: locally a file is written under a temporary name in the same folder (``.tmp-<uuid>-<name>``),
+synced, and moved into place with ``os.replace``, and then the folder is synced too (and the parent of each
+folder the write created), so the new name survives a power cut as well as the bytes; on S3 the object is uploaded under its final key, which S3 makes
 visible only when the single PUT or the multipart upload completes (a failed upload is aborted).
 Files are checksummed while they are written (sha256, CRC-32, and md5 where asked for), so nobody reads them back
 just to checksum them; the CRC-32 (~0.05 ns a byte, 10x cheaper than sha256) is what the read-back right after
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import fsspec
 from isal import isal_zlib
 
-__all__ = ["TEMP_PREFIX", "Destination", "FileDigest", "HashingWriter", "StorageError"]
+__all__ = ["TEMP_PREFIX", "Destination", "FileDigest", "HashingWriter", "StorageError", "sync_folder"]
 
 TEMP_PREFIX = ".tmp-"
 _READ_BLOCK = 8 * 1024 * 1024
@@ -198,6 +199,7 @@ class Destination:
         ``background``: hash and write on a thread of the writer's own; ``md5``: compute it (see `HashingWriter`)."""
         final = self.full_path(path)
         folder, _, name = final.rpartition("/")
+        created = _missing_folders(folder) if self.local else []
         try:
             if folder:
                 self.fs.makedirs(folder, exist_ok=True)
@@ -219,6 +221,8 @@ class Destination:
                     os.fsync(raw.fileno())
                     raw.close()
                     os.replace(temp, final)
+                    for changed in [folder or ".", *(f.rpartition("/")[0] or "/" for f in created)]:
+                        sync_folder(changed)
             except BaseException:
                 writer.discard()
                 raw.close()
@@ -268,6 +272,14 @@ class Destination:
         except FileNotFoundError:
             return []
 
+    def remove(self, path: str) -> bool:
+        """Delete ``path`` if it exists (a file an earlier run wrote that this one has no content for)."""
+        if not self.exists(path):
+            return False
+        with _wrapped(f"deleting {self.display(path)}"):
+            self.fs.rm_file(self.full_path(path))
+        return True
+
     def remove_stale_temporaries(self, path: str) -> list[str]:
         """Delete temporaries a killed run left for ``path`` (local only; S3 never shows a partial object)."""
         if not self.local:
@@ -281,6 +293,24 @@ class Destination:
                         os.unlink(os.path.join(folder, entry))
                         removed.append(entry)
         return removed
+
+
+def sync_folder(folder: str) -> None:
+    """fsync a local folder: a file renamed or created in it is then on disk under its name, not only its bytes."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _missing_folders(folder: str) -> list[str]:
+    """The folders on the way to ``folder`` that do not exist yet (deepest first): made by this write."""
+    missing = []
+    while folder and folder != "/" and not os.path.isdir(folder):
+        missing.append(folder)
+        folder = folder.rpartition("/")[0]
+    return missing
 
 
 def _storage_errors() -> tuple[type[BaseException], ...]:

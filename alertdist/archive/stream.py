@@ -9,6 +9,10 @@ night. Duplicates (same candid) are adjacent in that order and are dropped there
 kept is the first one published (lowest partition, then offset), and a duplicate whose bytes differ from the
 kept copy is reported, not silently merged. The spool needs local disk for one programme's night of packets.
 
+Nothing is dropped silently: the bytes of every message set aside (a reject, a duplicate whose bytes differ)
+go to a second file beside the spool (`Spool.set_aside`), with where it came from and why, for the archive to
+keep next to the night's files.
+
 Reading uses assigned partitions from each one's earliest offset to the closing offset the publisher recorded,
 so it never depends on a consumer group's committed offsets, and it stops when it has reached those offsets.
 """
@@ -32,6 +36,7 @@ from isal import isal_zlib
 
 from alertdist.avro.codec import AlertPacketError, peek
 from alertdist.avro.container import parse_container, parse_header, read_length, read_long
+from alertdist.avro.plausible import alert_problem
 from alertdist.kafka.clients import consumer
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.nights.dates import jd_to_unix
@@ -42,10 +47,12 @@ __all__ = [
     "MTIME",
     "OFFSET",
     "PARTITION",
+    "SCHEMA",
     "ArchiveInterrupted",
     "ArchiveStreamError",
     "PartitionRead",
     "RejectedMessage",
+    "SetAside",
     "Spool",
     "TopicRead",
     "spool_topic",
@@ -96,6 +103,17 @@ class RejectedMessage:
 
     partition: int
     offset: int
+    size: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A message kept apart from the archive (its bytes at ``pos`` in the spool's set-aside file)."""
+
+    partition: int
+    offset: int
+    pos: int
     size: int
     reason: str
 
@@ -183,6 +201,10 @@ class Spool:
         self.versions: Counter[str] = Counter()  # schemavsn -> packets read (duplicates included)
         self.count = 0
         self._reader = None
+        self.aside: list[SetAside] = []  # messages set aside, in the order met
+        self._aside_path = self.folder / "set-aside.spool"
+        self._aside_out = None
+        self._aside_size = 0
 
     def add(self, packet: bytes, partition: int, offset: int) -> None:
         """Check the framing, read the sort key and append one packet; raises AlertPacketError (nothing appended)
@@ -196,6 +218,9 @@ class Spool:
                 schema = self._register(packet[: container.header_end])
         else:
             schemavsn, candid, jd = _read_prefix(packet, container.body_start, container.body_end)
+        problem = alert_problem(candid=candid, jd=jd)  # what names and dates a tar member: checked before use
+        if problem is not None:
+            raise AlertPacketError(problem)
         if self._filled == len(self._run):
             self._spill()
         self._run[self._filled] = (
@@ -213,6 +238,18 @@ class Spool:
         self._position += len(packet)
         self.versions[schemavsn] += 1
         self.count += 1
+
+    def set_aside(self, packet: bytes, partition: int, offset: int, reason: str) -> None:
+        """Keep the bytes of a message that is not archived (a reject, a conflicting duplicate) and why."""
+        if self._aside_out is None:
+            self._aside_out = open(self._aside_path, "w+b", buffering=0)
+        self._aside_out.write(packet)
+        self.aside.append(SetAside(partition, offset, self._aside_size, len(packet), reason))
+        self._aside_size += len(packet)
+
+    def read_aside(self, entry: SetAside) -> bytes:
+        """The bytes of a message set aside (unbuffered writes: what was written is there to read)."""
+        return os.pread(self._aside_out.fileno(), entry.size, entry.pos)
 
     def _header_of(self, packet: bytes, end: int) -> _KnownHeader | None:
         for known in self._known:  # one or a few per night: compare in place, no copy, no hashing
@@ -268,6 +305,13 @@ class Spool:
                 duplicates.dropped += 1
                 if entry[CRC] != kept[CRC] or entry[SIZE] != kept[SIZE] or self.read(entry) != self.read(kept):
                     duplicates.conflicting_count += 1
+                    self.set_aside(
+                        self.read(entry),
+                        int(entry[PARTITION]),
+                        int(entry[OFFSET]),
+                        f"duplicate of candid {int(entry[CANDID])} with different bytes; the copy archived is "
+                        f"partition {int(kept[PARTITION])} offset {int(kept[OFFSET])}",
+                    )
                     if len(duplicates.conflicting) < 100:
                         duplicates.conflicting.append(
                             {
@@ -289,6 +333,8 @@ class Spool:
         self._out.close()
         if self._reader is not None:
             self._reader.close()
+        if self._aside_out is not None:
+            self._aside_out.close()
 
 
 def _iterate_run(path: Path) -> Iterator[tuple]:
@@ -379,3 +425,4 @@ def _take(spool: Spool, result: TopicRead, value: bytes, partition: int, offset:
         spool.add(value, partition, offset)
     except AlertPacketError as e:
         result.rejected.append(RejectedMessage(partition, offset, len(value), str(e)))
+        spool.set_aside(value, partition, offset, str(e))

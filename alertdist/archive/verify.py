@@ -269,6 +269,22 @@ def _check_accounts(archive: ProgrammeArchive, state: NightState | None) -> list
     return problems
 
 
+def _check_set_aside(dest: Destination, archive: ProgrammeArchive, checksum: str) -> list[str]:
+    """The file of set-aside messages (manifests that have one): there, its checksum, a member for each."""
+    entry = archive.set_aside
+    if entry is None:
+        return []
+    problems = _read_file(dest, entry, checksum)
+    if problems is None:
+        return [f"{dest.display(entry['path'])} (the messages set aside) is missing"]
+    expected = archive.counts["rejected"] + archive.counts.get("conflicting_duplicates", 0)
+    if entry["members"] != expected:
+        problems.append(
+            f"{entry['path']}: {entry['members']} messages set aside, but {expected} were rejected or conflicting"
+        )
+    return problems
+
+
 def verify_programme(
     dest: Destination, archive: ProgrammeArchive, state: NightState | None = None, *, checksum: str = "sha256"
 ) -> list[str]:
@@ -277,7 +293,7 @@ def verify_programme(
         tarball = pool.submit(_check_tarball, dest, archive, checksum)
         parquet = pool.submit(_check_parquet, dest, archive, checksum)
         (tar_problems, tar_candids, members), (pq_problems, pq_candids, rows) = tarball.result(), parquet.result()
-    problems = _check_accounts(archive, state) + tar_problems + pq_problems
+    problems = _check_accounts(archive, state) + tar_problems + pq_problems + _check_set_aside(dest, archive, checksum)
     if members == rows == archive.counts["written"] and tar_candids != pq_candids:
         problems.append(
             f"{archive.files['parquet']['path']} and {archive.files['tarball']['path']} hold different candids"

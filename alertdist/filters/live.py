@@ -571,7 +571,7 @@ class _LiveRun:
                 return False
             self.next_state_check = now + self.options.state_poll_s
             state = read_night_state(self.bootstrap, self.naming, self.night, timeout=self.options.kafka_timeout_s)
-            if state is None or not state.closed:
+            if state is None or not state.ended:  # closed, or aborted: nothing more will come
                 return False
             missing = [t for t in self.topics if t not in state.end_offsets]
             closing = {

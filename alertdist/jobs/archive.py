@@ -25,10 +25,12 @@ def archive_night(
     programmes: list[int] | None = None,
     options: ArchiveOptions = ArchiveOptions(),
     verify: bool = True,
+    partial: bool = False,
     progress: Progress = NoProgress(),
     stop: threading.Event | None = None,
 ) -> NightManifest:
     """Archive ``night`` to ``dest`` (default the settings' archive) and verify it; returns the manifest.
+    An aborted night only with ``partial`` (its manifest then says so); else `NightAbortedError`.
 
     Two programmes are read from Kafka at a time, the smallest written last and each read back while the next
     is written (see `alertdist.archive.night`); every write is atomic, so a retry of the whole night is safe.
@@ -46,6 +48,7 @@ def archive_night(
             options,
             programmes=programmes,
             verify=verify,
+            partial=partial,
             stop=stop,
             progress=shown,
         )

@@ -17,7 +17,7 @@ from alertdist.nights.report import (
     summary_rows,
     throughput_rows,
 )
-from alertdist.nights.state import NightState, end_offsets, known_nights, mark_night, read_night_state
+from alertdist.nights.state import ABORTED, NightState, end_offsets, known_nights, mark_night, read_night_state
 from alertdist.nights.topics import TopicSettings
 from alertdist.security import ADMIN, OpenedNight
 from alertdist.security import open_night as open_night_topics
@@ -45,16 +45,17 @@ def fresh_night(settings: Settings) -> dt.date:
 
 
 def abort_night(settings: Settings, night: dt.date, reason: str) -> bool:
-    """Close a night whose publishing failed, so the filters drain what arrived and stop instead of waiting.
+    """End a night whose publishing failed as ``aborted``, so the filters drain what arrived and stop instead of
+    waiting, and the archive never takes it for a whole night (it needs ``--partial``).
 
-    Returns whether it closed the night (False: it was closed already)."""
+    Returns whether it ended the night (False: it was closed or aborted already)."""
     kafka = settings.kafka(ADMIN)  # the publisher that should have closed it may be what failed
     state = read_night_state(kafka, settings.naming, night)
-    if state is not None and state.closed:
+    if state is not None and state.ended:
         return False
     topics = list(settings.naming.programme_topics(night).values())
     mark_night(
-        kafka, settings.naming, NightState(f"{night:%Y%m%d}", "closed", end_offsets(kafka, topics), {"aborted": reason})
+        kafka, settings.naming, NightState(f"{night:%Y%m%d}", ABORTED, end_offsets(kafka, topics), {"aborted": reason})
     )
     return True
 

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.mirror.syncs import OffsetSyncs, mirror_lag, read_offset_syncs
 from alertdist.nights.state import (
-    CLOSED,
     MIRRORED,
     NightState,
     NightStateError,
@@ -66,10 +65,10 @@ def close_downstream(
     topics = list(naming.programme_topics(night).values())
     while True:
         here = read_night_state(downstream, naming, night)
-        if here is not None and here.state == CLOSED:
+        if here is not None and here.ended:  # closed, or aborted as upstream was
             return here
         closed = read_night_state(upstream, naming, night)
-        closed = closed if closed is not None and closed.closed else None
+        closed = closed if closed is not None and closed.ended else None
         ends = {t: p for t, p in closed.end_offsets.items() if t in topics} if closed else _ends_now(upstream, topics)
         syncs = read_offset_syncs(upstream)
         lag(mirror_lag(ends, syncs))
@@ -85,7 +84,7 @@ def close_downstream(
         time.sleep(poll_s)
     state = NightState(
         closed.night,
-        CLOSED,
+        closed.state,  # closed, or aborted: not whole downstream either
         {t: {p: syncs[(t, p)][1] + 1 if end else 0 for p, end in parts.items()} for t, parts in ends.items()},
         {**closed.counts, "mirrored_from": closed.cluster},
         messages=ends,  # the producing cluster's offsets are contiguous from 0: its ends are the counts

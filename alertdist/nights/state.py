@@ -2,7 +2,9 @@
 
 The publisher writes ``open`` at dusk and, after its last packet is acknowledged, ``closed`` with the end
 offset of every partition. Filters and the archiver stop when they have read up to those offsets: a night
-ends when the system *knows* it ended, never after a guessed quiet period.
+ends when the system *knows* it ended, never after a guessed quiet period. A night whose publishing failed is
+``aborted`` instead, with the offsets where its stream stopped: filters stop on it as on ``closed`` (it
+`ended`), but it is not whole, so the archive refuses it unless asked for a partial archive.
 
 Offsets are only true on the cluster that wrote them, so each record names its cluster (``cluster``). In the
 two-tier mode MirrorMaker 2 copies the producing cluster's records to the public cluster, where they read as
@@ -24,6 +26,7 @@ from alertdist.kafka.state_topic import KeyedStateTopic
 from alertdist.nights.topics import TopicNaming
 
 __all__ = [
+    "ABORTED",
     "CLOSED",
     "MIRRORED",
     "NightState",
@@ -37,6 +40,7 @@ __all__ = [
 
 OPEN = "open"
 CLOSED = "closed"
+ABORTED = "aborted"  # publishing failed: the stream ended where these offsets say, but the night is not whole
 MIRRORED = "mirrored"  # a record copied from another cluster: its offsets do not hold here
 
 
@@ -56,7 +60,7 @@ class NightState:
     it more than the count (a mirrored cluster); absent, the offsets are contiguous from 0."""
 
     night: str  # YYYYMMDD
-    state: str  # "open" | "closed" | "mirrored" (read on a cluster other than the writer's)
+    state: str  # "open" | "closed" | "aborted" | "mirrored" (read on a cluster other than the writer's)
     end_offsets: dict[str, dict[int, int]] = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
     updated_at: str = ""
@@ -65,7 +69,17 @@ class NightState:
 
     @property
     def closed(self) -> bool:
+        """Closed whole: every packet of the night was published."""
         return self.state == CLOSED
+
+    @property
+    def aborted(self) -> bool:
+        return self.state == ABORTED
+
+    @property
+    def ended(self) -> bool:
+        """Nothing more will come (closed or aborted): readers stop at ``end_offsets``."""
+        return self.state in (CLOSED, ABORTED)
 
     @classmethod
     def from_dict(cls, body: dict) -> NightState:
@@ -127,8 +141,9 @@ def mark_night(bootstrap_servers: str, naming: TopicNaming, state: NightState, *
 def read_night_state(
     bootstrap_servers: str, naming: TopicNaming, night: str | dt.date, *, timeout: float = 30.0
 ) -> NightState | None:
-    """The latest state written for ``night``, or None if the night was never opened; a closing record written
-    on another cluster (mirrored here) reads as ``mirrored``, never ``closed``: its offsets are not this cluster's."""
+    """The latest state written for ``night``, or None if the night was never opened; a closing (or aborting)
+    record written on another cluster (mirrored here) reads as ``mirrored``, never ``closed``: its offsets are not
+    this cluster's."""
     key = night if isinstance(night, str) else f"{night:%Y%m%d}"
     try:
         latest = KeyedStateTopic(bootstrap_servers, naming.nights_topic).latest(timeout=timeout).get(key)
@@ -137,7 +152,7 @@ def read_night_state(
     if latest is None:
         return None
     state = NightState.from_dict(latest)
-    if state.closed and state.cluster and state.cluster != cluster_id(bootstrap_servers, timeout=timeout):
+    if state.ended and state.cluster and state.cluster != cluster_id(bootstrap_servers, timeout=timeout):
         return replace(state, state=MIRRORED)
     return state
 
@@ -169,11 +184,12 @@ def wait_until_closed(
     poll_interval: float = 2.0,
     timeout: float | None = None,
 ) -> NightState | None:
-    """Block until the night is closed (its state is returned), ``stop`` is set or ``timeout`` passes (None)."""
+    """Block until the night has ended, closed or aborted (its state is returned), ``stop`` is set or ``timeout``
+    passes (None)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         state = read_night_state(bootstrap_servers, naming, night)
-        if state is not None and state.closed:
+        if state is not None and state.ended:
             return state
         if (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() >= deadline):
             return None

@@ -373,9 +373,9 @@ def publish(
     )
     run.check_topics()
     state = retry_call("reading the night's state", read_night_state, bootstrap_servers, naming, night_text)
-    if state is not None and state.closed and not reopen:
+    if state is not None and state.ended and not reopen:  # closed, or aborted after a failure
         raise PublishError(
-            f"night {night_text} is already closed ({state.total_messages()} messages at "
+            f"night {night_text} is already {state.state} ({state.total_messages()} messages at "
             f"{state.updated_at}); to publish more into it, run the command again with --reopen"
         )
     retry_call("marking the night open", mark_night, bootstrap_servers, naming, NightState(night_text, "open"))

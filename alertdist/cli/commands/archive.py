@@ -25,6 +25,9 @@ drop duplicate candids, and write to --archive URL (a folder, or s3://bucket/pre
   parquet/night=<YYYYMMDD>/programid=<N>/part-0.parquet
   manifests/<survey>_<YYYYMMDD>.json       offsets read, counts, schema versions, sizes and checksums
 
+An aborted night (its publishing failed) is refused: it is not whole. --partial archives what was published,
+and its manifest says "partial": true and "night_state": "aborted" (alertdist archive-list shows PARTIAL).
+
 Writes are atomic and a re-run replaces the night's files with identical ones. Everything written is read
 back and checked against the manifest and the Kafka offsets (skip with --no-verify).
 S3: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_DEFAULT_REGION), ALERTDIST_S3_ENDPOINT_URL for a
@@ -45,6 +48,7 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
             programmes=args.programmes,
             options=options,
             verify=not args.no_verify,
+            partial=args.partial,
             progress=ProgressLine("archive", args.quiet),
             stop=stop,
         )
@@ -63,6 +67,8 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
                 f"dropped): {shown}{' ...' if conflicting > 5 else ''}; see {manifest.path}",
                 file=sys.stderr,
             )
+    if manifest.partial:
+        print(f"WARNING: night {manifest.night}: {manifest.note()}; see {manifest.path}", file=sys.stderr)
     print(
         f"night {manifest.night}: read {totals['read']}, written {totals['written']}, "
         f"duplicates {totals['duplicates']}, rejected {totals['rejected']} in {elapsed:.1f} s "
@@ -112,5 +118,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Avro decoder for Parquet (default auto: DataFusion when installed)",
     )
     p.add_argument("--no-verify", action="store_true", help="skip reading back and checking what was written")
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="archive an aborted night too (what was published before it failed), marked partial in its manifest",
+    )
     parsing.quiet_option(p)
     p.set_defaults(run=_archive, needs_kafka=True)

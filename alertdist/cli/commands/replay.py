@@ -23,12 +23,13 @@ def _archive_list(args, settings: Settings) -> int:
     """List the nights at an archive location: a local folder, s3://bucket/prefix, or an HTTP(S) directory laid out
     like UW's public archive (tarballs + MD5SUMS; read from its index page, or from MD5SUMS when the server shows
     none). Exit 3 if there is none."""
-    from alertdist.access import list_nights
+    from alertdist.access.listing import open_location
 
     url = args.url or args.archive or settings.archive
-    nights = list_nights(url, settings.storage_options)
-    for night in nights:
-        print(night.describe())
+    location = open_location(url, settings.storage_options)
+    nights = location.nights()
+    for night in nights:  # a partial archive (an aborted night) says so, from its manifest
+        print(" ".join([night.describe(), *filter(None, (location.manifest(m).note() for m in night.manifests))]))
     print(f"{len(nights)} night(s) at {url}", file=sys.stderr)
     return 0 if nights else 3
 
