@@ -33,6 +33,7 @@ class ProgrammeArchive:
     files: dict[str, dict]  # "tarball" / "parquet" -> {"path", "size", "sha256", "crc32", "md5" (tarball only)}
     rejected: list[dict] = field(default_factory=list)  # {"partition", "offset", "size", "reason"}
     conflicting_duplicates: list[dict] = field(default_factory=list)  # first 100
+    index: dict | None = None  # {"path", "size", "sha256", "crc32"} of the night's index (archive/index.py)
 
     @classmethod
     def from_dict(cls, body: dict) -> ProgrammeArchive:

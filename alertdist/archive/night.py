@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alertdist.archive.groups import GroupWriter
+from alertdist.archive.index import IndexingTarball, index_programme
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
 from alertdist.archive.parquet import (
     AlertDecoder,
@@ -32,7 +33,7 @@ from alertdist.archive.parquet import (
 )
 from alertdist.archive.storage import Destination
 from alertdist.archive.stream import OFFSET, PARTITION, Duplicates, RejectedMessage, Spool, TopicRead, spool_topic
-from alertdist.archive.tarball import MD5SUMS, TarballWriter, md5sums_text, parse_md5sums, tarball_name
+from alertdist.archive.tarball import MD5SUMS, md5sums_text, parse_md5sums, tarball_name
 from alertdist.archive.verify import verify_night, verify_programme
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.nights.state import NightState, read_night_state
@@ -200,7 +201,7 @@ def write_programme(
         dest.open_atomic(tar_path, background=True) as tar_out,
         dest.open_atomic(pq_path, background=True, md5=False) as pq_out,
     ):  # md5 goes to MD5SUMS: tarballs
-        tarball, table = TarballWriter(tar_out), ParquetPartWriter(pq_out, decoder.schema)
+        tarball, table = IndexingTarball(tar_out), ParquetPartWriter(pq_out, decoder.schema)
         groups = GroupWriter(
             tarball,
             table,
@@ -235,7 +236,7 @@ def write_programme(
             f"archiving {topic_read.topic}: counts do not add up ({counts}, {tarball.members} tar "
             "members); this is a bug, please report it with the manifest"
         )
-    return ProgrammeArchive(
+    archive = ProgrammeArchive(
         programid=read.programid,
         name=read.name,
         topic=topic_read.topic,
@@ -249,6 +250,8 @@ def write_programme(
         rejected=[vars(r) for r in sorted(topic_read.rejected, key=lambda r: (r.partition, r.offset))],
         conflicting_duplicates=duplicates.conflicting,
     )
+    archive.index = index_programme(dest, read.night, archive, tarball)  # the service's index: see archive.index
+    return archive
 
 
 def finish_night(

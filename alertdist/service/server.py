@@ -1,0 +1,58 @@
+"""Run the service with uvicorn: one process, or several workers sharing one listening socket.
+
+The configuration reaches each worker as an argument (a picklable `ServiceConfig` inside a factory), never
+through the environment. Access lines go to standard error (or a file), one per request, without tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+from alertdist.service.app import ACCESS_LOG, ServiceConfig, create_app
+
+__all__ = ["serve"]
+
+
+def _logging(access_log: str | None) -> None:
+    handler = logging.FileHandler(access_log) if access_log else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    ACCESS_LOG.handlers[:] = [handler]
+    ACCESS_LOG.setLevel(logging.INFO)
+    ACCESS_LOG.propagate = False
+
+
+def _app(config: ServiceConfig, access_log: str | None):
+    _logging(access_log)
+    return create_app(config)
+
+
+def serve(
+    config: ServiceConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8300,
+    workers: int = 1,
+    access_log: str | None = None,
+    on_ready=None,
+) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM end it cleanly)."""
+    import uvicorn
+
+    factory = functools.partial(_app, config, access_log)
+    settings = uvicorn.Config(
+        factory, factory=True, host=host, port=port, workers=workers, access_log=False, log_level="warning"
+    )
+    server = uvicorn.Server(settings)
+    if workers <= 1:
+        if on_ready:
+            on_ready(host, port)
+        server.run()
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    sock = settings.bind_socket()
+    if on_ready:
+        on_ready(host, sock.getsockname()[1])
+    Multiprocess(settings, target=server.run, sockets=[sock]).run()
