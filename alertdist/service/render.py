@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import warnings
 
 import numpy as np
 
@@ -28,9 +29,12 @@ def cutout_fits(stamp: bytes) -> bytes:
 
 def _image(stamp: bytes) -> np.ndarray:
     from astropy.io import fits
+    from astropy.io.fits.verify import VerifyWarning
 
-    with fits.open(io.BytesIO(cutout_fits(stamp))) as hdus:
-        header, data = hdus[0].header, np.asarray(hdus[0].data, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VerifyWarning)  # ZTF writes its SIMPLE card free-format: valid, if old
+        with fits.open(io.BytesIO(cutout_fits(stamp))) as hdus:
+            header, data = hdus[0].header, np.asarray(hdus[0].data, dtype=np.float32)
     if data.ndim != 2:
         raise ValueError(f"a cutout is a 2-D image, this one has {data.ndim} axes")
     # FITS rows go up: row 0 is the bottom. North up, east left unless a WCS says the axes run otherwise.
