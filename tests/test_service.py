@@ -32,10 +32,10 @@ from alertdist.kafka.reading import read_to_end
 from alertdist.nights.topics import TopicNaming
 from alertdist.service.app import ServiceConfig
 from alertdist.service.rights import TokenStore
+from alertdist.service.server import serving_in_thread
 from alertdist.simulate.cutouts import read_stamp
 from alertdist.simulate.night import simulate_night
 from tests.archive_support import publish_night
-from tests.service_support import running_service
 
 NIGHT = dt.date(2023, 10, 14)
 LABEL = f"{NIGHT:%Y%m%d}"
@@ -79,7 +79,7 @@ def tokens(tmp_path_factory):
 def service(archived, tokens):
     root, naming, _ = archived
     config = ServiceConfig(str(root), str(tokens[0].path), survey=naming.survey)
-    with running_service(config) as (base, app):
+    with serving_in_thread(config) as (base, app):
         yield base, app
 
 
@@ -291,7 +291,7 @@ def test_rate_limits_answer_429_with_retry_after(archived, tokens):
         survey=naming.survey,
         rate_tiers={"anonymous": (0.5, 3), "standard": (0.5, 5), "bulk": (100.0, 100)},
     )
-    with running_service(config) as (base, _):
+    with serving_in_thread(config) as (base, _):
         codes = [_get(base, "nights", tokens[1]["caltech"]).status_code for _ in range(7)]
         assert codes[:5] == [200] * 5 and codes[5] == 429
         limited = _get(base, "nights", tokens[1]["caltech"])
@@ -435,7 +435,7 @@ def test_served_from_s3_with_range_reads(archived, s3_archive, tokens):
     root, naming, messages = archived
     url, options = s3_archive
     config = ServiceConfig(url, str(tokens[0].path), storage_options=options, survey=naming.survey)
-    with running_service(config) as (base, app):
+    with serving_in_thread(config) as (base, app):
         store = app.state.store
         assert _get(base, "nights").json()[0]["night"] == LABEL
         _get(base, f"alerts/{next(iter(messages[1]))}")  # loads the indexes
@@ -449,3 +449,79 @@ def test_served_from_s3_with_range_reads(archived, s3_archive, tokens):
         assert _get(base, f"alerts/{next(iter(messages[2]))}").status_code == 404
         obj = codec.peek(sample[0][1]).objectId
         assert sample[0][0] in [r["candid"] for r in _get(base, f"objects/{obj}").json()]
+
+
+# ---------------------------------------------------------------------------------------------- browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+
+
+def test_an_alert_page_in_a_real_browser_shows_three_cutouts_and_a_light_curve(archived, service):
+    if CHROMIUM is None:
+        pytest.fail("Chromium is not installed: run `make setup-test` (installs Debian's chromium) and retry")
+    from playwright.sync_api import sync_playwright
+
+    _, _, messages = archived
+    base, _ = service
+    candid, packet = next(iter(messages[1].items()))
+    OUTPUT.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1100})
+            page.goto(f"{base}alerts/{candid}/page", wait_until="networkidle", timeout=60_000)
+            images = page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.alt, e.complete && e.naturalWidth, e.naturalHeight])"
+            )
+            text = page.inner_text("body")
+            page.screenshot(path=str(OUTPUT / "service-alert-page.png"), full_page=True)
+        finally:
+            browser.close()
+    shown = {alt: (width, height) for alt, width, height in images}
+    assert set(shown) == {"science cutout", "template cutout", "difference cutout", "light curve"}
+    assert all(width > 100 and height > 100 for width, height in shown.values()), shown
+    assert codec.peek(packet).objectId in text and str(candid) in text
+
+
+# ------------------------------------------------------------------------------------------------- docs
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "service.md"
+
+
+def test_the_docs_curl_and_python_examples_run_as_written(archived, service, tokens, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    _, _, messages = archived
+    base, _ = service
+    text = DOCS.read_text()
+    curl = [b for b in re.findall(r"^```bash\n(.*?)^```$", text, re.M | re.S) if "curl" in b]
+    python = re.findall(r"^```py\n(.*?)^```$", text, re.M | re.S)
+    assert len(curl) == 1 and len(python) == 1
+    candid, packet = next(iter(messages[2].items()))  # a partnership alert: the token is needed
+    env = {
+        **os.environ,
+        "SERVICE": base.rstrip("/"),
+        "CANDID": str(candid),
+        "OBJECT": codec.peek(packet).objectId,
+        "TOKEN": tokens[1]["partnership"],
+    }
+    public, public_packet = next(iter(messages[1].items()))  # curl's lines send the token only where it says
+    env.update(CANDID=str(public), OBJECT=codec.peek(public_packet).objectId)
+    shell = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", curl[0]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert shell.returncode == 0, shell.stderr
+    assert (tmp_path / f"{public}.avro").read_bytes() == public_packet
+    assert (tmp_path / "science.png").read_bytes().startswith(PNG)
+    env.update(CANDID=str(candid), OBJECT=codec.peek(packet).objectId)
+    ran = subprocess.run(
+        [sys.executable, "-c", python[0]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert codec.peek(packet).objectId in ran.stdout and "alerts within 36 arcsec" in ran.stdout

@@ -12,7 +12,7 @@ from alertdist.service.rights import TokenStore
 from alertdist.service.server import serve
 from alertdist.settings import Settings
 
-__all__ = ["index_night", "serve_archive", "service_config", "token_store", "tokens_path"]
+__all__ = ["index_night", "keep_serving", "serve_archive", "service_config", "token_store", "tokens_path"]
 
 
 def tokens_path(settings: Settings) -> Path:
@@ -58,3 +58,44 @@ def serve_archive(
 def index_night(settings: Settings, night: dt.date, archive: str | None = None) -> NightManifest:
     """Write (or rewrite) a night's indexes from its tarballs; the manifest gets their checksums."""
     return backfill_index(archive or settings.archive, settings.survey, f"{night:%Y%m%d}", settings.storage_options)
+
+
+def keep_serving(
+    settings: Settings,
+    *,
+    archive: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8300,
+    workers: int = 2,
+    hours: float | None = None,
+    log=print,
+) -> int:
+    """Run `alertdist serve` as a child process, restarted if it dies, for ``hours`` (None: until stopped).
+
+    The child reads the same settings (this process's environment) and gets the rest as arguments."""
+    import subprocess
+    import sys
+    import time
+
+    deadline = None if hours is None else time.monotonic() + hours * 3600
+    command = [sys.executable, "-m", "alertdist.cli.main", "serve", "--host", host, "--port", str(port)]
+    command += ["--workers", str(workers), "--archive", archive or settings.archive]
+    starts = 0
+    while deadline is None or time.monotonic() < deadline:
+        starts += 1
+        log(f"starting the archive service at http://{host}:{port}/ (start {starts})")
+        child = subprocess.Popen(command)
+        try:
+            while child.poll() is None and (deadline is None or time.monotonic() < deadline):
+                time.sleep(1.0)
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+        if child.returncode not in (0, None, -15):
+            log(f"the archive service ended with code {child.returncode}; restarting in 5 s")
+            time.sleep(5)
+    return starts

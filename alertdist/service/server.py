@@ -6,13 +6,16 @@ through the environment. Access lines go to standard error (or a file), one per 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
+import threading
+import time
 
 from alertdist.service.app import ACCESS_LOG, ServiceConfig, create_app
 
-__all__ = ["serve"]
+__all__ = ["serve", "serving_in_thread"]
 
 
 def _logging(access_log: str | None) -> None:
@@ -56,3 +59,28 @@ def serve(
     if on_ready:
         on_ready(host, sock.getsockname()[1])
     Multiprocess(settings, target=server.run, sockets=[sock]).run()
+
+
+@contextlib.contextmanager
+def serving_in_thread(config: ServiceConfig, host: str = "127.0.0.1", port: int | None = None):
+    """Yield (base URL, app) of the service running in a thread of this process (tests, benchmarks, notebooks)."""
+    import uvicorn
+
+    from alertdist.infra.kafka_local import free_port
+
+    app = create_app(config)
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name="alertdist-service", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError(f"the service did not start on {host}:{port} within 30 s")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}/", app
+    finally:
+        server.should_exit = True
+        thread.join(10)
