@@ -519,6 +519,9 @@ def test_the_docs_curl_and_python_examples_run_as_written(archived, service, tok
     assert shell.returncode == 0, shell.stderr
     assert (tmp_path / f"{public}.avro").read_bytes() == public_packet
     assert (tmp_path / "science.png").read_bytes().startswith(PNG)
+    assert (tmp_path / "lightcurve.png").read_bytes().startswith(PNG)
+    assert json.loads((tmp_path / f"{public}.json").read_text())["candid"] == public
+    assert public in [r["candid"] for r in json.loads((tmp_path / f"{env['OBJECT']}.json").read_text())]
     env.update(CANDID=str(candid), OBJECT=codec.peek(packet).objectId)
     ran = subprocess.run(
         [sys.executable, "-c", python[0]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120

@@ -205,7 +205,7 @@ def write_index(
             out,
             row_group_size=_ROW_GROUP,
             compression="zstd",
-            use_dictionary=["objectId"],
+            use_dictionary=["objectId", "jd", "hpx", "fid"],  # an exposure shares jd and sky cells
             column_encoding=dict.fromkeys(("candid", "offset", "length", "skip", "size"), "DELTA_BINARY_PACKED"),
         )
     return out.digest(path)
