@@ -232,7 +232,9 @@ def main() -> int:
         public = [c for c, v in by_candid.items() if v[2] == 1]
         rng = random.Random(7)
 
+        say(f"index: {index_bytes:,} bytes for {len(by_candid)} alerts; starting the service (2 workers)")
         child, base = start_service(root, work / "home", naming.survey, workers=2)
+        say(f"service up at {base}; timing lookups")
         with httpx.Client(base_url=base, timeout=60) as http:
             for _ in range(20):  # each worker loads the indexes once
                 http.get(f"/alerts/{rng.choice(public)}")
@@ -251,7 +253,9 @@ def main() -> int:
                 if not response.content.startswith(b"\x89PNG"):
                     raise RuntimeError(f"cutout of {candid}: {response.status_code}")
                 cutout_ms.append(ms)
+        say("timing throughput (8 client threads)")
         rps = throughput(base, public, args.seconds)
+        say(f"{rps:.0f} req/s; timing the naive scan")
         scan_ms = []
         for candid in rng.sample(public, 5):
             night = by_candid[candid][3]
@@ -280,6 +284,7 @@ def main() -> int:
             "load_average": os.getloadavg(),
         }
         if not args.no_s3:
+            say("uploading the archive to moto's S3 server and serving it from there")
             sample = [(c, by_candid[c][0], by_candid[c][1]) for c in rng.sample(public, 50)]
             result.update(s3_run(root, naming.survey, work / "home" / "service" / "tokens.json", sample))
         print(json.dumps(result))

@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 import time
+from pathlib import Path
 
 from alertdist.service.app import ACCESS_LOG, ServiceConfig, create_app
 
@@ -19,6 +20,8 @@ __all__ = ["serve", "serving_in_thread"]
 
 
 def _logging(access_log: str | None) -> None:
+    if access_log:
+        Path(access_log).parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(access_log) if access_log else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     ACCESS_LOG.handlers[:] = [handler]
@@ -58,7 +61,11 @@ def serve(
     sock = settings.bind_socket()
     if on_ready:
         on_ready(host, sock.getsockname()[1])
-    Multiprocess(settings, target=server.run, sockets=[sock]).run()
+    try:  # uvicorn >= 0.35 starts each worker's server itself; older ones take the target
+        supervisor = Multiprocess(settings, sockets=[sock])
+    except TypeError:
+        supervisor = Multiprocess(settings, target=server.run, sockets=[sock])
+    supervisor.run()
 
 
 @contextlib.contextmanager
