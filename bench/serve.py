@@ -49,6 +49,7 @@ from alertdist.kafka.clients import admin_client
 from alertdist.kafka.producer import CountingProducer
 from alertdist.nights.state import NightState, end_offsets, mark_night
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.service.rights import TokenStore
 from alertdist.simulate.night import simulate_night
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,13 +128,13 @@ def start_service(root: Path, home: Path, survey: str, workers: int) -> tuple[su
     raise RuntimeError(f"the service did not start: {child.stdout.read()[-2000:]}")
 
 
-def throughput(base: str, candids: list[int], seconds: float, threads: int = 8) -> float:
+def throughput(base: str, candids: list[int], seconds: float, headers: dict, threads: int = 8) -> float:
     done = [0] * threads
     stop = time.monotonic() + seconds
 
     def run(i: int) -> None:
         rng = random.Random(i)
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=30, headers=headers) as client:
             while time.monotonic() < stop:
                 if client.get(f"/alerts/{rng.choice(candids)}").status_code == 200:
                     done[i] += 1
@@ -155,7 +156,7 @@ def scan_lookup(tarball: Path, candid: int) -> bytes:
     raise KeyError(candid)
 
 
-def s3_run(root: Path, survey: str, tokens: Path, sample: list[tuple[int, bytes, str]]) -> dict:
+def s3_run(root: Path, survey: str, tokens: Path, auth: dict, sample: list[tuple[int, bytes, str]]) -> dict:
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -179,7 +180,7 @@ def s3_run(root: Path, survey: str, tokens: Path, sample: list[tuple[int, bytes,
             "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
         }
         config = ServiceConfig("s3://bench/archive", str(tokens), storage_options=options, survey=survey)
-        with serving_in_thread(config) as (base, app), httpx.Client(base_url=base, timeout=60) as http:
+        with serving_in_thread(config) as (base, app), httpx.Client(base_url=base, timeout=60, headers=auth) as http:
             http.get(f"/alerts/{sample[0][0]}")  # loads the indexes
             store = app.state.store
             before, times = store.bytes_read, []
@@ -233,9 +234,11 @@ def main() -> int:
         rng = random.Random(7)
 
         say(f"index: {index_bytes:,} bytes for {len(by_candid)} alerts; starting the service (2 workers)")
+        token = TokenStore(work / "home" / "service" / "tokens.json").add("bench", "caltech", "bulk")
+        auth = {"Authorization": f"Bearer {token}"}  # the bulk tier: the anonymous one allows 20 req/s
         child, base = start_service(root, work / "home", naming.survey, workers=2)
         say(f"service up at {base}; timing lookups")
-        with httpx.Client(base_url=base, timeout=60) as http:
+        with httpx.Client(base_url=base, timeout=60, headers=auth) as http:
             for _ in range(20):  # each worker loads the indexes once
                 http.get(f"/alerts/{rng.choice(public)}")
             alert_ms = []
@@ -254,7 +257,7 @@ def main() -> int:
                     raise RuntimeError(f"cutout of {candid}: {response.status_code}")
                 cutout_ms.append(ms)
         say("timing throughput (8 client threads)")
-        rps = throughput(base, public, args.seconds)
+        rps = throughput(base, public, args.seconds, auth)
         say(f"{rps:.0f} req/s; timing the naive scan")
         scan_ms = []
         for candid in rng.sample(public, 5):
@@ -267,7 +270,16 @@ def main() -> int:
         child.terminate()
         child.wait(30)
         child = None
-        index_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in root.glob("index/**/*.parquet"))
+        index_rows, column_bytes = 0, {}
+        for path in root.glob("index/**/*.parquet"):
+            meta = pq.ParquetFile(path).metadata
+            index_rows += meta.num_rows
+            for g in range(meta.num_row_groups):
+                for c in range(meta.num_columns):
+                    column = meta.row_group(g).column(c)
+                    column_bytes[column.path_in_schema] = (
+                        column_bytes.get(column.path_in_schema, 0) + column.total_compressed_size
+                    )
         result = {
             "nights": len(nights),
             "alerts": len(by_candid),
@@ -281,12 +293,13 @@ def main() -> int:
             "lookup_vs_scan": round(statistics.median(scan_ms) / statistics.median(alert_ms), 1),
             "index_bytes_per_alert": round(index_bytes / index_rows, 2),
             "index_mb_per_1_2M_alerts": round(index_bytes / index_rows * 1.2e6 / 1e6, 1),
+            "index_bytes_per_alert_by_column": {k: round(v / index_rows, 2) for k, v in column_bytes.items()},
             "load_average": os.getloadavg(),
         }
         if not args.no_s3:
             say("uploading the archive to moto's S3 server and serving it from there")
             sample = [(c, by_candid[c][0], by_candid[c][1]) for c in rng.sample(public, 50)]
-            result.update(s3_run(root, naming.survey, work / "home" / "service" / "tokens.json", sample))
+            result.update(s3_run(root, naming.survey, work / "home" / "service" / "tokens.json", auth, sample))
         print(json.dumps(result))
         return 0
     finally:

@@ -346,6 +346,19 @@ def test_files_with_ranges_and_download_resumes_against_the_service(archived, se
     assert all(f.checked for f in report.files)
 
 
+def test_replay_and_batch_filters_read_a_night_through_the_service(archived, service):
+    """`alertdist replay` and `alertdist filter batch` open their sources with `open_sources`: over the service an
+    anonymous caller reads the public programme's tarball, checked against the MD5SUMS the service shows."""
+    from alertdist.access.readers import open_sources
+
+    _, _, messages = archived
+    base, _ = service
+    alerts, counts, _ = open_sources([f"{base}files/"], archived_night=LABEL)
+    read = {a.info.candid: a.packet for a in alerts}
+    assert read == messages[1]
+    assert sum(c.bad for c in counts) == 0
+
+
 # -------------------------------------------------------------------------------------------- the index
 
 
