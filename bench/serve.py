@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import random
 import shutil
@@ -163,6 +164,7 @@ def s3_run(root: Path, survey: str, tokens: Path, auth: dict, sample: list[tuple
     from alertdist.service.app import ServiceConfig
     from alertdist.service.server import serving_in_thread
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log, a line per range read
     port = kafka_local.free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
