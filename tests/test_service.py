@@ -42,6 +42,30 @@ LABEL = f"{NIGHT:%Y%m%d}"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+def test_every_member_inflates_alone_from_its_restart_point(real_packets):
+    """No broker: the writer's offsets hold for every shipped version and after a member that is no packet
+    (no full flush after it: its successor starts from the same restart point)."""
+    from alertdist.archive.index import IndexingTarball, read_packet
+    from alertdist.archive.tarball import TarballWriter
+
+    packets = list(real_packets)
+    packets.insert(5, b"not an alert packet " * 40)
+    plain, indexed = io.BytesIO(), io.BytesIO()
+    writers = TarballWriter(plain), IndexingTarball(indexed)
+    for candid, packet in enumerate(packets, 1):
+        for writer in writers:
+            writer.add(f"{candid}.avro", packet, 1_600_000_000)
+    for writer in writers:
+        writer.close()
+    assert indexed.getvalue() == plain.getvalue()  # indexing changes no byte
+    raw, where = indexed.getvalue(), writers[1].locations()
+    assert where["offset"][4] != where["offset"][5] == where["offset"][6] != where["offset"][7]
+    for i, packet in enumerate(packets):
+        row = {"candid": i + 1, **{k: v[i] for k, v in where.items()}}
+        assert read_packet(lambda _, start, end: raw[start:end], "t.tar.gz", row) == packet
+        assert where["length"][i] < len(packet) + 2048 or i in (5, 6)
+
+
 @pytest.fixture(scope="module")
 def archived(kafka_bootstrap, real_packets, tmp_path_factory):
     """A night of simulated packets (4.02) in all three programmes plus the real ones (3.0, 3.3, 4.01) in
