@@ -565,3 +565,39 @@ def test_the_docs_curl_and_python_examples_run_as_written(archived, service, tok
     )
     assert ran.returncode == 0, ran.stderr
     assert codec.peek(packet).objectId in ran.stdout and "alerts within 36 arcsec" in ran.stdout
+
+
+# ------------------------------------------------------------------------------------ across nights
+
+
+def _with_candid(packet: bytes, candid: int) -> bytes:
+    """The packet with its candid (top level and candidate) changed in place: another alert of the object."""
+    from alertdist.avro.container import zigzag_varint
+
+    old, new = zigzag_varint(codec.peek(packet).candid), zigzag_varint(candid)
+    assert len(old) == len(new) and packet.count(old) == 2
+    return packet.replace(old, new)
+
+
+def test_an_object_history_and_cone_search_span_nights(kafka_bootstrap, archived, tokens, tmp_path):
+    """A second night, archived beside a copy of the first, holds new alerts of some of its objects."""
+    first, naming, messages = archived
+    root = tmp_path / "two-nights"
+    shutil.copytree(first, root)
+    later = NIGHT + dt.timedelta(days=1)
+    real = [p for p in messages[1].values() if codec.schema_version_of(p) == "4.01"][:2]
+    again = {codec.peek(p).candid + 7: _with_candid(p, codec.peek(p).candid + 7) for p in real}
+    publish_night(kafka_bootstrap, naming, later, {1: list(again.values())}, partitions=1)
+    archive_night(kafka_bootstrap, naming, later, str(root), ArchiveOptions())
+    config = ServiceConfig(str(root), str(tokens[0].path), survey=naming.survey)
+    with serving_in_thread(config) as (base, _):
+        assert [n["night"] for n in _get(base, "nights").json()] == [LABEL, f"{later:%Y%m%d}"]
+        for candid, packet in again.items():
+            assert _get(base, f"alerts/{candid}").content == packet
+            object_id = codec.peek(packet).objectId
+            rows = _get(base, f"objects/{object_id}").json()
+            nights = {r["night"] for r in rows}
+            assert nights == {LABEL, f"{later:%Y%m%d}"} and candid in [r["candid"] for r in rows]
+            c = codec.decode(packet)["candidate"]
+            near = _get(base, "alerts", params={"ra": c["ra"], "dec": c["dec"], "radius": 1 / 3600}).json()
+            assert {candid, candid - 7} <= {r["candid"] for r in near}
