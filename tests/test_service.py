@@ -40,6 +40,8 @@ from tests.archive_support import publish_night
 NIGHT = dt.date(2023, 10, 14)
 LABEL = f"{NIGHT:%Y%m%d}"
 PNG = b"\x89PNG\r\n\x1a\n"
+#: rate limits no test reaches but the one about them, which sets its own
+GENEROUS = dict.fromkeys(("anonymous", "standard", "bulk"), (10_000.0, 10_000))
 
 
 def test_every_member_inflates_alone_from_its_restart_point(real_packets):
@@ -102,7 +104,7 @@ def tokens(tmp_path_factory):
 @pytest.fixture(scope="module")
 def service(archived, tokens):
     root, naming, _ = archived
-    config = ServiceConfig(str(root), str(tokens[0].path), survey=naming.survey)
+    config = ServiceConfig(str(root), str(tokens[0].path), survey=naming.survey, rate_tiers=GENEROUS)
     with serving_in_thread(config) as (base, app):
         yield base, app
 
@@ -471,7 +473,7 @@ def s3_archive(archived):
 def test_served_from_s3_with_range_reads(archived, s3_archive, tokens):
     root, naming, messages = archived
     url, options = s3_archive
-    config = ServiceConfig(url, str(tokens[0].path), storage_options=options, survey=naming.survey)
+    config = ServiceConfig(url, str(tokens[0].path), storage_options=options, survey=naming.survey, rate_tiers=GENEROUS)
     with serving_in_thread(config) as (base, app):
         store = app.state.store
         assert _get(base, "nights").json()[0]["night"] == LABEL
@@ -589,7 +591,7 @@ def test_an_object_history_and_cone_search_span_nights(kafka_bootstrap, archived
     again = {codec.peek(p).candid + 7: _with_candid(p, codec.peek(p).candid + 7) for p in real}
     publish_night(kafka_bootstrap, naming, later, {1: list(again.values())}, partitions=1)
     archive_night(kafka_bootstrap, naming, later, str(root), ArchiveOptions())
-    config = ServiceConfig(str(root), str(tokens[0].path), survey=naming.survey)
+    config = ServiceConfig(str(root), str(tokens[0].path), survey=naming.survey, rate_tiers=GENEROUS)
     with serving_in_thread(config) as (base, _):
         assert [n["night"] for n in _get(base, "nights").json()] == [LABEL, f"{later:%Y%m%d}"]
         for candid, packet in again.items():

@@ -286,6 +286,7 @@ class NightIndex:
 
     def __post_init__(self) -> None:
         self.candids = self.table.column("candid").to_numpy()
+        self._where = {k: self.table.column(k).to_numpy() for k in ("offset", "length", "skip", "size")}
 
     @classmethod
     def load(cls, dest: Destination, night: str, archive: ProgrammeArchive) -> NightIndex:
@@ -295,9 +296,10 @@ class NightIndex:
         return cls(night, archive.programid, archive.files["tarball"]["path"], table)
 
     def find(self, candid: int) -> dict | None:
+        """Where the alert's packet is (candid, offset, length, skip, size), or None."""
         i = int(np.searchsorted(self.candids, candid))
         if i < len(self.candids) and self.candids[i] == candid:
-            return {name: column[i].as_py() for name, column in zip(self.table.column_names, self.table.columns)}
+            return {"candid": candid, **{k: int(v[i]) for k, v in self._where.items()}}
         return None
 
     def of_object(self, object_id: str) -> pa.Table:
