@@ -388,7 +388,7 @@ def test_replay_and_batch_filters_read_a_night_through_the_service(archived, ser
 # -------------------------------------------------------------------------------------------- the index
 
 
-def test_the_index_is_in_the_manifest_and_small(archived):
+def test_the_index_is_in_the_manifest_and_sorted_by_candid(archived):
     root, naming, messages = archived
     manifest = read_manifest(str(root), naming.survey, LABEL)
     for programid, archive in manifest.programmes.items():
