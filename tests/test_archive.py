@@ -454,7 +454,7 @@ def test_the_real_2018_night_reads_back_like_uws_own_file(kafka_bootstrap, uniqu
     manifest = archive_night(kafka_bootstrap, naming, night, str(tmp_path))
     ours = tmp_path / f"{naming.survey}_public_20180819.tar.gz"
     assert gzip.open(ours).read(512)[257:265] == gzip.open(ARCHIVE_2018).read(512)[257:265] == b"ustar  \0"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["MD5SUMS", "manifests", "parquet", ours.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MD5SUMS", "index", "manifests", "parquet", ours.name]
     with tarfile.open(ours) as mine, tarfile.open(ARCHIVE_2018) as uw:
         our_members, uw_members = mine.getmembers(), uw.getmembers()
         assert sorted(m.name for m in our_members) == sorted(m.name for m in uw_members)

@@ -38,6 +38,7 @@ class ProgrammeArchive:
     # the bytes of every reject and conflicting duplicate, kept beside the archive (`alertdist.archive.setaside`):
     # {"path", "size", "sha256", "crc32", "md5": None, "members"}; None when nothing was set aside
     set_aside: dict | None = None
+    index: dict | None = None  # {"path", "size", "sha256", "crc32"} of the night's index (archive/index.py)
 
     @classmethod
     def from_dict(cls, body: dict) -> ProgrammeArchive:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from alertdist.archive.groups import GroupWriter
+from alertdist.archive.index import IndexingTarball, index_programme
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
 from alertdist.archive.parquet import (
     AlertDecoder,
@@ -41,7 +42,7 @@ from alertdist.archive.stream import (
     TopicRead,
     spool_topic,
 )
-from alertdist.archive.tarball import MD5SUMS, TarballWriter, md5sums_text, parse_md5sums, tarball_name
+from alertdist.archive.tarball import MD5SUMS, md5sums_text, parse_md5sums, tarball_name
 from alertdist.archive.verify import verify_night, verify_programme
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.nights.state import NightState, read_night_state
@@ -227,7 +228,7 @@ def write_programme(
         dest.open_atomic(tar_path, background=True) as tar_out,
         dest.open_atomic(pq_path, background=True, md5=False) as pq_out,
     ):  # md5 goes to MD5SUMS: tarballs
-        tarball, table = TarballWriter(tar_out), ParquetPartWriter(pq_out, decoder.schema)
+        tarball, table = IndexingTarball(tar_out), ParquetPartWriter(pq_out, decoder.schema)
         groups = GroupWriter(
             tarball,
             table,
@@ -271,7 +272,7 @@ def write_programme(
             f"archiving {topic_read.topic}: counts do not add up ({counts}, {tarball.members} tar "
             f"members, {kept_apart} set aside); this is a bug, please report it with the manifest"
         )
-    return ProgrammeArchive(
+    archive = ProgrammeArchive(
         programid=read.programid,
         name=read.name,
         topic=topic_read.topic,
@@ -286,6 +287,8 @@ def write_programme(
         conflicting_duplicates=duplicates.conflicting,
         set_aside=set_aside,
     )
+    archive.index = index_programme(dest, read.night, archive, tarball)  # the service's index: see archive.index
+    return archive
 
 
 def finish_night(

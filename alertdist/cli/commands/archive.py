@@ -36,6 +36,10 @@ non-AWS store.
 
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:
+    if args.what == "index":  # `alertdist archive index --night N`: backfill the service's indexes
+        from alertdist.cli.commands.serve import index_command
+
+        return index_command(args, settings)
     dest = args.archive or settings.archive
     options = ArchiveOptions(work_dir=args.work_dir, row_group_rows=args.row_group_rows, engine=args.engine)
     stop = threading.Event()
@@ -77,12 +81,24 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _NoKafkaForIndex(argparse.Action):
+    """`archive index` reads the archive only: no broker needed."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.what = values
+        if values == "index":
+            namespace.needs_kafka = False
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "archive",
         help="archive a closed night to Avro tarballs, Parquet and a manifest",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "what", nargs="?", choices=["index"], action=_NoKafkaForIndex, help="index: (re)write the night's indexes"
     )
     p.add_argument(
         "--night", required=True, type=parsing.night, help="the night to archive, YYYYMMDD (it must be closed)"
