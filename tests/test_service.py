@@ -528,7 +528,7 @@ def test_an_alert_page_in_a_real_browser_shows_three_cutouts_and_a_light_curve(a
 
 # ------------------------------------------------------------------------------------------------- docs
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "service.md"
+DOCS = Path(__file__).resolve().parents[1] / "README.md"  # its section for scientists
 
 
 def test_the_docs_curl_and_python_examples_run_as_written(archived, service, tokens, tmp_path):
@@ -539,7 +539,7 @@ def test_the_docs_curl_and_python_examples_run_as_written(archived, service, tok
     _, _, messages = archived
     base, _ = service
     text = DOCS.read_text()
-    curl = [b for b in re.findall(r"^```bash\n(.*?)^```$", text, re.M | re.S) if "curl" in b]
+    curl = [b for b in re.findall(r"^```shell\n(.*?)^```$", text, re.M | re.S) if "curl" in b]
     python = re.findall(r"^```py\n(.*?)^```$", text, re.M | re.S)
     assert len(curl) == 1 and len(python) == 1
     candid, packet = next(iter(messages[2].items()))  # a partnership alert: the token is needed
