@@ -178,13 +178,20 @@ def build_index(science: pa.Table, names: list[str], locations: dict[str, np.nda
         "ra": ra,
         "dec": dec,
         "hpx": healpix_cells(ra, dec),
-        "fid": pc.cast(science.column("fid"), pa.int8()),
-        "magpsf": pc.cast(science.column("magpsf"), pa.float32()),
-        "sigmapsf": pc.cast(science.column("sigmapsf"), pa.float32()),
+        "fid": _small_int(science.column("fid")),
+        "magpsf": pc.cast(science.column("magpsf"), pa.float32(), safe=False),  # 1e300 -> inf, never an error
+        "sigmapsf": pc.cast(science.column("sigmapsf"), pa.float32(), safe=False),
         **locations,
     }
     table = pa.table(columns, schema=INDEX_SCHEMA)
     return table.sort_by("candid")
+
+
+def _small_int(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A band id as int8; a value a hostile packet put out of that range is null in the index, not an error that
+    would leave the whole programme without one (the packet itself is archived as it came)."""
+    fits = pc.and_(pc.greater_equal(column, -128), pc.less_equal(column, 127))
+    return pc.cast(pc.if_else(fits, column, pa.scalar(None, column.type)), pa.int8())
 
 
 def _science(dest: Destination, parquet: str) -> pa.Table:
