@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     public_bootstrap_servers: str = ""
     mirror_rest_port: int = 8083
     prefect_port: int = 4200
+    prometheus_port: int = 9090
+    metrics_port: int = 0  # each process's own /metrics: 0 a free port (announced for Prometheus), -1 none
     survey: str = "ztf"
     programmes: dict[int, str] = dict(DEFAULT_PROGRAMMES)
     site_timezone: str = "America/Los_Angeles"
@@ -148,6 +150,10 @@ class Settings(BaseSettings):
     @property
     def prefect_home(self) -> Path:
         return self.home / "prefect"
+
+    @property
+    def prometheus_home(self) -> Path:
+        return self.home / "prometheus"
 
     @property
     def archive(self) -> str:

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "alertdist.cli.commands.archive",
     "alertdist.cli.commands.replay",
     "alertdist.cli.commands.users",
+    "alertdist.cli.commands.metrics",
 ]
 
 DESCRIPTION = """\

@@ -19,6 +19,7 @@ from alertdist.filters import load_filter
 from alertdist.filters.batch import BatchResult, passes_table, run_batch, run_columnar, write_table
 from alertdist.filters.columnar import wanted_columns
 from alertdist.filters.live import LiveOptions, LiveReport, run_live
+from alertdist.jobs.metrics import serve_metrics
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.security import filter_service
 from alertdist.settings import Settings
@@ -53,6 +54,7 @@ def run_filter(
     unknown = sorted(set(programmes or ()) - set(settings.programmes))
     if unknown:
         raise ValueError(f"programme(s) {unknown} unknown; this survey has {sorted(settings.programmes)}")
+    serve_metrics(settings, "filter")
 
     def show(r: LiveReport) -> None:
         progress.update(

@@ -8,6 +8,7 @@ each consumed batch.
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import numpy as np
 
@@ -15,11 +16,11 @@ from alertdist.metrics.registry import Counter, Gauge, Histogram
 
 __all__ = [
     "archive_finished",
-    "archive_progress",
+    "archive_started",
     "filter_batch_consumed",
     "filter_transaction_committed",
-    "replay_progress",
     "track_publisher",
+    "track_replay",
 ]
 
 # ------------------------------------------------------------------------------------------------ publisher
@@ -70,17 +71,20 @@ END_TO_END = Histogram(
 )
 
 # ------------------------------------------------------------------------------------------------- archive
-ARCHIVE_PACKETS = Counter("alertdist_archive_packets_total", "Packets the archiver wrote.", ["night"])
-ARCHIVE_BYTES = Counter("alertdist_archive_written_bytes_total", "Bytes the archiver wrote.", ["night"])
 ARCHIVE_RUNS = Counter(
     "alertdist_archive_runs_total", "Archive runs that ended, by outcome (verified, failed).", ["night", "outcome"]
 )
 ARCHIVE_LAST_SUCCESS = Gauge(
-    "alertdist_archive_last_success_timestamp_seconds", "When a night's archive was last written and verified.", ["night"]
+    "alertdist_archive_last_success_timestamp_seconds",
+    "When a night's archive was last written and verified.",
+    ["night"],
 )
 
 # -------------------------------------------------------------------------------------------------- replay
-REPLAY_PACKETS = Counter("alertdist_replay_packets_total", "Packets a replay published.", ["night"])
+REPLAY_DELIVERED = Counter(
+    "alertdist_replay_packets_delivered_total", "Archived alerts a replay had acknowledged on its topic.", ["topic"]
+)
+REPLAY_QUEUE = Gauge("alertdist_replay_queue_depth_packets", "Replayed alerts not yet acknowledged.", ["topic"])
 
 
 def track_publisher(night: str, run) -> None:
@@ -95,9 +99,9 @@ def track_publisher(night: str, run) -> None:
 class _PublisherSource:
     """Base totals of finished runs plus the live run, per night."""
 
-    runs: dict[str, object] = {}
-    base: dict[str, dict] = {}
-    seen_latencies: dict[str, int] = {}
+    runs: ClassVar[dict[str, object]] = {}
+    base: ClassVar[dict[str, dict]] = {}
+    seen_latencies: ClassVar[dict[str, int]] = {}
 
     @classmethod
     def track(cls, night: str, run) -> None:
@@ -149,6 +153,7 @@ class _PublisherSource:
 def refresh() -> None:
     """Bring values read at scrape time up to date (the exposition calls it before each scrape)."""
     _PublisherSource.refresh_all()
+    _refresh_replays()
 
 
 def filter_transaction_committed(night: str, filter_name: str, counts: dict[str, int], started: float) -> None:
@@ -169,9 +174,10 @@ def filter_batch_consumed(filter_name: str, messages) -> None:
         END_TO_END.observe_many((filter_name,), (now_ms - np.asarray(stamps, dtype=float)) / 1000.0)
 
 
-def archive_progress(night: str, packets: int, nbytes: int) -> None:
-    ARCHIVE_PACKETS.inc((night,), packets)
-    ARCHIVE_BYTES.inc((night,), nbytes)
+def archive_started(night: str) -> None:
+    """An archive run of ``night`` begins: its failure count exists (at 0) before any failure, so the alert rule's
+    ``increase`` sees the step to 1."""
+    ARCHIVE_RUNS.inc((night, "failed"), 0)
 
 
 def archive_finished(night: str, ok: bool) -> None:
@@ -181,5 +187,16 @@ def archive_finished(night: str, ok: bool) -> None:
         ARCHIVE_LAST_SUCCESS.set((night,), time.time())
 
 
-def replay_progress(night: str, packets: int) -> None:
-    REPLAY_PACKETS.inc((night,), packets)
+_replays: dict[str, list] = {}
+
+
+def track_replay(topic: str, out) -> None:
+    """Export a replay's producer counts (``delivered``, queue length), read at scrape time."""
+    producers = _replays.setdefault(topic, [])
+    producers.append(out)
+    REPLAY_QUEUE.set((topic,), lambda: len(out))
+
+
+def _refresh_replays() -> None:
+    for topic, producers in list(_replays.items()):
+        REPLAY_DELIVERED.values[(topic,)] = sum(p.delivered for p in producers)

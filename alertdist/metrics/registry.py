@@ -24,7 +24,9 @@ PREFIX = "alertdist_"
 #: Upper bounds of the duration histograms: 10 ms to 60 s, roughly doubling.
 SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
 #: Label names a metric may carry: all bounded by configuration, never by the data.
-ALLOWED_LABELS = frozenset({"night", "programme", "filter", "partition", "reason", "outcome", "group", "topic", "cluster", "job"})
+ALLOWED_LABELS = frozenset(
+    {"night", "programme", "filter", "partition", "reason", "outcome", "group", "topic", "cluster", "job"}
+)
 
 _families: dict[str, _Family] = {}
 _lock = threading.Lock()
@@ -38,7 +40,9 @@ class _Family:
             raise ValueError(f"metric {name!r} must start with {PREFIX!r}")
         unknown = set(labels) - ALLOWED_LABELS
         if unknown:
-            raise ValueError(f"metric {name!r}: label(s) {sorted(unknown)} are not bounded; use {sorted(ALLOWED_LABELS)}")
+            raise ValueError(
+                f"metric {name!r}: label(s) {sorted(unknown)} are not bounded; use {sorted(ALLOWED_LABELS)}"
+            )
         self.name, self.documentation, self.labels = name, documentation, tuple(labels)
         with _lock:
             if name in _families:
