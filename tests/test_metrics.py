@@ -13,7 +13,7 @@ import urllib.request
 from collections import Counter
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -142,6 +142,19 @@ def _make_topic(bootstrap: str, topic: str, partitions: int = 2) -> None:
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
 
 
+def _commit(reader, offsets: list[TopicPartition]) -> None:
+    """Commit as a reader would; a fresh broker's coordinator answers NOT_COORDINATOR while it loads."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            reader.commit(offsets=offsets, asynchronous=False)
+            return
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_lag_in_messages_and_in_seconds_of_an_outside_readers_group(kafka_bootstrap, unique):
     topic, group = f"lag_{unique}", f"reader_{unique}"
     _make_topic(kafka_bootstrap, topic)
@@ -152,7 +165,7 @@ def test_lag_in_messages_and_in_seconds_of_an_outside_readers_group(kafka_bootst
     out.flush(30)
     reader = consumer(kafka_bootstrap, group)
     # the reader consumed 4 records of partition 0 (offsets 0..3) and none of partition 1
-    reader.commit(offsets=[TopicPartition(topic, 0, 4), TopicPartition(topic, 1, 0)], asynchronous=False)
+    _commit(reader, [TopicPartition(topic, 0, 4), TopicPartition(topic, 1, 0)])
 
     monitor = lag.LagMonitor(kafka_bootstrap, groups=f"reader_{unique}")
     try:
@@ -169,7 +182,7 @@ def test_lag_in_messages_and_in_seconds_of_an_outside_readers_group(kafka_bootst
         assert lag.LAG_MESSAGES.value((group, topic, "1")) == 10
         assert 590 < lag.LAG_SECONDS.value((group, topic, "0")) < 700
 
-        reader.commit(offsets=[TopicPartition(topic, 0, 10), TopicPartition(topic, 1, 10)], asynchronous=False)
+        _commit(reader, [TopicPartition(topic, 0, 10), TopicPartition(topic, 1, 10)])
         caught_up = {(x.topic, x.partition): x for x in monitor.measure()}
         assert [x.messages for x in caught_up.values()] == [0, 0]
         assert [x.seconds() for x in caught_up.values()] == [0.0, 0.0]
