@@ -27,11 +27,14 @@ __all__ = [
     "PrometheusInfraError",
     "PrometheusServer",
     "binary",
+    "monitor_status",
     "promtool",
     "query",
     "start",
+    "start_monitor",
     "status",
     "stop",
+    "stop_monitor",
 ]
 
 INFRA_DIR = Path(__file__).resolve().parent
@@ -82,6 +85,15 @@ class PrometheusServer:
     def data_dir(self) -> Path:
         return self.home / "data"
 
+    @property
+    def monitor_pid_file(self) -> Path:
+        """The lag monitor (`alertdist lag serve`) started beside the server."""
+        return self.home / "monitor.pid"
+
+    @property
+    def monitor_log_file(self) -> Path:
+        return self.home / "monitor.log"
+
 
 def binary(name: str = "prometheus") -> str:
     found = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None)
@@ -124,15 +136,17 @@ def _ready(server: PrometheusServer, timeout: float = 2.0) -> bool:
         return False
 
 
-def _live_pid(pid_file: Path) -> int | None:
+def _live_pid(pid_file: Path, program: str = "prometheus") -> int | None:
     try:
         pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
     try:  # a pid reused by another program is not ours
-        if "prometheus" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+        if program not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
             return None
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0] == "Z":
+            return None  # exited, not yet reaped
     except OSError:
         pass
     return pid
@@ -188,23 +202,53 @@ def reload(server: PrometheusServer) -> None:
 
 
 def stop(server: PrometheusServer, *, timeout: float = 30.0, log=print) -> None:
-    pid = _live_pid(server.pid_file)
+    _stop_pid(server.pid_file, "Prometheus", "prometheus", timeout, log)
+
+
+def _stop_pid(pid_file: Path, what: str, program: str, timeout: float, log) -> None:
+    """SIGTERM the process recorded in ``pid_file`` (if it still runs ``program``), SIGKILL after ``timeout``."""
+    pid = _live_pid(pid_file, program)
     if pid is None:
-        log("Prometheus is not running (no live pid recorded)")
-        server.pid_file.unlink(missing_ok=True)
+        log(f"{what} is not running (no live pid recorded)")
+        pid_file.unlink(missing_ok=True)
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _live_pid(server.pid_file):
+    while time.monotonic() < deadline and _live_pid(pid_file, program):
         try:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
         time.sleep(0.2)
-    if _live_pid(server.pid_file):
+    if _live_pid(pid_file, program):
         os.kill(pid, signal.SIGKILL)
-    server.pid_file.unlink(missing_ok=True)
-    log("Prometheus stopped")
+    pid_file.unlink(missing_ok=True)
+    log(f"{what} stopped")
+
+
+def start_monitor(server: PrometheusServer, cmd: list[str], *, log=print) -> int:
+    """Start the monitor process ``cmd`` in the background unless ours runs; returns its pid."""
+    running = _live_pid(server.monitor_pid_file, "alertdist")
+    if running:
+        log(f"lag monitor already running (pid {running}, log {server.monitor_log_file})")
+        return running
+    server.home.mkdir(parents=True, exist_ok=True)
+    with open(server.monitor_log_file, "ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    server.monitor_pid_file.write_text(f"{proc.pid}\n")
+    log(f"lag monitor started (pid {proc.pid}, log {server.monitor_log_file})")
+    return proc.pid
+
+
+def stop_monitor(server: PrometheusServer, *, timeout: float = 30.0, log=print) -> None:
+    _stop_pid(server.monitor_pid_file, "lag monitor", "alertdist", timeout, log)
+
+
+def monitor_status(server: PrometheusServer) -> str:
+    pid = _live_pid(server.monitor_pid_file, "alertdist")
+    return f"lag monitor up (pid {pid}, log {server.monitor_log_file})" if pid else "lag monitor down"
 
 
 def status(server: PrometheusServer) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 
 from alertdist.cli import parsing
@@ -23,16 +24,23 @@ def local_prometheus(settings: Settings) -> prometheus_local.PrometheusServer:
 def _start(args, settings):
     server = local_prometheus(settings)
     prometheus_local.start(server)
+    if not args.no_monitor:  # the lag, nights and heartbeat exporter, with the settings this command has
+        monitor = [sys.executable, "-m", "alertdist.cli.main", "lag", "serve"]
+        prometheus_local.start_monitor(server, monitor + (["--two-tier"] if args.two_tier else []))
     print(f"Prometheus UI at {server.url}; alerts at {server.url}/alerts")
 
 
 def _stop(args, settings):
-    prometheus_local.stop(local_prometheus(settings))
+    server = local_prometheus(settings)
+    prometheus_local.stop_monitor(server)
+    prometheus_local.stop(server)
 
 
 def _status(args, settings):
-    text = prometheus_local.status(local_prometheus(settings))
+    server = local_prometheus(settings)
+    text = prometheus_local.status(server)
     print(text)
+    print(prometheus_local.monitor_status(server))
     return 0 if " up " in text else 3
 
 
@@ -88,7 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Data, configuration and the targets folder live in .alertdist/prometheus; the binary is "
         "Debian's prometheus package (apt-get install prometheus).",
     )
-    del prom
+    start = parsing.action_parser(prom, "start")
+    start.add_argument("--no-monitor", action="store_true", help="do not start the lag monitor (alertdist lag serve)")
+    start.add_argument("--two-tier", action="store_true", help="the monitor also reads the public cluster's heartbeat")
     lag = parsing.actions(
         sub,
         "lag",
