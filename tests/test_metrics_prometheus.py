@@ -14,28 +14,10 @@ import pytest
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from alertdist.infra import kafka_local, prometheus_local
+from alertdist.infra import prometheus_local
 from alertdist.kafka.clients import admin_client, consumer, producer
 from tests.conftest import REPO
-
-
-@pytest.fixture
-def prometheus(tmp_path):
-    try:
-        prometheus_local.binary()
-    except prometheus_local.PrometheusInfraError as e:
-        pytest.fail(f"{e} (CI installs it: .ci/run)")
-    server = prometheus_local.PrometheusServer(
-        home=tmp_path / "home" / "prometheus",
-        port=kafka_local.free_port(),
-        scrape_interval_s=1,
-        evaluation_interval_s=1,
-    )
-    prometheus_local.start(server, log=lambda *_: None)
-    try:
-        yield server
-    finally:
-        prometheus_local.stop(server, log=lambda *_: None)
+from tests.metrics_support import prometheus  # noqa: F401 - the fixture
 
 
 def _wait_for(what: str, check, timeout: float, every: float = 1.0):
@@ -71,7 +53,10 @@ def _alerts(server, name: str, **labels) -> list[dict]:
 
 
 def test_prometheus_scrapes_the_monitor_and_a_stopped_filters_lag_alert_fires_then_resolves(
-    prometheus, kafka_bootstrap, unique, tmp_path
+    prometheus,  # noqa: F811
+    kafka_bootstrap,
+    unique,
+    tmp_path,
 ):
     survey = f"p{unique}"
     topic, group = f"{survey}_20240101_programid1", f"{survey}_filter_bright_20240101"
