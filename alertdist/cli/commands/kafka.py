@@ -53,7 +53,7 @@ def local_cluster(
         brokers=settings.kafka_brokers,
         port=port,
         controller_port=port + 10000,
-        jmx_port=None if settings.kafka_jmx_port < 0 else settings.kafka_jmx_port + (10 if public else 0),
+        jmx_port=jmx_port(settings.kafka_jmx_port, port),
     )
     if getattr(args, "secure_only", False):
         return secure_cluster(settings, public=public)
@@ -104,6 +104,14 @@ def _start(args, settings):
         if cluster.secured:
             tls = f"; clients trust {cluster.ca_location}" if cluster.ca_location else ""
             print(f"SCRAM-SHA-512 ({cluster.security}) listener: {cluster.secure_bootstrap_servers}{tls}")
+
+
+def jmx_port(setting: int, client_port: int) -> int | None:
+    """Node 1's JMX exporter port: the setting, or 50 above the client port when it is 0 (each cluster its own);
+    None when it is -1."""
+    if setting < 0:
+        return None
+    return setting or client_port + 50
 
 
 def announce_jmx(settings: Settings, name: str, cluster: kafka_local.KafkaCluster) -> None:
