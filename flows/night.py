@@ -33,6 +33,7 @@ from alertdist.flows.topics import create_night_topics
 from alertdist.jobs.usage import process_usage
 from alertdist.nights.dates import Night
 from alertdist.settings import Settings
+from alertdist.tasks.live_ops import start_live_panel
 from alertdist.tasks.mirror import await_mirrored_topics, close_night_downstream, secure_night_downstream
 from alertdist.tasks.nights import abort_night, announce, report_night
 from alertdist.tasks.policy import run_label
@@ -105,6 +106,7 @@ def night(
         await_mirrored_topics(settings, night)
         closing = close_night_downstream.submit(settings, night)
     announce("opened", settings, night, {"source": source})
+    panel = start_live_panel(settings, night)  # live lag/latency artifact; Prometheus alerts as events
     running = {
         name: stage.submit(
             f"filter-{name}", "filter", dict(filter_name=name, parallelism=filter_parallelism, **readers)
@@ -128,5 +130,6 @@ def night(
         filter_results[name], stages[f"filter {name}"] = future.result()
     archived, stages["archive"] = stage.submit("archive", "archive", dict(dest=settings.archive, **readers)).result()
     announce("archived", settings, night, {"dest": archived["dest"], "written": archived["written"]})
+    panel.stop()
     result = report_night(settings, night, published, filter_results, archived, stages)
     return {**result, "mirrored": mirrored["alerts"]} if mirrored else result
