@@ -221,3 +221,37 @@ def test_night_open_and_closed_are_exported_from_the_nights_topic(kafka_bootstra
     assert nights.NIGHT_OPEN.value((f"{today:%Y%m%d}",)) == 1.0
     assert nights.NIGHT_OPEN.value((f"{today - dt.timedelta(days=1):%Y%m%d}",)) == 0.0
     assert nights.NIGHT_OPEN.value((f"{NIGHT:%Y%m%d}",)) is None  # an old night is not exported
+
+
+_SHORT_RUN = """
+import sys, time
+from pathlib import Path
+from alertdist.metrics.exposition import expose
+from alertdist.metrics.catalog import PUBLISHER_READ
+e = expose("publisher", Path(sys.argv[1]), linger_s=20)
+print(e.url, flush=True)
+sys.stdin.readline()  # scraped once by the test, then told to finish
+PUBLISHER_READ.inc(("20231012",), 42)  # the run's last figure, counted just before it ends
+"""
+
+
+def test_a_short_run_waits_at_exit_for_the_scrape_of_its_final_counts(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SHORT_RUN, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        url = proc.stdout.readline().strip()
+        assert ("alertdist_publisher_packets_read_total", (("night", "20231012"),)) not in _scrape(url)
+        proc.stdin.write("done\n")
+        proc.stdin.flush()
+        time.sleep(1.0)
+        assert proc.poll() is None  # finished its work, waiting for Prometheus's next look
+        assert _scrape(url)[("alertdist_publisher_packets_read_total", (("night", "20231012"),))] == 42
+        assert proc.wait(10) == 0
+        assert not list(tmp_path.glob("*.json"))  # and withdrew its announcement
+    finally:
+        proc.kill()

@@ -19,6 +19,7 @@ __all__ = [
     "archive_started",
     "filter_batch_consumed",
     "filter_transaction_committed",
+    "set_enabled",
     "track_publisher",
     "track_replay",
 ]
@@ -87,13 +88,24 @@ REPLAY_DELIVERED = Counter(
 REPLAY_QUEUE = Gauge("alertdist_replay_queue_depth_packets", "Replayed alerts not yet acknowledged.", ["topic"])
 
 
+#: Metrics are always on; benchmarks turn the hooks off to measure what they cost (`set_enabled`).
+_enabled = True
+
+
+def set_enabled(enabled: bool) -> None:
+    """Turn every stage's hooks on or off (benchmarks: metrics on against off in one run)."""
+    global _enabled
+    _enabled = enabled
+
+
 def track_publisher(night: str, run) -> None:
     """Export a publisher run's own counts, read at scrape time: nothing is added to its per-packet path.
 
     ``run`` is the publisher's run state (its ``result``, ``delivered`` and ``rejected`` counters, its
     ``latencies`` in ms and its producer ``out``). A later run of the same night adds to the earlier one's totals,
     so the counters never go back."""
-    _PublisherSource.track(night, run)
+    if _enabled:
+        _PublisherSource.track(night, run)
 
 
 class _PublisherSource:
@@ -159,6 +171,8 @@ def refresh() -> None:
 def filter_transaction_committed(night: str, filter_name: str, counts: dict[str, int], started: float) -> None:
     """A live filter copy committed a transaction holding ``counts`` (outcome -> alerts), begun at ``started``
     (`time.monotonic`)."""
+    if not _enabled:
+        return
     for outcome, n in counts.items():
         if n:
             FILTER_ALERTS.inc((night, filter_name, outcome), n)
@@ -168,6 +182,8 @@ def filter_transaction_committed(night: str, filter_name: str, counts: dict[str,
 
 def filter_batch_consumed(filter_name: str, messages) -> None:
     """End-to-end latency of a consumed batch: now less each record's produce timestamp (ms)."""
+    if not _enabled:
+        return
     now_ms = time.time() * 1000.0
     stamps = [m.timestamp()[1] for m in messages if m.error() is None]
     if stamps:

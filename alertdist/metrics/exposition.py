@@ -12,6 +12,7 @@ import atexit
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,19 +37,38 @@ class Exposition:
 
 
 class _Refresh:
-    """A collector that brings scrape-time values up to date before the families are read."""
+    """A collector that brings scrape-time values up to date before the families are read, and counts scrapes."""
+
+    scrapes = 0
+    scraped = threading.Condition()
 
     def collect(self):
         catalog.refresh()
+        with self.scraped:
+            _Refresh.scrapes += 1
+            self.scraped.notify_all()
         return []
+
+
+def _linger(target_file: Path, timeout: float) -> None:
+    """At exit, a process Prometheus has been scraping waits (up to ``timeout``) for one more scrape, so a short
+    run's final counts are kept; then it withdraws its announcement."""
+    with _Refresh.scraped:
+        seen = _Refresh.scrapes
+        if seen:
+            _Refresh.scraped.wait_for(lambda: _Refresh.scrapes > seen, timeout)
+    target_file.unlink(missing_ok=True)
 
 
 _current: Exposition | None = None
 
 
-def expose(job: str, targets: Path | None, *, port: int = 0, host: str = "127.0.0.1") -> Exposition:
+def expose(
+    job: str, targets: Path | None, *, port: int = 0, host: str = "127.0.0.1", linger_s: float = 10.0
+) -> Exposition:
     """Serve this process's metrics on ``host:port`` (0: a free port) and, with ``targets``, announce it there.
 
+    At exit, a process that has been scraped waits up to ``linger_s`` for a last scrape (its final counts).
     Once per process: a second call returns the first exposition."""
     global _current
     if _current is not None:
@@ -68,7 +88,7 @@ def expose(job: str, targets: Path | None, *, port: int = 0, host: str = "127.0.
         scratch = target_file.with_suffix(".tmp")
         scratch.write_text(json.dumps(body))
         scratch.replace(target_file)  # Prometheus never reads half a file
-        atexit.register(target_file.unlink, missing_ok=True)
+        atexit.register(_linger, target_file, linger_s)
     _current = Exposition(job, bound, target_file)
     return _current
 
