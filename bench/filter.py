@@ -35,7 +35,7 @@ import fastavro
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from _common import java_tool, kafka_libs, start_cluster
-from _metrics import metrics, overhead
+from _metrics import cpu_overhead, metrics, overhead
 from alertdist.avro import codec
 from alertdist.filters.bundled import bright_transients
 from alertdist.filters.live import LiveOptions, run_live
@@ -199,11 +199,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"ceiling {fetch_rate:,.0f}/s (with its group join {overall_rate:,.0f}/s)",
                 flush=True,
             )
-        metrics_rates = {False: [], True: []}  # the runner with metrics off, then on, interleaved
+        metrics_rates, metrics_cpu = {False: [], True: []}, {False: [], True: []}  # metrics off, then on
         for r in range(1, args.metrics_rounds + 1):
             for on in (False, True):
-                with metrics(on):
+                with metrics(on) as cost:
                     metrics_rates[on].append(runner(bootstrap, naming, f"bench-metrics-{r}-{int(on)}").processing_rate)
+                metrics_cpu[on].append(cost.cpu_s)
             print(
                 f"metrics round {r}: off {metrics_rates[False][-1]:,.0f}/s, on {metrics_rates[True][-1]:,.0f}/s",
                 flush=True,
@@ -211,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics_figures = (
             {
                 "metrics_overhead": overhead(metrics_rates[False], metrics_rates[True]),
+                "metrics_cpu_overhead": cpu_overhead(metrics_cpu[False], metrics_cpu[True]),
                 "metrics_rounds_alerts_per_s": {
                     "off": [round(x) for x in metrics_rates[False]],
                     "on": [round(x) for x in metrics_rates[True]],
