@@ -232,6 +232,7 @@ e = expose("publisher", Path(sys.argv[1]), linger_s=20)
 print(e.url, flush=True)
 sys.stdin.readline()  # scraped once by the test, then told to finish
 PUBLISHER_READ.inc(("20231012",), 42)  # the run's last figure, counted just before it ends
+print("ending", flush=True)
 """
 
 
@@ -248,10 +249,22 @@ def test_a_short_run_waits_at_exit_for_the_scrape_of_its_final_counts(tmp_path):
         assert ("alertdist_publisher_packets_read_total", (("night", "20231012"),)) not in _scrape(url)
         proc.stdin.write("done\n")
         proc.stdin.flush()
-        time.sleep(1.0)
+        assert proc.stdout.readline().strip() == "ending"
+        time.sleep(2.0)  # well into its exit
         assert proc.poll() is None  # finished its work, waiting for Prometheus's next look
         assert _scrape(url)[("alertdist_publisher_packets_read_total", (("night", "20231012"),))] == 42
         assert proc.wait(10) == 0
         assert not list(tmp_path.glob("*.json"))  # and withdrew its announcement
     finally:
         proc.kill()
+
+
+def test_a_run_nobody_scraped_exits_at_once(tmp_path):
+    script = _SHORT_RUN.replace("sys.stdin.readline()", "pass")
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 15  # not the 20 s linger: no Prometheus was looking
+    assert not list(tmp_path.glob("*.json"))

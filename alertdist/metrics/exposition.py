@@ -42,6 +42,9 @@ class _Refresh:
     scrapes = 0
     scraped = threading.Condition()
 
+    def describe(self):  # registering must not count as a scrape
+        return []
+
     def collect(self):
         catalog.refresh()
         with self.scraped:
