@@ -106,7 +106,7 @@ def night(
         await_mirrored_topics(settings, night)
         closing = close_night_downstream.submit(settings, night)
     announce("opened", settings, night, {"source": source})
-    panel = start_live_panel(settings, night)  # live lag/latency artifact; Prometheus alerts as events
+    panel = start_live_panel(settings, night, public=bool(public_bootstrap_servers))  # live artifact, alert events
     running = {
         name: stage.submit(
             f"filter-{name}", "filter", dict(filter_name=name, parallelism=filter_parallelism, **readers)

@@ -39,10 +39,16 @@ def alert_event(state: str, alert: dict) -> None:
     )
 
 
+class _NoPanel:
+    def stop(self) -> None:
+        pass
+
+
 class LivePanel:
-    def __init__(self, settings: Settings, night: dt.date, every_s: float):
+    def __init__(self, settings: Settings, night: dt.date, every_s: float, *, public: bool = False):
         prometheus = f"http://127.0.0.1:{settings.prometheus_port}"
-        self.view = LiveView(settings.kafka("admin"), settings.naming, night, prometheus)
+        readers = settings.public_kafka("admin") if public else settings.kafka("admin")  # where the groups are
+        self.view = LiveView(readers, settings.naming, night, prometheus)
         self.alerts = AlertChanges(prometheus)
         self.key = f"night-live-{settings.survey}-{night:%Y%m%d}".lower().replace("_", "-")
         self.every_s = every_s
@@ -70,6 +76,8 @@ class LivePanel:
             self.stop_event.wait(self.every_s)
 
     def stop(self) -> None:
+        if self.thread is None:  # never started (see `start_live_panel`)
+            return
         self.stop_event.set()
         if self.thread is not None:
             self.thread.join(30)
@@ -77,9 +85,17 @@ class LivePanel:
         self.view.close()
 
 
-def start_live_panel(settings: Settings, night: dt.date, *, every_s: float = 10.0) -> LivePanel:
-    """Start the panel in a thread carrying this flow run's context (artifacts and events belong to it)."""
-    panel = LivePanel(settings, night, every_s)
+def start_live_panel(
+    settings: Settings, night: dt.date, *, every_s: float = 10.0, public: bool = False
+) -> LivePanel | _NoPanel:
+    """Start the panel in a thread carrying this flow run's context (artifacts and events belong to it);
+    ``public``: the night's readers are on the public cluster (two-tier). A panel that cannot start (no admin
+    login on a secured cluster) is logged and skipped: it must never fail the night."""
+    try:
+        panel = LivePanel(settings, night, every_s, public=public)
+    except Exception as e:
+        _log.warning("no live panel for night %s: %s", f"{night:%Y%m%d}", e)
+        return _NoPanel()
     context = contextvars.copy_context()
     panel.thread = threading.Thread(target=context.run, args=(panel._run,), name="live-panel", daemon=True)
     panel.thread.start()

@@ -19,6 +19,7 @@ from confluent_kafka.admin import NewTopic
 from alertdist.kafka.clients import admin_client, consumer
 from alertdist.kafka.producer import CountingProducer
 from alertdist.metrics.registry import Counter, Gauge
+from alertdist.nights.topics import replication_for
 
 __all__ = ["HEARTBEAT_AGE", "Heartbeat", "heartbeat_age", "heartbeat_topic"]
 
@@ -33,15 +34,16 @@ def heartbeat_topic(survey: str) -> str:
 
 
 class Heartbeat:
-    """Writes heartbeats to one cluster; the topic (one partition, 1 day retention) is created when missing."""
+    """Writes heartbeats to one cluster; the topic (one partition, 1 day retention, replicated as the cluster
+    allows: up to 3) is created when missing."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, replication: int = 1):
+    def __init__(self, bootstrap_servers: str, topic: str):
         self.bootstrap_servers, self.topic = bootstrap_servers, topic
         self.sender = socket.gethostname()[:64]
         admin = admin_client(bootstrap_servers)
         if topic not in admin.list_topics(timeout=30).topics:
             config = {"retention.ms": str(24 * 3600 * 1000)}
-            futures = admin.create_topics([NewTopic(topic, 1, replication, config=config)])
+            futures = admin.create_topics([NewTopic(topic, 1, replication_for(admin, None), config=config)])
             try:
                 futures[topic].result(30)
             except Exception as e:  # created meanwhile by another sender
