@@ -268,3 +268,22 @@ def test_a_run_nobody_scraped_exits_at_once(tmp_path):
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 15  # not the 20 s linger: no Prometheus was looking
     assert not list(tmp_path.glob("*.json"))
+
+
+_TAKEN_PORT = """
+import socket, sys
+from alertdist.jobs.metrics import serve_metrics
+from alertdist.settings import Settings
+held = socket.socket()
+held.bind(("127.0.0.1", 0))
+held.listen()
+settings = Settings.load(home=sys.argv[1], metrics_port=held.getsockname()[1])
+print(serve_metrics(settings, "publisher"))
+"""
+
+
+def test_a_taken_metrics_port_leaves_the_stage_running_and_says_what_to_set(tmp_path):
+    done = subprocess.run([sys.executable, "-c", _TAKEN_PORT, str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"
+    assert "ALERTDIST_METRICS_PORT=0" in done.stderr
