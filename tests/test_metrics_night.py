@@ -73,7 +73,9 @@ def test_after_a_night_prometheus_has_every_stages_series(
     group = f"{survey}_filter_bright_transients_{tonight}"
     assert _value(prometheus, f'max_over_time(alertdist_consumer_lag_messages{{group="{group}"}}{over})') is not None
     assert _value(prometheus, f'min_over_time(alertdist_consumer_lag_messages{{group="{group}"}}{over})') == 0
-    assert _value(prometheus, f"max_over_time(alertdist_night_open{{{n}}}{over})") == 1
+    # the night's state from the nights topic (open while publishing: a 300-alert night may be open under a second)
+    assert _value(prometheus, f"min_over_time(alertdist_night_open{{{n}}}{over})") == 0  # closed at the end
+    assert _value(prometheus, f"max_over_time(alertdist_night_dawn_timestamp_seconds{{{n}}}{over})") > 0
     assert _value(prometheus, f'max_over_time(alertdist_heartbeat_age_seconds{{cluster="producing"}}{over})') < 30
     jobs = {r["metric"]["job"] for r in prometheus_local.query(prometheus.url, f"max_over_time(up{over})")}
     assert {"publisher", "filter", "monitor"} <= jobs  # the archiver may reuse the publisher's pool process

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +59,9 @@ def _linger(target_file: Path, timeout: float) -> None:
     run's final counts are kept; then it withdraws its announcement."""
     with _Refresh.scraped:
         seen = _Refresh.scrapes
-        if seen:
-            _Refresh.scraped.wait_for(lambda: _Refresh.scrapes > seen, timeout)
+        answered = seen and _Refresh.scraped.wait_for(lambda: _Refresh.scrapes > seen, timeout)
+    if answered:  # counted as the scrape begins: give the server thread time to send the answer
+        time.sleep(1.0)
     target_file.unlink(missing_ok=True)
 
 
