@@ -33,14 +33,17 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed-main
 	$(BIN)/alertdist kafka install
+	-bash infra/install_prometheus.sh
 
 setup-test: $(VENV)/.installed-test
 	$(BIN)/alertdist kafka install
 	bash infra/install_browser.sh
+	bash infra/install_prometheus.sh
 
 night: setup
 	$(BIN)/alertdist kafka start
 	$(BIN)/alertdist prefect start
+	-$(BIN)/alertdist prometheus start
 	$(BIN)/alertdist night $(NIGHT_ARGS)
 
 # Starts (or reuses) the secure 3-node cluster and its own Prefect server itself: see `alertdist night --help`.
@@ -53,6 +56,7 @@ schedule: setup
 	$(BIN)/alertdist prefect start
 	$(BIN)/alertdist prefect deploy
 	$(BIN)/alertdist worker start
+	-$(BIN)/alertdist prometheus start
 
 # Each check runs even when an earlier one failed, so one run shows everything to fix.
 lint: $(VENV)/.installed-test
@@ -69,6 +73,7 @@ test: setup-test lint
 	bash infra/with_test_services.sh $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 stop:
+	-$(BIN)/alertdist prometheus stop
 	-$(BIN)/alertdist worker stop
 	-$(BIN)/alertdist prefect stop
 	-$(BIN)/alertdist prefect stop --secure

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     public_bootstrap_servers: str = ""
     mirror_rest_port: int = 8083
     prefect_port: int = 4200
+    prometheus_port: int = 9090
+    metrics_port: int = 0  # each process's own /metrics: 0 a free port (announced for Prometheus), -1 none
+    kafka_jmx_port: int = 0  # local brokers' JMX exporter, node i on +i-1; 0: the client port + 50; -1: none
+    mirror_jmx_port: int = -1  # MirrorMaker 2's JMX exporter (-1: none; e.g. 9424)
     survey: str = "ztf"
     programmes: dict[int, str] = dict(DEFAULT_PROGRAMMES)
     site_timezone: str = "America/Los_Angeles"
@@ -174,6 +178,10 @@ class Settings(BaseSettings):
     @property
     def prefect_home(self) -> Path:
         return self.home / "prefect"
+
+    @property
+    def prometheus_home(self) -> Path:
+        return self.home / "prometheus"
 
     @property
     def archive(self) -> str:

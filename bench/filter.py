@@ -35,6 +35,7 @@ import fastavro
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from _common import java_tool, kafka_libs, start_cluster
+from _metrics import cpu_overhead, metrics, overhead
 from alertdist.avro import codec
 from alertdist.filters.bundled import bright_transients
 from alertdist.filters.live import LiveOptions, run_live
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         help="messages the naive loop reads per round (it runs at a few hundred per second)",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--metrics-rounds", type=int, default=3, help="pairs of runner rounds, metrics off/on")
     args = parser.parse_args(argv)
 
     libs = kafka_libs()
@@ -197,6 +199,28 @@ def main(argv: list[str] | None = None) -> int:
                 f"ceiling {fetch_rate:,.0f}/s (with its group join {overall_rate:,.0f}/s)",
                 flush=True,
             )
+        metrics_rates, metrics_cpu = {False: [], True: []}, {False: [], True: []}  # metrics off, then on
+        for r in range(1, args.metrics_rounds + 1):
+            for on in (False, True):
+                with metrics(on) as cost:
+                    metrics_rates[on].append(runner(bootstrap, naming, f"bench-metrics-{r}-{int(on)}").processing_rate)
+                metrics_cpu[on].append(cost.cpu_s)
+            print(
+                f"metrics round {r}: off {metrics_rates[False][-1]:,.0f}/s, on {metrics_rates[True][-1]:,.0f}/s",
+                flush=True,
+            )
+        metrics_figures = (
+            {
+                "metrics_overhead": overhead(metrics_rates[False], metrics_rates[True]),
+                "metrics_cpu_overhead": cpu_overhead(metrics_cpu[False], metrics_cpu[True]),
+                "metrics_rounds_alerts_per_s": {
+                    "off": [round(x) for x in metrics_rates[False]],
+                    "on": [round(x) for x in metrics_rates[True]],
+                },
+            }
+            if metrics_rates[True]
+            else {}
+        )
         median = {k: statistics.median(v) for k, v in rates.items()}
         best = {k: max(v) for k, v in rates.items()}
         for label, figures in (("median", median), ("best", best)):
@@ -218,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                     "runner_vs_naive": round(best["runner"] / best["naive"], 2),
                     "runner_vs_ceiling": round(best["runner"] / best["ceiling"], 3),
                     "median_runner_vs_ceiling": round(median["runner"] / median["ceiling"], 3),
+                    **metrics_figures,
                 }
             )
         )

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from _common import consume_latencies, cpu_seconds, java_producer_performance, kafka_libs, private_broker, say
+from _metrics import cpu_overhead, metrics, overhead
 from alertdist.infra import kafka_local
 from alertdist.kafka.clients import admin_client
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alerts", type=int, default=8000, help="records per throughput round (default 8000)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--metrics-rounds", type=int, default=3, help="pairs of publisher rounds, metrics off/on")
     parser.add_argument("--compression", default="none", choices=["none", "lz4"], help="for both (a) and (b)")
     parser.add_argument("--rate", type=float, default=80_000, help="alerts/minute of the latency run")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
@@ -157,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = cluster.bootstrap_servers
         say(f"broker {bootstrap} (Kafka {kafka_local.installed_version(libs)}), compression {args.compression}")
         java_rates, ours, alert_rates, latency = [], [], [], {}
+        figures = {}  # metrics on against off
         for r in range(1, args.rounds + 1 if args.only != "latency" else 1):
             topic = f"perf_{r}"
             create_topics(
@@ -181,6 +184,23 @@ def main(argv: list[str] | None = None) -> int:
             say(
                 f"round {r}: (b) publisher          {mb_s:.1f} MB/s ({alerts_s:,.0f} alerts/s)   ratio {mb_s / java_rates[-1]:.2f}"
             )
+        metrics_rounds, metrics_cpu = {False: [], True: []}, {False: [], True: []}
+        for r in range(1, args.metrics_rounds + 1 if args.only != "latency" else 1):
+            for on in (False, True):  # interleaved, so drift on a shared machine hits both alike
+                with metrics(on) as cost:
+                    metrics_rounds[on].append(publisher_rate(bootstrap, packets, f"m{r}{int(on)}", args.compression)[1])
+                metrics_cpu[on].append(cost.cpu_s)
+            say(f"metrics round {r}: off {metrics_rounds[False][-1]:,.0f}, on {metrics_rounds[True][-1]:,.0f} alerts/s")
+        if metrics_rounds[True]:
+            figures["metrics_overhead"] = overhead(metrics_rounds[False], metrics_rounds[True])
+            figures["metrics_cpu_overhead"] = cpu_overhead(metrics_cpu[False], metrics_cpu[True])
+            figures["metrics_rounds_alerts_s"] = {
+                state: [round(x) for x in metrics_rounds[on]] for state, on in (("off", False), ("on", True))
+            }
+            say(
+                f"metrics_overhead {figures['metrics_overhead']:.3f} (target <= 0.03), "
+                f"CPU {figures['metrics_cpu_overhead']:+.3f}"
+            )
         if java_rates:
             best_java, best_ours = max(java_rates), max(ours)
             say(
@@ -188,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 "(target >= 0.8)"
             )
         if args.only == "throughput":
-            return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before)
+            return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before, figures)
         say(
             f"latency: {args.rate:,.0f} alerts/minute for {args.latency_seconds:.0f} s, consumed live in another process..."
         )
@@ -202,10 +222,10 @@ def main(argv: list[str] | None = None) -> int:
             f"  CPU per alert (ms): {latency['cpu_ms_per_alert']}; an idle {os.cpu_count()}-core machine could "
             f"sustain ~{latency['idle_capacity_per_minute']:,} alerts/minute through all three"
         )
-    return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before)
+    return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before, figures)
 
 
-def _report(args, record_size, java_rates, ours, alert_rates, latency, load_before) -> int:
+def _report(args, record_size, java_rates, ours, alert_rates, latency, load_before, figures=None) -> int:
     """The last line: one JSON object (throughput figures are null when only the latency ran, and vice versa)."""
     best_java, best_ours = (max(java_rates), max(ours)) if java_rates else (None, None)
     print(
@@ -224,6 +244,7 @@ def _report(args, record_size, java_rates, ours, alert_rates, latency, load_befo
                 "latency_rate_per_minute": args.rate if latency else None,
                 "latency_compression": args.latency_compression if latency else None,
                 **{f"latency_{k}": v for k, v in latency.items()},
+                **(figures or {}),
                 "load_average_before": round(load_before, 1),
                 "load_average_after": round(os.getloadavg()[0], 1),
             }

@@ -43,6 +43,7 @@ from alertdist.nights.dates import Night
 from alertdist.nights.report import NightReconciliationError
 from alertdist.security import ARCHIVER, PUBLISHER, filter_service
 from alertdist.settings import Settings
+from alertdist.tasks.live_ops import start_live_panel
 from alertdist.tasks.mirror import await_mirrored_topics, close_night_downstream, secure_night_downstream
 from alertdist.tasks.nights import abort_night, announce, report_night
 from alertdist.tasks.policy import run_label
@@ -145,6 +146,7 @@ def _stages(settings, night, source, speed, filters, filter_parallelism, filter_
         await_mirrored_topics(settings, night)
         closing = close_night_downstream.submit(settings, night)
     announce("opened", settings, night, {"source": source})
+    panel = start_live_panel(settings, night, public=two_tier)  # the live artifact; firing alerts as events
     running = {}
     for chosen in filters if filters is not None else sorted(available_filters()):
         name = named_filter(chosen)[0] or chosen
@@ -179,6 +181,7 @@ def _stages(settings, night, source, speed, filters, filter_parallelism, filter_
         except Exception as e:  # reported below, with the night's report; the archive is already written
             failed[name] = f"{type(e).__name__}: {e}"
             filter_results[name] = [_failed_row(failed[name])]
+    panel.stop()
     try:
         result = report_night(settings, night, published, filter_results, archived, stages)
     except NightReconciliationError as e:

@@ -36,6 +36,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alertdist.infra import jmx_exporter
+
 __all__ = [
     "SECURITY_MODES",
     "KafkaCluster",
@@ -105,6 +107,7 @@ class KafkaCluster:
     extra_properties: dict[str, str] = field(default_factory=dict)
     security: str = "none"
     secure_port: int | None = None
+    jmx_port: int | None = None  # node i serves its JMX metrics (Prometheus JMX exporter) on jmx_port + i - 1
 
     def __post_init__(self) -> None:
         if self.security not in SECURITY_MODES:
@@ -455,6 +458,13 @@ def _java(cluster: KafkaCluster, heap: str) -> list[str]:
     return java_command(cluster.libs_dir, heap)
 
 
+def _jmx_agent(cluster: KafkaCluster, node_id: int) -> list[str]:
+    """The JMX exporter agent's option for a node, when the cluster has a ``jmx_port``."""
+    if cluster.jmx_port is None:
+        return []
+    return jmx_exporter.agent_option(cluster.libs_dir, cluster.jmx_port + node_id - 1)
+
+
 def java_command(libs_dir: Path, heap: str) -> list[str]:
     """``java ... -cp <libs>/*``: the start of every command line that runs the installed jars (a broker, a
     tool, MirrorMaker 2), with the project's log configuration. Out of memory, the JVM exits: an OutOfMemoryError
@@ -634,7 +644,7 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
         log_fd = os.open(cluster.log_file(node_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(log_fd, "ab") as out:
             proc = started[node_id] = subprocess.Popen(
-                _java(cluster, cluster.heap) + ["kafka.Kafka", str(config)],
+                _java(cluster, cluster.heap) + _jmx_agent(cluster, node_id) + ["kafka.Kafka", str(config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -40,6 +40,7 @@ def night_on_a_clean_clone(tmp_path_factory):
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERTDIST_", "PREFECT_", "VIRTUAL_ENV"))}
     env.update(ALERTDIST_KAFKA_PORT=str(kafka_local.free_ports(1)), ALERTDIST_PREFECT_PORT=str(kafka_local.free_port()))
+    env.update(ALERTDIST_PROMETHEUS_PORT=str(kafka_local.free_port()))  # make night starts Prometheus too
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
     try:
         done = _make_night(clone, env, "--alerts 200 --partitions 2 --night 20231012", 1500)

@@ -28,6 +28,7 @@ from alertdist.access.readers import ArchivedAlert, ArchiveReadError, ReadCounts
 from alertdist.kafka.clients import admin_client
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.kafka.producer import CountingProducer
+from alertdist.metrics.catalog import track_replay
 from alertdist.nights.dates import SITES, Site
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, replication_for
 from alertdist.publish.publisher import (
@@ -191,6 +192,7 @@ def replay_to_topic(
     stop = stop or threading.Event()
     result = ReplayResult(list(sources), topic, speed=speed)
     out = CountingProducer(bootstrap_servers, describe=_candid_of, **(producer_overrides or {}))
+    track_replay(topic, out)
     stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
     started = last_report = time.monotonic()
 

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "alertdist.cli.commands.serve",
     "alertdist.cli.commands.users",
     "alertdist.cli.commands.clean",
+    "alertdist.cli.commands.metrics",
 ]
 
 DESCRIPTION = """\

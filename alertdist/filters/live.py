@@ -37,6 +37,7 @@ from alertdist.kafka.clients import admin_client, consumer
 from alertdist.kafka.errors import KafkaOperationError, is_transient, retry_call
 from alertdist.kafka.producer import CountingProducer
 from alertdist.kafka.reading import watermarks
+from alertdist.metrics.catalog import filter_batch_consumed, filter_transaction_committed
 from alertdist.nights.state import read_night_state
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, replication_for
 
@@ -317,6 +318,7 @@ class _LiveRun:
 
     def _process(self, messages) -> bool:
         """Judge and route a batch; True if it held any alert (False: idle, only end-of-partition events)."""
+        filter_batch_consumed(self.filter.name, messages)
         values = [msg.value() for msg in messages if msg.error() is None]
         judged = len(values)  # the verdicts the plug-in gave; after them, ERROR for its missed deadline
         if self.confined is not None and values:
@@ -459,6 +461,7 @@ class _LiveRun:
             per_topic = self.report.by_topic.setdefault(topic, {})
             per_topic[_REPORT_FIELD[outcome]] = per_topic.get(_REPORT_FIELD[outcome], 0) + n
         self.report.transactions += 1
+        filter_transaction_committed(self.report.night, self.filter.name, self.txn_counts, self.txn_started)
         self._reset_transaction()
         return True
 

@@ -9,7 +9,9 @@ from dataclasses import replace
 
 from alertdist.archive import ArchiveOptions, NightManifest
 from alertdist.archive import archive_night as archive_pipeline
+from alertdist.jobs.metrics import serve_metrics
 from alertdist.jobs.progress import NoProgress, Progress
+from alertdist.metrics.catalog import archive_finished, archive_started
 from alertdist.runtime import tune_allocators
 from alertdist.security import ARCHIVER
 from alertdist.settings import Settings
@@ -36,6 +38,8 @@ def archive_night(
     is written (see `alertdist.archive.night`); every write is atomic, so a retry of the whole night is safe.
     """
     tune_allocators()
+    serve_metrics(settings, "archiver")
+    archive_started(f"{night:%Y%m%d}")
     if options.storage_options is None:
         options = replace(options, storage_options=settings.storage_options)
     shown = ArchiveProgress(progress, len(programmes or settings.programmes))
@@ -52,6 +56,9 @@ def archive_night(
             stop=stop,
             progress=shown,
         )
+    except BaseException:
+        archive_finished(f"{night:%Y%m%d}", ok=False)
+        raise
     finally:
         shown.close()
 

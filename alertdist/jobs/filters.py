@@ -20,6 +20,7 @@ from alertdist.filters.batch import BatchResult, passes_table, run_batch, run_co
 from alertdist.filters.columnar import wanted_columns
 from alertdist.filters.confined import ConfinedFilter
 from alertdist.filters.live import LiveOptions, LiveReport, run_live
+from alertdist.jobs.metrics import serve_metrics
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.security import filter_service
 from alertdist.settings import Settings
@@ -56,6 +57,7 @@ def run_filter(
     unknown = sorted(set(programmes or ()) - set(settings.programmes))
     if unknown:
         raise ValueError(f"programme(s) {unknown} unknown; this survey has {sorted(settings.programmes)}")
+    serve_metrics(settings, "filter")
 
     def show(r: LiveReport) -> None:
         progress.update(

@@ -8,6 +8,7 @@ import threading
 
 from confluent_kafka import KafkaException
 
+from alertdist.infra import jmx_exporter
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.kafka.clients import admin_client
 from alertdist.kafka.errors import KafkaOperationError, retry_until
@@ -33,7 +34,8 @@ __all__ = [
 
 def mirror_home(settings: Settings) -> process.MirrorHome:
     """MirrorMaker 2's properties, pid and log in ``<home>/mirror``, running the project's jars."""
-    return process.MirrorHome(settings.home / "mirror", settings.kafka_home / "libs")
+    jmx = settings.mirror_jmx_port if settings.mirror_jmx_port > 0 else None
+    return process.MirrorHome(settings.home / "mirror", settings.kafka_home / "libs", jmx_port=jmx)
 
 
 def mirror_spec(settings: Settings, night: dt.date | None = None) -> MirrorSpec:
@@ -56,7 +58,10 @@ def mirror_units_now(settings: Settings) -> list[MirrorUnit]:
 
 def start_mirror(settings: Settings, night: dt.date | None = None) -> process.MirrorStatus:
     """Start MirrorMaker 2 (reused when already running)."""
-    return process.start(mirror_home(settings), mirror_spec(settings, night))
+    home = mirror_home(settings)
+    if home.jmx_port is not None:  # where the project's Prometheus finds MirrorMaker's JMX metrics
+        jmx_exporter.announce(settings.prometheus_home / "jmx-targets", "mirror", home.jmx_port, {"job": "mirror"})
+    return process.start(home, mirror_spec(settings, night))
 
 
 def keep_mirror_running(

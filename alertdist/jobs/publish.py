@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
+from alertdist.jobs.metrics import serve_metrics
 from alertdist.jobs.nights import open_night
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.nights.topics import TopicSettings
@@ -37,6 +38,7 @@ def publish_night(
     a secured cluster they must exist: the publisher may not create topics or ACLs, the admin does at dusk.
     """
     stop = stop or threading.Event()
+    serve_metrics(settings, "publisher")
     source.check(settings.storage_options)
     if topics is not None and not settings.secured:
         created = [t for t, what in open_night(settings, night, topics).topics.items() if what == "created"]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from alertdist.access.listing import check_sources
 from alertdist.access.readers import open_sources
 from alertdist.access.replay import ReplayProgress, ReplayResult, ensure_topic, replay_into_night, replay_to_topic
+from alertdist.jobs.metrics import serve_metrics
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.nights.topics import TopicSettings
 from alertdist.security import REPLAY
@@ -60,6 +61,7 @@ def replay(
 ) -> Replayed:
     """Open the sources (merged in candid order) and publish them to the request's destination."""
     stop = stop or threading.Event()
+    serve_metrics(settings, "replay")
     archived = request.archived_night or request.night
     archived = f"{archived:%Y%m%d}" if archived else None
     check_sources(list(request.sources), archived_night=archived, storage_options=settings.storage_options)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alertdist.kafka.clients import opened_secret
+from alertdist.metrics.heartbeat import heartbeat_topic
 from alertdist.nights.topics import MIRROR_SOURCE, MIRROR_TARGET, TopicNaming
 
 __all__ = [
@@ -49,7 +50,8 @@ _INTERNAL_TOPICS = (
 def mirrored_topics(naming: TopicNaming, night: dt.date | None = None) -> str:
     """The regular expression of the mirrored topics: the programme topics of ``night`` (None: of every night, for
     the long-running mirror) and the nights topic; never the rejected topic."""
-    return f"{naming.programme_topic_pattern(night)}|{re.escape(naming.nights_topic)}"
+    heartbeat = re.escape(heartbeat_topic(naming.survey))  # the monitor's heartbeat proves the mirror path alive
+    return f"{naming.programme_topic_pattern(night)}|{re.escape(naming.nights_topic)}|{heartbeat}"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from alertdist.infra import jmx_exporter
 from alertdist.infra.kafka_local import java_command, process_alive
 from alertdist.mirror.config import MirrorSpec, mirror_properties, mirror_secrets, write_properties
 
@@ -33,6 +34,7 @@ class MirrorHome:
     folder: Path
     libs: Path
     heap: str = "1g"
+    jmx_port: int | None = None  # the JMX exporter agent's port (None: no agent)
 
     def path(self, what: str) -> Path:
         """Its ``properties``, ``secrets`` (0600: the passwords the properties name), ``pid`` or ``log`` file."""
@@ -94,7 +96,8 @@ def start(home: MirrorHome, spec: MirrorSpec, *, timeout: float = 90.0) -> Mirro
     if secrets:
         write_properties(home.path("secrets"), secrets, mode=0o600)
     write_properties(home.path("properties"), mirror_properties(spec, home.path("secrets")))
-    command = [*java_command(home.libs, home.heap), MAIN_CLASS, str(home.path("properties"))]
+    agent = jmx_exporter.agent_option(home.libs, home.jmx_port) if home.jmx_port else []
+    command = [*java_command(home.libs, home.heap), *agent, MAIN_CLASS, str(home.path("properties"))]
     with open(home.path("log"), "ab") as out:
         proc = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True

@@ -24,6 +24,7 @@ from alertdist.avro import codec
 from alertdist.kafka.clients import MAX_MESSAGE_BYTES
 from alertdist.kafka.errors import KafkaOperationError, retry_call
 from alertdist.kafka.producer import CountingProducer
+from alertdist.metrics.catalog import track_publisher
 from alertdist.nights.dates import SITES, Site, night_of_jd
 from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
 from alertdist.nights.topics import TopicNaming
@@ -371,6 +372,7 @@ def publish(
     run = _Publisher(
         bootstrap_servers, naming, night, site, checks, getattr(source, "settle", None), producer_overrides
     )
+    track_publisher(night_text, run)  # read at scrape time: nothing added per packet
     run.check_topics()
     state = retry_call("reading the night's state", read_night_state, bootstrap_servers, naming, night_text)
     if state is not None and state.ended and not reopen:  # closed, or aborted after a failure

@@ -7,7 +7,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from alertdist.infra import kafka_local
+from alertdist.infra import jmx_exporter, kafka_local
 from alertdist.settings import Settings
 
 SECURITY_HELP = """\
@@ -53,6 +53,7 @@ def local_cluster(
         brokers=settings.kafka_brokers,
         port=port,
         controller_port=port + 10000,
+        jmx_port=jmx_port(settings.kafka_jmx_port, port),
     )
     if getattr(args, "secure_only", False):
         return secure_cluster(settings, public=public)
@@ -98,10 +99,27 @@ def _start(args, settings):
     clusters = _clusters(args, settings)
     for name, cluster in clusters:
         kafka_local.start(with_libs(cluster, settings))
+        announce_jmx(settings, name, cluster)
         print(f"{name}: {cluster.bootstrap_servers}" if len(clusters) > 1 else cluster.bootstrap_servers)
         if cluster.secured:
             tls = f"; clients trust {cluster.ca_location}" if cluster.ca_location else ""
             print(f"SCRAM-SHA-512 ({cluster.security}) listener: {cluster.secure_bootstrap_servers}{tls}")
+
+
+def jmx_port(setting: int, client_port: int) -> int | None:
+    """Node 1's JMX exporter port: the setting, or 50 above the client port when it is 0 (each cluster its own);
+    None when it is -1."""
+    if setting < 0:
+        return None
+    return setting or client_port + 50
+
+
+def announce_jmx(settings: Settings, name: str, cluster: kafka_local.KafkaCluster) -> None:
+    """Tell the project's Prometheus where each node's JMX exporter listens (nothing without one)."""
+    for node_id in cluster.node_ids() if cluster.jmx_port is not None else ():
+        labels = {"job": "kafka", "cluster": name, "node": str(node_id)}
+        port = cluster.jmx_port + node_id - 1
+        jmx_exporter.announce(settings.prometheus_home / "jmx-targets", f"{name}-{node_id}", port, labels)
 
 
 def _stop(args, settings):
