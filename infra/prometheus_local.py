@@ -1,7 +1,7 @@
 """A local Prometheus server scraping every process of the project, run in the background like Kafka and Prefect.
 
 The binary is Debian's ``prometheus`` package (``apt-get install prometheus``: the server and ``promtool``, from the
-distribution's signed archive, no download script; see docs/operations.md). `start` writes
+distribution's signed archive, no download script; see the README, "Operators: live metrics"). `start` writes
 ``home/prometheus.yml`` from infra/prometheus/prometheus.yml, keeps its data in ``home/data`` and its pid in
 ``home/prometheus.pid``; processes announce themselves in ``home/targets`` (file-based discovery), the brokers'
 JMX exporters in ``home/jmx-targets``. `stop` ends exactly what `start` began.
