@@ -14,21 +14,23 @@ NIGHT_ARGS ?=
 # module fixtures (the 3-broker cluster, a published night) are built once; all share the one test broker.
 PYTEST_WORKERS ?= 2
 
-.PHONY: night night-secure schedule test lint setup setup-test stop status bench clean-state
+.PHONY: night night-secure schedule test lint setup setup-test stop status bench clean-state lock
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed-main: pyproject.toml | $(BIN)/python
+# Every install takes its versions from constraints.txt (the whole environment, test tools included): a fresh
+# machine gets what CI tested, and pip resolves nothing. `make lock` refreshes it on purpose.
+$(VENV)/.installed-main: pyproject.toml constraints.txt | $(BIN)/python
 	@echo "Installing Python packages into $(VENV) (first time only)..."
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -c constraints.txt -e .
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 	@echo "Installing Python packages and test tools into $(VENV) (first time only)..."
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
 	@touch $@ $(VENV)/.installed-main
 
 setup: $(VENV)/.installed-main
@@ -88,3 +90,14 @@ clean-state: setup
 # Both are shown even when the first is down; the exit status is non-zero when either service is down.
 status:
 	@status=0; $(BIN)/alertdist kafka status || status=1; $(BIN)/alertdist prefect status || status=1; exit $$status
+
+# Refresh constraints.txt: the newest versions pyproject.toml allows, resolved once in a scratch environment.
+# Run `make test` on the result, then commit it.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q -e ".[test]"
+	.venv-lock/bin/pip freeze --exclude-editable > constraints.txt
+	rm -rf .venv-lock
+	@echo "constraints.txt refreshed ($$(wc -l < constraints.txt) packages): run make test, then commit it"
