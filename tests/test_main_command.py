@@ -21,6 +21,10 @@ from alertdist.infra import kafka_local
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "test-output"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Every element of the page that scrolls sideways: its tag, class and how many pixels it hides.
+SCROLLED_SIDEWAYS = """() => Array.from(document.querySelectorAll('*'))
+    .filter(e => e.scrollWidth > e.clientWidth + 1 && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX))
+    .map(e => `${e.tagName}.${e.className}: ${e.scrollWidth - e.clientWidth}px`)"""
 
 
 def _make_night(clone: Path, env: dict, night_args: str, timeout: float) -> subprocess.CompletedProcess:
@@ -141,6 +145,17 @@ def test_the_prefect_ui_shows_the_night_and_its_summary(night_on_a_clean_clone):
             page.get_by_text("1 public").first.wait_for(timeout=30_000)
             text = page.inner_text("body")
             page.screenshot(path=str(OUTPUT / "ui-night-summary.png"), full_page=True)
+            # at 1,600 px the summary needs no sideways scrolling (its filters' rows were columns, cut off)
+            page.set_viewport_size({"width": 1600, "height": 1000})
+            page.reload(wait_until="networkidle", timeout=60_000)
+            page.get_by_text("1 public").first.wait_for(timeout=30_000)
+            scrolled_sideways = page.evaluate(SCROLLED_SIDEWAYS)
+            page.screenshot(path=str(OUTPUT / "ui-night-summary-1600.png"), full_page=True)
+            # a finished filter's progress reads 100 % (it read 0 %: a live night has no total)
+            page.goto(f"{base}/artifacts/key/filter-ztf-20231012-variable-stars-0", wait_until="networkidle")
+            page.get_by_text("100%").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(OUTPUT / "ui-filter-progress.png"), full_page=True)
         finally:
             browser.close()
     assert "2 partnership" in text and "3 caltech" in text and "published" in text
+    assert scrolled_sideways == [], f"elements wider than a 1,600 px page: {scrolled_sideways}"

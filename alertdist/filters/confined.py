@@ -337,17 +337,17 @@ def _confine(uid: int | None, scratch: str, plugin_paths: list[str]) -> None:
         if result != 0:
             raise ConfinementError(f"cannot {doing}: {os.strerror(ctypes.get_errno())}")
 
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *plugin_paths}
+    python |= _imported_packages() | _project_folders()
+    read = {"/usr", "/lib", "/lib64", "/etc", "/proc", "/sys/devices/system/cpu", "/dev/urandom", "/dev/null", *python}
     if uid is not None:
         check(libc.unshare(_CLONE_NEWNET | _CLONE_NEWNS), "enter a network and mount namespace of its own")
         check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "make its mounts private")
+        handles = _open_paths(python)  # before /tmp is covered: the project itself may live under it
         for folder in _PRIVATE_TMPFS:
             options = b"mode=1777,size=1g"
             check(libc.mount(b"tmpfs", folder.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options), f"mount {folder}")
-    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *plugin_paths}
-    python |= _imported_packages()
-    read = {"/usr", "/lib", "/lib64", "/etc", "/proc", "/sys/devices/system/cpu", "/dev/urandom", "/dev/null", *python}
-    if uid is not None:
-        _expose(libc, python, check)
+        _expose(libc, handles, check)
     try:
         private = _PRIVATE_TMPFS if uid is not None else ("/dev/shm",)  # the Arrow decoder's scratch files
         landlock.restrict(sorted(read), [scratch, *private, "/dev/null"])
@@ -363,29 +363,56 @@ def _confine(uid: int | None, scratch: str, plugin_paths: list[str]) -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
 
 
-def _expose(libc, paths: set[str], check) -> None:
-    """Keep ``paths`` reachable once this process is no longer root, where a folder above them bars the way (Python
-    installed under /root, mode 0700): in this mount namespace only, that folder becomes an empty tmpfs holding
-    nothing but bind mounts of these paths (so, under /root, nothing else of root's home)."""
+def _open_paths(paths: set[str]) -> dict[Path, int]:
+    """A handle on each path that exists, taken while this process can still reach it."""
+    return {Path(p): os.open(p, os.O_PATH | os.O_CLOEXEC) for p in sorted(paths) if os.path.exists(p)}
+
+
+def _expose(libc, handles: dict[Path, int], check) -> None:
+    """Keep these paths reachable once this process is no longer root, where a folder above them bars the way (Python
+    installed under /root, mode 0700; a project cloned under a private folder of /tmp, which this process now sees as
+    an empty tmpfs): in this mount namespace only, that folder becomes an empty tmpfs holding nothing but bind
+    mounts of these paths (so, under /root, nothing else of root's home)."""
+    covered = {Path(folder) for folder in _PRIVATE_TMPFS}  # fresh tmpfs already: what stood there is out of sight
     barred: dict[Path, list[Path]] = {}
-    for path in map(Path, sorted(paths)):
+    for path in handles:
         for folder in reversed(path.parents):  # from / down
-            if not os.stat(folder).st_mode & 0o001:  # no search right for others
+            if folder in covered or not os.stat(folder).st_mode & 0o001:  # gone, or no search right for others
                 barred.setdefault(folder, []).append(path)
                 break
-    for barrier, inside in barred.items():
-        kept = [p for p in inside if not any(q != p and q in p.parents for q in inside)]
-        handles = [(p, os.open(p, os.O_PATH | os.O_CLOEXEC)) for p in kept]
-        check(libc.mount(b"tmpfs", str(barrier).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=755"), "cover")
-        for path, fd in handles:
-            if os.path.isdir(f"/proc/self/fd/{fd}"):
-                path.mkdir(parents=True, exist_ok=True)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch()
-            source = f"/proc/self/fd/{fd}".encode()
-            check(libc.mount(source, str(path).encode(), None, _MS_BIND | _MS_REC, None), f"expose {path}")
+    mask = os.umask(0o022)  # the folders made for the mounts must be searchable by the confined uid
+    try:
+        for barrier, inside in barred.items():
+            kept = [p for p in inside if not any(q != p and q in p.parents for q in inside)]
+            if barrier not in covered:
+                options = b"mode=755"
+                check(libc.mount(b"tmpfs", str(barrier).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options), "cover")
+            for path in kept:
+                fd = handles[path]
+                if os.path.isdir(f"/proc/self/fd/{fd}"):
+                    path.mkdir(parents=True, exist_ok=True)
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch()
+                source = f"/proc/self/fd/{fd}".encode()
+                check(libc.mount(source, str(path).encode(), None, _MS_BIND | _MS_REC, None), f"expose {path}")
+    finally:
+        os.umask(mask)
+        for fd in handles.values():
             os.close(fd)
+
+
+def _project_folders() -> set[str]:
+    """The project's folders installed under alertdist's name from elsewhere (pyproject.toml's package-dir: flows,
+    tasks, infra, schemas): a plug-in, or what it imports, may import them lazily. Found, not imported."""
+    import importlib.util
+
+    found = set()
+    for name in ("alertdist.flows", "alertdist.tasks", "alertdist.infra", "alertdist.schemas"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            found.update(spec.submodule_search_locations)
+    return found
 
 
 def _imported_packages() -> set[str]:
