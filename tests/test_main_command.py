@@ -8,6 +8,7 @@ test-output/).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -115,8 +116,9 @@ def test_the_prefect_ui_shows_the_night_and_its_summary(night_on_a_clean_clone):
         pytest.fail("Chromium is not installed: run `make setup-test` (installs Debian's chromium) and retry")
     from playwright.sync_api import sync_playwright
 
-    _, env, done = night_on_a_clean_clone
+    clone, env, done = night_on_a_clean_clone
     assert done.returncode == 0, done.stderr[-2000:]
+    auth = (clone / ".alertdist" / "prefect" / "auth").read_text().strip()  # the server's login (basic auth)
     run_url = re.search(r"Prefect UI: (\S+)", done.stdout).group(1)
     base = run_url.split("/runs/")[0]
     OUTPUT.mkdir(exist_ok=True)
@@ -134,6 +136,8 @@ def test_the_prefect_ui_shows_the_night_and_its_summary(night_on_a_clean_clone):
         )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # what the UI's login page stores once the operator has typed the login
+            page.add_init_script(f"localStorage.setItem('prefect-password', btoa({json.dumps(auth)}))")
             page.goto(run_url, wait_until="networkidle", timeout=60_000)
             page.get_by_text("night-20231012").first.wait_for(timeout=30_000)
             page.get_by_text("Completed").first.wait_for(timeout=30_000)
@@ -149,11 +153,13 @@ def test_the_prefect_ui_shows_the_night_and_its_summary(night_on_a_clean_clone):
             page.set_viewport_size({"width": 1600, "height": 1000})
             page.reload(wait_until="networkidle", timeout=60_000)
             page.get_by_text("1 public").first.wait_for(timeout=30_000)
+            page.get_by_text("variable_stars passed / errors").first.wait_for(timeout=30_000)  # rows are named
             scrolled_sideways = page.evaluate(SCROLLED_SIDEWAYS)
             page.screenshot(path=str(OUTPUT / "ui-night-summary-1600.png"), full_page=True)
             # a finished filter's progress reads 100 % (it read 0 %: a live night has no total)
             page.goto(f"{base}/artifacts/key/filter-ztf-20231012-variable-stars-0", wait_until="networkidle")
-            page.get_by_text("100%").first.wait_for(timeout=30_000)
+            page.locator("a[href*='/artifacts/artifact/']").first.click()  # its latest version
+            page.get_by_text("Progress: 100%").first.wait_for(timeout=30_000)
             page.screenshot(path=str(OUTPUT / "ui-filter-progress.png"), full_page=True)
         finally:
             browser.close()

@@ -8,7 +8,7 @@ import json
 import os
 import re
 
-from alertdist.nights.report import reconcile
+from alertdist.nights.report import MEASURE, reconcile
 
 
 def _artifact(key: str):
@@ -69,8 +69,8 @@ def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(
     key = f"{survey}-20231012"
     summary = _artifact(f"night-summary-{key}")
     assert summary is not None and summary.type == "table"
-    columns = [c for c in summary.data[0] if c]  # one row per measure, one column per programme (fits the page)
-    rows = {c: {row[""]: row[c] for row in summary.data} for c in columns}
+    columns = [c for c in summary.data[0] if c != MEASURE]  # one row per measure, one column per programme (fits the page)
+    rows = {c: {row[MEASURE]: row[c] for row in summary.data} for c in columns}
     assert sum(row["published"] for name, row in rows.items() if name[0].isdigit()) == 300
     assert sum(row["archived"] for name, row in rows.items() if name[0].isdigit()) == 300
     for name, passed in result["filters"].items():  # per-programme passes add up to the filter's total

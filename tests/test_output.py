@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alertdist.nights.report import by_measure, summary_rows
+from alertdist.nights.report import MEASURE, by_measure, summary_rows
 
 
 def test_the_night_summary_has_a_row_per_filter_so_it_stays_narrow_whatever_their_number():
@@ -15,9 +15,9 @@ def test_the_night_summary_has_a_row_per_filter_so_it_stays_narrow_whatever_thei
         {"delivered": {"1": 10, "2": 5}, "rejected": {"bad": 2}}, filters, archived, {1: "public", 2: "p"}
     )
     table = by_measure(rows)
-    assert list(table[0]) == ["", "1 public", "2 p", "rejected (all)"]  # the columns do not grow with filters
-    by_name = {row[""]: row for row in table}
-    assert by_name["published"] == {"": "published", "1 public": 10, "2 p": 5, "rejected (all)": 2}
+    assert list(table[0]) == [MEASURE, "1 public", "2 p", "rejected (all)"]  # the columns do not grow with filters
+    by_name = {row[MEASURE]: row for row in table}
+    assert by_name["published"] == {MEASURE: "published", "1 public": 10, "2 p": 5, "rejected (all)": 2}
     assert by_name["variable_stars passed / errors"]["2 p"] == "1 / 2"
     assert by_name["archived"]["rejected (all)"] == ""
     widest = max(sum(len(str(k)) + len(str(v)) for k, v in row.items()) for row in table)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "NightReconciliationError",
+    "MEASURE",
     "by_measure",
     "checksums_markdown",
     "exposure_counts",
@@ -98,12 +99,16 @@ def summary_rows(
     return rows
 
 
+#: The name of `by_measure`'s first column (a column named "" shows blank in the Prefect UI's tables).
+MEASURE = "measure"
+
+
 def by_measure(rows: list[dict], first: str = "programme") -> list[dict]:
     """`summary_rows` turned on its side: one row per measure, one column per programme. A column per filter grew
     the table past a 1,600 px page with three filters; a row per filter keeps it narrow whatever their number."""
     columns = [str(row[first]) for row in rows]
     measures = list(dict.fromkeys(key for row in rows for key in row if key != first))
-    return [{"": m, **{c: row.get(m, "") for c, row in zip(columns, rows)}} for m in measures]
+    return [{MEASURE: m, **{c: row.get(m, "") for c, row in zip(columns, rows)}} for m in measures]
 
 
 def _per_programme(copies: list[dict], programid: int) -> dict:
