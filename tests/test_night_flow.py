@@ -69,7 +69,9 @@ def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(
     key = f"{survey}-20231012"
     summary = _artifact(f"night-summary-{key}")
     assert summary is not None and summary.type == "table"
-    columns = [c for c in summary.data[0] if c != MEASURE]  # one row per measure, one column per programme (fits the page)
+    columns = [
+        c for c in summary.data[0] if c != MEASURE
+    ]  # one row per measure, one column per programme (fits the page)
     rows = {c: {row[MEASURE]: row[c] for row in summary.data} for c in columns}
     assert sum(row["published"] for name, row in rows.items() if name[0].isdigit()) == 300
     assert sum(row["archived"] for name, row in rows.items() if name[0].isdigit()) == 300

@@ -11,8 +11,8 @@ import io
 from collections.abc import Iterable
 
 __all__ = [
-    "NightReconciliationError",
     "MEASURE",
+    "NightReconciliationError",
     "by_measure",
     "checksums_markdown",
     "exposure_counts",
