@@ -147,50 +147,54 @@ def _stages(settings, night, source, speed, filters, filter_parallelism, filter_
         closing = close_night_downstream.submit(settings, night)
     announce("opened", settings, night, {"source": source})
     panel = start_live_panel(settings, night, public=two_tier)  # the live artifact; firing alerts as events
-    running = {}
-    for chosen in filters if filters is not None else sorted(available_filters()):
-        name = named_filter(chosen)[0] or chosen
-        parameters = dict(filter_name=chosen, parallelism=filter_parallelism, batch_deadline_s=filter_deadline_s)
-        login = stage_logins(settings, filter_service(name), public=bool(two_tier))
-        running[name] = stage.submit(f"filter-{name}", "filter", {**parameters, **readers}, login)
-    publishing = dict(source=source, speed=speed, partitions=partitions, **common)
     try:
-        published, usage = stage.submit("publish", "publish", publishing, stage_logins(settings, PUBLISHER)).result()
-    except BaseException as e:
-        get_run_logger().error("publishing failed (%s); closing the night so the filters drain and stop", e)
-        abort_night(settings, night, f"publishing failed: {e}")
-        for future in running.values():
-            future.wait()
-        raise
-    announce("closed", settings, night, {k: published[k] for k in ("read", "delivered", "rejected")})
-    stages = {"publish": usage}
-    # the archive starts now, whatever the filters do: they finish beside it
-    archiving = stage.submit(
-        "archive",
-        "archive",
-        dict(dest=settings.archive, **readers),
-        stage_logins(settings, ARCHIVER, public=bool(two_tier)),
-    )
-    mirrored = closing.result() if closing else None
-    archived, stages["archive"] = archiving.result()
-    announce("archived", settings, night, {"dest": archived["dest"], "written": archived["written"]})
-    filter_results, failed = {}, {}
-    for name, future in running.items():
+        running = {}
+        for chosen in filters if filters is not None else sorted(available_filters()):
+            name = named_filter(chosen)[0] or chosen
+            parameters = dict(filter_name=chosen, parallelism=filter_parallelism, batch_deadline_s=filter_deadline_s)
+            login = stage_logins(settings, filter_service(name), public=bool(two_tier))
+            running[name] = stage.submit(f"filter-{name}", "filter", {**parameters, **readers}, login)
+        publishing = dict(source=source, speed=speed, partitions=partitions, **common)
         try:
-            filter_results[name], stages[f"filter {name}"] = future.result()
-        except Exception as e:  # reported below, with the night's report; the archive is already written
-            failed[name] = f"{type(e).__name__}: {e}"
-            filter_results[name] = [_failed_row(failed[name])]
-    panel.stop()
-    try:
-        result = report_night(settings, night, published, filter_results, archived, stages)
-    except NightReconciliationError as e:
-        if not failed:
+            published, usage = stage.submit(
+                "publish", "publish", publishing, stage_logins(settings, PUBLISHER)
+            ).result()
+        except BaseException as e:
+            get_run_logger().error("publishing failed (%s); closing the night so the filters drain and stop", e)
+            abort_night(settings, night, f"publishing failed: {e}")
+            for future in running.values():
+                future.wait()
             raise
-        _report_failed_filters(settings, night, archived, failed, str(e))
-    if failed:
-        _report_failed_filters(settings, night, archived, failed, "")
-    return {**result, "mirrored": mirrored["alerts"]} if mirrored else result
+        announce("closed", settings, night, {k: published[k] for k in ("read", "delivered", "rejected")})
+        stages = {"publish": usage}
+        # the archive starts now, whatever the filters do: they finish beside it
+        archiving = stage.submit(
+            "archive",
+            "archive",
+            dict(dest=settings.archive, **readers),
+            stage_logins(settings, ARCHIVER, public=bool(two_tier)),
+        )
+        mirrored = closing.result() if closing else None
+        archived, stages["archive"] = archiving.result()
+        announce("archived", settings, night, {"dest": archived["dest"], "written": archived["written"]})
+        filter_results, failed = {}, {}
+        for name, future in running.items():
+            try:
+                filter_results[name], stages[f"filter {name}"] = future.result()
+            except Exception as e:  # reported below, with the night's report; the archive is already written
+                failed[name] = f"{type(e).__name__}: {e}"
+                filter_results[name] = [_failed_row(failed[name])]
+        try:
+            result = report_night(settings, night, published, filter_results, archived, stages)
+        except NightReconciliationError as e:
+            if not failed:
+                raise
+            _report_failed_filters(settings, night, archived, failed, str(e))
+        if failed:
+            _report_failed_filters(settings, night, archived, failed, "")
+        return {**result, "mirrored": mirrored["alerts"]} if mirrored else result
+    finally:  # the panel stops whichever way the night ends (a failed publisher included)
+        panel.stop()
 
 
 def _failed_row(reason: str) -> dict:

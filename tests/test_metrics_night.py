@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from alertdist.infra import prometheus_local
+from alertdist.nights.topics import TopicNaming
 from alertdist.settings import Settings
 from tests.conftest import REPO
 from tests.metrics_support import prometheus  # noqa: F401 - the fixture
@@ -36,7 +37,7 @@ def test_after_a_night_prometheus_has_every_stages_series(
     monkeypatch.setenv("ALERTDIST_PROMETHEUS_PORT", str(prometheus.port))
     env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap, "ALERTDIST_SURVEY": survey}
     monitor = subprocess.Popen(
-        [sys.executable, "-m", "alertdist.cli.main", "lag", "serve", "--interval", "1", "--groups", f"{survey}.*"],
+        [sys.executable, "-m", "alertdist.cli.main", "lag", "serve", "--interval", "1", "--groups", f".*{survey}.*"],
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -70,7 +71,7 @@ def test_after_a_night_prometheus_has_every_stages_series(
     e2e = f'max_over_time(alertdist_end_to_end_latency_seconds_count{{filter="bright_transients"}}{over})'
     assert _value(prometheus, e2e) >= 300
     assert _value(prometheus, f'max_over_time(alertdist_archive_runs_total{{{n},outcome="failed"}}{over})') == 0
-    group = f"{survey}_filter_bright_transients_{tonight}"
+    group = TopicNaming(survey=survey).filter_group(Settings.load().tonight(), "bright_transients")
     assert _value(prometheus, f'max_over_time(alertdist_consumer_lag_messages{{group="{group}"}}{over})') is not None
     assert _value(prometheus, f'min_over_time(alertdist_consumer_lag_messages{{group="{group}"}}{over})') == 0
     # the night's state from the nights topic (open while publishing: a 300-alert night may be open under a second)

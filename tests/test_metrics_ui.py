@@ -4,6 +4,7 @@ panel's flow is still running, and keeps a screenshot in test-output/ui-live-pan
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 
@@ -24,7 +25,7 @@ def test_a_browser_shows_the_live_panel_while_the_night_runs(kafka_bootstrap, un
         pytest.fail("Chromium is not installed: run `make setup-test` (installs Debian's chromium) and retry")
     from playwright.sync_api import sync_playwright
     from prefect import flow
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from alertdist.tasks.live_ops import start_live_panel
 
@@ -61,7 +62,7 @@ def test_a_browser_shows_the_live_panel_while_the_night_runs(kafka_bootstrap, un
         return panel.updates
 
     def run() -> None:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
+        with temporary_settings({PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: server.auth_string()}):
             outcome["updates"] = night_running()
 
     runner = threading.Thread(target=run, daemon=True)
@@ -72,6 +73,9 @@ def test_a_browser_shows_the_live_panel_while_the_night_runs(kafka_bootstrap, un
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                # the server asks for its login: stored as the UI's login page stores it
+                login = json.dumps(server.auth_string())
+                page.add_init_script(f"localStorage.setItem('prefect-password', btoa({login}))")
                 url = f"{server.ui_url}/artifacts/key/night-live-{survey}-20240101"
                 deadline = time.monotonic() + 120
                 while True:  # the key's page lists its versions once the panel has written the first
