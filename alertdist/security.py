@@ -38,6 +38,7 @@ from confluent_kafka.admin import (
 from alertdist.kafka.clients import UNASSIGNED_GROUP, admin_client, scram_client_config
 from alertdist.kafka.errors import KafkaOperationError, retry_until
 from alertdist.kafka.state_topic import KeyedStateTopic
+from alertdist.nights.dates import format_night
 from alertdist.nights.topics import (
     NAMESPACE_SEPARATOR,
     MirrorNames,
@@ -375,7 +376,7 @@ def apply_night_acls(
     Idempotent: Kafka keeps an ACL once however often it is created.
     """
     bindings = [b for user in users for b in night_acls(naming, night, user)]
-    return _create_acls(admin, bindings, f"for night {night:%Y%m%d}", timeout)
+    return _create_acls(admin, bindings, f"for night {format_night(night)}", timeout)
 
 
 def nights_with_topics(admin: AdminClient, naming: TopicNaming, *, timeout: float = 30.0) -> list[dt.date]:

@@ -39,7 +39,7 @@ from alertdist.flows.publish import publish_night
 from alertdist.flows.topics import create_night_topics
 from alertdist.jobs.logins import logins_out_of_environment, stage_logins, use_logins
 from alertdist.jobs.usage import process_usage
-from alertdist.nights.dates import Night
+from alertdist.nights.dates import Night, format_night
 from alertdist.nights.report import NightReconciliationError
 from alertdist.security import ARCHIVER, PUBLISHER, filter_service
 from alertdist.settings import Settings
@@ -205,7 +205,7 @@ def _failed_row(reason: str) -> dict:
 
 def _report_failed_filters(settings: Settings, night, archived: dict, failed: dict[str, str], report: str) -> None:
     """An artifact naming each failed filter and why, then the run fails saying the archive is done."""
-    label = f"{night:%Y%m%d}"
+    label = format_night(night)
     lines = "\n".join(f"- **{name}**: {reason}" for name, reason in sorted(failed.items()))
     create_markdown_artifact(
         f"# Night {label}: filter(s) failed\n\nThe night was archived ({archived['written']} alerts in "

@@ -15,8 +15,9 @@ from prefect.artifacts import create_table_artifact
 from alertdist.archive import ArchiveOptions, ArchiveStreamError, NightNotClosedError, StorageError
 from alertdist.jobs import archive
 from alertdist.kafka.signals import stop_on_signals
+from alertdist.nights.dates import format_night
 from alertdist.settings import Settings
-from alertdist.tasks.policy import transient_retries
+from alertdist.tasks.policy import task_label, transient_retries
 from alertdist.tasks.progress import ArtifactProgress, artifact_key
 
 __all__ = ["archive_night"]
@@ -24,7 +25,7 @@ __all__ = ["archive_night"]
 
 @task(
     **transient_retries([60, 300, 900], StorageError, ArchiveStreamError, NightNotClosedError),
-    task_run_name="archive-{night:%Y%m%d}",
+    task_run_name=task_label("archive-{night}"),
 )
 def archive_night(
     settings: Settings,
@@ -34,7 +35,7 @@ def archive_night(
     options: ArchiveOptions,
     partial: bool = False,
 ) -> dict:
-    label = f"{night:%Y%m%d}"
+    label = format_night(night)
     progress = ArtifactProgress(artifact_key("archive", settings.survey, label), f"Archiving night {label}")
     stop = threading.Event()
     with stop_on_signals(stop):

@@ -14,8 +14,9 @@ from prefect.futures import PrefectFuture, as_completed
 from alertdist.access.readers import ArchiveReadError
 from alertdist.filters.live import LiveOptions
 from alertdist.jobs import filters
+from alertdist.nights.dates import format_night
 from alertdist.settings import Settings
-from alertdist.tasks.policy import transient_retries
+from alertdist.tasks.policy import task_label, transient_retries
 from alertdist.tasks.progress import ArtifactProgress, artifact_key
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 
-@task(**transient_retries([5, 30, 120]), task_run_name="{filter_name}-{night:%Y%m%d}-copy{copy_index}")
+@task(**transient_retries([5, 30, 120]), task_run_name=task_label("{filter_name}-{night}-copy{copy_index}"))
 def run_filter_copy(
     settings: Settings,
     filter_name: str,
@@ -43,7 +44,7 @@ def run_filter_copy(
     resumes from the group's committed offsets, so retries neither skip nor duplicate an output. The plug-in
     has ``batch_deadline_s`` to judge each batch."""
     progress = ArtifactProgress(
-        artifact_key("filter", settings.survey, f"{night:%Y%m%d}", filter_name, copy_index),
+        artifact_key("filter", settings.survey, format_night(night), filter_name, copy_index),
         f"Filter {filter_name} copy {copy_index}",
         every_s=30.0,
     )
@@ -82,8 +83,8 @@ def summarise_filter(settings: Settings, filter_name: str, night: dt.date, rows:
     shown = [{k: v for k, v in row.items() if k != "by_programme"} for row in rows]
     create_table_artifact(
         shown + [total],
-        key=artifact_key("filter", settings.survey, f"{night:%Y%m%d}", filter_name),
-        description=f"Filter {filter_name} on night {night:%Y%m%d}",
+        key=artifact_key("filter", settings.survey, format_night(night), filter_name),
+        description=f"Filter {filter_name} on night {format_night(night)}",
     )
 
 
@@ -140,7 +141,7 @@ def reanalysis_units(
 
 @task(
     **transient_retries([1, 3], ArchiveReadError),
-    task_run_name="{filter_name}-{unit.night:%Y%m%d}-p{unit.programid}",
+    task_run_name=task_label("{filter_name}-{unit.night}-p{unit.programid}"),
 )
 def filter_unit(settings: Settings, filter_name: str, unit: filters.Unit, out: str, columnar: bool) -> dict:
     """A file that cannot be read is retried (a network blip reads like damage); a filter bug fails at once."""
@@ -159,7 +160,7 @@ def wait_for_units(
         try:
             rows.append(future.result())
         except Exception as e:
-            failures[f"{unit.night:%Y%m%d} p{unit.programid}"] = f"{type(e).__name__}: {e}"
+            failures[f"{format_night(unit.night)} p{unit.programid}"] = f"{type(e).__name__}: {e}"
         passed = sum(r["passed"] for r in rows)
         text = filters.reanalysis_text(done, len(futures), passed, len(failures), started)
         progress.update(text, done / max(len(futures), 1), final=done == len(futures))

@@ -16,6 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
 from alertdist.metrics.live_view import AlertChanges, LiveView
+from alertdist.nights.dates import format_night
 from alertdist.settings import Settings
 
 __all__ = ["LivePanel", "alert_event", "start_live_panel"]
@@ -50,7 +51,7 @@ class LivePanel:
         readers = settings.public_kafka("admin") if public else settings.kafka("admin")  # where the groups are
         self.view = LiveView(readers, settings.naming, night, prometheus)
         self.alerts = AlertChanges(prometheus)
-        self.key = f"night-live-{settings.survey}-{night:%Y%m%d}".lower().replace("_", "-")
+        self.key = f"night-live-{settings.survey}-{format_night(night)}".lower().replace("_", "-")
         self.every_s = every_s
         self.stop_event = threading.Event()
         self.updates = 0
@@ -94,7 +95,7 @@ def start_live_panel(
     try:
         panel = LivePanel(settings, night, every_s, public=public)
     except Exception as e:
-        _log.warning("no live panel for night %s: %s", f"{night:%Y%m%d}", e)
+        _log.warning("no live panel for night %s: %s", format_night(night), e)
         return _NoPanel()
     context = contextvars.copy_context()
     panel.thread = threading.Thread(target=context.run, args=(panel._run,), name="live-panel", daemon=True)

@@ -11,8 +11,9 @@ from prefect import task
 from alertdist.jobs import mirror
 from alertdist.kafka.signals import stop_on_signals
 from alertdist.mirror.closing import MirrorNotDone
+from alertdist.nights.dates import format_night
 from alertdist.settings import Settings
-from alertdist.tasks.policy import transient_retries
+from alertdist.tasks.policy import task_label, transient_retries
 from alertdist.tasks.progress import ArtifactProgress, artifact_key
 
 __all__ = ["await_mirrored_topics", "close_night_downstream", "keep_mirror_running", "secure_night_downstream"]
@@ -45,10 +46,10 @@ def await_mirrored_topics(settings: Settings, night: dt.date) -> list[str]:
     return mirror.wait_for_mirrored_topics(settings, night)
 
 
-@task(**transient_retries([30, 120], MirrorNotDone), task_run_name="close-downstream-{night:%Y%m%d}")
+@task(**transient_retries([30, 120], MirrorNotDone), task_run_name=task_label("close-downstream-{night}"))
 def close_night_downstream(settings: Settings, night: dt.date, timeout_s: float | None = None) -> dict:
     """The night's closing record on the public cluster; the mirror's lag shown as it goes."""
-    label = f"{night:%Y%m%d}"
+    label = format_night(night)
     progress = ArtifactProgress(artifact_key("mirror-lag", settings.survey, label), f"Mirror lag, night {label}")
     stop = threading.Event()
     with stop_on_signals(stop):

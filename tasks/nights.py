@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from alertdist.jobs import nights
+from alertdist.nights.dates import format_night
 from alertdist.nights.report import (
     NightReconciliationError,
     by_measure,
@@ -35,8 +36,8 @@ def open_night(settings: Settings, night: dt.date, topic_settings: TopicSettings
         log.info("%s: %s", topic, what)
     create_table_artifact(
         [{"topic": t, "outcome": o} for t, o in opened.topics.items()],
-        key=artifact_key("topics", settings.survey, f"{night:%Y%m%d}"),
-        description=f"Topics of night {night:%Y%m%d}",
+        key=artifact_key("topics", settings.survey, format_night(night)),
+        description=f"Topics of night {format_night(night)}",
     )
     return opened.topics
 
@@ -58,7 +59,7 @@ def report_night(
 
     A plain function called by the `night` flow, not a task: its artifacts then belong to the night's flow run
     (a task's show "Flow run: None" in the UI)."""
-    label = f"{night:%Y%m%d}"
+    label = format_night(night)
     summary = nights.summarise_night(settings, night, published, filters, archived["dest"])
     key = artifact_key(settings.survey, label)
     for name, rows, what in (
@@ -96,7 +97,7 @@ def announce(event: str, settings: Settings, night: dt.date, payload: dict) -> N
         event=f"alertdist.night.{event}",
         payload=payload,
         resource={
-            "prefect.resource.id": f"alertdist.night.{settings.survey}.{night:%Y%m%d}",
-            "prefect.resource.name": f"{settings.survey} night {night:%Y%m%d}",
+            "prefect.resource.id": f"alertdist.night.{settings.survey}.{format_night(night)}",
+            "prefect.resource.name": f"{settings.survey} night {format_night(night)}",
         },
     )

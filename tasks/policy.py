@@ -3,16 +3,18 @@ bug, a refusal or a verification failure; and how run names are built from param
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 
 from alertdist.kafka.errors import retry_condition
-from alertdist.nights.dates import parse_night
+from alertdist.nights.dates import format_night, parse_night
 from alertdist.settings import Settings
 
-__all__ = ["night_label", "run_label", "transient_retries"]
+__all__ = ["night_label", "run_label", "task_label", "transient_retries"]
 
 
 def transient_retries(delays_s: list[int], *also_transient: type[BaseException]) -> dict:
@@ -28,7 +30,7 @@ def transient_retries(delays_s: list[int], *also_transient: type[BaseException])
 def night_label(night) -> str:
     """``YYYYMMDD`` for a run name, whether the parameter holds a date or its text; when unset, the night the
     flow will run on (tonight at the site, `Settings.tonight`): a run is always named by its night."""
-    return f"{parse_night(night) if night else Settings.load().tonight():%Y%m%d}"
+    return format_night(parse_night(night) if night else Settings.load().tonight())
 
 
 def run_label(prefix: str, *keys: str, tonight: bool = True) -> Callable[[], str]:
@@ -46,5 +48,22 @@ def run_label(prefix: str, *keys: str, tonight: bool = True) -> Callable[[], str
                 first = value[0] if isinstance(value, list) and value else value
                 parts.append(str(first).split(":")[0].rstrip("/").rsplit("/", 1)[-1])
         return "-".join(parts)
+
+    return name
+
+
+def task_label(template: str) -> Callable[[], str]:
+    """A ``task_run_name``: ``template`` formatted with the task's parameters, every date (a night) as YYYYMMDD and
+    an object's ``night``/``programid`` reachable as ``{unit.night}``."""
+
+    def label(value):
+        if isinstance(value, dt.date):
+            return format_night(value)
+        if hasattr(value, "night"):
+            return SimpleNamespace(**{k: label(v) for k, v in vars(value).items()})
+        return value
+
+    def name() -> str:
+        return template.format(**{key: label(value) for key, value in task_run.parameters.items()})
 
     return name

@@ -14,6 +14,7 @@ from prefect.artifacts import create_table_artifact
 
 from alertdist.jobs import publish
 from alertdist.kafka.signals import stop_on_signals
+from alertdist.nights.dates import format_night
 from alertdist.nights.topics import TopicSettings
 from alertdist.publish.sources import SourceSpec
 from alertdist.settings import Settings
@@ -27,8 +28,8 @@ __all__ = ["publish_night"]
 def publish_night(
     settings: Settings, night: dt.date, source: SourceSpec, topics: TopicSettings, check_night: bool = True
 ) -> dict:
-    key = artifact_key(settings.survey, f"{night:%Y%m%d}")
-    progress = ArtifactProgress(f"publish-{key}", f"Publishing night {night:%Y%m%d}")
+    key = artifact_key(settings.survey, format_night(night))
+    progress = ArtifactProgress(f"publish-{key}", f"Publishing night {format_night(night)}")
     stop = threading.Event()
     with stop_on_signals(stop):
         result = publish.publish_night(
@@ -37,7 +38,7 @@ def publish_night(
     create_table_artifact(
         result.summary_rows(),
         key=f"publish-summary-{key}",
-        description=f"Night {night:%Y%m%d}: {'closed' if result.closed else 'left open'}",
+        description=f"Night {format_night(night)}: {'closed' if result.closed else 'left open'}",
     )
     return {
         "night": result.night,

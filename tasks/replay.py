@@ -13,6 +13,7 @@ from prefect.artifacts import create_table_artifact
 
 from alertdist.jobs import replay
 from alertdist.kafka.signals import stop_on_signals
+from alertdist.nights.dates import format_night
 from alertdist.settings import Settings
 from alertdist.tasks.policy import transient_retries
 from alertdist.tasks.progress import ArtifactProgress, artifact_key
@@ -22,7 +23,7 @@ __all__ = ["replay_sources"]
 
 @task(**transient_retries([30]))
 def replay_sources(settings: Settings, request: replay.ReplayRequest) -> dict:
-    label = request.topic or f"{settings.survey}-{request.night:%Y%m%d}"
+    label = request.topic or f"{settings.survey}-{format_night(request.night)}"
     progress = ArtifactProgress(artifact_key("replay", label), f"Replaying into {label}")
     stop = threading.Event()
     with stop_on_signals(stop):

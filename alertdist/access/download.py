@@ -24,7 +24,7 @@ from pathlib import Path
 from alertdist.access.listing import ArchiveAccessError, ArchiveLocation, RemoteFile, open_location
 from alertdist.access.names import landing
 from alertdist.archive.tarball import MD5SUMS, md5sums_text, parse_md5sums
-from alertdist.nights.dates import parse_night
+from alertdist.nights.dates import format_night, parse_night
 from alertdist.nights.topics import DEFAULT_PROGRAMMES
 
 __all__ = [
@@ -321,7 +321,7 @@ def download_night(
     DownloadError
         A file could not be fetched in ``attempts`` tries (its ``.part`` is kept to resume).
     """
-    night = f"{parse_night(night):%Y%m%d}"
+    night = format_night(parse_night(night))
     started = time.monotonic()
     location = open_location(from_url, storage_options)
     files = _wanted(location.night_files(night, survey), what, programmes, programme_names or DEFAULT_PROGRAMMES)

@@ -488,10 +488,10 @@ def open_sources(
     """
     from alertdist.access.listing import ArchiveAccessError, open_location
     from alertdist.access.verified import Spool, refuse_unverified
-    from alertdist.nights.dates import parse_night
+    from alertdist.nights.dates import format_night, parse_night
 
     if archived_night is not None:
-        archived_night = f"{parse_night(archived_night):%Y%m%d}"
+        archived_night = format_night(parse_night(archived_night))
     streams, counts, names = [], [], []
     spool = Spool()
     for spec in specs:

@@ -29,7 +29,7 @@ from alertdist.kafka.clients import admin_client
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.kafka.producer import CountingProducer
 from alertdist.metrics.catalog import track_replay
-from alertdist.nights.dates import SITES, Site
+from alertdist.nights.dates import SITES, Site, format_night
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, replication_for
 from alertdist.publish.publisher import (
     HEADER_CANDID,
@@ -303,13 +303,13 @@ def replay_into_night(
             progress_every_s=progress_every_s,
         )
     except PublishError as e:
-        raise ReplayError(f"replaying into night {night:%Y%m%d}: {e}", transient=e.transient) from e
+        raise ReplayError(f"replaying into night {format_night(night)}: {e}", transient=e.transient) from e
     outcome = {
         k: getattr(published, k) for k in ("failed", "bytes_delivered", "elapsed_s", "stopped", "closed", "failures")
     }
     result = ReplayResult(
         list(sources),
-        f"night {night:%Y%m%d} of {naming.survey}",
+        f"night {format_night(night)} of {naming.survey}",
         speed=speed,
         delivered=published.delivered_total,
         rejected=published.rejected_total,
@@ -321,7 +321,7 @@ def replay_into_night(
         topics = ", ".join(naming.programme_topics(night).values())
         raise ReplayError(
             f"{source.broken}; {result.delivered} message(s) had already been published into night "
-            f"{night:%Y%m%d} ({topics}), which is left open, not marked complete",
+            f"{format_night(night)} ({topics}), which is left open, not marked complete",
             result,
         ) from source.broken
     return result

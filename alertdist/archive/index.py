@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
 from alertdist.archive.storage import Destination, FileDigest
 from alertdist.archive.tarball import TarballWriter, _packet_layout, member_header, read_members
+from alertdist.nights.dates import format_night
 
 __all__ = [
     "HEALPIX_NSIDE",
@@ -77,7 +78,7 @@ class IndexError_(RuntimeError):
 
 def index_path(night, programid: int) -> str:
     """``index/night=YYYYMMDD/programid=N/index.parquet``, relative to the archive root."""
-    label = night if isinstance(night, str) else f"{night:%Y%m%d}"
+    label = night if isinstance(night, str) else format_night(night)
     return f"index/night={label}/programid={programid}/index.parquet"
 
 

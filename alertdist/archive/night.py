@@ -45,6 +45,7 @@ from alertdist.archive.stream import (
 from alertdist.archive.tarball import MD5SUMS, md5sums_text, parse_md5sums, tarball_name
 from alertdist.archive.verify import verify_night, verify_programme
 from alertdist.kafka.errors import KafkaOperationError
+from alertdist.nights.dates import format_night
 from alertdist.nights.state import NightState, read_night_state
 from alertdist.nights.topics import TopicNaming
 
@@ -100,14 +101,14 @@ def closed_state(bootstrap_servers: str, naming: TopicNaming, night: dt.date, *,
         if partial:
             return state
         raise NightAbortedError(
-            f"night {night:%Y%m%d} of {naming.survey} was aborted ({state.counts.get('aborted', 'no reason given')}):"
+            f"night {format_night(night)} of {naming.survey} was aborted ({state.counts.get('aborted', 'no reason given')}):"
             " its archive would be partial. Publish the night again and close it, or archive what was published "
             "with --partial (the manifest then says the archive is partial)"
         )
     if state is None or not state.closed:
         found = "never opened" if state is None else f"is {state.state!r}"
         raise NightNotClosedError(
-            f"night {night:%Y%m%d} of {naming.survey} {found} in {naming.nights_topic}: archive it once the "
+            f"night {format_night(night)} of {naming.survey} {found} in {naming.nights_topic}: archive it once the "
             "publisher has closed it (the closing record carries the offsets where the night ends)"
         )
     return state
@@ -121,7 +122,7 @@ def night_programmes(
         missing = [p for p in wanted if naming.programme_topic(night, p) not in state.end_offsets]
         if missing:
             raise NightNotClosedError(
-                f"the closing record of night {night:%Y%m%d} has no offsets for programmes "
+                f"the closing record of night {format_night(night)} has no offsets for programmes "
                 f"{missing}; programmes it has: {night_programmes(naming, night, state)}"
             )
         return sorted(wanted)
@@ -178,7 +179,7 @@ def read_programme(
     """Copy one programme topic of a closed night into a spool in ``folder`` (closed by the caller)."""
     topic = naming.programme_topic(night, programid)
     if topic not in state.end_offsets:
-        raise NightNotClosedError(f"the closing record of night {night:%Y%m%d} has no offsets for {topic}")
+        raise NightNotClosedError(f"the closing record of night {format_night(night)} has no offsets for {topic}")
     end_offsets = state.end_offsets[topic]
     due = sum(end_offsets.values())
     spool = Spool(folder, run_size=options.run_size)
@@ -302,7 +303,7 @@ def finish_night(
     """Write the night's manifest and put its tarballs' md5 into the destination's MD5SUMS (atomically).
 
     ``state``: the closing record archived from; an aborted one makes the manifest say the archive is partial."""
-    label = f"{night:%Y%m%d}"
+    label = format_night(night)
     dest = Destination(dest_url, storage_options)
     manifest = NightManifest(naming.survey, label, {a.programid: a for a in programmes})
     if state is not None and state.aborted:

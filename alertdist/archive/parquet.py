@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from alertdist import schemas
 from alertdist.avro.codec import decode
 from alertdist.avro.container import SYNC_SIZE, build_container, parse_container, parse_header, zigzag_varint
+from alertdist.nights.dates import format_night
 
 __all__ = [
     "HEADERS_KEY",
@@ -94,7 +95,7 @@ class Column:
 
 def parquet_path(night, programid: int) -> str:
     """``parquet/night=YYYYMMDD/programid=N/part-0.parquet`` (hive partitioning), relative to the archive root."""
-    label = night if isinstance(night, str) else f"{night:%Y%m%d}"
+    label = night if isinstance(night, str) else format_night(night)
     return f"parquet/night={label}/programid={programid}/part-0.parquet"
 
 

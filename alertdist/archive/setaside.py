@@ -18,6 +18,7 @@ import json
 from alertdist.archive.storage import Destination
 from alertdist.archive.stream import Spool
 from alertdist.archive.tarball import TarballWriter
+from alertdist.nights.dates import format_night
 
 __all__ = ["INDEX_MEMBER", "rejects_path", "write_set_aside"]
 
@@ -26,7 +27,7 @@ INDEX_MEMBER = "index.json"
 
 def rejects_path(survey: str, programme: str, night: dt.date, programid: int) -> str:
     """Where a programme's set-aside messages go, relative to the archive root."""
-    label = f"{night:%Y%m%d}"
+    label = format_night(night)
     return f"rejects/{label}/programid={programid}/{survey}_{programme}_{label}_rejects.tar.gz"
 
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from alertdist.avro.container import AlertPacketError, parse_container
+from alertdist.nights.dates import format_night
 
 try:
     from isal import isal_zlib
@@ -52,7 +53,7 @@ _GZIP_MAGIC = b"\x1f\x8b\x08"  # where a cutout's gzipped FITS starts
 
 def tarball_name(survey: str, programme: str, night) -> str:
     """``ztf_public_20231012.tar.gz``: survey, programme name, night (a date or YYYYMMDD)."""
-    label = night if isinstance(night, str) else f"{night:%Y%m%d}"
+    label = night if isinstance(night, str) else format_night(night)
     return f"{survey}_{programme}_{label}.tar.gz"
 
 

@@ -38,6 +38,7 @@ from alertdist.kafka.errors import KafkaOperationError, is_transient, retry_call
 from alertdist.kafka.producer import CountingProducer
 from alertdist.kafka.reading import watermarks
 from alertdist.metrics.catalog import filter_batch_consumed, filter_transaction_committed
+from alertdist.nights.dates import format_night
 from alertdist.nights.state import read_night_state
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, replication_for
 
@@ -231,7 +232,7 @@ class _LiveRun:
         self.topics = sorted(naming.programme_topics(night, programmes).values())
         self.outputs = {t: naming.filter_output_topic(t, alert_filter.name) for t in self.topics}
         self.errors_topic = naming.filter_errors_topic(night, alert_filter.name)
-        self.report = LiveReport(alert_filter.name, f"{night:%Y%m%d}", copy_index, self.group_id, self.topics)
+        self.report = LiveReport(alert_filter.name, format_night(night), copy_index, self.group_id, self.topics)
         self.started = time.monotonic()
         # the open transaction: offsets to commit, counts to add once committed
         self.txn_open = False

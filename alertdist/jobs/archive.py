@@ -12,6 +12,7 @@ from alertdist.archive import archive_night as archive_pipeline
 from alertdist.jobs.metrics import serve_metrics
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.metrics.catalog import archive_finished, archive_started
+from alertdist.nights.dates import format_night
 from alertdist.runtime import tune_allocators
 from alertdist.security import ARCHIVER
 from alertdist.settings import Settings
@@ -39,7 +40,7 @@ def archive_night(
     """
     tune_allocators()
     serve_metrics(settings, "archiver")
-    archive_started(f"{night:%Y%m%d}")
+    archive_started(format_night(night))
     if options.storage_options is None:
         options = replace(options, storage_options=settings.storage_options)
     shown = ArchiveProgress(progress, len(programmes or settings.programmes))
@@ -57,7 +58,7 @@ def archive_night(
             progress=shown,
         )
     except BaseException:
-        archive_finished(f"{night:%Y%m%d}", ok=False)
+        archive_finished(format_night(night), ok=False)
         raise
     finally:
         shown.close()

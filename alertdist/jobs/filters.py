@@ -22,6 +22,7 @@ from alertdist.filters.confined import ConfinedFilter
 from alertdist.filters.live import LiveOptions, LiveReport, run_live
 from alertdist.jobs.metrics import serve_metrics
 from alertdist.jobs.progress import NoProgress, Progress
+from alertdist.nights.dates import format_night
 from alertdist.security import filter_service
 from alertdist.settings import Settings
 
@@ -126,7 +127,7 @@ def filter_archived(
     if len(sources) == 1 and (first.suffix == ".avro" or (first.is_dir() and any(first.glob("*.avro")))):
         packets, counts = str(first), []
     else:
-        night = f"{archived_night:%Y%m%d}" if archived_night else None
+        night = format_night(archived_night) if archived_night else None
         check_sources(sources, archived_night=night, storage_options=settings.storage_options)
         packets, counts = packets_for_batch(
             sources,
@@ -165,7 +166,7 @@ def reanalysis_units(
     location = open_location(archive or settings.archive, settings.storage_options)
     units, missing = [], {}
     for night in nights:
-        label = f"{night:%Y%m%d}"
+        label = format_night(night)
         try:
             files = [f for f in location.night_files(label) if f.kind == "parquet"]
         except ArchiveAccessError as e:
@@ -190,7 +191,7 @@ def filter_unit(settings: Settings, filter_name: str, unit: Unit, out: str, *, c
     every row is rebuilt into its packet, byte for byte, and judged as live. Either way the same rows pass with
     the same annotations.
     """
-    label = f"{unit.night:%Y%m%d}"
+    label = format_night(unit.night)
     bad = 0
     alert_filter = load_filter(filter_name, columnar=columnar)
     if alert_filter.columnar:

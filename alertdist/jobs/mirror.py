@@ -15,6 +15,7 @@ from alertdist.kafka.errors import KafkaOperationError, retry_until
 from alertdist.mirror import closing, process
 from alertdist.mirror.config import MirrorSpec, mirrored_topics
 from alertdist.mirror.connect_status import MirrorUnit, mirror_units
+from alertdist.nights.dates import format_night
 from alertdist.nights.state import NightState
 from alertdist.nights.topics import TopicsError, replication_for
 from alertdist.security import ADMIN, MIRROR, secure_night
@@ -149,7 +150,7 @@ def close_night_downstream(
     """Close ``night`` on the public cluster once all of it has arrived, showing the mirror's lag as it goes."""
 
     def lag(n: int) -> None:
-        progress.update(f"mirror lag {n} alerts (night {night:%Y%m%d})")
+        progress.update(f"mirror lag {n} alerts (night {format_night(night)})")
 
     state = closing.close_downstream(
         settings.kafka(ADMIN),
@@ -161,6 +162,6 @@ def close_night_downstream(
         lag=lag,
     )
     progress.update(
-        f"night {night:%Y%m%d} closed on the public cluster ({state.total_messages()} alerts)", 1.0, final=True
+        f"night {format_night(night)} closed on the public cluster ({state.total_messages()} alerts)", 1.0, final=True
     )
     return state

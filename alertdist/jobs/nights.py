@@ -9,6 +9,7 @@ import fsspec
 import pyarrow.parquet as pq
 
 from alertdist.archive.verify import read_manifest
+from alertdist.nights.dates import format_night
 from alertdist.nights.report import (
     exposure_counts,
     exposure_plot_markdown,
@@ -39,7 +40,7 @@ def fresh_night(settings: Settings) -> dt.date:
     one, so a demo night cannot take the name of a real night still to come."""
     known = known_nights(settings.kafka(ADMIN), settings.naming)
     night = settings.tonight()
-    while f"{night:%Y%m%d}" in known:
+    while format_night(night) in known:
         night -= dt.timedelta(days=1)
     return night
 
@@ -55,7 +56,9 @@ def abort_night(settings: Settings, night: dt.date, reason: str) -> bool:
         return False
     topics = list(settings.naming.programme_topics(night).values())
     mark_night(
-        kafka, settings.naming, NightState(f"{night:%Y%m%d}", ABORTED, end_offsets(kafka, topics), {"aborted": reason})
+        kafka,
+        settings.naming,
+        NightState(format_night(night), ABORTED, end_offsets(kafka, topics), {"aborted": reason}),
     )
     return True
 
@@ -76,7 +79,7 @@ def summarise_night(
     settings: Settings, night: dt.date, published: dict, filters: dict[str, list[dict]], dest: str
 ) -> NightSummary:
     """Published, filtered and archived counts side by side, read back from the archive's manifest and Parquet."""
-    manifest = read_manifest(dest, settings.survey, f"{night:%Y%m%d}", settings.storage_options)
+    manifest = read_manifest(dest, settings.survey, format_night(night), settings.storage_options)
     per_programme = {p: a.counts for p, a in manifest.programmes.items()}
     files = [
         {"programme": a.name, "file": f["path"], "bytes": f["size"], "sha256": f["sha256"], "md5": f.get("md5") or ""}
@@ -89,7 +92,9 @@ def summarise_night(
         throughput=throughput_rows(published),
         filters=filter_rows(filters),
         files=files,
-        exposure_plot=exposure_plot_markdown(counts, settings.programmes, f"Alerts per exposure, night {night:%Y%m%d}"),
+        exposure_plot=exposure_plot_markdown(
+            counts, settings.programmes, f"Alerts per exposure, night {format_night(night)}"
+        ),
         problems=reconcile(published, filters, per_programme),
     )
 

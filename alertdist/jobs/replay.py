@@ -11,6 +11,7 @@ from alertdist.access.readers import open_sources
 from alertdist.access.replay import ReplayProgress, ReplayResult, ensure_topic, replay_into_night, replay_to_topic
 from alertdist.jobs.metrics import serve_metrics
 from alertdist.jobs.progress import NoProgress, Progress
+from alertdist.nights.dates import format_night
 from alertdist.nights.topics import TopicSettings
 from alertdist.security import REPLAY
 from alertdist.settings import Settings
@@ -41,7 +42,7 @@ class ReplayRequest:
 
     @property
     def destination(self) -> str:
-        return self.topic or f"night {self.night:%Y%m%d}"
+        return self.topic or f"night {format_night(self.night)}"
 
 
 @dataclass
@@ -63,7 +64,7 @@ def replay(
     stop = stop or threading.Event()
     serve_metrics(settings, "replay")
     archived = request.archived_night or request.night
-    archived = f"{archived:%Y%m%d}" if archived else None
+    archived = format_night(archived) if archived else None
     check_sources(list(request.sources), archived_night=archived, storage_options=settings.storage_options)
     alerts, counts, names = open_sources(
         list(request.sources),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from alertdist.archive import NightManifest
 from alertdist.archive.index import backfill_index
+from alertdist.nights.dates import format_night
 from alertdist.service.app import ServiceConfig
 from alertdist.service.rights import TokenStore
 from alertdist.service.server import serve
@@ -57,7 +58,7 @@ def serve_archive(
 
 def index_night(settings: Settings, night: dt.date, archive: str | None = None) -> NightManifest:
     """Write (or rewrite) a night's indexes from its tarballs; the manifest gets their checksums."""
-    return backfill_index(archive or settings.archive, settings.survey, f"{night:%Y%m%d}", settings.storage_options)
+    return backfill_index(archive or settings.archive, settings.survey, format_night(night), settings.storage_options)
 
 
 def keep_serving(

@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 
 from alertdist.metrics.lag import LagMonitor
+from alertdist.nights.dates import format_night
 from alertdist.nights.topics import TopicNaming
 
 __all__ = ["AlertChanges", "LiveView", "graph_link"]
@@ -41,7 +42,7 @@ class LiveView:
 
     def __init__(self, bootstrap_servers: str, naming: TopicNaming, night: dt.date, prometheus_url: str):
         self.night, self.naming, self.prometheus_url = night, naming, prometheus_url.rstrip("/")
-        tag = f"{night:%Y%m%d}"
+        tag = format_night(night)
         # the night's groups: its filters' and the archiver's (their ids name the night)
         self.lag = LagMonitor(bootstrap_servers, groups=f".*{tag}.*")
 
@@ -73,7 +74,7 @@ class LiveView:
     def markdown(self, snapshot: dict) -> str:
         link = self.prometheus_url
         lines = [
-            f"### Night {self.night:%Y%m%d}: live at {snapshot['at']:%H:%M:%S} UTC",
+            f"### Night {format_night(self.night)}: live at {snapshot['at']:%H:%M:%S} UTC",
             "",
             "| consumer group | lag (messages) | lag (s) | graph |",
             "|---|---:|---:|---|",

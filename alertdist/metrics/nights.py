@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from alertdist.kafka.state_topic import KeyedStateTopic
 from alertdist.metrics.registry import Gauge
-from alertdist.nights.dates import Site, night_date, parse_night
+from alertdist.nights.dates import Site, format_night, night_date, parse_night
 from alertdist.nights.topics import TopicNaming
 
 __all__ = ["DAWN_LOCAL", "dawn_of", "export_nights"]
@@ -33,7 +33,7 @@ def dawn_of(night: dt.date, site: Site) -> dt.datetime:
         midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 0), tzinfo=zone)
         if night_date(midnight, site) == night:
             return dt.datetime.combine(midnight.date(), DAWN_LOCAL, tzinfo=zone)
-    raise ValueError(f"night {night:%Y%m%d} has no local midnight at {site.name}")
+    raise ValueError(f"night {format_night(night)} has no local midnight at {site.name}")
 
 
 def export_nights(bootstrap_servers: str, naming: TopicNaming, site: Site, *, now: dt.datetime | None = None) -> dict:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.mirror.syncs import OffsetSyncs, mirror_lag, read_offset_syncs
+from alertdist.nights.dates import format_night
 from alertdist.nights.state import (
     MIRRORED,
     NightState,
@@ -78,7 +79,7 @@ def close_downstream(
         if (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() >= deadline):
             waiting = "its close on the producing cluster" if closed is None else ", ".join(pending[:5])
             raise MirrorNotDone(
-                f"night {night:%Y%m%d} has not fully arrived downstream; still waiting for "
+                f"night {format_night(night)} has not fully arrived downstream; still waiting for "
                 f"{waiting or f'the closing record in {naming.nights_topic}'}"
             )
         time.sleep(poll_s)

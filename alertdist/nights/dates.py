@@ -105,8 +105,13 @@ def parse_nights(specs: Iterable[str | dt.date]) -> list[dt.date]:
     return sorted(nights)
 
 
+def format_night(night: dt.date) -> str:
+    """The night's label, ``YYYYMMDD``: in topic names, archive paths, manifests and messages (the one place)."""
+    return f"{night:%Y%m%d}"
+
+
 #: A night as a typed parameter (a Prefect flow's, a settings field): parsed by `parse_night`, shown as YYYYMMDD.
-Night = Annotated[dt.date, BeforeValidator(parse_night), PlainSerializer(lambda d: f"{d:%Y%m%d}", return_type=str)]
+Night = Annotated[dt.date, BeforeValidator(parse_night), PlainSerializer(format_night, return_type=str)]
 
 
 def night_date(moment: dt.datetime, site: Site) -> dt.date:

@@ -23,6 +23,7 @@ from alertdist.kafka.clients import admin_client, consumer
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.kafka.reading import watermarks
 from alertdist.kafka.state_topic import KeyedStateTopic
+from alertdist.nights.dates import format_night
 from alertdist.nights.topics import TopicNaming
 
 __all__ = [
@@ -144,7 +145,7 @@ def read_night_state(
     """The latest state written for ``night``, or None if the night was never opened; a closing (or aborting)
     record written on another cluster (mirrored here) reads as ``mirrored``, never ``closed``: its offsets are not
     this cluster's."""
-    key = night if isinstance(night, str) else f"{night:%Y%m%d}"
+    key = night if isinstance(night, str) else format_night(night)
     try:
         latest = KeyedStateTopic(bootstrap_servers, naming.nights_topic).latest(timeout=timeout).get(key)
     except KafkaOperationError as e:

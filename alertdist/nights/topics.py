@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from alertdist.kafka.clients import MAX_MESSAGE_BYTES
 from alertdist.kafka.errors import KafkaOperationError, retry_until
+from alertdist.nights.dates import format_night
 
 __all__ = [
     "DEFAULT_PROGRAMMES",
@@ -83,7 +84,7 @@ class TopicNaming:
     def programme_topic(self, night: dt.date, programid: int) -> str:
         if programid not in self.programmes:
             raise ValueError(f"programid {programid} is not one of {sorted(self.programmes)}")
-        return f"{self.survey}_{night:%Y%m%d}_programid{programid}"
+        return f"{self.survey}_{format_night(night)}_programid{programid}"
 
     def programme_topics(self, night: dt.date, programmes=None) -> dict[int, str]:
         return {p: self.programme_topic(night, p) for p in (programmes or sorted(self.programmes))}
@@ -91,12 +92,12 @@ class TopicNaming:
     def programme_topic_pattern(self, night: dt.date | None = None) -> str:
         """A regular expression matching exactly the programme topics of ``night`` (None: of every night), for
         tools that select topics by pattern (MirrorMaker 2)."""
-        date = rf"{night:%Y%m%d}" if night else r"\d{8}"
+        date = rf"{format_night(night)}" if night else r"\d{8}"
         ids = "|".join(str(p) for p in sorted(self.programmes))
         return f"{re.escape(self.survey)}_{date}_programid({ids})"
 
     def rejected_topic(self, night: dt.date) -> str:
-        return f"{self.survey}_{night:%Y%m%d}_rejected"
+        return f"{self.survey}_{format_night(night)}_rejected"
 
     @property
     def nights_topic(self) -> str:
@@ -109,10 +110,10 @@ class TopicNaming:
     def filter_group(self, night: dt.date, filter_name: str) -> str:
         """A filter's consumer group for a night (scoped to the night so a backfill never rebalances tonight), in its
         login's namespace, where no other user's rights reach."""
-        return f"{user_namespace(filter_login(filter_name))}{self.survey}_{night:%Y%m%d}"
+        return f"{user_namespace(filter_login(filter_name))}{self.survey}_{format_night(night)}"
 
     def filter_errors_topic(self, night: dt.date, filter_name: str) -> str:
-        return f"{self.survey}_{night:%Y%m%d}_{filter_name}_errors"
+        return f"{self.survey}_{format_night(night)}_{filter_name}_errors"
 
     def programid_of(self, topic: str) -> int:
         """The programme of a programme topic (or of a filter output derived from one)."""

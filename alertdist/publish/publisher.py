@@ -25,7 +25,7 @@ from alertdist.kafka.clients import MAX_MESSAGE_BYTES
 from alertdist.kafka.errors import KafkaOperationError, retry_call
 from alertdist.kafka.producer import CountingProducer
 from alertdist.metrics.catalog import track_publisher
-from alertdist.nights.dates import SITES, Site, night_of_jd
+from alertdist.nights.dates import SITES, Site, format_night, night_of_jd
 from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
 from alertdist.nights.topics import TopicNaming
 from alertdist.publish.sources import DEFAULT_MAX_PACKET_BYTES, SourcePacket, safe_text
@@ -172,7 +172,7 @@ class _Publisher:
         self.max_packet_bytes, self.check_night, self.full_check = checks.max_packet_bytes, checks.night, checks.full
         self.topics = naming.programme_topics(night)
         self.rejected_topic = naming.rejected_topic(night)
-        self.result = PublishResult(night=f"{night:%Y%m%d}")
+        self.result = PublishResult(night=format_night(night))
         self.delivered: Counter[int] = Counter()
         self.rejected: Counter[str] = Counter()
         self.wrong_nights: Counter[dt.date] = Counter()  # the nights wrong-night packets belong to
@@ -235,7 +235,7 @@ class _Publisher:
                     None,
                     (
                         f"wrong-night: candid {info.candid} (jd {info.jd}) belongs to night "
-                        f"{packet_night:%Y%m%d}, not {self.night:%Y%m%d}"
+                        f"{format_night(packet_night)}, not {format_night(self.night)}"
                     ),
                     info,
                 )
@@ -297,9 +297,9 @@ class _Publisher:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(r.rejected.items()))
         message = f"night {r.night}: every one of the {r.read} packet(s) read was rejected ({kinds})"
         if self.wrong_nights:
-            nights = ", ".join(f"{n:%Y%m%d}" for n, _ in self.wrong_nights.most_common(3))
+            nights = ", ".join(format_night(n) for n, _ in self.wrong_nights.most_common(3))
             message += (
-                f"; their jd lies in night {nights}: use --night {self.wrong_nights.most_common(1)[0][0]:%Y%m%d} "
+                f"; their jd lies in night {nights}: use --night {format_night(self.wrong_nights.most_common(1)[0][0])} "
                 "(the source's night), or --any-night to accept them as this night"
             )
         else:
@@ -367,7 +367,7 @@ def publish(
     """
     stop = stop or threading.Event()
     started = time.monotonic()
-    night_text = f"{night:%Y%m%d}"
+    night_text = format_night(night)
     checks = _Checks(max_packet_bytes, check_night, full_check)
     run = _Publisher(
         bootstrap_servers, naming, night, site, checks, getattr(source, "settle", None), producer_overrides

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from alertdist.kafka.clients import MAX_MESSAGE_BYTES
-from alertdist.nights.dates import SITES, night_date, unix_of_jd
+from alertdist.nights.dates import SITES, format_night, night_date, unix_of_jd
 
 __all__ = [
     "DEFAULT_MAX_PACKET_BYTES",
@@ -474,7 +474,7 @@ class DropFolder:
     def retire_marker(self, night: dt.date) -> None:
         """Rename ``NIGHT_DONE`` to ``NIGHT_DONE.<YYYYMMDD>`` once the night is closed, so it cannot end the next."""
         if self.marker.exists():
-            os.replace(self.marker, self.folder / f"{NIGHT_DONE}.{night:%Y%m%d}")
+            os.replace(self.marker, self.folder / f"{NIGHT_DONE}.{format_night(night)}")
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from alertdist.filters import available_filters, load_filter
 from alertdist.filters.live import LiveOptions
 from alertdist.jobs.filters import filter_archived, run_filter
 from alertdist.kafka.signals import stop_on_signals
+from alertdist.nights.dates import format_night
 from alertdist.settings import Settings
 
 __all__ = ["register"]
@@ -42,7 +43,7 @@ def _run(args, settings: Settings) -> int:
     (Kafka transactions). Stops by itself once the night is closed
     and fully consumed by the group, or on SIGTERM/SIGINT; run it again to resume where it stopped."""
     night = args.night or settings.tonight()
-    line = ProgressLine(f"filter {args.filter} night {night:%Y%m%d} copy {args.copy_index}", args.quiet)
+    line = ProgressLine(f"filter {args.filter} night {format_night(night)} copy {args.copy_index}", args.quiet)
     stop = threading.Event()
     with stop_on_signals(stop):
         report = run_filter(

@@ -15,6 +15,7 @@ from alertdist.jobs import mirror
 from alertdist.jobs.logins import logins_out_of_environment
 from alertdist.jobs.nights import fresh_night
 from alertdist.jobs.secure import register_filters, register_services, register_two_tier_services
+from alertdist.nights.dates import format_night
 from alertdist.security import ADMIN
 from alertdist.settings import Settings, login_variable
 
@@ -75,7 +76,7 @@ def _run(args, settings: Settings) -> int:
     chosen = args.night or fresh_night(settings)  # named before the run, so the run is named by it
     why = "" if args.night else " (the latest night this cluster has not run yet; --night YYYYMMDD to choose)"
     print(
-        f"Running night {chosen:%Y%m%d}{why} from {source} on Kafka {settings.bootstrap_servers}; "
+        f"Running night {format_night(chosen)}{why} from {source} on Kafka {settings.bootstrap_servers}; "
         f"progress below, details in the Prefect UI at {server.ui_url}",
         file=sys.stderr,
     )

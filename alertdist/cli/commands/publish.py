@@ -11,6 +11,7 @@ from alertdist.cli.progress import ProgressLine
 from alertdist.jobs.nights import open_night
 from alertdist.jobs.publish import publish_night
 from alertdist.kafka.signals import stop_on_signals
+from alertdist.nights.dates import format_night
 from alertdist.nights.topics import TopicSettings
 from alertdist.publish.publisher import DEFAULT_MAX_PACKET_BYTES
 from alertdist.publish.sources import NIGHT_DONE, SourceSpec, simulated_alerts
@@ -64,7 +65,7 @@ def _publish(args, settings: Settings) -> int:
             close=not args.no_close,
             reopen=args.reopen,
             max_packet_bytes=args.max_packet_bytes,
-            progress=ProgressLine(f"publishing night {night:%Y%m%d}", args.quiet),
+            progress=ProgressLine(f"publishing night {format_night(night)}", args.quiet),
             stop=stop,
         )
     delivered = ", ".join(f"programid {p}: {n}" for p, n in sorted(result.delivered.items())) or "none"
@@ -90,7 +91,7 @@ def _simulate(args, settings: Settings) -> int:
 
     night = args.night or settings.tonight()
     folder = Path(args.to)
-    line = ProgressLine(f"simulating night {night:%Y%m%d} into {folder}", args.quiet)
+    line = ProgressLine(f"simulating night {format_night(night)} into {folder}", args.quiet)
     alerts = simulated_alerts(args.alerts, night=night, seed=args.seed)
     counts = write_drop_folder(
         alerts,

@@ -9,6 +9,7 @@ import time
 
 from alertdist.cli import parsing
 from alertdist.cli.progress import ProgressLine
+from alertdist.nights.dates import format_night
 from alertdist.settings import Settings
 
 __all__ = ["register"]
@@ -44,7 +45,7 @@ def _download(args, settings: Settings) -> int:
     if (args.night is None) == (args.archived_night is None):
         raise ValueError("name the night to download once: --archived-night YYYYMMDD")
     args.night = args.night or args.archived_night
-    line = ProgressLine(f"downloading night {args.night:%Y%m%d}", args.quiet)
+    line = ProgressLine(f"downloading night {format_night(args.night)}", args.quiet)
     started: dict[str, float] = {}
 
     def show(path: str, done: int, total: int | None) -> None:
@@ -58,7 +59,7 @@ def _download(args, settings: Settings) -> int:
         )
 
     report = download_night(
-        f"{args.night:%Y%m%d}",
+        format_night(args.night),
         args.archive or settings.archive,
         args.to,
         args.what,
