@@ -67,7 +67,7 @@ lint: $(VENV)/.installed-test
 	  echo "make lint: ruff found problems (above). '$(BIN)/ruff check --fix .' fixes the ones marked [*]; fix the rest by hand" >&2; }; \
 	echo "ruff format --check ."; $(BIN)/ruff format --check --output-format concise . || { status=1; \
 	  echo "make lint: the files above are not formatted. '$(BIN)/ruff format .' formats them" >&2; }; \
-	echo "lint-imports"; $(BIN)/python -m alertdist.infra.lint_imports || { status=1; \
+	echo "lint-imports"; $(BIN)/lint-imports --no-cache || { status=1; \
 	  echo "make lint: an import breaks a layering contract ([tool.importlinter] in pyproject.toml; report above). Move the import or the code it needs to the right layer" >&2; }; \
 	exit $$status
 
