@@ -158,30 +158,14 @@ def scan_lookup(tarball: Path, candid: int) -> bytes:
 
 
 def s3_run(root: Path, survey: str, tokens: Path, auth: dict, sample: list[tuple[int, bytes, str]]) -> dict:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
+    from alertdist.infra.s3_local import local_s3
     from alertdist.service.app import ServiceConfig
     from alertdist.service.server import serving_in_thread
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log, a line per range read
-    port = kafka_local.free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-        client = boto3.client("s3", endpoint_url=endpoint, **creds)
-        client.create_bucket(Bucket="bench")
-        for path in sorted(root.rglob("*")):
-            if path.is_file():
-                client.upload_file(str(path), "bench", f"archive/{path.relative_to(root)}")
-        options = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        }
-        config = ServiceConfig("s3://bench/archive", str(tokens), storage_options=options, survey=survey)
+    with local_s3() as s3:
+        url = s3.upload_folder(root, "bench", "archive")
+        config = ServiceConfig(url, str(tokens), storage_options=s3.storage_options, survey=survey)
         with serving_in_thread(config) as (base, app), httpx.Client(base_url=base, timeout=60, headers=auth) as http:
             http.get(f"/alerts/{sample[0][0]}")  # loads the indexes
             store = app.state.store
@@ -198,8 +182,6 @@ def s3_run(root: Path, survey: str, tokens: Path, auth: dict, sample: list[tuple
             "s3_bytes_per_lookup": round(per_lookup),
             "s3_largest_tarball_bytes": tarball,
         }
-    finally:
-        server.stop()
 
 
 def main() -> int:

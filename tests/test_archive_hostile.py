@@ -45,20 +45,21 @@ NIGHT = dt.date(2023, 10, 12)
 # ------------------------------------------------------------------------------------------- packets
 
 
-@pytest.fixture(scope="module")
-def real_401() -> list[bytes]:
-    files = sorted((SHARED_DATA / "ztf-alerts" / "20231012").glob("*.avro"))
+def _real_alerts(night_folder: str) -> list[bytes]:
+    files = sorted((SHARED_DATA / "ztf-alerts" / night_folder).glob("*.avro"))
     if not files:
         pytest.skip(f"real ZTF data not found at {SHARED_DATA}")
     return [f.read_bytes() for f in files]
+
+
+@pytest.fixture(scope="module")
+def real_401() -> list[bytes]:
+    return _real_alerts("20231012")
 
 
 @pytest.fixture(scope="module")
 def real_33() -> list[bytes]:
-    files = sorted((SHARED_DATA / "ztf-alerts" / "20200202").glob("*.avro"))
-    if not files:
-        pytest.skip(f"real ZTF data not found at {SHARED_DATA}")
-    return [f.read_bytes() for f in files]
+    return _real_alerts("20200202")
 
 
 @pytest.fixture(scope="module")

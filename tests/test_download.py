@@ -25,7 +25,7 @@ from alertdist.access.readers import open_sources
 from alertdist.archive import ArchiveOptions, archive_night
 from alertdist.archive.tarball import read_members
 from alertdist.cli.main import main as cli
-from alertdist.infra import kafka_local
+from alertdist.infra.s3_local import local_s3
 from alertdist.kafka.clients import admin_client
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from alertdist.publish.publisher import publish
@@ -165,28 +165,9 @@ def http(http_server):
 @pytest.fixture(scope="module")
 def s3(archive_root):
     """The archive uploaded to a bucket of moto's S3 server on loopback; yields (url, storage_options)."""
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    port = kafka_local.free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-        client = boto3.client("s3", endpoint_url=endpoint, **creds)
-        client.create_bucket(Bucket="alerts")
-        root = archive_root[0]
-        for relative in _files(root):
-            client.upload_file(str(root / relative), "alerts", f"archive/{relative}")
-        options = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        }
-        yield "s3://alerts/archive", options
-    finally:
-        server.stop()
+    pytest.importorskip("boto3")
+    with local_s3() as s3:
+        yield s3.upload_folder(archive_root[0], "alerts", "archive"), s3.storage_options
 
 
 # ----------------------------------------------------------------------------------------------------- tests

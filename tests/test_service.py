@@ -26,7 +26,7 @@ from alertdist.archive.index import INDEX_SCHEMA, index_path
 from alertdist.archive.tarball import read_members
 from alertdist.avro import codec
 from alertdist.cli.main import main
-from alertdist.infra import kafka_local
+from alertdist.infra.s3_local import local_s3
 from alertdist.kafka.clients import consumer
 from alertdist.kafka.reading import read_to_end
 from alertdist.nights.topics import TopicNaming
@@ -445,29 +445,9 @@ def test_backfill_refuses_a_tarball_it_did_not_write(archived, tmp_path):
 
 @pytest.fixture(scope="module")
 def s3_archive(archived):
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    root, _, _ = archived
-    port = kafka_local.free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-        client = boto3.client("s3", endpoint_url=endpoint, **creds)
-        client.create_bucket(Bucket="alerts")
-        for path in sorted(Path(root).rglob("*")):
-            if path.is_file():
-                client.upload_file(str(path), "alerts", f"archive/{path.relative_to(root)}")
-        options = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        }
-        yield "s3://alerts/archive", options
-    finally:
-        server.stop()
+    pytest.importorskip("boto3")
+    with local_s3() as s3:
+        yield s3.upload_folder(archived[0], "alerts", "archive"), s3.storage_options
 
 
 def test_served_from_s3_with_range_reads(archived, s3_archive, tokens):
