@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from alertdist.simulate import ids
 from alertdist.simulate.plan import EXPOSURE_S
 from alertdist.simulate.sky import field_grid, ut_of
+
+if TYPE_CHECKING:
+    from alertdist.simulate.objects import SimObject
 
 __all__ = ["FieldState", "Image", "ImageMaker", "past_epochs"]
 
@@ -45,7 +49,7 @@ class FieldState:
         self.images: dict[tuple[int, int], Image] = {}
         self.epoch_paths: dict[int, tuple[str, str]] = {}  # epoch -> its images' name stamp and archive folder
         self.refs: dict[tuple[int, int], dict] = {}
-        self.objects: list = []  # the simulate.objects.SimObject that may be detected again tonight
+        self.objects: list[SimObject] = []  # those that may be detected again tonight
 
 
 def past_epochs(rnd: random.Random, window: tuple[float, float], programmes: list[int]) -> list[tuple[float, int, int]]:

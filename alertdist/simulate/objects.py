@@ -20,6 +20,8 @@ PERSISTENT = frozenset({"variable", "nuclear", "transient"})  # can be detected 
 
 
 class SimObject:
+    """One object on the sky: fixed facts made once, and tonight's detections and forced photometry by visit."""
+
     __slots__ = (
         "amp",
         "dec",
