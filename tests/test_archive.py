@@ -30,7 +30,6 @@ from alertdist.archive import (
     verify_night,
 )
 from alertdist.archive.night import _schedule
-from alertdist.archive.parquet import AlertDecoder, arrow_schema, night_table_columns, packet_headers
 from alertdist.archive.stream import Duplicates, Spool
 from alertdist.archive.tarball import (
     MEMBER_MODE,
@@ -41,6 +40,8 @@ from alertdist.archive.tarball import (
     read_members,
 )
 from alertdist.avro import codec
+from alertdist.avro.arrow import arrow_schema, night_table_columns, packet_headers
+from alertdist.avro.arrow_decoder import AlertDecoder
 from alertdist.nights.dates import jd_to_unix
 from alertdist.nights.state import NightState, mark_night
 from alertdist.nights.topics import TopicNaming

@@ -24,12 +24,7 @@ from pathlib import Path
 from alertdist.archive.groups import GroupWriter
 from alertdist.archive.index import IndexingTarball, index_programme
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
-from alertdist.archive.parquet import (
-    AlertDecoder,
-    ParquetPartWriter,
-    night_layout,
-    parquet_path,
-)
+from alertdist.archive.parquet import ParquetPartWriter, parquet_path
 from alertdist.archive.setaside import rejects_path, write_set_aside
 from alertdist.archive.storage import Destination
 from alertdist.archive.stream import (
@@ -44,6 +39,8 @@ from alertdist.archive.stream import (
 )
 from alertdist.archive.tarball import MD5SUMS, md5sums_text, parse_md5sums, tarball_name
 from alertdist.archive.verify import verify_night, verify_programme
+from alertdist.avro.arrow import night_layout
+from alertdist.avro.arrow_decoder import AlertDecoder
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.nights.dates import format_night
 from alertdist.nights.state import NightState, read_night_state
