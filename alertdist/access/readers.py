@@ -43,11 +43,9 @@ __all__ = [
     "open_sources",
     "packets_for_batch",
     "parquet_alerts",
-    "parquet_records",
     "read_columns",
     "read_table",
     "tarball_alerts",
-    "tarball_records",
 ]
 
 PARTITIONING = ds.partitioning(pa.schema([("night", pa.string()), ("programid", pa.int32())]), flavor="hive")
@@ -139,23 +137,6 @@ def tarball_alerts(
             "The file is damaged or incomplete: download it again (alertdist download verifies checksums)",
             counts,
         ) from e
-
-
-def tarball_records(
-    location: str,
-    fields: Iterable[str] | None = None,
-    *,
-    storage_options: dict | None = None,
-    counts: ReadCounts | None = None,
-) -> Iterator[dict]:
-    """Decoded alert records of a tarball (all fields, or only ``fields``: a projection is much faster)."""
-    counts = counts if counts is not None else ReadCounts(str(location))
-    for alert in tarball_alerts(location, storage_options=storage_options, counts=counts):
-        try:
-            yield codec.decode(alert.packet, fields)
-        except codec.AlertPacketError as e:  # peek passed, but the history or cutouts are damaged
-            counts.good -= 1
-            counts.add_bad(alert.name, f"cannot decode: {e}")
 
 
 # -------------------------------------------------------------------------------------------------- Parquet
@@ -275,17 +256,6 @@ def _parquet_rows(location: str, filter, storage_options: dict | None, batch_row
     fragments = sorted(dataset.get_fragments(filter=filter), key=lambda f: f.path)
     streams = [_fragment_rows(f, dataset, filter, batch_rows) for f in fragments]
     yield from heapq.merge(*streams, key=lambda r: r.record["candid"])
-
-
-def parquet_records(
-    location: str,
-    filter: ds.Expression | None = None,
-    *,
-    storage_options: dict | None = None,
-    batch_rows: int = 256,
-) -> Iterator[dict]:
-    """Alert records rebuilt from the dataset's rows, in candid order across files (streamed, batch by batch)."""
-    return (r.record for r in _parquet_rows(location, filter, storage_options, batch_rows))
 
 
 def parquet_alerts(

@@ -52,7 +52,6 @@ __all__ = [
     "NightNotClosedError",
     "ProgrammeRead",
     "archive_night",
-    "archive_programme",
     "closed_state",
     "finish_night",
     "night_programmes",
@@ -124,29 +123,6 @@ def night_programmes(
             )
         return sorted(wanted)
     return [p for p in sorted(naming.programmes) if naming.programme_topic(night, p) in state.end_offsets]
-
-
-def archive_programme(
-    bootstrap_servers: str,
-    naming: TopicNaming,
-    night: dt.date,
-    programid: int,
-    dest_url: str,
-    state: NightState,
-    options: ArchiveOptions = ArchiveOptions(),
-    *,
-    stop: threading.Event | None = None,
-    progress: Progress | None = None,
-) -> ProgrammeArchive:
-    """Read one programme topic of a closed night and write its tarball and Parquet file (atomically)."""
-    with tempfile.TemporaryDirectory(dir=options.work_dir, prefix="alertdist-archive-") as tmp:
-        read = read_programme(
-            bootstrap_servers, naming, night, programid, state, Path(tmp), options, stop=stop, progress=progress
-        )
-        try:
-            return write_programme(read, dest_url, options, stop=stop, progress=progress)
-        finally:
-            read.spool.close()
 
 
 @dataclass
