@@ -36,16 +36,11 @@ import pyarrow.compute as pc
 
 from _common import private_broker, private_prefect_server, say
 from alertdist.access.readers import read_columns, tarball_alerts
-from alertdist.archive.parquet import (
-    AlertDecoder,
-    ParquetPartWriter,
-    night_table_columns,
-    packet_headers,
-    parquet_path,
-    writer_schema_of,
-)
+from alertdist.archive.parquet import ParquetPartWriter, parquet_path
 from alertdist.archive.tarball import TarballWriter, tarball_name
 from alertdist.avro import codec
+from alertdist.avro.arrow import night_table_columns, packet_headers, writer_schema_of
+from alertdist.avro.arrow_decoder import AlertDecoder
 from alertdist.filters import alert_filter, load_filter
 from alertdist.filters.batch import run_batch, run_columnar
 from alertdist.filters.columnar import wanted_columns

@@ -49,20 +49,8 @@ def archive_night(
             progress=progress,
             stop=stop,
         )
-    rows = [
-        {
-            "programme": a.name,
-            "file": f["path"],
-            "bytes": f["size"],
-            "sha256": f["sha256"],
-            "md5": f.get("md5") or "",
-            **{k: a.counts[k] for k in ("read", "written", "duplicates", "rejected")},
-        }
-        for a in manifest.programmes.values()
-        for f in a.files.values()
-    ]
     create_table_artifact(
-        rows,
+        manifest.file_rows(with_counts=True),
         key=artifact_key("archive-summary", settings.survey, label),
         description=f"Night {label} archived to {dest} and verified"
         + (f"; {manifest.note()}" if manifest.partial else ""),

@@ -9,6 +9,7 @@ other header key order and goavro-style random sync markers. Each goes through t
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gzip
 import hashlib
@@ -26,15 +27,11 @@ from alertdist import schemas
 from alertdist.access.readers import ArchiveReadError, open_sources, packets_for_batch, parquet_alerts
 from alertdist.access.replay import ReplayError, replay_into_night
 from alertdist.archive import archive_night
-from alertdist.archive.parquet import (
-    AlertDecoder,
-    ParquetPartWriter,
-    night_table_columns,
-    packet_headers,
-    writer_schema_of,
-)
+from alertdist.archive.parquet import ParquetPartWriter
 from alertdist.archive.tarball import read_members
 from alertdist.avro import codec
+from alertdist.avro.arrow import HEADERS_KEY, night_table_columns, packet_headers, writer_schema_of
+from alertdist.avro.arrow_decoder import AlertDecoder
 from alertdist.avro.container import build_container
 from alertdist.cli.main import main as cli
 from alertdist.jobs.replay import ReplayRequest, replay
@@ -122,6 +119,22 @@ def test_parquet_gives_every_real_and_unshipped_packet_back_byte_for_byte(engine
         writer.write(table)
         writer.close()
     assert [a.packet for a in parquet_alerts(str(path))] == packets
+
+
+@pytest.mark.parametrize("kept", [b"not json", json.dumps([base64.b64encode(b"not a packet header").decode()])])
+def test_a_parquet_file_whose_packet_headers_are_damaged_fails_naming_it(kept, packets, tmp_path):
+    headers = packet_headers(packets)
+    decoder = AlertDecoder(night_table_columns(writer_schema_of(h) for h in headers), tmp_path, "fastavro", headers)
+    table = decoder.decode(packets, [codec.peek(p).candid for p in packets])
+    table = table.replace_schema_metadata({HEADERS_KEY: kept})
+    path = tmp_path / "part-0.parquet"
+    with open(path, "wb") as f:
+        writer = ParquetPartWriter(f, table.schema)
+        writer.write(table)
+        writer.close()
+    with pytest.raises(ArchiveReadError, match="packet header") as failure:
+        list(parquet_alerts(str(path)))
+    assert str(path) in str(failure.value)
 
 
 # ------------------------------------------------------------------------------------------ with a broker

@@ -24,13 +24,14 @@ from alertdist import schemas
 from alertdist.archive import (
     ArchiveOptions,
     ArchiveVerificationError,
+    NightManifest,
     NightNotClosedError,
+    ProgrammeArchive,
     archive_night,
     read_manifest,
     verify_night,
 )
 from alertdist.archive.night import _schedule
-from alertdist.archive.parquet import AlertDecoder, arrow_schema, night_table_columns, packet_headers
 from alertdist.archive.stream import Duplicates, Spool
 from alertdist.archive.tarball import (
     MEMBER_MODE,
@@ -41,6 +42,8 @@ from alertdist.archive.tarball import (
     read_members,
 )
 from alertdist.avro import codec
+from alertdist.avro.arrow import arrow_schema, night_table_columns, packet_headers
+from alertdist.avro.arrow_decoder import AlertDecoder
 from alertdist.nights.dates import jd_to_unix
 from alertdist.nights.state import NightState, mark_night
 from alertdist.nights.topics import TopicNaming
@@ -384,6 +387,24 @@ def test_the_smallest_programme_is_read_first_and_written_last():
     assert _schedule([1, 2, 3], {1: 50, 2: 40, 3: 10}) == ([3, 2, 1], [2, 1, 3])
     assert _schedule([1, 2, 3, 4], {1: 5, 2: 5, 3: 9, 4: 1}) == ([4, 1, 2, 3], [1, 2, 3, 4])
     assert _schedule([1, 2], {1: 50, 2: 40}) == ([2, 1], [2, 1])
+
+
+def test_a_manifest_lists_its_files_one_row_each_for_the_reports():
+    """The rows of the archive task's summary artifact and of the night summary's files table."""
+    files = {
+        "tarball": {"path": "t.tar.gz", "size": 10, "sha256": "a" * 64, "crc32": "1", "md5": "b" * 32},
+        "parquet": {"path": "p.parquet", "size": 20, "sha256": "c" * 64, "crc32": "2", "md5": None},
+    }
+    counts = {"read": 5, "written": 3, "duplicates": 1, "conflicting_duplicates": 0, "rejected": 1}
+    archive = ProgrammeArchive(1, "public", "topic", {}, counts, {"4.02": 5}, files)
+    manifest = NightManifest("ztf", "20231012", {1: archive})
+    rows = [
+        {"programme": "public", "file": "t.tar.gz", "bytes": 10, "sha256": "a" * 64, "md5": "b" * 32},
+        {"programme": "public", "file": "p.parquet", "bytes": 20, "sha256": "c" * 64, "md5": ""},
+    ]
+    assert manifest.file_rows() == rows
+    counted = {"read": 5, "written": 3, "duplicates": 1, "rejected": 1}
+    assert manifest.file_rows(with_counts=True) == [row | counted for row in rows]
 
 
 def test_a_record_broken_after_its_candidate_is_rejected_and_the_rest_archived(

@@ -1,6 +1,6 @@
 """Reanalysis: columnar filters against their per-alert versions, on the archive's own columns.
 
-The tables come from the archiver's decoder (`alertdist.archive.parquet.AlertDecoder`), so they have exactly the
+The tables come from the archiver's decoder (`alertdist.avro.arrow_decoder.AlertDecoder`), so they have exactly the
 columns a Parquet night has; the per-alert filters read the same packets through `AlertFilter.judge`.
 """
 
@@ -19,7 +19,8 @@ import pyarrow.dataset as ds
 import pytest
 
 from alertdist.archive import ArchiveOptions, archive_night
-from alertdist.archive.parquet import AlertDecoder, night_table_columns, packet_headers, writer_schema_of
+from alertdist.avro.arrow import night_table_columns, packet_headers, writer_schema_of
+from alertdist.avro.arrow_decoder import AlertDecoder
 from alertdist.avro.codec import peek
 from alertdist.avro.container import parse_container
 from alertdist.filters import (

@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 from alertdist.access.errors import ArchiveAccessError
 from alertdist.access.names import MANIFEST_NAME, NIGHT_FOLDER, TARBALL_NAME, archive_name, checked, inside_url
 from alertdist.archive.manifest import NightManifest
+from alertdist.archive.storage import open_filesystem
 from alertdist.archive.tarball import MD5SUMS, parse_md5sums
 from alertdist.publish.sources import require_location
 
@@ -229,14 +230,8 @@ class FsspecLocation(ArchiveLocation):
     """A local folder or any fsspec URL (``s3://bucket/prefix`` through s3fs)."""
 
     def __init__(self, url: str, storage_options: dict | None = None) -> None:
-        import fsspec
-
         self.url = str(url)
-        try:
-            self.fs, root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
-        except (ImportError, ValueError) as e:
-            raise ArchiveAccessError(f"cannot open archive location {self.url!r}: {e}") from e
-        self.root = root.rstrip("/")
+        self.fs, self.root = open_filesystem(self.url, storage_options, ArchiveAccessError, "archive location")
 
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}".rstrip("/") if path else self.root

@@ -9,9 +9,9 @@ error) cannot be read past and raises `ArchiveReadError` with the counts so far:
 
 The Parquet dataset (``parquet/night=YYYYMMDD/programid=N/*.parquet``, see `alertdist.archive.parquet`) is opened
 with `pyarrow.dataset`, so a query reads only the columns and row groups it needs. For replays each file is read
-with its own columns, and its rows are turned back into alert records (the inverse of the archive's column
-layout, fitted to the writer schema in the row's packet header) and rebuilt with `codec.rebuild`: the packets
-as archived, byte for byte, whatever their schema version.
+with its own columns, and its rows are turned back into alert records (`alertdist.avro.arrow.RowRebuilder`: the
+inverse of the column layout, fitted to the writer schema in the row's packet header) and rebuilt with
+`codec.rebuild`: the packets as archived, byte for byte, whatever their schema version.
 
 `open_sources` puts it together for replays and offline filters: tarballs, Parquet files or datasets, or an
 archive root and a night, merged into one candid-ordered stream.
@@ -19,37 +19,23 @@ archive root and a night, merged into one candid-ordered stream.
 
 from __future__ import annotations
 
-import base64
 import heapq
-import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from alertdist import schemas
-from alertdist.archive.parquet import (
-    HEADERS_KEY,
-    PACKET_HEADER,
-    PACKET_SYNC,
-    SchemaMergeError,
-    arrow_columns,
-    unify_schemas,
-    writer_schema_of,
-)
 from alertdist.avro import codec
-from alertdist.avro.container import container_header
+from alertdist.avro.arrow import RebuiltRow, RowRebuilder, SchemaMergeError, unify_schemas
 from alertdist.publish.sources import SourceError, tarball_packets
 
 __all__ = [
     "ArchiveReadError",
     "ArchivedAlert",
     "ReadCounts",
-    "RowShape",
     "alerts_from",
     "is_tarball",
     "merge_by_candid",
@@ -57,13 +43,9 @@ __all__ = [
     "open_sources",
     "packets_for_batch",
     "parquet_alerts",
-    "parquet_records",
     "read_columns",
     "read_table",
-    "record_from_row",
-    "row_shape",
     "tarball_alerts",
-    "tarball_records",
 ]
 
 PARTITIONING = ds.partitioning(pa.schema([("night", pa.string()), ("programid", pa.int32())]), flavor="hive")
@@ -155,23 +137,6 @@ def tarball_alerts(
             "The file is damaged or incomplete: download it again (alertdist download verifies checksums)",
             counts,
         ) from e
-
-
-def tarball_records(
-    location: str,
-    fields: Iterable[str] | None = None,
-    *,
-    storage_options: dict | None = None,
-    counts: ReadCounts | None = None,
-) -> Iterator[dict]:
-    """Decoded alert records of a tarball (all fields, or only ``fields``: a projection is much faster)."""
-    counts = counts if counts is not None else ReadCounts(str(location))
-    for alert in tarball_alerts(location, storage_options=storage_options, counts=counts):
-        try:
-            yield codec.decode(alert.packet, fields)
-        except codec.AlertPacketError as e:  # peek passed, but the history or cutouts are damaged
-            counts.good -= 1
-            counts.add_bad(alert.name, f"cannot decode: {e}")
 
 
 # -------------------------------------------------------------------------------------------------- Parquet
@@ -270,147 +235,27 @@ def _leaf_paths(parquet: pq.ParquetFile, columns: list[str], location: str) -> l
     return paths
 
 
-def _named_types(avro: object, named: dict, namespace: str | None) -> None:
-    if isinstance(avro, list):
-        for branch in avro:
-            _named_types(branch, named, namespace)
-    elif isinstance(avro, dict):
-        if avro.get("type") == "record":
-            full = (
-                avro["name"]
-                if "." in avro["name"]
-                else ".".join(filter(None, [avro.get("namespace", namespace), avro["name"]]))
-            )
-            named[full] = named[full.rpartition(".")[2]] = avro
-            for f in avro["fields"]:
-                _named_types(f["type"], named, full.rpartition(".")[0] or None)
-        elif avro.get("type") == "array":
-            _named_types(avro["items"], named, namespace)
-
-
-Fitter = Callable[[object], object]
-
-
-@dataclass(frozen=True)
-class RowShape:
-    """How rows written from one packet header become records: its writer schema's columns, and a fitter that cuts
-    a rebuilt record down to exactly that schema's fields (the night's table may hold other versions' too)."""
-
-    header: bytes
-    sources: dict[str, tuple[str, ...]]  # column name -> (top-level field[, child field])
-    fit: Fitter
-
-
-@cache
-def row_shape(header: bytes) -> RowShape:
-    """The `RowShape` of a packet header (compiled once per distinct header)."""
-    schema = writer_schema_of(header)
-    named: dict = {}
-    _named_types(schema, named, None)
-    sources = {c.field.name: c.source for c in arrow_columns(schema)}
-    return RowShape(header, sources, _compile(schema, named) or (lambda value: value))
-
-
-def _compile(avro: object, named: dict) -> Fitter | None:
-    """A fitter for one Avro type; None where the value passes unchanged (every primitive)."""
-    if isinstance(avro, str):
-        avro = named.get(avro, avro)
-        if isinstance(avro, str):
-            return None
-    if isinstance(avro, list):
-        branch = next(b for b in avro if b != "null")
-        inner = _compile(branch, named)
-        if _is_record(branch, named):  # a nullable record (a cutout) stored as all-null columns was absent
-            return lambda v: None if v is None or all(x is None for x in v.values()) else inner(v)
-        return None if inner is None else (lambda v: None if v is None else inner(v))
-    kind = avro["type"]
-    if kind == "record":
-        fields = [(f["name"], _compile(f["type"], named)) for f in avro["fields"]]
-        if all(fit is None for _, fit in fields):
-            names = [name for name, _ in fields]
-            return lambda v: {n: v.get(n) for n in names}  # drops fields other versions added
-        return lambda v: {n: (v.get(n) if fit is None else fit(v.get(n))) for n, fit in fields}
-    if kind == "array":
-        item = _compile(avro["items"], named)
-        return None if item is None else (lambda v: None if v is None else [item(x) for x in v])
-    return None
-
-
-def _is_record(avro: object, named: dict) -> bool:
-    avro = named.get(avro, avro) if isinstance(avro, str) else avro
-    return isinstance(avro, dict) and avro.get("type") == "record"
-
-
-def record_from_row(row: dict, shape: RowShape) -> dict:
-    """The alert record of one Parquet row, shaped exactly as the writer schema of ``shape`` writes it."""
-    record: dict = {}
-    for name, value in row.items():
-        source = shape.sources.get(name)
-        if source is None:  # another version's column, a partition key or the packet framing
-            continue
-        if len(source) == 1:
-            record[source[0]] = value
-        else:
-            record.setdefault(source[0], {})[source[1]] = value
-    return shape.fit(record)
-
-
-@dataclass(frozen=True, slots=True)
-class _RebuiltRow:
-    record: dict
-    header: bytes | None  # None: a file written before headers were kept (see `_legacy_shape`)
-    sync: bytes | None
-
-    def packet(self) -> bytes:
-        if self.header is None:
-            return codec.encode(self.record, self.record["schemavsn"])
-        return codec.rebuild(self.record, self.header, self.sync)
-
-
-@cache
-def _legacy_shape(version: str) -> RowShape:
-    """Files written before the packet headers were kept: the shipped schema of the row's ``schemavsn``."""
-    return row_shape(container_header(schemas.load_schema_text(version).encode("utf-8"), codec.DEFAULT_METADATA_KEYS))
-
-
-def _fragment_rows(fragment, dataset: ds.Dataset, filter, batch_rows: int) -> Iterator[_RebuiltRow]:
+def _fragment_rows(fragment, dataset: ds.Dataset, filter, batch_rows: int) -> Iterator[RebuiltRow]:
     """A file's rows as records, read with the file's own columns (lossless, whatever other files hold)."""
     physical = fragment.physical_schema
-    headers = [base64.b64decode(h) for h in json.loads((physical.metadata or {}).get(HEADERS_KEY, b"[]"))]
-    shapes = [row_shape(h) for h in headers]
+    try:
+        rebuilder = RowRebuilder(physical.metadata)
+    except codec.AlertPacketError as e:
+        raise ArchiveReadError(f"{fragment.path}: {e}; the file is damaged: archive the night again") from e
     partitions = [f for f in dataset.schema if f.name in _PARTITION_ONLY and f.name not in physical.names]
     schema = pa.schema([*physical, *partitions])
     columns = [n for n in physical.names if n not in _PARTITION_ONLY]
     for batch in fragment.to_batches(schema=schema, columns=columns, filter=filter, batch_size=batch_rows):
         for row in batch.to_pylist():
-            index = row.get(PACKET_HEADER)
-            if index is None:
-                try:
-                    record = record_from_row(row, _legacy_shape(row.get("schemavsn")))
-                except (ValueError, TypeError):  # an unknown version: `codec.encode` says so when it is rebuilt
-                    record = row
-                yield _RebuiltRow(record, None, None)
-            else:
-                yield _RebuiltRow(record_from_row(row, shapes[index]), headers[index], row[PACKET_SYNC])
+            yield rebuilder.row(row)
 
 
-def _parquet_rows(location: str, filter, storage_options: dict | None, batch_rows: int) -> Iterator[_RebuiltRow]:
+def _parquet_rows(location: str, filter, storage_options: dict | None, batch_rows: int) -> Iterator[RebuiltRow]:
     """Every row of the dataset rebuilt, in candid order across files (each file is in candid order)."""
     dataset = open_dataset(location, storage_options=storage_options, unify=False)  # each file read as it is
     fragments = sorted(dataset.get_fragments(filter=filter), key=lambda f: f.path)
     streams = [_fragment_rows(f, dataset, filter, batch_rows) for f in fragments]
     yield from heapq.merge(*streams, key=lambda r: r.record["candid"])
-
-
-def parquet_records(
-    location: str,
-    filter: ds.Expression | None = None,
-    *,
-    storage_options: dict | None = None,
-    batch_rows: int = 256,
-) -> Iterator[dict]:
-    """Alert records rebuilt from the dataset's rows, in candid order across files (streamed, batch by batch)."""
-    return (r.record for r in _parquet_rows(location, filter, storage_options, batch_rows))
 
 
 def parquet_alerts(

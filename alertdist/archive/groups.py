@@ -19,9 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 
-from alertdist.archive.parquet import AlertDecoder, ParquetPartWriter
+from alertdist.archive.parquet import ParquetPartWriter
 from alertdist.archive.stream import CANDID, MTIME, ArchiveInterrupted
 from alertdist.archive.tarball import TarballWriter
+from alertdist.avro.arrow_decoder import AlertDecoder
 from alertdist.avro.codec import AlertPacketError, decode
 
 __all__ = ["GroupWriter"]

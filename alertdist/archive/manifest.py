@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 __all__ = ["FORMAT", "NightManifest", "ProgrammeArchive", "manifest_path"]
 
 FORMAT = "alertdist-archive-manifest/1"
+_COUNTS = ("read", "written", "duplicates", "rejected")  # the per-programme counts a report shows
 
 
 def manifest_path(survey: str, night: str) -> str:
@@ -98,5 +99,21 @@ class NightManifest:
         )
 
     def totals(self) -> dict[str, int]:
-        keys = ("read", "written", "duplicates", "rejected")
-        return {k: sum(a.counts[k] for a in self.programmes.values()) for k in keys}
+        return {k: sum(a.counts[k] for a in self.programmes.values()) for k in _COUNTS}
+
+    def file_rows(self, *, with_counts: bool = False) -> list[dict]:
+        """One row per output file (programme, file, bytes, sha256, md5: "" where none), for a report's table;
+        ``with_counts`` adds its programme's read, written, duplicates and rejected counts."""
+        keys = _COUNTS if with_counts else ()
+        return [
+            {
+                "programme": a.name,
+                "file": f["path"],
+                "bytes": f["size"],
+                "sha256": f["sha256"],
+                "md5": f.get("md5") or "",
+                **{k: a.counts[k] for k in keys},
+            }
+            for a in self.programmes.values()
+            for f in a.files.values()
+        ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import shutil
 import tempfile
 import threading
@@ -24,12 +25,7 @@ from pathlib import Path
 from alertdist.archive.groups import GroupWriter
 from alertdist.archive.index import IndexingTarball, index_programme
 from alertdist.archive.manifest import NightManifest, ProgrammeArchive, manifest_path
-from alertdist.archive.parquet import (
-    AlertDecoder,
-    ParquetPartWriter,
-    night_layout,
-    parquet_path,
-)
+from alertdist.archive.parquet import ParquetPartWriter, parquet_path
 from alertdist.archive.setaside import rejects_path, write_set_aside
 from alertdist.archive.storage import Destination
 from alertdist.archive.stream import (
@@ -44,6 +40,8 @@ from alertdist.archive.stream import (
 )
 from alertdist.archive.tarball import MD5SUMS, md5sums_text, parse_md5sums, tarball_name
 from alertdist.archive.verify import verify_night, verify_programme
+from alertdist.avro.arrow import night_layout
+from alertdist.avro.arrow_decoder import AlertDecoder
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.nights.dates import format_night
 from alertdist.nights.state import NightState, read_night_state
@@ -55,7 +53,6 @@ __all__ = [
     "NightNotClosedError",
     "ProgrammeRead",
     "archive_night",
-    "archive_programme",
     "closed_state",
     "finish_night",
     "night_programmes",
@@ -129,29 +126,6 @@ def night_programmes(
     return [p for p in sorted(naming.programmes) if naming.programme_topic(night, p) in state.end_offsets]
 
 
-def archive_programme(
-    bootstrap_servers: str,
-    naming: TopicNaming,
-    night: dt.date,
-    programid: int,
-    dest_url: str,
-    state: NightState,
-    options: ArchiveOptions = ArchiveOptions(),
-    *,
-    stop: threading.Event | None = None,
-    progress: Progress | None = None,
-) -> ProgrammeArchive:
-    """Read one programme topic of a closed night and write its tarball and Parquet file (atomically)."""
-    with tempfile.TemporaryDirectory(dir=options.work_dir, prefix="alertdist-archive-") as tmp:
-        read = read_programme(
-            bootstrap_servers, naming, night, programid, state, Path(tmp), options, stop=stop, progress=progress
-        )
-        try:
-            return write_programme(read, dest_url, options, stop=stop, progress=progress)
-        finally:
-            read.spool.close()
-
-
 @dataclass
 class ProgrammeRead:
     """A programme topic read into its spool: what `write_programme` needs."""
@@ -211,68 +185,25 @@ def write_programme(
     spool, topic_read = read.spool, read.topic
     dest = Destination(dest_url, options.storage_options)
     tar_path, pq_path = tarball_name(read.survey, read.name, read.night), parquet_path(read.night, read.programid)
-    headers = sorted(spool.headers)  # sorted: the file's header list does not depend on the order read
-    columns, refused = night_layout(headers)
-    refused_ids = {spool.headers[h]: reason for h, reason in refused.items()}  # by the index entries' SCHEMA
-    decoder = AlertDecoder(columns, spool.folder, options.engine, [h for h in headers if h not in refused])
     for path in (tar_path, pq_path):
         dest.remove_stale_temporaries(path)
     duplicates = Duplicates()
-
-    def reject(entry, packet: bytes, reason: str) -> None:
-        partition, offset = int(entry[PARTITION]), int(entry[OFFSET])
-        topic_read.rejected.append(RejectedMessage(partition, offset, len(packet), reason))
-        spool.set_aside(packet, partition, offset, reason)
-        spool.forget(packet)
-
     with (
         dest.open_atomic(tar_path, background=True) as tar_out,
         dest.open_atomic(pq_path, background=True, md5=False) as pq_out,
     ):  # md5 goes to MD5SUMS: tarballs
-        tarball, table = IndexingTarball(tar_out), ParquetPartWriter(pq_out, decoder.schema)
-        groups = GroupWriter(
-            tarball,
-            table,
-            decoder,
-            rows=options.row_group_rows,
-            max_bytes=options.row_group_bytes,
-            batch_bytes=options.batch_bytes,
-            on_reject=reject,
-            stop=stop,
-        )
-        try:
-            for done, entry in enumerate(spool.unique(duplicates), 1):
-                if entry[SCHEMA] in refused_ids:
-                    reject(entry, spool.read(entry), refused_ids[entry[SCHEMA]])
-                    continue
-                groups.add(entry, spool.read(entry))
-                if progress and done % _PROGRESS_EVERY == 0:
-                    progress("write", done, spool.count)
-            groups.close()
-        finally:
-            groups.shutdown()
-        tarball.close()
-        table.close()
+        tarball, rows = _write_files(read, tar_out, pq_out, duplicates, options, stop=stop, progress=progress)
     set_aside = write_set_aside(dest, rejects_path(read.survey, read.name, read.night, read.programid), spool)
     if progress:
         progress("write", spool.count, spool.count)  # every message handled (some were duplicates or rejected)
     counts = {
         "read": topic_read.read,
-        "written": table.rows,
+        "written": rows,
         "duplicates": duplicates.dropped,
         "conflicting_duplicates": duplicates.conflicting_count,
         "rejected": len(topic_read.rejected),
     }
-    kept_apart = 0 if set_aside is None else set_aside["members"]
-    if (
-        counts["read"] != counts["written"] + counts["duplicates"] + counts["rejected"]
-        or tarball.members != table.rows
-        or kept_apart != counts["rejected"] + counts["conflicting_duplicates"]
-    ):
-        raise RuntimeError(
-            f"archiving {topic_read.topic}: counts do not add up ({counts}, {tarball.members} tar "
-            f"members, {kept_apart} set aside); this is a bug, please report it with the manifest"
-        )
+    _check_counts(topic_read, counts, tarball.members, 0 if set_aside is None else set_aside["members"])
     archive = ProgrammeArchive(
         programid=read.programid,
         name=read.name,
@@ -290,6 +221,72 @@ def write_programme(
     )
     archive.index = index_programme(dest, read.night, archive, tarball)  # the service's index: see archive.index
     return archive
+
+
+def _write_files(
+    read: ProgrammeRead,
+    tar_out,
+    pq_out,
+    duplicates: Duplicates,
+    options: ArchiveOptions,
+    *,
+    stop: threading.Event | None,
+    progress: Progress | None,
+) -> tuple[IndexingTarball, int]:
+    """Write the spool's unique messages, in candid order, to the tarball and the Parquet file together; set aside
+    those whose writer schema does not fit the night's table. The tarball (for its index) and the rows written."""
+    spool = read.spool
+    headers = sorted(spool.headers)  # sorted: the file's header list does not depend on the order read
+    columns, refused = night_layout(headers)
+    refused_ids = {spool.headers[h]: reason for h, reason in refused.items()}  # by the index entries' SCHEMA
+    decoder = AlertDecoder(columns, spool.folder, options.engine, [h for h in headers if h not in refused])
+    tarball, table = IndexingTarball(tar_out), ParquetPartWriter(pq_out, decoder.schema)
+    reject = functools.partial(_reject, read)
+    groups = GroupWriter(
+        tarball,
+        table,
+        decoder,
+        rows=options.row_group_rows,
+        max_bytes=options.row_group_bytes,
+        batch_bytes=options.batch_bytes,
+        on_reject=reject,
+        stop=stop,
+    )
+    try:
+        for done, entry in enumerate(spool.unique(duplicates), 1):
+            if entry[SCHEMA] in refused_ids:
+                reject(entry, spool.read(entry), refused_ids[entry[SCHEMA]])
+                continue
+            groups.add(entry, spool.read(entry))
+            if progress and done % _PROGRESS_EVERY == 0:
+                progress("write", done, spool.count)
+        groups.close()
+    finally:
+        groups.shutdown()
+    tarball.close()
+    table.close()
+    return tarball, table.rows
+
+
+def _reject(read: ProgrammeRead, entry, packet: bytes, reason: str) -> None:
+    """Account for a message left out of the files, and keep its bytes for the set-aside file."""
+    partition, offset = int(entry[PARTITION]), int(entry[OFFSET])
+    read.topic.rejected.append(RejectedMessage(partition, offset, len(packet), reason))
+    read.spool.set_aside(packet, partition, offset, reason)
+    read.spool.forget(packet)
+
+
+def _check_counts(topic_read: TopicRead, counts: dict[str, int], members: int, kept_apart: int) -> None:
+    """Every message read is written, a duplicate, or rejected and kept apart: else refuse to publish."""
+    if (
+        counts["read"] != counts["written"] + counts["duplicates"] + counts["rejected"]
+        or members != counts["written"]
+        or kept_apart != counts["rejected"] + counts["conflicting_duplicates"]
+    ):
+        raise RuntimeError(
+            f"archiving {topic_read.topic}: counts do not add up ({counts}, {members} tar "
+            f"members, {kept_apart} set aside); this is a bug, please report it with the manifest"
+        )
 
 
 def finish_night(
@@ -342,66 +339,10 @@ def archive_night(
     read_order, write_order = _schedule(
         wanted, {p: sum(state.end_offsets[naming.programme_topic(night, p)].values()) for p in wanted}
     )
-    results, checks = [], {}
     folders = {p: Path(tempfile.mkdtemp(dir=options.work_dir, prefix="alertdist-archive-")) for p in wanted}
-    abandon = threading.Event()  # a failure here stops the read-ahead too
-    reader_stop = _Either(stop, abandon)
-
-    def read(programid: int) -> ProgrammeRead:
-        report = progress and (lambda stage, done, total: progress(programid, stage, done, total))
-        return read_programme(
-            bootstrap_servers,
-            naming,
-            night,
-            programid,
-            state,
-            folders[programid],
-            options,
-            stop=reader_stop,
-            progress=report,
-        )
-
-    # two programmes are read from Kafka into their spools at a time (reading uses about one core, writing the
-    # other), and each written programme is read back while the next is written
     try:
-        with (
-            ThreadPoolExecutor(_READ_AHEAD, thread_name_prefix="read-ahead") as reader,
-            ThreadPoolExecutor(1, thread_name_prefix="verify-programme") as verifier,
-        ):
-            reads: dict[int, Future] = {}  # read or being read, not yet written: at most one more than read ahead
-            unread = iter(read_order)
-
-            def top_up() -> None:
-                while len(reads) <= _READ_AHEAD and (programid := next(unread, None)) is not None:
-                    reads[programid] = reader.submit(read, programid)
-
-            try:
-                for programid in write_order:
-                    top_up()
-                    spooled = reads[programid].result()
-                    report = progress and (lambda stage, done, total, p=programid: progress(p, stage, done, total))
-                    try:
-                        archive = write_programme(spooled, dest_url, options, stop=stop, progress=report)
-                    finally:
-                        spooled.spool.close()
-                    del reads[programid]
-                    results.append(archive)
-                    if verify:
-                        checks[programid] = verifier.submit(
-                            verify_programme,
-                            Destination(dest_url, options.storage_options),
-                            archive,
-                            state,
-                            checksum="crc32",
-                        )
-            except BaseException:
-                abandon.set()
-                for pending in reads.values():
-                    if not pending.cancel():
-                        with contextlib.suppress(BaseException):
-                            pending.result().spool.close()
-                raise
-            checked = {programid: check.result() for programid, check in checks.items()}
+        stages = _Stages(bootstrap_servers, naming, night, state, dest_url, options, folders, stop, progress)
+        results, checked = stages.run(read_order, write_order, verify=verify)
     finally:
         for folder in folders.values():
             shutil.rmtree(folder, ignore_errors=True)
@@ -410,6 +351,87 @@ def archive_night(
     if verify:
         verify_night(dest_url, manifest, state, options.storage_options, checked=checked)
     return manifest
+
+
+@dataclass
+class _Stages:
+    """The night's stages, overlapped: programmes are read from Kafka into their spools two at a time (reading
+    uses about one core, writing the other), written one by one, and each written programme is read back while
+    the next is written. A failure of the writer stops the read-ahead too."""
+
+    bootstrap_servers: str
+    naming: TopicNaming
+    night: dt.date
+    state: NightState
+    dest_url: str
+    options: ArchiveOptions
+    folders: dict[int, Path]  # each programme's spool folder
+    stop: threading.Event | None
+    progress: Callable[[int, str, int, int], None] | None
+
+    def run(
+        self, read_order: list[int], write_order: list[int], *, verify: bool
+    ) -> tuple[list[ProgrammeArchive], dict[int, list[str]]]:
+        """The programmes written (in write order) and, with ``verify``, the problems each read-back found."""
+        abandon = threading.Event()
+        reader_stop = _Either(self.stop, abandon)
+        results, checks = [], {}
+        with (
+            ThreadPoolExecutor(_READ_AHEAD, thread_name_prefix="read-ahead") as reader,
+            ThreadPoolExecutor(1, thread_name_prefix="verify-programme") as verifier,
+        ):
+            reads: dict[int, Future] = {}  # read or being read, not yet written: at most one more than read ahead
+            unread = iter(read_order)
+            try:
+                for programid in write_order:
+                    while len(reads) <= _READ_AHEAD and (next_read := next(unread, None)) is not None:
+                        reads[next_read] = reader.submit(self._read, next_read, reader_stop)
+                    archive = self._write(reads[programid].result())
+                    del reads[programid]
+                    results.append(archive)
+                    if verify:
+                        checks[programid] = verifier.submit(self._verify, archive)
+            except BaseException:
+                abandon.set()
+                _close_spools(reads.values())
+                raise
+            return results, {programid: check.result() for programid, check in checks.items()}
+
+    def _report(self, programid: int) -> Progress | None:
+        return self.progress and functools.partial(self.progress, programid)
+
+    def _read(self, programid: int, stop: _Either) -> ProgrammeRead:
+        return read_programme(
+            self.bootstrap_servers,
+            self.naming,
+            self.night,
+            programid,
+            self.state,
+            self.folders[programid],
+            self.options,
+            stop=stop,
+            progress=self._report(programid),
+        )
+
+    def _write(self, spooled: ProgrammeRead) -> ProgrammeArchive:
+        try:
+            return write_programme(
+                spooled, self.dest_url, self.options, stop=self.stop, progress=self._report(spooled.programid)
+            )
+        finally:
+            spooled.spool.close()
+
+    def _verify(self, archive: ProgrammeArchive) -> list[str]:
+        dest = Destination(self.dest_url, self.options.storage_options)
+        return verify_programme(dest, archive, self.state, checksum="crc32")
+
+
+def _close_spools(reads: Iterable[Future]) -> None:
+    """Cancel the reads not started; close the spools of those that were (whether they finished or failed)."""
+    for pending in reads:
+        if not pending.cancel():
+            with contextlib.suppress(BaseException):
+                pending.result().spool.close()
 
 
 def _schedule(programmes: list[int], sizes: dict[int, int]) -> tuple[list[int], list[int]]:

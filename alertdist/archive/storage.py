@@ -25,7 +25,15 @@ from dataclasses import dataclass
 import fsspec
 from isal import isal_zlib
 
-__all__ = ["TEMP_PREFIX", "Destination", "FileDigest", "HashingWriter", "StorageError", "sync_folder"]
+__all__ = [
+    "TEMP_PREFIX",
+    "Destination",
+    "FileDigest",
+    "HashingWriter",
+    "StorageError",
+    "open_filesystem",
+    "sync_folder",
+]
 
 TEMP_PREFIX = ".tmp-"
 _READ_BLOCK = 8 * 1024 * 1024
@@ -36,6 +44,16 @@ _SYNC_EVERY = 64 * 1024 * 1024
 
 class StorageError(RuntimeError):
     """A file of the archive could not be written, moved or read."""
+
+
+def open_filesystem(url: str, storage_options: dict | None, error: type[Exception], what: str) -> tuple:
+    """(fsspec file system, root path without a trailing ``/``) of a local path or URL. Raises ``error`` ("cannot
+    open <what> <url>") when fsspec cannot open it: an unknown protocol, a missing driver such as s3fs."""
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except (ImportError, ValueError) as e:
+        raise error(f"cannot open {what} {url!r}: {e}") from e
+    return fs, root.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -178,11 +196,7 @@ class Destination:
 
     def __init__(self, url: str, storage_options: dict | None = None) -> None:
         self.url = str(url)
-        try:
-            self.fs, root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
-        except (ImportError, ValueError) as e:
-            raise StorageError(f"cannot open archive destination {self.url!r}: {e}") from e
-        self.root = root.rstrip("/")
+        self.fs, self.root = open_filesystem(self.url, storage_options, StorageError, "archive destination")
         self.local = "file" in _protocols(self.fs)
 
     def full_path(self, path: str) -> str:

@@ -363,20 +363,7 @@ def spool_topic(
     result = TopicRead(topic)
     c = consumer(bootstrap_servers, group_id=f"alertdist-archive-{topic}", **_PREFETCH)
     try:
-        assignment = []
-        for partition, end in sorted(end_offsets.items()):
-            low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
-            if high < end:
-                raise ArchiveStreamError(
-                    f"partition {partition} of {topic} ends at offset {high}, before the closing offset {end}: "
-                    "the topic was truncated or re-created since the night closed; re-publish the night"
-                )
-            result.partitions[partition] = PartitionRead(first_offset=min(low, end), end_offset=end)
-            if end > low:
-                assignment.append(TopicPartition(topic, partition, low))
-        remaining = {tp.partition for tp in assignment}
-        if assignment:
-            c.assign(assignment)
+        remaining = _assign(c, topic, end_offsets, result)
         last_arrival = time.monotonic()
         while remaining:
             if stop is not None and stop.is_set():
@@ -393,30 +380,62 @@ def spool_topic(
                     )
                 continue
             last_arrival = time.monotonic()
-            for msg in messages:
-                partition = msg.partition()
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        if partition in remaining and msg.offset() >= end_offsets[partition]:
-                            remaining.discard(partition)  # transaction markers can sit at the very end
-                        continue
-                    if msg.error().fatal() or not msg.error().retriable():
-                        raise ArchiveStreamError(f"reading {topic} [{partition}] failed: {msg.error().str()}")
-                    continue
-                offset = msg.offset()
-                if partition not in remaining or offset >= end_offsets[partition]:
-                    remaining.discard(partition)  # a message past the close is not this night's
-                    continue
-                _take(spool, result, msg.value() or b"", partition, offset)
-                if offset == end_offsets[partition] - 1:
-                    remaining.discard(partition)
-                if progress is not None and result.read % _PROGRESS_EVERY == 0:
-                    progress(result.read)
+            _take_messages(messages, end_offsets, remaining, spool, result, progress)
         if progress is not None:
             progress(result.read)
         return result
     finally:
         c.close()
+
+
+def _assign(c, topic: str, end_offsets: dict[int, int], result: TopicRead) -> set[int]:
+    """Assign ``c`` every partition of ``topic`` with data due, from its earliest offset; those partitions.
+    Raises ArchiveStreamError if a partition now ends before its closing offset."""
+    assignment = []
+    for partition, end in sorted(end_offsets.items()):
+        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+        if high < end:
+            raise ArchiveStreamError(
+                f"partition {partition} of {topic} ends at offset {high}, before the closing offset {end}: "
+                "the topic was truncated or re-created since the night closed; re-publish the night"
+            )
+        result.partitions[partition] = PartitionRead(first_offset=min(low, end), end_offset=end)
+        if end > low:
+            assignment.append(TopicPartition(topic, partition, low))
+    if assignment:
+        c.assign(assignment)
+    return {tp.partition for tp in assignment}
+
+
+def _take_messages(
+    messages: list,
+    end_offsets: dict[int, int],
+    remaining: set[int],
+    spool: Spool,
+    result: TopicRead,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Spool a batch of messages up to each partition's closing offset; a partition found complete leaves
+    ``remaining``."""
+    for msg in messages:
+        partition = msg.partition()
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                if partition in remaining and msg.offset() >= end_offsets[partition]:
+                    remaining.discard(partition)  # transaction markers can sit at the very end
+                continue
+            if msg.error().fatal() or not msg.error().retriable():
+                raise ArchiveStreamError(f"reading {result.topic} [{partition}] failed: {msg.error().str()}")
+            continue
+        offset = msg.offset()
+        if partition not in remaining or offset >= end_offsets[partition]:
+            remaining.discard(partition)  # a message past the close is not this night's
+            continue
+        _take(spool, result, msg.value() or b"", partition, offset)
+        if offset == end_offsets[partition] - 1:
+            remaining.discard(partition)
+        if progress is not None and result.read % _PROGRESS_EVERY == 0:
+            progress(result.read)
 
 
 def _take(spool: Spool, result: TopicRead, value: bytes, partition: int, offset: int) -> None:

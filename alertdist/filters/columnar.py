@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from alertdist.archive.parquet import AlertDecoder, night_table_columns, packet_headers, writer_schema_of
+from alertdist.avro.arrow import night_table_columns, packet_headers, writer_schema_of
+from alertdist.avro.arrow_decoder import AlertDecoder
 from alertdist.avro.codec import AlertPacketError, peek
 from alertdist.filters import (
     ERROR,
@@ -133,7 +134,7 @@ def _annotations(annotations: object, rows: np.ndarray, n_rows: int) -> list[byt
 
 class PacketBatches:
     """Verdicts for a batch of packets from a columnar filter: the packets decoded straight to Arrow by the
-    archiver's own decoder (`alertdist.archive.parquet.AlertDecoder`, DataFusion's Rust Avro reader), so the filter
+    archiver's decoder (`alertdist.avro.arrow_decoder.AlertDecoder`, DataFusion's Rust Avro reader), so the filter
     sees exactly the columns it sees over Parquet. One decoder per set of writer schemas met (one or two a night).
     """
 

@@ -70,7 +70,8 @@ _PRELOAD = (
     "alertdist.schemas",
     "alertdist.avro.codec",
     "alertdist.avro.writer_schemas",
-    "alertdist.archive.parquet",
+    "alertdist.avro.arrow",
+    "alertdist.avro.arrow_decoder",
     "alertdist.filters.columnar",
     "alertdist.filters.bundled",
 )

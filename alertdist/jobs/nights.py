@@ -81,11 +81,7 @@ def summarise_night(
     """Published, filtered and archived counts side by side, read back from the archive's manifest and Parquet."""
     manifest = read_manifest(dest, settings.survey, format_night(night), settings.storage_options)
     per_programme = {p: a.counts for p, a in manifest.programmes.items()}
-    files = [
-        {"programme": a.name, "file": f["path"], "bytes": f["size"], "sha256": f["sha256"], "md5": f.get("md5") or ""}
-        for a in manifest.programmes.values()
-        for f in a.files.values()
-    ]
+    files = manifest.file_rows()
     counts = exposure_counts(*_exposures(dest, manifest, settings.storage_options))
     return NightSummary(
         summary=summary_rows(published, filters, per_programme, settings.programmes),
