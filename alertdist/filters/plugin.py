@@ -15,21 +15,6 @@ import numpy as np
 
 from alertdist.avro.codec import AlertPacketError, decode
 
-__all__ = [
-    "MAX_ANNOTATION_BYTES",
-    "AlertFilter",
-    "FilterLookupError",
-    "FilterSpec",
-    "Verdict",
-    "alert_filter",
-    "annotation_text",
-    "available_filters",
-    "load_filter",
-    "named_filter",
-    "passed_verdict",
-    "short_reason",
-]
-
 BUNDLED_MODULE = "alertdist.filters.bundled"
 #: A filter's name becomes part of Kafka topic and group names, so it must be safe there.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
