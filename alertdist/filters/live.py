@@ -18,6 +18,9 @@ Rebalances (eager ``roundrobin`` assignment): when partitions are revoked, the o
 first (the group generation is still valid then), so the next owner starts exactly after it. Copies use static
 membership (``group.instance.id`` = the transactional id), so a restarted copy takes its partitions back
 without waiting for the killed one's session to time out.
+
+Here is the loop (`_LiveRun.run`); the transaction and the rebalance callbacks are in
+`alertdist.filters.transaction`, the night's topics, its end and the group's lag in `alertdist.filters.night_end`.
 """
 
 from __future__ import annotations
