@@ -18,8 +18,7 @@ from alertdist.access.readers import ArchiveReadError, ReadCounts, packets_for_b
 from alertdist.filters import FilterLookupError, load_filter, named_filter
 from alertdist.filters.batch import BatchResult, passes_table, run_batch, run_columnar, write_table
 from alertdist.filters.columnar import wanted_columns
-from alertdist.filters.confined import ConfinedFilter
-from alertdist.filters.live import LiveOptions, LiveReport, run_live
+from alertdist.filters.live import LiveOptions, LiveReport, confined_filter, run_live
 from alertdist.jobs.metrics import serve_metrics
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.nights.dates import format_night
@@ -67,13 +66,7 @@ def run_filter(
         )
 
     name, spec = named_filter(filter_name)
-    confined = ConfinedFilter(
-        spec,
-        columnar=columnar,
-        copy_index=copy_index,
-        deadline_s=options.batch_deadline_s,
-        setup_s=options.setup_timeout_s,
-    )
+    confined = confined_filter(spec, options, columnar=columnar, copy_index=copy_index)
     if name is not None and confined.name != name:
         confined.close()
         raise FilterLookupError(

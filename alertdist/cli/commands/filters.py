@@ -139,10 +139,17 @@ def _print_table(table, limit: int = 50) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     filters = sub.add_parser("filter", help="list filters, run one live on a night, or over packets at rest")
     actions = filters.add_subparsers(dest="action", metavar="ACTION", required=True)
-
     listing = actions.add_parser("list", help="the bundled filters, the fields they read and what they select")
     listing.set_defaults(run=_list)
+    _register_run(actions)
+    _register_batch(actions)
 
+
+def _programmes_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parsing.term_option(parser, "programmes", help, dest="programmes", type=parsing.programme_ids)
+
+
+def _register_run(actions) -> None:
     run = parsing.command(
         actions,
         "run",
@@ -152,9 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("filter", help=LIVE_FILTER_HELP)
     run.add_argument("--night", metavar="YYYYMMDD", type=parsing.night, help="the night (default: tonight at the site)")
-    parsing.term_option(
-        run, "programmes", "programme ids to read (default all)", dest="programmes", type=parsing.programme_ids
-    )
+    _programmes_option(run, "programme ids to read (default all)")
     run.add_argument(
         "--copy-index", type=int, default=0, metavar="I", help="this copy, 0..N-1; a restart reuses it (default 0)"
     )
@@ -175,6 +180,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parsing.quiet_option(run)
 
+
+def _register_batch(actions) -> None:
     batch = parsing.command(
         actions, "batch", _batch, "run a filter over a folder of .avro packets, one packet, or a tarball"
     )
@@ -201,13 +208,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
     )
     parsing.archive_option(batch, "with --archived-nights: the archive root (default $ALERTDIST_ARCHIVE_URL)")
-    parsing.term_option(
-        batch,
-        "programmes",
-        "with --archived-nights: programme ids (default all)",
-        dest="programmes",
-        type=parsing.programme_ids,
-    )
+    _programmes_option(batch, "with --archived-nights: programme ids (default all)")
     batch.add_argument(
         "--columnar",
         action="store_true",
