@@ -30,6 +30,7 @@ from alertdist.kafka.errors import KafkaOperationError
 from alertdist.kafka.producer import CountingProducer
 from alertdist.metrics.catalog import track_replay
 from alertdist.nights.dates import SITES, Site, format_night
+from alertdist.nights.pacing import pace_by_jd
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, replication_for
 from alertdist.publish.publisher import (
     HEADER_CANDID,
@@ -47,7 +48,6 @@ __all__ = [
     "ReplayProgress",
     "ReplayResult",
     "ensure_topic",
-    "paced_by_jd",
     "replay_into_night",
     "replay_to_topic",
 ]
@@ -121,29 +121,6 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def paced_by_jd(
-    alerts: Iterable[ArchivedAlert],
-    speed: float,
-    *,
-    stop: threading.Event | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> Iterator[ArchivedAlert]:
-    """Release each alert at its exposure's time in the night (``jd`` after the first) divided by ``speed``."""
-    if speed <= 0:
-        raise ValueError(f"speed must be positive (e.g. 60: a minute of night per second), got {speed}")
-    stop = stop or threading.Event()
-    start = first_jd = None
-    for alert in alerts:
-        if first_jd is None:
-            start, first_jd = clock(), alert.info.jd
-        delay = start + (alert.info.jd - first_jd) * 86400.0 / speed - clock()
-        if delay > 0.0005 and stop.wait(delay):
-            return
-        if stop.is_set():
-            return
-        yield alert
-
-
 class _Guarded:
     """The alerts of a source until it breaks (`ArchiveReadError`): the break is kept, so the replay can settle
     what it produced, say how much that was, and fail; with ``stop`` the break also stops the run."""
@@ -158,6 +135,10 @@ class _Guarded:
             self.broken = e
             if self.stop is not None:
                 self.stop.set()
+
+
+def _jd(alert: ArchivedAlert) -> float:
+    return alert.info.jd
 
 
 def _candid_of(_context, msg: Message) -> str:
@@ -193,7 +174,7 @@ def replay_to_topic(
     result = ReplayResult(list(sources), topic, speed=speed)
     out = CountingProducer(bootstrap_servers, describe=_candid_of, **(producer_overrides or {}))
     track_replay(topic, out)
-    stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
+    stream = pace_by_jd(alerts, speed, jd=_jd, stop=stop) if speed else alerts
     started = last_report = time.monotonic()
 
     def snapshot() -> ReplayProgress:
@@ -275,7 +256,7 @@ def replay_into_night(
     stop = stop or threading.Event()
     if topic_settings is not None:
         open_night(bootstrap_servers, naming, night, topic_settings)  # a replayed night is readable by the same roles
-    stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
+    stream = pace_by_jd(alerts, speed, jd=_jd, stop=stop) if speed else alerts
 
     source = _Guarded(stream, stop)
 

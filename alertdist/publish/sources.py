@@ -34,6 +34,7 @@ from pathlib import Path
 
 from alertdist.kafka.clients import MAX_MESSAGE_BYTES
 from alertdist.nights.dates import SITES, format_night, night_date, unix_of_jd
+from alertdist.nights.pacing import pace_by_jd
 
 __all__ = [
     "DEFAULT_MAX_PACKET_BYTES",
@@ -323,15 +324,10 @@ def simulated_packets(
     is the moment of release.
     """
     alerts = simulated_alerts(n_alerts, night=night, seed=seed, **simulate_options)
-    start = time.monotonic()
-    first_jd = None
+    if speed:
+        alerts = pace_by_jd(alerts, speed, stop=stop)
     for alert in alerts:
-        if speed:
-            first_jd = alert.jd if first_jd is None else first_jd
-            due = start + (alert.jd - first_jd) * 86400.0 / speed
-            if _wait_until(due, stop):
-                return
-        elif stop is not None and stop.is_set():
+        if stop is not None and stop.is_set():
             return
         yield SourcePacket(f"{alert.candid}.avro", alert.packet, _now_ms())
 
