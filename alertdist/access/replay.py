@@ -174,48 +174,22 @@ def replay_to_topic(
     result = ReplayResult(list(sources), topic, speed=speed)
     out = CountingProducer(bootstrap_servers, describe=_candid_of, **(producer_overrides or {}))
     track_replay(topic, out)
-    stream = pace_by_jd(alerts, speed, jd=_jd, stop=stop) if speed else alerts
-    started = last_report = time.monotonic()
+    source = _Guarded(pace_by_jd(alerts, speed, jd=_jd, stop=stop) if speed else alerts)
+    started = time.monotonic()
 
-    def snapshot() -> ReplayProgress:
-        return ReplayProgress(
-            result.read, out.delivered, sum(c.bad for c in counts), out.failed, len(out), time.monotonic() - started
-        )
+    def report() -> None:
+        if progress is not None:
+            bad = sum(c.bad for c in counts)
+            progress(ReplayProgress(result.read, out.delivered, bad, out.failed, len(out), time.monotonic() - started))
 
-    sent = 0
-    undelivered: KafkaOperationError | None = None
-    source = _Guarded(stream)
-    try:
-        for alert in source:
-            if out.fatal is not None:
-                raise ReplayError(f"the Kafka producer failed fatally: {out.fatal.str()}", result)
-            now = b"%d" % _now_ms()
-            headers = [
-                (HEADER_PRODUCED_MS, now),
-                (HEADER_PUBLISHED_MS, now),
-                (HEADER_CANDID, b"%d" % alert.info.candid),
-            ]
-            out.produce(topic, alert.packet, alert.info.objectId.encode(), headers)
-            sent += 1
-            if progress is not None and time.monotonic() - last_report >= progress_every_s:
-                last_report = time.monotonic()
-                progress(snapshot())
-            if stop.is_set():
-                result.stopped = True
-                break
-    finally:
-        try:
-            out.finish(flush_timeout_s, unit="alert")
-        except KafkaOperationError as e:
-            undelivered = e  # reported with the counts, below
+    sent, undelivered = _produce_all(out, source, topic, stop, result, report, progress_every_s, flush_timeout_s)
     result.stopped = stop.is_set()  # also when it came while waiting for an exposure's time
     result.elapsed_s = time.monotonic() - started
     result.delivered, result.failed, result.bytes_delivered = out.delivered, out.failed, out.bytes_delivered
     result.failures = out.failures
     result.take_counts(list(counts))
     result.read = sent + result.bad
-    if progress is not None:
-        progress(snapshot())
+    report()
     if source.broken is not None:
         raise ReplayError(
             f"{source.broken}; {result.delivered} message(s) had already been produced to {topic}", result
@@ -229,6 +203,44 @@ def replay_to_topic(
             f"replay into {topic} does not reconcile: sent {sent}, acknowledged {result.delivered}", result
         )
     return result
+
+
+def _produce_all(
+    out: CountingProducer,
+    source: Iterable[ArchivedAlert],
+    topic: str,
+    stop: threading.Event,
+    result: ReplayResult,
+    report: Callable[[], None],
+    report_every_s: float,
+    flush_timeout_s: float,
+) -> tuple[int, KafkaOperationError | None]:
+    """Produce each alert to ``topic`` until the source ends or ``stop`` is set, then flush; the number sent and
+    the flush's failure (reported with the counts), if any."""
+    sent, undelivered, last_report = 0, None, time.monotonic()
+    try:
+        for alert in source:
+            if out.fatal is not None:
+                raise ReplayError(f"the Kafka producer failed fatally: {out.fatal.str()}", result)
+            now = b"%d" % _now_ms()
+            headers = [
+                (HEADER_PRODUCED_MS, now),
+                (HEADER_PUBLISHED_MS, now),
+                (HEADER_CANDID, b"%d" % alert.info.candid),
+            ]
+            out.produce(topic, alert.packet, alert.info.objectId.encode(), headers)
+            sent += 1
+            if time.monotonic() - last_report >= report_every_s:
+                last_report = time.monotonic()
+                report()
+            if stop.is_set():
+                break
+    finally:
+        try:
+            out.finish(flush_timeout_s, unit="alert")
+        except KafkaOperationError as e:
+            undelivered = e
+    return sent, undelivered
 
 
 def replay_into_night(

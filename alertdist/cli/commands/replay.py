@@ -123,6 +123,12 @@ def _replay(args, settings: Settings) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_listing(sub)
+    _register_download(sub)
+    _register_replay(sub)
+
+
+def _register_listing(sub: argparse._SubParsersAction) -> None:
     listing = parsing.command(
         sub,
         "archive-list",
@@ -136,6 +142,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         listing, "the archive location, as URL (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)"
     )
 
+
+def _register_download(sub: argparse._SubParsersAction) -> None:
     download = parsing.command(
         sub, "download", _download, "download a night's tarballs and/or Parquet, resumable and checksum-verified"
     )
@@ -157,6 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parsing.quiet_option(download)
 
+
+def _register_replay(sub: argparse._SubParsersAction) -> None:
     replay = parsing.command(
         sub,
         "replay",
