@@ -24,7 +24,7 @@ import pytest
 
 from alertdist import schemas
 from alertdist.access.readers import ArchiveReadError, open_sources, packets_for_batch, parquet_alerts
-from alertdist.access.replay import ReplayError, replay_into_night
+from alertdist.access.replay import ReplayError
 from alertdist.archive import archive_night
 from alertdist.archive.parquet import (
     AlertDecoder,
@@ -37,7 +37,7 @@ from alertdist.archive.tarball import read_members
 from alertdist.avro import codec
 from alertdist.avro.container import build_container
 from alertdist.cli.main import main as cli
-from alertdist.jobs.replay import ReplayRequest, replay
+from alertdist.jobs.replay import ReplayRequest, replay, replay_into_night
 from alertdist.kafka.clients import admin_client
 from alertdist.nights.state import read_night_state
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
@@ -227,13 +227,12 @@ def test_damage_found_at_the_end_fails_the_replay_says_what_was_produced_and_lea
     alerts, counts, names = open_sources([str(path)])
     with pytest.raises(ReplayError, match="left open, not marked complete") as failure:
         replay_into_night(
+            Settings(bootstrap_servers=kafka_bootstrap, survey=naming.survey, programmes=naming.programmes),
+            dt.date(2018, 8, 19),
             alerts,
-            bootstrap_servers=kafka_bootstrap,
-            naming=naming,
-            night=dt.date(2018, 8, 19),
             sources=names,
             counts=counts,
-            topic_settings=SMALL,
+            partitions=SMALL.partitions,
         )
     assert f"{failure.value.result.delivered} message(s)" in str(failure.value)
     assert read_night_state(kafka_bootstrap, naming, dt.date(2018, 8, 19)).state == "open"

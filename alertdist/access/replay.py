@@ -2,10 +2,12 @@
 
 Two destinations. Into one topic (`replay_to_topic`): each alert's packet unchanged (from a tarball the
 archive member's bytes; from Parquet a packet rebuilt with the row's schema version), key objectId, the
-programme-topic headers. Into a night (`replay_into_night`): the publisher (`alertdist.publish.publisher.publish`) routes
-each alert to its programme topic of that night, rejects what it would reject live, and closes the night with
-its end offsets, so the replayed night can be filtered and archived like a live one; archiving it again gives
-the same tarballs, byte for byte (the archive is candid-ordered and deterministic).
+programme-topic headers. Into a night: the alerts become a packet source (`ArchivedPackets`) that the publish
+job (`alertdist.jobs.publish.publish_night`) publishes like any other, so each alert goes to its programme topic of
+that night, what would be rejected live is rejected, and the night is closed with its end offsets: the replayed
+night can be filtered and archived like a live one; archiving it again gives the same tarballs, byte for byte
+(the archive is candid-ordered and deterministic). `night_replayed` turns what the publisher did into the
+replay's counts.
 
 Cadence: ZTF releases an exposure's alerts together, exposures ~40 s apart. With ``speed`` each alert is held
 until its exposure's time (its ``jd`` after the first alert's) divided by ``speed``. Archives are in candid
@@ -29,36 +31,31 @@ from alertdist.kafka.clients import admin_client
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.kafka.producer import CountingProducer
 from alertdist.metrics.catalog import track_replay
-from alertdist.nights.dates import SITES, Site, format_night
+from alertdist.nights.dates import format_night
 from alertdist.nights.pacing import pace_by_jd
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, replication_for
+from alertdist.publish.packets import PacketSource, SourcePacket
 from alertdist.publish.publisher import (
     HEADER_CANDID,
     HEADER_PRODUCED_MS,
     HEADER_PUBLISHED_MS,
-    PublishError,
-    PublishProgress,
-    publish,
+    PublishResult,
+    RunError,
 )
-from alertdist.publish.sources import SourcePacket
-from alertdist.security import open_night
 
 __all__ = [
+    "ArchivedPackets",
     "ReplayError",
     "ReplayProgress",
     "ReplayResult",
     "ensure_topic",
-    "replay_into_night",
+    "night_replayed",
     "replay_to_topic",
 ]
 
 
-class ReplayError(KafkaOperationError):
+class ReplayError(RunError):
     """The replay could not deliver every alert it read; ``result`` holds the counts so far."""
-
-    def __init__(self, message: str, result: ReplayResult | None = None, transient: bool = False):
-        super().__init__(message, transient=transient)
-        self.result = result
 
 
 @dataclass(frozen=True)
@@ -243,60 +240,38 @@ def _produce_all(
     return sent, undelivered
 
 
-def replay_into_night(
-    alerts: Iterable[ArchivedAlert],
+class ArchivedPackets(PacketSource):
+    """Archived alerts as the publisher's source for a replay into a night: each produced "now" (the replay is the
+    pipeline), held to the night's cadence with ``speed``. A source that breaks (`ArchiveReadError`) ends the
+    stream and sets ``stop``, so the night is left open; the break is kept in ``broken`` for `night_replayed`."""
+
+    def __init__(self, alerts: Iterable[ArchivedAlert], stop: threading.Event, speed: float | None = None) -> None:
+        self.stop = stop
+        self.guarded = _Guarded(pace_by_jd(alerts, speed, jd=_jd, stop=stop) if speed else alerts, stop)
+
+    @property
+    def broken(self) -> ArchiveReadError | None:
+        return self.guarded.broken
+
+    def __iter__(self) -> Iterator[SourcePacket | None]:
+        for a in self.guarded:
+            yield SourcePacket(a.name, a.packet, _now_ms())
+        if self.stop.is_set():
+            yield None  # stopped (or the source broke): the publisher must see it and leave the night open
+
+
+def night_replayed(
+    published: PublishResult,
+    source: ArchivedPackets,
     *,
-    bootstrap_servers: str,
     naming: TopicNaming,
     night: dt.date,
     sources: list[str],
     counts: list[ReadCounts] = (),
-    site: Site = SITES["palomar"],
-    topic_settings: TopicSettings | None = TopicSettings(),
     speed: float | None = None,
-    stop: threading.Event | None = None,
-    check_night: bool = True,
-    reopen: bool = False,
-    progress: Callable[[ReplayProgress], None] | None = None,
-    progress_every_s: float = 1.0,
 ) -> ReplayResult:
-    """Publish the alerts as ``night`` through the publisher (programme routing, rejection), then close the night.
-
-    The night's topics are created if needed (with ``topic_settings`` None they must exist: on a secured cluster
-    replay may not create topics). A night already closed is refused unless ``reopen``.
-    """
-    stop = stop or threading.Event()
-    if topic_settings is not None:
-        open_night(bootstrap_servers, naming, night, topic_settings)  # a replayed night is readable by the same roles
-    stream = pace_by_jd(alerts, speed, jd=_jd, stop=stop) if speed else alerts
-
-    source = _Guarded(stream, stop)
-
-    def packets() -> Iterator[SourcePacket | None]:
-        for a in source:
-            yield SourcePacket(a.name, a.packet, _now_ms())  # produced "now": the replay is the pipeline
-        if stop.is_set():
-            yield None  # stopped (or the source broke): the publisher must see it and leave the night open
-
-    def report(p: PublishProgress) -> None:
-        bad = sum(c.bad for c in counts)
-        progress(ReplayProgress(p.read + bad, p.delivered, bad, p.failed, p.in_flight, p.elapsed_s))
-
-    try:
-        published = publish(
-            packets(),
-            bootstrap_servers=bootstrap_servers,
-            naming=naming,
-            night=night,
-            site=site,
-            stop=stop,
-            check_night=check_night,
-            reopen=reopen,
-            progress=report if progress else None,
-            progress_every_s=progress_every_s,
-        )
-    except PublishError as e:
-        raise ReplayError(f"replaying into night {format_night(night)}: {e}", transient=e.transient) from e
+    """What a replay into ``night`` did, from what the publisher did with ``source``; raises `ReplayError` if the
+    source broke (the night is then left open, not marked complete)."""
     outcome = {
         k: getattr(published, k) for k in ("failed", "bytes_delivered", "elapsed_s", "stopped", "closed", "failures")
     }

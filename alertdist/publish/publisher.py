@@ -41,6 +41,7 @@ __all__ = [
     "PublishError",
     "PublishProgress",
     "PublishResult",
+    "RunError",
     "publish",
 ]
 
@@ -68,12 +69,17 @@ _IDLE_POLL_S = 0.05
 _log = logging.getLogger("alertdist.publisher")
 
 
-class PublishError(KafkaOperationError):
-    """Publishing could not finish with every packet accounted for; ``result`` holds the counts so far."""
+class RunError(KafkaOperationError):
+    """A run (publishing, a replay) could not finish with everything accounted for; ``result`` holds its counts so
+    far."""
 
-    def __init__(self, message: str, result: PublishResult | None = None, transient: bool = False):
+    def __init__(self, message: str, result: object | None = None, transient: bool = False):
         super().__init__(message, transient=transient)
         self.result = result
+
+
+class PublishError(RunError):
+    """Publishing could not finish with every packet accounted for; ``result`` holds the counts so far."""
 
 
 @dataclass(frozen=True)
