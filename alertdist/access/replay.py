@@ -40,6 +40,7 @@ from alertdist.publish.publisher import (
     HEADER_PRODUCED_MS,
     HEADER_PUBLISHED_MS,
     PublishResult,
+    Rated,
     RunError,
 )
 
@@ -73,7 +74,7 @@ class ReplayProgress:
 
 
 @dataclass
-class ReplayResult:
+class ReplayResult(Rated):
     """What a replay did: ``read == delivered + bad + failed`` (+ rejected, for a night) once it has finished."""
 
     sources: list[str]
@@ -91,13 +92,8 @@ class ReplayResult:
     bad_members: list[tuple[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
-    @property
-    def rate_alerts_s(self) -> float:
-        return self.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def rate_mb_s(self) -> float:
-        return self.bytes_delivered / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+    def rated(self) -> tuple[int, int, float]:
+        return self.delivered, self.bytes_delivered, self.elapsed_s
 
     def summary(self) -> str:
         pace = "as fast as possible" if not self.speed else f"at {self.speed:g}x the night's cadence"

@@ -55,6 +55,8 @@ def publish_night(
     if spec is not None:
         opts = dict(stop=stop, storage_options=settings.storage_options, max_packet_bytes=max_packet_bytes)
         source = spec.open(night, **opts)
+    checks = dict(max_packet_bytes=max_packet_bytes, check_night=check_night, full_check=full_check)
+    shown = dict(progress=_shown_on(progress), progress_every_s=progress_every_s, total=spec and spec.total)
     result = publish(
         source,
         bootstrap_servers=settings.kafka(role),
@@ -62,14 +64,10 @@ def publish_night(
         night=night,
         site=settings.site,
         stop=stop,
-        max_packet_bytes=max_packet_bytes,
-        check_night=check_night,
-        full_check=full_check,
         close_night=close,
         reopen=reopen,
-        progress=_shown_on(progress),
-        progress_every_s=progress_every_s,
-        total=spec.total if spec is not None else None,
+        **checks,
+        **shown,
     )
     progress.update(
         f"{result.delivered_total} delivered, {result.rejected_total} rejected; night "

@@ -97,16 +97,8 @@ def replay(
             **common,
         )
     else:
-        result = replay_into_night(
-            settings,
-            request.night,
-            alerts,
-            partitions=request.partitions,
-            check_night=request.check_night,
-            reopen=request.reopen,
-            progress=progress,
-            **common,
-        )
+        options = dict(partitions=request.partitions, check_night=request.check_night, reopen=request.reopen)
+        result = replay_into_night(settings, request.night, alerts, progress=progress, **options, **common)
     progress.update(result.summary(), final=True)
     return Replayed(result, counts, created)
 

@@ -41,6 +41,7 @@ __all__ = [
     "PublishError",
     "PublishProgress",
     "PublishResult",
+    "Rated",
     "RunError",
     "publish",
 ]
@@ -99,8 +100,25 @@ class PublishProgress:
         return self.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+class Rated:
+    """A run's rates: what it delivered (`rated`: alerts, bytes, seconds) per second of its run."""
+
+    def rated(self) -> tuple[int, int, float]:
+        raise NotImplementedError
+
+    @property
+    def rate_alerts_s(self) -> float:
+        alerts, _, seconds = self.rated()
+        return alerts / seconds if seconds > 0 else 0.0
+
+    @property
+    def rate_mb_s(self) -> float:
+        _, size, seconds = self.rated()
+        return size / 1e6 / seconds if seconds > 0 else 0.0
+
+
 @dataclass
-class PublishResult:
+class PublishResult(Rated):
     """What one run of the publisher did. Delivered and rejected count Kafka acknowledgements only."""
 
     night: str
@@ -130,13 +148,8 @@ class PublishResult:
     def missing(self) -> int:
         return self.read - self.delivered_total - self.rejected_total
 
-    @property
-    def rate_alerts_s(self) -> float:
-        return self.delivered_total / self.streaming_s if self.streaming_s > 0 else 0.0
-
-    @property
-    def rate_mb_s(self) -> float:
-        return self.bytes_delivered / 1e6 / self.streaming_s if self.streaming_s > 0 else 0.0
+    def rated(self) -> tuple[int, int, float]:
+        return self.delivered_total, self.bytes_delivered, self.streaming_s
 
     def counts(self) -> dict:
         return {

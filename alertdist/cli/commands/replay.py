@@ -129,12 +129,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_listing(sub: argparse._SubParsersAction) -> None:
-    listing = parsing.command(
-        sub,
-        "archive-list",
-        _archive_list,
-        "list the nights an archive location holds (folder, s3://, or UW-style HTTP directory)",
-    )
+    about = "list the nights an archive location holds (folder, s3://, or UW-style HTTP directory)"
+    listing = parsing.command(sub, "archive-list", _archive_list, about)
     listing.add_argument(
         "url", nargs="?", metavar="URL", help="e.g. https://ztf.uw.edu/alerts/public/ or s3://bucket/archive"
     )
@@ -167,13 +163,8 @@ def _register_download(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_replay(sub: argparse._SubParsersAction) -> None:
-    replay = parsing.command(
-        sub,
-        "replay",
-        _replay,
-        "publish an archived night into a topic, or into a night's programme topics",
-        kafka=True,
-    )
+    about = "publish an archived night into a topic, or into a night's programme topics"
+    replay = parsing.command(sub, "replay", _replay, about, kafka=True)
     replay.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
     where = replay.add_mutually_exclusive_group(required=True)
     where.add_argument("--topic", help="replay everything into this one topic")
