@@ -260,7 +260,7 @@ def test_offline_filter_on_the_archived_night_equals_the_live_filters_output(
         naming=naming,
         options=LiveOptions(state_poll_s=0.5, done_check_s=0.2),
     )
-    assert report.read == 240 and report.passed > 0
+    assert (report.read, report.passed) == (240, 14)  # seed 11: 14 bright transients, as the batch filter finds
     live = {}
     for topic in naming.programme_topics(NIGHT).values():
         for m in read_topic(kafka_bootstrap, naming.filter_output_topic(topic, "bright_transients")):
@@ -328,7 +328,7 @@ def test_a_nights_parquet_is_queried_with_projection_and_row_filters(simulated):
         if r["candidate"]["magpsf"] < 18
         and (r["candidate"]["drb"] if r["candidate"]["drb"] is not None else r["candidate"]["rb"]) > 0.9
     )
-    assert 0 < len(expected) < len(alerts)
+    assert len(expected) == 70  # of 240 (seed 11): the query selects, it does not take all or nothing
     table = read_table(
         str(dest),
         ["objectId", "candid", "programid", "magpsf", "drb", "rb"],
