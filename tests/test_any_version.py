@@ -25,7 +25,7 @@ import pytest
 
 from alertdist import schemas
 from alertdist.access.readers import ArchiveReadError, open_sources, packets_for_batch, parquet_alerts
-from alertdist.access.replay import ReplayError, replay_into_night
+from alertdist.access.replay import ReplayError
 from alertdist.archive import archive_night
 from alertdist.archive.parquet import ParquetPartWriter
 from alertdist.archive.tarball import read_members
@@ -34,7 +34,7 @@ from alertdist.avro.arrow import HEADERS_KEY, night_table_columns, packet_header
 from alertdist.avro.arrow_decoder import AlertDecoder
 from alertdist.avro.container import build_container
 from alertdist.cli.main import main as cli
-from alertdist.jobs.replay import ReplayRequest, replay
+from alertdist.jobs.replay import ReplayRequest, replay, replay_into_night
 from alertdist.kafka.clients import admin_client
 from alertdist.nights.state import read_night_state
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
@@ -188,7 +188,8 @@ def test_duckdb_and_pyarrow_read_every_night_of_the_archive(archived, variants):
     # has (newscore) is not selected here: DuckDB takes the first file's columns and refuses it in the second
     query = f"select count(*), count(distinct schemavsn), sum(len(prv_candidates)) from read_parquet({files})"
     rows = duckdb.sql(query).fetchall()[0]
-    assert rows[:2] == (len(variants) + len(simulated), 3) and rows[2] > 0
+    history = sum(len(codec.decode(p)["prv_candidates"] or []) for p in [*variants, *simulated])
+    assert rows == (len(variants) + len(simulated), 3, history) and history > len(simulated)
     table = ds.dataset(root / "parquet", partitioning="hive").to_table(columns=["candid", "drb", "schemavsn"])
     assert table.num_rows == len(variants) + len(simulated)
 
@@ -240,13 +241,12 @@ def test_damage_found_at_the_end_fails_the_replay_says_what_was_produced_and_lea
     alerts, counts, names = open_sources([str(path)])
     with pytest.raises(ReplayError, match="left open, not marked complete") as failure:
         replay_into_night(
+            Settings(bootstrap_servers=kafka_bootstrap, survey=naming.survey, programmes=naming.programmes),
+            dt.date(2018, 8, 19),
             alerts,
-            bootstrap_servers=kafka_bootstrap,
-            naming=naming,
-            night=dt.date(2018, 8, 19),
             sources=names,
             counts=counts,
-            topic_settings=SMALL,
+            partitions=SMALL.partitions,
         )
     assert f"{failure.value.result.delivered} message(s)" in str(failure.value)
     assert read_night_state(kafka_bootstrap, naming, dt.date(2018, 8, 19)).state == "open"

@@ -511,3 +511,30 @@ def test_the_publish_command_sets_aside_a_nan_jd_packet_and_closes_the_night(kaf
     assert list(tmp_path.glob("*.avro")) == [] and [p.name for p in (tmp_path / "rejected").iterdir()] == [
         "0000-nan.avro"
     ]
+
+
+def test_any_packet_source_is_settled_packet_by_packet_and_told_when_its_night_closed(kafka_bootstrap, unique):
+    """The one seam: a source of its own (not the drop folder) gets every acknowledgement and the night's close."""
+    from alertdist.publish.packets import PacketSource
+
+    class Recording(PacketSource):
+        def __init__(self, items):
+            self.items, self.settled, self.closed = items, [], []
+
+        def __iter__(self):
+            return iter(self.items)
+
+        def settle(self, item, rejected):
+            self.settled.append((item.name, rejected))
+
+        def night_closed(self, night):
+            self.closed.append(night)
+
+    naming = TopicNaming(survey=f"p{unique}")
+    _night_topics(kafka_bootstrap, naming, partitions=1)
+    items = list(simulated_packets(20, night=NIGHT, seed=3)) + [SourcePacket("junk.avro", b"not avro", None)]
+    source = Recording(items)
+    result = publish(source, bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT)
+    assert result.closed and (result.read, result.delivered_total, result.rejected_total) == (21, 20, 1)
+    assert sorted(source.settled) == sorted([(i.name, False) for i in items[:20]] + [("junk.avro", True)])
+    assert source.closed == [NIGHT] and result.settle_errors == 0

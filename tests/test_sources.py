@@ -313,3 +313,19 @@ def test_a_compressed_bomb_in_a_tar_header_stops_the_read_with_a_clear_error_in_
     finally:
         tracemalloc.stop()
     assert peak < 6 * 1024 * 1024, f"{peak / 1e6:.0f} MB held for an 8 MB header"
+
+
+def test_the_batch_filter_takes_any_packet_source_with_what_its_reading_found(tmp_path):
+    """One seam: a folder opened as the publisher opens it goes to `run_batch` as it is, names and problems kept."""
+    from alertdist.filters.batch import run_batch
+
+    night = dt.date(2023, 10, 12)
+    packets = [item.packet for item in simulated_packets(3, night=night, seed=2)]
+    for i, packet in enumerate(packets):
+        _write(tmp_path, f"{i}.avro", packet)
+    limit = max(map(len, packets)) + 100
+    _write(tmp_path, "big.avro", b"x" * (limit + 1))
+    result = run_batch("bright_transients", SourceSpec("folder", str(tmp_path)).open(night, max_packet_bytes=limit))
+    assert (result.read, result.malformed) == (4, 1)
+    [(name, outcome, reason)] = result.problems
+    assert (name, outcome) == ("big.avro", "malformed") and f"oversize: big.avro is {limit + 1} bytes" in reason

@@ -331,69 +331,91 @@ def open_sources(
     Any of them local, ``s3://`` or ``http(s)://`` (over HTTP a dataset folder cannot be listed: give an archive
     root, whose manifest names the files).
     """
-    from alertdist.access.listing import ArchiveAccessError, open_location
-    from alertdist.access.verified import Spool, refuse_unverified
+    from alertdist.access.verified import Spool
     from alertdist.nights.dates import format_night, parse_night
 
     if archived_night is not None:
         archived_night = format_night(parse_night(archived_night))
-    streams, counts, names = [], [], []
-    spool = Spool()
-    for spec in specs:
-        spec = str(spec)
+    opened = _Opened(Spool(), storage_options, not require_checksum)
+    for spec in map(str, specs):
         if is_tarball(spec) or spec.endswith(".parquet") or archived_night is None:
-            read_from = spec
-            md5 = None
-            if is_tarball(spec):
-                folder, _, name = spec.rstrip("/").rpartition("/")
-                beside = open_location(folder or ".", storage_options)
-                md5 = beside.md5sums().get(name)
-            if md5:
-                read_from = str(spool.named(beside, name, md5))
-            else:
-                refuse_unverified(spec, not require_checksum)
-            c = ReadCounts(spec)
-            streams.append(alerts_from(read_from, storage_options=storage_options, counts=c))
-            counts.append(c)
-            names.append(spec)
-            continue
-        location = open_location(spec, storage_options)
+            opened.file(spec)
+        else:
+            opened.night_at(spec, archived_night, prefer)
+    if not opened.streams:
+        raise ValueError("nothing to replay: give at least one tarball, Parquet file or archive location")
+    streams = opened.streams
+    return (
+        opened.spool.holding(streams[0] if len(streams) == 1 else merge_by_candid(streams)),
+        opened.counts,
+        opened.names,
+    )
+
+
+class _Opened:
+    """The streams `open_sources` has opened so far, each with its counts and name, and the spool they read from."""
+
+    def __init__(self, spool, storage_options: dict | None, allow_unverified: bool) -> None:
+        self.spool, self.storage_options, self.allow_unverified = spool, storage_options, allow_unverified
+        self.streams: list[Iterator[ArchivedAlert]] = []
+        self.counts: list[ReadCounts] = []
+        self.names: list[str] = []
+
+    def add(self, stream: Iterator[ArchivedAlert], counts: ReadCounts) -> None:
+        self.streams.append(stream)
+        self.counts.append(counts)
+        self.names.append(counts.source)
+
+    def file(self, spec: str) -> None:
+        """A tarball (verified by the ``MD5SUMS`` beside it, if there is one), a Parquet file, or a dataset whole."""
+        from alertdist.access.listing import open_location
+        from alertdist.access.verified import refuse_unverified
+
+        read_from, md5 = spec, None
+        if is_tarball(spec):
+            folder, _, name = spec.rstrip("/").rpartition("/")
+            beside = open_location(folder or ".", self.storage_options)
+            md5 = beside.md5sums().get(name)
+        if md5:
+            read_from = str(self.spool.named(beside, name, md5))
+        else:
+            refuse_unverified(spec, self.allow_unverified)
+        c = ReadCounts(spec)
+        self.add(alerts_from(read_from, storage_options=self.storage_options, counts=c), c)
+
+    def night_at(self, spec: str, night: str, prefer: str) -> None:
+        """The night's files of an archive root, or the night's rows of a Parquet dataset folder."""
+        from alertdist.access.listing import ArchiveAccessError, open_location
+        from alertdist.access.verified import refuse_unverified
+
+        location = open_location(spec, self.storage_options)
         nights = [n.night for n in location.nights()]
         if not nights:  # not an archive root: a Parquet dataset folder, filtered to the night
-            refuse_unverified(spec, not require_checksum)
-            dataset = open_dataset(spec, storage_options=storage_options, unify=False)
-            if not any(True for _ in dataset.get_fragments(ds.field("night") == archived_night)):
-                raise ArchiveAccessError(
-                    f"{spec} is neither an archive root nor a Parquet dataset with night {archived_night}"
-                )
-            c = ReadCounts(f"{spec} (Parquet, night {archived_night})")
-            streams.append(
-                parquet_alerts(spec, ds.field("night") == archived_night, storage_options=storage_options, counts=c)
+            refuse_unverified(spec, self.allow_unverified)
+            dataset = open_dataset(spec, storage_options=self.storage_options, unify=False)
+            if not any(True for _ in dataset.get_fragments(ds.field("night") == night)):
+                raise ArchiveAccessError(f"{spec} is neither an archive root nor a Parquet dataset with night {night}")
+            c = ReadCounts(f"{spec} (Parquet, night {night})")
+            self.add(
+                parquet_alerts(spec, ds.field("night") == night, storage_options=self.storage_options, counts=c), c
             )
-            counts.append(c)
-            names.append(c.source)
-            continue
-        if archived_night not in nights:
+            return
+        if night not in nights:
             raise ArchiveAccessError(
-                f"{spec} has no night {archived_night}; it has {', '.join(nights[-5:])}"
+                f"{spec} has no night {night}; it has {', '.join(nights[-5:])}"
                 + (f" and {len(nights) - 5} earlier" if len(nights) > 5 else "")
             )
-        files = location.night_files(archived_night)
+        files = location.night_files(night)
         wanted = [f for f in files if f.kind == prefer] or [f for f in files if f.kind == "tarball"]
         if not wanted:
-            raise ArchiveAccessError(f"{spec} lists no file of night {archived_night}")
+            raise ArchiveAccessError(f"{spec} lists no file of night {night}")
         for f in wanted:
             if not (f.md5 or f.sha256):
-                refuse_unverified(location.display(f.path), not require_checksum)
+                refuse_unverified(location.display(f.path), self.allow_unverified)
         for f in wanted:  # file by file (known from the manifest): works where folders cannot be listed (HTTP)
             c = ReadCounts(location.display(f.path))
             read = tarball_alerts if f.kind == "tarball" else parquet_alerts
-            streams.append(read(str(spool.archived(location, f)), counts=c))  # verified, read once
-            counts.append(c)
-            names.append(c.source)
-    if not streams:
-        raise ValueError("nothing to replay: give at least one tarball, Parquet file or archive location")
-    return spool.holding(streams[0] if len(streams) == 1 else merge_by_candid(streams)), counts, names
+            self.add(read(str(self.spool.archived(location, f)), counts=c), c)  # verified, read once
 
 
 def packets_for_batch(

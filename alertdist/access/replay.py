@@ -2,10 +2,12 @@
 
 Two destinations. Into one topic (`replay_to_topic`): each alert's packet unchanged (from a tarball the
 archive member's bytes; from Parquet a packet rebuilt with the row's schema version), key objectId, the
-programme-topic headers. Into a night (`replay_into_night`): the publisher (`alertdist.publish.publisher.publish`) routes
-each alert to its programme topic of that night, rejects what it would reject live, and closes the night with
-its end offsets, so the replayed night can be filtered and archived like a live one; archiving it again gives
-the same tarballs, byte for byte (the archive is candid-ordered and deterministic).
+programme-topic headers. Into a night: the alerts become a packet source (`ArchivedPackets`) that the publish
+job (`alertdist.jobs.publish.publish_night`) publishes like any other, so each alert goes to its programme topic of
+that night, what would be rejected live is rejected, and the night is closed with its end offsets: the replayed
+night can be filtered and archived like a live one; archiving it again gives the same tarballs, byte for byte
+(the archive is candid-ordered and deterministic). `night_replayed` turns what the publisher did into the
+replay's counts.
 
 Cadence: ZTF releases an exposure's alerts together, exposures ~40 s apart. With ``speed`` each alert is held
 until its exposure's time (its ``jd`` after the first alert's) divided by ``speed``. Archives are in candid
@@ -29,36 +31,32 @@ from alertdist.kafka.clients import admin_client
 from alertdist.kafka.errors import KafkaOperationError
 from alertdist.kafka.producer import CountingProducer
 from alertdist.metrics.catalog import track_replay
-from alertdist.nights.dates import SITES, Site, format_night
+from alertdist.nights.dates import format_night
+from alertdist.nights.pacing import pace_by_jd
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, replication_for
+from alertdist.publish.packets import PacketSource, SourcePacket
 from alertdist.publish.publisher import (
     HEADER_CANDID,
     HEADER_PRODUCED_MS,
     HEADER_PUBLISHED_MS,
-    PublishError,
-    PublishProgress,
-    publish,
+    PublishResult,
+    Rated,
+    RunError,
 )
-from alertdist.publish.sources import SourcePacket
-from alertdist.security import open_night
 
 __all__ = [
+    "ArchivedPackets",
     "ReplayError",
     "ReplayProgress",
     "ReplayResult",
     "ensure_topic",
-    "paced_by_jd",
-    "replay_into_night",
+    "night_replayed",
     "replay_to_topic",
 ]
 
 
-class ReplayError(KafkaOperationError):
+class ReplayError(RunError):
     """The replay could not deliver every alert it read; ``result`` holds the counts so far."""
-
-    def __init__(self, message: str, result: ReplayResult | None = None, transient: bool = False):
-        super().__init__(message, transient=transient)
-        self.result = result
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ class ReplayProgress:
 
 
 @dataclass
-class ReplayResult:
+class ReplayResult(Rated):
     """What a replay did: ``read == delivered + bad + failed`` (+ rejected, for a night) once it has finished."""
 
     sources: list[str]
@@ -94,13 +92,8 @@ class ReplayResult:
     bad_members: list[tuple[str, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
-    @property
-    def rate_alerts_s(self) -> float:
-        return self.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def rate_mb_s(self) -> float:
-        return self.bytes_delivered / 1e6 / self.elapsed_s if self.elapsed_s > 0 else 0.0
+    def rated(self) -> tuple[int, int, float]:
+        return self.delivered, self.bytes_delivered, self.elapsed_s
 
     def summary(self) -> str:
         pace = "as fast as possible" if not self.speed else f"at {self.speed:g}x the night's cadence"
@@ -121,29 +114,6 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def paced_by_jd(
-    alerts: Iterable[ArchivedAlert],
-    speed: float,
-    *,
-    stop: threading.Event | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> Iterator[ArchivedAlert]:
-    """Release each alert at its exposure's time in the night (``jd`` after the first) divided by ``speed``."""
-    if speed <= 0:
-        raise ValueError(f"speed must be positive (e.g. 60: a minute of night per second), got {speed}")
-    stop = stop or threading.Event()
-    start = first_jd = None
-    for alert in alerts:
-        if first_jd is None:
-            start, first_jd = clock(), alert.info.jd
-        delay = start + (alert.info.jd - first_jd) * 86400.0 / speed - clock()
-        if delay > 0.0005 and stop.wait(delay):
-            return
-        if stop.is_set():
-            return
-        yield alert
-
-
 class _Guarded:
     """The alerts of a source until it breaks (`ArchiveReadError`): the break is kept, so the replay can settle
     what it produced, say how much that was, and fail; with ``stop`` the break also stops the run."""
@@ -158,6 +128,10 @@ class _Guarded:
             self.broken = e
             if self.stop is not None:
                 self.stop.set()
+
+
+def _jd(alert: ArchivedAlert) -> float:
+    return alert.info.jd
 
 
 def _candid_of(_context, msg: Message) -> str:
@@ -193,48 +167,22 @@ def replay_to_topic(
     result = ReplayResult(list(sources), topic, speed=speed)
     out = CountingProducer(bootstrap_servers, describe=_candid_of, **(producer_overrides or {}))
     track_replay(topic, out)
-    stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
-    started = last_report = time.monotonic()
+    source = _Guarded(pace_by_jd(alerts, speed, jd=_jd, stop=stop) if speed else alerts)
+    started = time.monotonic()
 
-    def snapshot() -> ReplayProgress:
-        return ReplayProgress(
-            result.read, out.delivered, sum(c.bad for c in counts), out.failed, len(out), time.monotonic() - started
-        )
+    def report() -> None:
+        if progress is not None:
+            bad = sum(c.bad for c in counts)
+            progress(ReplayProgress(result.read, out.delivered, bad, out.failed, len(out), time.monotonic() - started))
 
-    sent = 0
-    undelivered: KafkaOperationError | None = None
-    source = _Guarded(stream)
-    try:
-        for alert in source:
-            if out.fatal is not None:
-                raise ReplayError(f"the Kafka producer failed fatally: {out.fatal.str()}", result)
-            now = b"%d" % _now_ms()
-            headers = [
-                (HEADER_PRODUCED_MS, now),
-                (HEADER_PUBLISHED_MS, now),
-                (HEADER_CANDID, b"%d" % alert.info.candid),
-            ]
-            out.produce(topic, alert.packet, alert.info.objectId.encode(), headers)
-            sent += 1
-            if progress is not None and time.monotonic() - last_report >= progress_every_s:
-                last_report = time.monotonic()
-                progress(snapshot())
-            if stop.is_set():
-                result.stopped = True
-                break
-    finally:
-        try:
-            out.finish(flush_timeout_s, unit="alert")
-        except KafkaOperationError as e:
-            undelivered = e  # reported with the counts, below
+    sent, undelivered = _produce_all(out, source, topic, stop, result, report, progress_every_s, flush_timeout_s)
     result.stopped = stop.is_set()  # also when it came while waiting for an exposure's time
     result.elapsed_s = time.monotonic() - started
     result.delivered, result.failed, result.bytes_delivered = out.delivered, out.failed, out.bytes_delivered
     result.failures = out.failures
     result.take_counts(list(counts))
     result.read = sent + result.bad
-    if progress is not None:
-        progress(snapshot())
+    report()
     if source.broken is not None:
         raise ReplayError(
             f"{source.broken}; {result.delivered} message(s) had already been produced to {topic}", result
@@ -250,60 +198,76 @@ def replay_to_topic(
     return result
 
 
-def replay_into_night(
-    alerts: Iterable[ArchivedAlert],
+def _produce_all(
+    out: CountingProducer,
+    source: Iterable[ArchivedAlert],
+    topic: str,
+    stop: threading.Event,
+    result: ReplayResult,
+    report: Callable[[], None],
+    report_every_s: float,
+    flush_timeout_s: float,
+) -> tuple[int, KafkaOperationError | None]:
+    """Produce each alert to ``topic`` until the source ends or ``stop`` is set, then flush; the number sent and
+    the flush's failure (reported with the counts), if any."""
+    sent, undelivered, last_report = 0, None, time.monotonic()
+    try:
+        for alert in source:
+            if out.fatal is not None:
+                raise ReplayError(f"the Kafka producer failed fatally: {out.fatal.str()}", result)
+            now = b"%d" % _now_ms()
+            headers = [
+                (HEADER_PRODUCED_MS, now),
+                (HEADER_PUBLISHED_MS, now),
+                (HEADER_CANDID, b"%d" % alert.info.candid),
+            ]
+            out.produce(topic, alert.packet, alert.info.objectId.encode(), headers)
+            sent += 1
+            if time.monotonic() - last_report >= report_every_s:
+                last_report = time.monotonic()
+                report()
+            if stop.is_set():
+                break
+    finally:
+        try:
+            out.finish(flush_timeout_s, unit="alert")
+        except KafkaOperationError as e:
+            undelivered = e
+    return sent, undelivered
+
+
+class ArchivedPackets(PacketSource):
+    """Archived alerts as the publisher's source for a replay into a night: each produced "now" (the replay is the
+    pipeline), held to the night's cadence with ``speed``. A source that breaks (`ArchiveReadError`) ends the
+    stream and sets ``stop``, so the night is left open; the break is kept in ``broken`` for `night_replayed`."""
+
+    def __init__(self, alerts: Iterable[ArchivedAlert], stop: threading.Event, speed: float | None = None) -> None:
+        self.stop = stop
+        self.guarded = _Guarded(pace_by_jd(alerts, speed, jd=_jd, stop=stop) if speed else alerts, stop)
+
+    @property
+    def broken(self) -> ArchiveReadError | None:
+        return self.guarded.broken
+
+    def __iter__(self) -> Iterator[SourcePacket | None]:
+        for a in self.guarded:
+            yield SourcePacket(a.name, a.packet, _now_ms())
+        if self.stop.is_set():
+            yield None  # stopped (or the source broke): the publisher must see it and leave the night open
+
+
+def night_replayed(
+    published: PublishResult,
+    source: ArchivedPackets,
     *,
-    bootstrap_servers: str,
     naming: TopicNaming,
     night: dt.date,
     sources: list[str],
     counts: list[ReadCounts] = (),
-    site: Site = SITES["palomar"],
-    topic_settings: TopicSettings | None = TopicSettings(),
     speed: float | None = None,
-    stop: threading.Event | None = None,
-    check_night: bool = True,
-    reopen: bool = False,
-    progress: Callable[[ReplayProgress], None] | None = None,
-    progress_every_s: float = 1.0,
 ) -> ReplayResult:
-    """Publish the alerts as ``night`` through the publisher (programme routing, rejection), then close the night.
-
-    The night's topics are created if needed (with ``topic_settings`` None they must exist: on a secured cluster
-    replay may not create topics). A night already closed is refused unless ``reopen``.
-    """
-    stop = stop or threading.Event()
-    if topic_settings is not None:
-        open_night(bootstrap_servers, naming, night, topic_settings)  # a replayed night is readable by the same roles
-    stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
-
-    source = _Guarded(stream, stop)
-
-    def packets() -> Iterator[SourcePacket | None]:
-        for a in source:
-            yield SourcePacket(a.name, a.packet, _now_ms())  # produced "now": the replay is the pipeline
-        if stop.is_set():
-            yield None  # stopped (or the source broke): the publisher must see it and leave the night open
-
-    def report(p: PublishProgress) -> None:
-        bad = sum(c.bad for c in counts)
-        progress(ReplayProgress(p.read + bad, p.delivered, bad, p.failed, p.in_flight, p.elapsed_s))
-
-    try:
-        published = publish(
-            packets(),
-            bootstrap_servers=bootstrap_servers,
-            naming=naming,
-            night=night,
-            site=site,
-            stop=stop,
-            check_night=check_night,
-            reopen=reopen,
-            progress=report if progress else None,
-            progress_every_s=progress_every_s,
-        )
-    except PublishError as e:
-        raise ReplayError(f"replaying into night {format_night(night)}: {e}", transient=e.transient) from e
+    """What a replay into ``night`` did, from what the publisher did with ``source``; raises `ReplayError` if the
+    source broke (the night is then left open, not marked complete)."""
     outcome = {
         k: getattr(published, k) for k in ("failed", "bytes_delivered", "elapsed_s", "stopped", "closed", "failures")
     }

@@ -30,6 +30,7 @@ from alertdist.filters.columnar import IDENTITY_COLUMNS, ColumnarFilterError, se
 from alertdist.publish.sources import (
     DEFAULT_MAX_PACKET_BYTES,
     SourceError,
+    SourcePacket,
     read_packet_file,
     safe_text,
     tarball_packets,
@@ -70,8 +71,8 @@ class BatchResult:
 def iter_packets(source: object) -> Iterator[tuple[str, bytes]]:
     """``(name, packet)`` pairs from a folder of ``*.avro``, one ``.avro`` file, a (gzipped) tarball, or an iterable.
 
-    An iterable may hold packets (bytes), ``(name, packet)`` pairs, or objects with ``.packet`` and ``.candid``
-    (simulated alerts). Folders are read in sorted name order; files starting with a dot (partial writes) are
+    An iterable may hold packets (bytes), ``(name, packet)`` pairs, objects with ``.packet`` and ``.candid``
+    (simulated alerts), or be any `PacketSource` (its `SourcePacket`s, with the problems its reading found). Folders are read in sorted name order; files starting with a dot (partial writes) are
     skipped. A file or member that is not a packet (too big, not ``*.avro``, a link out of the folder) comes as its
     head at most, which no filter can decode; `run_batch` reports it with the reason.
     """
@@ -88,7 +89,11 @@ def _found(source: object) -> Iterator[tuple[str, bytes, str | None]]:
         yield "#0", bytes(source), None
         return
     for i, item in enumerate(source):
-        if isinstance(item, (bytes, bytearray, memoryview)):
+        if item is None:  # a live `PacketSource`'s "nothing new right now"
+            continue
+        if isinstance(item, SourcePacket):  # from any `PacketSource`, with what its reading found wrong
+            yield item.name, item.packet, item.problem
+        elif isinstance(item, (bytes, bytearray, memoryview)):
             yield f"#{i}", bytes(item), None
         elif isinstance(item, tuple) and len(item) == 2:
             yield str(item[0]), item[1], None

@@ -1,14 +1,17 @@
-"""Publish a night: open it (topics + ACLs), publish its source, close it. The CLI and the publish flow call this."""
+"""Publish a night: open it (topics + ACLs), publish its source, close it. The CLI, the publish flow and the
+replay into a night call this: a night is published the same way wherever its packets come from."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 
 from alertdist.jobs.metrics import serve_metrics
 from alertdist.jobs.nights import open_night
 from alertdist.jobs.progress import NoProgress, Progress
 from alertdist.nights.topics import TopicSettings
+from alertdist.publish.packets import PacketSource
 from alertdist.publish.publisher import DEFAULT_MAX_PACKET_BYTES, PublishProgress, PublishResult, publish
 from alertdist.publish.sources import SourceSpec
 from alertdist.security import PUBLISHER
@@ -20,7 +23,7 @@ __all__ = ["publish_night"]
 def publish_night(
     settings: Settings,
     night: dt.date,
-    source: SourceSpec,
+    source: SourceSpec | PacketSource,
     *,
     topics: TopicSettings | None = TopicSettings(),
     check_night: bool = True,
@@ -31,44 +34,40 @@ def publish_night(
     progress: Progress = NoProgress(),
     progress_every_s: float = 1.0,
     stop: threading.Event | None = None,
+    role: str = PUBLISHER,
 ) -> PublishResult:
     """Publish every packet of ``source`` into ``night`` and (unless ``close`` is False or it is stopped) close it.
 
-    ``topics``: the settings of the night's topics, created first if missing (None: they must exist already). On
-    a secured cluster they must exist: the publisher may not create topics or ACLs, the admin does at dusk.
+    ``source``: a `SourceSpec`, checked here before anything is created and then opened, or a `PacketSource`
+    its caller has opened (the replay's archived night). ``topics``: the settings of the night's topics, created
+    first if missing (None: they must exist already). On a secured cluster they must exist: the publisher may not
+    create topics or ACLs, the admin does at dusk. ``role``: whose Kafka login publishes (the replay's own).
     """
     stop = stop or threading.Event()
-    serve_metrics(settings, "publisher")
-    source.check(settings.storage_options)
+    serve_metrics(settings, role)
+    spec = source if isinstance(source, SourceSpec) else None
+    if spec is not None:
+        spec.check(settings.storage_options)
     if topics is not None and not settings.secured:
         created = [t for t, what in open_night(settings, night, topics).topics.items() if what == "created"]
         if created:
             progress.update(f"created topics {', '.join(created)}", final=True)
-    total = source.total
-
-    def show(p: PublishProgress) -> None:
-        of = f"/{p.total}" if p.total else ""
-        progress.update(
-            f"read {p.read}{of}, delivered {p.delivered}, rejected {p.rejected}, failed {p.failed}, "
-            f"in flight {p.in_flight}, {p.rate:.0f} alerts/s, {p.elapsed_s:.0f} s",
-            min(p.read / p.total, 1.0) if p.total else None,
-        )
-
+    if spec is not None:
+        opts = dict(stop=stop, storage_options=settings.storage_options, max_packet_bytes=max_packet_bytes)
+        source = spec.open(night, **opts)
+    checks = dict(max_packet_bytes=max_packet_bytes, check_night=check_night, full_check=full_check)
+    shown = dict(progress=_shown_on(progress), progress_every_s=progress_every_s, total=spec and spec.total)
     result = publish(
-        source.open(night, stop=stop, storage_options=settings.storage_options, max_packet_bytes=max_packet_bytes),
-        bootstrap_servers=settings.kafka(PUBLISHER),
+        source,
+        bootstrap_servers=settings.kafka(role),
         naming=settings.naming,
         night=night,
         site=settings.site,
         stop=stop,
-        max_packet_bytes=max_packet_bytes,
-        check_night=check_night,
-        full_check=full_check,
         close_night=close,
         reopen=reopen,
-        progress=show,
-        progress_every_s=progress_every_s,
-        total=total,
+        **checks,
+        **shown,
     )
     progress.update(
         f"{result.delivered_total} delivered, {result.rejected_total} rejected; night "
@@ -77,3 +76,15 @@ def publish_night(
         final=True,
     )
     return result
+
+
+def _shown_on(progress: Progress) -> Callable[[PublishProgress], None]:
+    def show(p: PublishProgress) -> None:
+        of = f"/{p.total}" if p.total else ""
+        progress.update(
+            f"read {p.read}{of}, delivered {p.delivered}, rejected {p.rejected}, failed {p.failed}, "
+            f"in flight {p.in_flight}, {p.rate:.0f} alerts/s, {p.elapsed_s:.0f} s",
+            min(p.read / p.total, 1.0) if p.total else None,
+        )
+
+    return show

@@ -28,7 +28,7 @@ from alertdist.metrics.catalog import track_publisher
 from alertdist.nights.dates import SITES, Site, format_night, night_of_jd
 from alertdist.nights.state import NightState, end_offsets, mark_night, read_night_state
 from alertdist.nights.topics import TopicNaming
-from alertdist.publish.sources import DEFAULT_MAX_PACKET_BYTES, SourcePacket, safe_text
+from alertdist.publish.packets import DEFAULT_MAX_PACKET_BYTES, PacketSource, SourcePacket, as_source, safe_text
 
 __all__ = [
     "DEFAULT_MAX_PACKET_BYTES",
@@ -41,6 +41,8 @@ __all__ = [
     "PublishError",
     "PublishProgress",
     "PublishResult",
+    "Rated",
+    "RunError",
     "publish",
 ]
 
@@ -68,12 +70,17 @@ _IDLE_POLL_S = 0.05
 _log = logging.getLogger("alertdist.publisher")
 
 
-class PublishError(KafkaOperationError):
-    """Publishing could not finish with every packet accounted for; ``result`` holds the counts so far."""
+class RunError(KafkaOperationError):
+    """A run (publishing, a replay) could not finish with everything accounted for; ``result`` holds its counts so
+    far."""
 
-    def __init__(self, message: str, result: PublishResult | None = None, transient: bool = False):
+    def __init__(self, message: str, result: object | None = None, transient: bool = False):
         super().__init__(message, transient=transient)
         self.result = result
+
+
+class PublishError(RunError):
+    """Publishing could not finish with every packet accounted for; ``result`` holds the counts so far."""
 
 
 @dataclass(frozen=True)
@@ -93,8 +100,25 @@ class PublishProgress:
         return self.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+class Rated:
+    """A run's rates: what it delivered (`rated`: alerts, bytes, seconds) per second of its run."""
+
+    def rated(self) -> tuple[int, int, float]:
+        raise NotImplementedError
+
+    @property
+    def rate_alerts_s(self) -> float:
+        alerts, _, seconds = self.rated()
+        return alerts / seconds if seconds > 0 else 0.0
+
+    @property
+    def rate_mb_s(self) -> float:
+        _, size, seconds = self.rated()
+        return size / 1e6 / seconds if seconds > 0 else 0.0
+
+
 @dataclass
-class PublishResult:
+class PublishResult(Rated):
     """What one run of the publisher did. Delivered and rejected count Kafka acknowledgements only."""
 
     night: str
@@ -124,13 +148,8 @@ class PublishResult:
     def missing(self) -> int:
         return self.read - self.delivered_total - self.rejected_total
 
-    @property
-    def rate_alerts_s(self) -> float:
-        return self.delivered_total / self.streaming_s if self.streaming_s > 0 else 0.0
-
-    @property
-    def rate_mb_s(self) -> float:
-        return self.bytes_delivered / 1e6 / self.streaming_s if self.streaming_s > 0 else 0.0
+    def rated(self) -> tuple[int, int, float]:
+        return self.delivered_total, self.bytes_delivered, self.streaming_s
 
     def counts(self) -> dict:
         return {
@@ -273,6 +292,38 @@ class _Publisher:
             headers.append((HEADER_ORIGINAL_SIZE, b"%d" % item.size))
         self.out.produce(self.rejected_topic, value, None, headers, (item, kind, produced_ms))
 
+    def stream(
+        self,
+        source: PacketSource,
+        stop: threading.Event,
+        report: Callable[[], None],
+        report_every_s: float,
+        flush_timeout_s: float,
+    ) -> KafkaOperationError | None:
+        """Send every packet of ``source`` until it ends or ``stop`` is set, then flush: what Kafka acknowledged is
+        settled even on an error. Returns the flush's failure (reported with the counts), if any."""
+        last_report, undelivered = time.monotonic(), None
+        try:
+            for item in source:
+                if self.out.fatal is not None:
+                    raise PublishError(f"the Kafka producer failed fatally: {self.out.fatal.str()}", self.result)
+                if item is None:
+                    self.out.poll(_IDLE_POLL_S)
+                else:
+                    self.send(item)
+                if time.monotonic() - last_report >= report_every_s:
+                    last_report = time.monotonic()
+                    report()
+                if stop.is_set():
+                    self.result.stopped = True
+                    break
+        finally:
+            try:
+                self.out.finish(flush_timeout_s, unit="packet")
+            except KafkaOperationError as e:
+                undelivered = e
+        return undelivered
+
     def _acknowledged(self, context: tuple, err, msg) -> None:
         """Count an acknowledged packet by programme (or reject kind) and settle its source file."""
         if err is not None:
@@ -333,7 +384,7 @@ class _Publisher:
 
 
 def publish(
-    source: Iterable[SourcePacket | None],
+    source: PacketSource | Iterable[SourcePacket | None],
     *,
     bootstrap_servers: str,
     naming: TopicNaming,
@@ -361,53 +412,50 @@ def publish(
     (`PublishError`) is what must not pass quietly: missing topics, a night already closed (unless
     ``reopen``), a delivery Kafka refused, or counts that do not reconcile; the night then stays open.
 
-    A source with a ``settle(item, rejected)`` method (the drop folder) has each packet settled after Kafka
+    Each packet is settled with its source (`PacketSource.settle`: the drop folder removes its file) after Kafka
     acknowledged it. ``stop`` (see `stop_on_signals`) ends the run early: what was sent is flushed and
     settled, and the night stays open for the next run.
     """
+    source = as_source(source)
     stop = stop or threading.Event()
     started = time.monotonic()
-    night_text = format_night(night)
     checks = _Checks(max_packet_bytes, check_night, full_check)
-    run = _Publisher(
-        bootstrap_servers, naming, night, site, checks, getattr(source, "settle", None), producer_overrides
-    )
-    track_publisher(night_text, run)  # read at scrape time: nothing added per packet
+    run = _Publisher(bootstrap_servers, naming, night, site, checks, source.settle, producer_overrides)
+    track_publisher(run.result.night, run)  # read at scrape time: nothing added per packet
     run.check_topics()
+    _mark_open(bootstrap_servers, naming, run.result.night, reopen)
+
+    def report() -> None:
+        if progress is not None:
+            progress(run.snapshot(started, total))
+
+    undelivered = run.stream(source, stop, report, progress_every_s, flush_timeout_s)
+    if stop.is_set():  # a source that ended because it was stopped (e.g. while pacing) is a pause, not the end
+        run.result.stopped = True
+    result = run.finish_counts(started)
+    result.settle_errors = source.settle_errors
+    report()
+    _raise_unless_accounted(run, undelivered)
+    if close_night and not result.stopped:
+        _close(run, bootstrap_servers, naming)
+        source.night_closed(night)
+    return result
+
+
+def _mark_open(bootstrap_servers: str, naming: TopicNaming, night_text: str, reopen: bool) -> None:
+    """Mark the night open, refusing one already ended (closed, or aborted after a failure) unless ``reopen``."""
     state = retry_call("reading the night's state", read_night_state, bootstrap_servers, naming, night_text)
-    if state is not None and state.ended and not reopen:  # closed, or aborted after a failure
+    if state is not None and state.ended and not reopen:
         raise PublishError(
             f"night {night_text} is already {state.state} ({state.total_messages()} messages at "
             f"{state.updated_at}); to publish more into it, run the command again with --reopen"
         )
     retry_call("marking the night open", mark_night, bootstrap_servers, naming, NightState(night_text, "open"))
-    last_report = started
-    undelivered: KafkaOperationError | None = None
-    try:
-        for item in source:
-            if run.out.fatal is not None:
-                raise PublishError(f"the Kafka producer failed fatally: {run.out.fatal.str()}", run.result)
-            if item is None:
-                run.out.poll(_IDLE_POLL_S)
-            else:
-                run.send(item)
-            if progress is not None and time.monotonic() - last_report >= progress_every_s:
-                last_report = time.monotonic()
-                progress(run.snapshot(started, total))
-            if stop.is_set():
-                run.result.stopped = True
-                break
-    finally:
-        try:
-            run.out.finish(flush_timeout_s, unit="packet")  # settles what Kafka acknowledged, even on an error
-        except KafkaOperationError as e:
-            undelivered = e  # reported with the counts, below
-    if stop.is_set():  # a source that ended because it was stopped (e.g. while pacing) is a pause, not the end
-        run.result.stopped = True
-    result = run.finish_counts(started)
-    result.settle_errors = getattr(source, "settle_errors", 0)
-    if progress is not None:
-        progress(run.snapshot(started, total))
+
+
+def _raise_unless_accounted(run: _Publisher, undelivered: KafkaOperationError | None) -> None:
+    """Fail the run, with its counts, if a delivery failed, the counts do not reconcile, or nothing was delivered."""
+    result, night_text = run.result, run.result.night
     if undelivered is not None:
         raise PublishError(
             f"night {night_text}: {undelivered}. Nothing was lost from a drop folder (unacknowledged files stay); "
@@ -425,13 +473,14 @@ def publish(
     empty = run.nothing_delivered()
     if empty is not None:
         raise PublishError(empty, result)
-    if close_night and not result.stopped:
-        topics = [*run.topics.values(), run.rejected_topic]
-        result.end_offsets = retry_call("reading end offsets", end_offsets, bootstrap_servers, topics)
-        counts = {**result.counts(), "messages": {t: sum(p.values()) for t, p in result.end_offsets.items()}}
-        closing = NightState(night_text, "closed", result.end_offsets, counts)
-        retry_call("marking the night closed", mark_night, bootstrap_servers, naming, closing)
-        result.closed = True
-        if hasattr(source, "retire_marker"):
-            source.retire_marker(night)
-    return result
+
+
+def _close(run: _Publisher, bootstrap_servers: str, naming: TopicNaming) -> None:
+    """Mark the night closed with its topics' end offsets and the run's counts."""
+    result = run.result
+    topics = [*run.topics.values(), run.rejected_topic]
+    result.end_offsets = retry_call("reading end offsets", end_offsets, bootstrap_servers, topics)
+    counts = {**result.counts(), "messages": {t: sum(p.values()) for t, p in result.end_offsets.items()}}
+    closing = NightState(result.night, "closed", result.end_offsets, counts)
+    retry_call("marking the night closed", mark_night, bootstrap_servers, naming, closing)
+    result.closed = True

@@ -1,4 +1,4 @@
-"""Where alert packets come from: plain iterators of `SourcePacket`, one kind of source per function.
+"""Where alert packets come from: one kind of source per function, each a `PacketSource` of `SourcePacket`s.
 
 The publisher does not care where a packet was found; it only needs its bytes, a name to cite in a
 rejection, and when the alert pipeline produced it (for latency). Every source yields packets as it finds
@@ -7,10 +7,8 @@ them, one at a time, so a night of a million alerts is never held in memory.
 A live source may also yield ``None``: "nothing new right now". The publisher uses that pause to serve
 Kafka's delivery callbacks instead of sleeping blind.
 
-The drop folder is the one source whose packets must outlive a crash: it offers ``settle(item, outcome)``,
-which the publisher calls only after Kafka acknowledged the packet, and only then is the file removed (or
-moved to a done folder). A packet whose acknowledgement was lost in a crash is published again on restart;
-that duplicate carries the same candid, and the archiver deduplicates by candid.
+The drop folder (`alertdist.publish.drop_folder`) is the one source whose packets must outlive a crash: it
+settles each file only after Kafka acknowledged its packet.
 
 Nothing a source finds is trusted: a file or member is never read past the largest packet the night takes (its
 head is kept for the rejection), a folder's symbolic link is never followed out of the folder, and what is not a
@@ -21,10 +19,6 @@ the publisher sets it aside with that reason and counts it: read = delivered + r
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import logging
-import os
-import stat
 import tarfile
 import threading
 import time
@@ -32,18 +26,31 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from alertdist.kafka.clients import MAX_MESSAGE_BYTES
-from alertdist.nights.dates import SITES, format_night, night_date, unix_of_jd
+from alertdist.nights.dates import SITES, night_date, unix_of_jd
+from alertdist.nights.pacing import pace_by_jd
+from alertdist.publish.drop_folder import NIGHT_DONE, DropFolder
+from alertdist.publish.files import head_size, is_packet_file, read_at_most, read_packet_file, too_big
+from alertdist.publish.packets import (
+    DEFAULT_MAX_PACKET_BYTES,
+    Packets,
+    PacketSource,
+    SourceError,
+    SourcePacket,
+    safe_text,
+)
 
 __all__ = [
     "DEFAULT_MAX_PACKET_BYTES",
     "NIGHT_DONE",
     "DropFolder",
+    "PacketSource",
+    "Packets",
     "SourceError",
     "SourcePacket",
     "SourceSpec",
     "folder_packets",
     "paced",
+    "read_packet_file",
     "require_location",
     "safe_text",
     "simulated_alerts",
@@ -51,60 +58,9 @@ __all__ = [
     "tarball_packets",
 ]
 
-#: The file the alert pipeline writes into the drop folder when the night is over (see `DropFolder`).
-NIGHT_DONE = "NIGHT_DONE"
-
-#: Largest packet published: the topics' limit less room for the batch header, key and headers. Sources read no
-#: file or member further than this.
-DEFAULT_MAX_PACKET_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
-
-#: What is kept of something set aside without being read whole (a file too big, a member that is no packet).
-HEAD_BYTES = 1024 * 1024
-
 #: The largest tar extended header (PAX record, GNU long name) read: tarfile reads one whole, so a compressed
 #: header of gigabytes would be a memory bomb before any member is seen.
 MAX_TAR_HEADER_BYTES = 1024 * 1024
-
-_log = logging.getLogger("alertdist.sources")
-
-
-class SourceError(RuntimeError):
-    """A source could not be opened or read; the message names it."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourcePacket:
-    """One packet as found: ``name`` identifies it in logs and rejections (a file or member name).
-
-    ``problem``: set when the source already knows this is not a publishable packet ("kind: why", the kind one of
-    the publisher's reject kinds); ``packet`` then holds what was read of it, at most its head, and
-    ``original_size`` its full size when that is more.
-    """
-
-    name: str
-    packet: bytes
-    produced_ms: int | None  # when the alert pipeline produced it (ms since epoch); None: unknown, no latency
-    path: Path | None = None  # the drop-folder file it came from, settled after Kafka acknowledged it
-    problem: str | None = None
-    original_size: int | None = None
-
-    @property
-    def size(self) -> int:
-        """The size of what was found, though only its head may have been read."""
-        return len(self.packet) if self.original_size is None else self.original_size
-
-
-def safe_text(text: str) -> str:
-    """``text`` fit for a Kafka header and a log line: unchanged if it is printable and UTF-8, else escaped.
-
-    A file name is bytes to the operating system: one that is not UTF-8 comes back from it with surrogates, which
-    cannot be encoded, and one may hold a newline. Escaping keeps it readable and one line.
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return ascii(text)[1:-1]
-    return text if text.isprintable() else ascii(text)[1:-1]
 
 
 def require_location(location: str | Path, storage_options: dict | None = None, *, folder: bool = False) -> None:
@@ -126,98 +82,13 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _is_packet_file(name: str) -> bool:
-    # writers create ".name.avro.tmp" or "name.avro.tmp" and rename: never read a file still being written
-    return name.endswith(".avro") and not name.startswith(".")
-
-
-def _read_at_most(stream, limit: int) -> bytes:
-    """Up to ``limit`` bytes of a file object, never more in memory (a member's stream may decompress forever)."""
-    parts, left = [], limit
-    while left > 0:
-        chunk = stream.read(min(left, 1 << 20))
-        if not chunk:
-            break
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
-
-
-def _too_big(name: str, size: int, max_bytes: int, head: bytes) -> str:
-    return f"oversize: {name} is {size} bytes, over the limit of {max_bytes}; only its first {len(head)} kept"
-
-
-def _head_size(max_bytes: int) -> int:
-    """How much of something too big is read and kept: never more than the limit it broke."""
-    return min(HEAD_BYTES, max_bytes)
-
-
-def _inside(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def read_packet_file(path: Path, root: Path, max_bytes: int) -> SourcePacket | None:
-    """The packet in the file ``path`` of the folder ``root``, read without trusting the file.
-
-    Never follows a symbolic link out of ``root``, never opens a FIFO, socket or device (it could block or never
-    end), never reads more than ``max_bytes`` + 1 bytes (a larger file is set aside as oversize with its head), and
-    a file it may not read is set aside, not retried forever. What is refused comes back with its ``problem``;
-    None if the file has gone since it was listed.
-    """
-    name = path.name
-    try:
-        link = os.lstat(path)
-        target, found = path, link
-        if stat.S_ISLNK(link.st_mode):
-            target = Path(os.path.realpath(path))
-            if not _inside(str(target), os.path.realpath(root)):
-                problem = f"outside-folder: {name} is a symbolic link leading outside {root}; not followed"
-                return SourcePacket(name, b"", link.st_mtime_ns // 1_000_000, path, problem=problem)
-            found = os.stat(target)
-        if not stat.S_ISREG(found.st_mode):
-            problem = f"not-a-packet: {name} is not a regular file (mode {stat.filemode(found.st_mode)})"
-            return SourcePacket(name, b"", found.st_mtime_ns // 1_000_000, path, problem=problem)
-        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None  # removed (or its link broken) since the folder was listed
-    except PermissionError as e:
-        problem = f"not-a-packet: {name} cannot be read ({e.strerror}); check its owner and mode"
-        return SourcePacket(name, b"", None, path, problem=problem)
-    except OSError as e:
-        if e.errno == errno.ELOOP:  # replaced by a link between the check and the open
-            problem = f"outside-folder: {name} became a symbolic link while being read; not followed"
-            return SourcePacket(name, b"", None, path, problem=problem)
-        raise SourceError(f"reading packet file {path} failed: {e}") from e
-    try:
-        info = os.fstat(fd)
-        mtime_ms = info.st_mtime_ns // 1_000_000
-        if not stat.S_ISREG(info.st_mode):
-            problem = f"not-a-packet: {name} is not a regular file (mode {stat.filemode(info.st_mode)})"
-            return SourcePacket(name, b"", mtime_ms, path, problem=problem)
-        with os.fdopen(fd, "rb", closefd=False) as stream:
-            if info.st_size > max_bytes:
-                head = _read_at_most(stream, _head_size(max_bytes))
-                problem = _too_big(name, info.st_size, max_bytes, head)
-                return SourcePacket(name, head, mtime_ms, path, problem=problem, original_size=info.st_size)
-            data = _read_at_most(stream, max_bytes + 1)
-        if len(data) > max_bytes:  # it grew since fstat
-            head = data[: _head_size(max_bytes)]
-            problem = _too_big(name, len(data), max_bytes, head)
-            return SourcePacket(name, head, mtime_ms, path, problem=problem, original_size=len(data))
-        return SourcePacket(name, data, mtime_ms, path)
-    except OSError as e:
-        raise SourceError(f"reading packet file {path} failed: {e}") from e
-    finally:
-        os.close(fd)
-
-
 def folder_packets(folder: str | Path, max_bytes: int = DEFAULT_MAX_PACKET_BYTES) -> Iterator[SourcePacket]:
     """Every ``*.avro`` file of a folder, in name order (candid order for ZTF names), read one at a time (see
     `read_packet_file` for what is refused)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SourceError(f"packet folder {folder} does not exist or is not a folder")
-    for path in sorted(p for p in folder.iterdir() if _is_packet_file(p.name) and (p.is_symlink() or not p.is_dir())):
+    for path in sorted(p for p in folder.iterdir() if is_packet_file(p.name) and (p.is_symlink() or not p.is_dir())):
         item = read_packet_file(path, folder, max_bytes)
         if item is not None:
             yield replace(item, path=None)  # a plain folder is not settled: its files stay
@@ -278,15 +149,15 @@ def _member_packet(tar: tarfile.TarFile, member: tarfile.TarInfo, max_bytes: int
     if not member.isfile():
         kind = "link" if member.issym() or member.islnk() else "special file"
         return SourcePacket(member.name, b"", None, problem=f"not-a-packet: member {member.name} is a {kind}")
-    if not _is_packet_file(base):
-        head = _read_at_most(tar.extractfile(member), min(member.size, _head_size(max_bytes)))
+    if not is_packet_file(base):
+        head = read_at_most(tar.extractfile(member), min(member.size, head_size(max_bytes)))
         problem = f"not-a-packet: member {member.name} is not named *.avro ({member.size} bytes)"
         return SourcePacket(member.name, head, None, problem=problem, original_size=member.size)
     if member.size > max_bytes:
-        head = _read_at_most(tar.extractfile(member), _head_size(max_bytes))
-        problem = _too_big(f"member {member.name}", member.size, max_bytes, head)
+        head = read_at_most(tar.extractfile(member), head_size(max_bytes))
+        problem = too_big(f"member {member.name}", member.size, max_bytes, head)
         return SourcePacket(base, head, None, problem=problem, original_size=member.size)
-    return SourcePacket(base, _read_at_most(tar.extractfile(member), member.size), None)
+    return SourcePacket(base, read_at_most(tar.extractfile(member), member.size), None)
 
 
 def simulated_alerts(n_alerts: int, *, night: dt.date, seed: int = 0, **simulate_options) -> Iterator:
@@ -323,15 +194,10 @@ def simulated_packets(
     is the moment of release.
     """
     alerts = simulated_alerts(n_alerts, night=night, seed=seed, **simulate_options)
-    start = time.monotonic()
-    first_jd = None
+    if speed:
+        alerts = pace_by_jd(alerts, speed, stop=stop)
     for alert in alerts:
-        if speed:
-            first_jd = alert.jd if first_jd is None else first_jd
-            due = start + (alert.jd - first_jd) * 86400.0 / speed
-            if _wait_until(due, stop):
-                return
-        elif stop is not None and stop.is_set():
+        if stop is not None and stop.is_set():
             return
         yield SourcePacket(f"{alert.candid}.avro", alert.packet, _now_ms())
 
@@ -374,107 +240,6 @@ def _wait_until(due: float, stop: threading.Event | None) -> bool:
             return stop.wait(delay)
         time.sleep(delay)
     return stop is not None and stop.is_set()
-
-
-class DropFolder:
-    """A folder the alert pipeline writes packet files into, watched live, oldest file first.
-
-    Picks up complete ``*.avro`` files only (writers write ``.tmp`` or dotfiles and rename, so a file is
-    never read half-written), each read as `read_packet_file` reads it: no link followed out of the folder, no
-    file read past ``max_bytes``. The night ends when the pipeline writes the marker file ``NIGHT_DONE``: the
-    folder is scanned once more after the marker is seen, so every file written before it is published.
-    Setting ``stop`` ends iteration at once (a pause: unread files stay for the next run).
-
-    A file is settled only after Kafka acknowledged its packet: removed, or moved into ``done_folder`` when
-    one is given; a rejected packet's file is moved to ``<folder>/rejected/`` so an operator can look at it
-    (its bytes are also in the rejected topic, but an oversize one only in part).
-    """
-
-    def __init__(
-        self,
-        folder: str | Path,
-        *,
-        stop: threading.Event | None = None,
-        done_folder: str | Path | None = None,
-        wait_for_done: bool = True,
-        max_bytes: int = DEFAULT_MAX_PACKET_BYTES,
-    ):
-        self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise SourceError(f"drop folder {self.folder} does not exist or is not a folder; create it first")
-        self.stop = stop or threading.Event()
-        self.done_folder = Path(done_folder) if done_folder else None
-        self.rejected_folder = self.folder / "rejected"
-        self.wait_for_done = wait_for_done
-        self.max_bytes = max_bytes
-        self._in_flight: set[str] = set()
-        self.settle_errors = 0
-
-    @property
-    def marker(self) -> Path:
-        return self.folder / NIGHT_DONE
-
-    def _scan(self) -> list[tuple[int, str]]:
-        found = []
-        try:
-            with os.scandir(self.folder) as entries:
-                for entry in entries:
-                    if entry.name in self._in_flight or not _is_packet_file(entry.name):
-                        continue
-                    try:  # a link is judged when it is read (never followed out of the folder)
-                        if entry.is_symlink() or not entry.is_dir():
-                            found.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.name))
-                    except FileNotFoundError:
-                        continue
-        except OSError as e:
-            raise SourceError(f"listing drop folder {self.folder} failed: {e}") from e
-        found.sort()
-        return found
-
-    def __iter__(self) -> Iterator[SourcePacket | None]:
-        while not self.stop.is_set():
-            done = not self.wait_for_done or self.marker.exists()  # before the scan: files older than it are seen
-            found = self._scan()
-            if not found:
-                if done:
-                    return
-                yield None  # idle: the caller serves Kafka callbacks, then asks again
-                continue
-            for mtime_ns, name in found:
-                if self.stop.is_set():
-                    return
-                item = read_packet_file(self.folder / name, self.folder, self.max_bytes)
-                if item is None:
-                    continue  # removed by someone else since the scan
-                self._in_flight.add(name)
-                yield replace(item, produced_ms=mtime_ns // 1_000_000)
-
-    def settle(self, item: SourcePacket, rejected: bool) -> None:
-        """Kafka has the packet: remove its file (or move it to the done or rejected folder)."""
-        if item.path is None:
-            return
-        try:
-            if rejected:
-                if self.rejected_folder.is_symlink():  # never move a file out of the folder through a link
-                    raise OSError(f"{self.rejected_folder} is a symbolic link; make it a plain folder")
-                self.rejected_folder.mkdir(exist_ok=True)
-                os.replace(item.path, self.rejected_folder / item.name)
-            elif self.done_folder is not None:
-                self.done_folder.mkdir(parents=True, exist_ok=True)
-                os.replace(item.path, self.done_folder / item.name)
-            else:
-                item.path.unlink(missing_ok=True)
-        except OSError as e:
-            # the packet is safe in Kafka; a leftover file only means a duplicate (same candid) after a restart
-            self.settle_errors += 1
-            _log.warning("could not settle %s after Kafka acknowledged it: %s", item.path, e)
-        finally:
-            self._in_flight.discard(item.name)
-
-    def retire_marker(self, night: dt.date) -> None:
-        """Rename ``NIGHT_DONE`` to ``NIGHT_DONE.<YYYYMMDD>`` once the night is closed, so it cannot end the next."""
-        if self.marker.exists():
-            os.replace(self.marker, self.folder / f"{NIGHT_DONE}.{format_night(night)}")
 
 
 @dataclass(frozen=True)
@@ -549,13 +314,15 @@ class SourceSpec:
         stop: threading.Event | None = None,
         storage_options: dict | None = None,
         max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES,
-    ):
+    ) -> PacketSource:
         """The packets, as the publisher takes them; no file or member is read past ``max_packet_bytes``."""
         if self.kind == "drop-folder":
             return DropFolder(self.location, stop=stop, done_folder=self.done_folder, max_bytes=max_packet_bytes)
         if self.kind == "folder":
-            return folder_packets(self.location, max_packet_bytes)
+            return Packets(folder_packets(self.location, max_packet_bytes))
         if self.kind == "tarball":
-            return _not_empty(tarball_packets(self.location, storage_options, max_packet_bytes), self.location)
+            return Packets(_not_empty(tarball_packets(self.location, storage_options, max_packet_bytes), self.location))
         packets = simulated_packets(self.alerts, night=night, seed=self.seed, speed=self.speed, stop=stop)
-        return paced(packets, rate_per_minute=self.rate_per_minute, stop=stop) if self.rate_per_minute else packets
+        return Packets(
+            paced(packets, rate_per_minute=self.rate_per_minute, stop=stop) if self.rate_per_minute else packets
+        )

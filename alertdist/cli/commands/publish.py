@@ -109,65 +109,82 @@ def _simulate(args, settings: Settings) -> int:
     return 0
 
 
+def _night_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--night",
+        metavar="YYYYMMDD",
+        type=parsing.night,
+        help="the night (default: the one starting this evening or under way at the site, $ALERTDIST_SITE_TIMEZONE)",
+    )
+
+
+def _topic_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--partitions", type=int, default=14, help="partitions per programme topic (default 14, ZTF's)")
+    p.add_argument("--replication-factor", type=int, help="default: the cluster size, up to 3")
+    p.add_argument("--retention-days", type=float, default=7.0, help="how long Kafka keeps the night (default 7)")
+
+
+#: `alertdist publish`'s options beside its source, as (flag, add_argument's keywords).
+_PUBLISH_OPTIONS = (
+    ("--seed", dict(type=int, default=0, help="seed of the simulated night (default 0)")),
+    ("--speed", dict(type=float, help="with --simulate: release exposures at SPEED x real cadence")),
+    ("--rate", dict(type=float, metavar="PER_MINUTE", help="with --simulate: release alerts evenly at this rate")),
+    (
+        "--done-folder",
+        dict(metavar="DIR", help="with --drop-folder: move published files here instead of deleting them"),
+    ),
+    ("--any-night", dict(action="store_true", help="accept packets whose jd lies in another night")),
+    (
+        "--max-packet-bytes",
+        dict(
+            type=int,
+            default=DEFAULT_MAX_PACKET_BYTES,
+            help=f"larger packets are rejected as oversize (default {DEFAULT_MAX_PACKET_BYTES})",
+        ),
+    ),
+    (
+        "--full-check",
+        dict(
+            action="store_true",
+            help="decode every packet whole, not just through candidate (untrusted sources; ~20x the CPU)",
+        ),
+    ),
+    ("--no-close", dict(action="store_true", help="do not mark the night closed at the end")),
+    ("--reopen", dict(action="store_true", help="publish into a night already marked closed")),
+    ("--no-create-topics", dict(action="store_true", help="fail if the night's topics do not exist")),
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    def night_option(p):
-        p.add_argument(
-            "--night",
-            metavar="YYYYMMDD",
-            type=parsing.night,
-            help="the night (default: the one starting this evening or under way at the site, "
-            "$ALERTDIST_SITE_TIMEZONE)",
-        )
-
-    def topic_options(p):
-        p.add_argument("--partitions", type=int, default=14, help="partitions per programme topic (default 14, ZTF's)")
-        p.add_argument("--replication-factor", type=int, help="default: the cluster size, up to 3")
-        p.add_argument("--retention-days", type=float, default=7.0, help="how long Kafka keeps the night (default 7)")
-
     topics = sub.add_parser("topics", help="create a night's Kafka topics")
     actions = topics.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = parsing.command(actions, "create", _create_topics, "create a night's topics (idempotent)", kafka=True)
-    night_option(create)
-    topic_options(create)
+    _night_option(create)
+    _topic_options(create)
+    _register_publish(sub)
+    _register_simulate(sub)
 
+
+def _register_publish(sub: argparse._SubParsersAction) -> None:
     pub = parsing.command(
         sub, "publish", _publish, "publish a night's alert packets to Kafka (drop folder, tarball...)", kafka=True
     )
-    night_option(pub)
+    _night_option(pub)
     what = pub.add_mutually_exclusive_group(required=True)
     what.add_argument("--drop-folder", metavar="DIR", help="watch DIR for *.avro packet files until NIGHT_DONE")
     what.add_argument("--tarball", metavar="FILE|URL", help="a (gzip'd) tarball of packets, streamed")
     what.add_argument("--folder", metavar="DIR", help="every *.avro file of DIR, once")
     what.add_argument("--simulate", type=int, metavar="N", help="a simulated night of N alerts")
-    pub.add_argument("--seed", type=int, default=0, help="seed of the simulated night (default 0)")
-    pub.add_argument("--speed", type=float, help="with --simulate: release exposures at SPEED x real cadence")
-    pub.add_argument(
-        "--rate", type=float, metavar="PER_MINUTE", help="with --simulate: release alerts evenly at this rate"
-    )
-    pub.add_argument(
-        "--done-folder", metavar="DIR", help="with --drop-folder: move published files here instead of deleting them"
-    )
-    pub.add_argument("--any-night", action="store_true", help="accept packets whose jd lies in another night")
-    pub.add_argument(
-        "--max-packet-bytes",
-        type=int,
-        default=DEFAULT_MAX_PACKET_BYTES,
-        help=f"larger packets are rejected as oversize (default {DEFAULT_MAX_PACKET_BYTES})",
-    )
-    pub.add_argument(
-        "--full-check",
-        action="store_true",
-        help="decode every packet whole, not just through candidate (untrusted sources; ~20x the CPU)",
-    )
-    pub.add_argument("--no-close", action="store_true", help="do not mark the night closed at the end")
-    pub.add_argument("--reopen", action="store_true", help="publish into a night already marked closed")
-    pub.add_argument("--no-create-topics", action="store_true", help="fail if the night's topics do not exist")
-    topic_options(pub)
+    for flag, options in _PUBLISH_OPTIONS:
+        pub.add_argument(flag, **options)
+    _topic_options(pub)
     parsing.quiet_option(pub)
 
+
+def _register_simulate(sub: argparse._SubParsersAction) -> None:
     sim = parsing.command(sub, "simulate", _simulate, "write a simulated night of N alert packets into a drop folder")
     sim.add_argument("alerts", type=int, metavar="N", help="number of alerts")
-    night_option(sim)
+    _night_option(sim)
     sim.add_argument("--to", required=True, metavar="DIR", help="the drop folder")
     sim.add_argument("--speed", type=float, help="release exposures at SPEED x real cadence (default: no waiting)")
     sim.add_argument("--seed", type=int, default=0, help="seed (default 0)")

@@ -123,12 +123,14 @@ def _replay(args, settings: Settings) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    listing = parsing.command(
-        sub,
-        "archive-list",
-        _archive_list,
-        "list the nights an archive location holds (folder, s3://, or UW-style HTTP directory)",
-    )
+    _register_listing(sub)
+    _register_download(sub)
+    _register_replay(sub)
+
+
+def _register_listing(sub: argparse._SubParsersAction) -> None:
+    about = "list the nights an archive location holds (folder, s3://, or UW-style HTTP directory)"
+    listing = parsing.command(sub, "archive-list", _archive_list, about)
     listing.add_argument(
         "url", nargs="?", metavar="URL", help="e.g. https://ztf.uw.edu/alerts/public/ or s3://bucket/archive"
     )
@@ -136,6 +138,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         listing, "the archive location, as URL (default $ALERTDIST_ARCHIVE_URL or .alertdist/archive)"
     )
 
+
+def _register_download(sub: argparse._SubParsersAction) -> None:
     download = parsing.command(
         sub, "download", _download, "download a night's tarballs and/or Parquet, resumable and checksum-verified"
     )
@@ -157,13 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parsing.quiet_option(download)
 
-    replay = parsing.command(
-        sub,
-        "replay",
-        _replay,
-        "publish an archived night into a topic, or into a night's programme topics",
-        kafka=True,
-    )
+
+def _register_replay(sub: argparse._SubParsersAction) -> None:
+    about = "publish an archived night into a topic, or into a night's programme topics"
+    replay = parsing.command(sub, "replay", _replay, about, kafka=True)
     replay.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE_HELP)
     where = replay.add_mutually_exclusive_group(required=True)
     where.add_argument("--topic", help="replay everything into this one topic")
