@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from alertdist.atomic import replaced_atomically
 from alertdist.avro.codec import AlertPacketError, PacketInfo, info_problem, peek
 from alertdist.filters import ERROR, MALFORMED, PASSED, REJECTED, AlertFilter, Verdict, load_filter, short_reason
 from alertdist.filters.columnar import IDENTITY_COLUMNS, ColumnarFilterError, select
@@ -251,18 +251,11 @@ def write_table(table: pa.Table, path: str | os.PathLike) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise ValueError(f"cannot write {path}: the table can be written as .parquet or .csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with replaced_atomically(path) as scratch:
         if suffix == ".parquet":
             pq.write_table(table, scratch)
         else:
             pacsv.write_csv(_flat(table), scratch)
-        os.replace(scratch, path)
-    except BaseException:
-        Path(scratch).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import threading
 import time
@@ -15,6 +14,7 @@ import pyarrow as pa
 
 from alertdist.access.listing import ArchiveAccessError, check_sources, open_location
 from alertdist.access.readers import ArchiveReadError, ReadCounts, packets_for_batch, parquet_alerts, read_columns
+from alertdist.atomic import write_atomically
 from alertdist.filters import FilterLookupError, load_filter, named_filter
 from alertdist.filters.batch import BatchResult, passes_table, run_batch, run_columnar, write_table
 from alertdist.filters.columnar import wanted_columns
@@ -229,11 +229,7 @@ def summarise_reanalysis(out: str, rows: list[dict], failures: dict[str, str]) -
         "passed": sum(n["passed"] for n in nights.values()),
         "out": str(out),
     }
-    path = Path(out) / COUNTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.tmp")
-    scratch.write_text(json.dumps(summary, indent=1))
-    os.replace(scratch, path)
+    write_atomically(Path(out) / COUNTS_FILE, json.dumps(summary, indent=1).encode())
     return summary
 
 

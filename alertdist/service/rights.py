@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from alertdist.atomic import write_atomically
 from alertdist.security import ROLES
 
 __all__ = [
@@ -92,12 +92,8 @@ class TokenStore:
         return [_Entry(**e) for e in json.loads(self.path.read_text())["tokens"]]
 
     def _write(self, entries: list[_Entry]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"tokens": [asdict(e) for e in entries]}, f, indent=1)
-        os.replace(temp, self.path)
+        text = json.dumps({"tokens": [asdict(e) for e in entries]}, indent=1)
+        write_atomically(self.path, text.encode(), mode=0o600)  # hashes only, still nobody else's to read
 
     def add(self, name: str, role: str, tier: str = "standard") -> str:
         """Issue a token; returns it (shown once: only its hash is kept)."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from alertdist.atomic import write_atomically
+from alertdist.nights.pacing import pace_by_jd
 from alertdist.simulate.records import SimulatedAlert
 
 __all__ = ["DropCounts", "write_drop_folder"]
@@ -34,7 +35,7 @@ def write_drop_folder(
 ) -> DropCounts:
     """Write each packet as `<candid>.avro` in `folder`, exposure by exposure, at the night's cadence.
 
-    A file appears under its final name only once complete (written as `.<candid>.avro.tmp`, then renamed), so a
+    A file appears under its final name only once complete (written as a dot-file beside it, then renamed: `alertdist.atomic`), so a
     watcher that ignores dot-files never sees a partial packet. With `speed` (e.g. 60 = a minute of night per
     second) exposures are spaced by their jd difference / speed; None writes as fast as possible.
     `progress(files_written, alert)` is called after each file.
@@ -45,22 +46,15 @@ def write_drop_folder(
     folder.mkdir(parents=True, exist_ok=True)
     started = clock()
     files = size = exposures = 0
-    first_jd = last_exposure = None
-    for alert in alerts:
+    last_exposure = None
+    # an exposure's alerts share its jd: pacing by jd holds each exposure back until its time in the night
+    for alert in alerts if speed is None else pace_by_jd(alerts, speed, clock=clock, sleep=sleep):
         if alert.exposure != last_exposure:
             exposures += 1
             last_exposure = alert.exposure
-            if first_jd is None:
-                first_jd = alert.jd
-            elif speed is not None:
-                wait = started + (alert.jd - first_jd) * 86400.0 / speed - clock()
-                if wait > 0:
-                    sleep(wait)
         final = folder / f"{alert.candid}.avro"
-        partial = folder / f".{alert.candid}.avro.tmp"
         try:
-            partial.write_bytes(alert.packet)
-            os.replace(partial, final)
+            write_atomically(final, alert.packet)
         except OSError as e:
             raise OSError(f"cannot write alert {alert.candid} to {final}: {e}") from e
         files += 1
