@@ -20,6 +20,7 @@ archive root and a night, merged into one candid-ordered stream.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import heapq
 import json
 import logging
@@ -468,7 +469,7 @@ def alerts_from(
 def open_sources(
     specs: Iterable[str],
     *,
-    archived_night: str | None = None,
+    archived_night: dt.date | None = None,
     storage_options: dict | None = None,
     prefer: str = "tarball",
     require_checksum: bool = False,
@@ -488,10 +489,9 @@ def open_sources(
     """
     from alertdist.access.listing import ArchiveAccessError, open_location
     from alertdist.access.verified import Spool, refuse_unverified
-    from alertdist.nights.dates import format_night, parse_night
+    from alertdist.nights.dates import format_night
 
-    if archived_night is not None:
-        archived_night = format_night(parse_night(archived_night))
+    label = format_night(archived_night) if archived_night is not None else None
     streams, counts, names = [], [], []
     spool = Spool()
     for spec in specs:
@@ -513,30 +513,26 @@ def open_sources(
             names.append(spec)
             continue
         location = open_location(spec, storage_options)
-        nights = [n.night for n in location.nights()]
+        nights = [format_night(n.night) for n in location.nights()]
         if not nights:  # not an archive root: a Parquet dataset folder, filtered to the night
             refuse_unverified(spec, not require_checksum)
             dataset = open_dataset(spec, storage_options=storage_options, unify=False)
-            if not any(True for _ in dataset.get_fragments(ds.field("night") == archived_night)):
-                raise ArchiveAccessError(
-                    f"{spec} is neither an archive root nor a Parquet dataset with night {archived_night}"
-                )
-            c = ReadCounts(f"{spec} (Parquet, night {archived_night})")
-            streams.append(
-                parquet_alerts(spec, ds.field("night") == archived_night, storage_options=storage_options, counts=c)
-            )
+            if not any(True for _ in dataset.get_fragments(ds.field("night") == label)):
+                raise ArchiveAccessError(f"{spec} is neither an archive root nor a Parquet dataset with night {label}")
+            c = ReadCounts(f"{spec} (Parquet, night {label})")
+            streams.append(parquet_alerts(spec, ds.field("night") == label, storage_options=storage_options, counts=c))
             counts.append(c)
             names.append(c.source)
             continue
-        if archived_night not in nights:
+        if label not in nights:
             raise ArchiveAccessError(
-                f"{spec} has no night {archived_night}; it has {', '.join(nights[-5:])}"
+                f"{spec} has no night {label}; it has {', '.join(nights[-5:])}"
                 + (f" and {len(nights) - 5} earlier" if len(nights) > 5 else "")
             )
         files = location.night_files(archived_night)
         wanted = [f for f in files if f.kind == prefer] or [f for f in files if f.kind == "tarball"]
         if not wanted:
-            raise ArchiveAccessError(f"{spec} lists no file of night {archived_night}")
+            raise ArchiveAccessError(f"{spec} lists no file of night {label}")
         for f in wanted:
             if not (f.md5 or f.sha256):
                 refuse_unverified(location.display(f.path), not require_checksum)
@@ -554,7 +550,7 @@ def open_sources(
 def packets_for_batch(
     specs: Iterable[str],
     *,
-    archived_night: str | None = None,
+    archived_night: dt.date | None = None,
     storage_options: dict | None = None,
     prefer: str = "tarball",
 ) -> tuple[Iterator[tuple[str, bytes]], list[ReadCounts]]:

@@ -140,14 +140,15 @@ def mark_night(bootstrap_servers: str, naming: TopicNaming, state: NightState, *
 
 
 def read_night_state(
-    bootstrap_servers: str, naming: TopicNaming, night: str | dt.date, *, timeout: float = 30.0
+    bootstrap_servers: str, naming: TopicNaming, night: dt.date, *, timeout: float = 30.0
 ) -> NightState | None:
     """The latest state written for ``night``, or None if the night was never opened; a closing (or aborting)
     record written on another cluster (mirrored here) reads as ``mirrored``, never ``closed``: its offsets are not
     this cluster's."""
-    key = night if isinstance(night, str) else format_night(night)
     try:
-        latest = KeyedStateTopic(bootstrap_servers, naming.nights_topic).latest(timeout=timeout).get(key)
+        latest = (
+            KeyedStateTopic(bootstrap_servers, naming.nights_topic).latest(timeout=timeout).get(format_night(night))
+        )
     except KafkaOperationError as e:
         raise NightStateError(str(e), transient=e.transient) from e
     if latest is None:
