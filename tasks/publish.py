@@ -26,7 +26,7 @@ __all__ = ["publish_night"]
 
 @task(**transient_retries([10, 60]))
 def publish_night(
-    settings: Settings, night: dt.date, source: SourceSpec, topics: TopicSettings, check_night: bool = True
+    settings: Settings, night: dt.date, source: SourceSpec, topics: TopicSettings | None, check_night: bool = True
 ) -> dict:
     key = artifact_key(settings.survey, format_night(night))
     progress = ArtifactProgress(f"publish-{key}", f"Publishing night {format_night(night)}")

@@ -30,14 +30,12 @@ from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_top
 from alertdist.security import (
     SecurityError,
     User,
-    add_user,
     filter_service,
     read_users,
-    remove_user,
     scram_client_config,
-    set_password,
 )
 from alertdist.settings import Settings
+from alertdist.users import add_user, remove_user, set_password
 from tests.kafka_support import read_as
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,8 +19,9 @@ from confluent_kafka import KafkaError, TopicPartition
 from alertdist.infra import kafka_local
 from alertdist.kafka.clients import Brokers, admin_client, consumer, producer
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
-from alertdist.security import User, add_user, read_users, remove_user, scram_client_config, secure_night
+from alertdist.security import User, read_users, scram_client_config, secure_night
 from alertdist.settings import Settings
+from alertdist.users import add_user, remove_user
 from tests.kafka_support import read_as
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ from alertdist.kafka.errors import KafkaOperationError
 from alertdist.kafka.producer import CountingProducer
 from alertdist.metrics.catalog import track_replay
 from alertdist.nights.dates import SITES, Site, format_night
-from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, replication_for
+from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics, replication_for
 from alertdist.publish.publisher import (
     HEADER_CANDID,
     HEADER_PRODUCED_MS,
@@ -40,7 +40,7 @@ from alertdist.publish.publisher import (
     publish,
 )
 from alertdist.publish.sources import SourcePacket
-from alertdist.security import open_night
+from alertdist.security import secure_night
 
 __all__ = [
     "ReplayError",
@@ -274,7 +274,8 @@ def replay_into_night(
     """
     stop = stop or threading.Event()
     if topic_settings is not None:
-        open_night(bootstrap_servers, naming, night, topic_settings)  # a replayed night is readable by the same roles
+        ensure_night_topics(admin_client(bootstrap_servers), naming, night, topic_settings)
+        secure_night(bootstrap_servers, naming, night)  # a replayed night is readable by the same roles
     stream = paced_by_jd(alerts, speed, stop=stop) if speed else alerts
 
     source = _Guarded(stream, stop)

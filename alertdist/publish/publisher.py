@@ -374,7 +374,7 @@ def publish(
     )
     track_publisher(night_text, run)  # read at scrape time: nothing added per packet
     run.check_topics()
-    state = retry_call("reading the night's state", read_night_state, bootstrap_servers, naming, night_text)
+    state = retry_call("reading the night's state", read_night_state, bootstrap_servers, naming, night)
     if state is not None and state.ended and not reopen:  # closed, or aborted after a failure
         raise PublishError(
             f"night {night_text} is already {state.state} ({state.total_messages()} messages at "
