@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 
 from alertdist.cli import parsing
@@ -107,8 +106,7 @@ def _replay(args, settings: Settings) -> int:
         reopen=args.reopen,
         allow_unverified=args.allow_unverified,
     )
-    stop = threading.Event()
-    with stop_on_signals(stop):
+    with stop_on_signals() as stop:
         done = replay(
             settings, request, progress=ProgressLine(f"replaying into {request.destination}", args.quiet), stop=stop
         )
