@@ -38,7 +38,7 @@ from alertdist.flows.filter_night import filter_night
 from alertdist.flows.publish import publish_night
 from alertdist.flows.topics import create_night_topics
 from alertdist.jobs.logins import logins_out_of_environment, stage_logins, use_logins
-from alertdist.jobs.usage import process_usage
+from alertdist.metrics.usage import process_usage
 from alertdist.nights.dates import Night, format_night
 from alertdist.nights.report import NightReconciliationError
 from alertdist.security import ARCHIVER, PUBLISHER, filter_service

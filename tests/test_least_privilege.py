@@ -47,7 +47,7 @@ REAUTH_MS = 3000  # this cluster's; the default is kafka_local.REAUTH_MS
 @pytest.fixture(scope="module")
 def started(tmp_path_factory):
     """A secure-only node, and every command line `kafka_local.start` ran to format and start it."""
-    libs = Settings.from_env().kafka_home / "libs"
+    libs = Settings.load().kafka_home / "libs"
     kafka_local.install(libs, log=lambda *_: None)
     home = tmp_path_factory.mktemp("least-privilege")
     (home / "libs").symlink_to(libs, target_is_directory=True)

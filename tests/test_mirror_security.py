@@ -39,7 +39,7 @@ READER, READER_PASSWORD = "alice", "alice-reads-programme-one"
 def secure_clusters(tmp_path_factory):
     """Two fresh secure_only clusters (each its own CA and admin) on free ports."""
     folder = tmp_path_factory.mktemp("secure-two-tier")
-    libs = Settings.from_env().kafka_home / "libs"
+    libs = Settings.load().kafka_home / "libs"
     try:
         yield TwoTier(
             *(

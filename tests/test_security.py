@@ -31,7 +31,7 @@ PASSWORD = "correct horse battery staple"
 
 def start_secure_test_cluster(folder: Path, security: str = "sasl_ssl") -> kafka_local.KafkaCluster:
     """One secured node on free ports in ``folder``, using the project's installed jars."""
-    libs = Settings.from_env().kafka_home / "libs"
+    libs = Settings.load().kafka_home / "libs"
     kafka_local.install(libs, log=lambda *_: None)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "libs").symlink_to(libs, target_is_directory=True)

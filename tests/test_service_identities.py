@@ -34,7 +34,7 @@ SERVICES = ["publisher", "archiver", "replay", filter_service("bright"), filter_
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    libs = Settings.from_env().kafka_home / "libs"
+    libs = Settings.load().kafka_home / "libs"
     folder = tmp_path_factory.mktemp("secure-only")
     cluster = kafka_local.start_on_free_ports(folder, libs=libs, security="secure_only", log=lambda *_: None)
     try:
