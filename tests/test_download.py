@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from alertdist.access import ArchiveAccessError, ChecksumMismatchError, download_night, list_nights
+from alertdist.access.names import ArchiveNameError, archive_name
 from alertdist.access.readers import open_sources
 from alertdist.archive import ArchiveOptions, archive_night
 from alertdist.archive.tarball import read_members
@@ -326,6 +327,22 @@ def test_a_file_without_any_checksum_is_refused_unless_allowed(archive_root, tmp
 def test_a_missing_night_says_where_to_look(archive_root, http):
     with pytest.raises(ArchiveAccessError, match="archive-list"):
         download_night(dt.date(2020, 1, 1), http.url, "/nonexistent")
+
+
+def test_a_name_whose_digits_are_no_date_is_passed_over_and_nights_are_dates(archive_root, tmp_path):
+    """The archiver never writes ztf_public_20231399: listing passes over it, and no download can ask for it."""
+    root, _ = archive_root
+    shutil.copy(root / UW_NAME, tmp_path / UW_NAME)
+    (tmp_path / "ztf_public_20231399.tar.gz").write_bytes((root / UW_NAME).read_bytes())
+    (tmp_path / "parquet" / "night=20230230").mkdir(parents=True)
+    listed = list_nights(str(tmp_path))
+    assert [(n.night, sorted(n.tarballs), n.parquet) for n in listed] == [(UW_NIGHT, [UW_NAME], False)]
+    assert listed[0].describe().startswith("20180819  1 tarball(s)")
+    with pytest.raises(ArchiveNameError, match="not a name an archive writes"):
+        archive_name("ztf_public_20231399.tar.gz")
+    assert archive_name(UW_NAME, night=UW_NIGHT).night == UW_NIGHT
+    report = download_night(UW_NIGHT, str(tmp_path), tmp_path / "out", require_checksum=False)
+    assert report.night == UW_NIGHT and [f.path for f in report.files] == [UW_NAME]
 
 
 def test_the_archive_list_and_download_commands(archive_root, http, tmp_path, capsys):
