@@ -72,11 +72,16 @@ class NightListing:
     parquet: bool = False
     manifests: list[str] = field(default_factory=list)  # paths
 
+    @property
+    def label(self) -> str:
+        """The night as the archive's names write it (``YYYYMMDD``)."""
+        return format_night(self.night)
+
     def describe(self) -> str:
         sizes = [f.size for f in self.tarballs.values()]
         size = f", {sum(sizes) / 1e6:,.1f} MB" if sizes and None not in sizes else ""
         return (
-            f"{format_night(self.night)}  {len(self.tarballs)} tarball(s){size}  parquet: {'yes' if self.parquet else 'no'}"
+            f"{self.label}  {len(self.tarballs)} tarball(s){size}  parquet: {'yes' if self.parquet else 'no'}"
             f"  manifest: {'yes' if self.manifests else 'no'}  ({', '.join(sorted(self.tarballs)) or '-'})"
         )
 
