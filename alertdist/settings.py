@@ -206,11 +206,6 @@ class Settings(BaseSettings):
         """The night starting this evening, or under way, at the site: the one rule for a default night."""
         return tonight(self.site, now)
 
-    @classmethod
-    def from_env(cls) -> Settings:
-        """The environment's settings (`load` without overrides)."""
-        return cls.load()
-
 
 def _login(servers: str, logins: dict[str, KafkaLogin], ca: Path | None, service: str, *, public: bool) -> Brokers:
     if not logins:

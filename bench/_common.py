@@ -28,7 +28,7 @@ def say(text: str) -> None:
 
 def kafka_libs() -> Path:
     """The project's installed Kafka jars."""
-    return Settings.from_env().kafka_home / "libs"
+    return Settings.load().kafka_home / "libs"
 
 
 def start_cluster(folder: Path, heap: str = "384m") -> kafka_local.KafkaCluster:

@@ -257,7 +257,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    settings = Settings.from_env()
+    settings = Settings.load()
     libs = settings.kafka_home / "libs"
     kafka_local.install(libs, log=lambda *_: None)
     if args.pool:

@@ -118,7 +118,7 @@ def bench_archive(folder: Path, alerts: int, nights: int, seed: int) -> tuple[Pa
 def archive_simulated_night(root: Path, night: dt.date, n: int, seed: int, batch: int = 2000) -> None:
     """Stream a simulated night into one tarball and one Parquet file per programme (the archive's layout)."""
     started, writers = time.monotonic(), {}
-    naming = Settings.from_env().naming
+    naming = Settings.load().naming
     scratch = Path(tempfile.mkdtemp(prefix="bench-reanalysis-"))
     try:
         for made, alert in enumerate(simulate_night(n, night=night, seed=seed), 1):
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
-    root, nights = bench_archive(Settings.from_env().home / "bench", args.alerts, args.nights, args.seed)
+    root, nights = bench_archive(Settings.load().home / "bench", args.alerts, args.nights, args.seed)
     say(f"archive {root}: {len(nights)} nights")
 
     per_alert, columnar = [], []

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compression", default="none", choices=["none", "lz4"], help="for both (a) and (b)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
-    settings = Settings.from_env()
+    settings = Settings.load()
 
     say(f"tarball of a simulated night of {args.alerts} alerts...")
     tarball = night_tarball(settings.home / "bench", args.alerts, args.seed)

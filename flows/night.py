@@ -38,7 +38,7 @@ from alertdist.flows.filter_night import filter_night
 from alertdist.flows.publish import publish_night
 from alertdist.flows.topics import create_night_topics
 from alertdist.jobs.logins import logins_out_of_environment, stage_logins, use_logins
-from alertdist.jobs.usage import process_usage
+from alertdist.metrics.usage import process_usage
 from alertdist.nights.dates import Night, format_night
 from alertdist.nights.report import NightReconciliationError
 from alertdist.security import ARCHIVER, PUBLISHER, filter_service
@@ -132,12 +132,10 @@ def night(
         secure_night_downstream(settings, night)
     create_night_topics(partitions=partitions, **common)
     with logins_out_of_environment():
-        return _stages(
-            settings, night, source, speed, filters, filter_parallelism, filter_deadline_s, partitions, readers
-        )
+        return _stages(settings, night, source, speed, filters, filter_parallelism, filter_deadline_s, readers)
 
 
-def _stages(settings, night, source, speed, filters, filter_parallelism, filter_deadline_s, partitions, readers):
+def _stages(settings, night, source, speed, filters, filter_parallelism, filter_deadline_s, readers):
     """The night's stages once its topics exist: publisher and filters at once, then the archive; the report."""
     two_tier = "public_bootstrap_servers" in readers
     common = {k: readers[k] for k in ("night", "bootstrap_servers", "survey")}
@@ -154,7 +152,7 @@ def _stages(settings, night, source, speed, filters, filter_parallelism, filter_
             parameters = dict(filter_name=chosen, parallelism=filter_parallelism, batch_deadline_s=filter_deadline_s)
             login = stage_logins(settings, filter_service(name), public=bool(two_tier))
             running[name] = stage.submit(f"filter-{name}", "filter", {**parameters, **readers}, login)
-        publishing = dict(source=source, speed=speed, partitions=partitions, **common)
+        publishing = dict(source=source, speed=speed, partitions=None, **common)  # opened at dusk: only checked
         try:
             published, usage = stage.submit(
                 "publish", "publish", publishing, stage_logins(settings, PUBLISHER)

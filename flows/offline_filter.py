@@ -37,7 +37,7 @@ def offline_filter(
     if nights:
         units, missing = reanalysis_units(settings, parse_nights(nights), archive, programmes)
         runner = dask_runner(settings, workers)
-        return reanalyse.with_options(task_runner=runner)(settings, filter_name, units, out, columnar, missing)
+        return reanalyse.with_options(task_runner=runner)(filter_name, units, out, columnar, missing)
     if not sources:
         raise ValueError("give nights (a reanalysis of the archive) or sources (archived files) to filter")
     return filter_archived(settings, filter_name, sources, out, archived_night, from_parquet)

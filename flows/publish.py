@@ -23,11 +23,13 @@ def publish_night(
     speed: float | None = None,
     check_night: bool = True,
     done_folder: str | None = None,
-    partitions: int = 14,
+    partitions: int | None = 14,
     bootstrap_servers: str | None = None,
     survey: str | None = None,
 ) -> dict:
-    """Publish ``source`` into ``night`` (YYYYMMDD; default tonight at the site) and close the night."""
+    """Publish ``source`` into ``night`` (YYYYMMDD; default tonight at the site) and close the night; with
+    ``partitions`` None the night was opened already (the night flow's dusk step) and is only checked to be."""
     settings = Settings.load(bootstrap_servers=bootstrap_servers, survey=survey)
     spec = SourceSpec.parse(source, speed=speed, done_folder=done_folder)
-    return publish(settings, night or settings.tonight(), spec, TopicSettings(partitions=partitions), check_night)
+    topics = TopicSettings(partitions=partitions) if partitions is not None else None
+    return publish(settings, night or settings.tonight(), spec, topics, check_night)

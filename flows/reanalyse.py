@@ -3,6 +3,9 @@
 `offline_filter` runs it with Prefect's Dask task runner (a local cluster, or the one at ``dask_address``). Each
 file's passes land in ``out`` as their task finishes; a file that fails after its retries is reported in the
 summary and the run fails at the end, the other nights' passes kept.
+
+Like every flow it takes plain parameters, never a `Settings` (a parameter is recorded by Prefect, and settings
+may hold Kafka passwords): it loads the settings itself, without any login, for workers that never talk to Kafka.
 """
 
 from __future__ import annotations
@@ -20,11 +23,9 @@ class ReanalysisFailedError(RuntimeError):
 
 
 @flow(name="reanalyse", flow_run_name="reanalyse-{filter_name}")
-def reanalyse(
-    settings: Settings, filter_name: str, units: list[Unit], out: str, columnar: bool, missing: dict[str, str]
-) -> dict:
+def reanalyse(filter_name: str, units: list[Unit], out: str, columnar: bool, missing: dict[str, str]) -> dict:
     progress = ArtifactProgress(artifact_key("reanalysis", filter_name, "progress"), f"Filter {filter_name}")
-    shipped = settings.without_logins()  # the Dask workers read archives: they get no Kafka password
+    shipped = Settings.load().without_logins()  # the Dask workers read archives: they get no Kafka password
     futures = [filter_unit.submit(shipped, filter_name, unit, out, columnar) for unit in units]
     rows, failures = wait_for_units(futures, units, progress)
     summary = summarise_reanalysis(filter_name, out, rows, {**missing, **failures})

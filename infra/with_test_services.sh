@@ -14,7 +14,7 @@ stop_services() {
 }
 trap stop_services EXIT
 
-libs=$($BIN/python -c 'from alertdist.settings import Settings; print(Settings.from_env().kafka_home / "libs")')
+libs=$($BIN/python -c 'from alertdist.settings import Settings; print(Settings.load().kafka_home / "libs")')
 echo "Starting a test Kafka broker on free ports ..."
 bootstrap=$($BIN/python -m alertdist.infra.kafka_local start-on-free-ports "$scratch/kafka" --libs "$libs" 2>"$scratch/start.log") || {
   cat "$scratch/start.log" >&2

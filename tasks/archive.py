@@ -7,7 +7,6 @@ Every write is atomic and a re-run rewrites identical files, so a retry (or a ba
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
@@ -37,8 +36,7 @@ def archive_night(
 ) -> dict:
     label = format_night(night)
     progress = ArtifactProgress(artifact_key("archive", settings.survey, label), f"Archiving night {label}")
-    stop = threading.Event()
-    with stop_on_signals(stop):
+    with stop_on_signals() as stop:
         manifest = archive.archive_night(
             settings,
             night,

@@ -51,7 +51,6 @@ def close_night_downstream(settings: Settings, night: dt.date, timeout_s: float 
     """The night's closing record on the public cluster; the mirror's lag shown as it goes."""
     label = format_night(night)
     progress = ArtifactProgress(artifact_key("mirror-lag", settings.survey, label), f"Mirror lag, night {label}")
-    stop = threading.Event()
-    with stop_on_signals(stop):
+    with stop_on_signals() as stop:
         state = mirror.close_night_downstream(settings, night, progress=progress, stop=stop, timeout=timeout_s)
     return {"alerts": state.total_messages(), "end_offsets": state.end_offsets}

@@ -7,7 +7,6 @@ republishes a whole simulated night or tarball (same candids: the archiver drops
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
@@ -26,12 +25,11 @@ __all__ = ["publish_night"]
 
 @task(**transient_retries([10, 60]))
 def publish_night(
-    settings: Settings, night: dt.date, source: SourceSpec, topics: TopicSettings, check_night: bool = True
+    settings: Settings, night: dt.date, source: SourceSpec, topics: TopicSettings | None, check_night: bool = True
 ) -> dict:
     key = artifact_key(settings.survey, format_night(night))
     progress = ArtifactProgress(f"publish-{key}", f"Publishing night {format_night(night)}")
-    stop = threading.Event()
-    with stop_on_signals(stop):
+    with stop_on_signals() as stop:
         result = publish.publish_night(
             settings, night, source, topics=topics, check_night=check_night, progress=progress, stop=stop
         )

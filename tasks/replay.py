@@ -6,8 +6,6 @@ duplicate candids of a night, a plain topic keeps them.
 
 from __future__ import annotations
 
-import threading
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
@@ -25,8 +23,7 @@ __all__ = ["replay_sources"]
 def replay_sources(settings: Settings, request: replay.ReplayRequest) -> dict:
     label = request.topic or f"{settings.survey}-{format_night(request.night)}"
     progress = ArtifactProgress(artifact_key("replay", label), f"Replaying into {label}")
-    stop = threading.Event()
-    with stop_on_signals(stop):
+    with stop_on_signals() as stop:
         done = replay.replay(settings, request, progress=progress, stop=stop)
     result = done.result
     create_table_artifact(

@@ -36,7 +36,7 @@ MADE_PER_VERSION = 15
 
 def start_test_cluster(folder: Path, brokers: int = 1, heap: str = "384m") -> kafka_local.KafkaCluster:
     """A fresh local cluster in ``folder`` on free ports, using the project's installed jars."""
-    libs = Settings.from_env().kafka_home / "libs"
+    libs = Settings.load().kafka_home / "libs"
     return kafka_local.start_on_free_ports(folder, libs=libs, brokers=brokers, heap=heap, log=lambda *_: None)
 
 

@@ -22,7 +22,7 @@ def two_tier_settings(two_clusters, home: Path, **overrides) -> Settings:
     (home / "kafka").mkdir(parents=True, exist_ok=True)
     libs = home / "kafka" / "libs"
     if not libs.exists():
-        libs.symlink_to(Settings.from_env().kafka_home / "libs", target_is_directory=True)
+        libs.symlink_to(Settings.load().kafka_home / "libs", target_is_directory=True)
     return Settings.load(
         home=home,
         bootstrap_servers=two_clusters.producing.bootstrap_servers,

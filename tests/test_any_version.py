@@ -177,7 +177,7 @@ def test_unshipped_versions_pass_publish_archive_and_both_replays_byte_for_byte(
 def test_unshipped_versions_pass_the_batch_filter_from_tarball_and_parquet(variants, archived):
     naming, root, _ = archived
     for prefer in ("tarball", "parquet"):
-        packets, counts = packets_for_batch([str(root)], archived_night=f"{NIGHT:%Y%m%d}", prefer=prefer)
+        packets, counts = packets_for_batch([str(root)], archived_night=NIGHT, prefer=prefer)
         assert sorted(p for _, p in packets) == sorted(variants) and sum(c.bad for c in counts) == 0, prefer
 
 

@@ -21,17 +21,20 @@ from pathlib import Path
 import pytest
 
 from alertdist.access import ArchiveAccessError, ChecksumMismatchError, download_night, list_nights
+from alertdist.access.names import ArchiveNameError, archive_name
 from alertdist.access.readers import open_sources
 from alertdist.archive import ArchiveOptions, archive_night
 from alertdist.archive.tarball import read_members
 from alertdist.cli.main import main as cli
 from alertdist.infra.s3_local import local_s3
 from alertdist.kafka.clients import admin_client
+from alertdist.nights.dates import format_night
 from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
 from alertdist.publish.publisher import publish
 from alertdist.publish.sources import SourcePacket, simulated_alerts
 
 NIGHT = dt.date(2023, 10, 12)
+UW_NIGHT = dt.date(2018, 8, 19)
 UW_NAME = "ztf_public_20180819.tar.gz"
 
 
@@ -174,7 +177,7 @@ def s3(archive_root):
 
 
 def _listing(nights) -> dict[str, tuple]:
-    return {n.night: (sorted(n.tarballs), n.parquet, len(n.manifests)) for n in nights}
+    return {format_night(n.night): (sorted(n.tarballs), n.parquet, len(n.manifests)) for n in nights}
 
 
 def test_the_same_nights_are_listed_from_a_folder_http_with_and_without_index_pages_and_s3(archive_root, http, s3):
@@ -188,13 +191,13 @@ def test_the_same_nights_are_listed_from_a_folder_http_with_and_without_index_pa
     assert _listing(list_nights(s3[0], s3[1])) == expected
     http.no_index = True  # like a server that shows no folder pages: MD5SUMS names the tarballs
     bare = list_nights(http.url)
-    assert {n.night: sorted(n.tarballs) for n in bare} == {k: v[0] for k, v in expected.items()}
+    assert {format_night(n.night): sorted(n.tarballs) for n in bare} == {k: v[0] for k, v in expected.items()}
     assert all(f.md5 for n in bare for f in n.tarballs.values())
 
 
 def test_download_from_http_verifies_every_file_and_makes_an_archive_root(archive_root, http, uw_tarball, tmp_path):
     root, survey = archive_root
-    report = download_night("20231012", http.url, tmp_path)
+    report = download_night(NIGHT, http.url, tmp_path)
     served = _files(root)
     assert len(report.files) == 6  # three tarballs, three Parquet files
     for f in report.files:
@@ -205,10 +208,10 @@ def test_download_from_http_verifies_every_file_and_makes_an_archive_root(archiv
         f"manifests/{survey}_20231012.json"
     ]
     assert _listing(list_nights(str(tmp_path)))["20231012"][1:] == (True, 1)
-    alerts, counts, _ = open_sources([str(tmp_path)], archived_night="20231012")
+    alerts, counts, _ = open_sources([str(tmp_path)], archived_night=NIGHT)
     assert sum(1 for _ in alerts) == 90 and sum(c.bad for c in counts) == 0
 
-    uw = download_night("20180819", http.url, tmp_path, what=["tarball"])
+    uw = download_night(UW_NIGHT, http.url, tmp_path, what=["tarball"])
     assert [f.checked for f in uw.files] == [("md5",)]  # UW publishes md5 only
     assert (tmp_path / UW_NAME).read_bytes() == uw_tarball.read_bytes()
     sums = (tmp_path / "MD5SUMS").read_text()
@@ -221,7 +224,7 @@ def test_download_from_s3_verifies_and_resumes_a_partial_file(archive_root, s3, 
     name = f"{survey}_public_20231012.tar.gz"
     whole = (root / name).read_bytes()
     (tmp_path / f"{name}.part").write_bytes(whole[: len(whole) // 2])
-    report = download_night("20231012", url, tmp_path, ["tarball", "parquet"], storage_options=options)
+    report = download_night(NIGHT, url, tmp_path, ["tarball", "parquet"], storage_options=options)
     by_path = {f.path: f for f in report.files}
     assert by_path[name].resumed_from == len(whole) // 2 and by_path[name].restarts == 0
     assert report.bytes_fetched == sum(f.size for f in report.files) - len(whole) // 2
@@ -237,7 +240,7 @@ def test_a_connection_cut_mid_file_is_resumed_with_a_range_request(archive_root,
     name = f"{survey}_partnership_20231012.tar.gz"
     size = (root / name).stat().st_size
     http.cut_once[name] = size // 3
-    report = download_night("20231012", http.url, tmp_path, ["tarball"], programmes=[2])
+    report = download_night(NIGHT, http.url, tmp_path, ["tarball"], programmes=[2])
     assert [f.path for f in report.files] == [name]
     assert (tmp_path / name).read_bytes() == (root / name).read_bytes()
     gets = [rng for path, rng in http.requests if path == f"/{name}"]
@@ -252,16 +255,16 @@ def test_an_earlier_part_file_is_resumed_and_a_bad_one_replaced(archive_root, ht
     whole = (root / name).read_bytes()
     part = tmp_path / f"{name}.part"
     part.write_bytes(whole[:1000])
-    first = download_night("20231012", http.url, tmp_path, ["tarball"], programmes=[3])
+    first = download_night(NIGHT, http.url, tmp_path, ["tarball"], programmes=[3])
     assert first.files[0].resumed_from == 1000 and first.files[0].restarts == 0
     assert [rng for path, rng in http.requests if path == f"/{name}"] == ["bytes=1000-"]
 
     (tmp_path / name).unlink()
     part.write_bytes(b"\0" * 1000)  # a part file that is not the start of this file
-    second = download_night("20231012", http.url, tmp_path, ["tarball"], programmes=[3])
+    second = download_night(NIGHT, http.url, tmp_path, ["tarball"], programmes=[3])
     assert second.files[0].restarts == 1 and (tmp_path / name).read_bytes() == whole
 
-    again = download_night("20231012", http.url, tmp_path, ["tarball"], programmes=[3])
+    again = download_night(NIGHT, http.url, tmp_path, ["tarball"], programmes=[3])
     assert again.files[0].already_there and again.bytes_fetched == 0
 
 
@@ -270,7 +273,7 @@ def test_a_server_that_ignores_ranges_gets_the_whole_file_again(archive_root, ht
     name = f"{survey}_caltech_20231012.tar.gz"
     (tmp_path / f"{name}.part").write_bytes((root / name).read_bytes()[:5000])
     http.ignore_range = True
-    report = download_night("20231012", http.url, tmp_path, ["tarball"], programmes=[3])
+    report = download_night(NIGHT, http.url, tmp_path, ["tarball"], programmes=[3])
     assert report.files[0].restarts == 1 and (tmp_path / name).read_bytes() == (root / name).read_bytes()
 
 
@@ -279,14 +282,14 @@ def test_a_corrupted_byte_is_detected_and_nothing_is_kept(archive_root, http, tm
     parquet = "parquet/night=20231012/programid=1/part-0.parquet"
     http.corrupt.add(parquet)
     with pytest.raises(ChecksumMismatchError, match="sha256") as failure:
-        download_night("20231012", http.url, tmp_path, ["parquet"], programmes=[1])
+        download_night(NIGHT, http.url, tmp_path, ["parquet"], programmes=[1])
     assert parquet in str(failure.value)
     assert not (tmp_path / parquet).exists()
     assert not list(tmp_path.rglob("*.part"))
 
     http.corrupt = {UW_NAME}  # UW's tarball: only MD5SUMS to go by, and that is enough
     with pytest.raises(ChecksumMismatchError, match="md5"):
-        download_night("20180819", http.url, tmp_path)
+        download_night(UW_NIGHT, http.url, tmp_path)
     assert not (tmp_path / UW_NAME).exists() and not list(tmp_path.rglob("*.part"))
 
 
@@ -296,15 +299,31 @@ def test_a_file_without_any_checksum_is_refused_unless_allowed(archive_root, tmp
     bare.mkdir()
     shutil.copy(root / UW_NAME, bare / UW_NAME)  # no MD5SUMS, no manifest
     with pytest.raises(ArchiveAccessError, match="no checksum"):
-        download_night("20180819", str(bare), tmp_path / "out")
+        download_night(UW_NIGHT, str(bare), tmp_path / "out")
     assert not (tmp_path / "out" / UW_NAME).exists()
-    report = download_night("20180819", str(bare), tmp_path / "out", require_checksum=False)
+    report = download_night(UW_NIGHT, str(bare), tmp_path / "out", require_checksum=False)
     assert report.files[0].checked == ("size",)
 
 
 def test_a_missing_night_says_where_to_look(archive_root, http):
     with pytest.raises(ArchiveAccessError, match="archive-list"):
-        download_night("20200101", http.url, "/nonexistent")
+        download_night(dt.date(2020, 1, 1), http.url, "/nonexistent")
+
+
+def test_a_name_whose_digits_are_no_date_is_passed_over_and_nights_are_dates(archive_root, tmp_path):
+    """The archiver never writes ztf_public_20231399: listing passes over it, and no download can ask for it."""
+    root, _ = archive_root
+    shutil.copy(root / UW_NAME, tmp_path / UW_NAME)
+    (tmp_path / "ztf_public_20231399.tar.gz").write_bytes((root / UW_NAME).read_bytes())
+    (tmp_path / "parquet" / "night=20230230").mkdir(parents=True)
+    listed = list_nights(str(tmp_path))
+    assert [(n.night, sorted(n.tarballs), n.parquet) for n in listed] == [(UW_NIGHT, [UW_NAME], False)]
+    assert listed[0].describe().startswith("20180819  1 tarball(s)")
+    with pytest.raises(ArchiveNameError, match="not a name an archive writes"):
+        archive_name("ztf_public_20231399.tar.gz")
+    assert archive_name(UW_NAME, night=UW_NIGHT).night == UW_NIGHT
+    report = download_night(UW_NIGHT, str(tmp_path), tmp_path / "out", require_checksum=False)
+    assert report.night == UW_NIGHT and [f.path for f in report.files] == [UW_NAME]
 
 
 def test_the_archive_list_and_download_commands(archive_root, http, tmp_path, capsys):
@@ -330,24 +349,24 @@ def test_the_archive_list_and_download_commands(archive_root, http, tmp_path, ca
 def test_remote_tarballs_and_parquet_are_read_as_streams(archive_root, http, s3, uw_tarball):
     """What a replay or an offline filter reads from a URL: the same alerts as from the local files."""
     root, survey = archive_root
-    local, _, _ = open_sources([str(root)], archived_night="20231012")
+    local, _, _ = open_sources([str(root)], archived_night=NIGHT)
     expected = {a.info.candid: a.packet for a in local}
     assert len(expected) == 90
 
-    over_http, counts, names = open_sources([http.url], archived_night="20231012")
+    over_http, counts, names = open_sources([http.url], archived_night=NIGHT)
     assert {a.info.candid: a.packet for a in over_http} == expected
     assert names == [
         f"{http.url.rstrip('/')}/{survey}_{p}_20231012.tar.gz" for p in ("caltech", "partnership", "public")
     ]
     assert sum(c.good for c in counts) == 90
 
-    over_http, _, _ = open_sources([http.url], archived_night="20231012", prefer="parquet")
+    over_http, _, _ = open_sources([http.url], archived_night=NIGHT, prefer="parquet")
     assert {a.info.candid: a.packet for a in over_http} == expected  # the manifest names the Parquet files
 
     url, options = s3
-    from_s3, _, _ = open_sources([url], archived_night="20231012", storage_options=options)
+    from_s3, _, _ = open_sources([url], archived_night=NIGHT, storage_options=options)
     assert {a.info.candid: a.packet for a in from_s3} == expected
-    parquet, counts, _ = open_sources([url], archived_night="20231012", storage_options=options, prefer="parquet")
+    parquet, counts, _ = open_sources([url], archived_night=NIGHT, storage_options=options, prefer="parquet")
     assert {a.info.candid: a.packet for a in parquet} == expected  # simulated packets re-encode byte for byte
     uw, _, _ = open_sources([f"{http.url}{UW_NAME}"])
     assert sorted(a.packet for a in uw) == sorted(m.data for m in read_members(open(uw_tarball, "rb")))

@@ -65,7 +65,7 @@ def test_a_replay_whose_every_packet_is_rejected_fails_with_the_hint_and_leaves_
     assert code == 1
     assert "every one of the 60 packet(s) read was rejected (60 wrong-night)" in err
     assert "use --night 20231012" in err and "--any-night" in err
-    state = read_night_state(kafka_bootstrap, naming, f"{other:%Y%m%d}")
+    state = read_night_state(kafka_bootstrap, naming, other)
     assert state is None or not state.closed  # never closed empty
 
 

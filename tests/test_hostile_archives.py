@@ -28,10 +28,12 @@ from alertdist.archive.manifest import FORMAT
 from alertdist.archive.tarball import read_members
 from alertdist.cli.main import main as cli
 from alertdist.kafka.clients import admin_client
+from alertdist.nights.dates import parse_night
 from tests.conftest import ARCHIVE_2018
 from tests.kafka_support import read_to_end
 
 NIGHT = "20231012"
+DAY = parse_night(NIGHT)
 TARBALL = f"ztf_public_{NIGHT}.tar.gz"
 
 
@@ -98,9 +100,9 @@ def test_names_the_archive_writes_are_accepted_for_their_night_only(tmp_path):
         f"manifests/ztf_{NIGHT}.json",
         f"parquet/night={NIGHT}/programid=2/part-0.parquet",
     ):
-        assert landing(tmp_path, path, night=NIGHT) == tmp_path / path
+        assert landing(tmp_path, path, night=DAY) == tmp_path / path
     with pytest.raises(ArchiveNameError, match="of night 20231013"):
-        archive_name("ztf_public_20231013.tar.gz", night=NIGHT)
+        archive_name("ztf_public_20231013.tar.gz", night=DAY)
     with pytest.raises(ArchiveNameError, match="not a name"):  # not as the archiver writes a programid
         archive_name(f"parquet/night={NIGHT}/programid=007/part-0.parquet")
     (tmp_path / "parquet").symlink_to(tmp_path.parent)  # a link already in the destination, pointing out
@@ -157,7 +159,7 @@ def test_a_manifest_path_that_names_another_place_is_refused_and_nothing_is_writ
 def test_a_replay_refuses_a_manifest_path_that_names_another_place(tmp_path):
     root = _hostile_folder(tmp_path, "../x", tmp_path)
     with pytest.raises(ArchiveNameError, match="'../x'"):
-        open_sources([str(root)], archived_night=NIGHT)
+        open_sources([str(root)], archived_night=DAY)
 
 
 # --------------------------------------------------------------------------------------------- over HTTP
@@ -238,7 +240,7 @@ def test_an_http_archive_cannot_name_a_file_outside_its_url(tmp_path, serve):
     server = serve(srv)
     out = tmp_path / "out"
     with pytest.raises(ArchiveNameError, match="'../x'"):
-        download_night(NIGHT, f"{server.url}archive/", out / "d")
+        download_night(DAY, f"{server.url}archive/", out / "d")
     assert "/x" not in server.requests and _tree(out) == []
 
 
@@ -279,7 +281,7 @@ def test_a_redirect_within_the_archive_is_followed(tmp_path, serve):
     _write(archive / "moved" / TARBALL, payload)
     server = serve(archive)
     server.redirect[f"/{TARBALL}"] = f"{server.url}moved/{TARBALL}"
-    report = download_night(NIGHT, server.url, tmp_path / "out", ["tarball"])
+    report = download_night(DAY, server.url, tmp_path / "out", ["tarball"])
     assert (tmp_path / "out" / TARBALL).read_bytes() == payload and report.files[0].checked == ("size", "md5", "sha256")
 
 
@@ -305,7 +307,7 @@ def _changing_archive(tmp_path: Path, serve) -> tuple[_Server, bytes, bytes]:
 def test_what_is_produced_is_what_was_verified_read_once(how, tmp_path, serve):
     server, payload, _ = _changing_archive(tmp_path, serve)
     spec = [server.url] if how == "archive root" else [f"{server.url}{TARBALL}"]
-    alerts, counts, names = open_sources(spec, archived_night=NIGHT if how == "archive root" else None)
+    alerts, counts, names = open_sources(spec, archived_night=DAY if how == "archive root" else None)
     produced = sorted(a.packet for a in alerts)
     assert produced == sorted(m.data for m in read_members(io.BytesIO(payload)))
     assert server.requests.count(f"/{TARBALL}") == 1, "one read: the bytes verified are the bytes produced"
@@ -337,7 +339,7 @@ def test_a_spool_is_removed_when_the_stream_is_done(tmp_path, serve, monkeypatch
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     server, _, _ = _changing_archive(tmp_path, serve)
-    alerts, _, _ = open_sources([server.url], archived_night=NIGHT)
+    alerts, _, _ = open_sources([server.url], archived_night=DAY)
     assert sum(1 for _ in alerts) == 30
     assert list((tmp_path / "tmp").iterdir()) == []
 
@@ -371,7 +373,7 @@ def test_a_damaged_file_of_an_archive_root_produces_nothing(tmp_path):
     _write(archive / "manifests" / f"ztf_{NIGHT}.json", _manifest(TARBALL, payload))
     _write(archive / TARBALL, payload[:-1] + bytes([payload[-1] ^ 1]))
     with pytest.raises(ArchiveReadError, match=r"is damaged \(md5 .*sha256"):
-        open_sources([str(archive)], archived_night=NIGHT)
+        open_sources([str(archive)], archived_night=DAY)
 
 
 @pytest.mark.parametrize("over", ["folder", "http"])
@@ -380,15 +382,15 @@ def test_a_listed_file_that_is_missing_is_not_found_not_damaged(over, tmp_path, 
     _write(archive / "manifests" / f"ztf_{NIGHT}.json", _manifest(TARBALL, b"never written"))
     url = str(archive) if over == "folder" else serve(archive).url
     with pytest.raises(ArchiveAccessError, match=f"{TARBALL}: not found") as failure:
-        open_sources([url], archived_night=NIGHT)
+        open_sources([url], archived_night=DAY)
     assert "damaged" not in str(failure.value).replace("not damaged", "")
     with pytest.raises(ArchiveAccessError, match=f"{TARBALL}: not found"):
-        download_night(NIGHT, url, tmp_path / "out")
+        download_night(DAY, url, tmp_path / "out")
 
 
 def test_a_file_that_is_not_an_archive_says_what_a_source_can_be(tmp_path):
     text = _write(tmp_path / "passwd", b"root:x:0:0:root:/root:/bin/bash\n")
-    for night in (None, NIGHT):
+    for night in (None, DAY):
         with pytest.raises(ArchiveAccessError, match="neither an archive root .* a tarball .* nor a Parquet file"):
             check_sources([str(text)], archived_night=night)
 
@@ -413,7 +415,7 @@ def test_a_download_is_synced_and_so_is_its_folder_after_the_rename(tmp_path, mo
 
     monkeypatch.setattr(os, "fsync", watched_fsync)
     monkeypatch.setattr(os, "replace", watched_replace)
-    download_night(NIGHT, str(archive), out, ["tarball"])
+    download_night(DAY, str(archive), out, ["tarball"])
     for final in (out / TARBALL, out / "manifests" / f"ztf_{NIGHT}.json", out / "MD5SUMS"):
         renamed = events.index(("replace", str(final.resolve())))
         assert ("fsync", str(final.parent.resolve())) in events[renamed + 1 :], final
@@ -429,5 +431,5 @@ def test_a_manifest_entry_of_the_wrong_form_is_refused_before_fetching(field, va
     _write(archive / "manifests" / f"ztf_{NIGHT}.json", json.dumps(body).encode())
     _write(archive / TARBALL, payload)
     with pytest.raises(ArchiveAccessError, match=f"has no valid {field}; the manifest is damaged or hostile"):
-        download_night(NIGHT, str(archive), tmp_path / "out")
+        download_night(DAY, str(archive), tmp_path / "out")
     assert not (tmp_path / "out").exists()

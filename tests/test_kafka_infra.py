@@ -22,7 +22,7 @@ def test_broker_is_real_apache_kafka_in_kraft_mode(kafka_bootstrap):
 def test_install_is_a_no_op_the_second_time(tmp_path):
     from alertdist.settings import Settings
 
-    libs = Settings.from_env().kafka_home / "libs"
+    libs = Settings.load().kafka_home / "libs"
     messages = []
     version = kafka_local.install(libs, log=messages.append)
     assert version == kafka_local.kafka_version() and version.startswith("4.")
@@ -86,7 +86,7 @@ def test_the_launcher_runs_a_public_cluster_beside_the_producing_one(tmp_path, m
     from alertdist.settings import Settings
 
     (tmp_path / "kafka").mkdir()
-    (tmp_path / "kafka" / "libs").symlink_to(Settings.from_env().kafka_home / "libs", target_is_directory=True)
+    (tmp_path / "kafka" / "libs").symlink_to(Settings.load().kafka_home / "libs", target_is_directory=True)
     producing, public = kafka_local.free_port(), kafka_local.free_port()
     for name, value in (("HOME", tmp_path), ("KAFKA_PORT", producing), ("PUBLIC_KAFKA_PORT", public)):
         monkeypatch.setenv(f"ALERTDIST_{name}", str(value))

@@ -30,14 +30,12 @@ from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_top
 from alertdist.security import (
     SecurityError,
     User,
-    add_user,
     filter_service,
     read_users,
-    remove_user,
     scram_client_config,
-    set_password,
 )
 from alertdist.settings import Settings
+from alertdist.users import add_user, remove_user, set_password
 from tests.kafka_support import read_as
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +47,7 @@ REAUTH_MS = 3000  # this cluster's; the default is kafka_local.REAUTH_MS
 @pytest.fixture(scope="module")
 def started(tmp_path_factory):
     """A secure-only node, and every command line `kafka_local.start` ran to format and start it."""
-    libs = Settings.from_env().kafka_home / "libs"
+    libs = Settings.load().kafka_home / "libs"
     kafka_local.install(libs, log=lambda *_: None)
     home = tmp_path_factory.mktemp("least-privilege")
     (home / "libs").symlink_to(libs, target_is_directory=True)

@@ -24,7 +24,7 @@ def _series(server, query: str, timeout: float = 60.0) -> list[dict]:
 
 
 def test_a_brokers_jmx_metrics_reach_prometheus_through_the_agent(prometheus, tmp_path):  # noqa: F811
-    libs = (Settings.from_env().kafka_home / "libs").absolute()
+    libs = (Settings.load().kafka_home / "libs").absolute()
     kafka_local.install(libs, log=lambda *_: None)
     home = tmp_path / "kafka"
     home.mkdir()

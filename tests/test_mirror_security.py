@@ -23,8 +23,9 @@ from alertdist.jobs.secure import register_two_tier_services, two_tier_users
 from alertdist.kafka.clients import Brokers, admin_client, consumer, scram_client_config
 from alertdist.nights.topics import MirrorNames, TopicSettings
 from alertdist.publish.sources import SourceSpec
-from alertdist.security import ADMIN, ARCHIVER, MIRROR, PUBLISHER, User, add_user, filter_service
+from alertdist.security import ADMIN, ARCHIVER, MIRROR, PUBLISHER, User, filter_service
 from alertdist.settings import KafkaLogin, Settings
+from alertdist.users import add_user
 from tests.conftest import TwoTier
 from tests.kafka_support import read_as, read_to_end
 from tests.mirror_support import running_mirror, two_tier_settings
@@ -38,7 +39,7 @@ READER, READER_PASSWORD = "alice", "alice-reads-programme-one"
 def secure_clusters(tmp_path_factory):
     """Two fresh secure_only clusters (each its own CA and admin) on free ports."""
     folder = tmp_path_factory.mktemp("secure-two-tier")
-    libs = Settings.from_env().kafka_home / "libs"
+    libs = Settings.load().kafka_home / "libs"
     try:
         yield TwoTier(
             *(

@@ -28,18 +28,21 @@ def _artifact(key: str):
     return asyncio.run(read())
 
 
-def _subflow_names(flow_run_id) -> set[str]:
+def _subflow_runs(flow_run_id) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     async def read():
         async with get_client() as client:
-            runs = await client.read_flow_runs(
+            return await client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
             )
-            return {(r.name, r.state.type.value) for r in runs}
 
     return asyncio.run(read())
+
+
+def _subflow_names(flow_run_id) -> set[str]:
+    return {(r.name, r.state.type.value) for r in _subflow_runs(flow_run_id)}
 
 
 def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(
@@ -65,6 +68,10 @@ def test_a_whole_night_runs_every_stage_balances_and_leaves_artifacts(
     stages = _subflow_names(state.state_details.flow_run_id)
     for prefix in ("topics-20231012", "publish-20231012", "archive-20231012"):
         assert any(name.startswith(prefix) and s == "COMPLETED" for name, s in stages), (prefix, stages)
+    opening = {
+        r.name.split("-")[0]: r.parameters.get("partitions") for r in _subflow_runs(state.state_details.flow_run_id)
+    }
+    assert opening["topics"] == 3 and opening["publish"] is None  # opened once, at dusk; publishing only checks
 
     key = f"{survey}-20231012"
     summary = _artifact(f"night-summary-{key}")

@@ -224,6 +224,23 @@ def test_per_alert_columnar_and_dask_reanalyses_pass_the_same_alerts(name, archi
         assert per_night["units"] == 1 and counts["nights"]["20231012"]["units"] == 3
 
 
+def _subflow_parameters(flow_run_id) -> dict[str, list[str]]:
+    """The parameter names of each flow run started inside ``flow_run_id``, as the Prefect server recorded them."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+            )
+            return {r.name.split("-")[0]: sorted(r.parameters) for r in runs}
+
+    return asyncio.run(read())
+
+
 def test_a_damaged_night_is_retried_and_reported_and_the_others_land(archived, tmp_path, prefect_server):
     from alertdist.flows.offline_filter import offline_filter
 
@@ -244,6 +261,10 @@ def test_a_damaged_night_is_retried_and_reported_and_the_others_land(archived, t
     )
     assert state.is_failed()
     assert "20231011" in state.message and "20231009" in state.message
+    # like every flow's, the reanalysis's recorded parameters are plain values: no Settings, no password
+    assert _subflow_parameters(state.state_details.flow_run_id) == {
+        "reanalyse": ["columnar", "filter_name", "missing", "out", "units"]
+    }
     counts = json.loads((out / "_counts.json").read_text())
     programme = damaged.parent.name.split("=")[1]
     assert set(counts["failed"]) == {"20231009", f"20231011 p{programme}"}

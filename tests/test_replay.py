@@ -127,10 +127,12 @@ def test_replaying_from_parquet_rebuilds_packets_that_decode_to_the_same_records
     originals = {codec.peek(b).candid: b for _, b in uw_tarball_members} | {a.candid: a.packet for a in alerts}
     topic = f"fromparquet_{unique}"
     ensure_topic(kafka_bootstrap, topic, SMALL)
-    for dest, night in ((dest_2018, "20180819"), (dest_sim, "20231012")):
+    for dest, night in ((dest_2018, NIGHT_2018), (dest_sim, NIGHT)):
         stream, counts, names = open_sources([str(dest)], archived_night=night, prefer="parquet")
         result = replay_to_topic(stream, bootstrap_servers=kafka_bootstrap, topic=topic, sources=names, counts=counts)
-        assert result.bad == 0 and names == sorted(str(p) for p in dest.glob(f"parquet/night={night}/*/*.parquet"))
+        assert result.bad == 0 and names == sorted(
+            str(p) for p in dest.glob(f"parquet/night={night:%Y%m%d}/*/*.parquet")
+        )
     messages = read_topic(kafka_bootstrap, topic)
     assert len(messages) == len(originals) == 270
     versions = defaultdict(int)

@@ -35,7 +35,7 @@ def secure_night_run(home: Path, *options: str, used_env: dict | None = None, **
     ports; yields (the Prefect server, the finished command). Stops the server, the secured clusters and any
     MirrorMaker 2 it started. ``used_env``: filled with the command's environment."""
     (home / "kafka").mkdir()
-    (home / "kafka" / "libs").symlink_to(Settings.from_env().kafka_home / "libs", target_is_directory=True)
+    (home / "kafka" / "libs").symlink_to(Settings.load().kafka_home / "libs", target_is_directory=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERTDIST_", "PREFECT_"))}
     # the secure cluster listens on ALERTDIST_KAFKA_PORT + SECURE_PORT_OFFSET.. (controllers + 10000), its Prefect server on
     # ALERTDIST_PREFECT_PORT + 1: both beside the open ones, which this test never starts

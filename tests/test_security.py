@@ -19,8 +19,9 @@ from confluent_kafka import KafkaError, TopicPartition
 from alertdist.infra import kafka_local
 from alertdist.kafka.clients import Brokers, admin_client, consumer, producer
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
-from alertdist.security import User, add_user, read_users, remove_user, scram_client_config, secure_night
+from alertdist.security import User, read_users, scram_client_config, secure_night
 from alertdist.settings import Settings
+from alertdist.users import add_user, remove_user
 from tests.kafka_support import read_as
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ PASSWORD = "correct horse battery staple"
 
 def start_secure_test_cluster(folder: Path, security: str = "sasl_ssl") -> kafka_local.KafkaCluster:
     """One secured node on free ports in ``folder``, using the project's installed jars."""
-    libs = Settings.from_env().kafka_home / "libs"
+    libs = Settings.load().kafka_home / "libs"
     kafka_local.install(libs, log=lambda *_: None)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "libs").symlink_to(libs, target_is_directory=True)

@@ -364,7 +364,7 @@ def test_files_with_ranges_and_download_resumes_against_the_service(archived, se
     assert part.headers["content-range"] == f"bytes 100-199/{len(whole)}"
     assert _get(base, f"files/{name}", headers={"Range": f"bytes={len(whole)}-"}).status_code == 416
     (tmp_path / f"{name}.part").write_bytes(whole[:1000])
-    report = download_night(LABEL, f"{base}files/", tmp_path, programmes=[1])
+    report = download_night(NIGHT, f"{base}files/", tmp_path, programmes=[1])
     by_path = {f.path: f for f in report.files}
     assert by_path[name].resumed_from == 1000 and (tmp_path / name).read_bytes() == whole
     parquet = f"parquet/night={LABEL}/programid=1/part-0.parquet"
@@ -379,7 +379,7 @@ def test_replay_and_batch_filters_read_a_night_through_the_service(archived, ser
 
     _, _, messages = archived
     base, _ = service
-    alerts, counts, _ = open_sources([f"{base}files/"], archived_night=LABEL)
+    alerts, counts, _ = open_sources([f"{base}files/"], archived_night=NIGHT)
     read = {a.info.candid: a.packet for a in alerts}
     assert read == messages[1]
     assert sum(c.bad for c in counts) == 0

@@ -21,9 +21,10 @@ from confluent_kafka.admin import NewTopic
 
 from alertdist.infra import kafka_local
 from alertdist.kafka.clients import Brokers, admin_client, producer
-from alertdist.nights.topics import TopicNaming, TopicSettings
-from alertdist.security import SecurityError, User, add_user, filter_service, open_night, service_user, set_password
+from alertdist.nights.topics import TopicNaming, TopicSettings, ensure_night_topics
+from alertdist.security import SecurityError, User, filter_service, secure_night, service_user
 from alertdist.settings import Settings, login_variable
+from alertdist.users import add_user, set_password
 from tests.kafka_support import read_as
 
 NIGHT = dt.date(2023, 10, 12)
@@ -33,7 +34,7 @@ SERVICES = ["publisher", "archiver", "replay", filter_service("bright"), filter_
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    libs = Settings.from_env().kafka_home / "libs"
+    libs = Settings.load().kafka_home / "libs"
     folder = tmp_path_factory.mktemp("secure-only")
     cluster = kafka_local.start_on_free_ports(folder, libs=libs, security="secure_only", log=lambda *_: None)
     try:
@@ -49,7 +50,8 @@ def night(cluster):
     admin = Brokers(cluster.bootstrap_servers, cluster.admin_config)
     for service in SERVICES:
         add_user(admin, naming, service_user(service), PASSWORD)
-    open_night(admin, naming, NIGHT, TopicSettings(partitions=1))
+    ensure_night_topics(admin_client(admin), naming, NIGHT, TopicSettings(partitions=1))
+    secure_night(admin, naming, NIGHT)
     settings = Settings.load(
         bootstrap_servers=cluster.bootstrap_servers,
         survey=naming.survey,

@@ -13,6 +13,7 @@ what was downloaded), so `alertdist archive-list`, the readers and `alertdist re
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 from alertdist.access.listing import ArchiveAccessError, ArchiveLocation, RemoteFile, open_location
 from alertdist.access.names import landing
 from alertdist.archive.tarball import MD5SUMS, md5sums_text, parse_md5sums
-from alertdist.nights.dates import format_night, parse_night
+from alertdist.nights.dates import format_night
 from alertdist.nights.topics import DEFAULT_PROGRAMMES
 
 __all__ = [
@@ -74,7 +75,7 @@ class DownloadedFile:
 
 @dataclass
 class DownloadReport:
-    night: str
+    night: dt.date
     source: str
     folder: Path
     files: list[DownloadedFile] = field(default_factory=list)
@@ -246,16 +247,17 @@ def _wanted(
 
 
 def _save_indexes(
-    location: ArchiveLocation, folder: Path, night: str, done: list[DownloadedFile], survey: str | None
+    location: ArchiveLocation, folder: Path, night: dt.date, done: list[DownloadedFile], survey: str | None
 ) -> None:
     """Keep the night's manifest and the md5 of each tarball beside them, so the folder is an archive root."""
+    label = format_night(night)
     names = [
         n
         for n in location.listdir("manifests")
-        if n.endswith(f"_{night}.json") and (survey is None or n.startswith(f"{survey}_"))
+        if n.endswith(f"_{label}.json") and (survey is None or n.startswith(f"{survey}_"))
     ]
     if not names:  # no folder listing (an HTTP server without index pages): the tarballs name the survey
-        names = sorted({f"{f.path.split('_', 1)[0]}_{night}.json" for f in done if "/" not in f.path})
+        names = sorted({f"{f.path.split('_', 1)[0]}_{label}.json" for f in done if "/" not in f.path})
     for name in names:
         raw = location.read_bytes(f"manifests/{name}")
         if raw is not None:
@@ -289,7 +291,7 @@ def _rename_durably(written: Path, final: Path) -> None:
 
 
 def download_night(
-    night: str,
+    night: dt.date,
     from_url: str,
     to_dir: str | os.PathLike,
     what: Iterable[str] = KINDS,
@@ -321,13 +323,12 @@ def download_night(
     DownloadError
         A file could not be fetched in ``attempts`` tries (its ``.part`` is kept to resume).
     """
-    night = format_night(parse_night(night))
     started = time.monotonic()
     location = open_location(from_url, storage_options)
     files = _wanted(location.night_files(night, survey), what, programmes, programme_names or DEFAULT_PROGRAMMES)
     if not files:
         raise ArchiveAccessError(
-            f"{from_url} has no {'/'.join(what)} file for night {night}"
+            f"{from_url} has no {'/'.join(what)} file for night {format_night(night)}"
             + (f" and programmes {sorted(programmes)}" if programmes else "")
         )
     unverifiable = [f.path for f in files if not (f.md5 or f.sha256)]

@@ -13,6 +13,7 @@ with the size, md5 and sha256 of every file of the night. UW's archive has only 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from alertdist.access.names import MANIFEST_NAME, NIGHT_FOLDER, TARBALL_NAME, ar
 from alertdist.archive.manifest import NightManifest
 from alertdist.archive.storage import open_filesystem
 from alertdist.archive.tarball import MD5SUMS, parse_md5sums
+from alertdist.nights.dates import format_night, parse_night
 from alertdist.publish.sources import require_location
 
 __all__ = [
@@ -66,16 +68,21 @@ class RemoteFile:
 class NightListing:
     """A night at one location: its tarballs, whether it has Parquet, where its manifest is."""
 
-    night: str
+    night: dt.date
     tarballs: dict[str, RemoteFile] = field(default_factory=dict)  # file name -> file
     parquet: bool = False
     manifests: list[str] = field(default_factory=list)  # paths
+
+    @property
+    def label(self) -> str:
+        """The night as the archive's names write it (``YYYYMMDD``)."""
+        return format_night(self.night)
 
     def describe(self) -> str:
         sizes = [f.size for f in self.tarballs.values()]
         size = f", {sum(sizes) / 1e6:,.1f} MB" if sizes and None not in sizes else ""
         return (
-            f"{self.night}  {len(self.tarballs)} tarball(s){size}  parquet: {'yes' if self.parquet else 'no'}"
+            f"{self.label}  {len(self.tarballs)} tarball(s){size}  parquet: {'yes' if self.parquet else 'no'}"
             f"  manifest: {'yes' if self.manifests else 'no'}  ({', '.join(sorted(self.tarballs)) or '-'})"
         )
 
@@ -108,7 +115,7 @@ class ArchiveLocation:
 
     def nights(self) -> list[NightListing]:
         """Every night the location holds, oldest first."""
-        found: dict[str, NightListing] = {}
+        found: dict[dt.date, NightListing] = {}
         root = self.listdir("")
         sums = self.md5sums()
         names = dict(root)
@@ -116,19 +123,18 @@ class ArchiveLocation:
             names.update(dict.fromkeys(sums))  # no index page (or an empty one): MD5SUMS names the files
         for name, size in names.items():
             m = TARBALL_NAME.fullmatch(name)
-            if m:
-                night = found.setdefault(m["night"], NightListing(m["night"]))
-                night.tarballs[name] = RemoteFile(name, size, sums.get(name))
+            if m and (night := _night_of(m)):
+                found.setdefault(night, NightListing(night)).tarballs[name] = RemoteFile(name, size, sums.get(name))
         if "parquet/" in root:
             for name in self.listdir("parquet"):
                 m = NIGHT_FOLDER.fullmatch(name.rstrip("/"))
-                if m:
-                    found.setdefault(m["night"], NightListing(m["night"])).parquet = True
+                if m and (night := _night_of(m)):
+                    found.setdefault(night, NightListing(night)).parquet = True
         if "manifests/" in root:
             for name in self.listdir("manifests"):
                 m = MANIFEST_NAME.fullmatch(name)
-                if m:
-                    found.setdefault(m["night"], NightListing(m["night"])).manifests.append(f"manifests/{name}")
+                if m and (night := _night_of(m)):
+                    found.setdefault(night, NightListing(night)).manifests.append(f"manifests/{name}")
         return [found[n] for n in sorted(found)]
 
     def md5sums(self) -> dict[str, str]:
@@ -149,9 +155,9 @@ class ArchiveLocation:
         except (ValueError, KeyError, TypeError) as e:
             raise ArchiveAccessError(f"{self.display(path)} is not a readable archive manifest: {e}") from e
 
-    def parquet_files(self, night: str) -> list[str]:
+    def parquet_files(self, night: dt.date) -> list[str]:
         """Paths of the night's Parquet files, found by listing (for archives whose manifest is missing)."""
-        base = f"parquet/night={night}"
+        base = f"parquet/night={format_night(night)}"
         paths = []
         for folder in self.listdir(base):
             if folder.endswith("/"):
@@ -162,12 +168,12 @@ class ArchiveLocation:
                 ]
         return sorted(paths)
 
-    def night_files(self, night: str, survey: str | None = None) -> list[RemoteFile]:
+    def night_files(self, night: dt.date, survey: str | None = None) -> list[RemoteFile]:
         """Every tarball and Parquet file of ``night``, with the size, md5 and sha256 the archive publishes."""
         listing = {n.night: n for n in self.nights()}.get(night)
         if listing is None:
             raise ArchiveAccessError(
-                f"night {night} is not in {self.url}; `alertdist archive-list {self.url}` shows the nights it has"
+                f"night {format_night(night)} is not in {self.url}; `alertdist archive-list {self.url}` shows the nights it has"
             )
         files: dict[str, RemoteFile] = {}
         for name, f in listing.tarballs.items():
@@ -177,7 +183,9 @@ class ArchiveLocation:
         if not listing.manifests:  # no folder listing to find it by (an HTTP server without index pages): ask
             surveys = {TARBALL_NAME.fullmatch(n)["survey"] for n in listing.tarballs} if survey is None else {survey}
             manifests = [
-                p for p in (f"manifests/{s}_{night}.json" for s in sorted(surveys)) if self.read_bytes(p) is not None
+                p
+                for p in (f"manifests/{s}_{format_night(night)}.json" for s in sorted(surveys))
+                if self.read_bytes(p) is not None
             ]
         for path in manifests:
             for programme in self.manifest(path).programmes.values():
@@ -203,7 +211,16 @@ class ArchiveLocation:
 _HEX = re.compile(r"[0-9a-f]+")
 
 
-def _check_entry(entry: object, manifest: str, night: str, kind: str) -> None:
+def _night_of(name: re.Match) -> dt.date | None:
+    """The night a listed name carries, or None for digits that are no calendar date (not a name the archiver
+    writes, so it is passed over like any other foreign name)."""
+    try:
+        return parse_night(name["night"])
+    except ValueError:
+        return None
+
+
+def _check_entry(entry: object, manifest: str, night: dt.date, kind: str) -> None:
     """A manifest's file entry, checked before anything is fetched for it: a name the archive writes, never a
     place of the archive's choosing (`archive_name`), a size and checksums of the right form."""
     if not isinstance(entry, dict):
@@ -415,7 +432,7 @@ def list_nights(url: str, storage_options: dict | None = None) -> list[NightList
     return open_location(url, storage_options).nights()
 
 
-def check_sources(specs: list[str], *, archived_night: str | None, storage_options: dict | None = None) -> None:
+def check_sources(specs: list[str], *, archived_night: dt.date | None, storage_options: dict | None = None) -> None:
     """Refuse, before anything is created or read, a source that is not there, and a folder holding several
     nights when no night is named (read whole, it would merge them silently)."""
     for spec in map(str, specs):
@@ -433,7 +450,7 @@ def check_sources(specs: list[str], *, archived_night: str | None, storage_optio
         if archived_night is not None:
             continue
         location = open_location(spec, storage_options)
-        nights = {n.night for n in location.nights()}
+        nights = {format_night(n.night) for n in location.nights()}
         nights |= {m["night"] for name in location.listdir("") if (m := NIGHT_FOLDER.fullmatch(name.rstrip("/")))}
         if len(nights) > 1:
             raise ArchiveAccessError(

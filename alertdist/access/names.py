@@ -12,6 +12,7 @@ check where it ends up (a symlink in the destination, a server that redirects).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from alertdist.access.errors import ArchiveAccessError
 from alertdist.archive.manifest import manifest_path
 from alertdist.archive.parquet import parquet_path
 from alertdist.archive.tarball import MD5SUMS, tarball_name
+from alertdist.nights.dates import format_night, parse_night
 
 __all__ = [
     "MANIFEST_NAME",
@@ -53,26 +55,35 @@ class ArchiveName:
 
     path: str
     kind: str  # tarball | parquet | manifest | md5sums
-    night: str | None
+    night: dt.date | None
 
 
 def _parse(path: str) -> ArchiveName | None:
     if path == MD5SUMS:
         return ArchiveName(path, "md5sums", None)
-    if m := TARBALL_NAME.fullmatch(path):
-        if tarball_name(m["survey"], m["programme"], m["night"]) == path:
-            return ArchiveName(path, "tarball", m["night"])
-    elif path.startswith("manifests/") and (m := MANIFEST_NAME.fullmatch(path.removeprefix("manifests/"))):
-        if manifest_path(m["survey"], m["night"]) == path:
-            return ArchiveName(path, "manifest", m["night"])
-    elif (m := _PARQUET.fullmatch(path)) and _PARQUET_FILE.fullmatch(m["file"]):
-        folder = parquet_path(m["night"], int(m["programid"])).rsplit("/", 1)[0]
+    m = TARBALL_NAME.fullmatch(path) or _PARQUET.fullmatch(path)
+    if m is None and path.startswith("manifests/"):
+        m = MANIFEST_NAME.fullmatch(path.removeprefix("manifests/"))
+    if m is None:
+        return None
+    try:
+        night = parse_night(m["night"])
+    except ValueError:  # eight digits that are no date: the archiver never writes them
+        return None
+    if m.re is TARBALL_NAME:
+        if tarball_name(m["survey"], m["programme"], night) == path:
+            return ArchiveName(path, "tarball", night)
+    elif m.re is MANIFEST_NAME:
+        if manifest_path(m["survey"], format_night(night)) == path:
+            return ArchiveName(path, "manifest", night)
+    elif _PARQUET_FILE.fullmatch(m["file"]):
+        folder = parquet_path(night, int(m["programid"])).rsplit("/", 1)[0]
         if f"{folder}/{m['file']}" == path:  # the programid written as the archiver writes it (no 007)
-            return ArchiveName(path, "parquet", m["night"])
+            return ArchiveName(path, "parquet", night)
     return None
 
 
-def archive_name(path: object, *, night: str | None = None, kind: str | None = None) -> ArchiveName:
+def archive_name(path: object, *, night: dt.date | None = None, kind: str | None = None) -> ArchiveName:
     """``path`` if it is a name the archive writes (of ``night`` and of ``kind``, when given), else
     `ArchiveNameError`: the one test of a name an archive lists, before anything is fetched or written for it."""
     name = _parse(path) if isinstance(path, str) else None
@@ -85,7 +96,8 @@ def archive_name(path: object, *, night: str | None = None, kind: str | None = N
         )
     if night is not None and name.night not in (None, night):
         raise ArchiveNameError(
-            f"the archive lists {path!r} as a file of night {night}, but the name is of night {name.night}: "
+            f"the archive lists {path!r} as a file of night {format_night(night)}, but the name is of night "
+            f"{format_night(name.night)}: "
             "refused, nothing was fetched or written for it. The archive is inconsistent: tell its operators"
         )
     if kind is not None and name.kind != kind:
@@ -104,7 +116,7 @@ def checked(path: str, *, user_named: bool = False) -> str:
     return archive_name(path).path
 
 
-def landing(folder: str | Path, path: str, *, night: str | None = None, kind: str | None = None) -> Path:
+def landing(folder: str | Path, path: str, *, night: dt.date | None = None, kind: str | None = None) -> Path:
     """Where a file the archive lists lands under ``folder``: an accepted name (`archive_name`) that stays inside
     ``folder`` even through symlinks already there (a ``parquet`` link to elsewhere is refused)."""
     name = archive_name(path, night=night, kind=kind)

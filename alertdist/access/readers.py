@@ -19,6 +19,7 @@ archive root and a night, merged into one candid-ordered stream.
 
 from __future__ import annotations
 
+import datetime as dt
 import heapq
 import logging
 from collections.abc import Iterable, Iterator
@@ -313,7 +314,7 @@ def alerts_from(
 def open_sources(
     specs: Iterable[str],
     *,
-    archived_night: str | None = None,
+    archived_night: dt.date | None = None,
     storage_options: dict | None = None,
     prefer: str = "tarball",
     require_checksum: bool = False,
@@ -332,10 +333,7 @@ def open_sources(
     root, whose manifest names the files).
     """
     from alertdist.access.verified import Spool
-    from alertdist.nights.dates import format_night, parse_night
 
-    if archived_night is not None:
-        archived_night = format_night(parse_night(archived_night))
     opened = _Opened(Spool(), storage_options, not require_checksum)
     for spec in map(str, specs):
         if is_tarball(spec) or spec.endswith(".parquet") or archived_night is None:
@@ -383,13 +381,14 @@ class _Opened:
         c = ReadCounts(spec)
         self.add(alerts_from(read_from, storage_options=self.storage_options, counts=c), c)
 
-    def night_at(self, spec: str, night: str, prefer: str) -> None:
+    def night_at(self, spec: str, night: dt.date, prefer: str) -> None:
         """The night's files of an archive root, or the night's rows of a Parquet dataset folder."""
         from alertdist.access.listing import ArchiveAccessError, open_location
         from alertdist.access.verified import refuse_unverified
 
         location = open_location(spec, self.storage_options)
-        nights = [n.night for n in location.nights()]
+        files_night, night = night, format_night(night)  # the listing takes the date; names and columns its label
+        nights = [n.label for n in location.nights()]
         if not nights:  # not an archive root: a Parquet dataset folder, filtered to the night
             refuse_unverified(spec, self.allow_unverified)
             dataset = open_dataset(spec, storage_options=self.storage_options, unify=False)
@@ -405,7 +404,7 @@ class _Opened:
                 f"{spec} has no night {night}; it has {', '.join(nights[-5:])}"
                 + (f" and {len(nights) - 5} earlier" if len(nights) > 5 else "")
             )
-        files = location.night_files(night)
+        files = location.night_files(files_night)
         wanted = [f for f in files if f.kind == prefer] or [f for f in files if f.kind == "tarball"]
         if not wanted:
             raise ArchiveAccessError(f"{spec} lists no file of night {night}")
@@ -421,7 +420,7 @@ class _Opened:
 def packets_for_batch(
     specs: Iterable[str],
     *,
-    archived_night: str | None = None,
+    archived_night: dt.date | None = None,
     storage_options: dict | None = None,
     prefer: str = "tarball",
 ) -> tuple[Iterator[tuple[str, bytes]], list[ReadCounts]]:

@@ -17,7 +17,7 @@ __all__ = ["ParquetPartWriter", "parquet_path"]
 
 def parquet_path(night, programid: int) -> str:
     """``parquet/night=YYYYMMDD/programid=N/part-0.parquet`` (hive partitioning), relative to the archive root."""
-    label = night if isinstance(night, str) else format_night(night)
+    label = format_night(night)
     return f"parquet/night={label}/programid={programid}/part-0.parquet"
 
 

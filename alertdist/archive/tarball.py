@@ -52,8 +52,8 @@ _GZIP_MAGIC = b"\x1f\x8b\x08"  # where a cutout's gzipped FITS starts
 
 
 def tarball_name(survey: str, programme: str, night) -> str:
-    """``ztf_public_20231012.tar.gz``: survey, programme name, night (a date or YYYYMMDD)."""
-    label = night if isinstance(night, str) else format_night(night)
+    """``ztf_public_20231012.tar.gz``: survey, programme name, night (a date)."""
+    label = format_night(night)
     return f"{survey}_{programme}_{label}.tar.gz"
 
 

@@ -1,4 +1,4 @@
-"""The `alertdist` command: one entry point, one sub-command module per concern (alertdist/commands/)."""
+"""The `alertdist` command: one entry point, one sub-command module per concern (alertdist/cli/commands/)."""
 
 from __future__ import annotations
 

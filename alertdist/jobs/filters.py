@@ -120,11 +120,10 @@ def filter_archived(
     if len(sources) == 1 and (first.suffix == ".avro" or (first.is_dir() and any(first.glob("*.avro")))):
         packets, counts = str(first), []
     else:
-        night = format_night(archived_night) if archived_night else None
-        check_sources(sources, archived_night=night, storage_options=settings.storage_options)
+        check_sources(sources, archived_night=archived_night, storage_options=settings.storage_options)
         packets, counts = packets_for_batch(
             sources,
-            archived_night=night,
+            archived_night=archived_night,
             storage_options=settings.storage_options,
             prefer="parquet" if from_parquet else "tarball",
         )
@@ -161,7 +160,7 @@ def reanalysis_units(
     for night in nights:
         label = format_night(night)
         try:
-            files = [f for f in location.night_files(label) if f.kind == "parquet"]
+            files = [f for f in location.night_files(night) if f.kind == "parquet"]
         except ArchiveAccessError as e:
             missing[label] = str(e)
             continue

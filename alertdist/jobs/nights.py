@@ -9,6 +9,7 @@ import fsspec
 import pyarrow.parquet as pq
 
 from alertdist.archive.verify import read_manifest
+from alertdist.kafka.clients import admin_client
 from alertdist.nights.dates import format_night
 from alertdist.nights.report import (
     exposure_counts,
@@ -19,17 +20,25 @@ from alertdist.nights.report import (
     throughput_rows,
 )
 from alertdist.nights.state import ABORTED, NightState, end_offsets, known_nights, mark_night, read_night_state
-from alertdist.nights.topics import TopicSettings
-from alertdist.security import ADMIN, OpenedNight
-from alertdist.security import open_night as open_night_topics
+from alertdist.nights.topics import TopicSettings, ensure_night_topics
+from alertdist.security import ADMIN, secure_night
 from alertdist.settings import Settings
 
-__all__ = ["NightSummary", "abort_night", "fresh_night", "open_night", "summarise_night"]
+__all__ = ["NightSummary", "OpenedNight", "abort_night", "fresh_night", "open_night", "summarise_night"]
+
+
+@dataclass(frozen=True)
+class OpenedNight:
+    topics: dict[str, str]  # topic -> "created" or "exists" (with any settings that drifted)
+    acls: int  # ACL bindings applied for the registered users
 
 
 def open_night(settings: Settings, night: dt.date, topic_settings: TopicSettings = TopicSettings()) -> OpenedNight:
-    """The night's topics (idempotent; drift reported) and its readers' ACLs, before anything is published."""
-    return open_night_topics(settings.kafka(ADMIN), settings.naming, night, topic_settings)
+    """The night's topics (idempotent; drift reported) and its readers' ACLs, before anything is published: the
+    one place a night is opened, once per run (the dusk step, `alertdist topics create`, a publish run on its own)."""
+    kafka = settings.kafka(ADMIN)
+    topics = ensure_night_topics(admin_client(kafka), settings.naming, night, topic_settings)
+    return OpenedNight(topics, secure_night(kafka, settings.naming, night))
 
 
 def fresh_night(settings: Settings) -> dt.date:

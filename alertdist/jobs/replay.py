@@ -75,7 +75,6 @@ def replay(
     stop = stop or threading.Event()
     serve_metrics(settings, "replay")
     archived = request.archived_night or request.night
-    archived = format_night(archived) if archived else None
     check_sources(list(request.sources), archived_night=archived, storage_options=settings.storage_options)
     alerts, counts, names = open_sources(
         list(request.sources),

@@ -22,11 +22,11 @@ from alertdist.security import (
     PUBLISHER,
     REPLAY,
     User,
-    add_user,
     filter_service,
     service_user,
 )
 from alertdist.settings import Settings, login_variable
+from alertdist.users import add_user
 
 __all__ = ["register_filters", "register_services", "register_two_tier_services", "services", "two_tier_users"]
 

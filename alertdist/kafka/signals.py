@@ -10,8 +10,10 @@ __all__ = ["stop_on_signals"]
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: threading.Event, signals=(signal.SIGINT, signal.SIGTERM)):
-    """Within the block, SIGINT/SIGTERM set ``stop`` instead of killing the process (main thread only)."""
+def stop_on_signals(stop: threading.Event | None = None, signals=(signal.SIGINT, signal.SIGTERM)):
+    """Within the block, SIGINT/SIGTERM set ``stop`` (a new event unless given) instead of killing the process
+    (main thread only); ``with stop_on_signals() as stop:`` hands the event to the loop it stops."""
+    stop = stop if stop is not None else threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import threading
-import time
 from dataclasses import asdict, dataclass, field, replace
 
 from alertdist.kafka.clients import admin_client, consumer
@@ -36,7 +34,6 @@ __all__ = [
     "end_offsets",
     "mark_night",
     "read_night_state",
-    "wait_until_closed",
 ]
 
 OPEN = "open"
@@ -140,14 +137,15 @@ def mark_night(bootstrap_servers: str, naming: TopicNaming, state: NightState, *
 
 
 def read_night_state(
-    bootstrap_servers: str, naming: TopicNaming, night: str | dt.date, *, timeout: float = 30.0
+    bootstrap_servers: str, naming: TopicNaming, night: dt.date, *, timeout: float = 30.0
 ) -> NightState | None:
     """The latest state written for ``night``, or None if the night was never opened; a closing (or aborting)
     record written on another cluster (mirrored here) reads as ``mirrored``, never ``closed``: its offsets are not
     this cluster's."""
-    key = night if isinstance(night, str) else format_night(night)
     try:
-        latest = KeyedStateTopic(bootstrap_servers, naming.nights_topic).latest(timeout=timeout).get(key)
+        latest = (
+            KeyedStateTopic(bootstrap_servers, naming.nights_topic).latest(timeout=timeout).get(format_night(night))
+        )
     except KafkaOperationError as e:
         raise NightStateError(str(e), transient=e.transient) from e
     if latest is None:
@@ -174,24 +172,3 @@ def known_nights(bootstrap_servers: str, naming: TopicNaming, *, timeout: float 
         return set(KeyedStateTopic(bootstrap_servers, naming.nights_topic).latest(timeout=timeout))
     except KafkaOperationError as e:
         raise NightStateError(str(e), transient=e.transient) from e
-
-
-def wait_until_closed(
-    bootstrap_servers: str,
-    naming: TopicNaming,
-    night: str | dt.date,
-    *,
-    stop: threading.Event | None = None,
-    poll_interval: float = 2.0,
-    timeout: float | None = None,
-) -> NightState | None:
-    """Block until the night has ended, closed or aborted (its state is returned), ``stop`` is set or ``timeout``
-    passes (None)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        state = read_night_state(bootstrap_servers, naming, night)
-        if state is not None and state.ended:
-            return state
-        if (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() >= deadline):
-            return None
-        time.sleep(poll_interval)

@@ -423,7 +423,7 @@ def publish(
     run = _Publisher(bootstrap_servers, naming, night, site, checks, source.settle, producer_overrides)
     track_publisher(run.result.night, run)  # read at scrape time: nothing added per packet
     run.check_topics()
-    _mark_open(bootstrap_servers, naming, run.result.night, reopen)
+    _mark_open(bootstrap_servers, naming, night, reopen)
 
     def report() -> None:
         if progress is not None:
@@ -442,9 +442,10 @@ def publish(
     return result
 
 
-def _mark_open(bootstrap_servers: str, naming: TopicNaming, night_text: str, reopen: bool) -> None:
+def _mark_open(bootstrap_servers: str, naming: TopicNaming, night: dt.date, reopen: bool) -> None:
     """Mark the night open, refusing one already ended (closed, or aborted after a failure) unless ``reopen``."""
-    state = retry_call("reading the night's state", read_night_state, bootstrap_servers, naming, night_text)
+    night_text = format_night(night)
+    state = retry_call("reading the night's state", read_night_state, bootstrap_servers, naming, night)
     if state is not None and state.ended and not reopen:
         raise PublishError(
             f"night {night_text} is already {state.state} ({state.total_messages()} messages at "

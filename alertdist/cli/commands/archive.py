@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 
 from alertdist.archive import ArchiveOptions
@@ -42,9 +41,8 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
         return index_command(args, settings)
     dest = args.archive or settings.archive
     options = ArchiveOptions(work_dir=args.work_dir, row_group_rows=args.row_group_rows, engine=args.engine)
-    stop = threading.Event()
     started = time.monotonic()
-    with stop_on_signals(stop):
+    with stop_on_signals() as stop:
         manifest = archive_night(
             settings,
             args.night,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 
 from alertdist.cli import parsing
 from alertdist.cli.commands.prefect_server import local_server
@@ -44,8 +43,7 @@ def _run(args, settings: Settings) -> int:
     and fully consumed by the group, or on SIGTERM/SIGINT; run it again to resume where it stopped."""
     night = args.night or settings.tonight()
     line = ProgressLine(f"filter {args.filter} night {format_night(night)} copy {args.copy_index}", args.quiet)
-    stop = threading.Event()
-    with stop_on_signals(stop):
+    with stop_on_signals() as stop:
         report = run_filter(
             settings,
             args.filter,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 
 from alertdist.cli import parsing
 from alertdist.infra import prometheus_local
@@ -67,7 +66,6 @@ def _serve(args, settings):
     exposition = serve_metrics(settings, "monitor")
     if exposition is not None:
         print(f"metrics at {exposition.url}", flush=True)
-    stop = threading.Event()
     public = settings.public_kafka("admin") if args.two_tier else None
     config = MonitorConfig(
         settings.kafka("admin"),
@@ -78,7 +76,7 @@ def _serve(args, settings):
         groups=args.groups,
         heartbeat=not args.no_heartbeat,
     )
-    with stop_on_signals(stop):
+    with stop_on_signals() as stop:
         run_monitor(config, stop)
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import threading
 from pathlib import Path
 
 from alertdist.cli import parsing
@@ -53,8 +52,7 @@ def _publish(args, settings: Settings) -> int:
     reconcile and the night is marked closed with its end offsets. SIGINT/SIGTERM stop cleanly and leave the night
     open."""
     night = args.night or settings.tonight()
-    stop = threading.Event()
-    with stop_on_signals(stop):
+    with stop_on_signals() as stop:
         result = publish_night(
             settings,
             night,

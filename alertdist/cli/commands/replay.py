@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 
 from alertdist.cli import parsing
@@ -59,7 +58,7 @@ def _download(args, settings: Settings) -> int:
         )
 
     report = download_night(
-        format_night(args.night),
+        args.night,
         args.archive or settings.archive,
         args.to,
         args.what,
@@ -79,7 +78,7 @@ def _download(args, settings: Settings) -> int:
         checked = ", ".join(f.checked) or "NOTHING (unverified)"
         print(f"{f.local}  {f.size:>14,} bytes  {how}; checked {checked}")
     print(
-        f"night {report.night}: {len(report.files)} file(s), {report.bytes_fetched / 1e6:,.1f} MB fetched in "
+        f"night {format_night(report.night)}: {len(report.files)} file(s), {report.bytes_fetched / 1e6:,.1f} MB fetched in "
         f"{report.elapsed_s:.1f} s -> {report.folder}"
     )
     return 0
@@ -107,8 +106,7 @@ def _replay(args, settings: Settings) -> int:
         reopen=args.reopen,
         allow_unverified=args.allow_unverified,
     )
-    stop = threading.Event()
-    with stop_on_signals(stop):
+    with stop_on_signals() as stop:
         done = replay(
             settings, request, progress=ProgressLine(f"replaying into {request.destination}", args.quiet), stop=stop
         )

@@ -59,7 +59,8 @@ def _password(args) -> str:
 def _add(args, settings):
     """Create a user, or change its password or role (re-running is safe). Applies the role's ACLs to every night whose
     topics exist; each new night's are applied when its topics are created."""
-    from alertdist.security import User, add_user
+    from alertdist.security import User
+    from alertdist.users import add_user
 
     programmes = tuple(args.programmes or ())
     user = User(args.name, args.role, filter=args.filter or "", programmes=programmes)  # checked before the password
@@ -87,7 +88,7 @@ def _list(args, settings):
 
 
 def _remove(args, settings):
-    from alertdist.security import remove_user
+    from alertdist.users import remove_user
 
     deleted = remove_user(_admin(args, settings), settings.naming, args.name)
     print(f"user {args.name} removed: credential deleted, {deleted} ACL(s) deleted")
@@ -96,7 +97,7 @@ def _remove(args, settings):
 def _passwd(args, settings):
     """A new password for a user (a service's, a reader's or the admin's): the brokers take it at once, no restart;
     every login after it needs the new one (update the service's ALERTDIST_KAFKA_LOGINS__<SERVICE>__PASSWORD)."""
-    from alertdist.security import set_password
+    from alertdist.users import set_password
 
     set_password(_admin(args, settings), args.name, _password(args))
     print(
