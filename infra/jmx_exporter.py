@@ -1,8 +1,8 @@
 """The Prometheus JMX exporter java agent on the brokers and MirrorMaker 2: their JMX metrics over HTTP.
 
 The agent (``io.prometheus.jmx:jmx_prometheus_javaagent``) is fetched from Maven Central with the Kafka jars
-(infra/pom.xml); `agent_option` is the ``-javaagent`` argument that serves ``127.0.0.1:<port>/metrics`` with the
-rules in infra/prometheus/jmx_kafka.yml; `announce` writes the address where the project's Prometheus looks
+(infra/pom.xml); its ``-javaagent`` option lives in `alertdist.jvm` (production starts JVMs too) and is re-exported
+here; `announce` writes the address where the project's Prometheus looks
 (``.alertdist/prometheus/jmx-targets``).
 """
 
@@ -11,27 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alertdist.jvm import JMX_RULES, AgentMissingError, agent_jar, agent_option
+
 __all__ = ["RULES", "AgentMissingError", "agent_jar", "agent_option", "announce"]
 
-RULES = Path(__file__).resolve().parent / "prometheus" / "jmx_kafka.yml"
-
-
-class AgentMissingError(RuntimeError):
-    """The agent's jar is not among the installed jars."""
-
-
-def agent_jar(libs_dir: Path) -> Path:
-    found = sorted(Path(libs_dir).glob("jmx_prometheus_javaagent-*.jar"))
-    if not found:
-        raise AgentMissingError(
-            f"the JMX exporter agent is not in {libs_dir}: run `alertdist kafka install` (infra/pom.xml fetches it)"
-        )
-    return found[-1]
-
-
-def agent_option(libs_dir: Path, port: int, rules: Path = RULES) -> list[str]:
-    """``-javaagent:...=127.0.0.1:<port>:<rules>``: the JVM serves its metrics on loopback ``port``."""
-    return [f"-javaagent:{agent_jar(libs_dir)}=127.0.0.1:{port}:{rules}"]
+RULES = JMX_RULES  # kept under its old name: the agent itself is started from alertdist.jvm
 
 
 def announce(targets_dir: Path, name: str, port: int, labels: dict[str, str]) -> Path:
