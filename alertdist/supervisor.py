@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-__all__ = ["Supervised", "alive", "stop_all"]
+__all__ = ["Supervised", "alive", "stop_all", "wait_ready"]
 
 
 def _quiet(_: str) -> None:
@@ -95,6 +96,29 @@ class Supervised:
             f.write(f"{process.pid}\n")
         return process
 
+    def ensure(
+        self,
+        command: Sequence[str],
+        *,
+        log_file: Path,
+        env: dict[str, str] | None = None,
+        umask: int = -1,
+        log: Callable[[str], None] = _quiet,
+    ) -> int:
+        """Start ``command`` (see `start`) unless ours already runs, which is then reused; returns the pid."""
+        running = self.pid()
+        if running:
+            log(f"{self.name} already running (pid {running}, log {log_file})")
+            return running
+        process = self.start(command, log_file=log_file, env=env, umask=umask)
+        log(f"{self.name} started (pid {process.pid}, log {log_file})")
+        return process.pid
+
+    def status(self, where: str = "") -> str:
+        """``<name> up<where> (pid N)`` or ``<name> down``."""
+        pid = self.pid()
+        return f"{self.name} up{where} (pid {pid})" if pid else f"{self.name} down"
+
     def signal(self, pid: int, number: int) -> None:
         try:
             if self.session:
@@ -107,6 +131,22 @@ class Supervised:
     def stop(self, *, timeout: float = 30.0, kill: bool = False, log: Callable[[str], None] = _quiet) -> bool:
         """SIGTERM (``kill``: SIGKILL at once, for fault tests), SIGKILL after ``timeout``; False if not running."""
         return bool(stop_all([self], timeout=timeout, kill=kill, log=log))
+
+
+def wait_ready(
+    process: subprocess.Popen, ready: Callable[[], bool], *, timeout: float, log_file: Path, interval: float = 0.5
+) -> str | None:
+    """Wait until ``ready()`` after a `start`: None then, else why not, for the caller's error (it exited: the end
+    of its log; or ``timeout`` passed: where its log is)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return None
+        if process.poll() is not None:
+            tail = log_file.read_text(errors="replace")[-3000:]
+            return f"exited ({process.returncode}) while starting; its log ends:\n{tail}"
+        time.sleep(interval)
+    return f"was not ready within {timeout:.0f} s; see {log_file}"
 
 
 def stop_all(

@@ -17,12 +17,11 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from alertdist.supervisor import Supervised
+from alertdist.supervisor import Supervised, wait_ready
 
 __all__ = [
     "PrefectInfraError",
@@ -157,16 +156,11 @@ def start(server: PrefectServer, *, timeout: float = 120.0, log=print) -> str:
     cmd = [_prefect_command(), "server", "start", "--host", server.host, "--port", str(server.port)]
     proc = server.process.start(cmd, log_file=server.log_file, env=env, umask=PRIVATE_UMASK)
     log(f"Prefect server starting (pid {proc.pid}, log {server.log_file})")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _healthy(server):
-            log(f"Prefect UI at {server.ui_url}")
-            return server.ui_url
-        if proc.poll() is not None:
-            tail = server.log_file.read_text(errors="replace")[-3000:]
-            raise PrefectInfraError(f"Prefect server exited while starting; its log ends:\n{tail}")
-        time.sleep(0.5)
-    raise PrefectInfraError(f"Prefect server did not answer within {timeout:.0f} s; see {server.log_file}")
+    why = wait_ready(proc, lambda: _healthy(server), timeout=timeout, log_file=server.log_file)
+    if why:
+        raise PrefectInfraError(f"Prefect server {why}")
+    log(f"Prefect UI at {server.ui_url}")
+    return server.ui_url
 
 
 def stop(server: PrefectServer, *, timeout: float = 30.0, log=print) -> None:
@@ -228,11 +222,7 @@ def start_worker(worker: Worker, *, env: dict[str, str] | None = None, log=print
     Flow runs inherit the worker's environment (``env``, default this process's), so the ``ALERTDIST_*``
     settings the worker starts with are the ones every scheduled run uses.
     """
-    running = worker.process.pid()
-    if running:
-        log(f"Prefect worker already running (pid {running}, log {worker.log_file})")
-        return running
-    if not _healthy(worker.server):
+    if worker.process.pid() is None and not _healthy(worker.server):
         raise PrefectInfraError(
             f"no Prefect server answers at {worker.server.api_url}: run `alertdist prefect start` first"
         )
@@ -243,9 +233,7 @@ def start_worker(worker: Worker, *, env: dict[str, str] | None = None, log=print
         "PREFECT_WORKER_QUERY_SECONDS": str(worker.poll_seconds),
     }
     cmd = [_prefect_command(), "worker", "start", "--pool", WORK_POOL, "--type", "process"]
-    proc = worker.process.start(cmd, log_file=worker.log_file, env=full_env, umask=PRIVATE_UMASK)
-    log(f"Prefect worker started on pool {WORK_POOL!r} (pid {proc.pid}, log {worker.log_file})")
-    return proc.pid
+    return worker.process.ensure(cmd, log_file=worker.log_file, env=full_env, umask=PRIVATE_UMASK, log=log)
 
 
 def stop_worker(worker: Worker, *, timeout: float = 60.0, log=print) -> None:
@@ -254,5 +242,4 @@ def stop_worker(worker: Worker, *, timeout: float = 60.0, log=print) -> None:
 
 
 def worker_status(worker: Worker) -> str:
-    pid = worker.process.pid()
-    return f"Prefect worker up on pool {WORK_POOL!r} (pid {pid})" if pid else "Prefect worker down"
+    return worker.process.status(f" on pool {WORK_POOL!r}")

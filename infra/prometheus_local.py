@@ -13,13 +13,12 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from alertdist.supervisor import Supervised
+from alertdist.supervisor import Supervised, wait_ready
 
 __all__ = [
     "CONFIG_TEMPLATE",
@@ -172,16 +171,11 @@ def start(server: PrometheusServer, *, timeout: float = 60.0, log=print) -> str:
     ]
     proc = server.process.start(cmd, log_file=server.log_file)
     log(f"Prometheus starting (pid {proc.pid}, log {server.log_file})")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _ready(server):
-            log(f"Prometheus at {server.url}")
-            return server.url
-        if proc.poll() is not None:
-            tail = server.log_file.read_text(errors="replace")[-3000:]
-            raise PrometheusInfraError(f"Prometheus exited while starting; its log ends:\n{tail}")
-        time.sleep(0.3)
-    raise PrometheusInfraError(f"Prometheus was not ready within {timeout:.0f} s; see {server.log_file}")
+    why = wait_ready(proc, lambda: _ready(server), timeout=timeout, log_file=server.log_file, interval=0.3)
+    if why:
+        raise PrometheusInfraError(f"Prometheus {why}")
+    log(f"Prometheus at {server.url}")
+    return server.url
 
 
 def reload(server: PrometheusServer) -> None:
@@ -196,14 +190,8 @@ def stop(server: PrometheusServer, *, timeout: float = 30.0, log=print) -> None:
 
 def start_monitor(server: PrometheusServer, cmd: list[str], *, log=print) -> int:
     """Start the monitor process ``cmd`` in the background unless ours runs; returns its pid."""
-    running = server.monitor.pid()
-    if running:
-        log(f"lag monitor already running (pid {running}, log {server.monitor_log_file})")
-        return running
     server.home.mkdir(parents=True, exist_ok=True)
-    proc = server.monitor.start(cmd, log_file=server.monitor_log_file)
-    log(f"lag monitor started (pid {proc.pid}, log {server.monitor_log_file})")
-    return proc.pid
+    return server.monitor.ensure(cmd, log_file=server.monitor_log_file, log=log)
 
 
 def stop_monitor(server: PrometheusServer, *, timeout: float = 30.0, log=print) -> None:
@@ -211,8 +199,7 @@ def stop_monitor(server: PrometheusServer, *, timeout: float = 30.0, log=print) 
 
 
 def monitor_status(server: PrometheusServer) -> str:
-    pid = server.monitor.pid()
-    return f"lag monitor up (pid {pid}, log {server.monitor_log_file})" if pid else "lag monitor down"
+    return server.monitor.status()
 
 
 def status(server: PrometheusServer) -> str:

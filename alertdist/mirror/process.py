@@ -7,13 +7,12 @@ sends SIGTERM (Connect stops its tasks and commits what they wrote) and SIGKILL 
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from alertdist.jvm import agent_option, java_command
 from alertdist.mirror.config import MirrorSpec, mirror_properties, mirror_secrets, write_properties
-from alertdist.supervisor import Supervised
+from alertdist.supervisor import Supervised, wait_ready
 
 __all__ = ["MAIN_CLASS", "MirrorError", "MirrorHome", "MirrorStatus", "start", "status", "stop"]
 
@@ -91,17 +90,10 @@ def start(home: MirrorHome, spec: MirrorSpec, *, timeout: float = 90.0) -> Mirro
     agent = agent_option(home.libs, home.jmx_port) if home.jmx_port else []
     command = [*java_command(home.libs, home.heap), *agent, MAIN_CLASS, str(home.path("properties"))]
     proc = home.process.start(command, log_file=home.path("log"))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise MirrorError(
-                f"MirrorMaker 2 exited ({proc.returncode}) while starting; its log ends:\n"
-                f"{home.path('log').read_text(errors='replace')[-3000:]}"
-            )
-        if _answering(spec.rest_port):
-            return status(home)
-        time.sleep(0.5)
-    raise MirrorError(f"MirrorMaker 2 did not open its REST listener within {timeout:.0f} s; see {home.path('log')}")
+    why = wait_ready(proc, lambda: _answering(spec.rest_port), timeout=timeout, log_file=home.path("log"))
+    if why:
+        raise MirrorError(f"MirrorMaker 2 {why}")
+    return status(home)
 
 
 def stop(home: MirrorHome, *, kill: bool = False, timeout: float = 30.0) -> bool:
