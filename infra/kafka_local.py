@@ -592,6 +592,11 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
             f"Kafka node {node_id} starting (pid {proc.pid}, 127.0.0.1:{cluster.client_port(node_id)}{secure}, "
             f"log {cluster.log_file(node_id)})"
         )
+    return _wait_until_answering(cluster, started, timeout=timeout, log=log)
+
+
+def _wait_until_answering(cluster: KafkaCluster, started: dict[int, subprocess.Popen], *, timeout: float, log) -> str:
+    """Wait until every broker answers; a node that exits first fails the start with its first error."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _answering(cluster.bootstrap_servers, config=cluster.admin_config) >= cluster.brokers:
