@@ -96,22 +96,15 @@ class Supervised:
             f.write(f"{process.pid}\n")
         return process
 
-    def ensure(
-        self,
-        command: Sequence[str],
-        *,
-        log_file: Path,
-        env: dict[str, str] | None = None,
-        umask: int = -1,
-        log: Callable[[str], None] = _quiet,
-    ) -> int:
-        """Start ``command`` (see `start`) unless ours already runs, which is then reused; returns the pid."""
+    def ensure(self, command: Sequence[str], *, log: Callable[[str], None] = _quiet, **how) -> int:
+        """`start` ``command`` (``how``: its ``log_file``, ``env``, ``umask``) unless ours already runs, which is
+        then reused; returns the pid."""
         running = self.pid()
         if running:
-            log(f"{self.name} already running (pid {running}, log {log_file})")
+            log(f"{self.name} already running (pid {running}, log {how['log_file']})")
             return running
-        process = self.start(command, log_file=log_file, env=env, umask=umask)
-        log(f"{self.name} started (pid {process.pid}, log {log_file})")
+        process = self.start(command, **how)
+        log(f"{self.name} started (pid {process.pid}, log {how['log_file']})")
         return process.pid
 
     def status(self, where: str = "") -> str:
