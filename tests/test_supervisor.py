@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from alertdist.infra import prefect_local, prometheus_local
+from alertdist.infra import kafka_local, prefect_local, prometheus_local
 from alertdist.supervisor import Supervised, alive, stop_all
 
 _IGNORE_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
@@ -113,3 +113,18 @@ def test_prefect_and_prometheus_never_stop_a_stranger_whose_pid_they_recorded(tm
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_real_prefect_server_is_recognised_by_its_command_line_and_stopped(tmp_path):
+    """The marks match what `prefect server start` really runs as, so `stop` ends it and its children."""
+    server = prefect_local.PrefectServer(tmp_path / "prefect", kafka_local.free_port(), auth=False)
+    prefect_local.start(server, log=lambda _: None)
+    try:
+        pid = server.process.pid()
+        assert pid is not None and int(server.pid_file.read_text()) == pid
+        children = psutil.Process(pid).children(recursive=True)
+        assert f"(pid {pid})" in prefect_local.status(server)
+    finally:
+        prefect_local.stop(server, log=lambda _: None)
+    assert not alive(pid) and not any(alive(child.pid) for child in children)
+    assert prefect_local.status(server) == "Prefect server down"
