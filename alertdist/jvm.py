@@ -3,11 +3,13 @@
 A leaf: production (the mirror) and the development launchers (alertdist.infra) both start JVMs, so this lives
 below both. The jars come from `alertdist kafka install` (infra/pom.xml); the marker it writes names the Kafka
 version first. The Prometheus JMX exporter agent (``io.prometheus.jmx:jmx_prometheus_javaagent``) is among those
-jars; `agent_option` serves ``127.0.0.1:<port>/metrics`` with the rules in infra/prometheus/jmx_kafka.yml.
+jars; `agent_option` serves ``127.0.0.1:<port>/metrics`` with the rules in infra/prometheus/jmx_kafka.yml, and
+`announce` tells the project's Prometheus where (file-based discovery).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -19,6 +21,7 @@ __all__ = [
     "JavaError",
     "agent_jar",
     "agent_option",
+    "announce",
     "installed_version",
     "java_command",
     "marker_lines",
@@ -84,3 +87,13 @@ def agent_jar(libs_dir: Path) -> Path:
 def agent_option(libs_dir: Path, port: int, rules: Path = JMX_RULES) -> list[str]:
     """``-javaagent:...=127.0.0.1:<port>:<rules>``: the JVM serves its metrics on loopback ``port``."""
     return [f"-javaagent:{agent_jar(libs_dir)}=127.0.0.1:{port}:{rules}"]
+
+
+def announce(targets_dir: Path, name: str, port: int, labels: dict[str, str]) -> Path:
+    """Tell Prometheus (file_sd) where ``name``'s exporter listens; replaces an earlier announcement."""
+    targets_dir.mkdir(parents=True, exist_ok=True)
+    path = targets_dir / f"{name}.json"
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": labels}]))
+    scratch.replace(path)
+    return path
