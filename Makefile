@@ -69,6 +69,8 @@ lint: $(VENV)/.installed-test
 	  echo "make lint: the files above are not formatted. '$(BIN)/ruff format .' formats them" >&2; }; \
 	echo "lint-imports"; $(BIN)/lint-imports --no-cache || { status=1; \
 	  echo "make lint: an import breaks a layering contract ([tool.importlinter] in pyproject.toml; report above). Move the import or the code it needs to the right layer" >&2; }; \
+	echo "pyright"; $(BIN)/pyright || { status=1; \
+	  echo "make lint: pyright cannot resolve an import (above; [tool.pyright] in pyproject.toml). Declare the missing package in pyproject.toml and constraints.txt (make lock), or fix the module path" >&2; }; \
 	exit $$status
 
 test: setup-test lint

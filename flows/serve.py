@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from alertdist.jobs.serve import keep_serving
+from alertdist.jobs.serve import Listener, keep_serving
 from alertdist.settings import Settings
 
 
@@ -14,6 +14,5 @@ def serve_archive(
 ) -> int:
     """Serve the archive over HTTP (default: the settings' archive) until cancelled or for ``hours``."""
     logger = get_run_logger()
-    return keep_serving(
-        Settings.load(), archive=archive, host=host, port=port, workers=workers, hours=hours, log=logger.info
-    )
+    listener = Listener(host, port, workers)
+    return keep_serving(Settings.load(), listener, archive=archive, hours=hours, log=logger.info)

@@ -26,7 +26,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alertdist.infra import jmx_exporter
+from alertdist.jvm import MARKER, JavaError, installed_version, java_command, marker_lines
+from alertdist.supervisor import Supervised, stop_all
+from alertdist.supervisor import alive as process_alive
 
 __all__ = [
     "SECURITY_MODES",
@@ -63,9 +65,7 @@ __all__ = [
 
 INFRA_DIR = Path(__file__).resolve().parent
 POM = INFRA_DIR / "pom.xml"
-LOG_CONFIG = INFRA_DIR / "log4j2.properties"
 MAKE_CERTS = INFRA_DIR / "make_certs.sh"
-MARKER = ".installed"
 
 #: ``none``: PLAINTEXT only, no authorizer (the simple embedded default). ``sasl``: adds a SASL_PLAINTEXT
 #: SCRAM-SHA-512 listener and ACLs. ``sasl_ssl``: the same listener over TLS. ``secure_only``: no PLAINTEXT
@@ -226,17 +226,6 @@ def pom_artifacts() -> list[str]:
     ]
 
 
-def _marker_lines(libs_dir: Path) -> list[str]:
-    """The marker: the Kafka version, then every artifact the pom asked for when these jars were fetched."""
-    marker = libs_dir / MARKER
-    return marker.read_text().split() if marker.is_file() else []
-
-
-def installed_version(libs_dir: Path) -> str | None:
-    lines = _marker_lines(libs_dir)
-    return lines[0] if lines else None
-
-
 def install(libs_dir: Path, *, log=print) -> str:
     """Fetch the jars infra/pom.xml asks for into ``libs_dir``; a no-op when the marker records exactly those.
 
@@ -247,7 +236,7 @@ def install(libs_dir: Path, *, log=print) -> str:
     libs_dir = Path(libs_dir).absolute()  # mvn resolves a relative output folder against infra/
     version = kafka_version()
     wanted = [version, *pom_artifacts()]
-    if _marker_lines(libs_dir) == wanted:
+    if marker_lines(libs_dir) == wanted:
         log(f"Kafka {version} already installed in {libs_dir}")
         return version
     if shutil.which("mvn") is None:
@@ -455,7 +444,10 @@ def _check_security(cluster: KafkaCluster) -> None:
 
 
 def _java(cluster: KafkaCluster, heap: str) -> list[str]:
-    return java_command(cluster.libs_dir, heap)
+    try:
+        return java_command(cluster.libs_dir, heap)
+    except JavaError as e:
+        raise KafkaInfraError(str(e)) from None
 
 
 def _jmx_agent(cluster: KafkaCluster, node_id: int) -> list[str]:
@@ -463,29 +455,6 @@ def _jmx_agent(cluster: KafkaCluster, node_id: int) -> list[str]:
     if cluster.jmx_port is None:
         return []
     return jmx_exporter.agent_option(cluster.libs_dir, cluster.jmx_port + node_id - 1)
-
-
-def java_command(libs_dir: Path, heap: str) -> list[str]:
-    """``java ... -cp <libs>/*``: the start of every command line that runs the installed jars (a broker, a
-    tool, MirrorMaker 2), with the project's log configuration. Out of memory, the JVM exits: an OutOfMemoryError
-    in a MirrorMaker task otherwise kills that task for good while the process idles on, copying nothing, where
-    an exit is seen and restarted (the mirror deployment; exactly once, from the last committed transaction)."""
-    java = shutil.which("java")
-    if java is None:
-        raise KafkaInfraError("java is not on PATH: install Java 17+ and run again")
-    if installed_version(libs_dir) is None:
-        raise KafkaInfraError(f"Kafka is not installed in {libs_dir}: run `alertdist kafka install` first")
-    return [
-        java,
-        f"-Xmx{heap}",
-        f"-Xms{heap}",
-        "-XX:+UseG1GC",
-        "-XX:+ExitOnOutOfMemoryError",
-        "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={LOG_CONFIG}",
-        "-cp",
-        str(libs_dir / "*"),
-    ]
 
 
 def _cluster_id(cluster: KafkaCluster) -> str:
@@ -552,39 +521,10 @@ def _write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _read_pid(path: Path) -> int | None:
-    """The recorded pid if that process is alive and is still our Kafka node (pids get reused)."""
-    try:
-        pid = int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if process_alive(pid) and _runs_config(pid, path.parent / "server.properties") else None
-
-
-def _runs_config(pid: int, config: Path) -> bool:
-    """Whether ``pid`` is a Kafka node started with ``config``; True where /proc is unavailable."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return not Path("/proc/self").exists()
-    if cmdline == [b""]:
-        return True  # in the middle of exec: not readable yet, and not evidence of another program
-    return b"kafka.Kafka" in cmdline and str(config).encode() in cmdline
-
-
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie child counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child counts as dead
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1].split()[0] != "Z"
-    except OSError:
-        return True
+def _node(cluster: KafkaCluster, node_id: int) -> Supervised:
+    """Node ``node_id`` as a supervised process: a pid counts as it while it runs kafka.Kafka on its own config."""
+    config = cluster.node_dir(node_id) / "server.properties"
+    return Supervised(f"Kafka node {node_id}", cluster.pid_file(node_id), ("kafka.Kafka", str(config)))
 
 
 def _port_open(port: int) -> bool:
@@ -623,8 +563,9 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
         _make_passwords(cluster)
     to_start: dict[int, Path] = {}
     for node_id in cluster.node_ids():
-        if _read_pid(cluster.pid_file(node_id)):
-            log(f"Kafka node {node_id} already running (pid {_read_pid(cluster.pid_file(node_id))})")
+        running = _node(cluster, node_id).pid()
+        if running:
+            log(f"Kafka node {node_id} already running (pid {running})")
             continue
         ports = [cluster.client_port(node_id), cluster.controller_port + node_id - 1]
         if cluster.secured and not cluster.secure_only:
@@ -641,22 +582,21 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
     _format_storage(cluster, to_start)
     started: dict[int, subprocess.Popen] = {}
     for node_id, config in to_start.items():
-        log_fd = os.open(cluster.log_file(node_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(log_fd, "ab") as out:
-            proc = started[node_id] = subprocess.Popen(
-                _java(cluster, cluster.heap) + _jmx_agent(cluster, node_id) + ["kafka.Kafka", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # survives the command that started it; stopped by `stop`
-                umask=PRIVATE_UMASK,  # its data, logs and snapshots: the owner's only
-            )
-        _write_private(cluster.pid_file(node_id), f"{proc.pid}\n")
+        proc = started[node_id] = _node(cluster, node_id).start(
+            _java(cluster, cluster.heap) + _jmx_agent(cluster, node_id) + ["kafka.Kafka", str(config)],
+            log_file=cluster.log_file(node_id),
+            umask=PRIVATE_UMASK,  # its data, logs and snapshots: the owner's only
+        )
         secure = f", {cluster.security} 127.0.0.1:{cluster.secure_client_port(node_id)}" if cluster.secured else ""
         log(
             f"Kafka node {node_id} starting (pid {proc.pid}, 127.0.0.1:{cluster.client_port(node_id)}{secure}, "
             f"log {cluster.log_file(node_id)})"
         )
+    return _wait_until_answering(cluster, started, timeout=timeout, log=log)
+
+
+def _wait_until_answering(cluster: KafkaCluster, started: dict[int, subprocess.Popen], *, timeout: float, log) -> str:
+    """Wait until every broker answers; a node that exits first fails the start with its first error."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _answering(cluster.bootstrap_servers, config=cluster.admin_config) >= cluster.brokers:
@@ -665,7 +605,7 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
         dead = [
             n
             for n in cluster.node_ids()
-            if (started[n].poll() is not None if n in started else _read_pid(cluster.pid_file(n)) is None)
+            if (started[n].poll() is not None if n in started else _node(cluster, n).pid() is None)
         ]
         if dead:
             text = cluster.log_file(dead[0]).read_text(errors="replace")
@@ -769,57 +709,18 @@ def stop(cluster: KafkaCluster, *, timeout: float = 30.0, log=print) -> None:
     All at once, because stopping the nodes of a 3-node quorum one by one leaves the last one unable to finish
     its controlled shutdown (no controller majority left) until the timeout.
     """
-    pids = {}
-    for node_id in cluster.node_ids():
-        pid = _read_pid(cluster.pid_file(node_id))
-        if pid is None:
-            log(f"Kafka node {node_id} is not running")
-            cluster.pid_file(node_id).unlink(missing_ok=True)
-            continue
-        os.kill(pid, signal.SIGTERM)
-        pids[node_id] = pid
-    _wait_for_exit(cluster, pids, timeout=timeout, log=log)
+    stop_all([_node(cluster, n) for n in cluster.node_ids()], timeout=timeout, log=log)
 
 
 def stop_node(cluster: KafkaCluster, node_id: int, *, timeout: float = 30.0, kill: bool = False, log=print) -> None:
     """Stop one node; ``kill=True`` sends SIGKILL at once (fault-injection tests)."""
-    pid = _read_pid(cluster.pid_file(node_id))
-    if pid is None:
-        log(f"Kafka node {node_id} is not running")
-        cluster.pid_file(node_id).unlink(missing_ok=True)
-        return
-    os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
-    _wait_for_exit(cluster, {node_id: pid}, timeout=timeout, log=log)
-
-
-def _wait_for_exit(cluster: KafkaCluster, pids: dict[int, int], *, timeout: float, log) -> None:
-    deadline = time.monotonic() + timeout
-    while any(process_alive(p) for p in pids.values()) and time.monotonic() < deadline:
-        for pid in pids.values():
-            _reap(pid)
-        time.sleep(0.1)
-    for node_id, pid in pids.items():
-        if process_alive(pid):
-            log(f"Kafka node {node_id} (pid {pid}) did not stop within {timeout:.0f} s; killing it")
-            os.kill(pid, signal.SIGKILL)
-            while process_alive(pid):
-                _reap(pid)
-                time.sleep(0.1)
-        cluster.pid_file(node_id).unlink(missing_ok=True)
-        log(f"Kafka node {node_id} stopped")
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    _node(cluster, node_id).stop(timeout=timeout, kill=kill, log=log)
 
 
 def status(cluster: KafkaCluster) -> list[NodeStatus]:
     result = []
     for node_id in cluster.node_ids():
-        pid = _read_pid(cluster.pid_file(node_id))
+        pid = _node(cluster, node_id).pid()
         port = cluster.client_port(node_id)
         answering = pid is not None and _answering(f"127.0.0.1:{port}", timeout=2.0, config=cluster.admin_config) > 0
         secure = cluster.secure_client_port(node_id) if cluster.secured else None

@@ -14,14 +14,14 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from alertdist.supervisor import Supervised, wait_ready
 
 __all__ = [
     "PrefectInfraError",
@@ -62,6 +62,11 @@ class PrefectServer:
     @property
     def pid_file(self) -> Path:
         return self.home / "server.pid"
+
+    @property
+    def process(self) -> Supervised:
+        """The server's process; its API and services are its children, so a stop signals its whole session."""
+        return Supervised("Prefect server", self.pid_file, ("prefect", "server"), session=True)
 
     @property
     def log_file(self) -> Path:
@@ -120,15 +125,6 @@ def _healthy(server: PrefectServer, timeout: float = 2.0) -> bool:
         return False
 
 
-def _live_pid(pid_file: Path) -> int | None:
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
 def _prefect_command() -> str:
     return str(Path(sys.executable).with_name("prefect"))
 
@@ -141,45 +137,6 @@ def _private_home(home: Path) -> None:
     """``home`` (the database, logs, the credential) the owner's only."""
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     home.chmod(0o700)
-
-
-def _spawn_detached(cmd: list[str], log_file: Path, pid_file: Path, env: dict[str, str]) -> subprocess.Popen:
-    """Start ``cmd`` in a session of its own (it outlives the command that started it), logging to ``log_file``."""
-    with os.fdopen(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-            umask=PRIVATE_UMASK,
-        )
-    fd = os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{proc.pid}\n")
-    return proc
-
-
-def _stop_session(pid_file: Path, what: str, timeout: float, log) -> None:
-    """SIGTERM the session recorded in ``pid_file`` (the process and its children), SIGKILL after ``timeout``."""
-    pid = _live_pid(pid_file)
-    if pid is None:
-        log(f"{what} is not running (no live pid recorded)")
-        pid_file.unlink(missing_ok=True)
-        return
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _live_pid(pid_file):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    if _live_pid(pid_file):
-        os.killpg(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
-    log(f"{what} stopped")
 
 
 def start(server: PrefectServer, *, timeout: float = 120.0, log=print) -> str:
@@ -197,26 +154,21 @@ def start(server: PrefectServer, *, timeout: float = 120.0, log=print) -> str:
     env = {**os.environ, **server.server_env()}
     env.pop("PREFECT_API_URL", None)  # the server itself must not point at another one
     cmd = [_prefect_command(), "server", "start", "--host", server.host, "--port", str(server.port)]
-    proc = _spawn_detached(cmd, server.log_file, server.pid_file, env)
+    proc = server.process.start(cmd, log_file=server.log_file, env=env, umask=PRIVATE_UMASK)
     log(f"Prefect server starting (pid {proc.pid}, log {server.log_file})")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _healthy(server):
-            log(f"Prefect UI at {server.ui_url}")
-            return server.ui_url
-        if proc.poll() is not None:
-            tail = server.log_file.read_text(errors="replace")[-3000:]
-            raise PrefectInfraError(f"Prefect server exited while starting; its log ends:\n{tail}")
-        time.sleep(0.5)
-    raise PrefectInfraError(f"Prefect server did not answer within {timeout:.0f} s; see {server.log_file}")
+    why = wait_ready(proc, lambda: _healthy(server), timeout=timeout, log_file=server.log_file)
+    if why:
+        raise PrefectInfraError(f"Prefect server {why}")
+    log(f"Prefect UI at {server.ui_url}")
+    return server.ui_url
 
 
 def stop(server: PrefectServer, *, timeout: float = 30.0, log=print) -> None:
-    _stop_session(server.pid_file, "Prefect server", timeout, log)  # the API and its services are its children
+    server.process.stop(timeout=timeout, log=log)
 
 
 def status(server: PrefectServer) -> str:
-    pid = _live_pid(server.pid_file)
+    pid = server.process.pid()
     if _healthy(server):
         return f"Prefect server up at {server.ui_url} (pid {pid or 'not ours'})"
     return f"Prefect server down{f' (pid {pid} not answering)' if pid else ''}"
@@ -255,6 +207,11 @@ class Worker:
         return self.server.home / "worker.pid"
 
     @property
+    def process(self) -> Supervised:
+        """The worker's process; the flow runs it started are its children and are signalled too."""
+        return Supervised("Prefect worker", self.pid_file, ("prefect", "worker"), session=True)
+
+    @property
     def log_file(self) -> Path:
         return self.server.home / "worker.log"
 
@@ -265,11 +222,7 @@ def start_worker(worker: Worker, *, env: dict[str, str] | None = None, log=print
     Flow runs inherit the worker's environment (``env``, default this process's), so the ``ALERTDIST_*``
     settings the worker starts with are the ones every scheduled run uses.
     """
-    running = _live_pid(worker.pid_file)
-    if running:
-        log(f"Prefect worker already running (pid {running}, log {worker.log_file})")
-        return running
-    if not _healthy(worker.server):
+    if worker.process.pid() is None and not _healthy(worker.server):
         raise PrefectInfraError(
             f"no Prefect server answers at {worker.server.api_url}: run `alertdist prefect start` first"
         )
@@ -280,16 +233,13 @@ def start_worker(worker: Worker, *, env: dict[str, str] | None = None, log=print
         "PREFECT_WORKER_QUERY_SECONDS": str(worker.poll_seconds),
     }
     cmd = [_prefect_command(), "worker", "start", "--pool", WORK_POOL, "--type", "process"]
-    proc = _spawn_detached(cmd, worker.log_file, worker.pid_file, full_env)
-    log(f"Prefect worker started on pool {WORK_POOL!r} (pid {proc.pid}, log {worker.log_file})")
-    return proc.pid
+    return worker.process.ensure(cmd, log_file=worker.log_file, env=full_env, umask=PRIVATE_UMASK, log=log)
 
 
 def stop_worker(worker: Worker, *, timeout: float = 60.0, log=print) -> None:
     """Stop the worker; flow runs it started are its children and are signalled too (Prefect marks them)."""
-    _stop_session(worker.pid_file, "Prefect worker", timeout, log)
+    worker.process.stop(timeout=timeout, log=log)
 
 
 def worker_status(worker: Worker) -> str:
-    pid = _live_pid(worker.pid_file)
-    return f"Prefect worker up on pool {WORK_POOL!r} (pid {pid})" if pid else "Prefect worker down"
+    return worker.process.status(f" on pool {WORK_POOL!r}")

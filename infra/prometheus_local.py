@@ -10,16 +10,15 @@ JMX exporters in ``home/jmx-targets``. `stop` ends exactly what `start` began.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from alertdist.supervisor import Supervised, wait_ready
 
 __all__ = [
     "CONFIG_TEMPLATE",
@@ -86,6 +85,15 @@ class PrometheusServer:
         return self.home / "data"
 
     @property
+    def process(self) -> Supervised:
+        return Supervised("Prometheus", self.pid_file, ("prometheus",))
+
+    @property
+    def monitor(self) -> Supervised:
+        """The lag monitor's process (a pid reused by another program is not ours)."""
+        return Supervised("lag monitor", self.monitor_pid_file, ("alertdist",))
+
+    @property
     def monitor_pid_file(self) -> Path:
         """The lag monitor (`alertdist lag serve`) started beside the server."""
         return self.home / "monitor.pid"
@@ -136,25 +144,9 @@ def _ready(server: PrometheusServer, timeout: float = 2.0) -> bool:
         return False
 
 
-def _live_pid(pid_file: Path, program: str = "prometheus") -> int | None:
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    try:  # a pid reused by another program is not ours
-        if program not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-            return None
-        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0] == "Z":
-            return None  # exited, not yet reaped
-    except OSError:
-        pass
-    return pid
-
-
 def start(server: PrometheusServer, *, timeout: float = 60.0, log=print) -> str:
     """Start Prometheus unless ours is already running; wait until it is ready. Returns its address."""
-    if _live_pid(server.pid_file) and _ready(server):
+    if server.process.pid() and _ready(server):
         write_config(server)  # the rules or folders may have changed: reload them
         reload(server)
         log(f"Prometheus already running at {server.url}")
@@ -177,22 +169,13 @@ def start(server: PrometheusServer, *, timeout: float = 60.0, log=print) -> str:
         "--web.enable-lifecycle",  # `start` on a running server reloads its configuration
         "--storage.tsdb.retention.time=15d",
     ]
-    with open(server.log_file, "ab") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    server.pid_file.write_text(f"{proc.pid}\n")
+    proc = server.process.start(cmd, log_file=server.log_file)
     log(f"Prometheus starting (pid {proc.pid}, log {server.log_file})")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _ready(server):
-            log(f"Prometheus at {server.url}")
-            return server.url
-        if proc.poll() is not None:
-            tail = server.log_file.read_text(errors="replace")[-3000:]
-            raise PrometheusInfraError(f"Prometheus exited while starting; its log ends:\n{tail}")
-        time.sleep(0.3)
-    raise PrometheusInfraError(f"Prometheus was not ready within {timeout:.0f} s; see {server.log_file}")
+    why = wait_ready(proc, lambda: _ready(server), timeout=timeout, log_file=server.log_file, interval=0.3)
+    if why:
+        raise PrometheusInfraError(f"Prometheus {why}")
+    log(f"Prometheus at {server.url}")
+    return server.url
 
 
 def reload(server: PrometheusServer) -> None:
@@ -202,57 +185,25 @@ def reload(server: PrometheusServer) -> None:
 
 
 def stop(server: PrometheusServer, *, timeout: float = 30.0, log=print) -> None:
-    _stop_pid(server.pid_file, "Prometheus", "prometheus", timeout, log)
-
-
-def _stop_pid(pid_file: Path, what: str, program: str, timeout: float, log) -> None:
-    """SIGTERM the process recorded in ``pid_file`` (if it still runs ``program``), SIGKILL after ``timeout``."""
-    pid = _live_pid(pid_file, program)
-    if pid is None:
-        log(f"{what} is not running (no live pid recorded)")
-        pid_file.unlink(missing_ok=True)
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _live_pid(pid_file, program):
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        time.sleep(0.2)
-    if _live_pid(pid_file, program):
-        os.kill(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
-    log(f"{what} stopped")
+    server.process.stop(timeout=timeout, log=log)
 
 
 def start_monitor(server: PrometheusServer, cmd: list[str], *, log=print) -> int:
     """Start the monitor process ``cmd`` in the background unless ours runs; returns its pid."""
-    running = _live_pid(server.monitor_pid_file, "alertdist")
-    if running:
-        log(f"lag monitor already running (pid {running}, log {server.monitor_log_file})")
-        return running
     server.home.mkdir(parents=True, exist_ok=True)
-    with open(server.monitor_log_file, "ab") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    server.monitor_pid_file.write_text(f"{proc.pid}\n")
-    log(f"lag monitor started (pid {proc.pid}, log {server.monitor_log_file})")
-    return proc.pid
+    return server.monitor.ensure(cmd, log_file=server.monitor_log_file, log=log)
 
 
 def stop_monitor(server: PrometheusServer, *, timeout: float = 30.0, log=print) -> None:
-    _stop_pid(server.monitor_pid_file, "lag monitor", "alertdist", timeout, log)
+    server.monitor.stop(timeout=timeout, log=log)
 
 
 def monitor_status(server: PrometheusServer) -> str:
-    pid = _live_pid(server.monitor_pid_file, "alertdist")
-    return f"lag monitor up (pid {pid}, log {server.monitor_log_file})" if pid else "lag monitor down"
+    return server.monitor.status()
 
 
 def status(server: PrometheusServer) -> str:
-    pid = _live_pid(server.pid_file)
+    pid = server.process.pid()
     if _ready(server):
         return f"Prometheus up at {server.url} (pid {pid or 'not ours'})"
     return f"Prometheus down{f' (pid {pid} not ready)' if pid else ''}"

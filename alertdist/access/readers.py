@@ -385,6 +385,7 @@ class _Opened:
         """The night's files of an archive root, or the night's rows of a Parquet dataset folder."""
         from alertdist.access.listing import ArchiveAccessError, open_location
         from alertdist.access.verified import refuse_unverified
+        from alertdist.nights.dates import format_night
 
         location = open_location(spec, self.storage_options)
         files_night, night = night, format_night(night)  # the listing takes the date; names and columns its label

@@ -70,13 +70,24 @@ def term_option(parser, concept: str, help: str, **options) -> argparse.Action:
 
 
 def command(
-    sub: argparse._SubParsersAction, name: str, run: Callable, help: str, *, kafka: bool = False, **options
+    sub: argparse._SubParsersAction,
+    name: str,
+    run: Callable,
+    help: str,
+    *,
+    kafka: bool = False,
+    description: str | None = None,
+    **options,
 ) -> argparse.ArgumentParser:
-    """The sub-command ``name`` running ``run(args, settings)``; ``--help`` shows ``run``'s docstring.
+    """The sub-command ``name`` running ``run(args, settings)``; ``--help`` shows ``run``'s docstring, or
+    ``description`` as written (its line breaks kept).
 
     ``kafka``: the command cannot start without a broker, so it first checks that one is listening.
     """
-    parser = sub.add_parser(name, help=help, description=inspect.cleandoc(run.__doc__ or help), **options)
+    if description is not None:
+        options.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    description = description or inspect.cleandoc(run.__doc__ or help)
+    parser = sub.add_parser(name, help=help, description=description, **options)
     parser.set_defaults(run=run, needs_kafka=kafka)
     return parser
 

@@ -8,8 +8,8 @@ import threading
 
 from confluent_kafka import KafkaException
 
-from alertdist.infra import jmx_exporter
 from alertdist.jobs.progress import NoProgress, Progress
+from alertdist.jvm import announce
 from alertdist.kafka.clients import admin_client
 from alertdist.kafka.errors import KafkaOperationError, retry_until
 from alertdist.mirror import closing, process
@@ -61,7 +61,7 @@ def start_mirror(settings: Settings, night: dt.date | None = None) -> process.Mi
     """Start MirrorMaker 2 (reused when already running)."""
     home = mirror_home(settings)
     if home.jmx_port is not None:  # where the project's Prometheus finds MirrorMaker's JMX metrics
-        jmx_exporter.announce(settings.prometheus_home / "jmx-targets", "mirror", home.jmx_port, {"job": "mirror"})
+        announce(settings.prometheus_home / "jmx-targets", "mirror", home.jmx_port, {"job": "mirror"})
     return process.start(home, mirror_spec(settings, night))
 
 

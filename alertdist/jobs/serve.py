@@ -10,10 +10,10 @@ from alertdist.archive.index import backfill_index
 from alertdist.nights.dates import format_night
 from alertdist.service.app import ServiceConfig
 from alertdist.service.rights import TokenStore
-from alertdist.service.server import serve
+from alertdist.service.server import Listener, serve
 from alertdist.settings import Settings
 
-__all__ = ["index_night", "keep_serving", "serve_archive", "service_config", "token_store", "tokens_path"]
+__all__ = ["Listener", "index_night", "keep_serving", "serve_archive", "service_config", "token_store", "tokens_path"]
 
 
 def tokens_path(settings: Settings) -> Path:
@@ -35,25 +35,9 @@ def service_config(settings: Settings, archive: str | None = None) -> ServiceCon
     )
 
 
-def serve_archive(
-    settings: Settings,
-    *,
-    archive: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8300,
-    workers: int = 1,
-    access_log: str | None = None,
-    on_ready=None,
-) -> None:
+def serve_archive(settings: Settings, listener: Listener, *, archive: str | None = None, on_ready=None) -> None:
     """Serve the archive over HTTP until interrupted."""
-    serve(
-        service_config(settings, archive),
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=access_log,
-        on_ready=on_ready,
-    )
+    serve(service_config(settings, archive), listener, on_ready=on_ready)
 
 
 def index_night(settings: Settings, night: dt.date, archive: str | None = None) -> NightManifest:
@@ -62,14 +46,7 @@ def index_night(settings: Settings, night: dt.date, archive: str | None = None) 
 
 
 def keep_serving(
-    settings: Settings,
-    *,
-    archive: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8300,
-    workers: int = 2,
-    hours: float | None = None,
-    log=print,
+    settings: Settings, listener: Listener, *, archive: str | None = None, hours: float | None = None, log=print
 ) -> int:
     """Run `alertdist serve` as a child process, restarted if it dies, for ``hours`` (None: until stopped).
 
@@ -78,9 +55,11 @@ def keep_serving(
     import sys
     import time
 
+    host, port = listener.host, listener.port
     deadline = None if hours is None else time.monotonic() + hours * 3600
     command = [sys.executable, "-m", "alertdist.cli.main", "serve", "--host", host, "--port", str(port)]
-    command += ["--workers", str(workers), "--archive", archive or settings.archive]
+    command += ["--workers", str(listener.workers), "--archive", archive or settings.archive]
+    command += ["--access-log", listener.access_log] if listener.access_log else []
     starts = 0
     while deadline is None or time.monotonic() < deadline:
         starts += 1

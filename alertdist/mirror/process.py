@@ -6,17 +6,13 @@ sends SIGTERM (Connect stops its tasks and commits what they wrote) and SIGKILL 
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from alertdist.infra import jmx_exporter
-from alertdist.infra.kafka_local import java_command, process_alive
+from alertdist.jvm import agent_option, java_command
 from alertdist.mirror.config import MirrorSpec, mirror_properties, mirror_secrets, write_properties
+from alertdist.supervisor import Supervised, wait_ready
 
 __all__ = ["MAIN_CLASS", "MirrorError", "MirrorHome", "MirrorStatus", "start", "status", "stop"]
 
@@ -40,6 +36,11 @@ class MirrorHome:
         """Its ``properties``, ``secrets`` (0600: the passwords the properties name), ``pid`` or ``log`` file."""
         return self.folder / f"mm2.{what}"
 
+    @property
+    def process(self) -> Supervised:
+        """Its process: a pid counts as it while it runs MirrorMaker on these properties (pids get reused)."""
+        return Supervised("MirrorMaker 2", self.path("pid"), (MAIN_CLASS, str(self.path("properties"))))
+
 
 @dataclass(frozen=True)
 class MirrorStatus:
@@ -54,16 +55,6 @@ class MirrorStatus:
     def __str__(self) -> str:
         state = "up" if self.answering else ("starting or stuck" if self.running else "down")
         return f"MirrorMaker 2: {state} (pid {self.pid or '-'}, internal REST 127.0.0.1:{self.rest_port or '-'})"
-
-
-def _pid(home: MirrorHome) -> int | None:
-    """The recorded pid while that process is alive and is still our MirrorMaker (pids get reused)."""
-    try:
-        pid = int(home.path("pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    return pid if process_alive(pid) and MAIN_CLASS.encode() in cmdline else None
 
 
 def _rest_port(home: MirrorHome) -> int | None:
@@ -83,58 +74,28 @@ def _answering(port: int | None) -> bool:
 
 
 def status(home: MirrorHome) -> MirrorStatus:
-    pid, port = _pid(home), _rest_port(home)
+    pid, port = home.process.pid(), _rest_port(home)
     return MirrorStatus(pid, port, pid is not None and _answering(port))
 
 
 def start(home: MirrorHome, spec: MirrorSpec, *, timeout: float = 90.0) -> MirrorStatus:
     """Write the properties for ``spec`` and start MirrorMaker 2 (reused when already running); returns once its
     internal REST listener answers."""
-    if _pid(home) is not None:
+    if home.process.pid() is not None:
         return status(home)
     secrets = mirror_secrets(spec)
     if secrets:
         write_properties(home.path("secrets"), secrets, mode=0o600)
     write_properties(home.path("properties"), mirror_properties(spec, home.path("secrets")))
-    agent = jmx_exporter.agent_option(home.libs, home.jmx_port) if home.jmx_port else []
+    agent = agent_option(home.libs, home.jmx_port) if home.jmx_port else []
     command = [*java_command(home.libs, home.heap), *agent, MAIN_CLASS, str(home.path("properties"))]
-    with open(home.path("log"), "ab") as out:
-        proc = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    home.path("pid").write_text(f"{proc.pid}\n")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise MirrorError(
-                f"MirrorMaker 2 exited ({proc.returncode}) while starting; its log ends:\n"
-                f"{home.path('log').read_text(errors='replace')[-3000:]}"
-            )
-        if _answering(spec.rest_port):
-            return status(home)
-        time.sleep(0.5)
-    raise MirrorError(f"MirrorMaker 2 did not open its REST listener within {timeout:.0f} s; see {home.path('log')}")
+    proc = home.process.start(command, log_file=home.path("log"))
+    why = wait_ready(proc, lambda: _answering(spec.rest_port), timeout=timeout, log_file=home.path("log"))
+    if why:
+        raise MirrorError(f"MirrorMaker 2 {why}")
+    return status(home)
 
 
 def stop(home: MirrorHome, *, kill: bool = False, timeout: float = 30.0) -> bool:
     """Stop MirrorMaker 2 (``kill``: SIGKILL at once, for fault tests); False when it was not running."""
-    pid = _pid(home)
-    if pid is None:
-        home.path("pid").unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while process_alive(pid):
-        _reap(pid)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
-    home.path("pid").unlink(missing_ok=True)
-    return True
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    return home.process.stop(timeout=timeout, kill=kill)

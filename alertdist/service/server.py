@@ -9,14 +9,26 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from alertdist.service.app import ACCESS_LOG, ServiceConfig, create_app
 
-__all__ = ["serve", "serving_in_thread"]
+__all__ = ["Listener", "serve", "serving_in_thread"]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Where and how the service listens: address, port, worker processes, access log (None: standard error)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8300
+    workers: int = 1
+    access_log: str | None = None
 
 
 def _logging(access_log: str | None) -> None:
@@ -34,24 +46,18 @@ def _app(config: ServiceConfig, access_log: str | None):
     return create_app(config)
 
 
-def serve(
-    config: ServiceConfig,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8300,
-    workers: int = 1,
-    access_log: str | None = None,
-    on_ready=None,
-) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM end it cleanly)."""
+def serve(config: ServiceConfig, listener: Listener | None = None, *, on_ready=None) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM end it cleanly); ``on_ready(host, port)`` once it listens."""
     import uvicorn
 
-    factory = functools.partial(_app, config, access_log)
+    listener = listener or Listener()
+    host, port = listener.host, listener.port
+    factory = functools.partial(_app, config, listener.access_log)
     settings = uvicorn.Config(
-        factory, factory=True, host=host, port=port, workers=workers, access_log=False, log_level="warning"
+        factory, factory=True, host=host, port=port, workers=listener.workers, access_log=False, log_level="warning"
     )
     server = uvicorn.Server(settings)
-    if workers <= 1:
+    if listener.workers <= 1:
         if on_ready:
             on_ready(host, port)
         server.run()
@@ -70,20 +76,23 @@ def serve(
 
 @contextlib.contextmanager
 def serving_in_thread(config: ServiceConfig, host: str = "127.0.0.1", port: int | None = None):
-    """Yield (base URL, app) of the service running in a thread of this process (tests, benchmarks, notebooks)."""
+    """Yield (base URL, app) of the service running in a thread of this process (tests, benchmarks, notebooks).
+
+    Without ``port``, the socket is bound here to a port the system picks, so no other process can take it first."""
     import uvicorn
 
-    from alertdist.infra.kafka_local import free_port
-
     app = create_app(config)
-    port = port or free_port()
+    sock = socket.socket()
+    sock.bind((host, port or 0))
+    port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, name="alertdist-service", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="alertdist-service", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             server.should_exit = True
+            sock.close()
             raise RuntimeError(f"the service did not start on {host}:{port} within 30 s")
         time.sleep(0.05)
     try:
@@ -91,3 +100,4 @@ def serving_in_thread(config: ServiceConfig, host: str = "127.0.0.1", port: int 
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()

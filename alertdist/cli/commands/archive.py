@@ -89,12 +89,8 @@ class _NoKafkaForIndex(argparse.Action):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "archive",
-        help="archive a closed night to Avro tarballs, Parquet and a manifest",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    help = "archive a closed night to Avro tarballs, Parquet and a manifest"
+    p = parsing.command(sub, "archive", _archive, help, description=DESCRIPTION, kafka=True)
     p.add_argument(
         "what", nargs="?", choices=["index"], action=_NoKafkaForIndex, help="index: (re)write the night's indexes"
     )
@@ -138,4 +134,3 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="archive an aborted night too (what was published before it failed), marked partial in its manifest",
     )
     parsing.quiet_option(p)
-    p.set_defaults(run=_archive, needs_kafka=True)

@@ -29,20 +29,13 @@ Several replicas may serve one archive: each is stateless.
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from alertdist.jobs.serve import serve_archive
+    from alertdist.jobs.serve import Listener, serve_archive
 
     def ready(host: str, port: int) -> None:
         print(f"serving {args.archive or settings.archive} at http://{host}:{port}/ (API docs at /docs)", flush=True)
 
-    serve_archive(
-        settings,
-        archive=args.archive,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        access_log=args.access_log,
-        on_ready=ready,
-    )
+    listener = Listener(args.host, args.port, args.workers, args.access_log)
+    serve_archive(settings, listener, archive=args.archive, on_ready=ready)
     return 0
 
 
@@ -75,18 +68,13 @@ def index_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="serve the archive over HTTP (alerts, objects, cutouts, searches, files)",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    help = "serve the archive over HTTP (alerts, objects, cutouts, searches, files)"
+    p = parsing.command(sub, "serve", _serve, help, description=DESCRIPTION)
     parsing.archive_option(p, "archive root: a folder or s3://bucket/prefix (default $ALERTDIST_ARCHIVE_URL)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8300, help="port (default 8300)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--access-log", metavar="FILE", help="access log file (default: standard error)")
-    p.set_defaults(run=_serve, needs_kafka=False)
     actions = p.add_subparsers(dest="serve_action", metavar="ACTION")
     token = actions.add_parser("token", help="issue, revoke or list API tokens")
     token_actions = token.add_subparsers(dest="token_action", metavar="ACTION", required=True)

@@ -7,6 +7,7 @@ import getpass
 import sys
 
 from alertdist.cli import parsing
+from alertdist.security import ROLES
 
 ROLES_HELP = """\
 roles:
@@ -72,7 +73,7 @@ def _add(args, settings):
 
 
 def _list(args, settings):
-    from alertdist.security import ROLES, read_users
+    from alertdist.security import read_users
 
     users = read_users(_admin(args, settings), settings.naming)
     if not users:
@@ -128,17 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument(
         "--role",
         required=True,
-        choices=[
-            "publisher",
-            "filter",
-            "archiver",
-            "replay",
-            "public",
-            "partnership",
-            "caltech",
-            "mirror_source",
-            "mirror_target",
-        ],
+        choices=list(ROLES),  # the roles alertdist.security grants, named in one place
         help="what the user may read (see below)",
     )
     add.add_argument("--filter", metavar="NAME", help="with --role filter: the filter whose runs log in as this user")
