@@ -25,6 +25,7 @@ from pathlib import Path
 from alertdist.access.listing import ArchiveAccessError, ArchiveLocation, RemoteFile, open_location
 from alertdist.access.names import landing
 from alertdist.archive.tarball import MD5SUMS, md5sums_text, parse_md5sums
+from alertdist.atomic import sync_folder, write_atomically
 from alertdist.nights.dates import format_night
 from alertdist.nights.topics import DEFAULT_PROGRAMMES
 
@@ -261,33 +262,19 @@ def _save_indexes(
     for name in names:
         raw = location.read_bytes(f"manifests/{name}")
         if raw is not None:
-            _write_atomic(landing(folder, f"manifests/{name}", night=night, kind="manifest"), raw)
+            write_atomically(landing(folder, f"manifests/{name}", night=night, kind="manifest"), raw, durable=True)
     sums_path = landing(folder, MD5SUMS)
     sums = parse_md5sums(sums_path.read_text()) if sums_path.exists() else {}
     sums.update({f.path: f.md5 for f in done if "/" not in f.path})
     if sums:
-        _write_atomic(sums_path, md5sums_text(sums).encode())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.tmp")
-    with open(scratch, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    _rename_durably(scratch, path)
+        write_atomically(sums_path, md5sums_text(sums).encode(), durable=True)
 
 
 def _rename_durably(written: Path, final: Path) -> None:
-    """Move a file already synced to disk into its final name, and sync its folder so the new name survives a
-    crash too (a rename lives in the folder's own data)."""
+    """Move a resumable download, already synced to disk, into its final name, and sync the folder so the new name
+    survives a crash too."""
     os.replace(written, final)
-    folder = os.open(final.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    sync_folder(final.parent)
 
 
 def download_night(

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import fsspec
 from isal import isal_zlib
 
+from alertdist.atomic import sync_folder
+
 __all__ = [
     "TEMP_PREFIX",
     "Destination",
@@ -32,7 +34,6 @@ __all__ = [
     "HashingWriter",
     "StorageError",
     "open_filesystem",
-    "sync_folder",
 ]
 
 TEMP_PREFIX = ".tmp-"
@@ -307,15 +308,6 @@ class Destination:
                         os.unlink(os.path.join(folder, entry))
                         removed.append(entry)
         return removed
-
-
-def sync_folder(folder: str) -> None:
-    """fsync a local folder: a file renamed or created in it is then on disk under its name, not only its bytes."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _missing_folders(folder: str) -> list[str]:
