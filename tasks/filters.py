@@ -61,12 +61,7 @@ def run_filter_copy(
     return {
         "copy": r.copy_index,
         "status": r.status,
-        "read": r.read,
-        "passed": r.passed,
-        "rejected": r.rejected,
-        "errors": r.errors,
-        "malformed": r.malformed,
-        "lag": r.lag,
+        **r.counts(),
         "partitions": len(r.partitions),
         "seconds": round(r.elapsed_s, 1),
         "by_programme": {str(settings.naming.programid_of(t)): c for t, c in sorted(r.by_topic.items())},

@@ -196,20 +196,7 @@ def test_an_adversarial_night_closes_filters_archives_and_reconciles(kafka_boots
     assert set(rejected) <= set(shown) | {_shown(n, None) for n in night.may_pass}
 
     # the filters: each read every delivered alert, settled each one, and consumed the whole night
-    rows = {
-        name: [
-            {
-                "copy": r.copy_index,
-                "read": r.read,
-                "passed": r.passed,
-                "rejected": r.rejected,
-                "errors": r.errors,
-                "malformed": r.malformed,
-                "lag": r.lag,
-            }
-        ]
-        for name, r in reports.items()
-    }
+    rows = {name: [{"copy": r.copy_index, **r.counts()}] for name, r in reports.items()}
     for name, r in reports.items():
         assert r.read == result.delivered_total and r.lag == 0, (name, r)
 

@@ -48,7 +48,7 @@ from alertdist.nights.dates import jd_to_unix
 from alertdist.nights.state import NightState, mark_night
 from alertdist.nights.topics import TopicNaming
 from alertdist.simulate.night import simulate_night
-from tests.archive_support import publish_night
+from tests.archive_support import cut_short, publish_night
 from tests.conftest import ARCHIVE_2018
 
 NIGHT = dt.date(2023, 10, 12)
@@ -412,16 +412,8 @@ def test_a_record_broken_after_its_candidate_is_rejected_and_the_rest_archived(
 ):
     """Framing and the first fields are fine (the spool takes it), the record is cut inside the cutouts: the
     Parquet decode finds it, the codec names the fault, and it is left out of both files and counted."""
-    from alertdist.avro.container import build_container, parse_container
-
     good = [p for p in packets if codec.peek(p).schemavsn.startswith("4")]
-    container = parse_container(good[0])
-    broken = build_container(
-        good[0][container.schema_start : container.schema_end],
-        good[0][container.body_start : container.body_end - 3000],
-        container.sync_marker,
-        container.metadata_keys,
-    )
+    broken = cut_short(good[0])
     codec.peek(broken)  # what the publisher checks passes
     naming = TopicNaming(survey=f"tbroken{unique}")
     state = publish_night(kafka_bootstrap, naming, NIGHT, {1: good[1:] + [broken]})

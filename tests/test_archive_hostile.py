@@ -36,7 +36,7 @@ from alertdist.jobs.nights import abort_night
 from alertdist.nights.state import read_night_state
 from alertdist.nights.topics import TopicNaming
 from alertdist.settings import Settings
-from tests.archive_support import publish_night
+from tests.archive_support import cut_short, publish_night
 from tests.conftest import ARCHIVE_2018, SHARED_DATA
 
 NIGHT = dt.date(2023, 10, 12)
@@ -323,13 +323,7 @@ def test_the_bytes_of_every_reject_and_conflicting_duplicate_are_kept_and_checks
     and a duplicate whose bytes differ: each message's bytes are in the programme's rejects tarball with its
     reason, the file is in the manifest with its checksum and verified; an identical duplicate is only counted.
     Before, only the manifest's list of them remained."""
-    cut = parse_container(real_401[0])
-    broken = build_container(
-        real_401[0][cut.schema_start : cut.schema_end],
-        real_401[0][cut.body_start : cut.body_end - 3000],
-        cut.sync_marker,
-        cut.metadata_keys,
-    )
+    broken = cut_short(real_401[0])
     unlike = variant(real_401[1], _set_type(candidate_field, "rb", ["null", "float", "string"]))
     other_bytes = variant(real_401[2], edit_record=lambda r: r["candidate"].update(magpsf=12.5))
     assert codec.peek(other_bytes).candid == codec.peek(real_401[2]).candid and other_bytes != real_401[2]

@@ -115,6 +115,10 @@ class LiveReport:
     first_alert_s: float | None = None  # since the start: when the first alert arrived
     last_commit_s: float | None = None  # since the start: when the last transaction holding alerts committed
 
+    def counts(self) -> dict[str, int | None]:
+        """The copy's committed counts and its group's lag, as a summary row shows them."""
+        return {k: getattr(self, k) for k in ("read", "passed", "rejected", "errors", "malformed", "lag")}
+
     @property
     def processing_rate(self) -> float:
         """Alerts/s while alerts flowed: start-up, group join and end-of-night detection left out."""
