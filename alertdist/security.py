@@ -1,12 +1,13 @@
 """Who may read what: users, their roles, their SCRAM credentials, and the ACLs Kafka enforces for them.
 
 ZTF data has owners: programme 1 is public, 2 belongs to the partnership, 3 to Caltech. A user has one role.
-Service roles (`publisher`, `filter`, `archiver`, `replay`) each get only their part of a night (`night_acls`):
-the publisher cannot create or delete topics or read any programme, a filter writes only its own outputs, the
-archiver writes nothing; the admin, a super user of the cluster, creates topics, ACLs and users. Consumer roles read their programmes' topics of each night, and the filter outputs derived from them, and may
-use only consumer groups whose id starts with their user name and a dot (``alice.mygroup``: `user_namespace`; user
-names cannot contain a dot, so ``ann`` never reaches ``anna``'s groups). In the two-tier mode MirrorMaker 2's login has a
-role on each cluster (`mirror_source` upstream, `mirror_target` downstream: `_mirror_acls`).
+Service roles (`publisher`, `filter`, `archiver`, `replay`) each get only their part of a night (`night_acls`): the
+publisher cannot create or delete topics or read any programme, a filter writes only its own outputs, the archiver
+writes nothing; the admin, a super user of the cluster, creates topics, ACLs and users. Consumer roles read their
+programmes' topics of each night, and the filter outputs derived from them, and may use only consumer groups whose id
+starts with their user name and a dot (``alice.mygroup``: `user_namespace`; user names cannot contain a dot, so ``ann``
+never reaches ``anna``'s groups). In the two-tier mode MirrorMaker 2's login has a role on each cluster (`mirror_source`
+upstream, `mirror_target` downstream: `_mirror_acls`).
 
 Why ACLs per night: topics are named ``<survey>_<YYYYMMDD>_programid<N>``, the date before the programme, so no
 prefix covers one programme across nights. The users and their roles are therefore kept in the compacted
@@ -312,10 +313,10 @@ def night_acls(naming: TopicNaming, night: dt.date, user: User) -> list[AclBindi
 
 
 def _mirror_acls(user: User, mirrored: list[str], *, standing: bool) -> list[AclBinding]:
-    """MirrorMaker 2's rights on the ``mirrored`` topics (the nights topic, or a night's programme topics) and,
-    with ``standing`` (its night-independent rights), on its own topics, group and transactional ids. Exactly what it used against real
-    brokers (their authorizer's log at DEBUG); its one denial, CREATE ``heartbeats`` on the public cluster, is of
-    no consequence: heartbeats are off (`mirror.config`). WRITE implies IDEMPOTENT_WRITE: no cluster right."""
+    """MirrorMaker 2's rights on the ``mirrored`` topics (the nights topic, or a night's programme topics) and, with
+    ``standing`` (its night-independent rights), on its own topics, group and transactional ids. Exactly what it used
+    against real brokers (their authorizer's log at DEBUG); its one denial, CREATE ``heartbeats`` on the public cluster,
+    is of no consequence: heartbeats are off (`mirror.config`). WRITE implies IDEMPOTENT_WRITE: no cluster right."""
     names = MirrorNames()
     op = AclOperation
 

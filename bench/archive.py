@@ -264,7 +264,7 @@ def main() -> int:
         pool = [a.packet for a in simulate_night(args.pool, night=NIGHT, seed=SEED)]
         nights = {size: (lambda size=size: pool_night(pool, size)) for size in sizes}
     else:
-        nights = {size: (lambda path=cached_night(size, settings.home / "bench"): read_night(path)) for size in sizes}
+        nights = {size: functools.partial(read_night, cached_night(size, settings.home / "bench")) for size in sizes}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="alertdist-bench-archive-") as tmp:
         folder = Path(tmp)

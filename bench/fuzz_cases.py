@@ -263,7 +263,8 @@ def recursive_schema_packet(depth: int) -> bytes:
 
 
 def oversized(packet: bytes, size: int) -> Mutant:
-    """A *valid* packet of about ``size`` bytes: its science stamp padded (the codec must take it; the publisher not)."""
+    """A *valid* packet of about ``size`` bytes: its science stamp padded (the codec must take it; the publisher
+    not)."""
     record = codec.decode(packet)
     layout = codec.container_layout(packet)
     grown = bytes(random.Random(size).randbytes(max(0, size - len(packet))))

@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                 mirrored, _ = mirror_rate(downstream, topic, args.alerts, size)
                 wait_synced(upstream, topic)
                 say(
-                    f"(b) MirrorMaker 2: {mirrored:.1f} MB/s, mirror_vs_consumer {mirrored / consumed:.2f} (target >= 0.7)"
+                    f"(b) MirrorMaker 2: {mirrored:.1f} MB/s, mirror_vs_consumer {mirrored / consumed:.2f} "
+                    "(target >= 0.7)"
                 )
                 say(f"latency: {args.rate:,.0f} alerts/minute for {args.latency_seconds:.0f} s, read downstream ...")
                 latency = latency_run(upstream, downstream, packets, args.rate, args.latency_seconds)

@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             ours.append(mb_s)
             alert_rates.append(alerts_s)
             say(
-                f"round {r}: (b) publisher          {mb_s:.1f} MB/s ({alerts_s:,.0f} alerts/s)   ratio {mb_s / java_rates[-1]:.2f}"
+                f"round {r}: (b) publisher          {mb_s:.1f} MB/s ({alerts_s:,.0f} alerts/s)   ratio "
+                f"{mb_s / java_rates[-1]:.2f}"
             )
         metrics_rounds, metrics_cpu = {False: [], True: []}, {False: [], True: []}
         for r in range(1, args.metrics_rounds + 1 if args.only != "latency" else 1):
@@ -210,13 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.only == "throughput":
             return _report(args, record_size, java_rates, ours, alert_rates, latency, load_before, figures)
         say(
-            f"latency: {args.rate:,.0f} alerts/minute for {args.latency_seconds:.0f} s, consumed live in another process..."
+            f"latency: {args.rate:,.0f} alerts/minute for {args.latency_seconds:.0f} s, consumed live in "
+            "another process..."
         )
         broker_pid = int(cluster.pid_file(1).read_text().strip())
         latency = latency_run(bootstrap, packets, args.rate, args.latency_seconds, args.latency_compression, broker_pid)
         say(
             f"  {latency['alerts']} alerts at {latency['achieved_per_minute']:,}/min: p50 {latency['p50_ms']:.0f} ms, "
-            f"p95 {latency['p95_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']} ms (target p99 < 1000)"
+            f"p95 {latency['p95_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']} ms "
+            "(target p99 < 1000)"
         )
         say(
             f"  CPU per alert (ms): {latency['cpu_ms_per_alert']}; an idle {os.cpu_count()}-core machine could "

@@ -213,7 +213,8 @@ def dask_flow(root: Path, nights: list[dt.date], workers: int, columnar: bool) -
 
 
 def publish_closed_night(bootstrap: str, naming: TopicNaming, night: dt.date, packets: list[bytes]) -> None:
-    """The packets (of every programme) into programme 1's topic of ``night`` (14 partitions, keyed by objectId), then the night closed."""
+    """The packets (of every programme) into programme 1's topic of ``night`` (14 partitions, keyed by objectId),
+    then the night closed."""
     ensure_night_topics(admin_client(bootstrap), naming, night, TopicSettings(partitions=14), programmes=[1])
     topic = naming.programme_topic(night, 1)
     out = CountingProducer(bootstrap)

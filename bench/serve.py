@@ -97,7 +97,7 @@ def publish(bootstrap: str, naming: TopicNaming, night: dt.date, packets: list[b
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def timed(client: httpx.Client, path: str) -> tuple[float, httpx.Response]:
@@ -110,8 +110,20 @@ def start_service(root: Path, home: Path, survey: str, workers: int) -> tuple[su
     port = kafka_local.free_port()
     env = {**os.environ, "ALERTDIST_HOME": str(home), "ALERTDIST_SURVEY": survey}
     child = subprocess.Popen(
-        [sys.executable, "-m", "alertdist.cli.main", "serve", "--archive", str(root), "--port", str(port)]
-        + ["--workers", str(workers), "--access-log", str(home / "access.log")],
+        [
+            sys.executable,
+            "-m",
+            "alertdist.cli.main",
+            "serve",
+            "--archive",
+            str(root),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--access-log",
+            str(home / "access.log"),
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -206,7 +218,8 @@ def main() -> int:
                 publish(cluster.bootstrap_servers, naming, night, packets[night])
                 archive_night(cluster.bootstrap_servers, naming, night, str(root), ArchiveOptions())
                 say(
-                    f"night {night:%Y%m%d}: {len(packets[night])} alerts published and archived in {time.monotonic() - started:.0f} s"
+                    f"night {night:%Y%m%d}: {len(packets[night])} alerts published and archived in "
+                    f"{time.monotonic() - started:.0f} s"
                 )
         index_bytes = sum(p.stat().st_size for p in root.glob("index/**/*.parquet"))
         by_candid = {}

@@ -10,9 +10,9 @@ filter that failed is reported at the end (an artifact, and the run fails saying
 end the night must balance: published = archived + duplicates dropped, every filter consumed everything, or the
 run fails and says what is missing.
 
-Each stage process gets one Kafka login, its own service's (`stage_logins`): the logins leave this process's
-environment before the first stage is started, and each stage is handed its own (never as a flow parameter). Events `alertdist.night.opened/closed/archived` let automations (a notification, a page)
-hook in.
+Each stage process gets one Kafka login, its own service's (`stage_logins`): the logins leave this process's environment
+before the first stage is started, and each stage is handed its own (never as a flow parameter). Events
+`alertdist.night.opened/closed/archived` let automations (a notification, a page) hook in.
 
 Two-tier (``public_bootstrap_servers`` given): the publisher writes to the producing cluster, MirrorMaker 2 (the
 `mirror` deployment, or `alertdist mirror start`) copies the night to the public cluster, and the filters and
@@ -121,7 +121,7 @@ def night(
         public_bootstrap_servers=public_bootstrap_servers,
     )
     night = night or settings.tonight()
-    common = dict(night=night, bootstrap_servers=settings.bootstrap_servers, survey=settings.survey)
+    common = {"night": night, "bootstrap_servers": settings.bootstrap_servers, "survey": settings.survey}
     readers = (
         {**common, "public_bootstrap_servers": settings.public_bootstrap_servers}
         if public_bootstrap_servers
@@ -149,7 +149,11 @@ def _stages(settings, night, source, speed, filters, filter_parallelism, filter_
         running = {}
         for chosen in filters if filters is not None else sorted(available_filters()):
             name = named_filter(chosen)[0] or chosen
-            parameters = dict(filter_name=chosen, parallelism=filter_parallelism, batch_deadline_s=filter_deadline_s)
+            parameters = {
+                "filter_name": chosen,
+                "parallelism": filter_parallelism,
+                "batch_deadline_s": filter_deadline_s,
+            }
             login = stage_logins(settings, filter_service(name), public=bool(two_tier))
             running[name] = stage.submit(f"filter-{name}", "filter", {**parameters, **readers}, login)
         publishing = dict(source=source, speed=speed, partitions=None, **common)  # opened at dusk: only checked

@@ -31,7 +31,8 @@ def reanalyse(filter_name: str, units: list[Unit], out: str, columnar: bool, mis
     summary = summarise_reanalysis(filter_name, out, rows, {**missing, **failures})
     if summary["failed"]:
         raise ReanalysisFailedError(
-            f"{len(summary['failed'])} night file(s) failed ({'; '.join(f'{k}: {v}' for k, v in summary['failed'].items())}); "
+            f"{len(summary['failed'])} night file(s) failed "
+            f"({'; '.join(f'{k}: {v}' for k, v in summary['failed'].items())}); "
             f"the passes of the {len(rows)} other night file(s) are in {out}"
         )
     return summary

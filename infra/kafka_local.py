@@ -327,7 +327,9 @@ def _security_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
         "listener.security.protocol.map": f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{SECURE_LISTENER}:{protocol}",
         "sasl.enabled.mechanisms": SCRAM_MECHANISM,
         f"listener.name.{name}.sasl.enabled.mechanisms": SCRAM_MECHANISM,
-        f"listener.name.{name}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        f"listener.name.{name}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "false",
         "super.users": "User:ANONYMOUS",

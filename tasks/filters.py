@@ -77,7 +77,7 @@ def summarise_filter(settings: Settings, filter_name: str, night: dt.date, rows:
     }
     shown = [{k: v for k, v in row.items() if k != "by_programme"} for row in rows]
     create_table_artifact(
-        shown + [total],
+        [*shown, total],
         key=artifact_key("filter", settings.survey, format_night(night), filter_name),
         description=f"Filter {filter_name} on night {format_night(night)}",
     )

@@ -19,12 +19,12 @@ __all__ = ["night_label", "run_label", "task_label", "transient_retries"]
 
 def transient_retries(delays_s: list[int], *also_transient: type[BaseException]) -> dict:
     """Task options: retry after each of ``delays_s`` on transient trouble; never cache (every run does I/O)."""
-    return dict(
-        retries=len(delays_s),
-        retry_delay_seconds=delays_s,
-        retry_condition_fn=retry_condition(*also_transient),
-        cache_policy=NO_CACHE,
-    )
+    return {
+        "retries": len(delays_s),
+        "retry_delay_seconds": delays_s,
+        "retry_condition_fn": retry_condition(*also_transient),
+        "cache_policy": NO_CACHE,
+    }
 
 
 def night_label(night) -> str:

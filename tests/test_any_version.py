@@ -175,7 +175,7 @@ def test_unshipped_versions_pass_publish_archive_and_both_replays_byte_for_byte(
 
 
 def test_unshipped_versions_pass_the_batch_filter_from_tarball_and_parquet(variants, archived):
-    naming, root, _ = archived
+    _naming, root, _ = archived
     for prefer in ("tarball", "parquet"):
         packets, counts = packets_for_batch([str(root)], archived_night=NIGHT, prefer=prefer)
         assert sorted(p for _, p in packets) == sorted(variants) and sum(c.bad for c in counts) == 0, prefer
@@ -222,7 +222,7 @@ def test_a_replay_checks_md5sums_first_and_publishes_nothing(kafka_bootstrap, uw
     path = _damaged(uw_tarball, tmp_path, "flipped")
     (tmp_path / "MD5SUMS").write_text(f"{hashlib.md5(uw_tarball.read_bytes()).hexdigest()}  {path.name}\n")
     topic = f"replay-{uuid.uuid4().hex[:8]}"
-    with pytest.raises(ArchiveReadError, match="is damaged .*md5"):
+    with pytest.raises(ArchiveReadError, match=r"is damaged .*md5"):
         replay(Settings(bootstrap_servers=kafka_bootstrap), ReplayRequest((str(path),), topic=topic))
     with pytest.raises(ArchiveReadError, match="is damaged"):
         open_sources([str(path)])

@@ -206,7 +206,7 @@ def small_night(kafka_bootstrap, tmp_path_factory, packet_files):
 
 @pytest.fixture(scope="module")
 def archived(kafka_bootstrap, small_night, tmp_path_factory):
-    naming, state, _, _ = small_night
+    naming, _state, _, _ = small_night
     dest = tmp_path_factory.mktemp("archive")
     manifest = archive_night(kafka_bootstrap, naming, NIGHT, str(dest), ArchiveOptions(row_group_rows=50))
     return dest, manifest
@@ -229,7 +229,7 @@ def test_tarballs_hold_the_published_packets_byte_for_byte(small_night, archived
 
 
 def test_parquet_rows_match_the_tarball_and_the_decoded_packets(small_night, archived):
-    naming, _, _, unique = small_night
+    _naming, _, _, unique = small_night
     dest, _ = archived
     table = ds.dataset(dest / "parquet", partitioning="hive").to_table()
     assert table.num_rows == sum(len(u) for u in unique.values())
@@ -330,7 +330,7 @@ def test_a_replay_into_new_topics_gives_the_same_tarballs(kafka_bootstrap, small
 
 
 def test_verification_names_what_is_missing_or_changed(small_night, archived, tmp_path):
-    naming, state, _, _ = small_night
+    _naming, state, _, _ = small_night
     dest, manifest = archived
     copy = tmp_path / "copy"
     for name, data in _files(dest).items():
@@ -416,7 +416,7 @@ def test_a_record_broken_after_its_candidate_is_rejected_and_the_rest_archived(
     broken = cut_short(good[0])
     codec.peek(broken)  # what the publisher checks passes
     naming = TopicNaming(survey=f"tbroken{unique}")
-    state = publish_night(kafka_bootstrap, naming, NIGHT, {1: good[1:] + [broken]})
+    state = publish_night(kafka_bootstrap, naming, NIGHT, {1: [*good[1:], broken]})
     manifest = archive_night(kafka_bootstrap, naming, NIGHT, str(tmp_path), ArchiveOptions(row_group_rows=7))
     archive = manifest.programmes[1]
     assert archive.counts == {

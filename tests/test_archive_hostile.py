@@ -112,7 +112,7 @@ def _parquet(root, manifest, programid: int = 1) -> pa.Table:
     return pq.read_table(root / manifest.programmes[programid].files["parquet"]["path"])
 
 
-# ------------------------------------------------------------------------------------------- item 2: no packet stops a programme
+# ------------------------------------------------------------------------------------------- item 2: no packet stops a
 
 
 def test_a_packet_with_an_unusable_jd_or_candid_is_a_reject_with_its_reason(
@@ -281,7 +281,7 @@ def test_an_aborted_night_is_refused_without_partial_and_marked_partial_with_it(
     assert (state.state, state.ended, state.closed) == ("aborted", True, False)  # ended: readers stop on it
 
     dest = tmp_path / "archive"
-    with pytest.raises(NightAbortedError, match="was aborted .*publishing failed.*--partial"):
+    with pytest.raises(NightAbortedError, match=r"was aborted .*publishing failed.*--partial"):
         archive_night(kafka_bootstrap, naming, NIGHT, str(dest))
     monkeypatch.setenv("ALERTDIST_SURVEY", naming.survey)
     run = ["--bootstrap-servers", kafka_bootstrap, "archive", "--night", f"{NIGHT:%Y%m%d}", "--archive", str(dest)]
@@ -359,10 +359,10 @@ def test_the_bytes_of_every_reject_and_conflicting_duplicate_are_kept_and_checks
     verify_night(str(tmp_path), manifest, state)
 
     path.write_bytes(data[:-10])  # the kept messages are checked like every other file
-    with pytest.raises(ArchiveVerificationError, match="rejects.tar.gz"):
+    with pytest.raises(ArchiveVerificationError, match=r"rejects.tar.gz"):
         verify_night(str(tmp_path), manifest, state)
     path.unlink()
-    with pytest.raises(ArchiveVerificationError, match="set aside.* is missing"):
+    with pytest.raises(ArchiveVerificationError, match=r"set aside.* is missing"):
         verify_night(str(tmp_path), manifest, state)
 
 

@@ -278,7 +278,7 @@ def test_a_server_that_ignores_ranges_gets_the_whole_file_again(archive_root, ht
 
 
 def test_a_corrupted_byte_is_detected_and_nothing_is_kept(archive_root, http, tmp_path):
-    root, survey = archive_root
+    _root, _survey = archive_root
     parquet = "parquet/night=20231012/programid=1/part-0.parquet"
     http.corrupt.add(parquet)
     with pytest.raises(ChecksumMismatchError, match="sha256") as failure:

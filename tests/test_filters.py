@@ -152,7 +152,7 @@ def test_module_function_and_class_filters_load_by_path(packets):
 
 
 def test_lookup_errors_say_what_exists():
-    with pytest.raises(FilterLookupError, match="bright_transients.*module:function"):
+    with pytest.raises(FilterLookupError, match=r"bright_transients.*module:function"):
         load_filter("no_such_filter")
     with pytest.raises(FilterLookupError, match="cannot import"):
         load_filter("no.such.module:thing")
@@ -242,20 +242,20 @@ def test_known_real_alerts_get_the_expected_verdicts(real_packet_files):
 
 def _candidate(**changes) -> dict:
     """A clean new transient; each test below breaks one criterion."""
-    base = dict(
-        drb=0.99,
-        rb=0.8,
-        isdiffpos="t",
-        magpsf=18.0,
-        ndethist=2,
-        jd=2460230.0,
-        jdstarthist=2460229.0,
-        nbad=0,
-        sgscore1=0.1,
-        distpsnr1=0.8,
-        ssdistnr=-999.0,
-        fid=2,
-    )
+    base = {
+        "drb": 0.99,
+        "rb": 0.8,
+        "isdiffpos": "t",
+        "magpsf": 18.0,
+        "ndethist": 2,
+        "jd": 2460230.0,
+        "jdstarthist": 2460229.0,
+        "nbad": 0,
+        "sgscore1": 0.1,
+        "distpsnr1": 0.8,
+        "ssdistnr": -999.0,
+        "fid": 2,
+    }
     base.update(changes)
     return {"objectId": "ZTF23aaaaaaa", "candidate": base}
 
@@ -315,8 +315,8 @@ def test_batch_table_writes_to_parquet_and_csv(tmp_path, simulated_packets):
     assert pq.read_table(parquet).equals(result.table)
     csv = write_table(result.table, tmp_path / "bright.csv")
     assert pacsv.read_csv(csv).column("candid").to_pylist() == result.table.column("candid").to_pylist()
-    assert not [p for p in tmp_path.rglob(".*")], "no scratch file left behind"
-    with pytest.raises(ValueError, match="parquet or .csv"):
+    assert not list(tmp_path.rglob(".*")), "no scratch file left behind"
+    with pytest.raises(ValueError, match=r"parquet or .csv"):
         write_table(result.table, tmp_path / "bright.json")
 
 

@@ -267,7 +267,7 @@ def test_the_publisher_sets_aside_every_bad_packet_with_a_reason_and_counts_reco
     }
     assert len(rejected) == result.rejected_total
     assert expected_refused <= set(rejected)
-    for name, msg in rejected.items():
+    for msg in rejected.values():
         reason = dict(msg.headers())[HEADER_REASON].decode()
         kind = reason.split(":", 1)[0]
         assert kind in REJECT_KINDS and len(reason) > len(kind) + 10, reason

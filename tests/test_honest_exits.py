@@ -146,8 +146,7 @@ def test_the_archive_command_shows_duplicates_with_different_bytes(kafka_bootstr
     publish_night(kafka_bootstrap, naming, NIGHTS[0], {1: packets}, partitions=1)
     monkeypatch.setenv("ALERTDIST_SURVEY", naming.survey)
     code = cli(
-        ["--bootstrap-servers", kafka_bootstrap, "archive", "--night", "20231012"]
-        + ["--dest", str(tmp_path), "--quiet"]
+        ["--bootstrap-servers", kafka_bootstrap, "archive", "--night", "20231012", "--dest", str(tmp_path), "--quiet"]
     )
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -158,7 +158,7 @@ def test_a_manifest_path_that_names_another_place_is_refused_and_nothing_is_writ
 
 def test_a_replay_refuses_a_manifest_path_that_names_another_place(tmp_path):
     root = _hostile_folder(tmp_path, "../x", tmp_path)
-    with pytest.raises(ArchiveNameError, match="'../x'"):
+    with pytest.raises(ArchiveNameError, match=r"'../x'"):
         open_sources([str(root)], archived_night=DAY)
 
 
@@ -239,7 +239,7 @@ def test_an_http_archive_cannot_name_a_file_outside_its_url(tmp_path, serve):
     _write(srv / "x", payload)  # beside the archive on the same server: reachable as archive/../x
     server = serve(srv)
     out = tmp_path / "out"
-    with pytest.raises(ArchiveNameError, match="'../x'"):
+    with pytest.raises(ArchiveNameError, match=r"'../x'"):
         download_night(DAY, f"{server.url}archive/", out / "d")
     assert "/x" not in server.requests and _tree(out) == []
 
@@ -307,7 +307,7 @@ def _changing_archive(tmp_path: Path, serve) -> tuple[_Server, bytes, bytes]:
 def test_what_is_produced_is_what_was_verified_read_once(how, tmp_path, serve):
     server, payload, _ = _changing_archive(tmp_path, serve)
     spec = [server.url] if how == "archive root" else [f"{server.url}{TARBALL}"]
-    alerts, counts, names = open_sources(spec, archived_night=DAY if how == "archive root" else None)
+    alerts, _counts, names = open_sources(spec, archived_night=DAY if how == "archive root" else None)
     produced = sorted(a.packet for a in alerts)
     assert produced == sorted(m.data for m in read_members(io.BytesIO(payload)))
     assert server.requests.count(f"/{TARBALL}") == 1, "one read: the bytes verified are the bytes produced"
@@ -318,7 +318,7 @@ def test_a_named_tarball_url_is_not_read_from_another_host(tmp_path, serve):
     server, payload, _ = _changing_archive(tmp_path, serve)
     elsewhere = serve(_write(tmp_path / "elsewhere" / TARBALL, payload).parent)
     server.redirect[f"/{TARBALL}"] = f"{elsewhere.url}{TARBALL}"
-    with pytest.raises(ArchiveAccessError, match="outside the archive .*: refused"):
+    with pytest.raises(ArchiveAccessError, match=r"outside the archive .*: refused"):
         open_sources([f"{server.url}{TARBALL}"])
     assert elsewhere.requests == []
 
@@ -391,7 +391,7 @@ def test_a_listed_file_that_is_missing_is_not_found_not_damaged(over, tmp_path, 
 def test_a_file_that_is_not_an_archive_says_what_a_source_can_be(tmp_path):
     text = _write(tmp_path / "passwd", b"root:x:0:0:root:/root:/bin/bash\n")
     for night in (None, DAY):
-        with pytest.raises(ArchiveAccessError, match="neither an archive root .* a tarball .* nor a Parquet file"):
+        with pytest.raises(ArchiveAccessError, match=r"neither an archive root .* a tarball .* nor a Parquet file"):
             check_sources([str(text)], archived_night=night)
 
 

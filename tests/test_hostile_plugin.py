@@ -24,7 +24,7 @@ from alertdist.simulate.night import simulate_night
 from tests.hostile_plugins import HANG_ON
 from tests.test_filters_live import NIGHT, outputs_of, publish_night, read_topic
 
-QUICK = dict(state_poll_s=0.5, done_check_s=0.2)
+QUICK = {"state_poll_s": 0.5, "done_check_s": 0.2}
 HOSTILE_ALERTS = 2000
 
 

@@ -193,7 +193,7 @@ def test_a_changed_filter_assignment_drops_the_old_filters_rights(cluster, namin
 def test_a_refusal_on_the_users_topic_is_an_error_not_an_empty_list(cluster, naming):
     reader = _add(cluster, naming, User("carol", "public"))
     assert [u.name for u in read_users(_admin(cluster), naming)] == [reader]
-    with pytest.raises(SecurityError, match="[Aa]uthorization failed"):
+    with pytest.raises(SecurityError, match=r"[Aa]uthorization failed"):
         read_users(_as(cluster, reader), naming)
     assert read_users(_admin(cluster), TopicNaming(survey=f"{naming.survey}x")) == []  # never written: none
 

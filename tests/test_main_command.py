@@ -116,7 +116,7 @@ def test_the_prefect_ui_shows_the_night_and_its_summary(night_on_a_clean_clone):
         pytest.fail("Chromium is not installed: run `make setup-test` (installs Debian's chromium) and retry")
     from playwright.sync_api import sync_playwright
 
-    clone, env, done = night_on_a_clean_clone
+    clone, _env, done = night_on_a_clean_clone
     assert done.returncode == 0, done.stderr[-2000:]
     auth = (clone / ".alertdist" / "prefect" / "auth").read_text().strip()  # the server's login (basic auth)
     run_url = re.search(r"Prefect UI: (\S+)", done.stdout).group(1)

@@ -111,11 +111,7 @@ def test_the_publishers_figures_are_exported_without_a_per_packet_hook(kafka_boo
     naming = TopicNaming(survey=f"m{unique}")
     ensure_night_topics(admin_client(kafka_bootstrap), naming, NIGHT, TopicSettings(partitions=2))
     night = f"{NIGHT:%Y%m%d}"
-    before = (
-        {k: v for k, v in catalog._PublisherSource.totals(night).items()}
-        if night in catalog._PublisherSource.runs
-        else None
-    )
+    before = dict(catalog._PublisherSource.totals(night).items()) if night in catalog._PublisherSource.runs else None
     catalog.refresh()
     read0 = catalog.PUBLISHER_READ.value((night,))
     latency0 = catalog.PUBLISHER_LATENCY.count((night,))

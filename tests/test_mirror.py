@@ -109,7 +109,7 @@ def test_a_setting_changed_upstream_follows_downstream_while_mirroring(settings,
 
 
 def test_the_night_closes_downstream_with_downstream_offsets(settings, mirrored_night):
-    published, state = mirrored_night
+    _published, state = mirrored_night
     upstream = read_night_state(settings.bootstrap_servers, settings.naming, NIGHT)
     assert upstream.state == CLOSED and state.state == CLOSED
     assert state.cluster != upstream.cluster

@@ -159,9 +159,10 @@ def test_the_mirror_deployment_restarts_a_killed_mirror_and_stops_it_after_its_h
         monkeypatch.setenv(f"ALERTDIST_{name.upper()}", str(getattr(settings, name)))
     home, restarts = mirror.mirror_home(settings), []
     process.stop(home)
-    servers = dict(
-        bootstrap_servers=settings.bootstrap_servers, public_bootstrap_servers=settings.public_bootstrap_servers
-    )
+    servers = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "public_bootstrap_servers": settings.public_bootstrap_servers,
+    }
     run = threading.Thread(target=lambda: restarts.append(run_mirror(**servers, check_every_s=0.5, hours=60 / 3600)))
     run.start()
     deadline = time.monotonic() + 60

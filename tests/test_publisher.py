@@ -192,7 +192,7 @@ def test_bad_packets_are_set_aside_with_a_reason_and_the_good_ones_around_them_p
 
 def test_missing_topics_and_closed_nights_fail_loudly_before_anything_is_sent(kafka_bootstrap, unique):
     naming = TopicNaming(survey=f"m{unique}")
-    with pytest.raises(PublishError, match="do not exist.*alertdist topics create"):
+    with pytest.raises(PublishError, match=r"do not exist.*alertdist topics create"):
         publish([], bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT)
     _night_topics(kafka_bootstrap, naming)
     assert publish([], bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT).closed
@@ -478,7 +478,7 @@ def test_a_tarball_of_no_packets_fails_and_leaves_the_night_open(kafka_bootstrap
     _night_topics(kafka_bootstrap, naming, partitions=1)
     packet = next(iter(simulated_packets(1, night=NIGHT, seed=34))).packet
     tarball = _tarball(tmp_path / "night.tar.gz", [("README", b"hello"), ("123", packet)])
-    with pytest.raises(PublishError, match="every one of the 2 packet.*rejected.*not-a-packet") as raised:
+    with pytest.raises(PublishError, match=r"every one of the 2 packet.*rejected.*not-a-packet") as raised:
         publish(
             SourceSpec.parse(str(tarball)).open(NIGHT), bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT
         )
@@ -532,7 +532,7 @@ def test_any_packet_source_is_settled_packet_by_packet_and_told_when_its_night_c
 
     naming = TopicNaming(survey=f"p{unique}")
     _night_topics(kafka_bootstrap, naming, partitions=1)
-    items = list(simulated_packets(20, night=NIGHT, seed=3)) + [SourcePacket("junk.avro", b"not avro", None)]
+    items = [*list(simulated_packets(20, night=NIGHT, seed=3)), SourcePacket("junk.avro", b"not avro", None)]
     source = Recording(items)
     result = publish(source, bootstrap_servers=kafka_bootstrap, naming=naming, night=NIGHT)
     assert result.closed and (result.read, result.delivered_total, result.rejected_total) == (21, 20, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import json
 import tarfile
 import uuid
@@ -156,7 +157,7 @@ def test_a_replayed_archive_archives_again_to_the_same_tarball_checksums(
     """Through the Prefect flow: the archive root and the night in, the programme topics out, then archived."""
     from alertdist.flows.replay import replay_night
 
-    naming, alerts, dest, manifest = simulated
+    _naming, _alerts, dest, manifest = simulated
     again = TopicNaming(survey=f"{survey_prefix}again")
     outcome = replay_night(
         sources=[str(dest)], night="20231012", partitions=2, bootstrap_servers=kafka_bootstrap, survey=again.survey
@@ -196,8 +197,8 @@ def test_replaying_at_the_original_cadence_spaces_exposures_by_their_jd(kafka_bo
         first_sent[jd] = min(first_sent.get(jd, m.timestamp()[1]), m.timestamp()[1])
     jds = sorted(first_sent)
     assert len(jds) >= 6, "the simulated night should have several exposures"
-    expected = [(b - a) * 86400.0 / speed for a, b in zip(jds, jds[1:])]
-    measured = [(first_sent[b] - first_sent[a]) / 1000.0 for a, b in zip(jds, jds[1:])]
+    expected = [(b - a) * 86400.0 / speed for a, b in itertools.pairwise(jds)]
+    measured = [(first_sent[b] - first_sent[a]) / 1000.0 for a, b in itertools.pairwise(jds)]
     assert min(expected) > 0.5  # so an unpaced replay (gaps ~0) could not pass
     # generous for a late wake-up on a loaded 2-core machine: errors seen were < 1 ms, 14 ms at load average 18
     for want, got in zip(expected, measured):

@@ -37,8 +37,8 @@ def secure_night_run(home: Path, *options: str, used_env: dict | None = None, **
     (home / "kafka").mkdir()
     (home / "kafka" / "libs").symlink_to(Settings.load().kafka_home / "libs", target_is_directory=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERTDIST_", "PREFECT_"))}
-    # the secure cluster listens on ALERTDIST_KAFKA_PORT + SECURE_PORT_OFFSET.. (controllers + 10000), its Prefect server on
-    # ALERTDIST_PREFECT_PORT + 1: both beside the open ones, which this test never starts
+    # the secure cluster listens on ALERTDIST_KAFKA_PORT + SECURE_PORT_OFFSET.. (controllers + 10000), its Prefect
+    # server on ALERTDIST_PREFECT_PORT + 1: both beside the open ones, which this test never starts
     secure_port, prefect_port = kafka_local.free_ports(3), kafka_local.free_port()
     env.update(
         ALERTDIST_HOME=str(home),
@@ -53,8 +53,20 @@ def secure_night_run(home: Path, *options: str, used_env: dict | None = None, **
         yield (
             server,
             subprocess.run(
-                [sys.executable, "-m", "alertdist.cli.main", "night", "--secure", "--alerts", str(ALERTS), *options]
-                + ["--partitions", "2", "--night", "20231012"],
+                [
+                    sys.executable,
+                    "-m",
+                    "alertdist.cli.main",
+                    "night",
+                    "--secure",
+                    "--alerts",
+                    str(ALERTS),
+                    *options,
+                    "--partitions",
+                    "2",
+                    "--night",
+                    "20231012",
+                ],
                 cwd=REPO,
                 env=env,
                 capture_output=True,
@@ -103,7 +115,7 @@ def test_the_secured_night_runs_end_to_end_and_balances(secure_night):
 
 
 def test_the_secure_cluster_has_no_plaintext_listener(secure_night):
-    home, _, done = secure_night
+    home, _, _done = secure_night
     for node in (1, 2, 3):
         config = (home / "kafka" / "secure" / "nodes" / f"node-{node}" / "server.properties").read_text()
         protocols = next(line for line in config.splitlines() if line.startswith("listener.security.protocol.map="))

@@ -239,7 +239,7 @@ def test_users_cli_adds_and_lists_with_the_password_on_stdin(secure_cluster, nig
         "ALERTDIST_SURVEY": naming.survey,
     }
     cli = [sys.executable, "-m", "alertdist.cli.main", "users"]
-    run = dict(capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    run = {"capture_output": True, "text": True, "env": env, "cwd": REPO, "timeout": 120}
     added = subprocess.run(
         [*cli, "add", "leo", "--role", "partnership", "--password-stdin"], input=PASSWORD + "\n", **run
     )

@@ -237,7 +237,7 @@ def _separation(a: dict, b: dict) -> float:
 
 
 def test_nights_and_schemas(archived, service, tokens):
-    root, naming, messages = archived
+    _root, _naming, messages = archived
     base, _ = service
     assert _get(base, "nights").json() == [
         {"night": LABEL, "alerts": len(messages[1]), "programmes": {"1": len(messages[1])}}

@@ -125,7 +125,7 @@ def test_the_archiver_reads_but_cannot_write_anything(night):
     assert read_as(kafka, topic, f"alertdist-archive-{topic}") == ([topic.encode()], set())
     everything = [*naming.programme_topics(NIGHT).values(), naming.rejected_topic(NIGHT), naming.nights_topic]
     assert _write(kafka, everything, idempotent=False) == ["TOPIC_AUTHORIZATION_FAILED"] * len(everything)
-    with pytest.raises(KafkaException, match="CLUSTER_AUTHORIZATION_FAILED|Cluster authorization"):
+    with pytest.raises(KafkaException, match=r"CLUSTER_AUTHORIZATION_FAILED|Cluster authorization"):
         _write(kafka, [topic])  # not even a producer id: it has no IDEMPOTENT_WRITE
 
 

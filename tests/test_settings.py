@@ -46,7 +46,7 @@ def test_a_bad_variable_is_named_but_its_value_never_shown(monkeypatch):
     assert "'x'" not in str(raised.value)
     monkeypatch.setenv("ALERTDIST_KAFKA_PORT", "9100")
     monkeypatch.setenv("ALERTDIST_SITE_TIMEZONE", "Mars/Olympus")
-    with pytest.raises(SettingsError, match="ALERTDIST_SITE_TIMEZONE: .*not an IANA time zone") as raised:
+    with pytest.raises(SettingsError, match=r"ALERTDIST_SITE_TIMEZONE: .*not an IANA time zone") as raised:
         Settings.load()
     assert "Mars/Olympus" not in str(raised.value)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import re
 import statistics
 import threading
@@ -178,7 +179,7 @@ def test_objects_recur_with_growing_histories(night):
     repeated = {k: v for k, v in seen.items() if len(v) > 1}
     assert len(repeated) >= 20
     for detections in repeated.values():
-        for earlier, later in zip(detections, detections[1:]):
+        for earlier, later in itertools.pairwise(detections):
             assert later["candidate"]["jd"] > earlier["candidate"]["jd"]
             assert len(later["prv_candidates"]) > len(earlier["prv_candidates"])
             assert len(later["fp_hists"]) > len(earlier["fp_hists"])
@@ -402,7 +403,7 @@ def test_arguments_are_checked_before_anything_is_built():
     assert list(simulate_night(0, night=NIGHT)) == []
     with pytest.raises(ValueError, match="programme weights"):
         simulate_night(10, night=NIGHT, programme_weights={1: 0.0})
-    with pytest.raises(ValueError, match="cannot simulate schema '9.9'"):
+    with pytest.raises(ValueError, match=r"cannot simulate schema '9.9'"):
         simulate_night(10, night=NIGHT, schema_version="9.9")
     with pytest.raises(ValueError, match="speed"):
         write_drop_folder([], Path("unused"), speed=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import threading
 import time
@@ -40,7 +41,7 @@ def test_tarball_is_streamed_member_by_member_with_its_bytes(uw_tarball, uw_tarb
 
 def test_a_tarball_that_is_not_one_fails_with_its_name(tmp_path):
     bogus = _write(tmp_path, "night.tar.gz", b"not a tarball at all")
-    with pytest.raises(SourceError, match="night.tar.gz"):
+    with pytest.raises(SourceError, match=r"night.tar.gz"):
         list(tarball_packets(bogus))
 
 
@@ -122,7 +123,7 @@ def test_paced_releases_evenly_and_stamps_the_scheduled_time():
         released.append(time.time() * 1000)
         time.sleep(0.02 if len(out) == 2 else 0)  # a slow consumer falls behind: the schedule does not move
     assert [i.name for i in out] == [str(i) for i in range(7)]
-    assert all(9 <= b.produced_ms - a.produced_ms <= 11 for a, b in zip(out, out[1:]))
+    assert all(9 <= b.produced_ms - a.produced_ms <= 11 for a, b in itertools.pairwise(out))
     assert abs(out[0].produced_ms - start) < 5
     assert all(r >= p - 1 for r, p in zip(released, (i.produced_ms for i in out)))  # never released early
 
@@ -307,7 +308,7 @@ def test_a_compressed_bomb_in_a_tar_header_stops_the_read_with_a_clear_error_in_
         tar.addfile(info, None)
     tracemalloc.start()
     try:
-        with pytest.raises(SourceError, match="extended tar header of .* bytes"):
+        with pytest.raises(SourceError, match=r"extended tar header of .* bytes"):
             list(tarball_packets(bomb))
         peak = tracemalloc.get_traced_memory()[1]
     finally:

@@ -173,7 +173,8 @@ class ArchiveLocation:
         listing = {n.night: n for n in self.nights()}.get(night)
         if listing is None:
             raise ArchiveAccessError(
-                f"night {format_night(night)} is not in {self.url}; `alertdist archive-list {self.url}` shows the nights it has"
+                f"night {format_night(night)} is not in {self.url}; `alertdist archive-list {self.url}` shows "
+                "the nights it has"
             )
         files: dict[str, RemoteFile] = {}
         for name, f in listing.tarballs.items():

@@ -173,7 +173,7 @@ def open_dataset(
         fs, path = fsspec.core.url_to_fs(str(location), **(storage_options or {}))
         path = _dataset_location(path, fs)
         base = path.split("/night=", 1)[0] if "/night=" in path else None
-        options = dict(filesystem=fs, format="parquet", partitioning=PARTITIONING, partition_base_dir=base)
+        options = {"filesystem": fs, "format": "parquet", "partitioning": PARTITIONING, "partition_base_dir": base}
         found = ds.dataset(path, **options)
         if not unify:
             return found

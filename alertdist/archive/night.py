@@ -98,7 +98,8 @@ def closed_state(bootstrap_servers: str, naming: TopicNaming, night: dt.date, *,
         if partial:
             return state
         raise NightAbortedError(
-            f"night {format_night(night)} of {naming.survey} was aborted ({state.counts.get('aborted', 'no reason given')}):"
+            f"night {format_night(night)} of {naming.survey} was aborted "
+            f"({state.counts.get('aborted', 'no reason given')}):"
             " its archive would be partial. Publish the night again and close it, or archive what was published "
             "with --partial (the manifest then says the archive is partial)"
         )

@@ -1,13 +1,13 @@
 """Where the archive lands: an fsspec URL (a local folder, or ``s3://bucket/prefix`` on any S3-compatible store).
 
-Every write is atomic, so a crash never leaves a partial file under a final name and a re-run simply replaces
-a night's files: locally a file is written under a temporary name in the same folder (``.tmp-<uuid>-<name>``),
-synced, and moved into place with ``os.replace``, and then the folder is synced too (and the parent of each
-folder the write created), so the new name survives a power cut as well as the bytes; on S3 the object is uploaded under its final key, which S3 makes
-visible only when the single PUT or the multipart upload completes (a failed upload is aborted).
-Files are checksummed while they are written (sha256, CRC-32, and md5 where asked for), so nobody reads them back
-just to checksum them; the CRC-32 (~0.05 ns a byte, 10x cheaper than sha256) is what the read-back right after
-writing compares, proving the stored bytes are the bytes whose sha256 the manifest records.
+Every write is atomic, so a crash never leaves a partial file under a final name and a re-run simply replaces a night's
+files: locally a file is written under a temporary name in the same folder (``.tmp-<uuid>-<name>``), synced, and moved
+into place with ``os.replace``, and then the folder is synced too (and the parent of each folder the write created), so
+the new name survives a power cut as well as the bytes; on S3 the object is uploaded under its final key, which S3 makes
+visible only when the single PUT or the multipart upload completes (a failed upload is aborted). Files are checksummed
+while they are written (sha256, CRC-32, and md5 where asked for), so nobody reads them back just to checksum them; the
+CRC-32 (~0.05 ns a byte, 10x cheaper than sha256) is what the read-back right after writing compares, proving the stored
+bytes are the bytes whose sha256 the manifest records.
 """
 
 from __future__ import annotations

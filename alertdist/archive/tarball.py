@@ -178,7 +178,7 @@ class TarballWriter:
         prefix = data[:end]
         compressor = isal_zlib.compressobj(_PREFIX_LEVEL, isal_zlib.DEFLATED, -15)
         segment = compressor.compress(prefix) + compressor.flush(isal_zlib.Z_FULL_FLUSH)
-        self._prefixes = [(prefix, segment)] + self._prefixes[:7]
+        self._prefixes = [(prefix, segment), *self._prefixes[:7]]
         return segment
 
     def _write_output(self) -> None:

@@ -209,7 +209,7 @@ def _check_tarball(dest: Destination, archive: ProgrammeArchive, checksum: str) 
     if problems is None:
         return [f"{dest.display(tar_file['path'])} is missing"], b"", -1
     if problem := stream.finish():
-        return problems + [problem], b"", -1
+        return [*problems, problem], b"", -1
     if stream.walk.members != archive.counts["written"]:
         problems.append(
             f"{tar_file['path']}: {stream.walk.members} members, but {archive.counts['written']} alerts were written"

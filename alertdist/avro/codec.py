@@ -1,11 +1,11 @@
 """Decode and encode ZTF alert packets: one Avro container file, one `ztf.alert` record, per Kafka message.
 
-Why not `fastavro.reader`/`writer`: the reader re-parses the ~25 KB writer schema embedded in every message, and
-the writer resolves each of an alert's ~2,500 nullable values by trial. Here the container framing is handled by
-hand (`alertdist.avro.container`), the writer schema is parsed once per distinct text (`alertdist.avro.writer_schemas`), the
+Why not `fastavro.reader`/`writer`: the reader re-parses the ~25 KB writer schema embedded in every message, and the
+writer resolves each of an alert's ~2,500 nullable values by trial. Here the container framing is handled by hand
+(`alertdist.avro.container`), the writer schema is parsed once per distinct text (`alertdist.avro.writer_schemas`), the
 block body is read by `fastavro.schemaless_reader` and written by a compiled encoder (`alertdist.avro.encoder`), with
-the record checker (`alertdist.avro.record_check`) and fastavro as the exact route for anything unusual. A projection reads
-a *prefix schema* (the writer schema cut after the last wanted top-level field): Avro is sequential, so fastavro
+the record checker (`alertdist.avro.record_check`) and fastavro as the exact route for anything unusual. A projection
+reads a *prefix schema* (the writer schema cut after the last wanted top-level field): Avro is sequential, so fastavro
 simply stops before the history and the cutouts.
 """
 

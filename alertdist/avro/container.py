@@ -179,7 +179,7 @@ def parse_container(packet: bytes) -> Container:
 def parse_header(header: bytes) -> tuple[int, int]:
     """(start, end) of the writer schema text in a header as `Container.header_end` cuts it; AlertPacketError if
     ``header`` is not exactly one container header with a schema."""
-    spans, keys, pos = _read_metadata(header, len(MAGIC)) if header.startswith(MAGIC) else ({}, (), -1)
+    spans, _keys, pos = _read_metadata(header, len(MAGIC)) if header.startswith(MAGIC) else ({}, (), -1)
     if pos != len(header) or _METADATA_SCHEMA not in spans:
         raise AlertPacketError(f"{len(header)} bytes are not one Avro container header with {_METADATA_SCHEMA!r}")
     return spans[_METADATA_SCHEMA]

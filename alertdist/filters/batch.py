@@ -71,10 +71,11 @@ class BatchResult:
 def iter_packets(source: object) -> Iterator[tuple[str, bytes]]:
     """``(name, packet)`` pairs from a folder of ``*.avro``, one ``.avro`` file, a (gzipped) tarball, or an iterable.
 
-    An iterable may hold packets (bytes), ``(name, packet)`` pairs, objects with ``.packet`` and ``.candid``
-    (simulated alerts), or be any `PacketSource` (its `SourcePacket`s, with the problems its reading found). Folders are read in sorted name order; files starting with a dot (partial writes) are
-    skipped. A file or member that is not a packet (too big, not ``*.avro``, a link out of the folder) comes as its
-    head at most, which no filter can decode; `run_batch` reports it with the reason.
+    An iterable may hold packets (bytes), ``(name, packet)`` pairs, objects with ``.packet`` and ``.candid`` (simulated
+    alerts), or be any `PacketSource` (its `SourcePacket`s, with the problems its reading found). Folders are read in
+    sorted name order; files starting with a dot (partial writes) are skipped. A file or member that is not a packet
+    (too big, not ``*.avro``, a link out of the folder) comes as its head at most, which no filter can decode;
+    `run_batch` reports it with the reason.
     """
     for name, packet, _ in _found(source):
         yield name, packet

@@ -395,7 +395,8 @@ class _LiveRun:
         self.failed_batches = self.failed_batches + 1 if failed else 0
         if self.failed_batches >= self.options.failed_batches:
             raise FilterFailingError(
-                f"filter {self.filter.name!r} failed {self.failed_batches} batches in a row ({self.confined.last_failure})"
+                f"filter {self.filter.name!r} failed {self.failed_batches} batches in a row "
+                f"({self.confined.last_failure})"
                 f"; stopped it and rolled back its open batch. Fix the filter (or raise its deadline, now "
                 f"{self.options.batch_deadline_s:g} s a batch) and run it again: it resumes from the last committed "
                 f"offsets; the alerts it failed on so far are in {self.errors_topic}"

@@ -252,10 +252,10 @@ def available_filters(columnar: bool = False) -> dict[str, FilterSpec]:
 def load_filter(name: str, *, columnar: bool = False) -> AlertFilter:
     """A ready-to-run filter: a bundled one by name, or ``package.module:function`` (or ``:Class``).
 
-    ``columnar``: for a bundled name, True takes its columnar version, else its per-alert one; a
-    ``module:function`` is what it is, but asking for a columnar one and finding a per-alert one is an error. A class is instantiated without arguments and
-    its ``setup()`` called, once per runner (each live copy gets its own instance). Raises `FilterLookupError`
-    naming what was tried and what exists.
+    ``columnar``: for a bundled name, True takes its columnar version, else its per-alert one; a ``module:function`` is
+    what it is, but asking for a columnar one and finding a per-alert one is an error. A class is instantiated without
+    arguments and its ``setup()`` called, once per runner (each live copy gets its own instance). Raises
+    `FilterLookupError` naming what was tried and what exists.
     """
     if ":" in name:
         module_name, _, attribute = name.partition(":")

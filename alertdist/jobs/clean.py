@@ -47,7 +47,7 @@ def _size(path: Path) -> int:
 def _archive_files(root: Path, survey: str, night: str) -> list[Path]:
     """A night's files in a local archive root: tarballs, its Parquet partition and its manifest."""
     found = sorted(root.glob(f"{survey}_*_{night}.tar.gz"))
-    found += [p for p in (root / "parquet" / f"night={night}", root / "manifests" / f"{survey}_{night}.json")]
+    found += [root / "parquet" / f"night={night}", root / "manifests" / f"{survey}_{night}.json"]
     return [p for p in found if p.exists()]
 
 

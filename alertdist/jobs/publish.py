@@ -53,10 +53,10 @@ def publish_night(
         if created:
             progress.update(f"created topics {', '.join(created)}", final=True)
     if spec is not None:
-        opts = dict(stop=stop, storage_options=settings.storage_options, max_packet_bytes=max_packet_bytes)
+        opts = {"stop": stop, "storage_options": settings.storage_options, "max_packet_bytes": max_packet_bytes}
         source = spec.open(night, **opts)
-    checks = dict(max_packet_bytes=max_packet_bytes, check_night=check_night, full_check=full_check)
-    shown = dict(progress=_shown_on(progress), progress_every_s=progress_every_s, total=spec and spec.total)
+    checks = {"max_packet_bytes": max_packet_bytes, "check_night": check_night, "full_check": full_check}
+    shown = {"progress": _shown_on(progress), "progress_every_s": progress_every_s, "total": spec and spec.total}
     result = publish(
         source,
         bootstrap_servers=settings.kafka(role),

@@ -83,7 +83,13 @@ def replay(
         prefer="parquet" if request.from_parquet else "tarball",
         require_checksum=not request.allow_unverified,
     )
-    common = dict(sources=names, counts=counts, speed=request.speed, stop=stop, progress_every_s=progress_every_s)
+    common = {
+        "sources": names,
+        "counts": counts,
+        "speed": request.speed,
+        "stop": stop,
+        "progress_every_s": progress_every_s,
+    }
     created = False
     if request.topic:
         topics = TopicSettings(partitions=request.partitions)
@@ -96,7 +102,7 @@ def replay(
             **common,
         )
     else:
-        options = dict(partitions=request.partitions, check_night=request.check_night, reopen=request.reopen)
+        options = {"partitions": request.partitions, "check_night": request.check_night, "reopen": request.reopen}
         result = replay_into_night(settings, request.night, alerts, progress=progress, **options, **common)
     progress.update(result.summary(), final=True)
     return Replayed(result, counts, created)
@@ -126,7 +132,7 @@ def replay_into_night(
     stop = stop or threading.Event()
     source = ArchivedPackets(alerts, stop, speed)
     topics = TopicSettings(partitions=partitions)
-    shown = dict(progress=progress, progress_every_s=progress_every_s)
+    shown = {"progress": progress, "progress_every_s": progress_every_s}
     try:
         published = publish_night(
             settings,

@@ -153,7 +153,7 @@ def unix_of_jd(jd: float) -> float:
 
 def jd_to_unix(jd: float) -> int:
     """Whole seconds since 1970 of a Julian date (the tar member mtime of an alert observed at ``jd``)."""
-    return int(round(unix_of_jd(jd)))
+    return round(unix_of_jd(jd))
 
 
 def jd_of(moment: dt.datetime) -> float:

@@ -181,7 +181,8 @@ def throughput_rows(published: dict) -> list[dict]:
 
 
 def stage_rows(stages: dict[str, dict], alerts: int) -> list[dict]:
-    """Per stage: the process it ran in, how long it ran, its CPU time (in all and per alert of the night) and its peak memory."""
+    """Per stage: the process it ran in, how long it ran, its CPU time (in all and per alert of the night) and its
+    peak memory."""
     return [
         {
             "stage": name,

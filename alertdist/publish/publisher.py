@@ -350,7 +350,8 @@ class _Publisher:
         if self.wrong_nights:
             nights = ", ".join(format_night(n) for n, _ in self.wrong_nights.most_common(3))
             message += (
-                f"; their jd lies in night {nights}: use --night {format_night(self.wrong_nights.most_common(1)[0][0])} "
+                f"; their jd lies in night {nights}: use --night "
+                f"{format_night(self.wrong_nights.most_common(1)[0][0])} "
                 "(the source's night), or --any-night to accept them as this night"
             )
         else:

@@ -295,7 +295,8 @@ class SourceSpec:
         if self.rate_per_minute:
             return f"evenly at {self.rate_per_minute:g} alerts/minute"
         if self.kind == "simulate" and self.speed:
-            return f"the simulated night's own cadence {self.speed:g}x faster (an hour of night in {60 / self.speed:.3g} min)"
+            hour = f"{60 / self.speed:.3g} min"
+            return f"the simulated night's own cadence {self.speed:g}x faster (an hour of night in {hour})"
         return "as fast as the source gives them"
 
     @property

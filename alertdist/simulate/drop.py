@@ -35,9 +35,9 @@ def write_drop_folder(
 ) -> DropCounts:
     """Write each packet as `<candid>.avro` in `folder`, exposure by exposure, at the night's cadence.
 
-    A file appears under its final name only once complete (written as a dot-file beside it, then renamed: `alertdist.atomic`), so a
-    watcher that ignores dot-files never sees a partial packet. With `speed` (e.g. 60 = a minute of night per
-    second) exposures are spaced by their jd difference / speed; None writes as fast as possible.
+    A file appears under its final name only once complete (written as a dot-file beside it, then renamed:
+    `alertdist.atomic`), so a watcher that ignores dot-files never sees a partial packet. With `speed` (e.g. 60 = a
+    minute of night per second) exposures are spaced by their jd difference / speed; None writes as fast as possible.
     `progress(files_written, alert)` is called after each file.
     """
     if speed is not None and speed <= 0:

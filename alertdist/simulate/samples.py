@@ -1,10 +1,11 @@
 """Sample packets of every shipped schema version, made by the simulator: the project's own test data.
 
-ZTF's real packets may not be redistributed with the code, so a fresh clone has none. Each shipped schema folder
-carries one packet the simulator wrote in that version (`schemas/<version>/sample.avro`, as lsst/alert_packet
-ships its samples), and tests draw as many more as they need from `sample_alerts`. Each version gets a night of
-its own era, so candids never collide across versions; all are programme 1's (public), as ZTF's shared ones are. Regenerate the committed files after a simulator or schema
-change with `python -m alertdist.simulate.samples` (a test checks they are current).
+ZTF's real packets may not be redistributed with the code, so a fresh clone has none. Each shipped schema folder carries
+one packet the simulator wrote in that version (`schemas/<version>/sample.avro`, as lsst/alert_packet ships its
+samples), and tests draw as many more as they need from `sample_alerts`. Each version gets a night of its own era, so
+candids never collide across versions; all are programme 1's (public), as ZTF's shared ones are. Regenerate the
+committed files after a simulator or schema change with `python -m alertdist.simulate.samples` (a test checks they are
+current).
 """
 
 from __future__ import annotations

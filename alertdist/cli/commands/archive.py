@@ -65,7 +65,8 @@ def _archive(args: argparse.Namespace, settings: Settings) -> int:
         if conflicting:
             shown = ", ".join(str(d["candid"]) for d in programme.conflicting_duplicates[:5])
             print(
-                f"WARNING: {programme.name}: {conflicting} duplicate candid(s) with DIFFERENT bytes (first kept, others "
+                f"WARNING: {programme.name}: {conflicting} duplicate candid(s) with DIFFERENT bytes (first "
+                "kept, others "
                 f"dropped): {shown}{' ...' if conflicting > 5 else ''}; see {manifest.path}",
                 file=sys.stderr,
             )

@@ -124,32 +124,32 @@ def _topic_options(p: argparse.ArgumentParser) -> None:
 
 #: `alertdist publish`'s options beside its source, as (flag, add_argument's keywords).
 _PUBLISH_OPTIONS = (
-    ("--seed", dict(type=int, default=0, help="seed of the simulated night (default 0)")),
-    ("--speed", dict(type=float, help="with --simulate: release exposures at SPEED x real cadence")),
-    ("--rate", dict(type=float, metavar="PER_MINUTE", help="with --simulate: release alerts evenly at this rate")),
+    ("--seed", {"type": int, "default": 0, "help": "seed of the simulated night (default 0)"}),
+    ("--speed", {"type": float, "help": "with --simulate: release exposures at SPEED x real cadence"}),
+    ("--rate", {"type": float, "metavar": "PER_MINUTE", "help": "with --simulate: release alerts evenly at this rate"}),
     (
         "--done-folder",
-        dict(metavar="DIR", help="with --drop-folder: move published files here instead of deleting them"),
+        {"metavar": "DIR", "help": "with --drop-folder: move published files here instead of deleting them"},
     ),
-    ("--any-night", dict(action="store_true", help="accept packets whose jd lies in another night")),
+    ("--any-night", {"action": "store_true", "help": "accept packets whose jd lies in another night"}),
     (
         "--max-packet-bytes",
-        dict(
-            type=int,
-            default=DEFAULT_MAX_PACKET_BYTES,
-            help=f"larger packets are rejected as oversize (default {DEFAULT_MAX_PACKET_BYTES})",
-        ),
+        {
+            "type": int,
+            "default": DEFAULT_MAX_PACKET_BYTES,
+            "help": f"larger packets are rejected as oversize (default {DEFAULT_MAX_PACKET_BYTES})",
+        },
     ),
     (
         "--full-check",
-        dict(
-            action="store_true",
-            help="decode every packet whole, not just through candidate (untrusted sources; ~20x the CPU)",
-        ),
+        {
+            "action": "store_true",
+            "help": "decode every packet whole, not just through candidate (untrusted sources; ~20x the CPU)",
+        },
     ),
-    ("--no-close", dict(action="store_true", help="do not mark the night closed at the end")),
-    ("--reopen", dict(action="store_true", help="publish into a night already marked closed")),
-    ("--no-create-topics", dict(action="store_true", help="fail if the night's topics do not exist")),
+    ("--no-close", {"action": "store_true", "help": "do not mark the night closed at the end"}),
+    ("--reopen", {"action": "store_true", "help": "publish into a night already marked closed"}),
+    ("--no-create-topics", {"action": "store_true", "help": "fail if the night's topics do not exist"}),
 )
 
 

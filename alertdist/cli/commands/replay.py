@@ -78,7 +78,8 @@ def _download(args, settings: Settings) -> int:
         checked = ", ".join(f.checked) or "NOTHING (unverified)"
         print(f"{f.local}  {f.size:>14,} bytes  {how}; checked {checked}")
     print(
-        f"night {format_night(report.night)}: {len(report.files)} file(s), {report.bytes_fetched / 1e6:,.1f} MB fetched in "
+        f"night {format_night(report.night)}: {len(report.files)} file(s), {report.bytes_fetched / 1e6:,.1f} MB "
+        "fetched in "
         f"{report.elapsed_s:.1f} s -> {report.folder}"
     )
     return 0
