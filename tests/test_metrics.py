@@ -287,3 +287,48 @@ def test_a_taken_metrics_port_leaves_the_stage_running_and_says_what_to_set(tmp_
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "None"
     assert "ALERTDIST_METRICS_PORT=0" in done.stderr
+
+
+_SWITCHED = """
+import sys
+from alertdist.jobs.metrics import serve_metrics
+from alertdist.metrics import catalog
+from alertdist.settings import Settings
+exposition = serve_metrics(Settings.load(home=sys.argv[1]), "filter")
+print(exposition is not None and exposition.target_file.exists())  # served, and announced for Prometheus
+catalog.filter_transaction_committed("20240101", "bright", {"passed": 3, "rejected": 0}, 0.0)
+catalog.archive_started("20240101")
+catalog.archive_finished("20240101", ok=True)
+print(catalog.FILTER_ALERTS.value(("20240101", "bright", "passed")), len(catalog.ARCHIVE_RUNS.values))
+"""
+
+
+@pytest.mark.parametrize(("switch", "expected"), [("0", ["False", "0 0"]), ("1", ["True", "3 2"])])
+def test_metrics_off_for_a_benchmark_count_nothing_and_serve_nothing(tmp_path, switch, expected):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTDIST_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _SWITCHED, str(tmp_path)],
+        env={**env, "ALERTDIST_METRICS": switch},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == expected
+
+
+def test_a_bound_series_counts_into_its_family():
+    c = registry.Counter("alertdist_test_bound_total", "test", ["filter"])
+    h = registry.Histogram("alertdist_test_bound_seconds", "test", ["filter"])
+    c.child(("f",)).inc(2)
+    c.inc(("f",))
+    bound = h.child(("f",))
+    for value in (0.01, 0.011, 61.0):
+        bound.observe(value)
+    assert c.value(("f",)) == 3
+    samples = {(s.name, s.labels.get("le")): s.value for s in h.collect().samples}
+    assert samples[("alertdist_test_bound_seconds_bucket", "0.01")] == 1  # le is inclusive
+    assert samples[("alertdist_test_bound_seconds_bucket", "0.025")] == 2
+    assert samples[("alertdist_test_bound_seconds_bucket", "+Inf")] == 3
+    assert samples[("alertdist_test_bound_seconds_sum", None)] == pytest.approx(61.021)
