@@ -87,7 +87,7 @@ def latency_run(
     """
     # a fresh broker answers the first idempotent producer only once its coordinator has loaded, and a cold JVM
     # spends several times the CPU per message until its JIT has compiled the produce path: neither is our latency
-    publisher_rate(bootstrap, list(itertools.islice(itertools.cycle(packets), 3000)), "warmup", compression)
+    publisher_rate(bootstrap, list(itertools.islice(itertools.cycle(packets), 3000)), f"{survey}warmup", compression)
     naming = TopicNaming(survey=survey)
     ensure_night_topics(admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=PARTITIONS))
     n = int(rate_per_minute / 60 * seconds)
