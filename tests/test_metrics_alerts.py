@@ -33,10 +33,11 @@ FOR_S = 60  # AlertdistFilterLagging's for: in infra/prometheus/rules/alertdist.
 ALERTDIST = str(Path(sys.executable).parent / "alertdist")
 
 
-def _produce_stale(bootstrap: str, topic: str, packets: list[bytes]) -> None:
-    """Alerts stamped 15 minutes ago, as the publisher writes them (the filter's lag in seconds is their age)."""
+def _produce_stale(bootstrap: str, topic: str, packets: list[bytes], age_s: float = 900) -> None:
+    """Alerts stamped ``age_s`` ago (15 minutes), as the publisher writes them: a reader's lag in seconds is their
+    age."""
     out = producer(bootstrap)
-    stale_ms = int(time.time() * 1000) - 900_000
+    stale_ms = int((time.time() - age_s) * 1000)
     for i, packet in enumerate(packets):
         stamp = str(stale_ms + i).encode()
         out.produce(
