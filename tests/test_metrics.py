@@ -332,3 +332,28 @@ def test_a_bound_series_counts_into_its_family():
     assert samples[("alertdist_test_bound_seconds_bucket", "0.025")] == 2
     assert samples[("alertdist_test_bound_seconds_bucket", "+Inf")] == 3
     assert samples[("alertdist_test_bound_seconds_sum", None)] == pytest.approx(61.021)
+
+
+def test_the_mirrors_lag_from_where_it_has_got_to_upstream(kafka_bootstrap, unique):
+    from alertdist.metrics.mirror_lag import MIRROR_LAG_MESSAGES, MIRROR_LAG_SECONDS, export_mirror_lag
+
+    topic = f"mirrored_{unique}"
+    _make_topic(kafka_bootstrap, topic)
+    out = producer(kafka_bootstrap)
+    old_ms = int(time.time() * 1000) - 600_000
+    for i in range(10):
+        out.produce(topic, b"x%d" % i, partition=0, timestamp=old_ms + i * 1000)
+    for i in range(5):
+        out.produce(topic, b"y%d" % i, partition=1)
+    out.flush(30)
+    monitor = lag.LagMonitor(kafka_bootstrap, groups="none")
+    try:
+        # mirrored up to offset 4 of partition 0 (its record 4, stamped 4 s after the first, is the oldest left);
+        # partition 1 wholly mirrored
+        export_mirror_lag(monitor, {(topic, 0): 4, (topic, 1): 5})
+        assert MIRROR_LAG_MESSAGES.value((topic,)) == 6
+        assert 590 < MIRROR_LAG_SECONDS.value((topic,)) < 600
+        export_mirror_lag(monitor, {(topic, 0): 10, (topic, 1): 5})  # caught up
+        assert (MIRROR_LAG_MESSAGES.value((topic,)), MIRROR_LAG_SECONDS.value((topic,))) == (0, 0.0)
+    finally:
+        monitor.close()

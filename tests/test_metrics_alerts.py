@@ -49,6 +49,17 @@ def _produce_stale(bootstrap: str, topic: str, packets: list[bytes], age_s: floa
     assert out.flush(30) == 0
 
 
+def alert_events(label: str, value: str, at_least: int = 2, timeout: float = 60.0) -> list[dict]:
+    """Prefect's events of the Prometheus alerts labelled ``label`` = ``value``, oldest first, once ``at_least``
+    have arrived (or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        events = [e for e in _events("alertdist.alert.") if e["resource"].get(f"alertdist.{label}") == value]
+        if len(events) >= at_least or time.monotonic() > deadline:
+            return events
+        time.sleep(1)
+
+
 def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     if process.poll() is None:
         process.send_signal(sig)
@@ -138,12 +149,7 @@ def test_a_killed_filter_copy_fires_its_lag_alert_as_a_prefect_event_and_a_resta
             if process is not None:
                 _stop(process)
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        events = [e for e in _events("alertdist.alert.") if e["resource"].get("alertdist.group") == group]
-        if len(events) >= 2:
-            break
-        time.sleep(1)
+    events = alert_events("group", group)
     assert [e["event"] for e in events[:2]] == ["alertdist.alert.firing", "alertdist.alert.resolved"]
     assert events[0]["resource"]["prefect.resource.name"] == "AlertdistFilterLagging"
     assert events[0]["payload"]["labels"]["severity"] == "warning"
