@@ -80,8 +80,9 @@ class Settings(BaseSettings):
     prefect_port: int = 4200
     prometheus_port: int = 9090
     metrics_port: int = 0  # each process's own /metrics: 0 a free port (announced for Prometheus), -1 none
+    metrics: bool = True  # always on; ALERTDIST_METRICS=0 (benchmarks only): hooks no-ops, no /metrics server
     kafka_jmx_port: int = 0  # local brokers' JMX exporter, node i on +i-1; 0: the client port + 50; -1: none
-    mirror_jmx_port: int = -1  # MirrorMaker 2's JMX exporter (-1: none; e.g. 9424)
+    mirror_jmx_port: int = 0  # MirrorMaker 2's JMX exporter, like the brokers': 0: its REST port + 50; -1: none
     survey: str = "ztf"
     programmes: dict[int, str] = dict(DEFAULT_PROGRAMMES)
     site_timezone: str = "America/Los_Angeles"

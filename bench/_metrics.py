@@ -5,6 +5,7 @@ what a scrape costs the process."""
 from __future__ import annotations
 
 import contextlib
+import statistics
 import threading
 import time
 import urllib.request
@@ -46,9 +47,22 @@ def metrics(on: bool, every_s: float = 1.0):
         cost.cpu_s = time.process_time() - started
 
 
+#: Fewest interleaved off/on pairs whose median is reported (one pair is all noise on a shared machine).
+MIN_PAIRS = 3
+
+
 def overhead(off: list[float], on: list[float]) -> float:
-    """Throughput lost with metrics on: 1 - best(on) / best(off), from interleaved rounds."""
-    return round(1 - max(on) / max(off), 4)
+    """Throughput lost with metrics on: 1 - rate on / rate off of each interleaved pair (off then on, so drift on
+    the machine hits both alike), the median over the pairs."""
+    if len(off) != len(on) or len(on) < MIN_PAIRS:
+        raise ValueError(f"metrics overhead needs >= {MIN_PAIRS} off/on pairs, got {len(off)}/{len(on)} rounds")
+    return round(statistics.median(1 - b / a for a, b in zip(off, on)), 4)
+
+
+def check_pairs(parser, pairs: int) -> None:
+    """Refuse a --metrics-rounds that cannot give a median of pairs (argparse's error: the usage and the fix)."""
+    if 0 < pairs < MIN_PAIRS:
+        parser.error(f"--metrics-rounds must be 0 (skip) or at least {MIN_PAIRS} (off/on pairs; their median counts)")
 
 
 def cpu_overhead(off: list[float], on: list[float]) -> float:

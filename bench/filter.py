@@ -12,6 +12,9 @@ Rates count the time alerts flowed (first message to last one handled; for the r
 for Kafka's tool, its fetch.nMsg.sec), so start-up and group joins are left out of all three alike. As in the
 other benchmarks the best round of each counts (the least disturbed by other work on this shared machine); the
 medians are printed too, and the runner's end-to-end rate (start-up and end-of-night detection included).
+Metrics cost: --metrics-rounds (>= 3) interleaved pairs of runner rounds, metrics off then on; `metrics_overhead`
+is the median over the pairs of 1 - (rate on / rate off) (target <= 0.03). The runner has no paced mode here
+(bench/publish.py and bench/night.py report paced latency with metrics on and off).
 The last line printed is one JSON object with the three rates and both ratios.
 
 Run from the repository root: .venv/bin/python bench/filter.py [--alerts 20000] [--rounds 3]
@@ -35,7 +38,7 @@ import fastavro
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from _common import java_tool, kafka_libs, start_cluster
-from _metrics import cpu_overhead, metrics, overhead
+from _metrics import check_pairs, cpu_overhead, metrics, overhead
 from alertdist.avro import codec
 from alertdist.filters.bundled import bright_transients
 from alertdist.filters.live import LiveOptions, run_live
@@ -168,8 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         help="messages the naive loop reads per round (it runs at a few hundred per second)",
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--metrics-rounds", type=int, default=3, help="pairs of runner rounds, metrics off/on")
+    parser.add_argument(
+        "--metrics-rounds",
+        type=int,
+        default=3,
+        help="pairs of runner rounds, metrics off/on (>= 3; the median pair counts)",
+    )
     args = parser.parse_args(argv)
+    check_pairs(parser, args.metrics_rounds)
 
     libs = kafka_libs()
     folder = Path(tempfile.mkdtemp(prefix="alertdist-bench-filter-"))

@@ -12,7 +12,11 @@ last acknowledgement; rounds alternate (a) and (b), and the best round of each c
 
 Latency: the simulated packets are released evenly at 80,000 alerts/minute (ZTF's observed peak) for
 --latency-seconds, each stamped with its release time as `alertdist.produced_ms`, published, and consumed live
-by a consumer in another process; percentiles of (consumer received - produced_ms).
+by a consumer in another process; percentiles of (consumer received - produced_ms). It runs twice, metrics off
+then on (`metrics_paced_p99_ms`); the latency_* figures are the run with metrics on.
+
+Metrics cost: --metrics-rounds (>= 3) interleaved pairs of publisher rounds, metrics off then on;
+`metrics_overhead` is the median over the pairs of 1 - (rate on / rate off) (target <= 0.03).
 
 Run from the repository root: .venv/bin/python bench/publish.py [--alerts 8000] [--rounds 3]
 """
@@ -31,7 +35,7 @@ import time
 from pathlib import Path
 
 from _common import consume_latencies, cpu_seconds, java_producer_performance, kafka_libs, private_broker, say
-from _metrics import cpu_overhead, metrics, overhead
+from _metrics import check_pairs, cpu_overhead, metrics, overhead
 from alertdist.infra import kafka_local
 from alertdist.kafka.clients import admin_client
 from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
@@ -74,6 +78,7 @@ def latency_run(
     seconds: float,
     compression: str,
     broker_pid: int,
+    survey: str = "latency",
 ) -> dict:
     """Latency percentiles at a paced rate, and the CPU each part spent per alert (publisher, broker, consumer).
 
@@ -82,8 +87,8 @@ def latency_run(
     """
     # a fresh broker answers the first idempotent producer only once its coordinator has loaded, and a cold JVM
     # spends several times the CPU per message until its JIT has compiled the produce path: neither is our latency
-    publisher_rate(bootstrap, list(itertools.islice(itertools.cycle(packets), 3000)), "warmup", compression)
-    naming = TopicNaming(survey="latency")
+    publisher_rate(bootstrap, list(itertools.islice(itertools.cycle(packets), 3000)), f"{survey}warmup", compression)
+    naming = TopicNaming(survey=survey)
     ensure_night_topics(admin_client(bootstrap), naming, NIGHT, TopicSettings(partitions=PARTITIONS))
     n = int(rate_per_minute / 60 * seconds)
     topics = list(naming.programme_topics(NIGHT).values())
@@ -126,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alerts", type=int, default=8000, help="records per throughput round (default 8000)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--metrics-rounds", type=int, default=3, help="pairs of publisher rounds, metrics off/on")
+    parser.add_argument(
+        "--metrics-rounds",
+        type=int,
+        default=3,
+        help="pairs of publisher rounds, metrics off/on (>= 3; the median pair counts)",
+    )
     parser.add_argument("--compression", default="none", choices=["none", "lz4"], help="for both (a) and (b)")
     parser.add_argument("--rate", type=float, default=80_000, help="alerts/minute of the latency run")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
@@ -138,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", choices=["throughput", "latency"], help="run one part (the JSON has its figures)")
     args = parser.parse_args(argv)
+    check_pairs(parser, args.metrics_rounds)
     load_before = os.getloadavg()[0]
 
     say(f"simulating a night of {args.alerts} alerts into memory...")
@@ -215,12 +226,26 @@ def main(argv: list[str] | None = None) -> int:
             "another process..."
         )
         broker_pid = int(cluster.pid_file(1).read_text().strip())
-        latency = latency_run(bootstrap, packets, args.rate, args.latency_seconds, args.latency_compression, broker_pid)
-        say(
-            f"  {latency['alerts']} alerts at {latency['achieved_per_minute']:,}/min: p50 {latency['p50_ms']:.0f} ms, "
-            f"p95 {latency['p95_ms']:.0f} ms, p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']} ms "
-            "(target p99 < 1000)"
-        )
+        paced = {}
+        for on in (False, True):  # metrics off, then on: the latency_* figures are the run with metrics on
+            with metrics(on):
+                paced[on] = latency_run(
+                    bootstrap,
+                    packets,
+                    args.rate,
+                    args.latency_seconds,
+                    args.latency_compression,
+                    broker_pid,
+                    survey=f"latency{int(on)}",
+                )
+            say(
+                f"  metrics {'on' if on else 'off'}: {paced[on]['alerts']} alerts at "
+                f"{paced[on]['achieved_per_minute']:,}/min: p50 {paced[on]['p50_ms']:.0f} ms, "
+                f"p95 {paced[on]['p95_ms']:.0f} ms, p99 {paced[on]['p99_ms']:.0f} ms, max {paced[on]['max_ms']} ms "
+                "(target p99 < 1000)"
+            )
+        latency = paced[True]
+        figures["metrics_paced_p99_ms"] = {"off": round(paced[False]["p99_ms"], 1), "on": round(latency["p99_ms"], 1)}
         say(
             f"  CPU per alert (ms): {latency['cpu_ms_per_alert']}; an idle {os.cpu_count()}-core machine could "
             f"sustain ~{latency['idle_capacity_per_minute']:,} alerts/minute through all three"

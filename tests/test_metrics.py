@@ -283,3 +283,73 @@ def test_a_taken_metrics_port_leaves_the_stage_running_and_says_what_to_set(tmp_
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "None"
     assert "ALERTDIST_METRICS_PORT=0" in done.stderr
+
+
+_SWITCHED = """
+import sys
+from alertdist.jobs.metrics import serve_metrics
+from alertdist.metrics import catalog
+from alertdist.settings import Settings
+exposition = serve_metrics(Settings.load(home=sys.argv[1]), "filter")
+print(exposition is not None and exposition.target_file.exists())  # served, and announced for Prometheus
+catalog.filter_transaction_committed("20240101", "bright", {"passed": 3, "rejected": 0}, 0.0)
+catalog.archive_started("20240101")
+catalog.archive_finished("20240101", ok=True)
+print(catalog.FILTER_ALERTS.value(("20240101", "bright", "passed")), len(catalog.ARCHIVE_RUNS.values))
+"""
+
+
+@pytest.mark.parametrize(("switch", "expected"), [("0", ["False", "0 0"]), ("1", ["True", "3 2"])])
+def test_metrics_off_for_a_benchmark_count_nothing_and_serve_nothing(tmp_path, switch, expected):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTDIST_")}
+    done = subprocess.run(
+        [sys.executable, "-c", _SWITCHED, str(tmp_path)],
+        env={**env, "ALERTDIST_METRICS": switch},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == expected
+
+
+def test_a_bound_series_counts_into_its_family():
+    c = registry.Counter("alertdist_test_bound_total", "test", ["filter"])
+    h = registry.Histogram("alertdist_test_bound_seconds", "test", ["filter"])
+    c.child(("f",)).inc(2)
+    c.inc(("f",))
+    bound = h.child(("f",))
+    for value in (0.01, 0.011, 61.0):
+        bound.observe(value)
+    assert c.value(("f",)) == 3
+    samples = {(s.name, s.labels.get("le")): s.value for s in h.collect().samples}
+    assert samples[("alertdist_test_bound_seconds_bucket", "0.01")] == 1  # le is inclusive
+    assert samples[("alertdist_test_bound_seconds_bucket", "0.025")] == 2
+    assert samples[("alertdist_test_bound_seconds_bucket", "+Inf")] == 3
+    assert samples[("alertdist_test_bound_seconds_sum", None)] == pytest.approx(61.021)
+
+
+def test_the_mirrors_lag_from_where_it_has_got_to_upstream(kafka_bootstrap, unique):
+    from alertdist.metrics.mirror_lag import MIRROR_LAG_MESSAGES, MIRROR_LAG_SECONDS, export_mirror_lag
+
+    topic = f"mirrored_{unique}"
+    _make_topic(kafka_bootstrap, topic)
+    out = producer(kafka_bootstrap)
+    old_ms = int(time.time() * 1000) - 600_000
+    for i in range(10):
+        out.produce(topic, b"x%d" % i, partition=0, timestamp=old_ms + i * 1000)
+    for i in range(5):
+        out.produce(topic, b"y%d" % i, partition=1)
+    out.flush(30)
+    monitor = lag.LagMonitor(kafka_bootstrap, groups="none")
+    try:
+        # mirrored up to offset 4 of partition 0 (its record 4, stamped 4 s after the first, is the oldest left);
+        # partition 1 wholly mirrored
+        export_mirror_lag(monitor, {(topic, 0): 4, (topic, 1): 5})
+        assert MIRROR_LAG_MESSAGES.value((topic,)) == 6
+        assert 590 < MIRROR_LAG_SECONDS.value((topic,)) < 600
+        export_mirror_lag(monitor, {(topic, 0): 10, (topic, 1): 5})  # caught up
+        assert (MIRROR_LAG_MESSAGES.value((topic,)), MIRROR_LAG_SECONDS.value((topic,))) == (0, 0.0)
+    finally:
+        monitor.close()

@@ -59,7 +59,7 @@ def test_prometheus_scrapes_the_monitor_and_a_stopped_filters_lag_alert_fires_th
     tmp_path,
 ):
     survey = f"p{unique}"
-    topic, group = f"{survey}_20240101_programid1", f"{survey}_filter_bright_20240101"
+    topic, group = f"{survey}_20240101_programid1", f"filter_bright.{survey}_20240101"  # TopicNaming.filter_group
     admin = admin_client(kafka_bootstrap)  # held until the answer is in: a collected client drops its requests
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
     out = producer(kafka_bootstrap)
@@ -77,7 +77,7 @@ def test_prometheus_scrapes_the_monitor_and_a_stopped_filters_lag_alert_fires_th
         "ALERTDIST_SURVEY": survey,
     }
     monitor = subprocess.Popen(
-        [sys.executable, "-m", "alertdist.cli.main", "lag", "serve", "--interval", "1", "--groups", f"{survey}_.*"],
+        [sys.executable, "-m", "alertdist.cli.main", "lag", "serve", "--interval", "1", "--groups", f".*{survey}_.*"],
         env=env,
         cwd=REPO,
         stdout=subprocess.PIPE,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from alertdist.metrics import catalog
 from alertdist.metrics.exposition import Exposition, expose
 from alertdist.settings import Settings
 
@@ -20,8 +21,10 @@ def targets_dir(settings: Settings):
 
 def serve_metrics(settings: Settings, job: str) -> Exposition | None:
     """Serve this process's metrics as ``job`` (publisher, filter, archiver, replay, monitor, night); None when
-    ``metrics_port`` is -1. Once per process: later calls return the first exposition."""
-    if settings.metrics_port < 0:
+    ``metrics_port`` is -1. Once per process: later calls return the first exposition. With ``metrics`` off
+    (``ALERTDIST_METRICS=0``, benchmarks only) the stage's hooks count nothing and nothing is served."""
+    catalog.set_enabled(settings.metrics)
+    if settings.metrics_port < 0 or not settings.metrics:
         return None
     try:
         return expose(job, targets_dir(settings), port=settings.metrics_port)

@@ -15,6 +15,7 @@ from alertdist.kafka.errors import KafkaOperationError, retry_until
 from alertdist.mirror import closing, process
 from alertdist.mirror.config import MirrorSpec, mirrored_topics
 from alertdist.mirror.connect_status import MirrorUnit, mirror_units
+from alertdist.mirror.syncs import next_unmirrored, read_offset_syncs
 from alertdist.nights.dates import format_night
 from alertdist.nights.state import NightState
 from alertdist.nights.topics import TopicsError, replication_for
@@ -25,6 +26,7 @@ __all__ = [
     "close_night_downstream",
     "keep_mirror_running",
     "mirror_home",
+    "mirror_position",
     "mirror_spec",
     "mirror_units_now",
     "secure_night_downstream",
@@ -35,7 +37,7 @@ __all__ = [
 
 def mirror_home(settings: Settings) -> process.MirrorHome:
     """MirrorMaker 2's properties, pid and log in ``<home>/mirror``, running the project's jars."""
-    jmx = settings.mirror_jmx_port if settings.mirror_jmx_port > 0 else None
+    jmx = None if settings.mirror_jmx_port < 0 else settings.mirror_jmx_port or settings.mirror_rest_port + 50
     return process.MirrorHome(settings.home / "mirror", settings.kafka_home / "libs", jmx_port=jmx)
 
 
@@ -50,6 +52,12 @@ def mirror_spec(settings: Settings, night: dt.date | None = None) -> MirrorSpec:
         rest_port=settings.mirror_rest_port,
         replication=replication_for(admin_client(settings.public_kafka(ADMIN)), None),
     )
+
+
+def mirror_position(settings: Settings) -> dict[tuple[str, int], int]:
+    """Where MirrorMaker 2 has got to upstream, from its offset syncs: (topic, partition) -> the first offset not
+    yet known to be mirrored (the lag monitor's mirror lag)."""
+    return next_unmirrored(read_offset_syncs(settings.kafka(ADMIN), timeout=5))
 
 
 def mirror_units_now(settings: Settings) -> list[MirrorUnit]:

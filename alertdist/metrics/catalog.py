@@ -7,6 +7,7 @@ each consumed batch.
 
 from __future__ import annotations
 
+import operator
 import time
 from typing import ClassVar
 
@@ -88,7 +89,8 @@ REPLAY_DELIVERED = Counter(
 REPLAY_QUEUE = Gauge("alertdist_replay_queue_depth_packets", "Replayed alerts not yet acknowledged.", ["topic"])
 
 
-#: Metrics are always on; benchmarks turn the hooks off to measure what they cost (`set_enabled`).
+#: Metrics are always on; benchmarks turn every hook off to measure what they cost (`set_enabled`; a stage's
+#: settings do it with ``ALERTDIST_METRICS=0``, see `alertdist.jobs.metrics.serve_metrics`).
 _enabled = True
 
 
@@ -173,31 +175,64 @@ def filter_transaction_committed(night: str, filter_name: str, counts: dict[str,
     (`time.monotonic`)."""
     if not _enabled:
         return
+    bound = _filter_series.get((night, filter_name)) or _FilterSeries.bind(night, filter_name)
     for outcome, n in counts.items():
         if n:
-            FILTER_ALERTS.inc((night, filter_name, outcome), n)
-    FILTER_TRANSACTIONS.inc((night, filter_name))
-    FILTER_TRANSACTION.observe((night, filter_name), time.monotonic() - started)
+            bound.alerts(outcome).inc(n)
+    bound.transactions.inc()
+    bound.transaction_s.observe(time.monotonic() - started)
+
+
+class _FilterSeries:
+    """A filter copy's series, their labels bound once per night (the hook runs per transaction)."""
+
+    def __init__(self, night: str, filter_name: str):
+        self.key = (night, filter_name)
+        self.outcomes: dict[str, object] = {}
+        self.transactions = FILTER_TRANSACTIONS.child(self.key)
+        self.transaction_s = FILTER_TRANSACTION.child(self.key)
+
+    def alerts(self, outcome: str):
+        child = self.outcomes.get(outcome)
+        if child is None:
+            child = self.outcomes[outcome] = FILTER_ALERTS.child((*self.key, outcome))
+        return child
+
+    @classmethod
+    def bind(cls, night: str, filter_name: str) -> _FilterSeries:
+        bound = _filter_series[(night, filter_name)] = cls(night, filter_name)
+        return bound
+
+
+_filter_series: dict[tuple[str, str], _FilterSeries] = {}
 
 
 def filter_batch_consumed(filter_name: str, messages) -> None:
-    """End-to-end latency of a consumed batch: now less each record's produce timestamp (ms)."""
+    """End-to-end latency of a consumed batch: now less each record's produce timestamp (ms). An error event
+    carries no timestamp (0 or -1) and is left out."""
     if not _enabled:
         return
     now_ms = time.time() * 1000.0
-    stamps = [m.timestamp()[1] for m in messages if m.error() is None]
-    if stamps:
-        END_TO_END.observe_many((filter_name,), (now_ms - np.asarray(stamps, dtype=float)) / 1000.0)
+    stamps = np.array([t for _, t in map(_timestamp, messages)], dtype=float)
+    stamps = stamps[stamps > 0]
+    if stamps.size:
+        END_TO_END.observe_many((filter_name,), (now_ms - stamps) / 1000.0)
+
+
+_timestamp = operator.methodcaller("timestamp")
 
 
 def archive_started(night: str) -> None:
     """An archive run of ``night`` begins: its failure count exists (at 0) before any failure, so the alert rule's
     ``increase`` sees the step to 1."""
-    ARCHIVE_RUNS.inc((night, "failed"), 0)
+    if _enabled:
+        ARCHIVE_RUNS.inc((night, "failed"), 0)
 
 
 def archive_finished(night: str, ok: bool) -> None:
     """An archive run of ``night`` ended: verified, or failed (the alert rule counts failures)."""
+    if not _enabled:
+        return
     ARCHIVE_RUNS.inc((night, "verified" if ok else "failed"))
     if ok:
         ARCHIVE_LAST_SUCCESS.set((night,), time.time())
@@ -208,6 +243,8 @@ _replays: dict[str, list] = {}
 
 def track_replay(topic: str, out) -> None:
     """Export a replay's producer counts (``delivered``, queue length), read at scrape time."""
+    if not _enabled:
+        return
     producers = _replays.setdefault(topic, [])
     producers.append(out)
     REPLAY_QUEUE.set((topic,), lambda: len(out))

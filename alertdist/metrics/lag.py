@@ -125,11 +125,15 @@ class LagMonitor:
         """One reading of every matching group's lag per topic and partition."""
         if len(self._stamps) > 100_000:  # offsets passed long ago
             self._stamps.clear()
-        committed = {group: self.committed(group) for group in self.group_ids()}
-        ends = self.ends(sorted({where for offsets in committed.values() for where in offsets}))
+        return self.lags({group: self.committed(group) for group in self.group_ids()})
+
+    def lags(self, positions: dict[str, dict[tuple[str, int], int]]) -> list[PartitionLag]:
+        """The lag of each reader's ``positions`` (name -> (topic, partition) -> the next offset it will read: a
+        group's committed offsets, or where the mirror has got to upstream)."""
+        ends = self.ends(sorted({where for offsets in positions.values() for where in offsets}))
         behind = {
             (t, p, offset)
-            for offsets in committed.values()
+            for offsets in positions.values()
             for (t, p), offset in offsets.items()
             if (t, p) in ends and ends[(t, p)] > offset
         }
@@ -142,8 +146,8 @@ class LagMonitor:
                 break
             self.oldest_timestamps(missing)
         return [
-            PartitionLag(group, t, p, offset, ends[(t, p)], self._stamps.get((t, p, offset)))
-            for group, offsets in committed.items()
+            PartitionLag(name, t, p, offset, ends[(t, p)], self._stamps.get((t, p, offset)))
+            for name, offsets in positions.items()
             for (t, p), offset in offsets.items()
             if (t, p) in ends
         ]

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from alertdist.metrics import lag, nights
 from alertdist.metrics.heartbeat import HEARTBEAT_AGE, Heartbeat, heartbeat_age, heartbeat_topic
+from alertdist.metrics.mirror_lag import export_mirror_lag
 from alertdist.nights.dates import Site
 from alertdist.nights.topics import TopicNaming
 
@@ -31,6 +33,8 @@ class MonitorConfig:
     interval_s: float = 5.0
     groups: str = ".*"
     heartbeat: bool = True
+    # two-tier: where the mirror has got to upstream, (topic, partition) -> first offset not yet mirrored
+    mirrored: Callable[[], dict[tuple[str, int], int]] | None = None
 
 
 def run_monitor(config: MonitorConfig, stop: threading.Event, *, rounds: int | None = None) -> int:
@@ -47,6 +51,8 @@ def run_monitor(config: MonitorConfig, stop: threading.Event, *, rounds: int | N
                     sender = sender or Heartbeat(config.bootstrap_servers, topic)
                     sender.beat()
                 lag.export(monitor.measure())
+                if config.mirrored is not None:
+                    export_mirror_lag(monitor, config.mirrored())
                 nights.export_nights(config.bootstrap_servers, config.naming, config.site)
                 clusters = {"producing": config.bootstrap_servers}
                 if config.public_bootstrap_servers:

@@ -6,11 +6,13 @@ reject kind or a consumer group, never a candid or an objectId.
 
 The containers are plain dictionaries read by one `prometheus_client` collector at scrape time: an increment
 is a dictionary update (no lock, no label lookup), and a histogram takes a whole batch at once
-(`Histogram.observe_many`, numpy), so the publisher's and the filters' hot loops pay almost nothing.
+(`Histogram.observe_many`, numpy), so the publisher's and the filters' hot loops pay almost nothing. A hook
+called often with the same labels binds them once (`Counter.child`, `Histogram.child`).
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
@@ -70,6 +72,10 @@ class Counter(_Family):
     def value(self, labels: tuple[str, ...] = ()) -> float:
         return self.values.get(labels, 0)
 
+    def child(self, labels: tuple[str, ...]) -> CounterChild:
+        """The series of ``labels``, bound once: its `inc` builds no label tuple."""
+        return CounterChild(self.values, labels)
+
     def collect(self):
         family = CounterMetricFamily(self.name.removesuffix("_total"), self.documentation, labels=self.labels)
         for labels, value in list(self.values.items()):
@@ -120,6 +126,7 @@ class Histogram(_Family):
     ):
         super().__init__(name, documentation, labels)
         self.bounds = np.asarray(sorted(buckets), dtype=float)
+        self._bounds = [float(b) for b in self.bounds]  # bisect on a list: a scalar costs no numpy call
         self.series: dict[tuple[str, ...], list] = {}  # labels -> [bucket counts (len+1: +Inf), sum]
 
     def _series(self, labels):
@@ -130,8 +137,12 @@ class Histogram(_Family):
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
         series = self._series(labels)
-        series[0][int(np.searchsorted(self.bounds, value, side="left"))] += 1
+        series[0][bisect.bisect_left(self._bounds, value)] += 1  # le is inclusive, as np.searchsorted "left"
         series[1] += value
+
+    def child(self, labels: tuple[str, ...]) -> HistogramChild:
+        """The series of ``labels``, bound once (a hook called per transaction looks nothing up)."""
+        return HistogramChild(self._bounds, self._series(labels))
 
     def observe_many(self, labels: tuple[str, ...], values: Iterable[float] | np.ndarray) -> None:
         values = np.asarray(values, dtype=float)
@@ -153,6 +164,32 @@ class Histogram(_Family):
             buckets.append(("+Inf", float(cumulative[-1])))
             family.add_metric(list(labels), buckets, total)
         return family
+
+
+class CounterChild:
+    """One series of a `Counter`, its labels bound."""
+
+    __slots__ = ("key", "values")
+
+    def __init__(self, values: dict, key: tuple[str, ...]):
+        self.values, self.key = values, key
+
+    def inc(self, amount: float = 1) -> None:
+        self.values[self.key] = self.values.get(self.key, 0) + amount
+
+
+class HistogramChild:
+    """One series of a `Histogram`, its labels bound."""
+
+    __slots__ = ("bounds", "series")
+
+    def __init__(self, bounds: list[float], series: list):
+        self.bounds, self.series = bounds, series
+
+    def observe(self, value: float) -> None:
+        series = self.series
+        series[0][bisect.bisect_left(self.bounds, value)] += 1
+        series[1] += value
 
 
 def _bound(value: float) -> str:

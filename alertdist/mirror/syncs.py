@@ -14,7 +14,7 @@ import struct
 from alertdist.kafka.reading import latest_by_key
 from alertdist.nights.topics import MirrorNames
 
-__all__ = ["OffsetSyncs", "mirror_lag", "read_offset_syncs"]
+__all__ = ["OffsetSyncs", "mirror_lag", "next_unmirrored", "read_offset_syncs"]
 
 #: (topic, partition) -> (upstream offset, downstream offset) of its latest sync.
 OffsetSyncs = dict[tuple[str, int], tuple[int, int]]
@@ -33,11 +33,13 @@ def read_offset_syncs(source_bootstrap: str, *, timeout: float = 30.0) -> Offset
     return dict(_parse(key, value) for key, value in latest.items() if key and value)
 
 
+def next_unmirrored(syncs: OffsetSyncs) -> dict[tuple[str, int], int]:
+    """Per synced partition, the first upstream offset not yet known to be mirrored (the monitor's mirror lag)."""
+    return {where: upstream + 1 for where, (upstream, _downstream) in syncs.items()}
+
+
 def mirror_lag(upstream_ends: dict[str, dict[int, int]], syncs: OffsetSyncs) -> int:
     """Upstream records not yet known to be mirrored: an upper bound while it runs (syncs trail by up to
     ``offset.lag.max`` records per partition), exact once each partition's last record is synced."""
-    return sum(
-        end - (syncs[(topic, p)][0] + 1 if (topic, p) in syncs else 0)
-        for topic, parts in upstream_ends.items()
-        for p, end in parts.items()
-    )
+    done = next_unmirrored(syncs)
+    return sum(end - done.get((topic, p), 0) for topic, parts in upstream_ends.items() for p, end in parts.items())

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from alertdist.cli import parsing
 from alertdist.infra import prometheus_local
 from alertdist.jobs.metrics import serve_metrics
+from alertdist.jobs.mirror import mirror_position
 from alertdist.kafka.signals import stop_on_signals
 from alertdist.metrics.lag import LagMonitor
 from alertdist.metrics.monitor import MonitorConfig, run_monitor
@@ -75,6 +77,7 @@ def _serve(args, settings):
         interval_s=args.interval,
         groups=args.groups,
         heartbeat=not args.no_heartbeat,
+        mirrored=functools.partial(mirror_position, settings) if args.two_tier else None,
     )
     with stop_on_signals() as stop:
         run_monitor(config, stop)
@@ -112,5 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(needs_kafka=True)
     serve = parsing.action_parser(lag, "serve")
     serve.add_argument("--interval", type=float, default=5.0, help="seconds between measurements (default 5)")
-    serve.add_argument("--two-tier", action="store_true", help="also read the heartbeat back on the public cluster")
+    serve.add_argument(
+        "--two-tier",
+        action="store_true",
+        help="also read the heartbeat back on the public cluster, and measure the mirror's lag",
+    )
     serve.add_argument("--no-heartbeat", action="store_true", help="measure only, send no heartbeat")
