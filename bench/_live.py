@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _system import FILTERS, FilterLag, LatencyReaders, SystemCPU, percentiles
+from _system import FILTERS, FilterLag, LatencyReaders, SystemCPU, name_stages, percentiles
 
 
 def run_night(bootstrap: str, folder: Path, night: dt.date, archive: Path, survey: str) -> dict:
@@ -147,8 +147,8 @@ def live_night(
     packets: list[bytes],
     play: Callable[[Player], dict],
 ) -> tuple[dict, dict]:
-    """Run a night whose pipeline is ``play``: (what ``play`` returned, the night flow's result). ``pids``: the
-    broker's and the Prefect server's process ids."""
+    """Run a night whose pipeline is ``play``: (what ``play`` returned, its stage processes named after their
+    stages; the night flow's result). ``pids``: the broker's and the Prefect server's process ids."""
     from alertdist.filters.live import group_id_for
     from alertdist.kafka.clients import admin_client
     from alertdist.nights.topics import TopicNaming, TopicSettings, create_topics, ensure_night_topics
@@ -186,4 +186,4 @@ def live_night(
         readers.close()
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["result"], result
+    return name_stages(outcome["result"], result["stages"]), result

@@ -11,6 +11,7 @@ import collections
 import multiprocessing
 import os
 import queue as queues
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -221,7 +222,7 @@ class SystemCPU:
         self.readers, self.skip = readers, skip_threads or set()
 
     def _roles(self) -> dict[int, str]:
-        roles = {}
+        roles: dict[int, str] = {}
         for role, pid in self.roots.items():
             with _gone():
                 root = psutil.Process(pid)
@@ -230,6 +231,8 @@ class SystemCPU:
         roles[me.pid] = "night flow (the bench's process)"
         for child in me.children():
             with _gone():
+                if child.pid in roles:  # the broker and the Prefect server, when this script started them
+                    continue
                 if child.pid in self.readers:
                     role = "latency readers (not the system)"
                 elif child.cmdline()[-1:] != ["--multiprocessing-fork"] or "resource_tracker" in " ".join(
@@ -238,8 +241,12 @@ class SystemCPU:
                     role = "other helpers"
                 else:
                     role = "filter stage" if child.nice() >= 10 else "publish/archive stage"
-                role = f"{role} {child.pid}" if role.endswith("stage") else role
-                roles.update({p.pid: role for p in [child, *child.children(recursive=True)]})
+                if role.endswith("stage"):  # its confined plug-in's process is counted beside it
+                    role = f"{role} {child.pid}"
+                    roles.update({p.pid: f"{role} plug-in" for p in child.children(recursive=True)})
+                    roles[child.pid] = role
+                else:
+                    roles.update({p.pid: role for p in [child, *child.children(recursive=True)]})
         return roles
 
     def snapshot(self) -> Snapshot:
@@ -262,7 +269,7 @@ class SystemCPU:
             earlier = before.threads.get(pid, (role, {}))[1]
             for tid, (name, cpu) in threads.items():
                 spent = cpu - earlier.get(tid, (name, 0.0))[1]
-                generic = role.rsplit(" ", 1)[0] if role.endswith(tuple("0123456789")) else role
+                generic = _STAGE.sub(r"\1 stage", role)
                 roles[role] += spent
                 if "not the system" not in role:
                     kinds[f"{generic}: {thread_kind(name)}"] += spent
@@ -274,6 +281,25 @@ class SystemCPU:
             "per_process": {role: round(v * per_alert, 3) for role, v in sorted(roles.items())},
             "per_thread_kind": {k: round(v * per_alert, 3) for k, v in sorted(kinds.items(), key=lambda x: -x[1])},
         }
+
+
+_STAGE = re.compile(r"(filter|publish/archive) stage (\d+)")
+
+
+def name_stages(found, stages: dict[str, dict]):
+    """``found`` (`SystemCPU.between` results, as deep as they are) with each stage process's role renamed after
+    the stage that ran in it (the night's ``stages``, each with its ``pid``)."""
+    names = {str(s["pid"]): name for name, s in stages.items() if "pid" in s}
+    if isinstance(found, list):
+        return [name_stages(x, stages) for x in found]
+    if not isinstance(found, dict):
+        return found
+    renamed = {}
+    for key, value in found.items():
+        if key == "per_process" and isinstance(value, dict):
+            value = {_STAGE.sub(lambda m: names.get(m[2], m[0]), k): v for k, v in value.items()}
+        renamed[key] = name_stages(value, stages)
+    return renamed
 
 
 class _gone:

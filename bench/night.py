@@ -164,10 +164,10 @@ def capacity(bootstrap: str, pids: dict, scratch: Path, publisher_per_s: float, 
 def metrics_overhead(bootstrap: str, pids: dict, scratch: Path, rate: float, args) -> dict:
     """The same rate in two fresh nights, instrumentation off (``ALERTDIST_METRICS=0``, read by every stage's
     `Settings`) then on: p99s, achieved pace and system CPU per alert of each, and off / on."""
-    packets = [a.packet for a in simulated_alerts(2000, night=NIGHT_C, seed=11)]
     play = functools.partial(step, rate_per_minute=rate, warmup=args.warmup, window=args.window)
     runs = {}
     for label, night, value in (("off", NIGHT_C, "0"), ("on", NIGHT_D, "1")):
+        packets = [a.packet for a in simulated_alerts(2000, night=night, seed=11)]  # the publisher checks the night
         previous = os.environ.get("ALERTDIST_METRICS")
         os.environ["ALERTDIST_METRICS"] = value  # the stage processes inherit it
         try:
