@@ -294,12 +294,9 @@ def name_stages(found, stages: dict[str, dict]):
         return [name_stages(x, stages) for x in found]
     if not isinstance(found, dict):
         return found
-    renamed = {}
-    for key, value in found.items():
-        if key == "per_process" and isinstance(value, dict):
-            value = {_STAGE.sub(lambda m: names.get(m[2], m[0]), k): v for k, v in value.items()}
-        renamed[key] = name_stages(value, stages)
-    return renamed
+    return {
+        _STAGE.sub(lambda m: names.get(m[2], m[0]), key): name_stages(value, stages) for key, value in found.items()
+    }
 
 
 class _gone:
