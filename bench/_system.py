@@ -289,7 +289,10 @@ _STAGE = re.compile(r"(filter|publish/archive) stage (\d+)")
 def name_stages(found, stages: dict[str, dict]):
     """``found`` (`SystemCPU.between` results, as deep as they are) with each stage process's role renamed after
     the stage that ran in it (the night's ``stages``, each with its ``pid``)."""
-    names = {str(s["pid"]): name for name, s in stages.items() if "pid" in s}
+    names: dict[str, str] = {}
+    for name, stage in stages.items():  # the publisher's process may run the archive later: it keeps "publish"
+        if "pid" in stage:
+            names.setdefault(str(stage["pid"]), name)
     if isinstance(found, list):
         return [name_stages(x, stages) for x in found]
     if not isinstance(found, dict):
