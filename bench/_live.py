@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
+import json
 import os
 import threading
 import time
@@ -19,6 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from _system import FILTERS, FilterLag, LatencyReaders, SystemCPU, name_stages, percentiles
+
+
+def print_line(line: dict, started: float, load_before: tuple) -> None:
+    """The JSON last line, with the run's wall time and the load average before and after it."""
+    line.update(
+        bench_wall_s=round(time.monotonic() - started),
+        load_before=[round(x, 2) for x in load_before],
+        load_after=[round(x, 2) for x in os.getloadavg()],
+    )
+    print(json.dumps(line))
 
 
 def run_night(bootstrap: str, folder: Path, night: dt.date, archive: Path, survey: str) -> dict:
@@ -82,17 +93,21 @@ class Player:
         time.sleep(0.01)
         return Window(start_ms, self.now_ms(), total, elapsed)
 
+    def consumer_has_all(self, until: float) -> bool:
+        """Whether the plain reader has every alert written so far by ``until`` (monotonic)."""
+        while time.monotonic() < until:
+            self.readers.collect()
+            if len(self.readers.pairs["consumer"]) >= self.written:
+                return True
+            time.sleep(0.05)
+        return False
+
     def settle(self, timeout: float) -> float | None:
         """Wait until the plain reader has every alert written so far and every filter's lag is zero (then 1 s
         for the last committed outputs to reach their reader): the seconds it took, None if not within
         ``timeout``."""
         started = time.monotonic()
-        while time.monotonic() - started < timeout:
-            self.readers.collect()
-            if len(self.readers.pairs["consumer"]) >= self.written:
-                break
-            time.sleep(0.1)
-        else:
+        if not self.consumer_has_all(started + timeout):
             return None
         drained = self.lag.wait_zero(timeout - (time.monotonic() - started))
         if drained is None:

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from _common import private_broker, private_prefect_server, say
-from _live import live_night, run_night
+from _live import live_night, print_line, run_night
 from alertdist.infra import kafka_local
 from alertdist.publish.sources import simulated_alerts
 from alertdist.simulate.night import write_drop_folder
@@ -243,11 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_mb": a["peak_rss_mb"],
         "window_s": args.window,
         "warmup_s": args.warmup,
-        "bench_wall_s": round(time.monotonic() - started),
-        "load_before": [round(x, 2) for x in load_before],
-        "load_after": [round(x, 2) for x in os.getloadavg()],
     }
-    print(json.dumps(line))
+    print_line(line, started, load_before)
     return 0
 
 

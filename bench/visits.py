@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 from _common import private_broker, private_prefect_server, say
-from _live import Player, Window, live_night
+from _live import Player, Window, live_night, print_line
 from alertdist.infra import kafka_local
 from alertdist.publish.sources import simulated_alerts
 
@@ -49,12 +48,7 @@ def release(player: Player, alerts: int, bursts: int, seconds: float) -> Window:
 def drain(player: Player, started: float, until: float) -> float | None:
     """Seconds from ``started`` until the plain consumer has every alert written and every filter's lag against
     the end offsets is zero; None if not by ``until`` (monotonic)."""
-    while time.monotonic() < until:
-        player.readers.collect()
-        if len(player.readers.pairs["consumer"]) >= player.written:
-            break
-        time.sleep(0.05)
-    else:
+    if not player.consumer_has_all(until):
         return None
     done = player.lag.wait_zero(until - time.monotonic(), every=0.05)
     return None if done is None else time.monotonic() - started
@@ -127,17 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         "max_p99_filter_ms": max((r["p99_filter_ms"] or 0) for r in later),
         "median_system_cpu_ms_per_alert": statistics.median(r["system_cpu_ms_per_alert"] for r in later),
         "visits": rows,
-        "profile": {
-            "alerts_per_visit": args.alerts_per_visit,
-            "bursts": args.bursts,
-            "release_s": args.release,
-            "cadence_s": args.cadence,
-        },
-        "bench_wall_s": round(time.monotonic() - started),
-        "load_before": [round(x, 2) for x in load_before],
-        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "profile": vars(args),
     }
-    print(json.dumps(line))
+    print_line(line, started, load_before)
     return 0
 
 
