@@ -19,11 +19,12 @@ Same run:
       (/ 80,000 per minute). system_cpu_ms_per_alert: CPU over that rate's window of every process of the
       system (the broker's JVM, the Prefect server, the flow's process, the publisher, each filter copy with its
       confined plug-in child), with the breakdown per process and per kind of thread (`_system.SystemCPU`).
-  (c) metrics on against off: two fresh nights at the capacity rate, ALERTDIST_METRICS=0 then 1, one warm-up
-      and one window each: metrics_overhead_night.
+  (c) metrics on against off: fresh nights at the capacity rate, ALERTDIST_METRICS=0 and 1, --metrics-rounds
+      pairs in alternating order, one warm-up and one window each: metrics_overhead_night (medians, off / on).
 
 Run from the repository root: .venv/bin/python bench/night.py [--alerts 5000] [--window 60] [--warmup 10]
-[--start 0.3] [--steps 7] [--resolution 0.1] [--rate R (one rate, no search)] [--no-metrics-ab]
+[--start 0.3] [--steps 7] [--resolution 0.1] [--rate R (one rate, no search)] [--metrics-rounds 1]
+[--no-metrics-ab]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import functools
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -45,7 +47,7 @@ from alertdist.infra import kafka_local
 from alertdist.publish.sources import simulated_alerts
 from alertdist.simulate.night import write_drop_folder
 
-NIGHT_A, NIGHT_B, NIGHT_C, NIGHT_D = (dt.date(2023, 10, d) for d in (12, 13, 14, 15))
+NIGHT_A, NIGHT_B, NIGHT_C = dt.date(2023, 10, 12), dt.date(2023, 10, 13), dt.date(2023, 10, 14)  # (c): C, C+1, ...
 
 
 def full_speed(bootstrap: str, scratch: Path, alerts: int) -> dict:
@@ -161,33 +163,44 @@ def capacity(bootstrap: str, pids: dict, scratch: Path, publisher_per_s: float, 
     }
 
 
+#: What (c) compares, from a step's result.
+OVERHEAD_FIGURES = {
+    "p99_consumer_ms": lambda r: r["p99_consumer_ms"],
+    "p99_filter_ms": lambda r: r["p99_filter_ms"],
+    "achieved_per_minute": lambda r: r["achieved_per_minute"],
+    "system_cpu_ms_per_alert": lambda r: r["cpu"]["system_cpu_ms_per_alert"],
+}
+
+
 def metrics_overhead(bootstrap: str, pids: dict, scratch: Path, rate: float, args) -> dict:
-    """The same rate in two fresh nights, instrumentation off (``ALERTDIST_METRICS=0``, read by every stage's
-    `Settings`) then on: p99s, achieved pace and system CPU per alert of each, and off / on."""
+    """The same rate in fresh nights, instrumentation off (``ALERTDIST_METRICS=0``, read by every stage's
+    `Settings`) and on, --metrics-rounds pairs in alternating order (off first in the first): per side the median
+    of each figure over the rounds (p99s, achieved pace, system CPU per alert), each round's, and off / on."""
     play = functools.partial(step, rate_per_minute=rate, warmup=args.warmup, window=args.window)
-    runs = {}
-    for label, night, value in (("off", NIGHT_C, "0"), ("on", NIGHT_D, "1")):
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    order = [("off", "0"), ("on", "1")]
+    for number in range(2 * args.metrics_rounds):
+        label, value = order[number % 2] if (number // 2) % 2 == 0 else order[1 - number % 2]
+        night = NIGHT_C + dt.timedelta(days=number)
         packets = [a.packet for a in simulated_alerts(2000, night=night, seed=11)]  # the publisher checks the night
         previous = os.environ.get("ALERTDIST_METRICS")
         os.environ["ALERTDIST_METRICS"] = value  # the stage processes inherit it
         try:
-            runs[label], _ = live_night(bootstrap, pids, scratch, night, f"metrics{label}", packets, play)
+            result, _ = live_night(bootstrap, pids, scratch, night, f"metrics{label}{number}", packets, play)
         finally:
             os.environ.pop("ALERTDIST_METRICS") if previous is None else os.environ.update(ALERTDIST_METRICS=previous)
-    figures = {
-        label: {
-            "p99_consumer_ms": r["p99_consumer_ms"],
-            "p99_filter_ms": r["p99_filter_ms"],
-            "achieved_per_minute": r["achieved_per_minute"],
-            "system_cpu_ms_per_alert": r["cpu"]["system_cpu_ms_per_alert"],
-        }
-        for label, r in runs.items()
-    }
+        runs[label].append({k: figure(result) for k, figure in OVERHEAD_FIGURES.items()})
+    figures = {label: {k: _median([r[k] for r in rounds]) for k in OVERHEAD_FIGURES} for label, rounds in runs.items()}
     ratio = {
         k: round(figures["off"][k] / figures["on"][k], 3) if figures["on"][k] and figures["off"][k] else None
-        for k in figures["on"]
+        for k in OVERHEAD_FIGURES
     }
-    return {"rate_per_minute": round(rate), **figures, "off_over_on": ratio}
+    return {"rate_per_minute": round(rate), **figures, "off_over_on": ratio, "rounds": runs}
+
+
+def _median(values: list) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=7, help="at most this many rates (b)")
     parser.add_argument("--resolution", type=float, default=0.1, help="stop when the bracket is this close (b)")
     parser.add_argument("--rate", type=float, default=0, help="alerts/minute: this one rate, no search (b)")
+    parser.add_argument("--metrics-rounds", type=int, default=1, help="(c): pairs of nights, metrics off and on")
     parser.add_argument("--no-metrics-ab", action="store_true", help="skip (c), metrics on against off")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
