@@ -290,7 +290,9 @@ def name_stages(found, stages: dict[str, dict]):
     """``found`` (`SystemCPU.between` results, as deep as they are) with each stage process's role renamed after
     the stage that ran in it (the night's ``stages``, each with its ``pid``)."""
     names: dict[str, str] = {}
-    for name, stage in stages.items():  # the publisher's process may run the archive later: it keeps "publish"
+    # the archive runs after the live part, in a process of the pool that may have run the publisher or a filter
+    # before: such a process keeps the earlier stage's name
+    for name, stage in sorted(stages.items(), key=lambda item: item[0] == "archive"):
         if "pid" in stage:
             names.setdefault(str(stage["pid"]), name)
     if isinstance(found, list):
