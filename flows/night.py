@@ -146,16 +146,7 @@ def _stages(settings, night, source, speed, filters, filter_parallelism, filter_
     announce("opened", settings, night, {"source": source})
     panel = start_live_panel(settings, night, public=two_tier)  # the live artifact; firing alerts as events
     try:
-        running = {}
-        for chosen in filters if filters is not None else sorted(available_filters()):
-            name = named_filter(chosen)[0] or chosen
-            parameters = {
-                "filter_name": chosen,
-                "parallelism": filter_parallelism,
-                "batch_deadline_s": filter_deadline_s,
-            }
-            login = stage_logins(settings, filter_service(name), public=bool(two_tier))
-            running[name] = stage.submit(f"filter-{name}", "filter", {**parameters, **readers}, login)
+        running = _start_filters(settings, filters, filter_parallelism, filter_deadline_s, readers, two_tier)
         publishing = dict(source=source, speed=speed, partitions=None, **common)  # opened at dusk: only checked
         try:
             published, usage = stage.submit(
@@ -197,6 +188,17 @@ def _stages(settings, night, source, speed, filters, filter_parallelism, filter_
         return {**result, "mirrored": mirrored["alerts"]} if mirrored else result
     finally:  # the panel stops whichever way the night ends (a failed publisher included)
         panel.stop()
+
+
+def _start_filters(settings, filters, parallelism, deadline_s, readers, two_tier) -> dict:
+    """Each filter's stage started (all of them when ``filters`` is None), each with its own login."""
+    running = {}
+    for chosen in filters if filters is not None else sorted(available_filters()):
+        name = named_filter(chosen)[0] or chosen
+        parameters = {"filter_name": chosen, "parallelism": parallelism, "batch_deadline_s": deadline_s}
+        login = stage_logins(settings, filter_service(name), public=bool(two_tier))
+        running[name] = stage.submit(f"filter-{name}", "filter", {**parameters, **readers}, login)
+    return running
 
 
 def _failed_row(reason: str) -> dict:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import NewTopic
 
 from alertdist.infra import kafka_local, prometheus_local
+from alertdist.kafka.clients import admin_client, consumer, producer
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -25,3 +33,31 @@ def prometheus(tmp_path):
         yield server
     finally:
         prometheus_local.stop(server, log=lambda *_: None)
+
+
+def lagging_group(bootstrap: str, survey: str, produced: int, committed: int) -> tuple[str, str]:
+    """A one-partition programme topic of 2024-01-01 holding ``produced`` records and a filter-like group that
+    committed ``committed`` of them: a known lag for the monitor to find. Returns (topic, group)."""
+    topic, group = f"{survey}_20240101_programid1", f"{survey}_filter_bright_20240101"
+    admin_client(bootstrap).create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    out = producer(bootstrap)
+    for i in range(produced):
+        out.produce(topic, b"alert%d" % i)
+    out.flush(30)
+    reader = consumer(bootstrap, group)
+    deadline = time.monotonic() + 60
+    while True:  # a fresh broker's coordinator may still be loading
+        try:
+            reader.commit(offsets=[TopicPartition(topic, 0, committed)], asynchronous=False)
+            break
+        except KafkaException:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    reader.close()
+    return topic, group
+
+
+def lag_monitor(env: dict, groups: str, **output) -> subprocess.Popen:
+    """``alertdist lag serve`` every second for the consumer groups matching ``groups``, in its own process."""
+    command = [sys.executable, "-m", "alertdist.cli.main", "lag", "serve", "--interval", "1", "--groups", groups]
+    return subprocess.Popen(command, env=env, cwd=REPO, **output)

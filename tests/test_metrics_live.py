@@ -9,13 +9,10 @@ import sys
 import time
 
 import httpx
-from confluent_kafka import KafkaException, TopicPartition
-from confluent_kafka.admin import NewTopic
 
-from alertdist.kafka.clients import admin_client, consumer, producer
 from alertdist.settings import Settings
 from tests.conftest import REPO
-from tests.metrics_support import prometheus  # noqa: F401 - the fixture
+from tests.metrics_support import lagging_group, prometheus  # noqa: F401 - the fixture
 from tests.test_night_flow import _artifact
 
 NIGHT = dt.date(2024, 1, 1)
@@ -54,23 +51,7 @@ def test_the_live_panel_shows_lag_and_turns_a_firing_alert_into_a_prefect_event(
     from alertdist.tasks.live_ops import start_live_panel
 
     survey = f"l{unique}"
-    topic, group = f"{survey}_20240101_programid1", f"{survey}_filter_bright_20240101"
-    admin = admin_client(kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
-    out = producer(kafka_bootstrap)
-    for i in range(7):
-        out.produce(topic, b"alert%d" % i)
-    out.flush(30)
-    reader = consumer(kafka_bootstrap, group)
-    deadline = time.monotonic() + 60
-    while True:  # a fresh broker's coordinator may still be loading
-        try:
-            reader.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
-            break
-        except KafkaException:
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-    reader.close()
+    _, group = lagging_group(kafka_bootstrap, survey, produced=7, committed=2)
     archiver = subprocess.Popen([sys.executable, "-c", _FAILING_ARCHIVER, str(prometheus.targets_dir)], cwd=REPO)
     settings = Settings.load(bootstrap_servers=kafka_bootstrap, survey=survey, prometheus_port=prometheus.port)
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 
 from alertdist.infra import prometheus_local
 from alertdist.nights.topics import TopicNaming
 from alertdist.settings import Settings
-from tests.conftest import REPO
-from tests.metrics_support import prometheus  # noqa: F401 - the fixture
+from tests.metrics_support import lag_monitor, prometheus  # noqa: F401 - the fixture
 
 
 def _value(server, query: str) -> float | None:
@@ -36,13 +34,7 @@ def test_after_a_night_prometheus_has_every_stages_series(
     monkeypatch.setenv("ALERTDIST_HOME", str(home))
     monkeypatch.setenv("ALERTDIST_PROMETHEUS_PORT", str(prometheus.port))
     env = {**os.environ, "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap, "ALERTDIST_SURVEY": survey}
-    monitor = subprocess.Popen(
-        [sys.executable, "-m", "alertdist.cli.main", "lag", "serve", "--interval", "1", "--groups", f".*{survey}.*"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    monitor = lag_monitor(env, f".*{survey}.*", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         state = night(
             night=tonight,

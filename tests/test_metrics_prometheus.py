@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -16,8 +15,7 @@ from confluent_kafka.admin import NewTopic
 
 from alertdist.infra import prometheus_local
 from alertdist.kafka.clients import admin_client, consumer, producer
-from tests.conftest import REPO
-from tests.metrics_support import prometheus  # noqa: F401 - the fixture
+from tests.metrics_support import lag_monitor, prometheus  # noqa: F401 - the fixture
 
 
 def _wait_for(what: str, check, timeout: float, every: float = 1.0):
@@ -76,14 +74,7 @@ def test_prometheus_scrapes_the_monitor_and_a_stopped_filters_lag_alert_fires_th
         "ALERTDIST_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "ALERTDIST_SURVEY": survey,
     }
-    monitor = subprocess.Popen(
-        [sys.executable, "-m", "alertdist.cli.main", "lag", "serve", "--interval", "1", "--groups", f".*{survey}_.*"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    monitor = lag_monitor(env, f".*{survey}_.*", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert monitor.stdout.readline().startswith("metrics at http://127.0.0.1:")
         assert list(prometheus.targets_dir.glob("monitor-*.json"))

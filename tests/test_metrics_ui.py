@@ -9,12 +9,10 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import KafkaException, TopicPartition
-from confluent_kafka.admin import NewTopic
 
 from alertdist.infra import kafka_local, prefect_local
-from alertdist.kafka.clients import admin_client, consumer, producer
 from alertdist.settings import Settings
+from tests.metrics_support import lagging_group
 from tests.test_main_command import CHROMIUM, OUTPUT
 
 NIGHT = dt.date(2024, 1, 1)
@@ -30,23 +28,7 @@ def test_a_browser_shows_the_live_panel_while_the_night_runs(kafka_bootstrap, un
     from alertdist.tasks.live_ops import start_live_panel
 
     survey = f"u{unique}"
-    topic, group = f"{survey}_20240101_programid1", f"{survey}_filter_bright_20240101"
-    admin = admin_client(kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
-    out = producer(kafka_bootstrap)
-    for i in range(9):
-        out.produce(topic, b"alert%d" % i)
-    out.flush(30)
-    reader = consumer(kafka_bootstrap, group)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            reader.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
-            break
-        except KafkaException:
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-    reader.close()
+    _, group = lagging_group(kafka_bootstrap, survey, produced=9, committed=3)
 
     server = prefect_local.PrefectServer(home=tmp_path / "prefect", port=kafka_local.free_port())
     prefect_local.start(server, log=lambda *_: None)
