@@ -14,7 +14,7 @@ cutouts. A filter that needs set-up (a model, a catalogue) is a small class with
         return c["magpsf"] < 16, {"mag": c["magpsf"]}
 
 A *columnar* filter (``columnar=True``) takes a batch instead: a `pyarrow.Table` with the Parquet archive's
-columns (`alertdist.archive.parquet`: candidate fields as top-level columns, ``prv_candidates`` a list of
+columns (`alertdist.avro.arrow`: candidate fields as top-level columns, ``prv_candidates`` a list of
 structs) and returns which rows pass, optionally with annotations; see `alertdist.filters.columnar`. Over years of
 archived nights it reads only the ``columns`` it declares (``"prv_candidates.jd"`` reads one leaf of the
 history), which is what makes a reanalysis fast. A columnar twin may share a per-alert filter's name: the runners
