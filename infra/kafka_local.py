@@ -5,43 +5,52 @@
 signals the pids it recorded. Each node runs the broker and controller roles in one process, with a static
 controller quorum, so one node and three nodes are the same code path.
 
-Security is opt-in (``KafkaCluster(security="sasl" | "sasl_ssl")``, ``alertdist kafka start --secure``): each
-node then adds a SCRAM-SHA-512 listener (``SASL``, plain or over TLS with certificates from make_certs.sh) for
-outside consumers, and the standard authorizer denies whatever no ACL allows. The loopback PLAINTEXT listener
-stays for the system's own services and the brokers themselves: its principal, ``User:ANONYMOUS``, is a super
-user, so in production that listener must be bound to loopback or a private network only.
-
-``security="secure_only"`` (``alertdist kafka start --secure-only``) has no PLAINTEXT listener at all: clients
-and the brokers among themselves use the SCRAM-SHA-512 listener over TLS on the client port (the brokers as the
-``broker`` user), the controllers a TLS listener with SASL/PLAIN (KRaft cannot serve SCRAM to its controllers:
-the credentials live in the metadata log they replicate). ``admin`` and ``broker`` are super users, their SCRAM
-credentials written into the storage at format time; every password is generated once into ``home/secrets``.
+Security is opt-in (``KafkaCluster(security=...)``, ``alertdist kafka start --secure``): see `kafka_security`.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import os
-import random
-import re
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import uuid
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from alertdist.infra import jmx_exporter
-from alertdist.jvm import MARKER, JavaError, installed_version, java_command, marker_lines
+from alertdist.infra.kafka_install import KafkaInfraError, install, kafka_version, pom_artifacts
+from alertdist.infra.kafka_security import (
+    PRIVATE_UMASK,
+    REAUTH_MS,
+    SCRAM_MECHANISM,
+    SECURE_LISTENER,
+    SECURITY_MODES,
+    SUPER_USERS,
+    check_security,
+    make_certs,
+    make_passwords,
+    make_private,
+    recorded_security,
+    secure_only_properties,
+    security_properties,
+    write_private,
+)
+from alertdist.infra.ports import free_port, free_ports
+from alertdist.jvm import MARKER, JavaError, installed_version, java_command
 from alertdist.supervisor import Supervised, stop_all
 from alertdist.supervisor import alive as process_alive
 
 __all__ = [
+    "MARKER",
+    "PRIVATE_UMASK",
+    "REAUTH_MS",
+    "SCRAM_MECHANISM",
+    "SECURE_LISTENER",
     "SECURITY_MODES",
+    "SUPER_USERS",
     "KafkaCluster",
     "KafkaInfraError",
     "NodeStatus",
@@ -64,30 +73,6 @@ __all__ = [
 ]
 
 INFRA_DIR = Path(__file__).resolve().parent
-POM = INFRA_DIR / "pom.xml"
-MAKE_CERTS = INFRA_DIR / "make_certs.sh"
-
-#: ``none``: PLAINTEXT only, no authorizer (the simple embedded default). ``sasl``: adds a SASL_PLAINTEXT
-#: SCRAM-SHA-512 listener and ACLs. ``sasl_ssl``: the same listener over TLS. ``secure_only``: no PLAINTEXT
-#: listener, everyone on TLS (see the module's docstring).
-SECURITY_MODES = ("none", "sasl", "sasl_ssl", "secure_only")
-#: The super users of a ``secure_only`` cluster: the operator's admin, the brokers, the controllers.
-SUPER_USERS = ("admin", "broker", "controller")
-SCRAM_MECHANISM = "SCRAM-SHA-512"
-SECURE_LISTENER = "SASL"
-#: How long a SASL session lasts before its client must log in again (KIP-368). Without it a connection opened
-#: before a user was removed or its password changed keeps working for as long as it stays open. One minute bounds
-#: that window; a re-login is one SCRAM exchange per connection per minute, which costs nothing measurable.
-REAUTH_MS = 60_000
-_REAUTHENTICATION = {"connections.max.reauth.ms": str(REAUTH_MS)}
-#: The umask of every process started here: what it creates (data, logs, databases) is its owner's only.
-PRIVATE_UMASK = 0o077
-#: Each mode's strength: data started in one mode never starts again in a weaker one (`_check_security`).
-_STRENGTH = {"none": 0, "sasl": 1, "sasl_ssl": 2, "secure_only": 3}
-
-
-class KafkaInfraError(RuntimeError):
-    """Installing, starting or stopping the local Kafka failed; the message says what to do next."""
 
 
 @dataclass(frozen=True)
@@ -201,76 +186,6 @@ class NodeStatus:
         return f"node {self.node_id}: {state} (pid {pid}, 127.0.0.1:{self.port}{secure})"
 
 
-_POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
-
-
-def kafka_version() -> str:
-    """The Kafka version pinned in infra/pom.xml."""
-    version = ET.parse(POM).getroot().find("m:properties/m:kafka.version", _POM_NS)
-    if version is None or not version.text:
-        raise KafkaInfraError(f"{POM} has no <kafka.version> property")
-    return version.text.strip()
-
-
-def pom_artifacts() -> list[str]:
-    """Every dependency infra/pom.xml asks for, as ``group:artifact:version`` with its properties filled in."""
-    root = ET.parse(POM).getroot()
-    props = {p.tag.split("}")[-1]: (p.text or "").strip() for p in root.find("m:properties", _POM_NS)}
-
-    def text(dependency: ET.Element, name: str) -> str:
-        return re.sub(r"\$\{([^}]+)\}", lambda m: props[m.group(1)], dependency.find(f"m:{name}", _POM_NS).text.strip())
-
-    return [
-        ":".join(text(d, name) for name in ("groupId", "artifactId", "version"))
-        for d in root.findall("m:dependencies/m:dependency", _POM_NS)
-    ]
-
-
-def install(libs_dir: Path, *, log=print) -> str:
-    """Fetch the jars infra/pom.xml asks for into ``libs_dir``; a no-op when the marker records exactly those.
-
-    The marker lists every artifact, not just the Kafka version, so a folder fetched before the pom gained one
-    (MirrorMaker 2's) is fetched again. The jars are copied into a scratch folder and moved into place only when
-    Maven succeeded, so an interrupted install never leaves a half-filled libs folder that looks finished.
-    """
-    libs_dir = Path(libs_dir).absolute()  # mvn resolves a relative output folder against infra/
-    version = kafka_version()
-    wanted = [version, *pom_artifacts()]
-    if marker_lines(libs_dir) == wanted:
-        log(f"Kafka {version} already installed in {libs_dir}")
-        return version
-    if shutil.which("mvn") is None:
-        raise KafkaInfraError("Maven (mvn) is not on PATH: install Maven 3.8+ and Java 17+, then run again")
-    scratch = libs_dir.with_name(libs_dir.name + ".partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    log(
-        f"Fetching Apache Kafka {version} and MirrorMaker 2 from Maven Central into {libs_dir} "
-        "(first time, or when infra/pom.xml changed; about 60 MB)..."
-    )
-    cmd = [
-        "mvn",
-        "-B",
-        "-q",
-        "-f",
-        str(POM),
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={scratch}",
-        "-DincludeScope=runtime",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise KafkaInfraError(
-            f"mvn could not fetch Kafka {version} (exit {result.returncode}); check network access to Maven "
-            f"Central and run again.\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
-        )
-    (scratch / MARKER).write_text("\n".join(wanted) + "\n")
-    shutil.rmtree(libs_dir, ignore_errors=True)
-    libs_dir.parent.mkdir(parents=True, exist_ok=True)
-    scratch.rename(libs_dir)
-    log(f"Kafka {version} installed ({len(list(libs_dir.glob('*.jar')))} jars)")
-    return version
-
-
 def _server_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
     voters = ",".join(f"{i}@127.0.0.1:{cluster.controller_port + i - 1}" for i in cluster.node_ids())
     port = cluster.client_port(node_id)
@@ -302,147 +217,17 @@ def _server_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
         # a floor for topics created without it (filter outputs, internal ones): acks=all then means two copies
         props["min.insync.replicas"] = "2"
     if cluster.secure_only:
-        props.update(_secure_only_properties(cluster, node_id))
+        props.update(secure_only_properties(cluster, node_id))
     elif cluster.secured:
-        props.update(_security_properties(cluster, node_id))
+        props.update(security_properties(cluster, node_id))
     props.update(cluster.extra_properties)
     return props
 
 
-def _security_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
-    """The SCRAM listener beside PLAINTEXT, and ACLs enforced by the standard (KRaft) authorizer.
-
-    PLAINTEXT and CONTROLLER connections authenticate as User:ANONYMOUS, which is a super user: the brokers,
-    the controllers and the system's own services use them. Bind that listener to loopback/private networks only.
-    """
-    port = cluster.client_port(node_id)
-    secure = cluster.secure_client_port(node_id)
-    ctrl = cluster.controller_port + node_id - 1
-    protocol = "SASL_SSL" if cluster.security == "sasl_ssl" else "SASL_PLAINTEXT"
-    name = SECURE_LISTENER.lower()
-    props = {
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},{SECURE_LISTENER}://127.0.0.1:{secure},"
-        f"CONTROLLER://127.0.0.1:{ctrl}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},{SECURE_LISTENER}://127.0.0.1:{secure}",
-        "listener.security.protocol.map": f"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,{SECURE_LISTENER}:{protocol}",
-        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
-        f"listener.name.{name}.sasl.enabled.mechanisms": SCRAM_MECHANISM,
-        f"listener.name.{name}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": (
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        ),
-        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        "allow.everyone.if.no.acl.found": "false",
-        "super.users": "User:ANONYMOUS",
-        **_REAUTHENTICATION,
-    }
-    if cluster.security == "sasl_ssl":
-        password = (cluster.certs_dir / "keystore.password").read_text().strip()
-        props.update(
-            {
-                f"listener.name.{name}.ssl.keystore.type": "PKCS12",
-                f"listener.name.{name}.ssl.keystore.location": str(cluster.certs_dir / "broker.p12"),
-                f"listener.name.{name}.ssl.keystore.password": password,
-                f"listener.name.{name}.ssl.key.password": password,
-                f"listener.name.{name}.ssl.client.auth": "none",
-            }
-        )
-    return props
-
-
-def _secure_only_properties(cluster: KafkaCluster, node_id: int) -> dict[str, str]:
-    """No PLAINTEXT anywhere: SCRAM over TLS for clients and brokers, PLAIN over TLS for the controllers."""
-    port = cluster.client_port(node_id)
-    ctrl = cluster.controller_port + node_id - 1
-    keystore = (cluster.certs_dir / "keystore.password").read_text().strip()
-    scram, name = SCRAM_MECHANISM, SECURE_LISTENER.lower()
-    controller = cluster.password("controller")
-    return {
-        "listeners": f"{SECURE_LISTENER}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctrl}",
-        "advertised.listeners": f"{SECURE_LISTENER}://127.0.0.1:{port}",
-        "listener.security.protocol.map": f"{SECURE_LISTENER}:SASL_SSL,CONTROLLER:SASL_SSL",
-        "inter.broker.listener.name": SECURE_LISTENER,
-        "sasl.enabled.mechanisms": scram,
-        "sasl.mechanism.inter.broker.protocol": scram,
-        f"listener.name.{name}.sasl.enabled.mechanisms": scram,
-        f"listener.name.{name}.{scram.lower()}.sasl.jaas.config": "org.apache.kafka.common.security.scram."
-        f'ScramLoginModule required username="broker" password="{cluster.password("broker")}";',
-        "sasl.mechanism.controller.protocol": "PLAIN",
-        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
-        "listener.name.controller.plain.sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule "
-        f'required username="controller" password="{controller}" user_controller="{controller}";',
-        "ssl.keystore.type": "PKCS12",
-        "ssl.keystore.location": str(cluster.certs_dir / "broker.p12"),
-        "ssl.keystore.password": keystore,
-        "ssl.key.password": keystore,
-        "ssl.truststore.type": "PKCS12",
-        "ssl.truststore.location": str(cluster.certs_dir / "truststore.p12"),
-        "ssl.truststore.password": keystore,
-        "ssl.client.auth": "none",
-        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        "allow.everyone.if.no.acl.found": "false",
-        "super.users": ";".join(f"User:{u}" for u in SUPER_USERS),
-        **_REAUTHENTICATION,
-    }
-
-
-def _make_passwords(cluster: KafkaCluster) -> None:
-    """Generate each super user's password once (kept, like the keystore's, in a 0600 file)."""
-    folder = cluster.home / "secrets"
-    for user in SUPER_USERS:
-        path = folder / f"{user}.password"
-        if not path.exists():
-            _write_private(path, base64.urlsafe_b64encode(os.urandom(24)).decode() + "\n")
-
-
-def make_certs(cluster: KafkaCluster, *, names: tuple[str, ...] = ("localhost", "127.0.0.1"), log=print) -> Path:
-    """Create the TLS certificates of ``cluster`` with infra/make_certs.sh (a no-op when they exist)."""
-    result = subprocess.run(["bash", str(MAKE_CERTS), str(cluster.certs_dir), *names], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise KafkaInfraError(
-            f"making TLS certificates in {cluster.certs_dir} with {MAKE_CERTS} failed (exit {result.returncode}):\n"
-            f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
-        )
-    log(result.stdout.strip())
-    return cluster.certs_dir
-
-
 def _write_properties(path: Path, props: dict[str, str]) -> None:
     scratch = path.with_suffix(".partial")
-    _write_private(scratch, "".join(f"{k}={v}\n" for k, v in props.items()))  # may hold passwords
+    write_private(scratch, "".join(f"{k}={v}\n" for k, v in props.items()))  # may hold passwords
     scratch.replace(path)
-
-
-def _security_file(cluster: KafkaCluster) -> Path:
-    return cluster.home / "nodes" / "security"
-
-
-def recorded_security(cluster: KafkaCluster) -> str | None:
-    """The security mode this cluster's data was last started with (None before its first start)."""
-    path = _security_file(cluster)
-    return path.read_text().strip() if path.is_file() else None
-
-
-def _check_security(cluster: KafkaCluster) -> None:
-    """Refuse to reopen a secured cluster in a weaker mode: without its ACLs that would expose every programme to
-    anyone; without TLS, passwords and data on the wire; with a PLAINTEXT listener, a super user anyone local can be.
-
-    Data formatted before the mode was recorded counts as secured unless it says otherwise: its mode is unknown."""
-    recorded = recorded_security(cluster)
-    if recorded is None and any(
-        (cluster.node_dir(n) / "data" / "meta.properties").is_file() for n in cluster.node_ids()
-    ):
-        recorded = "sasl"  # formatted, mode unknown (the record was removed): at least not open
-    if recorded is not None and _STRENGTH.get(recorded, max(_STRENGTH.values())) > _STRENGTH[cluster.security]:
-        what = (
-            "let anyone read every programme"
-            if not cluster.secured
-            else "weaken how it is reached (TLS, or no PLAINTEXT super-user listener)"
-        )
-        raise KafkaInfraError(
-            f"the cluster in {cluster.home} was started with security {recorded!r}; starting it with "
-            f"{cluster.security!r} would {what}. Start it with --security {recorded} (or use a fresh --data-dir)"
-        )
-    _write_private(_security_file(cluster), cluster.security + "\n")
 
 
 def _java(cluster: KafkaCluster, heap: str) -> list[str]:
@@ -465,7 +250,7 @@ def _cluster_id(cluster: KafkaCluster) -> str:
     if path.is_file():
         return path.read_text().strip()
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    _write_private(path, cluster_id + "\n")
+    write_private(path, cluster_id + "\n")
     return cluster_id
 
 
@@ -510,17 +295,8 @@ def _format_storage(cluster: KafkaCluster, configs: dict[int, Path]) -> None:
 def _argument_file(path: Path, arguments: list[str]) -> Path:
     """A java launcher argument file (0600) holding ``arguments``, each quoted (backslashes and quotes escaped)."""
     quoted = ['"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in arguments]
-    _write_private(path, "\n".join(quoted) + "\n")
+    write_private(path, "\n".join(quoted) + "\n")
     return path
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``, readable by its owner only from the first byte."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(text)
 
 
 def _node(cluster: KafkaCluster, node_id: int) -> Supervised:
@@ -557,12 +333,12 @@ def start(cluster: KafkaCluster, *, timeout: float = 90.0, log=print) -> str:
     Returns the bootstrap servers (PLAINTEXT). Nodes already running are reused, so calling it twice is
     harmless; a node that died (or was killed) is started again on its own data.
     """
-    _make_private(cluster.home)
-    _check_security(cluster)
+    make_private(cluster.home)
+    check_security(cluster)
     if cluster.security in ("sasl_ssl", "secure_only"):
         make_certs(cluster, log=log)
     if cluster.secure_only:
-        _make_passwords(cluster)
+        make_passwords(cluster)
     to_start: dict[int, Path] = {}
     for node_id in cluster.node_ids():
         running = _node(cluster, node_id).pid()
@@ -622,48 +398,6 @@ def _wait_until_answering(cluster: KafkaCluster, started: dict[int, subprocess.P
     raise KafkaInfraError(
         f"Kafka did not answer at {cluster.bootstrap_servers} within {timeout:.0f} s; see {cluster.log_file(1)}"
     )
-
-
-def _make_private(home: Path) -> None:
-    """The cluster's folder and its nodes' are the owner's only (0700): data, logs and secrets live below."""
-    for folder in (home, home / "nodes"):
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        folder.chmod(0o700)
-
-
-def _ephemeral_ports_start() -> int:
-    """Where the kernel's range for client sockets' local ports begins (Linux: 32768 unless configured)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def free_ports(count: int) -> int:
-    """A port p with p..p+count-1 and p+10000.. (client and controller listeners) free, all below the ephemeral
-    range: a port from that range can be handed to some client socket (the brokers' own connections included)
-    between this check and the broker's bind, which made a 3-broker start fail with "Address already in use"."""
-    top = _ephemeral_ports_start() - 10000 - count
-    chooser = random.Random()
-    for _ in range(500):
-        port = chooser.randrange(10000, top)
-        if all(_is_free(port + i) and _is_free(port + 10000 + i) for i in range(count)):
-            return port
-    raise KafkaInfraError(f"no {count} free port pairs found between 10000 and {top + 10000 + count}")
-
-
-def free_port() -> int:
-    """One free loopback port below the ephemeral range (for a listener such as MirrorMaker's internal REST)."""
-    return free_ports(1)
 
 
 def start_on_free_ports(
