@@ -30,8 +30,13 @@ class LocalS3:
         )
 
     def upload_folder(self, root: Path, bucket: str, prefix: str) -> str:
-        """Every file under ``root`` into a new ``bucket`` under ``prefix``; returns the ``s3://`` URL of it."""
+        """Every file under ``root`` into a new ``bucket`` under ``prefix``; returns the ``s3://`` URL of it.
+
+        moto keeps its buckets per process, not per server: two servers in one test process share them, so a
+        bucket that exists already is refused rather than mixed with another test's files."""
         client = self.client()
+        if bucket in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+            raise ValueError(f"bucket {bucket!r} exists already in this process's moto: give each upload its own")
         client.create_bucket(Bucket=bucket)
         for path in sorted(Path(root).rglob("*")):
             if path.is_file():

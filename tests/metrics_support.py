@@ -39,7 +39,8 @@ def lagging_group(bootstrap: str, survey: str, produced: int, committed: int) ->
     """A one-partition programme topic of 2024-01-01 holding ``produced`` records and a filter-like group that
     committed ``committed`` of them: a known lag for the monitor to find. Returns (topic, group)."""
     topic, group = f"{survey}_20240101_programid1", f"{survey}_filter_bright_20240101"
-    admin_client(bootstrap).create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    admin = admin_client(bootstrap)  # kept until the topic exists: a dropped client cancels its requests
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
     out = producer(bootstrap)
     for i in range(produced):
         out.produce(topic, b"alert%d" % i)

@@ -170,7 +170,7 @@ def s3(archive_root):
     """The archive uploaded to a bucket of moto's S3 server on loopback; yields (url, storage_options)."""
     pytest.importorskip("boto3")
     with local_s3() as s3:
-        yield s3.upload_folder(archive_root[0], "alerts", "archive"), s3.storage_options
+        yield s3.upload_folder(archive_root[0], "download-test", "archive"), s3.storage_options
 
 
 # ----------------------------------------------------------------------------------------------------- tests

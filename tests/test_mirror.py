@@ -16,6 +16,7 @@ from alertdist.jobs.publish import publish_night
 from alertdist.kafka.clients import admin_client, producer
 from alertdist.mirror import process
 from alertdist.mirror.config import MirrorSpec, mirror_properties, mirrored_topics
+from alertdist.nights.dates import format_night
 from alertdist.nights.state import CLOSED, MIRRORED, NightState, mark_night, read_night_state
 from alertdist.nights.topics import MirrorNames, TopicSettings
 from alertdist.publish.sources import SourceSpec
@@ -120,8 +121,8 @@ def test_the_night_closes_downstream_with_downstream_offsets(settings, mirrored_
 
 
 def test_a_closing_record_mirrored_from_upstream_never_reads_as_closed_downstream(settings, mirrored_night):
-    other = "20231013"
-    mark_night(settings.bootstrap_servers, settings.naming, NightState(other, CLOSED, {"t": {0: 5}}))
+    other = dt.date(2023, 10, 13)
+    mark_night(settings.bootstrap_servers, settings.naming, NightState(format_night(other), CLOSED, {"t": {0: 5}}))
     deadline = time.monotonic() + 60
     while (seen := read_night_state(settings.public_bootstrap_servers, settings.naming, other)) is None:
         assert time.monotonic() < deadline, "the nights topic is not mirrored"

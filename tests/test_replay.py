@@ -361,7 +361,7 @@ def test_a_stop_while_waiting_for_an_exposure_leaves_the_replayed_night_open(kaf
     _, alerts, dest, _ = simulated
     naming = TopicNaming(survey=f"{survey_prefix}stop")
     first_exposure = sum(1 for a in alerts if a.jd == min(x.jd for x in alerts))
-    stream, counts, names = open_sources([str(dest)], archived_night="20231012")
+    stream, counts, names = open_sources([str(dest)], archived_night=dt.date(2023, 10, 12))
     stop = threading.Event()
     threading.Timer(2.0, stop.set).start()  # well inside the ~40 s / 5 = 8 s before the second exposure
     result = replay_into_night(

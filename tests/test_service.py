@@ -447,7 +447,7 @@ def test_backfill_refuses_a_tarball_it_did_not_write(archived, tmp_path):
 def s3_archive(archived):
     pytest.importorskip("boto3")
     with local_s3() as s3:
-        yield s3.upload_folder(archived[0], "alerts", "archive"), s3.storage_options
+        yield s3.upload_folder(archived[0], "service-test", "archive"), s3.storage_options
 
 
 def test_served_from_s3_with_range_reads(archived, s3_archive, tokens):

@@ -107,6 +107,8 @@ def parse_nights(specs: Iterable[str | dt.date]) -> list[dt.date]:
 
 def format_night(night: dt.date) -> str:
     """The night's label, ``YYYYMMDD``: in topic names, archive paths, manifests and messages (the one place)."""
+    if not isinstance(night, dt.date):
+        raise TypeError(f"a night is a date, not {type(night).__name__} {night!r}: parse text with parse_night first")
     return f"{night:%Y%m%d}"
 
 
