@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 
 from alertdist.filters import alert_filter
@@ -37,6 +38,14 @@ def hangs_on_one(alert):
 def always_hangs(alert):
     time.sleep(3600)
     return True
+
+
+@alert_filter(name="dies", fields=("candid",))
+def dies(alert):
+    """Ends its own process (no exception to catch), saying why on stderr, with a control character in it."""
+    sys.stderr.write("step one\nthe catalogue \x1b[31mis gone\n")
+    sys.stderr.flush()
+    os._exit(3)
 
 
 @alert_filter(name="big_notes", fields=("candid",))

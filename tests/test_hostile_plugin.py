@@ -96,6 +96,22 @@ def test_a_plugin_that_hangs_on_every_batch_stops_its_copy_with_why(kafka_bootst
         )
 
 
+def test_a_plugin_that_ends_its_process_is_named_with_its_last_words(kafka_bootstrap, packets):
+    naming = TopicNaming(survey=f"d{uuid.uuid4().hex[:10]}")
+    publish_night(kafka_bootstrap, naming, packets[:10])
+    options = LiveOptions(batch_size=5, batch_deadline_s=5.0, failed_batches=2, **QUICK)
+    with pytest.raises(FilterFailingError) as failed:
+        run_in_thread(
+            90,
+            filter_="tests.hostile_plugins:dies",
+            night=NIGHT,
+            bootstrap_servers=kafka_bootstrap,
+            naming=naming,
+            options=options,
+        )
+    assert "the filter's process ended (exit code 3; its last words: the catalogue ?[31mis gone)" in str(failed.value)
+
+
 def test_annotations_over_the_cap_make_an_error_verdict_with_the_reason(kafka_bootstrap, packets):
     inline = load_filter("tests.hostile_plugins:big_notes")
     odd = next(p for p in packets if codec.peek(p).candid % 2)

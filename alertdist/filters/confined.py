@@ -31,6 +31,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -97,6 +98,7 @@ class ConfinedFilter:
         self.uid = confined_uid(spec, copy_index) if os.geteuid() == 0 else None
         self.process: subprocess.Popen | None = None
         self.buffer = bytearray()
+        self.last_words = bytearray()  # the end of the child's stderr
         self.batch = 0
         self.restarts = 0
         self.last_failure = ""  # why the last batch's unjudged packets got ERROR ("" when it was whole)
@@ -181,13 +183,15 @@ class ConfinedFilter:
             [sys.executable, "-I", "-m", "alertdist.filters.confined"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,  # its last words name why it ended (`_exit`); read on, never waited for
             env=env,
             cwd="/",
             close_fds=True,
             pass_fds=(self.memory,),
             start_new_session=True,
         )
+        self.last_words = bytearray()
+        threading.Thread(target=_keep_tail, args=(self.process.stderr, self.last_words), daemon=True).start()
         for fd in (self.process.stdin.fileno(), self.process.stdout.fileno()):
             os.set_blocking(fd, False)
             with contextlib.suppress(OSError):  # fewer, larger copies for a batch of megabytes
@@ -263,7 +267,9 @@ class ConfinedFilter:
             code = None
         if code is None:
             return "still running"
-        return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        ended = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        said = _printable(bytes(self.last_words).decode("utf-8", "replace").strip().splitlines()[-1:])
+        return f"{ended}; its last words: {said}" if said else ended
 
     def _stop(self) -> None:
         """Kill the child, and every process of its uid (whatever it started, in any session), and its scratch."""
@@ -306,6 +312,21 @@ def _checked_hello(answer: dict) -> dict:
     if not (isinstance(name, str) and isinstance(columnar, bool) and isinstance(origin, str) and names_ok):
         raise FilterLookupError("the filter's confined process described its filter wrongly")
     return answer
+
+
+def _keep_tail(stream, tail: bytearray, keep: int = 2048) -> None:
+    """Read the child's stderr to its end, keeping only its last ``keep`` bytes: a plug-in that prints without end
+    costs nothing, and the reason a child died is in its last line."""
+    with contextlib.suppress(OSError, ValueError):
+        while chunk := stream.read1(1 << 16):
+            tail += chunk
+            del tail[:-keep]
+
+
+def _printable(lines: list[str], limit: int = 300) -> str:
+    """Untrusted text made safe for a log line and an error message: printable characters only, bounded."""
+    text = "".join(c if c.isprintable() else "?" for c in " ".join(lines))
+    return text[:limit]
 
 
 def _kill_uid(uid: int) -> None:

@@ -103,15 +103,16 @@ def _expose(libc, handles: dict[Path, int], check) -> None:
 
 
 def _project_folders() -> set[str]:
-    """The project's folders installed under alertdist's name from elsewhere (pyproject.toml's package-dir: flows,
-    tasks, infra, schemas): a plug-in, or what it imports, may import them lazily. Found, not imported."""
+    """The project's folders linked into alertdist from the top of the repository (alertdist/flows -> ../flows, and
+    tasks, infra, schemas): a plug-in, or what it imports, may import them lazily. Their real folders, since a link
+    in the package only leads somewhere if its target is in view. Found, not imported."""
     import importlib.util
 
     found = set()
     for name in ("alertdist.flows", "alertdist.tasks", "alertdist.infra", "alertdist.schemas"):
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.submodule_search_locations:
-            found.update(spec.submodule_search_locations)
+            found.update(os.path.realpath(p) for p in spec.submodule_search_locations)
     return found
 
 

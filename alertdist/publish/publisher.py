@@ -204,14 +204,21 @@ class _Publisher:
             **(producer_overrides or {}),
         )
 
-    def check_topics(self) -> None:
-        try:
-            existing = self.out.producer.list_topics(timeout=30).topics
-        except KafkaException as e:
-            raise PublishError(
-                f"listing topics to publish night {self.result.night} failed: {e}", transient=True
-            ) from e
-        missing = [t for t in [*self.topics.values(), self.rejected_topic] if t not in existing]
+    def check_topics(self, settle_s: float = 15.0) -> None:
+        """The night's topics exist. A topic created a moment ago may not be in every broker's metadata yet (a
+        cluster just restarted), so a missing one is asked again for ``settle_s`` before it counts as missing."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            try:
+                existing = self.out.producer.list_topics(timeout=30).topics
+            except KafkaException as e:
+                raise PublishError(
+                    f"listing topics to publish night {self.result.night} failed: {e}", transient=True
+                ) from e
+            missing = [t for t in [*self.topics.values(), self.rejected_topic] if t not in existing]
+            if not missing or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
         if missing:
             raise PublishError(
                 f"topic(s) {', '.join(missing)} do not exist; create the night's topics first "
